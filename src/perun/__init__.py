@@ -1,0 +1,1 @@
+"""Perun state channels for Ethereum."""

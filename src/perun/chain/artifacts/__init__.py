@@ -1,0 +1,19 @@
+"""Compiled contracts (ABI and bytecode), written by `perun.chain.compile`; never edit by hand."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+ARTIFACT_DIR = Path(__file__).resolve().parent
+ARTIFACT_NAMES = ("PaymentContract", "TestToken", "NoReturnToken", "FeeToken", "TestWallet")
+
+
+@cache
+def load(name: str) -> dict[str, Any]:
+    """{"abi": [...], "bytecode": "0x..."} of contract `name`."""
+    if name not in ARTIFACT_NAMES:
+        raise KeyError(f"no artifact named {name!r}; known: {', '.join(ARTIFACT_NAMES)}")
+    return json.loads((ARTIFACT_DIR / f"{name}.json").read_text())

@@ -1,0 +1,206 @@
+"""A connection to an Ethereum chain: transactions signed locally, and time control.
+
+`EmbeddedChain` runs py-evm in this process (eth-tester): the default for the demo and most tests.
+`RpcChain` talks JSON-RPC to any node; on anvil (or another dev node with the `evm_*` methods)
+it can also move time. Both offer the same interface, so code and tests run on either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
+from web3 import Web3
+from web3.contract.contract import ContractFunction
+from web3.types import TxReceipt
+
+from perun import errors
+from perun.chain import reverts
+from perun.chain.artifacts import load
+
+Sender = LocalAccount | str  # a key we hold, or an account the node unlocks (dev chains only)
+
+ETHER = 10**18
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """A mined, successful transaction."""
+
+    receipt: TxReceipt
+
+    @property
+    def gas_used(self) -> int:
+        return self.receipt["gasUsed"]
+
+    @property
+    def block_number(self) -> int:
+        return self.receipt["blockNumber"]
+
+
+class Chain:
+    """What the rest of the package needs from a chain. Subclasses add the time control."""
+
+    def __init__(self, w3: Web3) -> None:
+        self.w3 = w3
+        self.chain_id: int = w3.eth.chain_id
+
+    # ------------------------------------------------------------------ accounts
+
+    @property
+    def dev_accounts(self) -> list[str]:
+        """Accounts the node unlocks and funds (empty on a real network)."""
+        return list(self.w3.eth.accounts)
+
+    def new_account(self, funds: int = 0) -> LocalAccount:
+        """A fresh key, optionally funded from the first dev account."""
+        account = Account.create()
+        if funds:
+            self.fund(account.address, funds)
+        return account
+
+    def fund(self, address: str, amount: int) -> None:
+        if not self.dev_accounts:
+            raise errors.ChainError("this chain has no unlocked dev account to fund from")
+        tx_hash = self.w3.eth.send_transaction(
+            {"from": self.dev_accounts[0], "to": to_checksum_address(address), "value": amount}
+        )
+        self._wait(tx_hash)
+
+    def balance(self, address: str) -> int:
+        return self.w3.eth.get_balance(to_checksum_address(address))
+
+    # ------------------------------------------------------------------ transactions
+
+    def transact(self, sender: Sender, call: ContractFunction, value: int = 0) -> Transaction:
+        """Sends `call` from `sender` and waits for it to be mined.
+
+        The call is simulated first, so a contract's custom error comes back as its typed
+        exception (see perun.errors) and no transaction is sent.
+        """
+        address = sender if isinstance(sender, str) else sender.address
+        params: dict[str, Any] = {"from": address, "value": value}
+        try:
+            tx = call.build_transaction(params)  # estimates gas: reverts surface here
+        except Exception as exc:
+            raise reverts.translate(exc) from exc
+        return self._send(sender, tx)
+
+    def deploy(self, sender: Sender, name: str, *args: Any) -> str:
+        """Deploys the artifact `name`; returns its address."""
+        artifact = load(name)
+        factory = self.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+        address = sender if isinstance(sender, str) else sender.address
+        try:
+            tx = factory.constructor(*args).build_transaction({"from": address})
+        except Exception as exc:
+            raise reverts.translate(exc) from exc
+        receipt = self._send(sender, tx).receipt
+        return receipt["contractAddress"]
+
+    def contract(self, name: str, address: str):
+        """A web3 contract object for the artifact `name` at `address`."""
+        return self.w3.eth.contract(address=to_checksum_address(address), abi=load(name)["abi"])
+
+    def _send(self, sender: Sender, tx: dict[str, Any]) -> Transaction:
+        if isinstance(sender, str):
+            tx_hash = self.w3.eth.send_transaction(tx)
+        else:
+            tx["nonce"] = self.w3.eth.get_transaction_count(sender.address, "pending")
+            tx["chainId"] = self.chain_id
+            signed = sender.sign_transaction(tx)
+            try:
+                tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+            except Exception as exc:
+                raise reverts.translate(exc) from exc
+        receipt = self._wait(tx_hash)
+        if receipt["status"] != 1:
+            raise errors.TransactionFailed(f"transaction 0x{bytes(tx_hash).hex()} reverted")
+        return Transaction(receipt)
+
+    def _wait(self, tx_hash: bytes) -> TxReceipt:
+        return self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60, poll_latency=0.05)
+
+    # ------------------------------------------------------------------ time
+
+    def timestamp(self) -> int:
+        """The timestamp of the latest block."""
+        return self.w3.eth.get_block("latest")["timestamp"]
+
+    def block_number(self) -> int:
+        return self.w3.eth.block_number
+
+    def set_next_block_timestamp(self, timestamp: int) -> None:
+        """The next block, and so the next transaction, gets exactly `timestamp`."""
+        raise errors.ChainError(f"{type(self).__name__} cannot move time")
+
+    def mine(self, blocks: int = 1) -> None:
+        raise errors.ChainError(f"{type(self).__name__} cannot mine on demand")
+
+    def advance_time(self, seconds: int) -> None:
+        """Mines a block `seconds` after the latest one."""
+        self.set_next_block_timestamp(self.timestamp() + seconds)
+        self.mine()
+
+    def close(self) -> None:
+        """Releases what the chain holds (subclasses that start processes stop them)."""
+
+
+class EmbeddedChain(Chain):
+    """py-evm in this process, through eth-tester. Fast, private, gone when the process ends."""
+
+    def __init__(self) -> None:
+        from eth_tester import EthereumTester, PyEVMBackend
+        from web3 import EthereumTesterProvider
+
+        self.tester = EthereumTester(PyEVMBackend())
+        super().__init__(Web3(EthereumTesterProvider(self.tester)))
+
+    def set_next_block_timestamp(self, timestamp: int) -> None:
+        pending = self.tester.get_block_by_number("pending")["timestamp"]
+        if timestamp < pending:
+            raise errors.ChainError(f"cannot move time back from {pending} to {timestamp}")
+        # eth-tester mines a block at timestamp - 1; the pending block then has `timestamp`.
+        self.tester.time_travel(timestamp)
+
+    def mine(self, blocks: int = 1) -> None:
+        self.tester.mine_blocks(blocks)
+
+    def snapshot(self) -> int:
+        return self.tester.take_snapshot()
+
+    def revert_to(self, snapshot: int) -> None:
+        self.tester.revert_to_snapshot(snapshot)
+
+
+class RpcChain(Chain):
+    """Any JSON-RPC node. Time control needs a dev node (anvil, hardhat)."""
+
+    def __init__(self, url: str) -> None:
+        w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 30}))
+        if not w3.is_connected():
+            raise errors.ChainError(f"no JSON-RPC node answers at {url}")
+        self.url = url
+        super().__init__(w3)
+
+    def _dev_rpc(self, method: str, params: list[Any]) -> Any:
+        response = self.w3.provider.make_request(method, params)
+        if "error" in response:
+            raise errors.ChainError(f"{method} failed: {response['error']}")
+        return response.get("result")
+
+    def set_next_block_timestamp(self, timestamp: int) -> None:
+        self._dev_rpc("evm_setNextBlockTimestamp", [hex(timestamp)])
+
+    def mine(self, blocks: int = 1) -> None:
+        for _ in range(blocks):
+            self._dev_rpc("evm_mine", [])
+
+    def snapshot(self) -> int:
+        return int(self._dev_rpc("evm_snapshot", []), 16)
+
+    def revert_to(self, snapshot: int) -> None:
+        self._dev_rpc("evm_revert", [hex(snapshot)])

@@ -1,0 +1,88 @@
+"""Turns a revert, however the node reported it, into the package's own exception.
+
+eth-tester raises `TransactionFailed` with the raw revert bytes in its message; anvil answers
+with a JSON-RPC error that web3 raises as `ContractCustomError` / `ContractLogicError` carrying
+the hex data. Both end here, in one place, and come out as the class from perun.errors named
+like the contract's custom error.
+"""
+
+from __future__ import annotations
+
+import ast
+from functools import cache
+
+from eth_abi import decode
+from eth_utils import keccak
+
+from perun import errors
+from perun.chain.artifacts import ARTIFACT_NAMES, load
+
+_ERROR_STRING = bytes.fromhex("08c379a0")  # Error(string), from require/revert with a reason
+_PANIC = bytes.fromhex("4e487b71")  # Panic(uint256): overflow, assert, ...
+
+
+def _abi_type(param: dict) -> str:
+    if param["type"].startswith("tuple"):
+        inner = ",".join(_abi_type(c) for c in param["components"])
+        return f"({inner}){param['type'][5:]}"
+    return param["type"]
+
+
+@cache
+def _known_errors() -> dict[bytes, tuple[str, list[str], list[str]]]:
+    """selector -> (name, argument names, argument types), from every artifact's ABI."""
+    table: dict[bytes, tuple[str, list[str], list[str]]] = {}
+    for artifact in ARTIFACT_NAMES:
+        for item in load(artifact)["abi"]:
+            if item["type"] != "error":
+                continue
+            types = [_abi_type(p) for p in item["inputs"]]
+            selector = keccak(text=f"{item['name']}({','.join(types)})")[:4]
+            table[selector] = (item["name"], [p["name"] for p in item["inputs"]], types)
+    return table
+
+
+def revert_data(exc: BaseException) -> bytes | None:
+    """The raw revert data carried by a web3 or eth-tester exception, if any."""
+    data = getattr(exc, "data", None)
+    if isinstance(data, str) and data.startswith("0x"):
+        return bytes.fromhex(data[2:])
+    if isinstance(data, bytes):
+        return data
+    for arg in getattr(exc, "args", ()):
+        if isinstance(arg, bytes):
+            return arg
+        if isinstance(arg, str) and arg.startswith("execution reverted: b"):
+            value = ast.literal_eval(arg[len("execution reverted: "):])
+            if isinstance(value, bytes):
+                return value
+    return None
+
+
+def decode_revert(data: bytes) -> errors.PerunError:
+    selector, body = data[:4], data[4:]
+    if selector == _ERROR_STRING:
+        (reason,) = decode(["string"], body)
+        return errors.TransactionFailed(f"reverted: {reason}")
+    if selector == _PANIC:
+        (code,) = decode(["uint256"], body)
+        return errors.TransactionFailed(f"reverted with panic 0x{code:02x}")
+    known = _known_errors().get(selector)
+    if known is None:
+        return errors.TransactionFailed(f"reverted with unknown data 0x{data.hex()}")
+    name, names, types = known
+    fields = dict(zip(names, decode(types, body)))
+    cls = errors.CONTRACT_ERRORS.get(name)
+    return cls(fields) if cls else errors.ContractRejected(fields, name=name)
+
+
+def translate(exc: BaseException) -> errors.PerunError:
+    """The PerunError that `exc`, raised while sending or simulating a transaction, means."""
+    if isinstance(exc, errors.PerunError):
+        return exc
+    data = revert_data(exc)
+    if data:
+        return decode_revert(data)
+    if "revert" in str(exc).lower():
+        return errors.TransactionFailed(str(exc))
+    return errors.ChainError(f"{type(exc).__name__}: {exc}")

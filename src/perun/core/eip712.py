@@ -1,0 +1,138 @@
+"""EIP-712 digests, signatures and recovery for channel states.
+
+The digests are built by hand with a cached domain separator (about 1.5x faster than
+eth-account's generic encoder); tests hold them equal to both eth-account's encoding and the
+contract's own `hashPaymentState` / `hashFinalState`. Signing and recovery use coincurve
+(libsecp256k1). Recovery rejects high-s signatures, as OpenZeppelin's ECDSA does on chain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from coincurve import PrivateKey, PublicKey
+from eth_utils import keccak, to_checksum_address
+
+from perun import errors
+from perun.core.channel import PaymentState
+
+DOMAIN_TYPEHASH = keccak(
+    text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+)
+PAYMENT_STATE_TYPE = "PaymentState(bytes32 channelId,uint64 version,uint256 balanceAlice,uint256 balanceBob)"
+FINAL_STATE_TYPE = "FinalState(bytes32 channelId,uint64 version,uint256 balanceAlice,uint256 balanceBob)"
+PAYMENT_STATE_TYPEHASH = keccak(text=PAYMENT_STATE_TYPE)
+FINAL_STATE_TYPEHASH = keccak(text=FINAL_STATE_TYPE)
+
+PAYMENT_CONTRACT_NAME = "Perun PaymentContract"
+PAYMENT_CONTRACT_VERSION = "1"
+
+_SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def _word(value: int) -> bytes:
+    return value.to_bytes(32, "big")
+
+
+@dataclass(frozen=True)
+class Domain:
+    """An EIP-712 domain: signatures are valid for one contract on one chain only."""
+
+    chain_id: int
+    verifying_contract: str
+    name: str = PAYMENT_CONTRACT_NAME
+    version: str = PAYMENT_CONTRACT_VERSION
+
+    @cached_property
+    def separator(self) -> bytes:
+        return keccak(
+            DOMAIN_TYPEHASH
+            + keccak(text=self.name)
+            + keccak(text=self.version)
+            + _word(self.chain_id)
+            + bytes(12)
+            + bytes.fromhex(to_checksum_address(self.verifying_contract)[2:])
+        )
+
+    def digest(self, state: PaymentState) -> bytes:
+        """The 32 bytes a party signs: a PaymentState, or a FinalState when `state.is_final`."""
+        typehash = FINAL_STATE_TYPEHASH if state.is_final else PAYMENT_STATE_TYPEHASH
+        struct_hash = keccak(
+            typehash
+            + state.channel_id
+            + _word(state.version)
+            + _word(state.balance_alice)
+            + _word(state.balance_bob)
+        )
+        return keccak(b"\x19\x01" + self.separator + struct_hash)
+
+    def typed_data(self, state: PaymentState) -> dict:
+        """The same message as EIP-712 JSON, for wallets and eth-account."""
+        primary = "FinalState" if state.is_final else "PaymentState"
+        return {
+            "types": {
+                "EIP712Domain": [
+                    {"name": "name", "type": "string"},
+                    {"name": "version", "type": "string"},
+                    {"name": "chainId", "type": "uint256"},
+                    {"name": "verifyingContract", "type": "address"},
+                ],
+                primary: [
+                    {"name": "channelId", "type": "bytes32"},
+                    {"name": "version", "type": "uint64"},
+                    {"name": "balanceAlice", "type": "uint256"},
+                    {"name": "balanceBob", "type": "uint256"},
+                ],
+            },
+            "primaryType": primary,
+            "domain": {
+                "name": self.name,
+                "version": self.version,
+                "chainId": self.chain_id,
+                "verifyingContract": to_checksum_address(self.verifying_contract),
+            },
+            "message": {
+                "channelId": state.channel_id,
+                "version": state.version,
+                "balanceAlice": state.balance_alice,
+                "balanceBob": state.balance_bob,
+            },
+        }
+
+
+def sign(digest: bytes, private_key: bytes) -> bytes:
+    """A 65-byte r || s || v signature (v = 27 or 28), as Ethereum wallets produce."""
+    sig = PrivateKey(private_key).sign_recoverable(digest, hasher=None)
+    return sig[:64] + bytes([sig[64] + 27])
+
+
+def recover(digest: bytes, signature: bytes) -> str:
+    """The checksum address that signed `digest`; InvalidSignature if none can be recovered."""
+    if not isinstance(signature, bytes) or len(signature) != 65:
+        raise errors.InvalidSignature("a signature is 65 bytes: r, s, v")
+    v = signature[64]
+    s = int.from_bytes(signature[32:64], "big")
+    if v not in (27, 28) or not 0 < s <= _SECP256K1_N // 2:
+        raise errors.InvalidSignature("malformed or malleable (high-s) signature")
+    try:
+        public = PublicKey.from_signature_and_message(signature[:64] + bytes([v - 27]), digest, hasher=None)
+    except Exception as exc:  # coincurve raises a bare Exception for unrecoverable input
+        raise errors.InvalidSignature("no public key recovers from this signature") from exc
+    return to_checksum_address(keccak(public.format(compressed=False)[1:])[-20:])
+
+
+def address_of(private_key: bytes) -> str:
+    public = PrivateKey(private_key).public_key.format(compressed=False)[1:]
+    return to_checksum_address(keccak(public)[-20:])
+
+
+def sign_state(domain: Domain, state: PaymentState, private_key: bytes) -> bytes:
+    return sign(domain.digest(state), private_key)
+
+
+def check_signature(domain: Domain, state: PaymentState, signature: bytes, expected: str) -> None:
+    """InvalidSignature unless `expected` signed `state` in `domain`."""
+    signer = recover(domain.digest(state), signature)
+    if signer != to_checksum_address(expected):
+        raise errors.InvalidSignature(f"state signed by {signer}, expected {to_checksum_address(expected)}")
