@@ -8,6 +8,7 @@ catches a stale version whether Python or the contract noticed it.
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any, ClassVar
 
 
@@ -77,7 +78,9 @@ class ContractRejected(ChainError):
 
 
 def _show(value: Any) -> str:
-    return "0x" + value.hex() if isinstance(value, bytes) else str(value)
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    return value.name if isinstance(value, Enum) else str(value)
 
 
 class PaymentContractError(ContractRejected):

@@ -44,6 +44,10 @@ class Transaction:
 class Chain:
     """What the rest of the package needs from a chain. Subclasses add the time control."""
 
+    # Transactions are simulated against the pending block: it carries the timestamp set for
+    # the next block, so a call valid only from that time on is not refused in advance.
+    simulation_block: str | None = "pending"
+
     def __init__(self, w3: Web3) -> None:
         self.w3 = w3
         self.chain_id: int = w3.eth.chain_id
@@ -84,7 +88,8 @@ class Chain:
         address = sender if isinstance(sender, str) else sender.address
         params: dict[str, Any] = {"from": address, "value": value}
         try:
-            tx = call.build_transaction(params)  # estimates gas: reverts surface here
+            gas = call.estimate_gas(params, block_identifier=self.simulation_block)
+            tx = call.build_transaction({**params, "gas": gas + gas // 5})
         except Exception as exc:
             raise reverts.translate(exc) from exc
         return self._send(sender, tx)
@@ -151,6 +156,8 @@ class Chain:
 
 class EmbeddedChain(Chain):
     """py-evm in this process, through eth-tester. Fast, private, gone when the process ends."""
+
+    simulation_block = None  # eth-tester simulates on its pending block and takes no identifier
 
     def __init__(self) -> None:
         from eth_tester import EthereumTester, PyEVMBackend

@@ -12,10 +12,11 @@ import ast
 from functools import cache
 
 from eth_abi import decode
-from eth_utils import keccak
+from eth_utils import keccak, to_checksum_address
 
 from perun import errors
 from perun.chain.artifacts import ARTIFACT_NAMES, load
+from perun.core.channel import Phase
 
 _ERROR_STRING = bytes.fromhex("08c379a0")  # Error(string), from require/revert with a reason
 _PANIC = bytes.fromhex("4e487b71")  # Panic(uint256): overflow, assert, ...
@@ -29,16 +30,14 @@ def _abi_type(param: dict) -> str:
 
 
 @cache
-def _known_errors() -> dict[bytes, tuple[str, list[str], list[str]]]:
-    """selector -> (name, argument names, argument types), from every artifact's ABI."""
-    table: dict[bytes, tuple[str, list[str], list[str]]] = {}
+def _known_errors() -> dict[bytes, tuple[str, list[dict]]]:
+    """selector -> (name, ABI inputs), from every artifact's ABI."""
+    table: dict[bytes, tuple[str, list[dict]]] = {}
     for artifact in ARTIFACT_NAMES:
         for item in load(artifact)["abi"]:
-            if item["type"] != "error":
-                continue
-            types = [_abi_type(p) for p in item["inputs"]]
-            selector = keccak(text=f"{item['name']}({','.join(types)})")[:4]
-            table[selector] = (item["name"], [p["name"] for p in item["inputs"]], types)
+            if item["type"] == "error":
+                types = ",".join(_abi_type(p) for p in item["inputs"])
+                table[keccak(text=f"{item['name']}({types})")[:4]] = (item["name"], item["inputs"])
     return table
 
 
@@ -70,10 +69,19 @@ def decode_revert(data: bytes) -> errors.PerunError:
     known = _known_errors().get(selector)
     if known is None:
         return errors.TransactionFailed(f"reverted with unknown data 0x{data.hex()}")
-    name, names, types = known
-    fields = dict(zip(names, decode(types, body)))
+    name, inputs = known
+    values = decode([_abi_type(p) for p in inputs], body)
+    fields = {p["name"]: _readable(p, v) for p, v in zip(inputs, values)}
     cls = errors.CONTRACT_ERRORS.get(name)
     return cls(fields) if cls else errors.ContractRejected(fields, name=name)
+
+
+def _readable(param: dict, value: object) -> object:
+    if param["type"] == "address":
+        return to_checksum_address(value)
+    if param.get("internalType") == "enum PaymentContract.Phase":
+        return Phase(value)
+    return value
 
 
 def translate(exc: BaseException) -> errors.PerunError:

@@ -1,0 +1,38 @@
+# The two commands of the README: `make demo` and `make test`. Each installs what it needs on
+# first use (.venv from pyproject.toml + constraints.txt, node_modules from package-lock.json).
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+export SOLCX_BINARY_PATH := $(CURDIR)/.solc
+
+.PHONY: demo test test-fast bench build devnet setup clean
+
+demo: setup
+	$(VENV)/bin/perun demo
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m benchmarks.gas
+
+build: setup
+	$(VENV)/bin/perun compile
+
+devnet: setup
+	$(VENV)/bin/perun devnet
+
+setup: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+clean:
+	rm -rf $(VENV) node_modules .solc .build
