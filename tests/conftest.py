@@ -1,0 +1,102 @@
+"""Shared fixtures: a chain (embedded py-evm, and anvil for the contract tests), a deployed
+PaymentContract, funded parties, and helpers to open channels and sign states.
+
+Each test runs on a snapshot of the chain that is reverted afterwards, so tests are isolated
+and the contract is deployed once per chain.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Iterator
+
+import pytest
+from eth_account.signers.local import LocalAccount
+
+from perun.chain.backend import ETHER, Chain, EmbeddedChain
+from perun.chain.payment import PaymentContract
+from perun.core.channel import ETH, Params, PaymentState
+from perun.core.eip712 import sign_state
+
+DELTA = 100
+_nonces = itertools.count(1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: long-running tests")
+
+
+@pytest.fixture(scope="session")
+def embedded_chain() -> Iterator[Chain]:
+    chain = EmbeddedChain()
+    yield chain
+    chain.close()
+
+
+@pytest.fixture(scope="session")
+def anvil_chain() -> Iterator[Chain]:
+    from perun.chain.anvil import AnvilChain
+
+    chain = AnvilChain()
+    yield chain
+    chain.close()
+
+
+@dataclass
+class World:
+    """Everything a contract test needs, on one chain."""
+
+    chain: Chain
+    contract: PaymentContract
+    alice: LocalAccount
+    bob: LocalAccount
+    mallory: LocalAccount
+
+    def params(self, deposit_alice: int = 6 * ETHER, deposit_bob: int = 4 * ETHER, *,
+               delta: int = DELTA, token: str = ETH, alice: str | None = None,
+               bob: str | None = None) -> Params:
+        return Params(alice or self.alice.address, bob or self.bob.address, deposit_alice, deposit_bob,
+                      delta, next(_nonces), token)
+
+    def open(self, params: Params | None = None) -> tuple[Params, PaymentState]:
+        """Creates and confirms a channel; returns its params and initial state."""
+        params = params or self.params()
+        self.contract.create(self.alice, params)
+        self.contract.confirm(self.bob, params)
+        return params, params.initial_state(self.chain.chain_id, self.contract.address)
+
+    def sign(self, state: PaymentState, who: LocalAccount) -> bytes:
+        return sign_state(self.contract.domain, state, who.key)
+
+
+def _make_world(chain: Chain) -> World:
+    contract = PaymentContract.deploy(chain, chain.dev_accounts[0])
+    return World(chain, contract, *(chain.new_account(1000 * ETHER) for _ in range(3)))
+
+
+@pytest.fixture(scope="session")
+def embedded_world(embedded_chain: Chain) -> World:
+    return _make_world(embedded_chain)
+
+
+@pytest.fixture(scope="session")
+def anvil_world(anvil_chain: Chain) -> World:
+    return _make_world(anvil_chain)
+
+
+@pytest.fixture
+def world(embedded_world: World) -> Iterator[World]:
+    """The embedded chain's world, reverted after the test."""
+    snapshot = embedded_world.chain.snapshot()
+    yield embedded_world
+    embedded_world.chain.revert_to(snapshot)
+
+
+@pytest.fixture(params=["embedded", "anvil"])
+def any_world(request: pytest.FixtureRequest) -> Iterator[World]:
+    """The same test on the embedded chain and on anvil, reverted after the test."""
+    world_ = request.getfixturevalue(f"{request.param}_world")
+    snapshot = world_.chain.snapshot()
+    yield world_
+    world_.chain.revert_to(snapshot)
