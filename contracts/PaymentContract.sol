@@ -77,7 +77,8 @@ contract PaymentContract is EIP712 {
     uint64 public constant MAX_DELTA = 3650 days;
 
     /// @notice Gas forwarded with an ETH payout. A recipient that needs more, reverts or burns it
-    /// is credited instead (see `withdraw`), so it cannot block the other party's payout.
+    /// is credited instead (see `withdraw`), so it cannot block the other party's payout. ERC-20
+    /// payouts are not capped: the token is one both parties chose.
     uint256 public constant PAYOUT_GAS = 30_000;
 
     mapping(bytes32 channelId => Channel) private _channels;
@@ -128,6 +129,7 @@ contract PaymentContract is EIP712 {
     error PaymentContractFinalizeTooEarly(uint256 deadline);
     error PaymentContractNothingToWithdraw(address account, address token);
     error PaymentContractWithdrawFailed(address to);
+    error PaymentContractInvalidRecipient();
 
     constructor() EIP712("Perun PaymentContract", "1") {}
 
@@ -288,9 +290,10 @@ contract PaymentContract is EIP712 {
 
     /**
      * @notice Sends the caller's deferred payouts in `token` (address(0) for ETH) to `to`.
-     * @dev Emits {Withdrawn}. Reverts if nothing is owed or the transfer fails.
+     * @dev Emits {Withdrawn}. Reverts if `to` is zero, nothing is owed or the transfer fails.
      */
     function withdraw(address token, address payable to) external {
+        if (to == address(0)) revert PaymentContractInvalidRecipient();
         uint256 amount = owed[msg.sender][token];
         if (amount == 0) revert PaymentContractNothingToWithdraw(msg.sender, token);
         owed[msg.sender][token] = 0;

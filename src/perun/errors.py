@@ -124,13 +124,16 @@ PaymentContractInvalidSignature = _payment_error(
 PaymentContractStaleVersion = _payment_error(
     "PaymentContractStaleVersion", StaleVersion, doc="The state's version is not above the registered one.")
 PaymentContractDisputeWindowOver = _payment_error(
-    "PaymentContractDisputeWindowOver", doc="The dispute window Δ has ended; only finalize remains.")
+    "PaymentContractDisputeWindowOver",
+    doc="The dispute window Δ has ended: no state replaces the registered one any more.")
 PaymentContractFinalizeTooEarly = _payment_error(
     "PaymentContractFinalizeTooEarly", doc="Finalize before the dispute window has ended.")
 PaymentContractNothingToWithdraw = _payment_error(
     "PaymentContractNothingToWithdraw", doc="No deferred payout is owed to the caller in this token.")
 PaymentContractWithdrawFailed = _payment_error(
     "PaymentContractWithdrawFailed", doc="The withdrawal's recipient did not accept the ETH.")
+PaymentContractInvalidRecipient = _payment_error(
+    "PaymentContractInvalidRecipient", doc="A withdrawal to the zero address would burn the funds.")
 
 CONTRACT_ERRORS: dict[str, type[ContractRejected]] = {
     cls.solidity_name: cls for cls in PaymentContractError.__subclasses__()

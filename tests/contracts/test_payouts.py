@@ -76,9 +76,12 @@ def test_withdraw_to_an_address_that_refuses_eth_is_rejected_and_keeps_the_credi
     assert w.contract.owed(wallet.address) == ETHER
 
 
-def test_withdraw_with_nothing_owed_is_rejected(any_world: World) -> None:
+def test_withdraw_with_nothing_owed_or_to_the_zero_address_is_rejected(any_world: World) -> None:
+    w = any_world
     with pytest.raises(errors.PaymentContractNothingToWithdraw):
-        any_world.contract.withdraw(any_world.mallory, ETH, any_world.mallory.address)
+        w.contract.withdraw(w.mallory, ETH, w.mallory.address)
+    with pytest.raises(errors.PaymentContractInvalidRecipient):
+        w.contract.withdraw(w.mallory, ETH, ETH)
 
 
 # ------------------------------------------------------------------------------ ERC-20

@@ -1,0 +1,81 @@
+"""The `perun` command: demo, deploy to a running anvil, devnet, and its error messages."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from perun import errors
+from perun.chain.anvil import Anvil, free_port
+from perun.chain.backend import RpcChain
+from perun.chain.deploy import Deployment
+from perun.cli import main
+from perun.core.channel import Phase
+
+PERUN = [sys.executable, "-m", "perun.cli"]
+
+
+def test_demo_pays_out_every_deposit(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "paid out v3: Alice 3.2500 ETH, Bob 6.7500 ETH" in out
+    assert "PaymentContractStaleVersion(registered=3, submitted=2)" in out
+    assert out.rstrip().endswith("left in the contract: 0.0000 ETH")
+
+
+def test_deploy_to_a_running_anvil_writes_a_usable_deployment(tmp_path: Path) -> None:
+    out = tmp_path / "deployment.json"
+    with Anvil() as anvil:
+        assert main(["deploy", "--rpc", anvil.url, "--out", str(out)]) == 0
+        deployment = Deployment.read(out)
+        chain = RpcChain(anvil.url)
+        assert deployment.chain_id == chain.chain_id == 31337
+        contract = deployment.payment(chain)
+        assert contract.channel(b"\x00" * 32).phase == Phase.NONE
+
+
+def test_deploy_with_a_key_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "deployment.json"
+    with Anvil() as anvil:
+        chain = RpcChain(anvil.url)
+        deployer = chain.new_account(10**18)
+        monkeypatch.setenv("DEPLOYER_KEY", deployer.key.hex())
+        assert main(["deploy", "--rpc", anvil.url, "--key-env", "DEPLOYER_KEY", "--out", str(out)]) == 0
+        assert chain.w3.eth.get_transaction_count(deployer.address) == 1
+        assert json.loads(out.read_text())["payment_contract"]
+
+
+def test_user_errors_are_one_line_without_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    assert main(["deploy", "--rpc", url]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == f"perun deploy: no JSON-RPC node answers at {url}"
+
+
+def test_devnet_runs_until_interrupted(tmp_path: Path) -> None:
+    port = free_port()
+    out = tmp_path / "devnet.json"
+    proc = subprocess.Popen([*PERUN, "devnet", "--port", str(port), "--out", str(out)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:  # ends if the process dies
+            lines.append(line)
+            if line.startswith("Ctrl-C stops it."):
+                break
+        assert f"anvil listening on http://127.0.0.1:{port}" in "".join(lines)
+        chain = RpcChain(f"http://127.0.0.1:{port}")
+        assert Deployment.read(out).payment(chain).address
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    with pytest.raises(errors.ChainError):
+        RpcChain(f"http://127.0.0.1:{port}")  # anvil stopped with it
