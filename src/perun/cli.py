@@ -59,6 +59,10 @@ def cmd_devnet(args: argparse.Namespace) -> None:
     from perun.chain.backend import RpcChain
     from perun.chain.deploy import default_path, deploy
 
+    # Block the signals so that they end the wait below, and the `with` stops anvil, rather
+    # than killing this process and leaving anvil (in its own session) running.
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     with Anvil(args.port) as anvil:
         chain = RpcChain(anvil.url)
         deployment = deploy(chain, chain.dev_accounts[0])
@@ -70,10 +74,7 @@ def cmd_devnet(args: argparse.Namespace) -> None:
         for account in chain.dev_accounts[:4]:
             print(f"  {account}")
         print("Ctrl-C stops it.", flush=True)
-        try:
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
-        except KeyboardInterrupt:
-            pass
+        signal.sigwait(stop_signals)
 
 
 def cmd_compile(args: argparse.Namespace) -> None:

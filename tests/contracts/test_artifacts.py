@@ -14,8 +14,12 @@ def test_committed_artifacts_match_a_fresh_compilation() -> None:
     assert not stale, f"{stale} differ from contracts/: run `make build` and commit the artifacts"
 
 
-def test_one_solc_version_everywhere() -> None:
-    pinned = json.loads((ROOT / "package.json").read_text())["dependencies"]["solc"]
-    assert solc_version() == pinned
+def test_ape_config_pins_the_versions_of_package_json() -> None:
+    dependencies = json.loads((ROOT / "package.json").read_text())["dependencies"]
+    assert solc_version() == dependencies["solc"]
     ape_config = (ROOT / "ape-config.yaml").read_text()
-    assert f"version: {pinned}" in ape_config, "ape-config.yaml must pin the solc of package.json"
+    assert f"version: {dependencies['solc']}" in ape_config, "ape-config.yaml must pin package.json's solc"
+    oz = dependencies["@openzeppelin/contracts"]
+    assert f"version: {oz}" in ape_config and f"openzeppelin/{oz}" in ape_config, (
+        "ape-config.yaml must name package.json's @openzeppelin/contracts version"
+    )

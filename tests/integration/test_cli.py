@@ -57,7 +57,8 @@ def test_user_errors_are_one_line_without_traceback(capsys: pytest.CaptureFixtur
     assert err.strip() == f"perun deploy: no JSON-RPC node answers at {url}"
 
 
-def test_devnet_runs_until_interrupted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_devnet_runs_until_interrupted(tmp_path: Path, stop: signal.Signals) -> None:
     port = free_port()
     out = tmp_path / "devnet.json"
     proc = subprocess.Popen([*PERUN, "devnet", "--port", str(port), "--out", str(out)],
@@ -71,7 +72,7 @@ def test_devnet_runs_until_interrupted(tmp_path: Path) -> None:
         assert f"anvil listening on http://127.0.0.1:{port}" in "".join(lines)
         chain = RpcChain(f"http://127.0.0.1:{port}")
         assert Deployment.read(out).payment(chain).address
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         assert proc.wait(timeout=20) == 0
     finally:
         if proc.poll() is None:
