@@ -1,10 +1,11 @@
 # The two commands of the README: `make demo` and `make test`. Each installs what it needs on
 # first use (.venv from pyproject.toml + constraints.txt, node_modules from package-lock.json).
 
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 export SOLCX_BINARY_PATH := $(CURDIR)/.solc
+SOLC_VERSION := $(shell sed -n 's/.*"solc": "\(.*\)".*/\1/p' package.json)
 
 .PHONY: demo test test-fast bench build devnet setup clean
 
@@ -23,7 +24,12 @@ build: setup
 devnet: setup
 	$(VENV)/bin/perun devnet
 
-setup: $(VENV)/.installed node_modules/.installed
+setup: $(VENV)/.installed node_modules/.installed .solc/solc-v$(SOLC_VERSION)
+
+# py-solc-x and ape-solidity find the compiler as $SOLCX_BINARY_PATH/solc-v<version>.
+.solc/solc-v$(SOLC_VERSION): tools/solc-shim.js
+	mkdir -p .solc
+	ln -sfn ../tools/solc-shim.js $@
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)

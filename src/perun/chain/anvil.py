@@ -18,11 +18,19 @@ ANVIL_CHAIN_ID = 31337
 
 
 def anvil_binary() -> Path:
-    """The native anvil that npm installed (@foundry-rs/anvil-<os>-<arch>)."""
+    """$PERUN_ANVIL if set, else the native anvil npm installed (@foundry-rs/anvil-<os>-<arch>).
+
+    package.json installs the Linux x86-64 build, the one the registry here offers.
+    """
+    if os.environ.get("PERUN_ANVIL"):
+        return Path(os.environ["PERUN_ANVIL"])
     arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine().lower())
     path = ROOT / "node_modules" / "@foundry-rs" / f"anvil-{platform.system().lower()}-{arch}" / "bin" / "anvil"
     if not path.exists():
-        raise errors.ChainError(f"anvil is not installed at {path}: run `npm ci` (the Makefile does)")
+        raise errors.ChainError(
+            f"anvil is not installed at {path}: run `npm ci` (the Makefile does), "
+            "or set PERUN_ANVIL to an anvil binary"
+        )
     return path
 
 
