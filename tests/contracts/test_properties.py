@@ -54,7 +54,7 @@ class PaymentChannelMachine(RuleBasedStateMachine):
         self.w = shared_world()
         self.snapshot = self.w.chain.snapshot()
         # After a revert the pending block may already be ahead of the latest one (wall clock).
-        self.now = self.w.chain.w3.eth.get_block("pending")["timestamp"] + 5
+        self.now = self.w.chain.w3.eth.get_block("pending")["timestamp"] + 600
         self.models: list[Model] = []
         self.held_before = self.w.chain.balance(self.w.contract.address)
         self.nonce = 0

@@ -112,16 +112,15 @@ class Chain:
         return self.w3.eth.contract(address=to_checksum_address(address), abi=load(name)["abi"])
 
     def _send(self, sender: Sender, tx: dict[str, Any]) -> Transaction:
-        if isinstance(sender, str):
-            tx_hash = self.w3.eth.send_transaction(tx)
-        else:
-            tx["nonce"] = self.w3.eth.get_transaction_count(sender.address, "pending")
-            tx["chainId"] = self.chain_id
-            signed = sender.sign_transaction(tx)
-            try:
-                tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
-            except Exception as exc:
-                raise reverts.translate(exc) from exc
+        try:
+            if isinstance(sender, str):
+                tx_hash = self.w3.eth.send_transaction(tx)
+            else:
+                tx["nonce"] = self.w3.eth.get_transaction_count(sender.address, "pending")
+                tx["chainId"] = self.chain_id
+                tx_hash = self.w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction)
+        except Exception as exc:
+            raise reverts.translate(exc) from exc
         receipt = self._wait(tx_hash)
         if receipt["status"] != 1:
             raise errors.TransactionFailed(f"transaction 0x{bytes(tx_hash).hex()} reverted")
@@ -181,6 +180,10 @@ class EmbeddedChain(Chain):
 
     def mine(self, blocks: int = 1) -> None:
         self.tester.mine_blocks(blocks)
+
+    def advance_time(self, seconds: int) -> None:
+        # time_travel(t) mines the block at t - 1 itself.
+        self.set_next_block_timestamp(self.timestamp() + seconds + 1)
 
     def snapshot(self) -> int:
         return self.tester.take_snapshot()
