@@ -219,19 +219,19 @@ contract PaymentContract is EIP712 {
         else revert PaymentContractCallerNotParticipant(msg.sender);
 
         _checkState(channelId, p, s.channelId, s.balanceAlice, s.balanceBob);
+        uint40 deadline = ch.deadline;
+        if (phase == Phase.Closing) {
+            if (block.timestamp > deadline) revert PaymentContractDisputeWindowOver(deadline);
+            if (s.version <= ch.version) revert PaymentContractStaleVersion(ch.version, s.version);
+        }
         if (s.version != 0 || s.balanceAlice != p.depositAlice) {
             _checkSignature(hashPaymentState(s), sig, counterparty);
         }
 
-        uint40 deadline;
         if (phase == Phase.Open) {
             deadline = uint40(block.timestamp + p.delta);
             ch.phase = Phase.Closing;
             ch.deadline = deadline;
-        } else {
-            deadline = ch.deadline;
-            if (block.timestamp > deadline) revert PaymentContractDisputeWindowOver(deadline);
-            if (s.version <= ch.version) revert PaymentContractStaleVersion(ch.version, s.version);
         }
         ch.version = s.version;
         ch.balanceAlice = uint128(s.balanceAlice);

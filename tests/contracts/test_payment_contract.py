@@ -352,6 +352,8 @@ def test_a_lower_or_equal_version_cannot_replace_the_registered_one(any_world: W
     with pytest.raises(errors.PaymentContractStaleVersion) as exc:
         w.contract.close(w.alice, params, replay, w.sign(replay, w.bob))
     assert exc.value.fields == {"registered": 2, "submitted": version}
+    with pytest.raises(errors.PaymentContractStaleVersion):  # checked before the signature
+        w.contract.close(w.alice, params, replay, b"")
     assert w.contract.channel(s2.channel_id).version == 2
 
 
@@ -366,6 +368,8 @@ def test_a_higher_version_replaces_the_registered_one_until_the_deadline(any_wor
     if offset > 0:
         with pytest.raises(errors.PaymentContractDisputeWindowOver):
             w.contract.close(w.bob, params, s2, w.sign(s2, w.alice))
+        with pytest.raises(errors.PaymentContractDisputeWindowOver):
+            w.contract.close(w.bob, params, s2, b"")
         assert w.contract.channel(s1.channel_id).version == 1
         return
     event = w.contract.close(w.bob, params, s2, w.sign(s2, w.alice)).event("CloseRegistered")
