@@ -11,17 +11,6 @@ from perun.chain.backend import Chain, Sender, Transaction
 from perun.core.channel import ETH, Params, PaymentState, Phase
 from perun.core.eip712 import Domain
 
-EVENT_NAMES = (
-    "Initialising",
-    "Initialised",
-    "Refunded",
-    "CloseRegistered",
-    "Finalized",
-    "CooperativelyClosed",
-    "PayoutDeferred",
-    "Withdrawn",
-)
-
 
 @dataclass(frozen=True)
 class Event:
@@ -72,9 +61,8 @@ class PaymentContract:
         self.contract = chain.contract("PaymentContract", self.address)
         self.domain = Domain(chain.chain_id, self.address)
         self._events_by_topic = {
-            bytes.fromhex(event.topic[2:]): (name, event)
-            for name in EVENT_NAMES
-            for event in [getattr(self.contract.events, name)()]
+            bytes.fromhex(event.topic[2:]): (event.event_name, event)
+            for event in (cls() for cls in self.contract.events)
         }
 
     @classmethod
