@@ -368,6 +368,8 @@ contract PaymentContract is EIP712 {
         ch.balanceAlice = 0;
     }
 
+    /// @dev Runs after the caller's effects: a wrong deposit reverts the whole call, so nothing
+    /// changes, and ETH and tokens share one path.
     function _collectDeposit(address token, uint256 amount) private {
         if (token == address(0)) {
             if (msg.value != amount) revert PaymentContractWrongDeposit(amount, msg.value);
