@@ -47,6 +47,77 @@ class StaleVersion(ValidationError):
     """A state's version is not above the one it should replace."""
 
 
+class UpdateConflict(ValidationError):
+    """Both parties proposed an update at the same version; both proposals are dropped."""
+
+
+class BalanceDecreased(ValidationError):
+    """A proposed update would lower the receiver's balance."""
+
+
+class WrongStage(ValidationError):
+    """The channel is not in a stage that allows this (for example, updates when not open)."""
+
+
+class AlreadyFinal(WrongStage):
+    """This party signed a final state for the channel and signs nothing after it."""
+
+
+class UnknownChannel(WrongChannel):
+    """No channel with this id is known to this node, or not with this peer."""
+
+
+class ChannelRefused(ValidationError):
+    """The peer's policy does not accept the proposed channel."""
+
+
+# --------------------------------------------------------------------------- wire
+
+
+class WireError(PerunError):
+    """A message could not be read, or a peer broke the protocol."""
+
+
+class MalformedMessage(WireError, ValidationError):
+    """A frame or message does not decode: wrong length, bad field, unknown type or version."""
+
+
+class MessageTooLarge(MalformedMessage):
+    """A frame is larger than the protocol allows; the connection is closed."""
+
+
+class HandshakeFailed(WireError):
+    """The peer did not prove it holds its key, or is on another chain or contract."""
+
+
+class PeerUnavailable(WireError):
+    """No connection to the peer, or it went away before answering."""
+
+
+class PeerTimeout(PeerUnavailable):
+    """The peer did not answer in time."""
+
+
+class PeerRejected(WireError):
+    """The peer refused a message and said why (`code`, a wire.messages.ErrorCode)."""
+
+    def __init__(self, code: Any, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+        super().__init__(f"peer rejected it: {getattr(code, 'name', code)}: {reason}")
+
+
+# --------------------------------------------------------------------------- storage and keys
+
+
+class StoreError(PerunError):
+    """The node's database is unreadable, or belongs to another key, chain or contract."""
+
+
+class KeystoreError(PerunError):
+    """A keystore file cannot be read, written or decrypted."""
+
+
 # --------------------------------------------------------------------------- chain
 
 

@@ -98,6 +98,12 @@ class PaymentContract:
         call = self.contract.functions.cooperativeClose(params.as_abi(), state.as_abi(), sig_alice, sig_bob)
         return self._transact(sender, call)
 
+    def approve(self, sender: Sender, token: str, amount: int) -> Receipt:
+        """Lets this contract take `amount` of the ERC-20 `token` from the sender (before create
+        or confirm)."""
+        erc20 = self.chain.contract("TestToken", token)  # its ABI is ERC-20's
+        return self._transact(sender, erc20.functions.approve(self.address, amount))
+
     def withdraw(self, sender: Sender, token: str, to: str) -> Receipt:
         """Sends the sender's deferred payouts in `token` to `to`."""
         return self._transact(sender, self.contract.functions.withdraw(token, to_checksum_address(to)))

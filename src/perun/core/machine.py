@@ -1,0 +1,350 @@
+"""One party's view of a payment channel, and every off-chain transition it may make.
+
+Pure: each function takes a frozen `ChannelRecord` and an input, checks the input completely,
+and returns the new record (and what to send), or raises a typed error and changes nothing.
+The node (perun.node) persists each new record before it sends anything derived from it.
+
+The rules (docs/protocol.md §4 and §9):
+- `current` is the latest state signed by both parties; version 0 needs no signatures.
+- `signed` is the highest version this party ever signed. A party never signs a version at or
+  below it, so it never signs two different states with the same version.
+- `pending` are the proposals this party signed and sent, oldest first, each built on the one
+  before (pipelining); an acknowledgement turns the oldest into `current`.
+- After signing a final state (cooperative close) a party signs nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import Enum, IntEnum
+
+from perun import errors
+from perun.core.channel import Params, PaymentState, check_state
+from perun.core.eip712 import Domain, address_of, check_signature, sign_state
+
+
+class Role(IntEnum):
+    ALICE = 0  # created the channel on chain
+    BOB = 1  # confirmed it
+
+
+class Stage(str, Enum):
+    """Where the channel is, as this party knows it. On-chain stages follow the watcher."""
+
+    PROPOSED = "proposed"  # Alice sent the parameters, Bob has not answered
+    ACCEPTED = "accepted"  # Bob agreed; Alice is to create it on chain
+    INITIALISING = "initialising"  # created on chain; Bob is to confirm
+    OPEN = "open"  # confirmed: updates flow
+    CLOSING = "closing"  # a state is registered on chain; the dispute window runs
+    CLOSED = "closed"  # paid out (finalized, closed cooperatively, or refunded)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A state this party signed and sent; `prev` is the version it was built on."""
+
+    state: PaymentState
+    prev: int
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class ChannelRecord:
+    params: Params
+    domain: Domain
+    role: Role
+    stage: Stage
+    current: PaymentState
+    sig_alice: bytes = b""
+    sig_bob: bytes = b""
+    signed: int = 0
+    pending: tuple[Proposal, ...] = ()
+    final_signed: bool = False
+    registered_version: int | None = None  # the version registered on chain by a close
+    deadline: int = 0  # confirm deadline while INITIALISING, dispute deadline while CLOSING
+    outcome: tuple[int, int] | None = None  # (alice, bob) paid out, once CLOSED
+    peer_signed_hint: int = 0  # the highest version the peer said it signed
+
+    channel_id: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channel_id", self.current.channel_id)
+
+    # ------------------------------------------------------------------ views
+
+    @property
+    def me(self) -> str:
+        return self.params.alice if self.role is Role.ALICE else self.params.bob
+
+    @property
+    def peer(self) -> str:
+        return self.params.bob if self.role is Role.ALICE else self.params.alice
+
+    @property
+    def my_balance(self) -> int:
+        return _balance(self.current, self.role)
+
+    @property
+    def peer_balance(self) -> int:
+        return _balance(self.current, Role(1 - self.role))
+
+    @property
+    def peer_signature(self) -> bytes:
+        """The peer's signature on `current`: what `close` needs (empty at version 0)."""
+        return self.sig_bob if self.role is Role.ALICE else self.sig_alice
+
+    @property
+    def tip(self) -> tuple[PaymentState, int]:
+        """The state the next proposal builds on, and its version."""
+        if self.pending:
+            return self.pending[-1].state, self.pending[-1].state.version
+        return self.current, self.current.version
+
+    @property
+    def is_fully_signed_final(self) -> bool:
+        return self.current.is_final and bool(self.sig_alice) and bool(self.sig_bob)
+
+
+def _balance(state: PaymentState, role: Role) -> int:
+    return state.balance_alice if role is Role.ALICE else state.balance_bob
+
+
+def new_record(params: Params, domain: Domain, role: Role, stage: Stage) -> ChannelRecord:
+    return ChannelRecord(
+        params=params,
+        domain=domain,
+        role=role,
+        stage=stage,
+        current=params.initial_state(domain.chain_id, domain.verifying_contract),
+    )
+
+
+def _check_can_sign(rec: ChannelRecord) -> None:
+    if rec.stage is not Stage.OPEN:
+        raise errors.WrongStage(f"channel 0x{rec.channel_id.hex()} is {rec.stage.value}, not open")
+    if rec.final_signed:
+        raise errors.AlreadyFinal(f"channel 0x{rec.channel_id.hex()} has a signed final state: no more updates")
+
+
+# ---------------------------------------------------------------------- proposer
+
+
+def payment(rec: ChannelRecord, amount: int) -> PaymentState:
+    """The state after this party pays `amount` to the other, built on the tip."""
+    base, _ = rec.tip
+    if amount <= 0:
+        raise errors.AmountOutOfRange(f"a payment must be positive, got {amount}")
+    state = base.pay(amount, from_alice=rec.role is Role.ALICE)
+    return replace(state, version=_next_version(rec))
+
+
+def final(rec: ChannelRecord) -> PaymentState:
+    """A final state with the tip's balances, for the cooperative close."""
+    base, _ = rec.tip
+    return replace(base.final(), version=_next_version(rec))
+
+
+def _next_version(rec: ChannelRecord) -> int:
+    return max(rec.signed, rec.peer_signed_hint, rec.tip[1]) + 1
+
+
+def propose(rec: ChannelRecord, state: PaymentState, key: bytes) -> tuple[ChannelRecord, Proposal]:
+    """Sign `state` (from `payment` or `final`) and queue it as pending."""
+    _check_can_sign(rec)
+    _, prev = rec.tip
+    check_state(rec.params, state, rec.channel_id)
+    if state.version <= max(rec.signed, prev):
+        raise errors.StaleVersion(f"version {state.version} was signed before")
+    proposal = Proposal(state, prev, sign_state(rec.domain, state, key))
+    return (
+        replace(rec, signed=state.version, pending=rec.pending + (proposal,), final_signed=state.is_final),
+        proposal,
+    )
+
+
+def receive_ack(rec: ChannelRecord, version: int, signature: bytes) -> tuple[ChannelRecord, Proposal]:
+    """The peer countersigned the oldest pending proposal: it becomes `current`."""
+    if not rec.pending or rec.pending[0].state.version != version:
+        expected = rec.pending[0].state.version if rec.pending else None
+        raise errors.StaleVersion(f"acknowledgement of version {version}, pending is {expected}")
+    proposal = rec.pending[0]
+    check_signature(rec.domain, proposal.state, signature, rec.peer)
+    return _with_current(rec, proposal.state, proposal.signature, signature, rec.pending[1:]), proposal
+
+
+def receive_reject(rec: ChannelRecord, version: int, peer_signed: int) -> tuple[ChannelRecord, tuple[Proposal, ...]]:
+    """The peer refused the proposal at `version`: it and every later one (built on it) are
+    dropped. Their versions stay burned: `signed` keeps them, so none is ever signed again."""
+    index = next((i for i, p in enumerate(rec.pending) if p.state.version == version), None)
+    if index is None:
+        return rec, ()
+    dropped = rec.pending[index:]
+    return replace(rec, pending=rec.pending[:index], peer_signed_hint=max(rec.peer_signed_hint, peer_signed)), dropped
+
+
+# ---------------------------------------------------------------------- receiver
+
+
+def receive_update(
+    rec: ChannelRecord, state: PaymentState, prev: int, signature: bytes, key: bytes
+) -> tuple[ChannelRecord, bytes]:
+    """The seed's update step for the receiver: check every field, countersign, replace.
+
+    The proposal must build on `current` (`prev`), carry a version this party never signed,
+    keep the deposits' total, not lower this party's balance, and be signed by the peer.
+    """
+    _check_can_sign(rec)
+    check_state(rec.params, state, rec.channel_id)
+    if state.version <= rec.signed:
+        if state.version > rec.current.version:
+            raise errors.UpdateConflict(
+                f"version {state.version} conflicts with this party's own proposal (signed up to {rec.signed})"
+            )
+        raise errors.StaleVersion(f"version {state.version} is not above {rec.signed}")
+    if prev != rec.current.version:
+        raise errors.StaleVersion(f"proposal builds on version {prev}, the current one is {rec.current.version}")
+    if _balance(state, rec.role) < rec.my_balance:
+        raise errors.BalanceDecreased(
+            f"proposal lowers this party's balance from {rec.my_balance} to {_balance(state, rec.role)}"
+        )
+    check_signature(rec.domain, state, signature, rec.peer)
+    mine = sign_state(rec.domain, state, key)
+    new = _with_current(rec, state, mine, signature, ())
+    return replace(new, signed=state.version, final_signed=rec.final_signed or state.is_final), mine
+
+
+def _with_current(
+    rec: ChannelRecord, state: PaymentState, mine: bytes, peers: bytes, pending: tuple[Proposal, ...]
+) -> ChannelRecord:
+    if rec.role is Role.ALICE:
+        return replace(rec, current=state, sig_alice=mine, sig_bob=peers, pending=pending)
+    return replace(rec, current=state, sig_alice=peers, sig_bob=mine, pending=pending)
+
+
+# ---------------------------------------------------------------------- resynchronisation
+
+
+def receive_sync(rec: ChannelRecord, state: PaymentState, sig_alice: bytes, sig_bob: bytes) -> ChannelRecord:
+    """A fully signed state from the peer after a reconnection (channel_reestablish).
+
+    Adopted when it is newer than `current`; both signatures must check. Pending proposals
+    at or below it are settled by it (this party signed only one state per version).
+    """
+    check_state(rec.params, state, rec.channel_id)
+    if state.version <= rec.current.version:
+        raise errors.StaleVersion(f"sync to version {state.version}, current is {rec.current.version}")
+    check_signature(rec.domain, state, sig_alice, rec.params.alice)
+    check_signature(rec.domain, state, sig_bob, rec.params.bob)
+    pending = tuple(p for p in rec.pending if p.state.version > state.version)
+    return replace(
+        rec,
+        current=state,
+        sig_alice=sig_alice,
+        sig_bob=sig_bob,
+        pending=pending,
+        signed=max(rec.signed, state.version),
+        final_signed=rec.final_signed or state.is_final,
+    )
+
+
+@dataclass(frozen=True)
+class Resync:
+    """What to do after the peer said where it is: send our fully signed state, resend
+    pending proposals, and which proposals are dead."""
+
+    send_current: bool
+    resend: tuple[Proposal, ...]
+    dropped: tuple[Proposal, ...]
+
+
+def reestablish(rec: ChannelRecord, peer_current: int, peer_signed: int) -> tuple[ChannelRecord, Resync]:
+    """The peer's latest fully signed version and highest signed version, after reconnecting."""
+    send_current = rec.current.version > peer_current
+    # Proposals at or below the peer's current were countersigned: its sync brings them.
+    live = tuple(p for p in rec.pending if p.state.version > peer_current)
+    settled = tuple(p for p in rec.pending if p.state.version <= peer_current)
+    if live and live[0].prev == peer_current and live[0].state.version > peer_signed:
+        resend, dropped = live, ()
+    else:  # the peer never saw them and signed other states at their versions, or a chain broke
+        resend, dropped = (), live
+    new = replace(
+        rec,
+        pending=settled + resend,
+        peer_signed_hint=max(rec.peer_signed_hint, peer_signed),
+    )
+    return new, Resync(send_current, resend, dropped)
+
+
+def check_key(rec: ChannelRecord, key: bytes) -> None:
+    if address_of(key) != rec.me:
+        raise errors.InvalidParams("the key does not belong to this channel's party")
+
+
+# ---------------------------------------------------------------------- the chain's side
+
+
+_ORDER = list(Stage)
+
+
+def apply_event(rec: ChannelRecord, name: str, args: dict) -> ChannelRecord:
+    """The record after a PaymentContract event about its channel (see docs/protocol.md §8).
+
+    Idempotent and monotonic: the node applies a transaction's events from its receipt and
+    again when the watcher reads them, so an event never moves a channel back.
+    """
+    new = _after_event(rec, name, args)
+    if _ORDER.index(new.stage) < _ORDER.index(rec.stage):
+        return rec
+    if rec.stage is Stage.CLOSING and new.stage is Stage.CLOSING and new.registered_version <= rec.registered_version:
+        return rec
+    return new
+
+
+def _after_event(rec: ChannelRecord, name: str, args: dict) -> ChannelRecord:
+    if name == "Initialising":
+        return replace(rec, stage=Stage.INITIALISING, deadline=args["deadline"])
+    if name == "Initialised":
+        return replace(rec, stage=Stage.OPEN, deadline=0)
+    if name == "CloseRegistered":
+        return replace(rec, stage=Stage.CLOSING, registered_version=args["version"], deadline=args["deadline"])
+    if name in ("Finalized", "CooperativelyClosed"):
+        return replace(rec, stage=Stage.CLOSED, outcome=(args["balanceAlice"], args["balanceBob"]))
+    if name == "Refunded":
+        return replace(rec, stage=Stage.CLOSED, outcome=(args["amount"], 0))
+    return rec
+
+
+class Duty(str, Enum):
+    """A transaction this party should send now."""
+
+    CREATE = "create"  # Alice: Bob accepted, the channel is not on chain yet
+    CONFIRM = "confirm"  # Bob: Alice created the channel he accepted
+    REFUND = "refund"  # Alice: Bob did not confirm in time
+    COOPERATIVE_CLOSE = "cooperative-close"  # a final state signed by both
+    DISPUTE = "dispute"  # a state older than ours is registered: replace it within Δ
+    FINALIZE = "finalize"  # the dispute window is over
+
+
+def duties(rec: ChannelRecord, now: int) -> tuple[Duty, ...]:
+    """What this party must do on chain, given the record and the latest block's time.
+
+    A transaction is mined in a later block, so `now >= deadline` already means "after the
+    deadline" for refund and finalize; `now < deadline` leaves at least the deadline's own
+    second for confirm and dispute.
+    """
+    if rec.stage is Stage.ACCEPTED and rec.role is Role.ALICE:
+        return (Duty.CREATE,)
+    if rec.stage is Stage.INITIALISING:
+        if rec.role is Role.BOB and now < rec.deadline:
+            return (Duty.CONFIRM,)
+        if rec.role is Role.ALICE and now >= rec.deadline:
+            return (Duty.REFUND,)
+        return ()
+    if rec.stage in (Stage.OPEN, Stage.CLOSING) and rec.is_fully_signed_final:
+        return (Duty.COOPERATIVE_CLOSE,)
+    if rec.stage is Stage.CLOSING:
+        if now >= rec.deadline:
+            return (Duty.FINALIZE,)
+        if rec.registered_version is not None and rec.registered_version < rec.current.version and now < rec.deadline:
+            return (Duty.DISPUTE,)
+    return ()

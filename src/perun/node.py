@@ -1,0 +1,681 @@
+"""A payment-channel node: one party, its key, its store, its peers and its watcher.
+
+The node is the I/O around perun.core.machine: it decodes peer messages, runs them through
+the machine, persists the result, and only then sends what depends on it. Persisting is
+batched (group commit): every change staged in one turn of the event loop is written in one
+SQLite transaction, and the messages waiting on it go out in order once it is durable.
+
+    async with Node(key, chain, contract_address, "alice.db") as alice:
+        await alice.connect(bob_address, "127.0.0.1", bob_port)
+        cid = await alice.open(bob_address, deposit=10**18, peer_deposit=0, delta=3600)
+        await alice.pay(cid, 10**17)
+        await alice.close(cid)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from eth_account import Account
+from eth_utils import to_checksum_address
+
+from perun import errors
+from perun.chain.backend import Chain, EmbeddedChain
+from perun.chain.payment import PaymentContract, Receipt
+from perun.core import machine
+from perun.core.channel import ETH, Params, PaymentState, Phase
+from perun.core.machine import ChannelRecord, Proposal, Role, Stage
+from perun.store import SignedState, Store
+from perun.watcher import Watcher
+from perun.wire import messages as m
+from perun.wire.transport import Connection, handshake
+
+log = logging.getLogger("perun.node")
+T = TypeVar("T")
+
+RESPONSE_TIMEOUT = 10.0
+CONFLICT_RETRIES = 8
+
+
+def crash_point(name: str) -> None:
+    """Kills this process with SIGKILL at the named step when $PERUN_CRASH_AT names it.
+
+    The crash tests start nodes with it set to each step of open, update and close in turn;
+    SIGKILL from inside is the only way to stop a process exactly there.
+    """
+    if os.environ.get("PERUN_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class ChannelInfo:
+    """A channel as `Node.channels()` reports it; amounts in wei (or token units)."""
+
+    channel_id: str
+    peer: str
+    role: str
+    stage: str
+    version: int
+    my_balance: int
+    peer_balance: int
+    token: str
+    delta: int
+    deadline: int
+    registered_version: int | None
+    outcome: tuple[int, int] | None
+    pending: int
+
+
+class Node:
+    def __init__(
+        self,
+        key: bytes,
+        chain: Chain,
+        contract: str,
+        store_path: Path | str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        accept_channel: Callable[[Params], bool] = lambda params: True,
+        poll_interval: float = 0.25,
+        response_timeout: float = RESPONSE_TIMEOUT,
+        name: str | None = None,
+    ) -> None:
+        self.key = key
+        self.account = Account.from_key(key)
+        self.address = self.account.address
+        self.chain = chain
+        self.contract = PaymentContract(chain, contract)
+        self.domain = self.contract.domain
+        self.store = Store(store_path, self.address, chain.chain_id, self.contract.address)
+        self.host, self.port = host, port
+        self.accept_channel = accept_channel
+        self.response_timeout = response_timeout
+        self.name = name or self.address[:10]
+        self.watcher = Watcher(self, poll_interval)
+
+        self.records: dict[bytes, ChannelRecord] = {r.channel_id: r for r in self.store.channels()}
+        self.peers: dict[str, Connection] = {}
+        self._dial: dict[str, tuple[str, int]] = self.store.peers()
+        self._acks: dict[tuple[bytes, int], asyncio.Future] = {}
+        self._accepts: dict[bytes, asyncio.Future] = {}
+        self._waiters: list[tuple[bytes, Callable[[ChannelRecord], bool], asyncio.Future]] = []
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._executor = None if isinstance(chain, EmbeddedChain) else ThreadPoolExecutor(1, "perun-chain")
+        # group commit
+        self._batch: dict[str, Any] | None = None
+        self._after: list[Callable[[], None]] = []
+        self._batch_done: asyncio.Future | None = None
+        self.failed: BaseException | None = None
+
+    # ================================================================== lifecycle
+
+    async def start(self) -> Node:
+        self._server = await asyncio.start_server(self._accept, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        await self.watcher.poll()
+        self.watcher.start()
+        for peer, (host, port) in self._dial.items():
+            self._spawn(self._redial(peer, host, port))
+        log.info("%s: listening on %s:%s", self.name, self.host, self.port)
+        return self
+
+    async def stop(self) -> None:
+        await self.watcher.stop()
+        if self._server:
+            self._server.close()
+        for conn in list(self.peers.values()):
+            conn.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server:
+            await self._server.wait_closed()
+        if self._executor:
+            self._executor.shutdown(wait=True)
+        self.store.close()
+
+    async def __aenter__(self) -> Node:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def on_chain(self, fn: Callable[..., T], *args: Any) -> T:
+        """Runs a blocking chain call: inline on the embedded chain (it is in this process and
+        not thread-safe), else on this node's one chain thread, which also orders its nonces."""
+        if self._executor is None:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    # ================================================================== persistence
+
+    def save(
+        self,
+        records: Iterable[ChannelRecord] = (),
+        states: Iterable[SignedState] = (),
+        peers: Iterable[tuple[str, str, int]] = (),
+        meta: dict[str, str] | None = None,
+        then: Callable[[], None] | None = None,
+    ) -> asyncio.Future:
+        """Stages changes for the next group commit and returns a future of it. The records
+        take effect in memory at once; `then` runs right after the commit, in staging order."""
+        if self.failed:
+            raise errors.StoreError(f"the node stopped after a store failure: {self.failed}")
+        if self._batch is None:
+            self._batch = {"records": {}, "states": [], "peers": [], "meta": {}}
+            self._batch_done = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(self._flush)
+        for rec in records:
+            self.records[rec.channel_id] = rec
+            self._batch["records"][rec.channel_id] = rec
+        self._batch["states"].extend(states)
+        self._batch["peers"].extend(peers)
+        self._batch["meta"].update(meta or {})
+        if then:
+            self._after.append(then)
+        self.notify()
+        return self._batch_done
+
+    def _flush(self) -> None:
+        batch, after, done = self._batch, self._after, self._batch_done
+        self._batch, self._after, self._batch_done = None, [], None
+        try:
+            self.store.commit(batch["records"].values(), batch["states"], batch["peers"], batch["meta"])
+        except errors.StoreError as exc:
+            # Nothing that depended on the batch was sent. A node that cannot persist must not
+            # sign anything more: stop serving.
+            log.critical("%s: %s", self.name, exc)
+            self.failed = exc
+            done.set_exception(exc)
+            for conn in list(self.peers.values()):
+                conn.close()
+            return
+        for action in after:
+            try:
+                action()
+            except errors.PerunError as exc:
+                log.warning("%s: after commit: %s", self.name, exc)
+        done.set_result(None)
+
+    def _send(self, conn: Connection, message: m.Message) -> None:
+        """Sends after every change staged so far is durable, preserving order."""
+        def send() -> None:
+            if not conn.closed:
+                conn.send(message)
+        if self._batch is None:
+            send()
+        else:
+            self._after.append(send)
+
+    def notify(self) -> None:
+        """Wakes the `wait_for` callers whose condition now holds (or whose channel's duty failed)."""
+        for waiter in list(self._waiters):
+            cid, predicate, future = waiter
+            rec = self.records.get(cid)
+            if not future.done():
+                if rec is not None and predicate(rec):
+                    future.set_result(rec)
+                elif cid in self.watcher.failures:
+                    future.set_exception(self.watcher.failures[cid])
+            if future.done():
+                self._waiters.remove(waiter)
+
+    async def wait_for(self, cid: bytes, predicate: Callable[[ChannelRecord], bool], timeout: float = 30.0) -> ChannelRecord:
+        """Waits until the channel's record satisfies `predicate` (an event, not a sleep)."""
+        rec = self.channel(cid)
+        if predicate(rec):
+            return rec
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append((cid, predicate, future))
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError as exc:
+            raise errors.PeerTimeout(f"channel 0x{cid.hex()} did not get there within {timeout} s") from exc
+
+    # ================================================================== peers
+
+    async def connect(self, peer: str, host: str, port: int) -> None:
+        """Dials `peer` at host:port, proves our key, checks theirs, and remembers the address
+        so the node redials it after a restart."""
+        peer = to_checksum_address(peer)
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+        except OSError as exc:
+            raise errors.PeerUnavailable(f"cannot reach {peer} at {host}:{port}: {exc}") from exc
+        try:
+            conn = await handshake(reader, writer, self.key, self.domain.chain_id, self.contract.address,
+                                   expected_peer=peer)
+        except BaseException:
+            writer.close()
+            raise
+        self._dial[peer] = (host, port)
+        await self.save(peers=[(peer, host, port)])
+        self._adopt(conn)
+
+    async def _redial(self, peer: str, host: str, port: int) -> None:
+        delay = 0.05
+        while peer not in self.peers:
+            try:
+                await self.connect(peer, host, port)
+                return
+            except (errors.PeerUnavailable, errors.HandshakeFailed) as exc:
+                log.info("%s: redial %s failed (%s); retrying in %.1f s", self.name, peer, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            conn = await handshake(reader, writer, self.key, self.domain.chain_id, self.contract.address)
+        except errors.PerunError as exc:
+            log.warning("%s: refused a connection: %s", self.name, exc)
+            writer.close()
+            return
+        self._adopt(conn)
+
+    def _adopt(self, conn: Connection) -> None:
+        old = self.peers.get(conn.peer)
+        if old:
+            old.close()
+        self.peers[conn.peer] = conn
+        log.info("%s: connected to %s", self.name, conn.peer)
+        self._spawn(self._serve(conn))
+        for rec in self.records.values():
+            if rec.peer != conn.peer or rec.stage is Stage.CLOSED:
+                continue
+            if rec.stage is Stage.PROPOSED and rec.role is Role.ALICE:
+                self._send(conn, m.ProposeChannel.of(rec.params))
+            else:
+                self._send(conn, m.Reestablish(rec.channel_id, rec.current.version, rec.signed))
+
+    async def _serve(self, conn: Connection) -> None:
+        try:
+            while True:
+                try:
+                    message = await conn.read()
+                except errors.MessageTooLarge as exc:
+                    self._refuse(conn, exc, 0)
+                    return
+                except errors.MalformedMessage as exc:
+                    self._refuse(conn, exc, 0)
+                    continue
+                try:
+                    self._handle(conn, message)
+                except errors.ValidationError as exc:
+                    self._refuse(conn, exc, message.TYPE, getattr(message, "channel_id", bytes(32)),
+                                 getattr(message, "version", 0))
+                except errors.StoreError:
+                    raise
+                except Exception as exc:  # a bug: say so, keep serving (nothing was changed)
+                    log.exception("%s: handling %s failed", self.name, type(message).__name__)
+                    self._refuse(conn, errors.PerunError(f"internal error: {type(exc).__name__}"), message.TYPE,
+                                 getattr(message, "channel_id", bytes(32)), getattr(message, "version", 0))
+                await conn.drain()
+        except errors.PeerUnavailable:
+            pass
+        finally:
+            conn.close()
+            if self.peers.get(conn.peer) is conn:
+                del self.peers[conn.peer]
+                log.info("%s: %s disconnected", self.name, conn.peer)
+                if conn.peer in self._dial and self._server and self._server.is_serving():
+                    self._spawn(self._redial(conn.peer, *self._dial[conn.peer]))
+
+    def _refuse(self, conn: Connection, exc: errors.PerunError, ref_type: int, cid: bytes = bytes(32), version: int = 0) -> None:
+        rec = self.records.get(cid)
+        signed = rec.signed if rec and rec.peer == conn.peer else 0
+        code = m.code_of(exc)
+        log.warning("%s: refused %s from %s: %s: %s", self.name, m.MESSAGES.get(ref_type, m.Message).__name__,
+                    conn.peer, code.name, exc)
+        self._send(conn, m.Error(code, ref_type, cid, version, signed, str(exc)))
+
+    # ================================================================== incoming messages
+
+    def _channel_with(self, conn: Connection, cid: bytes) -> ChannelRecord:
+        rec = self.records.get(cid)
+        if rec is None or rec.peer != conn.peer:
+            raise errors.UnknownChannel(f"no channel 0x{cid.hex()} with {conn.peer}")
+        return rec
+
+    def _handle(self, conn: Connection, msg: m.Message) -> None:
+        if isinstance(msg, m.Update):
+            self._on_update(conn, msg)
+        elif isinstance(msg, m.UpdateAck):
+            self._on_ack(conn, msg)
+        elif isinstance(msg, m.Error):
+            self._on_error(conn, msg)
+        elif isinstance(msg, m.ProposeChannel):
+            self._on_propose(conn, msg)
+        elif isinstance(msg, m.AcceptChannel):
+            self._on_accept(conn, msg)
+        elif isinstance(msg, m.Reestablish):
+            self._on_reestablish(conn, msg)
+        elif isinstance(msg, m.StateSync):
+            self._on_sync(conn, msg)
+        else:  # Hello or Auth after the handshake
+            raise errors.MalformedMessage(f"{type(msg).__name__} is only valid in the handshake")
+
+    def _on_update(self, conn: Connection, msg: m.Update) -> None:
+        crash_point("update-received")
+        rec = self._channel_with(conn, msg.channel_id)
+        state = PaymentState(msg.channel_id, msg.version, msg.balance_alice, msg.balance_bob, msg.final)
+        new, mine = machine.receive_update(rec, state, msg.prev, msg.signature, self.key)
+        def ack() -> None:
+            crash_point("final-countersigned" if state.is_final else "update-countersigned")
+            conn.send(m.UpdateAck(msg.channel_id, msg.version, mine))
+        self.save([new], [SignedState(state, new.sig_alice, new.sig_bob)], then=ack)
+
+    def _on_ack(self, conn: Connection, msg: m.UpdateAck) -> None:
+        rec = self._channel_with(conn, msg.channel_id)
+        new, proposal = machine.receive_ack(rec, msg.version, msg.signature)
+        state = proposal.state
+        def done() -> None:
+            crash_point("final-acked" if state.is_final else "ack-stored")
+            self._resolve((msg.channel_id, msg.version), state)
+        self.save([new], [SignedState(state, new.sig_alice, new.sig_bob)], then=done)
+        if state.is_final:
+            self.watcher.wake()
+
+    def _on_error(self, conn: Connection, msg: m.Error) -> None:
+        try:
+            code = m.ErrorCode(msg.code)
+        except ValueError:
+            code = m.ErrorCode.INTERNAL
+        log.warning("%s: %s refused our %s: %s: %s", self.name, conn.peer,
+                    m.MESSAGES.get(msg.ref_type, m.Message).__name__, code.name, msg.reason)
+        failure = errors.PeerRejected(code, msg.reason)
+        if msg.ref_type == m.Update.TYPE:
+            rec = self.records.get(msg.channel_id)
+            if rec is None or rec.peer != conn.peer:
+                return
+            new, dropped = machine.receive_reject(rec, msg.version, msg.signed)
+            if dropped:
+                def fail() -> None:
+                    for proposal in dropped:
+                        self._resolve((msg.channel_id, proposal.state.version), failure)
+                self.save([new], then=fail)
+        elif msg.ref_type == m.ProposeChannel.TYPE:
+            for cid, future in list(self._accepts.items()):
+                rec = self.records.get(cid)
+                if rec and rec.peer == conn.peer and not future.done():
+                    future.set_exception(failure)
+
+    def _on_propose(self, conn: Connection, msg: m.ProposeChannel) -> None:
+        params = msg.params()
+        if params.bob != self.address or params.alice != conn.peer:
+            raise errors.InvalidParams("a proposal names its sender as alice and the receiver as bob")
+        cid = self.contract.channel_id(params)
+        rec = self.records.get(cid)
+        if rec is not None:
+            if rec.params != params or rec.role is not Role.BOB:
+                raise errors.InvalidParams(f"channel 0x{cid.hex()} exists with other parameters")
+            self._send(conn, m.AcceptChannel(cid))  # Alice lost our answer: repeat it
+            return
+        if not self.accept_channel(params):
+            raise errors.ChannelRefused(f"this node does not accept channel 0x{cid.hex()}")
+        new = machine.new_record(params, self.domain, Role.BOB, Stage.ACCEPTED)
+        def accept() -> None:
+            crash_point("accept-stored")
+            conn.send(m.AcceptChannel(cid))
+        self.save([new], then=accept)
+
+    def _on_accept(self, conn: Connection, msg: m.AcceptChannel) -> None:
+        rec = self._channel_with(conn, msg.channel_id)
+        if rec.role is not Role.ALICE:
+            raise errors.WrongStage("only the proposer expects an acceptance")
+        if rec.stage is Stage.PROPOSED:
+            self.save([replace(rec, stage=Stage.ACCEPTED)], then=self.watcher.wake)
+        future = self._accepts.get(msg.channel_id)
+        if future and not future.done():
+            future.set_result(None)
+
+    def _on_reestablish(self, conn: Connection, msg: m.Reestablish) -> None:
+        rec = self._channel_with(conn, msg.channel_id)
+        new, resync = machine.reestablish(rec, msg.current, msg.signed)
+        def act() -> None:
+            if resync.send_current:
+                c = new.current
+                conn.send(m.StateSync(c.channel_id, c.version, c.balance_alice, c.balance_bob, c.is_final,
+                                      new.sig_alice, new.sig_bob))
+            for proposal in resync.resend:
+                conn.send(_update_message(proposal))
+            for proposal in resync.dropped:
+                self._resolve((msg.channel_id, proposal.state.version),
+                              errors.UpdateConflict("the peer signed another state at this version"))
+        self.save([new], then=act)
+
+    def _on_sync(self, conn: Connection, msg: m.StateSync) -> None:
+        rec = self._channel_with(conn, msg.channel_id)
+        state = PaymentState(msg.channel_id, msg.version, msg.balance_alice, msg.balance_bob, msg.final)
+        new = machine.receive_sync(rec, state, msg.sig_alice, msg.sig_bob)
+        settled = [p for p in rec.pending if p.state.version <= state.version]
+        def done() -> None:
+            for proposal in settled:
+                self._resolve((msg.channel_id, proposal.state.version), proposal.state)
+        self.save([new], [SignedState(state, msg.sig_alice, msg.sig_bob)], then=done)
+        if new.is_fully_signed_final:
+            self.watcher.wake()
+
+    def _resolve(self, key: tuple[bytes, int], outcome: Any) -> None:
+        future = self._acks.pop(key, None)
+        if future is None or future.done():
+            return
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+    # ================================================================== the API
+
+    def channel(self, cid: bytes) -> ChannelRecord:
+        try:
+            return self.records[cid]
+        except KeyError:
+            raise errors.UnknownChannel(f"no channel 0x{cid.hex()}") from None
+
+    def channels(self) -> list[ChannelInfo]:
+        return [_info(rec) for rec in self.records.values()]
+
+    def _connection(self, peer: str) -> Connection:
+        conn = self.peers.get(to_checksum_address(peer))
+        if conn is None or conn.closed:
+            raise errors.PeerUnavailable(f"not connected to {peer}: connect first")
+        return conn
+
+    async def open(self, peer: str, deposit: int, peer_deposit: int, delta: int, token: str = ETH,
+                   timeout: float | None = None) -> bytes:
+        """Proposes a channel to `peer` (this node is Alice), creates it on chain once Bob
+        accepts, and returns its id when Bob has confirmed. Raises what went wrong otherwise."""
+        conn = self._connection(peer)
+        params = Params(self.address, conn.peer, deposit, peer_deposit, delta, secrets.randbits(64), token)
+        rec = machine.new_record(params, self.domain, Role.ALICE, Stage.PROPOSED)
+        cid = rec.channel_id
+        accepted = asyncio.get_running_loop().create_future()
+        self._accepts[cid] = accepted
+        def propose() -> None:
+            crash_point("propose-stored")
+            conn.send(m.ProposeChannel.of(params))
+        try:
+            await self.save([rec], then=propose)
+            await asyncio.wait_for(accepted, timeout or self.response_timeout)
+        except asyncio.TimeoutError as exc:
+            raise errors.PeerTimeout(f"{peer} did not answer the channel proposal") from exc
+        except errors.PeerRejected:
+            await self.save([replace(self.records[cid], stage=Stage.CLOSED, outcome=(0, 0))])
+            raise
+        finally:
+            self._accepts.pop(cid, None)
+        # Bob's confirmation may take up to Δ of chain time: the caller's timeout bounds the wait.
+        rec = await self.wait_for(cid, lambda r: r.stage in (Stage.OPEN, Stage.CLOSING, Stage.CLOSED),
+                                  timeout or max(self.response_timeout, 30.0))
+        if rec.stage is not Stage.OPEN:
+            raise errors.WrongStage(f"channel 0x{cid.hex()} was {rec.stage.value} before it opened (refunded?)")
+        return cid
+
+    async def pay(self, cid: bytes, amount: int) -> PaymentState:
+        """Pays `amount` to the peer; returns the new state once both signatures are stored.
+
+        Payments on one channel are serialised by version and may be in flight together; a
+        conflict with a payment the peer proposed at the same time is retried.
+        """
+        for attempt in range(CONFLICT_RETRIES):
+            rec = self.channel(cid)
+            try:
+                return await self._update(rec, machine.payment(rec, amount))
+            except errors.PeerRejected as exc:
+                if exc.code not in (m.ErrorCode.CONFLICT, m.ErrorCode.STALE_VERSION):
+                    raise
+                # Alice retries at once; Bob first lets Alice's update through.
+                if self.channel(cid).role is Role.BOB:
+                    version = self.channel(cid).current.version
+                    try:
+                        await self.wait_for(cid, lambda r: r.current.version > version, 0.05 * (attempt + 1))
+                    except errors.PeerTimeout:
+                        pass
+        raise errors.UpdateConflict(f"payment on 0x{cid.hex()} conflicted {CONFLICT_RETRIES} times")
+
+    async def _update(self, rec: ChannelRecord, state: PaymentState) -> PaymentState:
+        conn = self._connection(rec.peer)
+        new, proposal = machine.propose(rec, state, self.key)
+        future = asyncio.get_running_loop().create_future()
+        self._acks[(rec.channel_id, state.version)] = future
+        mine = SignedState(state, *((proposal.signature, b"") if rec.role is Role.ALICE else (b"", proposal.signature)))
+        def send() -> None:
+            crash_point("final-signed" if state.is_final else "update-signed")
+            conn.send(_update_message(proposal))
+        self.save([new], [mine], then=send)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.response_timeout)
+        except asyncio.TimeoutError as exc:
+            raise errors.PeerTimeout(
+                f"{rec.peer} did not countersign version {state.version} in time; it stays pending and "
+                "completes if the peer countersigns it after reconnecting"
+            ) from exc
+
+    async def close(self, cid: bytes, timeout: float | None = None) -> tuple[int, int]:
+        """Cooperative close: both sign a final state, which pays out at once. Returns the
+        payout (alice, bob). If the peer does not answer, use `register` (unilateral)."""
+        rec = self.channel(cid)
+        if not rec.is_fully_signed_final:
+            await self._update(rec, machine.final(rec))
+        await self.cooperative_close_on_chain(cid)
+        rec = await self.wait_for(cid, lambda r: r.stage is Stage.CLOSED, timeout or self.response_timeout)
+        return rec.outcome
+
+    async def register(self, cid: bytes) -> Receipt:
+        """Unilateral close: registers the latest state the peer signed and starts Δ (or
+        replaces an older registered state within Δ)."""
+        rec = self.channel(cid)
+        if rec.stage not in (Stage.OPEN, Stage.CLOSING):
+            raise errors.WrongStage(f"channel 0x{cid.hex()} is {rec.stage.value}")
+        if rec.is_fully_signed_final:
+            return await self.cooperative_close_on_chain(cid)
+        receipt = await self._transact(self.contract.close, rec.params, rec.current, rec.peer_signature)
+        crash_point("close-sent")
+        await self._apply(receipt)
+        return receipt
+
+    async def finalize(self, cid: bytes) -> Receipt:
+        """Pays out the registered state once Δ has passed."""
+        rec = self.channel(cid)
+        receipt = await self._transact(self.contract.finalize, rec.params)
+        await self._apply(receipt)
+        return receipt
+
+    async def refund(self, cid: bytes) -> Receipt:
+        """Alice takes her deposit back when Bob did not confirm in time."""
+        rec = self.channel(cid)
+        receipt = await self._transact(self.contract.refund, rec.params)
+        await self._apply(receipt)
+        return receipt
+
+    async def sync(self) -> None:
+        """Reads the chain now and does what is due (the watcher also does it every poll)."""
+        await self.watcher.poll()
+
+    # ------------------------------------------------------------------ chain steps (also the watcher's duties)
+
+    async def create_on_chain(self, cid: bytes) -> None:
+        rec = self.channel(cid)
+        if (await self.on_chain(self.contract.channel, cid)).phase is not Phase.NONE:
+            return  # created before a crash; the watcher applies its event
+        if rec.params.token != ETH:
+            await self._transact(self.contract.approve, rec.params.token, rec.params.deposit_alice)
+        receipt = await self._transact(self.contract.create, rec.params)
+        crash_point("created")
+        await self._apply(receipt)
+
+    async def confirm_on_chain(self, cid: bytes) -> None:
+        rec = self.channel(cid)
+        if (await self.on_chain(self.contract.channel, cid)).phase is not Phase.INITIALISING:
+            return
+        if rec.params.token != ETH:
+            await self._transact(self.contract.approve, rec.params.token, rec.params.deposit_bob)
+        receipt = await self._transact(self.contract.confirm, rec.params)
+        crash_point("confirmed")
+        await self._apply(receipt)
+
+    async def cooperative_close_on_chain(self, cid: bytes) -> Receipt | None:
+        rec = self.channel(cid)
+        if not rec.is_fully_signed_final:
+            raise errors.WrongStage(f"channel 0x{cid.hex()} has no final state signed by both")
+        if (await self.on_chain(self.contract.channel, cid)).phase is Phase.CLOSED:
+            return None
+        receipt = await self._transact(self.contract.cooperative_close, rec.params, rec.current,
+                                       rec.sig_alice, rec.sig_bob)
+        await self._apply(receipt)
+        return receipt
+
+    async def _transact(self, fn: Callable[..., Receipt], *args: Any) -> Receipt:
+        return await self.on_chain(fn, self.account, *args)
+
+    async def _apply(self, receipt: Receipt) -> None:
+        """Applies a transaction's events at once; the watcher will see them again, harmlessly."""
+        changed = []
+        for event in receipt.events:
+            rec = self.records.get(event.args.get("channelId"))
+            if rec is not None:
+                new = machine.apply_event(rec, event.name, event.args)
+                if new != rec:
+                    changed.append(new)
+        await self.save(changed)
+
+
+def _update_message(proposal: Proposal) -> m.Update:
+    s = proposal.state
+    return m.Update(s.channel_id, s.version, proposal.prev, s.balance_alice, s.balance_bob, s.is_final,
+                    proposal.signature)
+
+
+def _info(rec: ChannelRecord) -> ChannelInfo:
+    return ChannelInfo(
+        channel_id="0x" + rec.channel_id.hex(),
+        peer=rec.peer,
+        role=rec.role.name.lower(),
+        stage=rec.stage.value,
+        version=rec.current.version,
+        my_balance=rec.my_balance,
+        peer_balance=rec.peer_balance,
+        token=rec.params.token,
+        delta=rec.params.delta,
+        deadline=rec.deadline,
+        registered_version=rec.registered_version,
+        outcome=rec.outcome,
+        pending=len(rec.pending),
+    )

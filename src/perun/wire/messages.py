@@ -1,0 +1,291 @@
+"""Peer messages and their binary encoding (docs/protocol.md §9).
+
+A frame is `length (u32) | protocol version (u8) | message type (u8) | body`, big-endian;
+`length` counts the bytes after itself. Every body has a fixed layout, except that an Error
+ends with a length-prefixed UTF-8 reason. Decoding checks every length, range and flag, and
+raises MalformedMessage (or MessageTooLarge) for anything else.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, fields
+from enum import IntEnum
+from typing import Any, ClassVar
+
+from eth_utils import to_checksum_address
+
+from perun import errors
+from perun.core.channel import Params
+
+PROTOCOL_VERSION = 1
+MAX_FRAME = 1024  # the largest message (an Error with the longest reason) is well below
+MAX_REASON = 256
+HEADER = struct.Struct(">IBB")  # length, version, type
+
+
+class ErrorCode(IntEnum):
+    """Why a message was refused. Sent in Error messages; each maps to a PerunError class."""
+
+    MALFORMED = 1
+    UNKNOWN_TYPE = 2
+    UNSUPPORTED_VERSION = 3
+    TOO_LARGE = 4
+    NOT_AUTHENTICATED = 5
+    WRONG_CHAIN = 6
+    UNKNOWN_CHANNEL = 7
+    WRONG_CHANNEL = 8
+    INVALID_PARAMS = 9
+    CHANNEL_REFUSED = 10
+    WRONG_STAGE = 11
+    ALREADY_FINAL = 12
+    STALE_VERSION = 13
+    CONFLICT = 14
+    INVALID_SIGNATURE = 15
+    BALANCES_NOT_CONSERVED = 16
+    AMOUNT_OUT_OF_RANGE = 17
+    BALANCE_DECREASED = 18
+    INTERNAL = 19
+
+
+# The most specific class first: a subclass must map before its base.
+_CODE_OF: tuple[tuple[type[errors.PerunError], ErrorCode], ...] = (
+    (errors.MessageTooLarge, ErrorCode.TOO_LARGE),
+    (errors.MalformedMessage, ErrorCode.MALFORMED),
+    (errors.UnknownChannel, ErrorCode.UNKNOWN_CHANNEL),
+    (errors.WrongChannel, ErrorCode.WRONG_CHANNEL),
+    (errors.InvalidParams, ErrorCode.INVALID_PARAMS),
+    (errors.ChannelRefused, ErrorCode.CHANNEL_REFUSED),
+    (errors.AlreadyFinal, ErrorCode.ALREADY_FINAL),
+    (errors.WrongStage, ErrorCode.WRONG_STAGE),
+    (errors.UpdateConflict, ErrorCode.CONFLICT),
+    (errors.StaleVersion, ErrorCode.STALE_VERSION),
+    (errors.InvalidSignature, ErrorCode.INVALID_SIGNATURE),
+    (errors.BalancesNotConserved, ErrorCode.BALANCES_NOT_CONSERVED),
+    (errors.AmountOutOfRange, ErrorCode.AMOUNT_OUT_OF_RANGE),
+    (errors.BalanceDecreased, ErrorCode.BALANCE_DECREASED),
+)
+
+
+def code_of(exc: BaseException) -> ErrorCode:
+    for cls, code in _CODE_OF:
+        if isinstance(exc, cls):
+            return code
+    return ErrorCode.INTERNAL
+
+
+# --------------------------------------------------------------------------- field kinds
+
+_SIZES = {"u8": 1, "u16": 2, "u64": 8, "u256": 32, "b32": 32, "addr": 20, "sig": 65, "flag": 1}
+
+
+def _enc(kind: str, value: Any) -> bytes:
+    if kind in ("u8", "u16", "u64", "u256"):
+        return int(value).to_bytes(_SIZES[kind], "big")
+    if kind == "flag":
+        return b"\x01" if value else b"\x00"
+    if kind == "addr":
+        return bytes.fromhex(to_checksum_address(value)[2:])
+    if kind == "text":
+        raw = value.encode()[:MAX_REASON]
+        return len(raw).to_bytes(2, "big") + raw
+    return bytes(value)  # b32, sig
+
+
+def _dec(kind: str, raw: bytes) -> Any:
+    if kind in ("u8", "u16", "u64", "u256"):
+        return int.from_bytes(raw, "big")
+    if kind == "flag":
+        if raw not in (b"\x00", b"\x01"):
+            raise errors.MalformedMessage(f"a flag is 0 or 1, got {raw[0]}")
+        return raw == b"\x01"
+    if kind == "addr":
+        return to_checksum_address(raw)
+    return raw
+
+
+# --------------------------------------------------------------------------- messages
+
+
+@dataclass(frozen=True)
+class Message:
+    TYPE: ClassVar[int]
+    LAYOUT: ClassVar[tuple[str, ...]]  # one kind per dataclass field, in order
+
+    def encode(self) -> bytes:
+        body = b"".join(_enc(kind, getattr(self, f.name)) for kind, f in zip(self.LAYOUT, fields(self)))
+        return HEADER.pack(len(body) + 2, PROTOCOL_VERSION, self.TYPE) + body
+
+
+@dataclass(frozen=True)
+class Hello(Message):
+    """First message each way: who I am, on which chain and contract, and a fresh challenge."""
+
+    TYPE = 1
+    LAYOUT = ("addr", "u64", "addr", "b32")
+    address: str
+    chain_id: int
+    contract: str
+    nonce: bytes
+
+
+@dataclass(frozen=True)
+class Auth(Message):
+    """The signature on the handshake transcript (transport.handshake_digest)."""
+
+    TYPE = 2
+    LAYOUT = ("sig",)
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class Error(Message):
+    """A refusal of the message of type `ref_type` about (`channel_id`, `version`).
+
+    `signed` is the highest version the sender signed on that channel, so that a proposer
+    whose update conflicted knows which versions are burned.
+    """
+
+    TYPE = 3
+    LAYOUT = ("u16", "u8", "b32", "u64", "u64", "text")
+    code: int
+    ref_type: int
+    channel_id: bytes
+    version: int
+    signed: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ProposeChannel(Message):
+    """Alice asks Bob to open a channel with these parameters (on the handshake's contract)."""
+
+    TYPE = 4
+    LAYOUT = ("addr", "addr", "addr", "u256", "u256", "u64", "u256")
+    alice: str
+    bob: str
+    token: str
+    deposit_alice: int
+    deposit_bob: int
+    delta: int
+    nonce: int
+
+    @classmethod
+    def of(cls, params: Params) -> ProposeChannel:
+        return cls(params.alice, params.bob, params.token, params.deposit_alice, params.deposit_bob,
+                   params.delta, params.nonce)
+
+    def params(self) -> Params:
+        return Params(self.alice, self.bob, self.deposit_alice, self.deposit_bob, self.delta, self.nonce, self.token)
+
+
+@dataclass(frozen=True)
+class AcceptChannel(Message):
+    """Bob agrees; Alice may create the channel on chain."""
+
+    TYPE = 5
+    LAYOUT = ("b32",)
+    channel_id: bytes
+
+
+@dataclass(frozen=True)
+class Update(Message):
+    """A state signed by its proposer, built on version `prev`. `final` marks a FinalState."""
+
+    TYPE = 6
+    LAYOUT = ("b32", "u64", "u64", "u256", "u256", "flag", "sig")
+    channel_id: bytes
+    version: int
+    prev: int
+    balance_alice: int
+    balance_bob: int
+    final: bool
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class UpdateAck(Message):
+    """The receiver's countersignature on the update at `version`."""
+
+    TYPE = 7
+    LAYOUT = ("b32", "u64", "sig")
+    channel_id: bytes
+    version: int
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class Reestablish(Message):
+    """After (re)connecting, for each shared channel: my latest fully signed version and
+    the highest version I signed."""
+
+    TYPE = 8
+    LAYOUT = ("b32", "u64", "u64")
+    channel_id: bytes
+    current: int
+    signed: int
+
+
+@dataclass(frozen=True)
+class StateSync(Message):
+    """A fully signed state the peer lacks."""
+
+    TYPE = 9
+    LAYOUT = ("b32", "u64", "u256", "u256", "flag", "sig", "sig")
+    channel_id: bytes
+    version: int
+    balance_alice: int
+    balance_bob: int
+    final: bool
+    sig_alice: bytes
+    sig_bob: bytes
+
+
+MESSAGES: dict[int, type[Message]] = {
+    cls.TYPE: cls for cls in (Hello, Auth, Error, ProposeChannel, AcceptChannel, Update, UpdateAck, Reestablish, StateSync)
+}
+
+
+def decode(version: int, type_: int, body: bytes) -> Message:
+    """One message from a frame's version, type and body."""
+    if version != PROTOCOL_VERSION:
+        raise errors.MalformedMessage(f"protocol version {version} is not supported (this node speaks {PROTOCOL_VERSION})")
+    cls = MESSAGES.get(type_)
+    if cls is None:
+        raise errors.MalformedMessage(f"unknown message type {type_}")
+    values: list[Any] = []
+    offset = 0
+    for kind in cls.LAYOUT:
+        if kind == "text":
+            if len(body) < offset + 2:
+                raise errors.MalformedMessage(f"{cls.__name__} is truncated")
+            size = int.from_bytes(body[offset:offset + 2], "big")
+            raw = body[offset + 2:offset + 2 + size]
+            if size > MAX_REASON or len(raw) != size:
+                raise errors.MalformedMessage(f"{cls.__name__} has a bad reason length {size}")
+            try:
+                values.append(raw.decode())
+            except UnicodeDecodeError as exc:
+                raise errors.MalformedMessage("the reason is not UTF-8") from exc
+            offset += 2 + size
+            continue
+        size = _SIZES[kind]
+        if len(body) < offset + size:
+            raise errors.MalformedMessage(f"{cls.__name__} is truncated")
+        values.append(_dec(kind, body[offset:offset + size]))
+        offset += size
+    if offset != len(body):
+        raise errors.MalformedMessage(f"{cls.__name__} has {len(body) - offset} bytes too many")
+    return cls(*values)
+
+
+def decode_frame(frame: bytes) -> Message:
+    """A whole frame, header included (for tests and tools; the transport reads streams)."""
+    if len(frame) < HEADER.size:
+        raise errors.MalformedMessage("a frame is at least 6 bytes")
+    length, version, type_ = HEADER.unpack_from(frame)
+    if length > MAX_FRAME:
+        raise errors.MessageTooLarge(f"frame of {length} bytes exceeds {MAX_FRAME}")
+    if length != len(frame) - 4:
+        raise errors.MalformedMessage(f"frame says {length} bytes, has {len(frame) - 4}")
+    return decode(version, type_, frame[HEADER.size:])
