@@ -60,6 +60,7 @@ class ChannelRecord:
     signed: int = 0
     pending: tuple[Proposal, ...] = ()
     final_signed: bool = False
+    proposed_final: bool = False  # this party proposed the final state, so it submits it
     registered_version: int | None = None  # the version registered on chain by a close
     deadline: int = 0  # confirm deadline while INITIALISING, dispute deadline while CLOSING
     outcome: tuple[int, int] | None = None  # (alice, bob) paid out, once CLOSED
@@ -157,7 +158,8 @@ def propose(rec: ChannelRecord, state: PaymentState, key: bytes) -> tuple[Channe
         raise errors.StaleVersion(f"version {state.version} was signed before")
     proposal = Proposal(state, prev, sign_state(rec.domain, state, key))
     return (
-        replace(rec, signed=state.version, pending=rec.pending + (proposal,), final_signed=state.is_final),
+        replace(rec, signed=state.version, pending=rec.pending + (proposal,), final_signed=state.is_final,
+                proposed_final=state.is_final),
         proposal,
     )
 
@@ -340,7 +342,8 @@ def duties(rec: ChannelRecord, now: int) -> tuple[Duty, ...]:
         if rec.role is Role.ALICE and now >= rec.deadline:
             return (Duty.REFUND,)
         return ()
-    if rec.stage in (Stage.OPEN, Stage.CLOSING) and rec.is_fully_signed_final:
+    # The proposer of a final state submits it; the other party only if a dispute started.
+    if rec.is_fully_signed_final and (rec.stage is Stage.CLOSING or (rec.stage is Stage.OPEN and rec.proposed_final)):
         return (Duty.COOPERATIVE_CLOSE,)
     if rec.stage is Stage.CLOSING:
         if now >= rec.deadline:

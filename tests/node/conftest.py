@@ -1,0 +1,88 @@
+"""Nodes in this process, on the embedded chain, over loopback TCP.
+
+`net` gives a fresh deployment context per test (chain snapshot reverted afterwards); tests are
+plain functions that run one coroutine with `run`, so each has its own event loop, and every
+node they start is stopped when it ends, even on failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from eth_account.signers.local import LocalAccount
+
+from perun.chain.backend import ETHER, Chain
+from perun.chain.payment import PaymentContract
+from perun.node import Node
+
+DELTA = 600
+
+
+@dataclass
+class Net:
+    chain: Chain
+    contract: PaymentContract
+    tmp: Path
+    accounts: dict[str, LocalAccount] = field(default_factory=dict)
+
+    def account(self, name: str) -> LocalAccount:
+        if name not in self.accounts:
+            self.accounts[name] = self.chain.new_account(100 * ETHER)
+        return self.accounts[name]
+
+    def node(self, name: str, **kwargs) -> Node:
+        """A node for `name` (same key and store each time: a restart)."""
+        kwargs.setdefault("poll_interval", 0.02)
+        kwargs.setdefault("response_timeout", 5.0)
+        return Node(self.account(name).key, self.chain, self.contract.address, self.tmp / f"{name}.db",
+                    name=name, **kwargs)
+
+    @contextlib.asynccontextmanager
+    async def running(self, *names: str, **kwargs) -> AsyncIterator[list[Node]]:
+        nodes: list[Node] = []
+        try:
+            for name in names:
+                nodes.append(await self.node(name, **kwargs).start())
+            yield nodes
+        finally:
+            for node in nodes:
+                with contextlib.suppress(Exception):
+                    await node.stop()
+
+    def pair(self, deposit_alice: int = 10 * ETHER, deposit_bob: int = 5 * ETHER):
+        """Context: alice and bob running, connected, with an open channel; yields (alice, bob, cid)."""
+        return _Pair(self, deposit_alice, deposit_bob)
+
+
+class _Pair:
+    def __init__(self, net: Net, deposit_alice: int, deposit_bob: int) -> None:
+        self.net, self.deposits = net, (deposit_alice, deposit_bob)
+        self._ctx = None
+
+    async def __aenter__(self):
+        self._ctx = self.net.running("alice", "bob")
+        alice, bob = await self._ctx.__aenter__()
+        await alice.connect(bob.address, "127.0.0.1", bob.port)
+        cid = await alice.open(bob.address, *self.deposits, DELTA)
+        await bob.wait_for(cid, lambda r: r.stage.value == "open")
+        return alice, bob, cid
+
+    async def __aexit__(self, *exc):
+        await self._ctx.__aexit__(*exc)
+
+
+@pytest.fixture
+def net(embedded_world, tmp_path) -> Net:
+    chain = embedded_world.chain
+    snapshot = chain.snapshot()
+    yield Net(chain, embedded_world.contract, tmp_path)
+    chain.revert_to(snapshot)
+
+
+def run(coro: Awaitable, timeout: float = 60.0):
+    return asyncio.run(asyncio.wait_for(coro, timeout))

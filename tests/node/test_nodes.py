@@ -1,0 +1,200 @@
+"""Two nodes in one process on the embedded chain: the whole lifecycle and every dispute path
+the watcher handles, with the outcome checked on chain."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from perun import errors
+from perun.chain.backend import ETHER
+from perun.core.machine import Stage
+from perun.wire import messages as m
+from tests.node.conftest import DELTA, run
+
+GWEI = 10**9
+
+
+def payouts(net, cid):
+    """(alice, bob) as the contract paid them: Finalized or CooperativelyClosed."""
+    for event in net.contract.events():
+        if event.name in ("Finalized", "CooperativelyClosed") and event.args["channelId"] == cid:
+            return event.name, (event.args["balanceAlice"], event.args["balanceBob"])
+    return None
+
+
+def test_open_pay_both_ways_and_close_cooperatively(net):
+    async def scenario():
+        async with net.pair() as (alice, bob, cid):
+            for _ in range(5):
+                await alice.pay(cid, 3 * GWEI)
+            await bob.pay(cid, 1 * GWEI)
+            assert alice.channel(cid).current == bob.channel(cid).current
+            assert alice.channel(cid).current.version == 6
+            before = net.chain.balance(bob.address)
+            outcome = await alice.close(cid)
+            await bob.sync()
+            assert bob.channel(cid).stage is Stage.CLOSED
+            # Every state either node signed is stored; the last is the final one, signed by both.
+            states = bob.store.states(cid)
+            assert [s.state.version for s in states] == [1, 2, 3, 4, 5, 6, 7]
+            assert states[-1].state.is_final and states[-1].sig_alice and states[-1].sig_bob
+            return outcome, before
+    outcome, bob_before = run(scenario())
+    expected = (10 * ETHER - 14 * GWEI, 5 * ETHER + 14 * GWEI)
+    assert outcome == expected
+    cid = next(e.args["channelId"] for e in net.contract.events() if e.name == "CooperativelyClosed")
+    assert payouts(net, cid) == ("CooperativelyClosed", expected)
+    assert net.chain.balance(net.account("bob").address) == bob_before + expected[1]  # Alice paid the gas
+
+
+def test_concurrent_payments_both_ways_all_land(net):
+    async def scenario():
+        async with net.pair() as (alice, bob, cid):
+            results = await asyncio.gather(
+                *(alice.pay(cid, 5) for _ in range(40)), *(bob.pay(cid, 2) for _ in range(40))
+            )
+            versions = [s.version for s in results]
+            assert len(set(versions)) == 80  # each payment its own version
+            for node in (alice, bob):
+                rec = node.channel(cid)
+                assert rec.current.balance_alice == 10 * ETHER - 40 * 5 + 40 * 2
+                assert rec.pending == ()
+            assert alice.channel(cid).current == bob.channel(cid).current
+    run(scenario())
+
+
+def test_payments_on_separate_channels_proceed_in_parallel(net):
+    async def scenario():
+        async with net.running("alice", "bob") as (alice, bob):
+            await alice.connect(bob.address, "127.0.0.1", bob.port)
+            cids = await asyncio.gather(*(alice.open(bob.address, ETHER, 0, DELTA) for _ in range(3)))
+            await asyncio.gather(*(alice.pay(cid, 7) for cid in cids for _ in range(10)))
+            assert [bob.channel(cid).my_balance for cid in cids] == [70, 70, 70]
+    run(scenario())
+
+
+def test_watcher_refutes_a_stale_close_while_online(net):
+    async def scenario():
+        async with net.pair() as (alice, bob, cid):
+            await alice.pay(cid, ETHER)  # version 1
+            old = alice.channel(cid)
+            await alice.pay(cid, ETHER)  # version 2
+            # Alice cheats: registers version 1, which Bob signed, bypassing her node.
+            receipt = net.contract.close(net.account("alice"), old.params, old.current, old.peer_signature)
+            deadline = receipt.event("CloseRegistered").args["deadline"]
+            rec = await bob.wait_for(cid, lambda r: r.registered_version == 2)
+            assert rec.stage is Stage.CLOSING and rec.deadline == deadline  # replacing does not extend Δ
+            net.chain.set_next_block_timestamp(deadline + 1)
+            net.chain.mine()
+            await bob.wait_for(cid, lambda r: r.stage is Stage.CLOSED)
+            await alice.sync()
+            assert alice.channel(cid).outcome == (8 * ETHER, 7 * ETHER)
+            return cid
+    cid = run(scenario())
+    assert payouts(net, cid) == ("Finalized", (8 * ETHER, 7 * ETHER))
+
+
+@pytest.mark.parametrize("back_before_deadline", [True, False], ids=["back-in-time", "back-too-late"])
+def test_offline_node_catches_up_from_its_last_block(net, back_before_deadline):
+    async def scenario():
+        async with net.pair() as (alice, bob, cid):
+            await alice.pay(cid, ETHER)
+            stale = alice.channel(cid)
+            await alice.pay(cid, 2 * ETHER)
+        # Both stopped. Alice alone registers the stale version 1; blocks go by.
+        receipt = net.contract.close(net.account("alice"), stale.params, stale.current, stale.peer_signature)
+        deadline = receipt.event("CloseRegistered").args["deadline"]
+        net.chain.mine(5)
+        net.chain.set_next_block_timestamp(deadline - 10 if back_before_deadline else deadline + 1)
+        net.chain.mine()
+        async with net.running("bob") as (bob,):
+            # Its first poll reads from the block after its last one: it sees the close.
+            if back_before_deadline:
+                rec = await bob.wait_for(cid, lambda r: r.registered_version == 2)
+                net.chain.set_next_block_timestamp(deadline + 1)
+                net.chain.mine()
+            rec = await bob.wait_for(cid, lambda r: r.stage is Stage.CLOSED)
+            return cid, rec.outcome
+    cid, outcome = run(scenario())
+    # In time, Bob's version 2 wins; too late, the stale version 1 stands: that is what Δ is for.
+    expected = (7 * ETHER, 8 * ETHER) if back_before_deadline else (9 * ETHER, 6 * ETHER)
+    assert outcome == expected
+    assert payouts(net, cid) == ("Finalized", expected)
+
+
+def test_the_seeds_asymmetry(net):
+    """Alice signs v+1; Bob keeps it and never answers. Alice closes with v, the last state she
+    holds Bob's signature on; Bob replaces it with v+1. v+1 is paid out: Alice signed it, and
+    nobody is punished."""
+    async def scenario():
+        async with net.pair() as (alice, bob, cid):
+            await alice.pay(cid, ETHER)  # v = 1, signed by both
+            conn = bob.peers[alice.address]
+            send = conn.send
+            conn.send = lambda msg: None if isinstance(msg, m.UpdateAck) else send(msg)
+            alice.response_timeout = 0.5
+            with pytest.raises(errors.PeerTimeout):
+                await alice.pay(cid, ETHER)  # v + 1: Bob stores it, stays silent
+            assert alice.channel(cid).current.version == 1 and len(alice.channel(cid).pending) == 1
+            assert bob.channel(cid).current.version == 2
+            receipt = await alice.register(cid)
+            assert receipt.event("CloseRegistered").args["version"] == 1
+            rec = await bob.wait_for(cid, lambda r: r.registered_version == 2)
+            net.chain.set_next_block_timestamp(rec.deadline + 1)
+            net.chain.mine()
+            await alice.wait_for(cid, lambda r: r.stage is Stage.CLOSED)
+            return cid
+    cid = run(scenario())
+    assert payouts(net, cid) == ("Finalized", (8 * ETHER, 7 * ETHER))
+
+
+def test_unconfirmed_channel_is_refunded_by_alices_watcher(net):
+    async def scenario():
+        # Bob agrees to the channel but never looks at the chain again, so never confirms.
+        async with net.running("alice") as (alice,), net.running("bob", poll_interval=3600) as (bob,):
+            await alice.connect(bob.address, "127.0.0.1", bob.port)
+            opening = asyncio.create_task(alice.open(bob.address, 3 * ETHER, ETHER, DELTA, timeout=20))
+            cid = None
+            while cid is None:  # yield until Alice's create is mined
+                await asyncio.sleep(0)
+                cid = next((c for c, r in alice.records.items() if r.stage is Stage.INITIALISING), None)
+            deadline = alice.channel(cid).deadline
+            net.chain.set_next_block_timestamp(deadline - 1)
+            net.chain.mine()
+            await alice.sync()
+            assert alice.channel(cid).stage is Stage.INITIALISING  # Bob could still confirm
+            net.chain.set_next_block_timestamp(deadline)
+            net.chain.mine()  # the refund goes into a later block, after the deadline
+            with pytest.raises(errors.WrongStage, match="closed"):
+                await opening
+            assert alice.channel(cid).outcome == (3 * ETHER, 0)
+            assert bob.channel(cid).stage is Stage.ACCEPTED
+    run(scenario())
+
+
+def test_a_refused_channel_raises_the_peers_reason(net):
+    async def scenario():
+        async with net.running("alice") as (alice,), net.running("bob", accept_channel=lambda p: p.delta > 10**4) as (bob,):
+            await alice.connect(bob.address, "127.0.0.1", bob.port)
+            with pytest.raises(errors.PeerRejected, match="CHANNEL_REFUSED"):
+                await alice.open(bob.address, ETHER, 0, DELTA)
+            assert [c.stage for c in alice.channels()] == ["closed"]
+            assert bob.channels() == []
+    run(scenario())
+
+
+def test_a_dropped_connection_is_redialled_and_pending_updates_complete(net):
+    async def scenario():
+        async with net.pair() as (alice, bob, cid):
+            conn = bob.peers[alice.address]
+            send = conn.send
+            conn.send = lambda msg: None if isinstance(msg, m.UpdateAck) else send(msg)
+            paying = asyncio.gather(*(alice.pay(cid, 1) for _ in range(5)))
+            await bob.wait_for(cid, lambda r: r.current.version == 5)
+            conn.close()  # the acks never went out; Alice redials and reestablishes
+            results = await paying
+            assert [s.version for s in results] == [1, 2, 3, 4, 5]
+            assert alice.channel(cid).current == bob.channel(cid).current
+    run(scenario())

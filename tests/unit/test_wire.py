@@ -1,0 +1,84 @@
+"""The wire codec (perun.wire.messages): round trips, and every way a frame can be wrong."""
+
+import struct
+
+import pytest
+from hypothesis import given, strategies as st
+
+from perun import errors
+from perun.wire import messages as m
+
+CID = bytes(range(32))
+SIG = b"\x11" * 65
+SAMPLES = [
+    m.Hello("0x" + "12" * 20, 31337, "0x" + "34" * 20, b"\x05" * 32),
+    m.Auth(SIG),
+    m.Error(m.ErrorCode.CONFLICT, m.Update.TYPE, CID, 4, 5, "conflict at version 4 ✓"),
+    m.ProposeChannel("0x" + "12" * 20, "0x" + "56" * 20, "0x" + "00" * 20, 10**18, 5, 3600, 2**64 - 1),
+    m.AcceptChannel(CID),
+    m.Update(CID, 7, 6, 2**128 - 1, 0, False, SIG),
+    m.Update(CID, 8, 7, 1, 2, True, SIG),
+    m.UpdateAck(CID, 7, SIG),
+    m.Reestablish(CID, 6, 7),
+    m.StateSync(CID, 7, 1, 2, False, SIG, SIG),
+]
+
+
+@pytest.mark.parametrize("message", SAMPLES, ids=lambda x: type(x).__name__)
+def test_round_trip(message):
+    frame = message.encode()
+    assert struct.unpack(">I", frame[:4])[0] == len(frame) - 4
+    assert m.decode_frame(frame) == message
+
+
+@pytest.mark.parametrize("message", SAMPLES, ids=lambda x: type(x).__name__)
+def test_truncated_and_padded_bodies_are_malformed(message):
+    frame = message.encode()
+    _, version, type_ = m.HEADER.unpack_from(frame)
+    body = frame[m.HEADER.size:]
+    with pytest.raises(errors.MalformedMessage):
+        m.decode(version, type_, body[:-1])
+    with pytest.raises(errors.MalformedMessage):
+        m.decode(version, type_, body + b"\x00")
+
+
+def test_unknown_type_version_flag_and_oversize():
+    body = m.AcceptChannel(CID).encode()[m.HEADER.size:]
+    with pytest.raises(errors.MalformedMessage, match="unknown message type 99"):
+        m.decode(m.PROTOCOL_VERSION, 99, body)
+    with pytest.raises(errors.MalformedMessage, match="protocol version 2"):
+        m.decode(2, m.AcceptChannel.TYPE, body)
+    bad_flag = bytearray(m.Update(CID, 1, 0, 1, 2, False, SIG).encode())
+    bad_flag[m.HEADER.size + 32 + 8 + 8 + 64] = 2
+    with pytest.raises(errors.MalformedMessage, match="flag"):
+        m.decode_frame(bytes(bad_flag))
+    with pytest.raises(errors.MessageTooLarge):
+        m.decode_frame(struct.pack(">IBB", m.MAX_FRAME + 1, 1, 5) + bytes(m.MAX_FRAME - 1))
+    with pytest.raises(errors.MalformedMessage):
+        m.decode_frame(b"\x00\x00")
+
+
+def test_reason_must_be_bounded_utf8():
+    frame = bytearray(m.Error(1, 6, CID, 0, 0, "ab").encode())
+    frame[-1] = 0xFF
+    with pytest.raises(errors.MalformedMessage, match="UTF-8"):
+        m.decode_frame(bytes(frame))
+
+
+def test_every_refusal_has_its_own_code():
+    assert m.code_of(errors.UpdateConflict("x")) is m.ErrorCode.CONFLICT
+    assert m.code_of(errors.PaymentContractStaleVersion({"registered": 1, "submitted": 1})) is m.ErrorCode.STALE_VERSION
+    assert m.code_of(errors.AlreadyFinal("x")) is m.ErrorCode.ALREADY_FINAL
+    assert m.code_of(errors.UnknownChannel("x")) is m.ErrorCode.UNKNOWN_CHANNEL
+    assert m.code_of(ValueError("bug")) is m.ErrorCode.INTERNAL
+
+
+@given(st.binary(max_size=300), st.integers(0, 255), st.integers(0, 255))
+def test_random_bytes_decode_or_raise_malformed(body, version, type_):
+    try:
+        message = m.decode(version, type_, body)
+    except errors.MalformedMessage:
+        return
+    except errors.ValidationError:  # a well-formed frame whose params are invalid
+        return
+    assert m.decode_frame(message.encode()) == message
