@@ -82,6 +82,14 @@ class MalformedMessage(WireError, ValidationError):
     """A frame or message does not decode: wrong length, bad field, unknown type or version."""
 
 
+class UnknownMessageType(MalformedMessage):
+    """A frame's message type is not one this protocol version defines."""
+
+
+class UnsupportedVersion(MalformedMessage):
+    """A frame is for a protocol version this node does not speak."""
+
+
 class MessageTooLarge(MalformedMessage):
     """A frame is larger than the protocol allows; the connection is closed."""
 

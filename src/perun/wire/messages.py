@@ -31,26 +31,26 @@ class ErrorCode(IntEnum):
     UNKNOWN_TYPE = 2
     UNSUPPORTED_VERSION = 3
     TOO_LARGE = 4
-    NOT_AUTHENTICATED = 5
-    WRONG_CHAIN = 6
-    UNKNOWN_CHANNEL = 7
-    WRONG_CHANNEL = 8
-    INVALID_PARAMS = 9
-    CHANNEL_REFUSED = 10
-    WRONG_STAGE = 11
-    ALREADY_FINAL = 12
-    STALE_VERSION = 13
-    CONFLICT = 14
-    INVALID_SIGNATURE = 15
-    BALANCES_NOT_CONSERVED = 16
-    AMOUNT_OUT_OF_RANGE = 17
-    BALANCE_DECREASED = 18
-    INTERNAL = 19
+    UNKNOWN_CHANNEL = 5
+    WRONG_CHANNEL = 6
+    INVALID_PARAMS = 7
+    CHANNEL_REFUSED = 8
+    WRONG_STAGE = 9
+    ALREADY_FINAL = 10
+    STALE_VERSION = 11
+    CONFLICT = 12
+    INVALID_SIGNATURE = 13
+    BALANCES_NOT_CONSERVED = 14
+    AMOUNT_OUT_OF_RANGE = 15
+    BALANCE_DECREASED = 16
+    INTERNAL = 17
 
 
 # The most specific class first: a subclass must map before its base.
 _CODE_OF: tuple[tuple[type[errors.PerunError], ErrorCode], ...] = (
     (errors.MessageTooLarge, ErrorCode.TOO_LARGE),
+    (errors.UnknownMessageType, ErrorCode.UNKNOWN_TYPE),
+    (errors.UnsupportedVersion, ErrorCode.UNSUPPORTED_VERSION),
     (errors.MalformedMessage, ErrorCode.MALFORMED),
     (errors.UnknownChannel, ErrorCode.UNKNOWN_CHANNEL),
     (errors.WrongChannel, ErrorCode.WRONG_CHANNEL),
@@ -249,10 +249,10 @@ MESSAGES: dict[int, type[Message]] = {
 def decode(version: int, type_: int, body: bytes) -> Message:
     """One message from a frame's version, type and body."""
     if version != PROTOCOL_VERSION:
-        raise errors.MalformedMessage(f"protocol version {version} is not supported (this node speaks {PROTOCOL_VERSION})")
+        raise errors.UnsupportedVersion(f"protocol version {version} is not supported (this node speaks {PROTOCOL_VERSION})")
     cls = MESSAGES.get(type_)
     if cls is None:
-        raise errors.MalformedMessage(f"unknown message type {type_}")
+        raise errors.UnknownMessageType(f"unknown message type {type_}")
     values: list[Any] = []
     offset = 0
     for kind in cls.LAYOUT:
