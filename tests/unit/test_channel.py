@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from perun import errors
-from perun.core.channel import ETH, MAX_AMOUNT, MAX_DELTA, Params, PaymentState, check_state, check_successor
+from perun.core.channel import ETH, MAX_AMOUNT, MAX_DELTA, Params, PaymentState, check_state
 
 ALICE = "0x" + "aa" * 20
 BOB = "0x" + "bb" * 20
@@ -86,15 +86,11 @@ def test_state_fields_are_range_checked() -> None:
         PaymentState(b"\x00" * 32, 0, MAX_AMOUNT + 1, 0)
 
 
-def test_check_state_and_successor() -> None:
+def test_check_state() -> None:
     p = params()
     s0 = p.initial_state(1, CONTRACT)
-    check_successor(p, s0, s0.pay(1, from_alice=True))
-    with pytest.raises(errors.StaleVersion):
-        check_successor(p, s0, s0)
-    with pytest.raises(errors.StaleVersion):
-        check_successor(p, s0, s0.pay(1, from_alice=True).pay(1, from_alice=True))
+    check_state(p, s0.pay(1, from_alice=True), s0.channel_id)
     with pytest.raises(errors.BalancesNotConserved):
-        check_successor(p, s0, PaymentState(s0.channel_id, 1, 60, 41))
+        check_state(p, PaymentState(s0.channel_id, 1, 60, 41), s0.channel_id)
     with pytest.raises(errors.WrongChannel):
         check_state(p, s0, p.channel_id(2, CONTRACT))

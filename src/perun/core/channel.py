@@ -136,9 +136,3 @@ def check_state(params: Params, state: PaymentState, channel_id: bytes) -> None:
             f"balances {state.balance_alice} + {state.balance_bob} != deposits {params.total}"
         )
 
-
-def check_successor(params: Params, current: PaymentState, proposed: PaymentState) -> None:
-    """The seed's update rule: same channel, the same total, and version + 1."""
-    check_state(params, proposed, current.channel_id)
-    if proposed.version != current.version + 1:
-        raise errors.StaleVersion(f"expected version {current.version + 1}, got {proposed.version}")
