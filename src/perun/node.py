@@ -553,18 +553,23 @@ class Node:
     async def _update(self, rec: ChannelRecord, state: PaymentState) -> PaymentState:
         conn = self._connection(rec.peer)
         new, proposal = machine.propose(rec, state, self.key)
-        future = asyncio.get_running_loop().create_future()
-        self._acks[(rec.channel_id, state.version)] = future
+        acked = self._ack_future(rec.channel_id, state.version)
         mine = SignedState(state, *((proposal.signature, b"") if rec.role is Role.ALICE else (b"", proposal.signature)))
         def send() -> None:
             crash_point("final-signed" if state.is_final else "update-signed")
             conn.send(_update_message(proposal))
         self.save([new], [mine], then=send)
+        return await self._countersigned(rec.peer, acked, state.version)
+
+    def _ack_future(self, cid: bytes, version: int) -> asyncio.Future:
+        return self._acks.setdefault((cid, version), asyncio.get_running_loop().create_future())
+
+    async def _countersigned(self, peer: str, acked: asyncio.Future, version: int) -> PaymentState:
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self.response_timeout)
+            return await asyncio.wait_for(asyncio.shield(acked), self.response_timeout)
         except asyncio.TimeoutError as exc:
             raise errors.PeerTimeout(
-                f"{rec.peer} did not countersign version {state.version} in time; it stays pending and "
+                f"{peer} did not countersign version {version} in time; it stays pending and "
                 "completes if the peer countersigns it after reconnecting"
             ) from exc
 
@@ -572,7 +577,10 @@ class Node:
         """Cooperative close: both sign a final state, which pays out at once. Returns the
         payout (alice, bob). If the peer does not answer, use `register` (unilateral)."""
         rec = self.channel(cid)
-        if not rec.is_fully_signed_final:
+        pending_final = next((p.state.version for p in rec.pending if p.state.is_final), None)
+        if pending_final is not None:  # proposed before (and before a restart, perhaps)
+            await self._countersigned(rec.peer, self._ack_future(cid, pending_final), pending_final)
+        elif not rec.is_fully_signed_final:
             await self._update(rec, machine.final(rec))
         await self.cooperative_close_on_chain(cid)
         rec = await self.wait_for(cid, lambda r: r.stage is Stage.CLOSED, timeout or self.response_timeout)

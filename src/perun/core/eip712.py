@@ -9,7 +9,7 @@ contract's own `hashPaymentState` / `hashFinalState`. Signing and recovery use c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from coincurve import PrivateKey, PublicKey
 from eth_utils import keccak, to_checksum_address
@@ -101,14 +101,23 @@ class Domain:
         }
 
 
+@lru_cache(maxsize=64)
+def _private_key(secret: bytes) -> PrivateKey:
+    return PrivateKey(secret)  # deriving the key pair costs as much as a signature: keep it
+
+
 def sign(digest: bytes, private_key: bytes) -> bytes:
     """A 65-byte r || s || v signature (v = 27 or 28), as Ethereum wallets produce."""
-    sig = PrivateKey(private_key).sign_recoverable(digest, hasher=None)
+    sig = _private_key(bytes(private_key)).sign_recoverable(digest, hasher=None)
     return sig[:64] + bytes([sig[64] + 27])
 
 
 def recover(digest: bytes, signature: bytes) -> str:
     """The checksum address that signed `digest`; InvalidSignature if none can be recovered."""
+    return to_checksum_address(_recover_raw(digest, signature))
+
+
+def _recover_raw(digest: bytes, signature: bytes) -> bytes:
     if not isinstance(signature, bytes) or len(signature) != 65:
         raise errors.InvalidSignature("a signature is 65 bytes: r, s, v")
     v = signature[64]
@@ -119,7 +128,7 @@ def recover(digest: bytes, signature: bytes) -> str:
         public = PublicKey.from_signature_and_message(signature[:64] + bytes([v - 27]), digest, hasher=None)
     except Exception as exc:  # coincurve raises a bare Exception for unrecoverable input
         raise errors.InvalidSignature("no public key recovers from this signature") from exc
-    return to_checksum_address(keccak(public.format(compressed=False)[1:])[-20:])
+    return keccak(public.format(compressed=False)[1:])[-20:]
 
 
 def address_of(private_key: bytes) -> str:
@@ -133,6 +142,8 @@ def sign_state(domain: Domain, state: PaymentState, private_key: bytes) -> bytes
 
 def check_signature(domain: Domain, state: PaymentState, signature: bytes, expected: str) -> None:
     """InvalidSignature unless `expected` signed `state` in `domain`."""
-    signer = recover(domain.digest(state), signature)
-    if signer != to_checksum_address(expected):
-        raise errors.InvalidSignature(f"state signed by {signer}, expected {to_checksum_address(expected)}")
+    signer = _recover_raw(domain.digest(state), signature)
+    if signer.hex() != expected[2:].lower():  # raw bytes: checksumming costs more than recovering
+        raise errors.InvalidSignature(
+            f"state signed by {to_checksum_address(signer)}, expected {to_checksum_address(expected)}"
+        )
