@@ -1,14 +1,122 @@
-"""The `perun` command."""
+"""The `perun` command.
+
+Chain and contract: demo, deploy, devnet, compile. Keys: keystore new/import/address. A node:
+`perun node` runs one until SIGINT or SIGTERM; connect, open, pay, status, close, finalize,
+refund and info drive it through its control socket (perun.control) in its data directory.
+
+Every expected failure prints one line to stderr and exits 1; Ctrl-C exits 130.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import signal
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from perun import errors
+from perun.core.channel import ETH as ETH_TOKEN
+
+WEI_PER_ETHER = 10**18
+UNITS = {"wei": 0, "gwei": 9, "eth": 18, "ether": 18}
+_AMOUNT = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([A-Za-z]*)")
+
+
+class UsageError(errors.PerunError):
+    """A command line argparse refused; the message names the command already."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 1 (see main), not usage and exit 2
+        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+# --------------------------------------------------------------------------- amounts
+
+
+def parse_amount(text: str) -> int:
+    """Wei from `1000` (wei), `100wei`, `20gwei`, `1.5eth` or `1.5ether`; exact, no rounding."""
+    match = _AMOUNT.fullmatch(text.strip())
+    if not match:
+        raise ValueError(f"not an amount: {text!r} (say 1000, 100wei, 20gwei or 1.5eth)")
+    number, unit = match.group(1), match.group(2).lower() or "wei"
+    if unit not in UNITS:
+        raise ValueError(f"unknown unit {match.group(2)!r} in {text!r}: use wei, gwei, eth or ether")
+    whole, _, fraction = number.partition(".")
+    fraction = fraction.rstrip("0")
+    decimals = UNITS[unit]
+    if len(fraction) > decimals:
+        hint = " (a plain number is wei: say 1.5eth for ether)" if not match.group(2) else ""
+        raise ValueError(f"{text.strip()} is not a whole number of wei{hint}")
+    return int(whole or "0") * 10**decimals + int(fraction.ljust(decimals, "0") or "0")
+
+
+def _amount_arg(text: str) -> int:
+    try:
+        return parse_amount(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def ether(wei: int) -> str:
+    """Exact decimal ether: 1500000000000000000 -> "1.5", 1 -> "0.000000000000000001"."""
+    whole, fraction = divmod(wei, WEI_PER_ETHER)
+    return f"{whole}.{fraction:018d}".rstrip("0").rstrip(".")
+
+
+def show_amount(amount: int | str, token: str = ETH_TOKEN) -> str:
+    amount = int(amount)
+    if token != ETH_TOKEN:
+        return f"{amount} units of token {token}"
+    return f"{ether(amount)} ETH ({amount} wei)"
+
+
+def _short_amount(amount: int | str, token: str = ETH_TOKEN) -> str:
+    return f"{ether(int(amount))} ETH" if token == ETH_TOKEN else f"{int(amount)} units"
+
+
+# --------------------------------------------------------------------------- small argument types
+
+
+def _address_arg(text: str) -> str:
+    from eth_utils import is_hex_address, to_checksum_address
+
+    if not is_hex_address(text):
+        raise argparse.ArgumentTypeError(f"not an address (0x and 40 hex digits): {text!r}")
+    return to_checksum_address(text)
+
+
+def _channel_arg(text: str) -> str:
+    if not re.fullmatch(r"0x[0-9a-fA-F]{64}", text):
+        raise argparse.ArgumentTypeError(f"not a channel id (0x and 64 hex digits): {text!r}")
+    return text.lower()
+
+
+def _host_port_arg(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def _seconds_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 86400:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _chain(args: argparse.Namespace):
@@ -83,9 +191,260 @@ def cmd_compile(args: argparse.Namespace) -> None:
     main()
 
 
+def cmd_keystore_new(args: argparse.Namespace) -> None:
+    from perun import keystore
+
+    address = keystore.create(args.out, keystore.read_password(confirm=True))
+    _emit(args, {"address": address, "file": str(args.out)}, f"created {args.out} for {address}")
+
+
+def cmd_keystore_import(args: argparse.Namespace) -> None:
+    import getpass
+
+    from perun import keystore
+
+    if args.key_env:
+        text = os.environ.get(args.key_env)
+        if not text:
+            raise errors.KeystoreError(f"environment variable {args.key_env} holds no private key")
+    else:
+        try:
+            text = getpass.getpass("Private key (hex, not shown): ")
+        except EOFError:
+            raise errors.KeystoreError("no private key given: type it at the prompt or pass --key-env VAR") from None
+    keystore.parse_private_key(text)  # a bad key fails before the password is asked
+    address = keystore.import_key(args.out, text, keystore.read_password(confirm=True))
+    _emit(args, {"address": address, "file": str(args.out)}, f"imported {address} into {args.out}")
+
+
+def cmd_keystore_address(args: argparse.Namespace) -> None:
+    from perun import keystore
+
+    address = keystore.address(args.file)
+    _emit(args, {"address": address, "file": str(args.file)}, address)
+
+
+# --------------------------------------------------------------------------- the node
+
+
+def cmd_node(args: argparse.Namespace) -> None:
+    import asyncio
+    import logging
+
+    from perun import keystore
+    from perun.chain.backend import RpcChain
+
+    host, port = args.listen
+    data = Path(args.data)
+    key = keystore.load(args.keystore, keystore.read_password(prompt=f"Password for {args.keystore}: "))
+    chain = RpcChain(args.rpc)
+    contract = _contract_address(args, chain)
+    try:
+        data.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise errors.PerunError(f"cannot create the data directory {data}: {exc.strerror}") from None
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("perun").setLevel(logging.INFO)
+    asyncio.run(_run_node(key, chain, contract, data, host, port, args.poll, args.response_timeout))
+
+
+def _contract_address(args: argparse.Namespace, chain) -> str:
+    from perun.chain.deploy import Deployment, default_path
+
+    if args.contract:
+        if not chain.w3.eth.get_code(args.contract):
+            raise errors.DeploymentNotFound(f"no contract at {args.contract} on chain {chain.chain_id}")
+        return args.contract
+    path = Path(args.deployment) if args.deployment else default_path(chain.chain_id)
+    if not args.deployment and not path.exists():
+        raise errors.DeploymentNotFound(f"no deployment file {path} for chain {chain.chain_id}: pass --deployment "
+                                        "FILE or --contract ADDRESS, or deploy with `perun deploy`")
+    return Deployment.read(path).payment(chain).address
+
+
+async def _run_node(key: bytes, chain, contract: str, data: Path, host: str, port: int, poll: float,
+                    response_timeout: float) -> None:
+    import asyncio
+    import logging
+
+    from perun.control import ControlServer, socket_path
+    from perun.node import Node
+
+    control = ControlServer(socket_path(data))
+    await control.bind()  # first: it refuses a data directory that another node serves
+    node = None
+    try:
+        node = Node(key, chain, contract, data / "node.db", host, port, poll_interval=poll,
+                    response_timeout=response_timeout)
+        try:
+            await node.start()
+        except OSError as exc:
+            raise errors.PerunError(f"cannot listen on {_host_port(host, port)}: {exc.strerror or exc}") from None
+        await control.start(node)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"node {node.address} listening on {_host_port(host, node.port)}, control {control.path}", flush=True)
+        await stop.wait()
+        logging.getLogger("perun.cli").info("stopping")
+    finally:
+        await control.close()
+        if node is not None:
+            await node.stop()
+
+
+# --------------------------------------------------------------------------- commands for a running node
+
+
+def _call(args: argparse.Namespace, method: str, **params: Any) -> Any:
+    from perun.control import call
+
+    return call(args.data, method, params)
+
+
+def _emit(args: argparse.Namespace, result: Any, text: str) -> None:
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(text)
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    info = _call(args, "info")
+    _emit(args, info, "\n".join([
+        f"node      {info['address']}",
+        f"listening {_host_port(info['host'], info['port'])}",
+        f"chain     {info['chain_id']}, PaymentContract {info['contract']}",
+        f"peers     {', '.join(info['peers']) or 'none connected'}",
+        f"channels  {info['channels']}",
+    ]))
+
+
+def cmd_connect(args: argparse.Namespace) -> None:
+    host, port = args.address
+    result = _call(args, "connect", peer=args.peer, host=host, port=port)
+    _emit(args, result, f"connected to {result['peer']} at {_host_port(host, port)}")
+
+
+def cmd_open(args: argparse.Namespace) -> None:
+    ch = _call(args, "open", peer=args.peer, deposit=str(args.deposit), peer_deposit=str(args.peer_deposit),
+               delta=args.delta)
+    _emit(args, ch, f"opened channel {ch['channel']} with {ch['peer']}: you {show_amount(ch['my_balance'])}, "
+                    f"peer {show_amount(ch['peer_balance'])}, dispute window {ch['delta']} s")
+
+
+def cmd_pay(args: argparse.Namespace) -> None:
+    ch = _call(args, "pay", channel=args.channel, amount=str(args.amount))
+    token = ch["token"]
+    _emit(args, ch, f"paid {show_amount(args.amount, token)} on {ch['channel']}: version {ch['paid_version']}, "
+                    f"you {show_amount(ch['my_balance'], token)}, peer {show_amount(ch['peer_balance'], token)}")
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    if args.sync:
+        _call(args, "sync")
+    if args.channel:
+        ch = _call(args, "status", channel=args.channel)
+        _emit(args, ch, _describe(ch))
+    else:
+        channels = _call(args, "channels")
+        _emit(args, channels, _table(channels) if channels else "no channels")
+
+
+def cmd_close(args: argparse.Namespace) -> None:
+    if not args.unilateral:
+        ch = _call(args, "close", channel=args.channel)
+        _emit(args, ch, f"closed {ch['channel']} cooperatively: {_payouts(ch)}")
+        return
+    ch = _call(args, "register", channel=args.channel)
+    if ch["stage"] == "closed":  # it held a final state signed by both: that pays out at once
+        text = f"closed {ch['channel']} with the final state both signed: {_payouts(ch)}"
+    else:
+        text = (f"registered version {ch['registered_version']} of {ch['channel']} on chain{_tx(ch)}; "
+                f"the peer may answer until {_when(ch['deadline'])}, then `perun finalize` pays out "
+                "(the node also does it itself when it is due)")
+    _emit(args, ch, text)
+
+
+def cmd_finalize(args: argparse.Namespace) -> None:
+    ch = _call(args, "finalize", channel=args.channel)
+    done = f"finalized {ch['channel']}{_tx(ch)}" if ch["transaction"] else f"{ch['channel']} was closed already"
+    _emit(args, ch, f"{done}: {_payouts(ch)}")
+
+
+def cmd_refund(args: argparse.Namespace) -> None:
+    ch = _call(args, "refund", channel=args.channel)
+    done = f"refunded {ch['channel']}{_tx(ch)}" if ch["transaction"] else f"{ch['channel']} was closed already"
+    _emit(args, ch, f"{done}: {_payouts(ch)}")
+
+
+def _payouts(ch: dict[str, Any]) -> str:
+    if ch["my_payout"] is None:
+        return f"not paid out yet ({ch['stage']})"
+    return (f"paid out you {show_amount(ch['my_payout'], ch['token'])}, "
+            f"peer {show_amount(ch['peer_payout'], ch['token'])}")
+
+
+def _tx(ch: dict[str, Any]) -> str:
+    tx = ch.get("transaction")
+    return f" (transaction {tx['hash']}, gas {tx['gas_used']:,})" if tx else ""
+
+
+def _when(timestamp: int) -> str:
+    utc = datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"chain time {timestamp} ({utc})"
+
+
+def _describe(ch: dict[str, Any]) -> str:
+    token = ch["token"]
+    lines = [
+        f"channel   {ch['channel']}",
+        f"peer      {ch['peer']} (you are {ch['role']})",
+        f"stage     {ch['stage']}, version {ch['version']}{' (final)' if ch['final'] else ''}"
+        + (f", {ch['pending']} pending" if ch["pending"] else ""),
+        f"you       {show_amount(ch['my_balance'], token)}",
+        f"peer      {show_amount(ch['peer_balance'], token)}",
+        f"deposits  you {_short_amount(ch['my_deposit'], token)}, peer {_short_amount(ch['peer_deposit'], token)}",
+        f"Δ         {ch['delta']} s",
+    ]
+    if ch["stage"] == "closing":
+        lines.append(f"closing   version {ch['registered_version']} registered; dispute window ends at "
+                     f"{_when(ch['deadline'])}")
+    elif ch["stage"] == "initialising":
+        lines.append(f"confirm   by {_when(ch['deadline'])}")
+    if ch["my_payout"] is not None:
+        lines.append(f"paid out  you {show_amount(ch['my_payout'], token)}, "
+                     f"peer {show_amount(ch['peer_payout'], token)}")
+    return "\n".join(lines)
+
+
+def _table(channels: list[dict[str, Any]]) -> str:
+    rows = [("CHANNEL", "PEER", "ROLE", "STAGE", "VERSION", "MINE", "PEER'S")]
+    for ch in channels:
+        peer = ch["peer"]
+        rows.append((ch["channel"], f"{peer[:6]}…{peer[-4:]}", ch["role"], ch["stage"], str(ch["version"]),
+                     _short_amount(ch["my_balance"], ch["token"]), _short_amount(ch["peer_balance"], ch["token"])))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    right = {4, 5, 6}
+    return "\n".join(
+        "  ".join(cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
+        for row in rows
+    )
+
+
+# --------------------------------------------------------------------------- the parser
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="perun", description="Perun state channels on Ethereum.")
-    sub = top.add_subparsers(dest="command", required=True)
+    top = _Parser(prog="perun", description="Perun state channels on Ethereum.")
+    top.add_argument("--json", action="store_true", help="print machine-readable JSON (amounts as decimal strings of wei)")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    # Also accepted after the command (perun status --json); SUPPRESS keeps the top-level value.
+    json_flag = _Parser(add_help=False)
+    json_flag.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     demo = sub.add_parser("demo", help="deploy and play payment-channel lifecycles, with a dispute")
     demo.add_argument("--rpc", help="JSON-RPC URL of a dev chain (default: the embedded chain)")
@@ -106,15 +465,90 @@ def parser() -> argparse.ArgumentParser:
 
     comp = sub.add_parser("compile", help="recompile contracts/ into the package's artifacts")
     comp.set_defaults(run=cmd_compile)
+
+    ks = sub.add_parser("keystore", help="encrypted key files: new, import, address")
+    ks_sub = ks.add_subparsers(dest="keystore_command", required=True, metavar="ACTION")
+    new = ks_sub.add_parser("new", parents=[json_flag], help="create a key file with a new random key",
+                            description="Creates FILE (mode 0600, never overwritten) holding a new key, encrypted "
+                            "with a password from $PERUN_PASSWORD or typed twice.")
+    new.add_argument("--out", required=True, type=Path, metavar="FILE")
+    new.set_defaults(run=cmd_keystore_new, name="keystore new")
+    imp = ks_sub.add_parser("import", parents=[json_flag], help="encrypt an existing private key into a key file",
+                            description="Reads a private key (hex) at a prompt, or from the environment variable "
+                            "--key-env names, and writes it to FILE like `keystore new`.")
+    imp.add_argument("--out", required=True, type=Path, metavar="FILE")
+    imp.add_argument("--key-env", metavar="VAR", help="environment variable holding the private key (hex)")
+    imp.set_defaults(run=cmd_keystore_import, name="keystore import")
+    addr = ks_sub.add_parser("address", parents=[json_flag], help="print a key file's address (no password needed)")
+    addr.add_argument("file", type=Path, metavar="FILE")
+    addr.set_defaults(run=cmd_keystore_address, name="keystore address")
+
+    node = sub.add_parser(
+        "node", help="run a payment-channel node until SIGINT or SIGTERM",
+        description="Runs a node: its key from --keystore (password from $PERUN_PASSWORD or a prompt), its "
+        "store and control socket in --data. Prints one line when ready, then logs to stderr.")
+    node.add_argument("--data", required=True, metavar="DIR", help="data directory (node.db, control.sock)")
+    node.add_argument("--keystore", required=True, type=Path, metavar="FILE", help="the node's key file")
+    node.add_argument("--rpc", required=True, metavar="URL", help="JSON-RPC URL of the chain")
+    where = node.add_mutually_exclusive_group()
+    where.add_argument("--deployment", metavar="FILE", help="deployment file (default: deployments/<chain id>.json)")
+    where.add_argument("--contract", type=_address_arg, metavar="ADDRESS", help="PaymentContract address")
+    node.add_argument("--listen", type=_host_port_arg, default=("127.0.0.1", 0), metavar="HOST:PORT",
+                      help="where peers connect (default 127.0.0.1:0, a free port)")
+    node.add_argument("--poll", type=_seconds_arg, default=1.0, metavar="SECONDS",
+                      help="how often to read the chain (default 1)")
+    node.add_argument("--response-timeout", type=_seconds_arg, default=10.0, metavar="SECONDS",
+                      help="how long to wait for a peer's answer (default 10)")
+    node.set_defaults(run=cmd_node)
+
+    def client(name: str, run, summary: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, parents=[json_flag], help=summary)
+        cmd.add_argument("--data", required=True, metavar="DIR", help="the node's data directory")
+        cmd.set_defaults(run=run)
+        return cmd
+
+    client("info", cmd_info, "show a running node's address, port, chain and contract")
+    con = client("connect", cmd_connect, "connect the node to a peer (remembered across restarts)")
+    con.add_argument("peer", type=_address_arg, metavar="PEER_ADDRESS")
+    con.add_argument("address", type=_host_port_arg, metavar="HOST:PORT")
+    opn = client("open", cmd_open, "open a channel with a connected peer")
+    opn.add_argument("peer", type=_address_arg, metavar="PEER_ADDRESS")
+    opn.add_argument("--deposit", required=True, type=_amount_arg, metavar="AMOUNT", help="this node's deposit")
+    opn.add_argument("--peer-deposit", required=True, type=_amount_arg, metavar="AMOUNT", help="the peer's deposit")
+    opn.add_argument("--delta", required=True, type=int, metavar="SECONDS", help="the dispute window Δ")
+    pay = client("pay", cmd_pay, "pay the peer on a channel")
+    pay.add_argument("channel", type=_channel_arg, metavar="CHANNEL")
+    pay.add_argument("amount", type=_amount_arg, metavar="AMOUNT", help="wei, or with a unit: 1.5eth, 20gwei, 100wei")
+    sts = client("status", cmd_status, "show every channel, or one")
+    sts.add_argument("channel", nargs="?", type=_channel_arg, metavar="CHANNEL")
+    sts.add_argument("--sync", action="store_true", help="have the node read the chain first (it also does "
+                     "every --poll seconds)")
+    cls = client("close", cmd_close, "close a channel: cooperatively, or alone with --unilateral")
+    cls.add_argument("channel", type=_channel_arg, metavar="CHANNEL")
+    cls.add_argument("--unilateral", action="store_true",
+                     help="register the latest state on chain without the peer; finalize after Δ")
+    fin = client("finalize", cmd_finalize, "pay out a channel whose dispute window is over")
+    fin.add_argument("channel", type=_channel_arg, metavar="CHANNEL")
+    ref = client("refund", cmd_refund, "take the deposit back when the peer never confirmed")
+    ref.add_argument("channel", type=_channel_arg, metavar="CHANNEL")
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = None
     try:
+        args = parser().parse_args(argv)
         args.run(args)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     except errors.PerunError as exc:
-        print(f"perun {args.command}: {exc}", file=sys.stderr)
+        print(f"perun {getattr(args, 'name', args.command)}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # the reader went away (perun status | head -1): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     return 0
 

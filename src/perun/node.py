@@ -105,6 +105,7 @@ class Node:
 
         self.records: dict[bytes, ChannelRecord] = {r.channel_id: r for r in self.store.channels()}
         self.peers: dict[str, Connection] = {}
+        self._connected: dict[str, asyncio.Event] = {}
         self._dial: dict[str, tuple[str, int]] = self.store.peers()
         self._acks: dict[tuple[bytes, int], asyncio.Future] = {}
         self._accepts: dict[bytes, asyncio.Future] = {}
@@ -269,6 +270,14 @@ class Node:
         await self.save(peers=[(peer, host, port)])
         self._adopt(conn)
 
+    async def wait_connected(self, peer: str, timeout: float = 30.0) -> None:
+        """Waits until a connection to `peer` is up (after a restart, the dialer redials)."""
+        event = self._connected.setdefault(to_checksum_address(peer), asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except asyncio.TimeoutError as exc:
+            raise errors.PeerTimeout(f"not connected to {peer} within {timeout} s") from exc
+
     async def _redial(self, peer: str, host: str, port: int) -> None:
         delay = 0.05
         while peer not in self.peers:
@@ -278,7 +287,7 @@ class Node:
             except (errors.PeerUnavailable, errors.HandshakeFailed) as exc:
                 log.info("%s: redial %s failed (%s); retrying in %.1f s", self.name, peer, exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, 1.0)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -294,6 +303,7 @@ class Node:
         if old:
             old.close()
         self.peers[conn.peer] = conn
+        self._connected.setdefault(conn.peer, asyncio.Event()).set()
         log.info("%s: connected to %s", self.name, conn.peer)
         self._spawn(self._serve(conn))
         for rec in self.records.values():
@@ -333,6 +343,7 @@ class Node:
             conn.close()
             if self.peers.get(conn.peer) is conn:
                 del self.peers[conn.peer]
+                self._connected[conn.peer].clear()
                 log.info("%s: %s disconnected", self.name, conn.peer)
                 if conn.peer in self._dial and self._server and self._server.is_serving():
                     self._spawn(self._redial(conn.peer, *self._dial[conn.peer]))
@@ -582,36 +593,31 @@ class Node:
             await self._countersigned(rec.peer, self._ack_future(cid, pending_final), pending_final)
         elif not rec.is_fully_signed_final:
             await self._update(rec, machine.final(rec))
-        await self.cooperative_close_on_chain(cid)
+        if await self.cooperative_close_on_chain(cid) is None:
+            await self.sync()  # the peer's transaction closed it: read its payout
         rec = await self.wait_for(cid, lambda r: r.stage is Stage.CLOSED, timeout or self.response_timeout)
         return rec.outcome
 
-    async def register(self, cid: bytes) -> Receipt:
+    async def register(self, cid: bytes) -> Receipt | None:
         """Unilateral close: registers the latest state the peer signed and starts Δ (or
-        replaces an older registered state within Δ)."""
+        replaces an older registered state within Δ). None if the channel closed meanwhile."""
         rec = self.channel(cid)
         if rec.stage not in (Stage.OPEN, Stage.CLOSING):
             raise errors.WrongStage(f"channel 0x{cid.hex()} is {rec.stage.value}")
         if rec.is_fully_signed_final:
             return await self.cooperative_close_on_chain(cid)
-        receipt = await self._transact(self.contract.close, rec.params, rec.current, rec.peer_signature)
+        receipt = await self._closing(cid, self.contract.close, rec.params, rec.current, rec.peer_signature)
         crash_point("close-sent")
-        await self._apply(receipt)
         return receipt
 
-    async def finalize(self, cid: bytes) -> Receipt:
-        """Pays out the registered state once Δ has passed."""
-        rec = self.channel(cid)
-        receipt = await self._transact(self.contract.finalize, rec.params)
-        await self._apply(receipt)
-        return receipt
+    async def finalize(self, cid: bytes) -> Receipt | None:
+        """Pays out the registered state once Δ has passed. None if it was paid out already."""
+        return await self._closing(cid, self.contract.finalize, self.channel(cid).params)
 
-    async def refund(self, cid: bytes) -> Receipt:
-        """Alice takes her deposit back when Bob did not confirm in time."""
-        rec = self.channel(cid)
-        receipt = await self._transact(self.contract.refund, rec.params)
-        await self._apply(receipt)
-        return receipt
+    async def refund(self, cid: bytes) -> Receipt | None:
+        """Alice takes her deposit back when Bob did not confirm in time. None if the channel
+        was refunded already."""
+        return await self._closing(cid, self.contract.refund, self.channel(cid).params)
 
     async def sync(self) -> None:
         """Reads the chain now and does what is due (the watcher also does it every poll)."""
@@ -643,10 +649,21 @@ class Node:
         rec = self.channel(cid)
         if not rec.is_fully_signed_final:
             raise errors.WrongStage(f"channel 0x{cid.hex()} has no final state signed by both")
-        if (await self.on_chain(self.contract.channel, cid)).phase is Phase.CLOSED:
+        return await self._closing(cid, self.contract.cooperative_close, rec.params, rec.current,
+                                   rec.sig_alice, rec.sig_bob)
+
+    async def _closing(self, cid: bytes, fn: Callable[..., Receipt], *args: Any) -> Receipt | None:
+        """Sends a transaction that moves the channel towards Closed. Both parties' nodes, and
+        their watchers, may send one at the same time: losing that race is not an error."""
+        if self.channel(cid).stage is Stage.CLOSED:
             return None
-        receipt = await self._transact(self.contract.cooperative_close, rec.params, rec.current,
-                                       rec.sig_alice, rec.sig_bob)
+        try:
+            receipt = await self._transact(fn, *args)
+        except (errors.PaymentContractWrongPhase, errors.TransactionFailed):
+            if (await self.on_chain(self.contract.channel, cid)).phase is not Phase.CLOSED:
+                raise
+            self.watcher.wake()  # it applies the winner's event
+            return None
         await self._apply(receipt)
         return receipt
 

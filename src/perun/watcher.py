@@ -22,7 +22,7 @@ log = logging.getLogger("perun.watcher")
 
 LOG_CHUNK = 5_000  # blocks per eth_getLogs request
 # Errors that mean another transaction got there first; the next poll sees its event.
-_RACED = (errors.PaymentContractWrongPhase, errors.PaymentContractChannelExists)
+_RACED = (errors.PaymentContractWrongPhase, errors.PaymentContractChannelExists, errors.TransactionFailed)
 
 
 class Watcher:

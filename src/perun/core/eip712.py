@@ -57,6 +57,9 @@ class Domain:
 
     def digest(self, state: PaymentState) -> bytes:
         """The 32 bytes a party signs: a PaymentState, or a FinalState when `state.is_final`."""
+        return _digest(self, state)
+
+    def _digest(self, state: PaymentState) -> bytes:
         typehash = FINAL_STATE_TYPEHASH if state.is_final else PAYMENT_STATE_TYPEHASH
         struct_hash = keccak(
             typehash
@@ -104,6 +107,12 @@ class Domain:
 @lru_cache(maxsize=64)
 def _private_key(secret: bytes) -> PrivateKey:
     return PrivateKey(secret)  # deriving the key pair costs as much as a signature: keep it
+
+
+@lru_cache(maxsize=256)
+def _digest(domain: Domain, state: PaymentState) -> bytes:
+    # A node checks and signs each state, and later checks the peer's signature on it: once is enough.
+    return domain._digest(state)
 
 
 def sign(digest: bytes, private_key: bytes) -> bytes:
