@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export SOLCX_BINARY_PATH := $(CURDIR)/.solc
 SOLC_VERSION := $(shell sed -n 's/.*"solc": "\(.*\)".*/\1/p' package.json)
 
-.PHONY: demo test test-fast bench build devnet setup clean
+.PHONY: demo test test-fast bench bench-updates build devnet setup clean
 
 demo: setup
 	$(VENV)/bin/perun demo
@@ -17,6 +17,9 @@ test: setup
 
 bench: setup
 	$(PY) -m benchmarks.gas
+
+bench-updates: setup
+	$(PY) -m benchmarks.updates
 
 build: setup
 	$(VENV)/bin/perun compile

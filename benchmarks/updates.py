@@ -6,7 +6,8 @@ from Alice to Bob. Every payment counted is mutually signed and durably stored b
 (SQLite WAL, synchronous=FULL) before its `pay` returns. Runs:
 
 - sequential: one payment at a time on one channel (latency of a lone update);
-- pipelined: up to --window payments in flight on one channel (serialised by version);
+- pipelined: up to --window payments in flight on one channel (serialised by version), for a
+  window of 8 and of 32;
 - 8 channels: one payment at a time on each of 8 channels at once.
 
 It prints a table and writes benchmarks/updates.json. Timings depend on the machine and its
@@ -91,14 +92,15 @@ async def pipelined(alice: Node, cid: bytes, n: int, window: int) -> tuple[list[
 
 
 async def alice_side(chain: RpcChain, contract: str, alice_key: bytes, bob: str, port: int, tmp: Path,
-                     n: int, window: int) -> list[dict]:
+                     n: int, windows: list[int]) -> list[dict]:
     async with Node(alice_key, chain, contract, tmp / "alice.db", poll_interval=0.1, name="alice") as alice:
         await alice.connect(bob, "127.0.0.1", port)
         cids = await asyncio.gather(*(alice.open(bob, 10 * ETHER, 0, 3600) for _ in range(9)))
         one, eight = cids[0], cids[1:]
         await sequential(alice, one, 200)  # warm-up
         results = [summary("1 channel, sequential", *await sequential(alice, one, n))]
-        results.append(summary(f"1 channel, pipelined (window {window})", *await pipelined(alice, one, n, window)))
+        for w in windows:
+            results.append(summary(f"1 channel, pipelined (window {w})", *await pipelined(alice, one, n, w)))
         latencies: list[float] = []
         start = time.perf_counter()
         await asyncio.gather(*(sequential_into(alice, cid, n // 8, latencies) for cid in eight))
@@ -120,7 +122,8 @@ async def sequential_into(alice: Node, cid: bytes, n: int, latencies: list[float
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--payments", type=int, default=4000, help="payments per run (default 4000)")
-    parser.add_argument("--window", type=int, default=8, help="payments in flight when pipelined (default 8)")
+    parser.add_argument("--window", type=int, nargs="+", default=[8, 32],
+                        help="payments in flight when pipelined, one run each (default 8 32)")
     args = parser.parse_args(argv)
     alice, bob = Account.create(), Account.create()
     with tempfile.TemporaryDirectory() as tmp_name, Anvil() as anvil:
