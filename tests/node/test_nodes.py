@@ -198,3 +198,23 @@ def test_a_dropped_connection_is_redialled_and_pending_updates_complete(net):
             assert [s.version for s in results] == [1, 2, 3, 4, 5]
             assert alice.channel(cid).current == bob.channel(cid).current
     run(scenario())
+
+
+def test_an_erc20_channel_from_approve_to_payout(net):
+    token_address = net.chain.deploy(net.chain.dev_accounts[0], "TestToken")
+    token = net.chain.contract("TestToken", token_address)
+    alice, bob = net.account("alice"), net.account("bob")
+    for party in (alice, bob):
+        net.chain.transact(net.chain.dev_accounts[0], token.functions.mint(party.address, 1000))
+
+    async def scenario():
+        async with net.running("alice", "bob") as (a, b):
+            await a.connect(b.address, "127.0.0.1", b.port)
+            cid = await a.open(b.address, 600, 100, DELTA, token=token_address)  # each node approves first
+            await a.pay(cid, 250)
+            await b.pay(cid, 50)
+            return await a.close(cid)
+    assert run(scenario()) == (400, 300)
+    balances = [token.functions.balanceOf(p.address).call() for p in (alice, bob)]
+    assert balances == [1000 - 600 + 400, 1000 - 100 + 300]
+    assert token.functions.balanceOf(net.contract.address).call() == 0
