@@ -144,6 +144,8 @@ class Node:
             await self._server.wait_closed()
         if self._executor:
             self._executor.shutdown(wait=True)
+        if self._batch is not None:  # staged but not yet committed: commit it now
+            self._flush()
         self.store.close()
 
     async def __aenter__(self) -> Node:
