@@ -39,6 +39,7 @@ import re
 import socket
 import stat
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -337,30 +338,12 @@ class ControlServer:
         return self.node
 
     def _channel_json(self, cid: bytes) -> dict[str, Any]:
-        from perun.core.machine import Role
-
-        rec = self._node().channel(cid)
-        mine, peers = (0, 1) if rec.role is Role.ALICE else (1, 0)
-        deposits = (rec.params.deposit_alice, rec.params.deposit_bob)
-        return {
-            "channel": "0x" + cid.hex(),
-            "peer": rec.peer,
-            "role": rec.role.name.lower(),
-            "stage": rec.stage.value,
-            "version": rec.current.version,
-            "final": rec.current.is_final,
-            "my_balance": str(rec.my_balance),
-            "peer_balance": str(rec.peer_balance),
-            "my_deposit": str(deposits[mine]),
-            "peer_deposit": str(deposits[peers]),
-            "token": rec.params.token,
-            "delta": rec.params.delta,
-            "deadline": rec.deadline,
-            "registered_version": rec.registered_version,
-            "my_payout": None if rec.outcome is None else str(rec.outcome[mine]),
-            "peer_payout": None if rec.outcome is None else str(rec.outcome[peers]),
-            "pending": len(rec.pending),
-        }
+        """Node.info as JSON; amounts as decimal strings (JSON numbers lose precision above 2**53)."""
+        info = asdict(self._node().info(cid))
+        for key in ("my_balance", "peer_balance", "my_deposit", "peer_deposit", "my_payout", "peer_payout"):
+            if info[key] is not None:
+                info[key] = str(info[key])
+        return info
 
 
 def _encode(reply: dict[str, Any]) -> bytes:

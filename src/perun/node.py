@@ -58,21 +58,26 @@ def crash_point(name: str) -> None:
 
 @dataclass(frozen=True)
 class ChannelInfo:
-    """A channel as `Node.channels()` reports it; amounts in wei (or token units)."""
+    """A channel as this node sees it (`Node.channels()`, `Node.info(cid)`); amounts in wei or
+    token units, "my" and "peer" from this node's side."""
 
-    channel_id: str
+    channel: str  # 0x-hex id
     peer: str
-    role: str
+    role: str  # alice or bob
     stage: str
-    version: int
+    version: int  # of the latest state signed by both
+    final: bool
     my_balance: int
     peer_balance: int
+    my_deposit: int
+    peer_deposit: int
     token: str
     delta: int
-    deadline: int
+    deadline: int  # confirm deadline while initialising, dispute deadline while closing
     registered_version: int | None
-    outcome: tuple[int, int] | None
-    pending: int
+    my_payout: int | None
+    peer_payout: int | None
+    pending: int  # own proposals not yet countersigned
 
 
 class Node:
@@ -505,6 +510,9 @@ class Node:
     def channels(self) -> list[ChannelInfo]:
         return [_info(rec) for rec in self.records.values()]
 
+    def info(self, cid: bytes) -> ChannelInfo:
+        return _info(self.channel(cid))
+
     def _connection(self, peer: str) -> Connection:
         conn = self.peers.get(to_checksum_address(peer))
         if conn is None or conn.closed:
@@ -691,18 +699,24 @@ def _update_message(proposal: Proposal) -> m.Update:
 
 
 def _info(rec: ChannelRecord) -> ChannelInfo:
+    mine, peers = (0, 1) if rec.role is Role.ALICE else (1, 0)
+    deposits = (rec.params.deposit_alice, rec.params.deposit_bob)
     return ChannelInfo(
-        channel_id="0x" + rec.channel_id.hex(),
+        channel="0x" + rec.channel_id.hex(),
         peer=rec.peer,
         role=rec.role.name.lower(),
         stage=rec.stage.value,
         version=rec.current.version,
+        final=rec.current.is_final,
         my_balance=rec.my_balance,
         peer_balance=rec.peer_balance,
+        my_deposit=deposits[mine],
+        peer_deposit=deposits[peers],
         token=rec.params.token,
         delta=rec.params.delta,
         deadline=rec.deadline,
         registered_version=rec.registered_version,
-        outcome=rec.outcome,
+        my_payout=None if rec.outcome is None else rec.outcome[mine],
+        peer_payout=None if rec.outcome is None else rec.outcome[peers],
         pending=len(rec.pending),
     )

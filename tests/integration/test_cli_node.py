@@ -432,6 +432,9 @@ class StubNode:
     def channel(self, cid: bytes) -> Any:
         raise errors.UnknownChannel(f"no channel 0x{cid.hex()}")
 
+    def info(self, cid: bytes) -> Any:
+        return self.channel(cid)
+
     async def connect(self, peer: str, host: str, port: int) -> None:
         self.connected = (peer, host, port)
 
