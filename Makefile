@@ -7,13 +7,15 @@ PY := $(VENV)/bin/python
 export SOLCX_BINARY_PATH := $(CURDIR)/.solc
 SOLC_VERSION := $(shell sed -n 's/.*"solc": "\(.*\)".*/\1/p' package.json)
 
-.PHONY: demo test test-fast bench bench-updates build devnet setup clean
+.PHONY: demo test bench bench-updates build devnet setup clean
 
 demo: setup
 	$(VENV)/bin/perun demo
 
+# Without eth-ape's pytest plugin (`ape test` still loads it): it costs 3.5 s per run and turns
+# tracebacks into frame-by-frame dumps of .venv internals.
 test: setup
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:ape_test $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m benchmarks.gas

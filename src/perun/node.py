@@ -333,6 +333,13 @@ class Node:
                     self._refuse(conn, exc, 0)
                     continue
                 try:
+                    if isinstance(message, m.Update) and self._opening(message.channel_id):
+                        # The proposer saw the channel open; this node may not have read that
+                        # block yet. Read it (after any confirm this node has in flight) first.
+                        try:
+                            await self.watcher.poll()
+                        except errors.ChainError as exc:  # the update is then refused as WRONG_STAGE
+                            log.warning("%s: chain poll failed: %s", self.name, exc)
                     self._handle(conn, message)
                 except errors.ValidationError as exc:
                     self._refuse(conn, exc, message.TYPE, getattr(message, "channel_id", bytes(32)),
@@ -370,6 +377,10 @@ class Node:
         if rec is None or rec.peer != conn.peer:
             raise errors.UnknownChannel(f"no channel 0x{cid.hex()} with {conn.peer}")
         return rec
+
+    def _opening(self, cid: bytes) -> bool:
+        rec = self.records.get(cid)
+        return rec is not None and rec.stage in (Stage.ACCEPTED, Stage.INITIALISING)
 
     def _handle(self, conn: Connection, msg: m.Message) -> None:
         if isinstance(msg, m.Update):

@@ -66,6 +66,7 @@ class Processes:
         return node
 
     def stop_all(self) -> None:
+        """Stops every node, then prints each log's tail (pytest shows it if the test failed)."""
         for node in self.running:
             if node.proc.poll() is None:
                 node.proc.send_signal(signal.SIGTERM)
@@ -78,3 +79,6 @@ class Processes:
             if node.proc.stdout:
                 node.proc.stdout.close()
         self.running.clear()
+        for log in sorted(self.tmp.glob("*.log")):
+            print(f"---- {log.name} (last 40 lines)")
+            print("".join(log.read_text().splitlines(keepends=True)[-40:]), end="")

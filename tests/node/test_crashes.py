@@ -87,12 +87,17 @@ def test_sigkill_at_every_step_then_restart(anvil, procs, victim, point):
     ]
     done: list[str] = []
     crashed = False
-    with ThreadPoolExecutor(2) as pool:
+    pool = ThreadPoolExecutor(2)
+    try:
         died = pool.submit(nodes[victim].wait_exit, 120)
-        def restart() -> None:
+        def restart(failure: errors.PerunError | None = None) -> None:
             nonlocal alice, bob, crashed
             crashed = True
-            assert died.result(30) == -signal.SIGKILL, f"{victim} exited with {died.result()}"
+            try:
+                code = died.result(30)
+            except TimeoutError:
+                raise AssertionError(f"a step failed but {victim} did not die: {failure!r}") from None
+            assert code == -signal.SIGKILL, f"{victim} exited with {code}"
             # Restart on the same address with the same store; the dialer redials.
             nodes[victim] = procs.start(victim, accounts[victim], port=nodes[victim].port)
             alice, bob = nodes["alice"], nodes["bob"]
@@ -105,11 +110,11 @@ def test_sigkill_at_every_step_then_restart(anvil, procs, victim, point):
             try:
                 call.result(60)
                 done.append(name)
-            except errors.PerunError:
+            except errors.PerunError as exc:
                 # The step the crash interrupted (its node died, or its peer did and it timed
                 # out); the nodes settle it after the restart.
                 if not crashed:
-                    restart()
+                    restart(exc)
         assert crashed, f"{point} was never reached"
 
         cid = channel_id()
@@ -121,6 +126,8 @@ def test_sigkill_at_every_step_then_restart(anvil, procs, victim, point):
                 alice.call("pay", channel=cid, amount=str(GWEI))
                 done.append("pay")
             alice.call("close", channel=cid)
+    finally:  # a failure must not wait for `died` (it ends when the fixture stops the nodes)
+        pool.shutdown(wait=False, cancel_futures=True)
     final = {}
     for node in (alice, bob):
         final[node.name] = node.call("wait", channel=cid, stage="closed", timeout=60)

@@ -174,6 +174,25 @@ def test_unconfirmed_channel_is_refunded_by_alices_watcher(net):
     run(scenario())
 
 
+def test_a_payment_reaches_a_peer_that_has_not_yet_read_the_open(net):
+    """Bob confirms and pays at once; Alice has not read the block with his confirmation (her
+    next poll is an hour away). She reads the chain before judging the update, and accepts it."""
+    async def scenario():
+        async with net.running("alice", poll_interval=3600) as (alice,), net.running("bob") as (bob,):
+            await alice.connect(bob.address, "127.0.0.1", bob.port)
+            opening = asyncio.create_task(alice.open(bob.address, 3 * ETHER, ETHER, DELTA, timeout=20))
+            cid = None
+            while cid is None:
+                await asyncio.sleep(0)
+                cid = next(iter(bob.records), None)
+            await bob.wait_for(cid, lambda r: r.stage is Stage.OPEN)
+            assert alice.channel(cid).stage is Stage.INITIALISING
+            state = await bob.pay(cid, GWEI)
+            assert alice.channel(cid).stage is Stage.OPEN and alice.channel(cid).current == state
+            assert await opening == cid
+    run(scenario())
+
+
 def test_a_refused_channel_raises_the_peers_reason(net):
     async def scenario():
         async with net.running("alice") as (alice,), net.running("bob", accept_channel=lambda p: p.delta > 10**4) as (bob,):
