@@ -1,6 +1,6 @@
 """The `perun` command.
 
-Chain and contract: demo, deploy, devnet, compile. Keys: keystore new/import/address. A node:
+Scenarios: demo (the catalog), scenario run. Chain and contract: deploy, devnet, compile. Keys: keystore new/import/address. A node:
 `perun node` runs one until SIGINT or SIGTERM; connect, open, pay, status, close, finalize,
 refund and info drive it through its control socket (perun.control) in its data directory.
 
@@ -20,12 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from perun import errors
+from perun.core.amounts import ether, parse_amount
 from perun.core.channel import ETH as ETH_TOKEN
-
-WEI_PER_ETHER = 10**18
-UNITS = {"wei": 0, "gwei": 9, "eth": 18, "ether": 18}
-_AMOUNT = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([A-Za-z]*)")
-
 
 class UsageError(errors.PerunError):
     """A command line argparse refused; the message names the command already."""
@@ -39,34 +35,11 @@ class _Parser(argparse.ArgumentParser):
 # --------------------------------------------------------------------------- amounts
 
 
-def parse_amount(text: str) -> int:
-    """Wei from `1000` (wei), `100wei`, `20gwei`, `1.5eth` or `1.5ether`; exact, no rounding."""
-    match = _AMOUNT.fullmatch(text.strip())
-    if not match:
-        raise ValueError(f"not an amount: {text!r} (say 1000, 100wei, 20gwei or 1.5eth)")
-    number, unit = match.group(1), match.group(2).lower() or "wei"
-    if unit not in UNITS:
-        raise ValueError(f"unknown unit {match.group(2)!r} in {text!r}: use wei, gwei, eth or ether")
-    whole, _, fraction = number.partition(".")
-    fraction = fraction.rstrip("0")
-    decimals = UNITS[unit]
-    if len(fraction) > decimals:
-        hint = " (a plain number is wei: say 1.5eth for ether)" if not match.group(2) else ""
-        raise ValueError(f"{text.strip()} is not a whole number of wei{hint}")
-    return int(whole or "0") * 10**decimals + int(fraction.ljust(decimals, "0") or "0")
-
-
 def _amount_arg(text: str) -> int:
     try:
         return parse_amount(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def ether(wei: int) -> str:
-    """Exact decimal ether: 1500000000000000000 -> "1.5", 1 -> "0.000000000000000001"."""
-    whole, fraction = divmod(wei, WEI_PER_ETHER)
-    return f"{whole}.{fraction:018d}".rstrip("0").rstrip(".")
 
 
 def show_amount(amount: int | str, token: str = ETH_TOKEN) -> str:
@@ -143,10 +116,33 @@ def _sender(args: argparse.Namespace, chain):
     return chain.dev_accounts[0]
 
 
-def cmd_demo(args: argparse.Namespace) -> None:
-    from perun.demo import main
+CATALOG = Path("scenarios")
 
-    main(_chain(args))
+
+def cmd_scenario_run(args: argparse.Namespace) -> int:
+    from perun.chain.anvil import AnvilChain
+    from perun.scenario import report
+    from perun.scenario.runner import run
+
+    paths = [Path(p) for p in args.files]
+    if not paths:
+        paths = sorted(CATALOG.glob("*.yaml"))
+        if not paths:
+            raise errors.PerunError(f"no scenario files given and none in {CATALOG}/ (run from the project's folder)")
+    anvil = AnvilChain() if args.anvil else None
+    try:
+        recordings = run(paths, rpc=anvil.url if anvil else args.rpc, log_dir=Path(args.out))
+    finally:
+        if anvil:
+            anvil.close()
+    out = Path(args.out)
+    for rec in recordings:
+        report.write_report(rec, out)
+    index = report.write_index(recordings, out)
+    print()
+    print(report.summary_table(recordings), end="")
+    print(f"reports: {index} (one .html and one .txt per scenario, and the nodes' .log)")
+    return 0 if all(rec.passed for rec in recordings) else 1
 
 
 def cmd_deploy(args: argparse.Namespace) -> None:
@@ -446,10 +442,23 @@ def parser() -> argparse.ArgumentParser:
     json_flag = _Parser(add_help=False)
     json_flag.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
-    demo = sub.add_parser("demo", help="deploy and play payment-channel lifecycles, with a dispute")
-    demo.add_argument("--rpc", help="JSON-RPC URL of a dev chain (default: the embedded chain)")
-    demo.add_argument("--anvil", action="store_true", help="start an anvil of its own and use it")
-    demo.set_defaults(run=cmd_demo)
+    def scenario_args(parser: argparse.ArgumentParser) -> None:
+        where = parser.add_mutually_exclusive_group()
+        where.add_argument("--rpc", help="JSON-RPC URL of a dev chain (default: a fresh embedded chain per scenario)")
+        where.add_argument("--anvil", action="store_true", help="start an anvil of its own and use it")
+        parser.add_argument("--out", default="build/scenarios", metavar="DIR",
+                            help="where the reports go (default: build/scenarios)")
+
+    demo = sub.add_parser("demo", help="play the scenario catalog (scenarios/*.yaml) and print the summary")
+    scenario_args(demo)
+    demo.set_defaults(run=cmd_scenario_run, files=[])
+
+    scen = sub.add_parser("scenario", help="scripted dispute scenarios: run")
+    scen_sub = scen.add_subparsers(dest="scenario_command", required=True, metavar="ACTION")
+    scen_run = scen_sub.add_parser("run", help="play scenario files with real nodes; write HTML and text reports")
+    scen_run.add_argument("files", nargs="*", metavar="FILE", help="scenario files (default: scenarios/*.yaml)")
+    scenario_args(scen_run)
+    scen_run.set_defaults(run=cmd_scenario_run, name="scenario run")
 
     dep = sub.add_parser("deploy", help="deploy PaymentContract and write a deployment file")
     dep.add_argument("--rpc", required=True, help="JSON-RPC URL of the chain")
@@ -538,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     args = None
     try:
         args = parser().parse_args(argv)
-        args.run(args)
+        code = args.run(args)
     except UsageError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -550,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (perun status | head -1): nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -115,6 +115,10 @@ class PeerRejected(WireError):
         super().__init__(f"peer rejected it: {getattr(code, 'name', code)}: {reason}")
 
 
+class NodeKilled(PerunError):
+    """The node was killed (`Node.kill`) while the call was under way."""
+
+
 # --------------------------------------------------------------------------- storage and keys
 
 

@@ -46,14 +46,17 @@ RESPONSE_TIMEOUT = 10.0
 CONFLICT_RETRIES = 8
 
 
-def crash_point(name: str) -> None:
-    """Kills this process with SIGKILL at the named step when $PERUN_CRASH_AT names it.
+CRASH_POINTS = (
+    "propose-stored", "accept-stored", "created", "confirmed", "update-signed", "update-received",
+    "update-countersigned", "ack-stored", "final-signed", "final-countersigned", "final-acked", "close-sent",
+)
 
-    The crash tests start nodes with it set to each step of open, update and close in turn;
-    SIGKILL from inside is the only way to stop a process exactly there.
-    """
-    if os.environ.get("PERUN_CRASH_AT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+
+class Killed(BaseException):
+    """Unwinds the call that reached a node's `crash_at` point: the node is dead (`Node.kill`).
+    A BaseException, so that no `except Exception` in the node carries on after its death."""
+
+
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,13 @@ class Node:
         poll_interval: float = 0.25,
         response_timeout: float = RESPONSE_TIMEOUT,
         name: str | None = None,
+        crash_at: str | None = None,
     ) -> None:
+        if crash_at is not None and crash_at not in CRASH_POINTS:
+            raise ValueError(f"no crash point {crash_at!r}; the points are {', '.join(CRASH_POINTS)}")
+        self.crash_at = crash_at
+        self.killed = False
+        self.on_kill: Callable[[Node], None] | None = None  # told when `kill` ran
         self.key = key
         self.account = Account.from_key(key)
         self.address = self.account.address
@@ -153,6 +162,45 @@ class Node:
             self._flush()
         self.store.close()
 
+    def kill(self) -> None:
+        """Stops dead, as SIGKILL stops a process: what the store committed survives; staged
+        changes, unsent messages and running tasks do not, and the peers see a reset. For
+        nodes that share a process with others (scenarios on the embedded chain)."""
+        if self.killed:
+            return
+        self.killed = True
+        self._batch, self._after = None, []
+        for conn in list(self.peers.values()):
+            conn.abort()
+        if self._server:
+            self._server.close()
+        self.watcher.kill()
+        for task in list(self._tasks):
+            task.cancel()
+        dead = errors.NodeKilled(f"{self.name} was killed")
+        pending = [*self._acks.values(), *self._accepts.values(), *(f for _, _, f in self._waiters), self._batch_done]
+        for future in pending:
+            if future is not None and not future.done():
+                future.set_exception(dead)
+                future.exception()  # retrieved: nobody may be waiting
+        self._batch_done = None
+        if self._executor:
+            self._executor.shutdown(wait=False)
+        self.store.close()
+        log.warning("%s: killed", self.name)
+        if self.on_kill:
+            self.on_kill(self)
+
+    def _crash_point(self, name: str) -> None:
+        """Dies here if this is the crash point: the whole process when $PERUN_CRASH_AT names
+        it (SIGKILL from inside is the only way to stop a process exactly there), this node
+        alone when `crash_at` does."""
+        if os.environ.get("PERUN_CRASH_AT") == name:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.crash_at == name:
+            self.kill()
+            raise Killed(f"{self.name} killed at {name}")
+
     async def __aenter__(self) -> Node:
         return await self.start()
 
@@ -162,8 +210,13 @@ class Node:
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._reap)
         return task
+
+    def _reap(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) and not isinstance(exc, Killed):
+            log.error("%s: task failed", self.name, exc_info=exc)
 
     async def on_chain(self, fn: Callable[..., T], *args: Any) -> T:
         """Runs a blocking chain call: inline on the embedded chain (it is in this process and
@@ -184,6 +237,8 @@ class Node:
     ) -> asyncio.Future:
         """Stages changes for the next group commit and returns a future of it. The records
         take effect in memory at once; `then` runs right after the commit, in staging order."""
+        if self.killed:
+            raise errors.NodeKilled(f"{self.name} was killed")
         if self.failed:
             raise errors.StoreError(f"the node stopped after a store failure: {self.failed}")
         if self._batch is None:
@@ -202,6 +257,8 @@ class Node:
         return self._batch_done
 
     def _flush(self) -> None:
+        if self.killed:
+            return
         batch, after, done = self._batch, self._after, self._batch_done
         self._batch, self._after, self._batch_done = None, [], None
         try:
@@ -220,6 +277,8 @@ class Node:
                 action()
             except errors.PerunError as exc:
                 log.warning("%s: after commit: %s", self.name, exc)
+            except Killed:
+                return
         done.set_result(None)
 
     def _send(self, conn: Connection, message: m.Message) -> None:
@@ -401,12 +460,12 @@ class Node:
             raise errors.MalformedMessage(f"{type(msg).__name__} is only valid in the handshake")
 
     def _on_update(self, conn: Connection, msg: m.Update) -> None:
-        crash_point("update-received")
+        self._crash_point("update-received")
         rec = self._channel_with(conn, msg.channel_id)
         state = PaymentState(msg.channel_id, msg.version, msg.balance_alice, msg.balance_bob, msg.final)
         new, mine = machine.receive_update(rec, state, msg.prev, msg.signature, self.key)
         def ack() -> None:
-            crash_point("final-countersigned" if state.is_final else "update-countersigned")
+            self._crash_point("final-countersigned" if state.is_final else "update-countersigned")
             conn.send(m.UpdateAck(msg.channel_id, msg.version, mine))
         self.save([new], [SignedState(state, new.sig_alice, new.sig_bob)], then=ack)
 
@@ -415,7 +474,7 @@ class Node:
         new, proposal = machine.receive_ack(rec, msg.version, msg.signature)
         state = proposal.state
         def done() -> None:
-            crash_point("final-acked" if state.is_final else "ack-stored")
+            self._crash_point("final-acked" if state.is_final else "ack-stored")
             self._resolve((msg.channel_id, msg.version), state)
         self.save([new], [SignedState(state, new.sig_alice, new.sig_bob)], then=done)
         if state.is_final:
@@ -460,7 +519,7 @@ class Node:
             raise errors.ChannelRefused(f"this node does not accept channel 0x{cid.hex()}")
         new = machine.new_record(params, self.domain, Role.BOB, Stage.ACCEPTED)
         def accept() -> None:
-            crash_point("accept-stored")
+            self._crash_point("accept-stored")
             conn.send(m.AcceptChannel(cid))
         self.save([new], then=accept)
 
@@ -541,7 +600,7 @@ class Node:
         accepted = asyncio.get_running_loop().create_future()
         self._accepts[cid] = accepted
         def propose() -> None:
-            crash_point("propose-stored")
+            self._crash_point("propose-stored")
             conn.send(m.ProposeChannel.of(params))
         try:
             await self.save([rec], then=propose)
@@ -588,7 +647,7 @@ class Node:
         acked = self._ack_future(rec.channel_id, state.version)
         mine = SignedState(state, *((proposal.signature, b"") if rec.role is Role.ALICE else (b"", proposal.signature)))
         def send() -> None:
-            crash_point("final-signed" if state.is_final else "update-signed")
+            self._crash_point("final-signed" if state.is_final else "update-signed")
             conn.send(_update_message(proposal))
         self.save([new], [mine], then=send)
         return await self._countersigned(rec.peer, acked, state.version)
@@ -628,7 +687,7 @@ class Node:
         if rec.is_fully_signed_final:
             return await self.cooperative_close_on_chain(cid)
         receipt = await self._closing(cid, self.contract.close, rec.params, rec.current, rec.peer_signature)
-        crash_point("close-sent")
+        self._crash_point("close-sent")
         return receipt
 
     async def finalize(self, cid: bytes) -> Receipt | None:
@@ -653,7 +712,7 @@ class Node:
         if rec.params.token != ETH:
             await self._transact(self.contract.approve, rec.params.token, rec.params.deposit_alice)
         receipt = await self._transact(self.contract.create, rec.params)
-        crash_point("created")
+        self._crash_point("created")
         await self._apply(receipt)
 
     async def confirm_on_chain(self, cid: bytes) -> None:
@@ -663,7 +722,7 @@ class Node:
         if rec.params.token != ETH:
             await self._transact(self.contract.approve, rec.params.token, rec.params.deposit_bob)
         receipt = await self._transact(self.contract.confirm, rec.params)
-        crash_point("confirmed")
+        self._crash_point("confirmed")
         await self._apply(receipt)
 
     async def cooperative_close_on_chain(self, cid: bytes) -> Receipt | None:

@@ -42,6 +42,12 @@ class Watcher:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
+    def kill(self) -> None:
+        """Stops at once (Node.kill): the poll under way is abandoned where it is."""
+        if self._task:
+            self._task.cancel()
+            self._task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
     def wake(self) -> None:
         """Poll now rather than at the next interval."""
         self._wake.set()

@@ -8,7 +8,7 @@ it can also move time. Both offer the same interface, so code and tests run on e
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -47,6 +47,9 @@ class Chain:
     def __init__(self, w3: Web3) -> None:
         self.w3 = w3
         self.chain_id: int = w3.eth.chain_id
+        # Called with each transaction this object mined (the scenario recorder); may be called
+        # from a node's chain thread.
+        self.observers: list[Callable[[dict[str, Any], Transaction], None]] = []
 
     # ------------------------------------------------------------------ accounts
 
@@ -124,7 +127,10 @@ class Chain:
         receipt = self._wait(tx_hash)
         if receipt["status"] != 1:
             raise errors.TransactionFailed(f"transaction 0x{bytes(tx_hash).hex()} reverted")
-        return Transaction(receipt)
+        mined = Transaction(receipt)
+        for observe in self.observers:
+            observe(tx, mined)
+        return mined
 
     def _wait(self, tx_hash: bytes) -> TxReceipt:
         return self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60, poll_latency=0.05)

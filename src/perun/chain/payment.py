@@ -142,12 +142,13 @@ class PaymentContract:
         args = _plain(event.process_log(log)["args"])
         return Event(name, args, log["blockNumber"], bytes(log["transactionHash"]), log["logIndex"])
 
+    def receipt_events(self, receipt: Any) -> tuple[Event, ...]:
+        """The PaymentContract events in a transaction receipt."""
+        return tuple(self._decode(log) for log in receipt["logs"] if log["address"] == self.address)
+
     def _transact(self, sender: Sender, call: Any, value: int = 0) -> Receipt:
         tx = self.chain.transact(sender, call, value)
-        events = tuple(
-            self._decode(log) for log in tx.receipt["logs"] if log["address"] == self.address
-        )
-        return Receipt(tx, events)
+        return Receipt(tx, self.receipt_events(tx.receipt))
 
 
 def _plain(value: Any) -> Any:

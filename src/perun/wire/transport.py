@@ -57,6 +57,10 @@ class Connection:
     def close(self) -> None:
         self.writer.close()
 
+    def abort(self) -> None:
+        """Drops what is not yet sent and resets the connection, as a killed process does."""
+        self.writer.transport.abort()
+
     @property
     def closed(self) -> bool:
         return self.writer.is_closing()

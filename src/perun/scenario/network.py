@@ -1,0 +1,190 @@
+"""The scenario's network: every party's node is reached through a relay that the runner owns.
+
+Nodes dial each other at the relay's port; the relay connects on to the node's real port and
+passes frames along, as a switch would. It sees every frame (the wire is not encrypted: see
+docs/protocol.md §9), so it records the sequence diagram, and it plays the network's part in a
+scenario: it drops or delays the next frame of a type, replays one, or injects a forged one.
+The nodes are not changed for any of this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from perun import errors
+from perun.core.eip712 import Domain, sign_state
+from perun.core.channel import PaymentState
+from perun.wire import messages as m
+
+Fate = str  # delivered, dropped, delayed, replayed, forged
+
+
+@dataclass
+class Rule:
+    """What to do with the next `count` frames of `type` that `sender` sends."""
+
+    sender: str
+    type: str
+    action: str  # drop, delay, or pass (deliver, then call `then`)
+    count: int = 1
+    seconds: float = 0.0
+    then: Callable[[], None] | None = None
+    seen: asyncio.Event = field(default_factory=asyncio.Event)  # set once the rule has acted
+
+
+@dataclass
+class _Link:
+    """One TCP connection through the relay: the dialer's side and the listener's."""
+
+    a: asyncio.StreamWriter  # towards the dialer
+    b: asyncio.StreamWriter  # towards the listener
+    parties: dict[str, asyncio.StreamWriter] = field(default_factory=dict)  # name -> writer to it
+
+
+class Network:
+    """Relays for the parties. `observe(sender, receiver, message, fate)` is told of each frame."""
+
+    def __init__(self, names: dict[str, str], observe: Callable[[str, str, m.Message, Fate], None]) -> None:
+        self.names = names  # address -> party name
+        self.observe = observe
+        self.ports: dict[str, int] = {}  # party -> the node's real port
+        self.relays: dict[str, asyncio.Server] = {}
+        self.rules: list[Rule] = []
+        self.last: dict[tuple[str, str], tuple[str, bytes]] = {}  # (sender, type) -> (receiver, frame)
+        self.alice_of: dict[bytes, str] = {}  # channel id -> its Alice's name (the runner fills it in)
+        self._links: list[_Link] = []
+
+    async def add(self, party: str) -> int:
+        """Opens the relay for `party`; returns the port its peers dial."""
+        server = await asyncio.start_server(lambda r, w: self._relay(party, r, w), "127.0.0.1", 0)
+        self.relays[party] = server
+        return server.sockets[0].getsockname()[1]
+
+    def port(self, party: str) -> int:
+        return self.relays[party].sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        for server in self.relays.values():
+            server.close()
+        for link in self._links:
+            link.a.close()
+            link.b.close()
+        for server in self.relays.values():
+            await server.wait_closed()
+
+    def add_rule(self, rule: Rule) -> Rule:
+        self.rules.append(rule)
+        return rule
+
+    # ------------------------------------------------------------------ injection
+
+    def replay(self, sender: str, type_name: str) -> None:
+        """Sends `sender`'s last frame of this type to its receiver once more."""
+        if (sender, type_name) not in self.last:
+            raise errors.PerunError(f"{sender} has sent no {type_name} to replay")
+        receiver, frame = self.last[(sender, type_name)]
+        self._inject(sender, receiver, frame, "replayed")
+
+    def forge(self, sender: str, amount: int, domain: Domain, signer_key: bytes | None) -> None:
+        """Injects, as if from `sender`, an Update built on its last one that moves `amount` more
+        to the receiver. It carries the last Update's signature, or one by `signer_key`."""
+        if (sender, "Update") not in self.last:
+            raise errors.PerunError(f"{sender} has sent no Update to build a forgery on")
+        receiver, frame = self.last[(sender, "Update")]
+        last = _decode(frame)
+        assert isinstance(last, m.Update)
+        to_bob = self._is_alice(sender, last)
+        state = PaymentState(last.channel_id, last.version + 1,
+                             last.balance_alice - amount if to_bob else last.balance_alice + amount,
+                             last.balance_bob + amount if to_bob else last.balance_bob - amount, False)
+        signature = sign_state(domain, state, signer_key) if signer_key else last.signature
+        forged = replace(last, version=state.version, prev=last.version, balance_alice=state.balance_alice,
+                         balance_bob=state.balance_bob, signature=signature)
+        self._inject(sender, receiver, forged.encode(), "forged")
+
+    def _is_alice(self, sender: str, update: m.Update) -> bool:
+        return self.alice_of.get(update.channel_id) == sender
+
+    def _inject(self, sender: str, receiver: str, frame: bytes, fate: Fate) -> None:
+        for link in self._links:
+            writer = link.parties.get(receiver)
+            if writer is not None and sender in link.parties and not writer.is_closing():
+                writer.write(frame)
+                self.observe(sender, receiver, _decode(frame), fate)
+                return
+        raise errors.PeerUnavailable(f"no connection between {sender} and {receiver} to inject into")
+
+    # ------------------------------------------------------------------ relaying
+
+    async def _relay(self, party: str, dialer_r: asyncio.StreamReader, dialer_w: asyncio.StreamWriter) -> None:
+        try:
+            listener_r, listener_w = await asyncio.open_connection("127.0.0.1", self.ports[party])
+        except (OSError, KeyError):  # the node is down: so is its address
+            dialer_w.close()
+            return
+        link = _Link(dialer_w, listener_w)
+        link.parties[party] = listener_w
+        self._links.append(link)
+        try:
+            await asyncio.gather(self._pump(link, dialer_r, listener_w, None, party),
+                                 self._pump(link, listener_r, dialer_w, party, None))
+        finally:
+            self._links.remove(link)
+            dialer_w.close()
+            listener_w.close()
+
+    async def _pump(self, link: _Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    sender: str | None, receiver: str | None) -> None:
+        """Frames from one side to the other. The dialer's name is learnt from its Hello."""
+        try:
+            while True:
+                header = await reader.readexactly(4)
+                body = await reader.readexactly(min(int.from_bytes(header, "big"), m.MAX_FRAME + 1))
+                frame = header + body
+                message = _decode(frame)
+                if sender is None:
+                    if not isinstance(message, m.Hello):
+                        raise ConnectionError("the dialer did not start with Hello")
+                    sender = self.names.get(message.address, message.address)
+                    link.parties[sender] = link.a
+                if receiver is None:
+                    receiver = next(p for p, w in link.parties.items() if w is writer)
+                await self._forward(sender, receiver, frame, message, writer)
+        except (asyncio.IncompleteReadError, ConnectionError, StopIteration):
+            pass
+        finally:
+            writer.close()
+
+    async def _forward(self, sender: str, receiver: str, frame: bytes, message: m.Message | None,
+                       writer: asyncio.StreamWriter) -> None:
+        type_name = type(message).__name__ if message else "Malformed"
+        rule = next((r for r in self.rules if r.sender == sender and r.type == type_name and r.count > 0), None)
+        fate: Fate = "delivered"
+        if rule is not None:
+            rule.count -= 1
+            if rule.count == 0:
+                self.rules.remove(rule)
+            fate = {"drop": "dropped", "delay": "delayed"}.get(rule.action, "delivered")
+        if message is not None:
+            self.last[(sender, type_name)] = (receiver, frame)
+            self.observe(sender, receiver, message, fate)
+        if rule is not None:
+            rule.seen.set()
+            if rule.action == "drop":
+                return
+            await asyncio.sleep(rule.seconds)  # the link is slow: later frames wait too
+        with contextlib.suppress(ConnectionError):
+            writer.write(frame)
+            if rule is not None and rule.then:
+                rule.then()
+            await writer.drain()
+
+
+def _decode(frame: bytes) -> m.Message | None:
+    try:
+        return m.decode_frame(frame)
+    except errors.PerunError:
+        return None

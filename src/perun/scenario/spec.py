@@ -1,0 +1,412 @@
+"""Scenario files: YAML with parties, channels and an ordered list of steps (docs/scenarios.md).
+
+`load(path)` checks a file against the schema below and returns a `Scenario`; a wrong file
+raises `ScenarioError` naming the file, the line, the field and what was expected. Every step
+keeps its line, so the runner can say where a failed assertion was written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from perun import errors
+from perun.core.amounts import parse_amount
+from perun.node import CRASH_POINTS
+from perun.wire.messages import MESSAGES, ErrorCode
+
+DEFAULT_FUNDS = 100 * 10**18
+DEFAULT_DELTA = 600
+MESSAGE_TYPES = {cls.__name__ for cls in MESSAGES.values()}
+
+
+class ScenarioError(errors.PerunError):
+    """A scenario file that does not follow the schema."""
+
+
+@dataclass(frozen=True)
+class Party:
+    name: str
+    funds: int
+    key: bytes | None  # None: derived from the name
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    name: str
+    alice: str
+    bob: str
+    deposits: tuple[int, int]
+    delta: int
+    token: str  # "ETH" or "erc20" (a test token the runner deploys and mints)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step: `action` names it, `args` holds its checked fields, `fails` the error name it
+    must raise (or None)."""
+
+    line: int
+    index: int
+    action: str
+    args: dict[str, Any]
+    fails: str | None = None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    file: Path
+    name: str
+    title: str
+    description: str
+    parties: dict[str, Party]
+    channels: dict[str, ChannelSpec]
+    steps: tuple[Step, ...] = field(default_factory=tuple)
+
+
+# ----------------------------------------------------------------------------- field types
+
+
+class _Bad(Exception):
+    """A value that does not fit: says what was expected."""
+
+
+def _int(min_value: int = 0) -> Callable[[Any, Scenario], int]:
+    def check(value: Any, _: Scenario) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < min_value:
+            raise _Bad(f"an integer >= {min_value}")
+        return value
+    return check
+
+
+def _seconds(value: Any, _: Scenario) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise _Bad("a number of seconds >= 0")
+    return float(value)
+
+
+def _bool(value: Any, _: Scenario) -> bool:
+    if not isinstance(value, bool):
+        raise _Bad("true or false")
+    return value
+
+
+def _amount(value: Any, _: Scenario | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise _Bad("an amount such as 1eth, 20gwei or 1000 (wei)")
+    if isinstance(value, int):
+        if value < 0:
+            raise _Bad("an amount >= 0")
+        return value
+    try:
+        return parse_amount(value)
+    except ValueError as exc:
+        raise _Bad(f"an amount such as 1eth, 20gwei or 1000 (wei): {exc}") from None
+
+
+def _change(value: Any, _: Scenario) -> int:
+    """A signed amount: +1eth, -0.5eth, 0, -200."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip()[:1] in "+-":
+        text = value.strip()
+        return (-1 if text[0] == "-" else 1) * _amount(text[1:])
+    return _amount(value)
+
+
+def _party(value: Any, scenario: Scenario) -> str:
+    if value not in scenario.parties:
+        raise _Bad(f"a party: one of {', '.join(scenario.parties)}")
+    return value
+
+
+def _channel(value: Any, scenario: Scenario) -> str:
+    if value not in scenario.channels:
+        raise _Bad(f"a channel: one of {', '.join(scenario.channels)}")
+    return value
+
+
+def _choice(*options: str) -> Callable[[Any, Scenario], str]:
+    def check(value: Any, _: Scenario) -> str:
+        if value not in options:
+            raise _Bad(f"one of {', '.join(options)}")
+        return value
+    return check
+
+
+def _version(value: Any, scenario: Scenario) -> int | str:
+    if value == "latest":
+        return value
+    return _int(0)(value, scenario)
+
+
+def _balances(value: Any, scenario: Scenario) -> tuple[int, int]:
+    if not isinstance(value, list) or len(value) != 2:
+        raise _Bad("[alice's, bob's] amounts")
+    return _amount(value[0]), _amount(value[1])
+
+
+def _party_amounts(value: Any, scenario: Scenario) -> dict[str, int]:
+    if not isinstance(value, dict) or not value:
+        raise _Bad("a mapping of party to signed amount, e.g. {alice: -1eth, bob: +1eth}")
+    return {_party(k, scenario): _change(v, scenario) for k, v in value.items()}
+
+
+def _party_stages(value: Any, scenario: Scenario) -> dict[str, str]:
+    if not isinstance(value, dict) or not value:
+        raise _Bad("a mapping of party to stage, e.g. {alice: closed, bob: closed}")
+    stages = ("proposed", "accepted", "initialising", "open", "closing", "closed")
+    return {_party(k, scenario): _choice(*stages)(v, scenario) for k, v in value.items()}
+
+
+def _events(value: Any, _: Scenario) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """[Created, Confirmed, {Closed: {version: 1}}, Finalized]."""
+    if not isinstance(value, list):
+        raise _Bad("a list of event names, or {Name: {arg: value}}")
+    result = []
+    for item in value:
+        if isinstance(item, str):
+            result.append((item, {}))
+        elif isinstance(item, dict) and len(item) == 1 and isinstance(next(iter(item.values())), dict):
+            (name, args), = item.items()
+            result.append((str(name), {str(k): _event_arg(v) for k, v in args.items()}))
+        else:
+            raise _Bad("a list of event names, or {Name: {arg: value}}")
+    return tuple(result)
+
+
+def _event_arg(value: Any) -> Any:
+    return _amount(value) if isinstance(value, str) and value[:1].isdigit() else value
+
+
+def _state(value: Any, scenario: Scenario) -> dict[str, Any]:
+    """{party: alice, version: 3, balances: [9eth, 6eth]}: the state the party's store holds."""
+    if not isinstance(value, dict) or "party" not in value:
+        raise _Bad("{party: P, version: N, balances: [a, b]} (version and balances optional)")
+    extra = set(value) - {"party", "version", "balances"}
+    if extra:
+        raise _Bad(f"only party, version and balances (not {', '.join(sorted(extra))})")
+    result: dict[str, Any] = {"party": _party(value["party"], scenario)}
+    if "version" in value:
+        result["version"] = _int(0)(value["version"], scenario)
+    if "balances" in value:
+        result["balances"] = _balances(value["balances"], scenario)
+    return result
+
+
+def _error_reply(value: Any, scenario: Scenario) -> dict[str, str]:
+    """{from: bob, code: STALE_VERSION}: the party refused a message with that code."""
+    if not isinstance(value, dict) or set(value) != {"from", "code"}:
+        raise _Bad("{from: P, code: CODE}")
+    if value["code"] not in ErrorCode.__members__:
+        raise _Bad(f"an error code: one of {', '.join(ErrorCode.__members__)}")
+    return {"from": _party(value["from"], scenario), "code": value["code"]}
+
+
+# A step's fields: name -> (check, required). `channel` may be left out when there is one.
+Fields = dict[str, tuple[Callable[[Any, Scenario], Any], bool]]
+CHANNEL: Fields = {"channel": (_channel, False)}
+ACTIONS: dict[str, tuple[Fields, str | None]] = {
+    # action: (fields, the field a scalar shorthand fills: `open: ab`, `offline: bob`)
+    "open": ({**CHANNEL, "confirm": (_bool, False)}, "channel"),
+    "pay": ({**CHANNEL, "from": (_party, True), "amount": (_amount, True), "send": (_bool, False),
+             "answer": (_bool, False)}, None),
+    "cooperative_close": ({**CHANNEL, "by": (_party, True)}, None),
+    "close": ({**CHANNEL, "by": (_party, True), "version": (_version, False)}, None),
+    "finalize": ({**CHANNEL, "by": (_party, True)}, None),
+    "refund": ({**CHANNEL, "by": (_party, True)}, None),
+    "offline": ({"party": (_party, True)}, "party"),
+    "online": ({"party": (_party, True)}, "party"),
+    "crash": ({"party": (_party, True), "at": (_choice(*CRASH_POINTS), False)}, "party"),
+    "restart": ({"party": (_party, True)}, "party"),
+    "drop": ({"from": (_party, True), "message": (_choice(*sorted(MESSAGE_TYPES)), True),
+              "count": (_int(1), False)}, None),
+    "delay": ({"from": (_party, True), "message": (_choice(*sorted(MESSAGE_TYPES)), True),
+               "seconds": (_seconds, True)}, None),
+    "replay": ({"from": (_party, True), "message": (_choice(*sorted(MESSAGE_TYPES)), True)}, None),
+    "forge": ({**CHANNEL, "from": (_party, True), "amount": (_amount, True), "signer": (_party, False)}, None),
+    "wait": ({"seconds": (_int(1), False), "blocks": (_int(1), False), "deadline": (_channel, False),
+              "offset": (_int(-10**9), False)}, None),
+    "expect": ({**CHANNEL, "payout": (_balances, False), "wallets": (_party_amounts, False),
+                "events": (_events, False), "stages": (_party_stages, False),
+                "state": (_state, False),
+                "error_reply": (_error_reply, False)}, None),
+}
+
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load(path: Path | str) -> Scenario:
+    """Reads and checks the scenario at `path`."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ScenarioError(f"{path}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    return _Loader(path).scenario(root)
+
+
+class _Loader:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, node: yaml.Node | None, what: str) -> ScenarioError:
+        line = f":{node.start_mark.line + 1}" if node is not None else ""
+        return ScenarioError(f"{self.path}{line}: {what}")
+
+    def mapping(self, node: yaml.Node | None, what: str) -> dict[str, yaml.Node]:
+        if not isinstance(node, yaml.MappingNode):
+            raise self.fail(node, f"{what}: expected a mapping (key: value lines)")
+        result: dict[str, yaml.Node] = {}
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode):
+                raise self.fail(key, f"{what}: keys must be plain names")
+            if key.value in result:
+                raise self.fail(key, f"{what}: {key.value!r} appears twice")
+            result[key.value] = value
+        return result
+
+    def plain(self, node: yaml.Node) -> Any:
+        return yaml.SafeLoader(yaml.serialize(node)).get_single_data() if node is not None else None
+
+    def scenario(self, root: yaml.Node | None) -> Scenario:
+        top = self.mapping(root, "the file")
+        unknown = set(top) - {"title", "description", "parties", "channels", "steps"}
+        if unknown:
+            key = sorted(unknown)[0]
+            raise self.fail(top[key], f"unknown top-level field {key!r}: expected title, description, "
+                                      "parties, channels, steps")
+        for required in ("title", "parties", "steps"):
+            if required not in top:
+                raise self.fail(root, f"missing field {required!r}")
+        title = self.plain(top["title"])
+        if not isinstance(title, str) or not title.strip():
+            raise self.fail(top["title"], "title: expected a line of text")
+        description = self.plain(top.get("description")) or ""
+        if not isinstance(description, str):
+            raise self.fail(top["description"], "description: expected text")
+        scenario = Scenario(self.path, self.path.stem, title.strip(), description.strip(), {}, {})
+        self.parties(top["parties"], scenario)
+        if "channels" in top:
+            self.channels(top["channels"], scenario)
+        steps_node = top["steps"]
+        if not isinstance(steps_node, yaml.SequenceNode) or not steps_node.value:
+            raise self.fail(steps_node, "steps: expected a list of steps (- action: ...)")
+        steps = tuple(self.step(node, i, scenario) for i, node in enumerate(steps_node.value, 1))
+        return Scenario(scenario.file, scenario.name, scenario.title, scenario.description,
+                        scenario.parties, scenario.channels, steps)
+
+    def parties(self, node: yaml.Node, scenario: Scenario) -> None:
+        for name, value in self.mapping(node, "parties").items():
+            fields = self.mapping(value, f"party {name}") if not _is_null(value) else {}
+            for key in set(fields) - {"funds", "key"}:
+                raise self.fail(fields[key], f"party {name}: unknown field {key!r}: expected funds, key")
+            funds = self.field(fields, "funds", _amount, scenario, f"party {name}", DEFAULT_FUNDS)
+            key = None
+            if "key" in fields:
+                text = self.plain(fields["key"])
+                try:
+                    key = bytes.fromhex(str(text).removeprefix("0x"))
+                    if len(key) != 32:
+                        raise ValueError
+                except ValueError:
+                    raise self.fail(fields["key"], f"party {name}: key: expected 32 bytes of hex (0x...)") from None
+            scenario.parties[name] = Party(name, funds, key)
+
+    def channels(self, node: yaml.Node, scenario: Scenario) -> None:
+        for name, value in self.mapping(node, "channels").items():
+            where = f"channel {name}"
+            fields = self.mapping(value, where)
+            for key in set(fields) - {"alice", "bob", "deposits", "delta", "token"}:
+                raise self.fail(fields[key], f"{where}: unknown field {key!r}: expected alice, bob, deposits, delta, token")
+            for required in ("alice", "bob", "deposits"):
+                if required not in fields:
+                    raise self.fail(value, f"{where}: missing field {required!r}")
+            alice = self.field(fields, "alice", _party, scenario, where)
+            bob = self.field(fields, "bob", _party, scenario, where)
+            if alice == bob:
+                raise self.fail(fields["bob"], f"{where}: bob: expected a party other than alice")
+            deposits = self.field(fields, "deposits", _balances, scenario, where)
+            delta = self.field(fields, "delta", _int(1), scenario, where, DEFAULT_DELTA)
+            token = self.field(fields, "token", _choice("ETH", "erc20"), scenario, where, "ETH")
+            scenario.channels[name] = ChannelSpec(name, alice, bob, deposits, delta, token)
+
+    def field(self, fields: dict[str, yaml.Node], key: str, check: Callable[[Any, Scenario], Any],
+              scenario: Scenario, where: str, default: Any = None) -> Any:
+        if key not in fields:
+            return default
+        try:
+            return check(self.plain(fields[key]), scenario)
+        except _Bad as exc:
+            raise self.fail(fields[key], f"{where}: {key}: expected {exc}, got {self.plain(fields[key])!r}") from None
+
+    def step(self, node: yaml.Node, index: int, scenario: Scenario) -> Step:
+        entry = self.mapping(node, f"step {index}")
+        fails_node = entry.pop("fails", None)
+        if len(entry) != 1:
+            raise self.fail(node, f"step {index}: expected one action ({', '.join(ACTIONS)}), "
+                                  f"got {', '.join(entry) or 'none'}")
+        (action, body), = entry.items()
+        if action not in ACTIONS:
+            raise self.fail(node, f"step {index}: unknown action {action!r}: expected one of {', '.join(ACTIONS)}")
+        spec, shorthand = ACTIONS[action]
+        where = f"step {index} ({action})"
+        if isinstance(body, yaml.MappingNode):
+            fields = self.mapping(body, where)
+        elif shorthand and isinstance(body, yaml.ScalarNode) and not _is_null(body):
+            fields = {shorthand: body}
+        elif _is_null(body) and not any(required for _, required in spec.values()):
+            fields = {}
+        else:
+            form = f"{action}: <{shorthand}> or " if shorthand else ""
+            raise self.fail(body, f"{where}: expected {form}a mapping of {', '.join(spec)}")
+        for key in fields:
+            if key not in spec:
+                raise self.fail(fields[key], f"{where}: unknown field {key!r}: expected {', '.join(spec)}")
+        args = {}
+        for key, (check, required) in spec.items():
+            if key in fields:
+                args[key] = self.field(fields, key, check, scenario, where)
+            elif required:
+                raise self.fail(node, f"{where}: missing field {key!r}")
+        if "channel" in spec and "channel" not in args:
+            if len(scenario.channels) != 1:
+                raise self.fail(node, f"{where}: missing field 'channel' (the scenario has "
+                                      f"{len(scenario.channels)} channels)")
+            args["channel"] = next(iter(scenario.channels))
+        self.check_step(action, args, node, where, scenario)
+        fails = None
+        if fails_node is not None:
+            fails = self.plain(fails_node)
+            if not isinstance(fails, str) or not fails.isidentifier():
+                raise self.fail(fails_node, f"{where}: fails: expected an error name such as StaleVersion")
+        return Step(node.start_mark.line + 1, index, action, args, fails)
+
+    def check_step(self, action: str, args: dict[str, Any], node: yaml.Node, where: str, scenario: Scenario) -> None:
+        if action == "wait" and len({"seconds", "blocks", "deadline"} & set(args)) != 1:
+            raise self.fail(node, f"{where}: expected exactly one of seconds, blocks, deadline")
+        if action == "wait" and "offset" in args and "deadline" not in args:
+            raise self.fail(node, f"{where}: offset goes with deadline")
+        if action == "expect" and set(args) <= {"channel"}:
+            raise self.fail(node, f"{where}: expected at least one of payout, wallets, events, stages, state, error_reply")
+        if action in ("pay", "forge", "cooperative_close", "close", "finalize", "refund"):
+            channel = scenario.channels[args["channel"]]
+            party = args.get("from", args.get("by"))
+            if party not in (channel.alice, channel.bob):
+                raise self.fail(node, f"{where}: {party} is not a party of channel {channel.name}")
+
+
+def _is_null(node: yaml.Node | None) -> bool:
+    return node is None or (isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null")
