@@ -7,14 +7,14 @@ PY := $(VENV)/bin/python
 export SOLCX_BINARY_PATH := $(CURDIR)/.solc
 SOLC_VERSION := $(shell sed -n 's/.*"solc": "\(.*\)".*/\1/p' package.json)
 
-.PHONY: demo test bench bench-updates build devnet setup clean
+.PHONY: demo test bench bench-updates build devnet setup browser clean
 
 demo: setup
 	$(VENV)/bin/perun demo
 
 # Without eth-ape's pytest plugin (`ape test` still loads it): it costs 3.5 s per run and turns
 # tracebacks into frame-by-frame dumps of .venv internals.
-test: setup
+test: setup browser
 	$(PY) -m pytest -q -p no:ape_test $(PYTEST_ARGS)
 
 bench: setup
@@ -44,6 +44,16 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# A test opens a scenario report in Debian's headless chromium. Installed when missing and this
+# user may (root, or sudo without a password); otherwise that test is skipped with the reason
+# (CI sets PERUN_REQUIRE_CHROMIUM=1, which turns the skip into a failure).
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO=sudo; \
+	  else echo "chromium is not installed and this user cannot install it: the report's browser test will be skipped"; exit 0; fi; \
+	  echo "installing Debian's chromium (once)"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 clean:
 	rm -rf $(VENV) node_modules .solc .build

@@ -1,6 +1,6 @@
 """Ape works on this project offline: `ape compile` (ape-solidity over the solc-js shim) produces the
-ABIs of the committed artifacts, and `ape run deploy` deploys PaymentContract on ape's local
-network and writes a perun deployment file.
+ABIs of the committed artifacts, `ape run deploy` deploys PaymentContract on ape's local network
+and writes a perun deployment file, and `ape run scenario` plays a scenario.
 
 Runs the `ape` CLI in subprocesses on a temporary copy of the project (contracts/, scripts/,
 ape-config.yaml, a symlink to node_modules/) with its own ape data folder, so it neither touches the
@@ -113,3 +113,12 @@ def test_ape_run_deploy_writes_a_deployment_file(ape_project: Path) -> None:
     again = ape_project.parent / "again.json"
     deployment.write(again)
     assert path.read_text() == again.read_text()
+
+
+def test_ape_run_scenario_plays_it_and_writes_the_report(ape_project: Path) -> None:
+    scenario = ROOT / "scenarios" / "01-cooperative-close.yaml"
+    out = ape_project.parent / "reports"
+    result = run_ape(ape_project, "run", "scenario", str(scenario), "--out", str(out))
+    assert "PASS 01-cooperative-close" in result.stdout, output(result)
+    assert "1 passed, 0 failed" in result.stdout, output(result)
+    assert (out / "01-cooperative-close.html").is_file() and (out / "01-cooperative-close.txt").is_file()

@@ -1,4 +1,5 @@
-"""The `perun` command: demo, deploy to a running anvil, devnet, and its error messages."""
+"""The `perun` command: demo (the scenario catalog), scenario run, deploy to a running anvil, devnet,
+and its error messages."""
 
 from __future__ import annotations
 
@@ -20,12 +21,34 @@ from perun.core.channel import Phase
 PERUN = [sys.executable, "-m", "perun.cli"]
 
 
-def test_demo_pays_out_every_deposit(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo"]) == 0
+def test_demo_plays_the_catalog_and_prints_the_summary(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["demo", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "paid out v3: Alice 3.2500 ETH, Bob 6.7500 ETH" in out
-    assert "PaymentContractStaleVersion(registered=3, submitted=2)" in out
-    assert out.rstrip().endswith("left in the contract: 0.0000 ETH")
+    catalog = sorted(p.stem for p in Path("scenarios").glob("*.yaml"))
+    table = out[out.index("scenario  "):]
+    for name in catalog:
+        assert f"{name} " in table and (tmp_path / f"{name}.html").is_file()
+    assert f"{len(catalog)} passed, 0 failed" in table
+    assert f"reports: {tmp_path / 'index.html'}" in out
+
+
+def test_scenario_run_exits_1_when_an_assertion_fails(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(Path("scenarios/01-cooperative-close.yaml").read_text().replace("payout: [7.5eth, 7.5eth]",
+                                                                                   "payout: [7eth, 8eth]"))
+    assert main(["scenario", "run", str(wrong), "--out", str(tmp_path / "out")]) == 1
+    out = capsys.readouterr().out
+    assert "expected 7 ETH / 8 ETH, found 7.5 ETH / 7.5 ETH (line 21)" in out
+    assert "0 passed, 1 failed" in out
+
+
+def test_scenario_run_names_the_line_of_a_wrong_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("title: x\nparties: {alice: {}}\nsteps:\n  - pay: {from: carol, amount: 1eth}\n")
+    assert main(["scenario", "run", str(wrong)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"perun scenario run: {wrong}:4: step 1 (pay): from: expected a party: one of alice, "
+                   "got 'carol'")
 
 
 def test_deploy_to_a_running_anvil_writes_a_usable_deployment(tmp_path: Path) -> None:

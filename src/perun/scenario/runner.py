@@ -571,7 +571,7 @@ class Run:
         spec = self.scenario.channels.get(channel)
         cid = self.cids.get(channel)
         events = [e for e in self.contract.events() if cid is not None and e.args.get("channelId") == cid]
-        checks: list[tuple[str, str, str]] = []  # what, expected, found
+        checks: list[tuple[str, str, str, str]] = []  # field, what, expected, found
         if "payout" in a:
             closing = [e for e in events if e.name in CLOSING_EVENTS]
             found = (f"{self._amount(closing[-1].args['balanceAlice'])} / {self._amount(closing[-1].args['balanceBob'])}"
@@ -580,42 +580,43 @@ class Run:
             if refunded and not closing:
                 found = f"{self._amount(refunded[-1].args['amount'])} / {self._amount(0)} (refund)"
             expected = f"{self._amount(a['payout'][0])} / {self._amount(a['payout'][1])}"
-            checks.append((f"payout of {channel} ({spec.alice} / {spec.bob})", expected, found))
+            checks.append(("payout", f"payout of {channel} ({spec.alice} / {spec.bob})", expected, found))
         for name, change in a.get("wallets", {}).items():
             found_change = self._wallet(name) - self.initial[name]
-            checks.append((f"{name}'s wallet since the start, gas excluded", _signed(self._amount, change),
+            checks.append(("wallets", f"{name}'s wallet since the start, gas excluded", _signed(self._amount, change),
                            _signed(self._amount, found_change)))
         if "events" in a:
             expected = ", ".join(_pattern_text(n, args) for n, args in a["events"])
             found_names = ", ".join(_event_text(e) for e in events)
             ok = len(events) == len(a["events"]) and all(
                 e.name == n and all(e.args.get(k) == v for k, v in args.items()) for e, (n, args) in zip(events, a["events"]))
-            checks.append((f"events of {channel}", expected, found_names if not ok else expected))
+            checks.append(("events", f"events of {channel}", expected, found_names if not ok else expected))
         for name, stage in a.get("stages", {}).items():
             rec = self._record(name, cid) if cid else None
-            checks.append((f"{name}'s stored stage of {channel}", stage, rec.stage.value if rec else "no record"))
+            checks.append(("stages", f"{name}'s stored stage of {channel}", stage, rec.stage.value if rec else "no record"))
         if "state" in a:
             want = a["state"]
             rec = self._record(want["party"], cid) if cid else None
             if "version" in want:
-                checks.append((f"{want['party']}'s stored version of {channel}", str(want["version"]),
+                checks.append(("state", f"{want['party']}'s stored version of {channel}", str(want["version"]),
                                str(rec.current.version) if rec else "no record"))
             if "balances" in want:
                 found = (f"{self._amount(rec.current.balance_alice)} / {self._amount(rec.current.balance_bob)}"
                          if rec else "no record")
-                checks.append((f"{want['party']}'s stored balances of {channel}",
+                checks.append(("state", f"{want['party']}'s stored balances of {channel}",
                                f"{self._amount(want['balances'][0])} / {self._amount(want['balances'][1])}", found))
         if "error_reply" in a:
             want = a["error_reply"]
             codes = [code for sender, _, code in self.errors_seen[self._errors_checked:] if sender == want["from"]]
-            checks.append((f"{want['from']} refused a message with {want['code']}", want["code"],
+            checks.append(("error_reply", f"{want['from']} refused a message with {want['code']}", want["code"],
                            want["code"] if want["code"] in codes else (", ".join(codes) or "no error reply")))
         self._errors_checked = len(self.errors_seen)
-        for what, expected, found in checks:
+        for key, what, expected, found in checks:
             passed = expected == found
-            self.rec.verdicts.append(r.Verdict(step.line, what, expected, found, passed))
+            line = step.lines.get(key, step.line)
+            self.rec.verdicts.append(r.Verdict(line, what, expected, found, passed))
             self.out(f"      {'✓' if passed else '✗'} {what}: "
-                     + (found if passed else f"expected {expected}, found {found} (line {step.line})"))
+                     + (found if passed else f"expected {expected}, found {found} (line {line})"))
 
 
 # ---------------------------------------------------------------------- helpers

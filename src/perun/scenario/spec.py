@@ -55,6 +55,7 @@ class Step:
     action: str
     args: dict[str, Any]
     fails: str | None = None
+    lines: dict[str, int] = field(default_factory=dict)  # field -> its line (for assertions)
 
 
 @dataclass(frozen=True)
@@ -392,7 +393,8 @@ class _Loader:
             fails = self.plain(fails_node)
             if not isinstance(fails, str) or not fails.isidentifier():
                 raise self.fail(fails_node, f"{where}: fails: expected an error name such as StaleVersion")
-        return Step(node.start_mark.line + 1, index, action, args, fails)
+        lines = {key: value.start_mark.line + 1 for key, value in fields.items()}
+        return Step(node.start_mark.line + 1, index, action, args, fails, lines)
 
     def check_step(self, action: str, args: dict[str, Any], node: yaml.Node, where: str, scenario: Scenario) -> None:
         if action == "wait" and len({"seconds", "blocks", "deadline"} & set(args)) != 1:
