@@ -162,6 +162,11 @@ class Node:
             self._flush()
         self.store.close()
 
+    @property
+    def serving(self) -> bool:
+        """Started, and neither stopped nor killed."""
+        return self._server is not None and self._server.is_serving() and not self.killed
+
     def kill(self) -> None:
         """Stops dead, as SIGKILL stops a process: what the store committed survives; staged
         changes, unsent messages and running tasks do not, and the peers see a reset. For

@@ -11,7 +11,7 @@ import pytest
 from perun.scenario import record as r
 from perun.scenario.report import text_summary, write_report
 from perun.scenario.runner import run
-from tests.scenarios.test_report import Dom, chromium  # noqa: F401 (a fixture)
+from tests.scenarios.test_report import Dom
 
 CATALOG = sorted(Path(__file__).parents[2].joinpath("scenarios").glob("*.yaml"))
 MONEY = ("payout of", "wallet since the start", "events of", "refused a message")
@@ -38,7 +38,7 @@ def test_the_catalog_has_what_the_issue_asks_for() -> None:
                      "replay-and-forgery", "erc20-channel"}
 
 
-def test_a_real_report_in_chromium(chromium: str, tmp_path: Path) -> None:  # noqa: F811
+def test_a_real_report_in_chromium(chromium: str, tmp_path: Path) -> None:
     rec = play(next(p for p in CATALOG if "seed-asymmetry" in p.stem))
     page, text = write_report(rec, tmp_path)
     dumped = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
@@ -57,3 +57,15 @@ def test_embedded_chain_is_fresh_per_scenario() -> None:
     # Two runs of one file give the same transactions: nothing leaks from one chain to the next.
     first, second = run([CATALOG[0], CATALOG[0]], out=lambda line: None)
     assert [(t.function, t.block) for t in first.transactions] == [(t.function, t.block) for t in second.transactions]
+
+
+def test_the_catalog_on_anvil() -> None:
+    from perun.chain.anvil import AnvilChain
+
+    anvil = AnvilChain()
+    try:
+        recordings = run(CATALOG, rpc=anvil.url, out=lambda line: None)
+    finally:
+        anvil.close()
+    failed = [text_summary(rec) for rec in recordings if not rec.passed]
+    assert not failed, "\n\n".join(failed)

@@ -3,7 +3,6 @@ the page as headless chromium renders it (skipped without chromium unless PERUN_
 
 from __future__ import annotations
 
-import os
 import shutil
 import struct
 import subprocess
@@ -241,16 +240,6 @@ def test_write_report(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------- in a browser
-
-
-@pytest.fixture
-def chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        if os.environ.get("PERUN_REQUIRE_CHROMIUM") == "1":
-            pytest.fail("chromium is not installed but PERUN_REQUIRE_CHROMIUM=1")
-        pytest.skip("chromium is not installed (apt install chromium); set PERUN_REQUIRE_CHROMIUM=1 to require it")
-    return path
 
 
 def test_page_in_chromium(chromium: str, tmp_path: Path) -> None:

@@ -187,7 +187,10 @@ class Run:
             self.token = chain.contract("TestToken", chain.deploy(deployer, "TestToken"))
             self.rec.unit = "TKN"
         for name, spec in sc.parties.items():
-            account = Account.from_key(spec.key or party_key(name))
+            # Keys derived from names make runs on a fresh embedded chain repeat exactly; on a
+            # shared chain fresh keys keep each run's wallets apart from the last run's.
+            key = spec.key or (party_key(name) if isinstance(chain, EmbeddedChain) else Account.create().key)
+            account = Account.from_key(key)
             party = _Party(name, account, self.workdir / f"{name}.db")
             self.parties[name] = party
             self.rec.parties[name] = account.address
@@ -234,13 +237,12 @@ class Run:
 
     def _node(self, name: str) -> Node:
         node = self.parties[name].node
-        if node is None or node.killed:
+        if node is None or not node.serving:
             raise errors.PeerUnavailable(f"{name}'s node is not running")
         return node
 
     def _running(self) -> list[Node]:
-        return [p.node for p in self.parties.values() if p.node is not None and not p.node.killed
-                and p.node._server is not None and p.node._server.is_serving()]
+        return [p.node for p in self.parties.values() if p.node is not None and p.node.serving]
 
     # ------------------------------------------------------------------ steps
 
@@ -272,6 +274,9 @@ class Run:
                 detail = f"interrupted by the crash: {detail}"
             else:
                 outcome = "failed"
+        except Exception as exc:  # a bug in the runner or a node: the run stops here, and says so
+            outcome, detail = "failed", f"internal error: {type(exc).__name__}: {exc}"
+            logging.getLogger("perun.scenario").exception("step %d failed", step.index)
         if step.fails:
             self.rec.verdicts.append(r.Verdict(step.line, f"step {step.index} fails with {step.fails}",
                                                step.fails, detail or "no error", outcome == "expected-error"))
@@ -445,26 +450,25 @@ class Run:
     async def _on_chain(self, action: str, channel: str, by: str) -> None:
         cid, party = self._cid(channel), self.parties[by]
         node = party.node
-        if node is not None and not node.killed and node in self._running():
+        if node is not None and node.serving:
             await getattr(node, action)(cid)
         else:  # the node is down; the key alone is enough on chain
             getattr(self.contract, action)(party.account, self.params[channel])
 
     async def _restart(self, name: str, note: str) -> None:
         party = self.parties[name]
-        if party.node is not None and party.node in self._running():
+        if party.node is not None and party.node.serving:
             raise errors.WrongStage(f"{name}'s node is running")
         node = await self._start(name)
         self.note(name, note)
-        peers = {self.parties[p].address for c in self.scenario.channels.values() for p in (c.alice, c.bob)
-                 if name in (c.alice, c.bob) and p != name and self.parties[p].node in self._running()}
-        for peer in peers:
-            if peer in node._dial or any(peer in p.node._dial for p in self.parties.values()
-                                         if p.node in self._running() and p.node is not node):
-                await node.wait_connected(peer, STEP_TIMEOUT)
+        # Whoever dialled before redials (from its store, or when its connection dropped).
+        peers = {c.bob if c.alice == name else c.alice for key, c in self.scenario.channels.items()
+                 if key in self.cids and name in (c.alice, c.bob)}
+        for peer in map(self.parties.get, sorted(peers)):
+            if peer.node is not None and peer.node.serving:
+                await node.wait_connected(peer.address, STEP_TIMEOUT)
 
     async def _crash(self, name: str, at: str | None) -> None:
-        party = self.parties[name]
         node = self._node(name)
         if at is None:
             node.kill()
@@ -555,7 +559,7 @@ class Run:
 
     def _stored(self, name: str, cid: bytes):
         node = self.parties[name].node
-        if node is not None and node in self._running():
+        if node is not None and node.serving:
             return node.store.states(cid)
         store = self._open_store(name)
         try:
