@@ -53,7 +53,14 @@ def test_a_wrong_step_names_its_line_field_and_expectation(tmp_path: Path, steps
     ("title: t\nparties: {a: {}, b: {}}\nchannels:\n  x: {alice: a, bob: b, deposits: [1, 1]}\n"
      "  y: {alice: a, bob: b, deposits: [1, 1]}\nsteps:\n  - pay: {from: a, amount: 1}\n",
      ":7: step 1 (pay): missing field 'channel' (the scenario has 2 channels)"),
-    ("title: t\nparties: {alice: {key: 0x12}}\nsteps: [offline: alice]\n", ":2: party alice: key: expected 32 bytes"),
+    ("title: t\nparties: {alice: {key: 0x12}}\nsteps: [offline: alice]\n", ":2: party alice: key: expected quotes"),
+    ("title: t\nparties: {alice: {key: '0x12'}}\nsteps: [offline: alice]\n", ":2: party alice: key: expected 32 bytes"),
+    ("title: t\nparties: {a: {}, b: {}}\nchannels:\n  x: {alice: a, bob: b, deposits: [1, 1]}\n"
+     "  y: {alice: a, bob: b, deposits: [1, 1], token: erc20}\nsteps: [open: x]\n",
+     ":5: channel y: token: the channels of a scenario share one unit"),
+    ("title: t\nparties: {alice: {}, bob: {}}\nchannels:\n  ab: {alice: alice, bob: bob, deposits: [1, 1]}\n"
+     "steps:\n  - pay: {from: alice, amount: 1, send: false, answer: false}\n",
+     ":6: step 1 (pay): send: false and answer: false exclude each other"),
     ("title: [\n", ":2: not valid YAML"),
 ])
 def test_a_wrong_file_names_its_line(tmp_path: Path, text: str, message: str) -> None:

@@ -54,7 +54,9 @@ class Network:
         self.relays: dict[str, asyncio.Server] = {}
         self.rules: list[Rule] = []
         self.last: dict[tuple[str, str], tuple[str, bytes]] = {}  # (sender, type) -> (receiver, frame)
+        self.last_update: dict[tuple[str, bytes], tuple[str, bytes]] = {}  # (sender, channel) -> (receiver, frame)
         self.alice_of: dict[bytes, str] = {}  # channel id -> its Alice's name (the runner fills it in)
+        self._tasks: set[asyncio.Task] = set()
         self._links: list[_Link] = []
 
     async def add(self, party: str) -> int:
@@ -69,9 +71,9 @@ class Network:
     async def close(self) -> None:
         for server in self.relays.values():
             server.close()
-        for link in self._links:
-            link.a.close()
-            link.b.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for server in self.relays.values():
             await server.wait_closed()
 
@@ -81,19 +83,22 @@ class Network:
 
     # ------------------------------------------------------------------ injection
 
-    def replay(self, sender: str, type_name: str) -> None:
-        """Sends `sender`'s last frame of this type to its receiver once more."""
+    def replay(self, sender: str, type_name: str) -> str:
+        """Sends `sender`'s last frame of this type to its receiver once more; returns the
+        receiver."""
         if (sender, type_name) not in self.last:
             raise errors.PerunError(f"{sender} has sent no {type_name} to replay")
         receiver, frame = self.last[(sender, type_name)]
         self._inject(sender, receiver, frame, "replayed")
+        return receiver
 
-    def forge(self, sender: str, amount: int, domain: Domain, signer_key: bytes | None) -> None:
-        """Injects, as if from `sender`, an Update built on its last one that moves `amount` more
-        to the receiver. It carries the last Update's signature, or one by `signer_key`."""
-        if (sender, "Update") not in self.last:
-            raise errors.PerunError(f"{sender} has sent no Update to build a forgery on")
-        receiver, frame = self.last[(sender, "Update")]
+    def forge(self, sender: str, channel_id: bytes, amount: int, domain: Domain, signer_key: bytes | None) -> str:
+        """Injects, as if from `sender`, an Update built on its last one on the channel that moves
+        `amount` more to the receiver, with that Update's signature or one by `signer_key`.
+        Returns the receiver."""
+        if (sender, channel_id) not in self.last_update:
+            raise errors.PerunError(f"{sender} has sent no Update on this channel to build a forgery on")
+        receiver, frame = self.last_update[(sender, channel_id)]
         last = _decode(frame)
         assert isinstance(last, m.Update)
         to_bob = self._is_alice(sender, last)
@@ -104,6 +109,7 @@ class Network:
         forged = replace(last, version=state.version, prev=last.version, balance_alice=state.balance_alice,
                          balance_bob=state.balance_bob, signature=signature)
         self._inject(sender, receiver, forged.encode(), "forged")
+        return receiver
 
     def _is_alice(self, sender: str, update: m.Update) -> bool:
         return self.alice_of.get(update.channel_id) == sender
@@ -120,6 +126,9 @@ class Network:
     # ------------------------------------------------------------------ relaying
 
     async def _relay(self, party: str, dialer_r: asyncio.StreamReader, dialer_w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         try:
             listener_r, listener_w = await asyncio.open_connection("127.0.0.1", self.ports[party])
         except (OSError, KeyError):  # the node is down: so is its address
@@ -170,6 +179,8 @@ class Network:
             fate = {"drop": "dropped", "delay": "delayed"}.get(rule.action, "delivered")
         if message is not None:
             self.last[(sender, type_name)] = (receiver, frame)
+            if isinstance(message, m.Update):
+                self.last_update[(sender, message.channel_id)] = (receiver, frame)
             self.observe(sender, receiver, message, fate)
         if rule is not None:
             rule.seen.set()

@@ -49,7 +49,7 @@ class Transaction:
     gas_used: int
     block: int
     timestamp: int  # the block's
-    events: tuple[str, ...]  # "Closed(version=1)"
+    events: tuple[str, ...]  # "CloseRegistered(version=1)"
     tx_hash: str
 
 
@@ -73,7 +73,7 @@ class Sample:
     """Balances after a step: wallets on chain and each channel's latest off-chain state."""
 
     seq: int
-    label: str  # "after step 4 (line 21)"
+    label: str  # "start", "after step 4"
     wallets: dict[str, int]  # party -> wei (or token units for a token scenario), gas excluded
     channels: dict[str, dict[str, int]]  # channel -> party -> balance in its latest state
 

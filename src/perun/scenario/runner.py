@@ -47,7 +47,8 @@ CLOSING_EVENTS = ("Finalized", "CooperativelyClosed")
 
 
 def party_key(name: str) -> bytes:
-    """The key of a party the file gives none: derived from its name, so runs repeat."""
+    """The key of a party the file gives none on the embedded chain: derived from its name, so
+    every run has the same addresses."""
     return keccak(b"perun scenario party " + name.encode())
 
 
@@ -153,6 +154,22 @@ class Run:
                 except ValueError:
                     break
         return "transfer" if not tx.get("data") else "call"
+
+    def _event_shown(self, name: str, args: dict[str, Any], keys: dict[str, Any]) -> str:
+        """`name(k=v, ...)` for the keys a pattern names: amounts in the unit, addresses as names."""
+        def show(key: str, value: Any) -> str:
+            if key in ("amount", "balanceAlice", "balanceBob") and isinstance(value, int):
+                return self._amount(value)
+            return self._name(value) if isinstance(value, str) and value.startswith("0x") else str(value)
+        shown = [f"{k}={show(k, args[k])}" for k in keys if k in args]
+        return name + (f"({', '.join(shown)})" if shown else "")
+
+    def _arg_matches(self, found: Any, expected: Any) -> bool:
+        if isinstance(expected, str) and expected in self.parties:
+            expected = self.parties[expected].address
+        if isinstance(found, str) and isinstance(expected, str):
+            return found.lower() == expected.lower()
+        return found == expected
 
     def _name(self, address: str) -> str:
         address = to_checksum_address(address)
@@ -357,13 +374,11 @@ class Run:
             case "drop" | "delay":
                 self.network.add_rule(Rule(a["from"], a["message"], step.action, a.get("count", 1), a.get("seconds", 0.0)))
             case "replay":
-                self._message_seen.clear()
-                self.network.replay(a["from"], a["message"])
-                await self._await_reply(a["from"])
+                await self._await_reply(self.network.replay(a["from"], a["message"]))
             case "forge":
                 signer = self.parties[a["signer"]].account.key if "signer" in a else None
-                self.network.forge(a["from"], a["amount"], self.contract.domain, signer)
-                await self._await_reply(a["from"])
+                await self._await_reply(self.network.forge(a["from"], self._cid(a["channel"]), a["amount"],
+                                                           self.contract.domain, signer))
             case "wait":
                 self._wait(a, cid)
             case "expect":
@@ -476,10 +491,10 @@ class Run:
         node.crash_at = at  # the node dies when it gets there
         self.note(name, f"will die at {at}")
 
-    async def _await_reply(self, sender: str) -> None:
-        """Waits for the receiver's answer to an injected frame (its Error)."""
-        count = len(self.errors_seen)
-        while len(self.errors_seen) == count:
+    async def _await_reply(self, receiver: str) -> None:
+        """Waits for the receiver of an injected frame to refuse it (an Error from it)."""
+        seen = len(self.errors_seen)
+        while not any(sender == receiver for sender, _, _ in self.errors_seen[seen:]):
             self._message_seen.clear()
             await asyncio.wait_for(self._message_seen.wait(), RESPONSE_TIMEOUT)
 
@@ -581,8 +596,8 @@ class Run:
             found = (f"{self._amount(closing[-1].args['balanceAlice'])} / {self._amount(closing[-1].args['balanceBob'])}"
                      if closing else "no payout yet")
             refunded = [e for e in events if e.name == "Refunded"]
-            if refunded and not closing:
-                found = f"{self._amount(refunded[-1].args['amount'])} / {self._amount(0)} (refund)"
+            if refunded and not closing:  # Alice's deposit back, nothing to Bob
+                found = f"{self._amount(refunded[-1].args['amount'])} / {self._amount(0)}"
             expected = f"{self._amount(a['payout'][0])} / {self._amount(a['payout'][1])}"
             checks.append(("payout", f"payout of {channel} ({spec.alice} / {spec.bob})", expected, found))
         for name, change in a.get("wallets", {}).items():
@@ -590,10 +605,14 @@ class Run:
             checks.append(("wallets", f"{name}'s wallet since the start, gas excluded", _signed(self._amount, change),
                            _signed(self._amount, found_change)))
         if "events" in a:
-            expected = ", ".join(_pattern_text(n, args) for n, args in a["events"])
-            found_names = ", ".join(_event_text(e) for e in events)
+            expected = ", ".join(self._event_shown(n, args, args) for n, args in a["events"])
+            patterns = [args for _, args in a["events"]]
+            found_names = ", ".join(
+                self._event_shown(e.name, e.args, patterns[i] if i < len(patterns) else {"version": 0, "amount": 0})
+                for i, e in enumerate(events))
             ok = len(events) == len(a["events"]) and all(
-                e.name == n and all(e.args.get(k) == v for k, v in args.items()) for e, (n, args) in zip(events, a["events"]))
+                e.name == n and all(self._arg_matches(e.args.get(k), v) for k, v in args.items())
+                for e, (n, args) in zip(events, a["events"]))
             checks.append(("events", f"events of {channel}", expected, found_names if not ok else expected))
         for name, stage in a.get("stages", {}).items():
             rec = self._record(name, cid) if cid else None
@@ -642,10 +661,6 @@ def _is_a(exc: BaseException, name: str) -> bool:
 def _event_text(event: Event) -> str:
     shown = {k: v for k, v in event.args.items() if k in ("version", "amount")}
     return event.name + (f"({', '.join(f'{k}={v}' for k, v in shown.items())})" if shown else "")
-
-
-def _pattern_text(name: str, args: dict[str, Any]) -> str:
-    return name + (f"({', '.join(f'{k}={v}' for k, v in args.items())})" if args else "")
 
 
 def _signed(fmt: Callable[[int], str], amount: int) -> str:

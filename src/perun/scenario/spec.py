@@ -165,7 +165,7 @@ def _party_stages(value: Any, scenario: Scenario) -> dict[str, str]:
 
 
 def _events(value: Any, _: Scenario) -> tuple[tuple[str, dict[str, Any]], ...]:
-    """[Created, Confirmed, {Closed: {version: 1}}, Finalized]."""
+    """[Initialising, Initialised, {CloseRegistered: {version: 1, by: bob}}, Finalized]."""
     if not isinstance(value, list):
         raise _Bad("a list of event names, or {Name: {arg: value}}")
     result = []
@@ -181,7 +181,11 @@ def _events(value: Any, _: Scenario) -> tuple[tuple[str, dict[str, Any]], ...]:
 
 
 def _event_arg(value: Any) -> Any:
-    return _amount(value) if isinstance(value, str) and value[:1].isdigit() else value
+    """Amounts as written (1eth), numbers and names as they are (a party's name stands for its
+    address)."""
+    if isinstance(value, str) and value[:1].isdigit() and not value.startswith("0x"):
+        return _amount(value)
+    return value
 
 
 def _state(value: Any, scenario: Scenario) -> dict[str, Any]:
@@ -227,7 +231,7 @@ ACTIONS: dict[str, tuple[Fields, str | None]] = {
     "drop": ({"from": (_party, True), "message": (_choice(*sorted(MESSAGE_TYPES)), True),
               "count": (_int(1), False)}, None),
     "delay": ({"from": (_party, True), "message": (_choice(*sorted(MESSAGE_TYPES)), True),
-               "seconds": (_seconds, True)}, None),
+               "seconds": (_seconds, True), "count": (_int(1), False)}, None),
     "replay": ({"from": (_party, True), "message": (_choice(*sorted(MESSAGE_TYPES)), True)}, None),
     "forge": ({**CHANNEL, "from": (_party, True), "amount": (_amount, True), "signer": (_party, False)}, None),
     "wait": ({"seconds": (_int(1), False), "blocks": (_int(1), False), "deadline": (_channel, False),
@@ -318,6 +322,9 @@ class _Loader:
             key = None
             if "key" in fields:
                 text = self.plain(fields["key"])
+                if isinstance(text, int):
+                    raise self.fail(fields["key"], f"party {name}: key: expected quotes around it ('0x...'): "
+                                                   "unquoted, YAML reads it as a number")
                 try:
                     key = bytes.fromhex(str(text).removeprefix("0x"))
                     if len(key) != 32:
@@ -343,6 +350,9 @@ class _Loader:
             delta = self.field(fields, "delta", _int(1), scenario, where, DEFAULT_DELTA)
             token = self.field(fields, "token", _choice("ETH", "erc20"), scenario, where, "ETH")
             scenario.channels[name] = ChannelSpec(name, alice, bob, deposits, delta, token)
+            if len({c.token for c in scenario.channels.values()}) > 1:
+                raise self.fail(fields.get("token", value), f"{where}: token: the channels of a scenario share one "
+                                                            "unit (all ETH or all erc20), which its wallets are counted in")
 
     def field(self, fields: dict[str, yaml.Node], key: str, check: Callable[[Any, Scenario], Any],
               scenario: Scenario, where: str, default: Any = None) -> Any:
@@ -401,6 +411,9 @@ class _Loader:
             raise self.fail(node, f"{where}: expected exactly one of seconds, blocks, deadline")
         if action == "wait" and "offset" in args and "deadline" not in args:
             raise self.fail(node, f"{where}: offset goes with deadline")
+        if action == "pay" and args.get("send") is False and args.get("answer") is False:
+            raise self.fail(node, f"{where}: send: false and answer: false exclude each other (an Update "
+                                  "never sent is never answered)")
         if action == "expect" and set(args) <= {"channel"}:
             raise self.fail(node, f"{where}: expected at least one of payout, wallets, events, stages, state, error_reply")
         if action in ("pay", "forge", "cooperative_close", "close", "finalize", "refund"):
