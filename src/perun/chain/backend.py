@@ -28,7 +28,7 @@ ETHER = 10**18
 
 @dataclass(frozen=True)
 class Transaction:
-    """A mined, successful transaction."""
+    """A mined transaction (`Chain.transact` returns only successful ones)."""
 
     receipt: TxReceipt
 
@@ -47,8 +47,8 @@ class Chain:
     def __init__(self, w3: Web3) -> None:
         self.w3 = w3
         self.chain_id: int = w3.eth.chain_id
-        # Called with each transaction this object mined (the scenario recorder); may be called
-        # from a node's chain thread.
+        # Called with each transaction this object mined, reverted ones too (the scenario
+        # recorder); may be called from a node's chain thread.
         self.observers: list[Callable[[dict[str, Any], Transaction], None]] = []
 
     # ------------------------------------------------------------------ accounts
@@ -125,11 +125,11 @@ class Chain:
         except Exception as exc:
             raise reverts.translate(exc) from exc
         receipt = self._wait(tx_hash)
+        mined = Transaction(receipt)
+        for observe in self.observers:  # a reverted transaction was mined, and its gas paid, too
+            observe(tx, mined)
         if receipt["status"] != 1:
             raise errors.TransactionFailed(f"transaction 0x{bytes(tx_hash).hex()} reverted")
-        mined = Transaction(receipt)
-        for observe in self.observers:
-            observe(tx, mined)
         return mined
 
     def _wait(self, tx_hash: bytes) -> TxReceipt:

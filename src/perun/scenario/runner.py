@@ -137,7 +137,7 @@ class Run:
         receipt = mined.receipt
         sender = self._name(tx["from"])
         self.gas_paid[sender] = self.gas_paid.get(sender, 0) + receipt["gasUsed"] * receipt["effectiveGasPrice"]
-        function = self._function(tx)
+        function = self._function(tx) + ("" if receipt["status"] == 1 else " (reverted)")
         events = tuple(_event_text(e) for e in self.contract.receipt_events(receipt))
         block = self.chain.w3.eth.get_block(receipt["blockNumber"])
         self._add(lambda seq, t: r.Transaction(seq, t, self._line, sender, function, receipt["gasUsed"],
@@ -482,6 +482,22 @@ class Run:
         for peer in map(self.parties.get, sorted(peers)):
             if peer.node is not None and peer.node.serving:
                 await node.wait_connected(peer.address, STEP_TIMEOUT)
+        # Then they resynchronise (Reestablish, StateSync, pending updates): wait until every open
+        # channel with a running peer holds the same latest state on both sides, none pending.
+        for key, cid in self.cids.items():
+            c = self.scenario.channels[key]
+            if name not in (c.alice, c.bob):
+                continue
+            peer = self.parties[c.bob if c.alice == name else c.alice].node
+            if peer is None or not peer.serving or cid not in node.records:
+                continue
+            pair = (node, peer)
+            for n in pair:
+                await n.wait_for(cid, lambda rec: rec.stage is not Stage.OPEN or not rec.pending, STEP_TIMEOUT)
+            target = max(n.channel(cid).current.version for n in pair)
+            for n in pair:
+                await n.wait_for(cid, lambda rec: rec.stage is not Stage.OPEN or rec.current.version >= target,
+                                 STEP_TIMEOUT)
 
     async def _crash(self, name: str, at: str | None) -> None:
         node = self._node(name)
