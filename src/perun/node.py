@@ -57,8 +57,6 @@ class Killed(BaseException):
     A BaseException, so that no `except Exception` in the node carries on after its death."""
 
 
-
-
 @dataclass(frozen=True)
 class ChannelInfo:
     """A channel as this node sees it (`Node.channels()`, `Node.info(cid)`); amounts in wei or
