@@ -37,10 +37,9 @@ class Rule:
 
 @dataclass
 class _Link:
-    """One TCP connection through the relay: the dialer's side and the listener's."""
+    """One TCP connection through the relay."""
 
-    a: asyncio.StreamWriter  # towards the dialer
-    b: asyncio.StreamWriter  # towards the listener
+    a: asyncio.StreamWriter  # towards the dialer, whose name its Hello tells
     parties: dict[str, asyncio.StreamWriter] = field(default_factory=dict)  # name -> writer to it
 
 
@@ -134,8 +133,7 @@ class Network:
         except (OSError, KeyError):  # the node is down: so is its address
             dialer_w.close()
             return
-        link = _Link(dialer_w, listener_w)
-        link.parties[party] = listener_w
+        link = _Link(dialer_w, {party: listener_w})
         self._links.append(link)
         try:
             await asyncio.gather(self._pump(link, dialer_r, listener_w, None, party),
