@@ -69,3 +69,12 @@ def test_the_catalog_on_anvil() -> None:
         anvil.close()
     failed = [text_summary(rec) for rec in recordings if not rec.passed]
     assert not failed, "\n\n".join(failed)
+
+
+def test_every_scenario_ends_with_the_contract_empty() -> None:
+    # Funds conservation, scenario by scenario: the last assertion of each file is `held: 0`.
+    from perun.scenario.spec import load
+
+    for path in CATALOG:
+        last = load(path).steps[-1]
+        assert last.action == "expect" and last.args.get("held") == 0, path.name

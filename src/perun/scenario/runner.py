@@ -558,6 +558,11 @@ class Run:
             return self.token.functions.balanceOf(address).call()
         return self.chain.balance(address) + self.gas_paid.get(name, 0)
 
+    def _held(self) -> int:
+        if self.token is not None:
+            return self.token.functions.balanceOf(self.contract.address).call()
+        return self.chain.balance(self.contract.address)
+
     def _sample(self, label: str) -> None:
         wallets = {name: self._wallet(name) for name in self.parties}
         channels: dict[str, dict[str, int]] = {}
@@ -644,6 +649,9 @@ class Run:
                          if rec else "no record")
                 checks.append(("state", f"{want['party']}'s stored balances of {channel}",
                                f"{self._amount(want['balances'][0])} / {self._amount(want['balances'][1])}", found))
+        if "held" in a:
+            checks.append(("held", "what the contract holds, for all channels", self._amount(a["held"]),
+                           self._amount(self._held())))
         if "error_reply" in a:
             want = a["error_reply"]
             codes = [code for sender, _, code in self.errors_seen[self._errors_checked:] if sender == want["from"]]

@@ -238,8 +238,8 @@ ACTIONS: dict[str, tuple[Fields, str | None]] = {
               "offset": (_int(-10**9), False)}, None),
     "expect": ({**CHANNEL, "payout": (_balances, False), "wallets": (_party_amounts, False),
                 "events": (_events, False), "stages": (_party_stages, False),
-                "state": (_state, False),
-                "error_reply": (_error_reply, False)}, None),
+                "state": (_state, False), "error_reply": (_error_reply, False),
+                "held": (_amount, False)}, None),
 }
 
 
@@ -415,7 +415,8 @@ class _Loader:
             raise self.fail(node, f"{where}: send: false and answer: false exclude each other (an Update "
                                   "never sent is never answered)")
         if action == "expect" and set(args) <= {"channel"}:
-            raise self.fail(node, f"{where}: expected at least one of payout, wallets, events, stages, state, error_reply")
+            raise self.fail(node, f"{where}: expected at least one of payout, wallets, events, stages, state, "
+                                  "error_reply, held")
         if action in ("pay", "forge", "cooperative_close", "close", "finalize", "refund"):
             channel = scenario.channels[args["channel"]]
             party = args.get("from", args.get("by"))
