@@ -6,14 +6,31 @@ payment.py, anvil.py, deploy.py), perun.node (a party: wire/, store.py, watcher.
 perun.errors.
 """
 
-from perun.chain.backend import ETHER, Chain, EmbeddedChain, RpcChain
-from perun.chain.payment import PaymentContract
-from perun.core.channel import ETH, Params, PaymentState, Phase
-from perun.core.eip712 import Domain, recover, sign_state
-from perun.errors import PerunError
-from perun.node import ChannelInfo, Node
+from __future__ import annotations
 
-__all__ = [
-    "ETH", "ETHER", "Chain", "Domain", "EmbeddedChain", "Params", "PaymentContract", "PaymentState",
-    "PerunError", "Node", "ChannelInfo", "Phase", "RpcChain", "recover", "sign_state",
-]
+import importlib
+from typing import Any
+
+# Imported on first use, so that `perun` commands that only talk to a running node start fast
+# (web3 alone takes half a second to import).
+_HOMES = {
+    "ETHER": "perun.chain.backend", "Chain": "perun.chain.backend", "EmbeddedChain": "perun.chain.backend",
+    "RpcChain": "perun.chain.backend", "PaymentContract": "perun.chain.payment",
+    "ETH": "perun.core.channel", "Params": "perun.core.channel", "PaymentState": "perun.core.channel",
+    "Phase": "perun.core.channel", "Domain": "perun.core.eip712", "recover": "perun.core.eip712",
+    "sign_state": "perun.core.eip712", "PerunError": "perun.errors", "ChannelInfo": "perun.node",
+    "Node": "perun.node",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'perun' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))
