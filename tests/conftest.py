@@ -1,5 +1,6 @@
 """Shared fixtures: a chain (embedded py-evm, and anvil for the contract tests), a deployed
-PaymentContract, funded parties, and helpers to open channels and sign states.
+PaymentContract, MSContract and apps, funded parties, and helpers to open channels and sign
+states.
 
 Each test runs on a snapshot of the chain that is reverted afterwards, so tests are isolated
 and the contract is deployed once per chain.
@@ -15,9 +16,11 @@ import pytest
 from eth_account.signers.local import LocalAccount
 
 from perun.chain.backend import ETHER, Chain, EmbeddedChain
+from perun.chain.multistate import MSContract
 from perun.chain.payment import PaymentContract
 from perun.core.channel import ETH, Params, PaymentState
-from perun.core.eip712 import sign_state
+from perun.core.eip712 import sign, sign_state
+from perun.core.multistate import ChannelState, NanocontractState, digest
 
 DELTA = 100
 _nonces = itertools.count(1)
@@ -97,6 +100,66 @@ def world(embedded_world: World) -> Iterator[World]:
 def any_world(request: pytest.FixtureRequest) -> Iterator[World]:
     """The same test on the embedded chain and on anvil, reverted after the test."""
     world_ = request.getfixturevalue(f"{request.param}_world")
+    snapshot = world_.chain.snapshot()
+    yield world_
+    world_.chain.revert_to(snapshot)
+
+
+@dataclass
+class MSWorld:
+    """Everything a multistate-channel test needs, on one chain: MSContract and the apps."""
+
+    chain: Chain
+    contract: MSContract
+    apps: dict[str, str]  # app name -> address
+    alice: LocalAccount
+    bob: LocalAccount
+    mallory: LocalAccount
+
+    def params(self, deposit_alice: int = 6 * ETHER, deposit_bob: int = 4 * ETHER, *,
+               delta: int = DELTA, token: str = ETH) -> Params:
+        return Params(self.alice.address, self.bob.address, deposit_alice, deposit_bob, delta, next(_nonces), token)
+
+    def open(self, params: Params | None = None) -> tuple[Params, ChannelState]:
+        """Creates and confirms a channel; returns its params and initial channel state."""
+        params = params or self.params()
+        self.contract.create(self.alice, params)
+        self.contract.confirm(self.bob, params)
+        return params, ChannelState.initial(params, self.contract.channel_id(params))
+
+    def sign(self, state: ChannelState | NanocontractState, who: LocalAccount) -> bytes:
+        return sign(digest(self.contract.domain, state), who.key)
+
+
+def _make_ms_world(chain: Chain) -> MSWorld:
+    deployer = chain.dev_accounts[0]
+    contract = MSContract.deploy(chain, deployer)
+    apps = {name: chain.deploy(deployer, name) for name in ("HashTimeLock", "TicTacToe")}
+    return MSWorld(chain, contract, apps, *(chain.new_account(1000 * ETHER) for _ in range(3)))
+
+
+@pytest.fixture(scope="session")
+def embedded_ms_world(embedded_chain: Chain) -> MSWorld:
+    return _make_ms_world(embedded_chain)
+
+
+@pytest.fixture(scope="session")
+def anvil_ms_world(anvil_chain: Chain) -> MSWorld:
+    return _make_ms_world(anvil_chain)
+
+
+@pytest.fixture
+def ms_world(embedded_ms_world: MSWorld) -> Iterator[MSWorld]:
+    """The embedded chain's multistate world, reverted after the test."""
+    snapshot = embedded_ms_world.chain.snapshot()
+    yield embedded_ms_world
+    embedded_ms_world.chain.revert_to(snapshot)
+
+
+@pytest.fixture(params=["embedded", "anvil"])
+def any_ms_world(request: pytest.FixtureRequest) -> Iterator[MSWorld]:
+    """The same multistate test on the embedded chain and on anvil, reverted after the test."""
+    world_ = request.getfixturevalue(f"{request.param}_ms_world")
     snapshot = world_.chain.snapshot()
     yield world_
     world_.chain.revert_to(snapshot)

@@ -1,8 +1,8 @@
 """Perun state channels for Ethereum: the contracts' Python client.
 
 The names most programs need are here; each lives in one module:
-perun.core (pure protocol: channel.py, eip712.py, machine.py), perun.chain (web3: backend.py,
-payment.py, anvil.py, deploy.py), perun.node (a party: wire/, store.py, watcher.py) and
+perun.core (pure protocol: channel.py, eip712.py, machine.py, multistate.py, apps/), perun.chain
+(web3: backend.py, payment.py, multistate.py, anvil.py, deploy.py), perun.node (a party: wire/, store.py, watcher.py) and
 perun.errors.
 """
 
@@ -19,7 +19,9 @@ _HOMES = {
     "ETH": "perun.core.channel", "Params": "perun.core.channel", "PaymentState": "perun.core.channel",
     "Phase": "perun.core.channel", "Domain": "perun.core.eip712", "recover": "perun.core.eip712",
     "sign_state": "perun.core.eip712", "PerunError": "perun.errors", "ChannelInfo": "perun.node",
-    "Node": "perun.node",
+    "Node": "perun.node", "MSContract": "perun.chain.multistate", "ChannelState": "perun.core.multistate",
+    "NanocontractState": "perun.core.multistate", "AppState": "perun.core.apps",
+    "deploy": "perun.chain.deploy",
 }
 __all__ = sorted(_HOMES)
 

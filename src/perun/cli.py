@@ -156,6 +156,8 @@ def cmd_deploy(args: argparse.Namespace) -> None:
     path = Path(args.out) if args.out else default_path(deployment.chain_id)
     deployment.write(path)
     print(f"PaymentContract {deployment.payment_contract} on chain {deployment.chain_id}, recorded in {path}")
+    print(f"MSContract {deployment.ms_contract}; apps: "
+          + ", ".join(f"{name} {address}" for name, address in deployment.apps.items()))
 
 
 def cmd_devnet(args: argparse.Namespace) -> None:
@@ -173,7 +175,7 @@ def cmd_devnet(args: argparse.Namespace) -> None:
         path = Path(args.out) if args.out else default_path(deployment.chain_id)
         deployment.write(path)
         print(f"anvil listening on {anvil.url} (chain id {chain.chain_id})")
-        print(f"PaymentContract {deployment.payment_contract}, recorded in {path}")
+        print(f"PaymentContract {deployment.payment_contract}, MSContract {deployment.ms_contract}, recorded in {path}")
         print("dev accounts (funded, unlocked):")
         for account in chain.dev_accounts[:4]:
             print(f"  {account}")

@@ -67,6 +67,18 @@ class UnknownChannel(WrongChannel):
     """No channel with this id is known to this node, or not with this peer."""
 
 
+class InvalidNanocontract(ValidationError):
+    """A nanocontract state or update breaks the rules of multistate channels (seed §3.2)."""
+
+
+class UnknownNanocontract(InvalidNanocontract):
+    """No nanocontract with this nid is live in the channel."""
+
+
+class TooManyNanocontracts(InvalidNanocontract):
+    """The channel already holds MSContract.MAX_NANOCONTRACTS nanocontracts."""
+
+
 class ChannelRefused(ValidationError):
     """The peer's policy does not accept the proposed channel."""
 
@@ -166,58 +178,135 @@ def _show(value: Any) -> str:
     return value.name if isinstance(value, Enum) else str(value)
 
 
-class PaymentContractError(ContractRejected):
-    """Base of PaymentContract's custom errors."""
+class ChannelsError(ContractRejected):
+    """Base of the custom errors of Channels, which PaymentContract and MSContract share."""
 
 
-def _payment_error(name: str, *bases: type[PerunError], doc: str) -> type[PaymentContractError]:
-    cls = type(name, (PaymentContractError, *bases), {"__doc__": doc, "solidity_name": name})
+def _contract_error(
+    family: type[ContractRejected], name: str, *bases: type[PerunError], doc: str
+) -> type[ContractRejected]:
+    cls = type(name, (family, *bases), {"__doc__": doc, "solidity_name": name})
     cls.__module__ = __name__
     return cls
 
 
-PaymentContractCallerNotAlice = _payment_error(
-    "PaymentContractCallerNotAlice", doc="Only Alice may create the channel.")
-PaymentContractCallerNotBob = _payment_error(
-    "PaymentContractCallerNotBob", doc="Only Bob may confirm the channel.")
-PaymentContractCallerNotParticipant = _payment_error(
-    "PaymentContractCallerNotParticipant", doc="Only Alice or Bob may close the channel.")
-PaymentContractInvalidParties = _payment_error(
-    "PaymentContractInvalidParties", InvalidParams, doc="Alice and Bob must be two distinct non-zero addresses.")
-PaymentContractInvalidDelta = _payment_error(
-    "PaymentContractInvalidDelta", InvalidParams, doc="Δ must be positive and at most MAX_DELTA.")
-PaymentContractDepositsTooLarge = _payment_error(
-    "PaymentContractDepositsTooLarge", AmountOutOfRange, doc="The deposits together exceed 2**128 - 1.")
-PaymentContractChannelExists = _payment_error(
-    "PaymentContractChannelExists", doc="A channel with these parameters was created before.")
-PaymentContractWrongPhase = _payment_error(
-    "PaymentContractWrongPhase", doc="The channel is not in a phase that allows this call.")
-PaymentContractWrongDeposit = _payment_error(
-    "PaymentContractWrongDeposit", doc="The value paid (or the tokens received) differ from the deposit.")
-PaymentContractConfirmTooLate = _payment_error(
-    "PaymentContractConfirmTooLate", doc="Bob confirmed after the deadline.")
-PaymentContractRefundTooEarly = _payment_error(
-    "PaymentContractRefundTooEarly", doc="Refund before Bob's confirmation deadline has passed.")
-PaymentContractWrongChannel = _payment_error(
-    "PaymentContractWrongChannel", WrongChannel, doc="The state names another channel.")
-PaymentContractBalancesNotConserved = _payment_error(
-    "PaymentContractBalancesNotConserved", BalancesNotConserved, doc="The state's balances differ from the deposits.")
-PaymentContractInvalidSignature = _payment_error(
-    "PaymentContractInvalidSignature", InvalidSignature, doc="The state was not signed by the expected party.")
-PaymentContractStaleVersion = _payment_error(
-    "PaymentContractStaleVersion", StaleVersion, doc="The state's version is not above the registered one.")
-PaymentContractDisputeWindowOver = _payment_error(
-    "PaymentContractDisputeWindowOver",
+def _channels_error(name: str, *bases: type[PerunError], doc: str) -> type[ContractRejected]:
+    return _contract_error(ChannelsError, name, *bases, doc=doc)
+
+
+ChannelsCallerNotAlice = _channels_error(
+    "ChannelsCallerNotAlice", doc="Only Alice may create the channel.")
+ChannelsCallerNotBob = _channels_error(
+    "ChannelsCallerNotBob", doc="Only Bob may confirm the channel.")
+ChannelsCallerNotParticipant = _channels_error(
+    "ChannelsCallerNotParticipant", doc="Only Alice or Bob may close the channel.")
+ChannelsInvalidParties = _channels_error(
+    "ChannelsInvalidParties", InvalidParams, doc="Alice and Bob must be two distinct non-zero addresses.")
+ChannelsInvalidDelta = _channels_error(
+    "ChannelsInvalidDelta", InvalidParams, doc="Δ must be positive and at most MAX_DELTA.")
+ChannelsDepositsTooLarge = _channels_error(
+    "ChannelsDepositsTooLarge", AmountOutOfRange, doc="The deposits together exceed 2**128 - 1.")
+ChannelsChannelExists = _channels_error(
+    "ChannelsChannelExists", doc="A channel with these parameters was created before.")
+ChannelsWrongPhase = _channels_error(
+    "ChannelsWrongPhase", doc="The channel is not in a phase that allows this call.")
+ChannelsWrongDeposit = _channels_error(
+    "ChannelsWrongDeposit", doc="The value paid (or the tokens received) differ from the deposit.")
+ChannelsConfirmTooLate = _channels_error(
+    "ChannelsConfirmTooLate", doc="Bob confirmed after the deadline.")
+ChannelsRefundTooEarly = _channels_error(
+    "ChannelsRefundTooEarly", doc="Refund before Bob's confirmation deadline has passed.")
+ChannelsWrongChannel = _channels_error(
+    "ChannelsWrongChannel", WrongChannel, doc="The state names another channel.")
+ChannelsBalancesNotConserved = _channels_error(
+    "ChannelsBalancesNotConserved", BalancesNotConserved, doc="The state's balances differ from the deposits.")
+ChannelsInvalidSignature = _channels_error(
+    "ChannelsInvalidSignature", InvalidSignature, doc="The state was not signed by the expected party.")
+ChannelsStaleVersion = _channels_error(
+    "ChannelsStaleVersion", StaleVersion, doc="The state's version is not above the registered one.")
+ChannelsDisputeWindowOver = _channels_error(
+    "ChannelsDisputeWindowOver",
     doc="The dispute window Δ has ended: no state replaces the registered one any more.")
-PaymentContractFinalizeTooEarly = _payment_error(
-    "PaymentContractFinalizeTooEarly", doc="Finalize before the dispute window has ended.")
-PaymentContractNothingToWithdraw = _payment_error(
-    "PaymentContractNothingToWithdraw", doc="No deferred payout is owed to the caller in this token.")
-PaymentContractWithdrawFailed = _payment_error(
-    "PaymentContractWithdrawFailed", doc="The withdrawal's recipient did not accept the ETH.")
-PaymentContractInvalidRecipient = _payment_error(
-    "PaymentContractInvalidRecipient", doc="A withdrawal to the zero address would burn the funds.")
+ChannelsFinalizeTooEarly = _channels_error(
+    "ChannelsFinalizeTooEarly", doc="Finalize before the dispute window has ended.")
+ChannelsNothingToWithdraw = _channels_error(
+    "ChannelsNothingToWithdraw", doc="No deferred payout is owed to the caller in this token.")
+ChannelsWithdrawFailed = _channels_error(
+    "ChannelsWithdrawFailed", doc="The withdrawal's recipient did not accept the ETH.")
+ChannelsInvalidRecipient = _channels_error(
+    "ChannelsInvalidRecipient", doc="A withdrawal to the zero address would burn the funds.")
+
+class MSContractError(ContractRejected):
+    """Base of MSContract's own custom errors."""
+
+
+def _ms_error(name: str, *bases: type[PerunError], doc: str) -> type[ContractRejected]:
+    return _contract_error(MSContractError, name, *bases, doc=doc)
+
+
+MSContractTooManyNanocontracts = _ms_error(
+    "MSContractTooManyNanocontracts", doc="A channel state lists more than MAX_NANOCONTRACTS nanocontracts.")
+MSContractNanocontractsUnsorted = _ms_error(
+    "MSContractNanocontractsUnsorted", doc="A channel state's nanocontracts are not in strictly ascending nid order.")
+MSContractAmountTooLarge = _ms_error(
+    "MSContractAmountTooLarge", AmountOutOfRange, doc="A nanocontract state holds more than the channel's deposits.")
+MSContractNotRegistered = _ms_error(
+    "MSContractNotRegistered", doc="The nanocontract has not been registered on chain.")
+MSContractWindowOpen = _ms_error(
+    "MSContractWindowOpen", doc="The nanocontract's registration window has not ended yet.")
+MSContractSettlementOver = _ms_error(
+    "MSContractSettlementOver", doc="The closing channel's time for executing nanocontracts (deadline + Δ) is over.")
+MSContractWrongNanocontracts = _ms_error(
+    "MSContractWrongNanocontracts", doc="finalize was given other nanocontracts than the registered channel state lists.")
+MSContractNotConserved = _ms_error(
+    "MSContractNotConserved", BalancesNotConserved,
+    doc="An app's result raises the blocked sum, lowers a release, or changes blocked + released.")
+MSContractTerminated = _ms_error(
+    "MSContractTerminated", doc="The nanocontract blocks nothing any more: there is nothing to execute.")
+
+
+class AppRejected(ContractRejected, ValidationError):
+    """A nanocontract app's rules refuse the call: the same class whether its contract refused it
+    on chain or its Python mirror (perun.core.apps) did off chain."""
+
+
+class HashTimeLockError(AppRejected):
+    """Base of HashTimeLock's custom errors."""
+
+
+class TicTacToeError(AppRejected):
+    """Base of TicTacToe's custom errors."""
+
+
+def _app_error(family: type[AppRejected], name: str, doc: str) -> type[ContractRejected]:
+    return _contract_error(family, name, doc=doc)
+
+
+HashTimeLockUnknownFunction = _app_error(HashTimeLockError, "HashTimeLockUnknownFunction", "No such function.")
+HashTimeLockMalformed = _app_error(HashTimeLockError, "HashTimeLockMalformed", "The storage does not decode.")
+HashTimeLockWrongCaller = _app_error(
+    HashTimeLockError, "HashTimeLockWrongCaller", "Only the receiver claims; only the sender reclaims.")
+HashTimeLockSettled = _app_error(
+    HashTimeLockError, "HashTimeLockSettled", "Nothing (or not only the sender's amount) is blocked.")
+HashTimeLockWrongPreimage = _app_error(
+    HashTimeLockError, "HashTimeLockWrongPreimage", "The preimage's SHA-256 is not the hashlock.")
+HashTimeLockExpired = _app_error(HashTimeLockError, "HashTimeLockExpired", "Claimed after the timeout.")
+HashTimeLockNotExpired = _app_error(HashTimeLockError, "HashTimeLockNotExpired", "Reclaimed before the timeout.")
+
+TicTacToeUnknownFunction = _app_error(TicTacToeError, "TicTacToeUnknownFunction", "No such function.")
+TicTacToeMalformed = _app_error(TicTacToeError, "TicTacToeMalformed", "The storage or the move does not decode.")
+TicTacToeGameOver = _app_error(TicTacToeError, "TicTacToeGameOver", "The game has ended.")
+TicTacToeNotYourTurn = _app_error(
+    TicTacToeError, "TicTacToeNotYourTurn", "The caller may not move now (or claim a timeout on its own turn).")
+TicTacToeCellTaken = _app_error(TicTacToeError, "TicTacToeCellTaken", "The cell is not empty.")
+TicTacToeTooEarly = _app_error(
+    TicTacToeError, "TicTacToeTooEarly", "The player to move still has time (since + moveTimeout).")
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    return [sub for direct in cls.__subclasses__() for sub in (direct, *_all_subclasses(direct))]
+
 
 CONTRACT_ERRORS: dict[str, type[ContractRejected]] = {
-    cls.solidity_name: cls for cls in PaymentContractError.__subclasses__()
+    cls.solidity_name: cls for cls in _all_subclasses(ContractRejected) if cls.solidity_name
 }

@@ -742,7 +742,7 @@ class Node:
             return None
         try:
             receipt = await self._transact(fn, *args)
-        except (errors.PaymentContractWrongPhase, errors.TransactionFailed):
+        except (errors.ChannelsWrongPhase, errors.TransactionFailed):
             if (await self.on_chain(self.contract.channel, cid)).phase is not Phase.CLOSED:
                 raise
             self.watcher.wake()  # it applies the winner's event

@@ -22,7 +22,7 @@ log = logging.getLogger("perun.watcher")
 
 LOG_CHUNK = 5_000  # blocks per eth_getLogs request
 # Errors that mean another transaction got there first; the next poll sees its event.
-_RACED = (errors.PaymentContractWrongPhase, errors.PaymentContractChannelExists, errors.TransactionFailed)
+_RACED = (errors.ChannelsWrongPhase, errors.ChannelsChannelExists, errors.TransactionFailed)
 
 
 class Watcher:
@@ -118,7 +118,7 @@ class Watcher:
         except _RACED:
             pass
         except errors.PerunError as exc:
-            if not isinstance(exc, (errors.PaymentContractFinalizeTooEarly, errors.PaymentContractRefundTooEarly)):
+            if not isinstance(exc, (errors.ChannelsFinalizeTooEarly, errors.ChannelsRefundTooEarly)):
                 log.warning("%s: %s of 0x%s failed: %s", node.name, duty.value, cid.hex()[:12], exc)
                 self.failures[cid] = exc
                 node.notify()

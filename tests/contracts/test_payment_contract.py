@@ -57,7 +57,7 @@ def test_channel_id_matches_the_contract(any_world: World) -> None:
 
 def test_create_by_anyone_but_alice_is_rejected(any_world: World) -> None:
     w = any_world
-    with pytest.raises(errors.PaymentContractCallerNotAlice) as exc:
+    with pytest.raises(errors.ChannelsCallerNotAlice) as exc:
         w.contract.create(w.bob, w.params())
     assert exc.value.fields == {"caller": w.bob.address}
 
@@ -66,13 +66,13 @@ def test_create_by_anyone_but_alice_is_rejected(any_world: World) -> None:
 def test_create_with_invalid_parties_is_rejected(any_world: World, bob: str) -> None:
     w = any_world
     bob_address = w.alice.address if bob == "alice" else ETH
-    with pytest.raises(errors.PaymentContractInvalidParties):
+    with pytest.raises(errors.ChannelsInvalidParties):
         create_raw(w, raw_params(w, bob=bob_address), ETHER)
 
 
 @pytest.mark.parametrize("delta", [0, MAX_DELTA + 1])
 def test_create_with_invalid_delta_is_rejected(any_world: World, delta: int) -> None:
-    with pytest.raises(errors.PaymentContractInvalidDelta):
+    with pytest.raises(errors.ChannelsInvalidDelta):
         create_raw(any_world, raw_params(any_world, delta=delta), ETHER)
 
 
@@ -82,7 +82,7 @@ def test_create_with_the_longest_delta_is_accepted(any_world: World) -> None:
 
 def test_create_with_deposits_beyond_128_bits_is_rejected(any_world: World) -> None:
     w = any_world
-    with pytest.raises(errors.PaymentContractDepositsTooLarge):
+    with pytest.raises(errors.ChannelsDepositsTooLarge):
         create_raw(w, raw_params(w, deposit_alice=1, deposit_bob=2**128 - 1), 1)
     with pytest.raises(errors.AmountOutOfRange):  # the same rule, off chain
         w.params(1, 2**128 - 1)
@@ -90,7 +90,7 @@ def test_create_with_deposits_beyond_128_bits_is_rejected(any_world: World) -> N
 
 @pytest.mark.parametrize("value", [ETHER - 1, ETHER + 1, 0])
 def test_create_with_the_wrong_deposit_is_rejected(any_world: World, value: int) -> None:
-    with pytest.raises(errors.PaymentContractWrongDeposit) as exc:
+    with pytest.raises(errors.ChannelsWrongDeposit) as exc:
         create_raw(any_world, raw_params(any_world), value)
     assert exc.value.fields == {"expected": ETHER, "received": value}
 
@@ -99,7 +99,7 @@ def test_create_twice_is_rejected(any_world: World) -> None:
     w = any_world
     params = w.params()
     w.contract.create(w.alice, params)
-    with pytest.raises(errors.PaymentContractChannelExists):
+    with pytest.raises(errors.ChannelsChannelExists):
         w.contract.create(w.alice, params)
 
 
@@ -109,7 +109,7 @@ def test_a_closed_channel_cannot_be_created_again(any_world: World) -> None:
     params, s0 = w.open()
     final = s0.final()
     w.contract.cooperative_close(w.alice, params, final, w.sign(final, w.alice), w.sign(final, w.bob))
-    with pytest.raises(errors.PaymentContractChannelExists):
+    with pytest.raises(errors.ChannelsChannelExists):
         w.contract.create(w.alice, params)
 
 
@@ -131,7 +131,7 @@ def test_confirm_by_anyone_but_bob_is_rejected(any_world: World) -> None:
     params = w.params()
     w.contract.create(w.alice, params)
     for intruder in (w.alice, w.mallory):
-        with pytest.raises(errors.PaymentContractCallerNotBob):
+        with pytest.raises(errors.ChannelsCallerNotBob):
             w.chain.transact(intruder, w.contract.contract.functions.confirm(params.as_abi()), params.deposit_bob)
 
 
@@ -141,21 +141,21 @@ def test_confirm_with_the_wrong_deposit_is_rejected(any_world: World, delta_valu
     params = w.params()
     w.contract.create(w.alice, params)
     call = w.contract.contract.functions.confirm(params.as_abi())
-    with pytest.raises(errors.PaymentContractWrongDeposit):
+    with pytest.raises(errors.ChannelsWrongDeposit):
         w.chain.transact(w.bob, call, params.deposit_bob + delta_value)
 
 
 def test_confirm_twice_is_rejected(any_world: World) -> None:
     w = any_world
     params, _ = w.open()
-    with pytest.raises(errors.PaymentContractWrongPhase) as exc:
+    with pytest.raises(errors.ChannelsWrongPhase) as exc:
         w.contract.confirm(w.bob, params)
     assert exc.value.fields["phase"] == Phase.OPEN
 
 
 def test_confirm_of_an_unknown_channel_is_rejected(any_world: World) -> None:
     w = any_world
-    with pytest.raises(errors.PaymentContractWrongPhase) as exc:
+    with pytest.raises(errors.ChannelsWrongPhase) as exc:
         w.contract.confirm(w.bob, w.params())
     assert exc.value.fields["phase"] == Phase.NONE
 
@@ -170,7 +170,7 @@ def test_confirm_until_the_deadline_inclusive(any_world: World, offset: int) -> 
         w.contract.confirm(w.bob, params)
         assert w.contract.channel(w.contract.channel_id(params)).phase == Phase.OPEN
     else:
-        with pytest.raises(errors.PaymentContractConfirmTooLate) as exc:
+        with pytest.raises(errors.ChannelsConfirmTooLate) as exc:
             w.contract.confirm(w.bob, params)
         assert exc.value.fields == {"deadline": deadline}
 
@@ -185,7 +185,7 @@ def test_refund_only_after_the_deadline(any_world: World, offset: int) -> None:
     deadline = w.contract.create(w.alice, params).event("Initialising").args["deadline"]
     w.chain.set_next_block_timestamp(deadline + offset)
     if offset <= 0:
-        with pytest.raises(errors.PaymentContractRefundTooEarly):
+        with pytest.raises(errors.ChannelsRefundTooEarly):
             w.contract.refund(w.mallory, params)
         return
     alice_before = w.chain.balance(w.alice.address)
@@ -199,7 +199,7 @@ def test_refund_after_confirm_is_rejected(any_world: World) -> None:
     w = any_world
     params, _ = w.open()
     w.chain.advance_time(DELTA + 1)
-    with pytest.raises(errors.PaymentContractWrongPhase):
+    with pytest.raises(errors.ChannelsWrongPhase):
         w.contract.refund(w.alice, params)
 
 
@@ -209,9 +209,9 @@ def test_refund_twice_and_confirm_after_refund_are_rejected(any_world: World) ->
     w.contract.create(w.alice, params)
     w.chain.advance_time(DELTA + 1)
     w.contract.refund(w.alice, params)
-    with pytest.raises(errors.PaymentContractWrongPhase):
+    with pytest.raises(errors.ChannelsWrongPhase):
         w.contract.refund(w.alice, params)
-    with pytest.raises(errors.PaymentContractWrongPhase):
+    with pytest.raises(errors.ChannelsWrongPhase):
         w.contract.confirm(w.bob, params)
 
 
@@ -244,7 +244,7 @@ def test_close_with_other_balances_at_version_0_needs_a_signature(any_world: Wor
     w = any_world
     params, s0 = w.open()
     forged = PaymentState(s0.channel_id, 0, params.total, 0)
-    with pytest.raises(errors.PaymentContractInvalidSignature):
+    with pytest.raises(errors.ChannelsInvalidSignature):
         w.contract.close(w.alice, params, forged)
 
 
@@ -252,7 +252,7 @@ def test_close_by_a_third_party_is_rejected(any_world: World) -> None:
     w = any_world
     params, s0 = w.open()
     s1 = s0.pay(1, from_alice=True)
-    with pytest.raises(errors.PaymentContractCallerNotParticipant):
+    with pytest.raises(errors.ChannelsCallerNotParticipant):
         w.contract.close(w.mallory, params, s1, w.sign(s1, w.alice))
 
 
@@ -260,7 +260,7 @@ def test_close_with_the_callers_own_signature_is_rejected(any_world: World) -> N
     w = any_world
     params, s0 = w.open()
     s1 = s0.pay(ETHER, from_alice=False)  # good for Alice: she must not sign it for herself
-    with pytest.raises(errors.PaymentContractInvalidSignature) as exc:
+    with pytest.raises(errors.ChannelsInvalidSignature) as exc:
         w.contract.close(w.alice, params, s1, w.sign(s1, w.alice))
     assert exc.value.fields == {"expectedSigner": w.bob.address, "recovered": w.alice.address}
 
@@ -270,7 +270,7 @@ def test_close_before_confirm_is_rejected(any_world: World) -> None:
     params = w.params()
     w.contract.create(w.alice, params)
     s0 = params.initial_state(w.chain.chain_id, w.contract.address)
-    with pytest.raises(errors.PaymentContractWrongPhase):
+    with pytest.raises(errors.ChannelsWrongPhase):
         w.contract.close(w.alice, params, s0)
 
 
@@ -279,11 +279,11 @@ def test_close_with_a_state_of_another_channel_is_rejected(any_world: World) -> 
     params, s0 = w.open()
     other_params, other_s0 = w.open()
     other = other_s0.pay(ETHER, from_alice=True)
-    with pytest.raises(errors.PaymentContractWrongChannel):
+    with pytest.raises(errors.ChannelsWrongChannel):
         w.contract.close(w.bob, params, other, w.sign(other, w.alice))
     # The other channel's signature, relabelled with this channel's id, does not verify.
     relabelled = PaymentState(s0.channel_id, other.version, other.balance_alice, other.balance_bob)
-    with pytest.raises(errors.PaymentContractInvalidSignature):
+    with pytest.raises(errors.ChannelsInvalidSignature):
         w.contract.close(w.bob, params, relabelled, w.sign(other, w.alice))
 
 
@@ -292,7 +292,7 @@ def test_close_with_a_signature_for_another_contract_is_rejected(any_world: Worl
     params, s0 = w.open()
     s1 = s0.pay(ETHER, from_alice=True)
     twin = PaymentContract.deploy(w.chain, w.chain.dev_accounts[0])
-    with pytest.raises(errors.PaymentContractInvalidSignature):
+    with pytest.raises(errors.ChannelsInvalidSignature):
         w.contract.close(w.bob, params, s1, sign_state(twin.domain, s1, w.alice.key))
 
 
@@ -301,7 +301,7 @@ def test_close_with_a_signature_for_another_chain_is_rejected(any_world: World) 
     params, s0 = w.open()
     s1 = s0.pay(ETHER, from_alice=True)
     elsewhere = Domain(w.chain.chain_id + 1, w.contract.address)
-    with pytest.raises(errors.PaymentContractInvalidSignature):
+    with pytest.raises(errors.ChannelsInvalidSignature):
         w.contract.close(w.bob, params, s1, sign_state(elsewhere, s1, w.alice.key))
 
 
@@ -318,7 +318,7 @@ def test_close_with_a_malformed_signature_is_rejected(any_world: World, mangle: 
         "bad_v": sig[:64] + b"\x1d",
         "empty": b"",
     }[mangle]
-    with pytest.raises(errors.PaymentContractInvalidSignature):
+    with pytest.raises(errors.ChannelsInvalidSignature):
         w.contract.close(w.bob, params, s1, bad)
 
 
@@ -327,7 +327,7 @@ def test_close_with_balances_not_conserved_is_rejected(any_world: World, balance
     w = any_world
     params, s0 = w.open()
     bad = PaymentState(s0.channel_id, 1, s0.balance_alice, s0.balance_bob + balance_bob_delta)
-    with pytest.raises(errors.PaymentContractBalancesNotConserved):
+    with pytest.raises(errors.ChannelsBalancesNotConserved):
         w.contract.close(w.bob, params, bad, w.sign(bad, w.alice))
 
 
@@ -337,7 +337,7 @@ def test_close_with_a_balance_above_the_total_is_rejected(any_world: World) -> N
     bad = (s0.channel_id, 1, 2**256 - 1, params.total + 1)  # would overflow if added up
     digest = bytes(w.contract.contract.functions.hashPaymentState(bad).call())
     close = w.contract.contract.functions.close(params.as_abi(), bad, sign(digest, w.alice.key))
-    with pytest.raises(errors.PaymentContractBalancesNotConserved):
+    with pytest.raises(errors.ChannelsBalancesNotConserved):
         w.chain.transact(w.bob, close)
 
 
@@ -349,10 +349,10 @@ def test_a_lower_or_equal_version_cannot_replace_the_registered_one(any_world: W
     s2 = s1.pay(ETHER, from_alice=True)
     w.contract.close(w.bob, params, s2, w.sign(s2, w.alice))
     replay = s1 if version == 1 else PaymentState(s2.channel_id, 2, s1.balance_alice, s1.balance_bob)
-    with pytest.raises(errors.PaymentContractStaleVersion) as exc:
+    with pytest.raises(errors.ChannelsStaleVersion) as exc:
         w.contract.close(w.alice, params, replay, w.sign(replay, w.bob))
     assert exc.value.fields == {"registered": 2, "submitted": version}
-    with pytest.raises(errors.PaymentContractStaleVersion):  # checked before the signature
+    with pytest.raises(errors.ChannelsStaleVersion):  # checked before the signature
         w.contract.close(w.alice, params, replay, b"")
     assert w.contract.channel(s2.channel_id).version == 2
 
@@ -366,9 +366,9 @@ def test_a_higher_version_replaces_the_registered_one_until_the_deadline(any_wor
     deadline = w.contract.close(w.alice, params, s1, w.sign(s1, w.bob)).event("CloseRegistered").args["deadline"]
     w.chain.set_next_block_timestamp(deadline + offset)
     if offset > 0:
-        with pytest.raises(errors.PaymentContractDisputeWindowOver):
+        with pytest.raises(errors.ChannelsDisputeWindowOver):
             w.contract.close(w.bob, params, s2, w.sign(s2, w.alice))
-        with pytest.raises(errors.PaymentContractDisputeWindowOver):
+        with pytest.raises(errors.ChannelsDisputeWindowOver):
             w.contract.close(w.bob, params, s2, b"")
         assert w.contract.channel(s1.channel_id).version == 1
         return
@@ -398,7 +398,7 @@ def test_finalize_pays_out_only_after_the_deadline(any_world: World, offset: int
     deadline = w.contract.close(w.bob, params, s1, w.sign(s1, w.alice)).event("CloseRegistered").args["deadline"]
     w.chain.set_next_block_timestamp(deadline + offset)
     if offset <= 0:
-        with pytest.raises(errors.PaymentContractFinalizeTooEarly) as exc:
+        with pytest.raises(errors.ChannelsFinalizeTooEarly) as exc:
             w.contract.finalize(w.mallory, params)
         assert exc.value.fields == {"deadline": deadline}
         return
@@ -416,15 +416,15 @@ def test_finalize_pays_out_only_after_the_deadline(any_world: World, offset: int
 def test_finalize_of_an_open_channel_and_twice_is_rejected(any_world: World) -> None:
     w = any_world
     params, s0 = w.open()
-    with pytest.raises(errors.PaymentContractWrongPhase):
+    with pytest.raises(errors.ChannelsWrongPhase):
         w.contract.finalize(w.alice, params)
     w.contract.close(w.alice, params, s0)
     w.chain.advance_time(DELTA + 1)
     w.contract.finalize(w.alice, params)
-    with pytest.raises(errors.PaymentContractWrongPhase) as exc:
+    with pytest.raises(errors.ChannelsWrongPhase) as exc:
         w.contract.finalize(w.alice, params)
     assert exc.value.fields["phase"] == Phase.CLOSED
-    with pytest.raises(errors.PaymentContractWrongPhase):
+    with pytest.raises(errors.ChannelsWrongPhase):
         w.contract.close(w.alice, params, s0)
 
 
@@ -452,7 +452,7 @@ def test_an_unrefuted_stale_close_wins_after_the_deadline(any_world: World) -> N
     s2 = s1.pay(3 * ETHER, from_alice=True)
     deadline = w.contract.close(w.alice, params, s1, w.sign(s1, w.bob)).event("CloseRegistered").args["deadline"]
     w.chain.set_next_block_timestamp(deadline + 1)
-    with pytest.raises(errors.PaymentContractDisputeWindowOver):
+    with pytest.raises(errors.ChannelsDisputeWindowOver):
         w.contract.close(w.bob, params, s2, w.sign(s2, w.alice))
     paid = w.contract.finalize(w.bob, params).event("Finalized").args
     assert (paid["version"], paid["balanceAlice"]) == (1, 7 * ETHER)
@@ -485,7 +485,7 @@ def test_cooperative_close_ends_a_dispute_even_after_the_deadline(any_world: Wor
     w.chain.set_next_block_timestamp(deadline + offset)
     receipt = w.contract.cooperative_close(w.bob, params, final, w.sign(final, w.alice), w.sign(final, w.bob))
     assert receipt.event("CooperativelyClosed").args["balanceBob"] == 5 * ETHER
-    with pytest.raises(errors.PaymentContractWrongPhase):
+    with pytest.raises(errors.ChannelsWrongPhase):
         w.contract.finalize(w.bob, params)
 
 
@@ -496,7 +496,7 @@ def test_cooperative_close_below_the_registered_version_is_rejected(any_world: W
     s2 = s1.pay(1, from_alice=True)
     w.contract.close(w.bob, params, s2, w.sign(s2, w.alice))
     final = s0.final()  # version 1
-    with pytest.raises(errors.PaymentContractStaleVersion):
+    with pytest.raises(errors.ChannelsStaleVersion):
         w.contract.cooperative_close(w.alice, params, final, w.sign(final, w.alice), w.sign(final, w.bob))
 
 
@@ -507,7 +507,7 @@ def test_cooperative_close_needs_both_signatures(any_world: World, missing: str)
     final = s0.final()
     sig_alice = w.sign(final, w.mallory if missing == "alice" else w.alice)
     sig_bob = w.sign(final, w.mallory if missing == "bob" else w.bob)
-    with pytest.raises(errors.PaymentContractInvalidSignature):
+    with pytest.raises(errors.ChannelsInvalidSignature):
         w.contract.cooperative_close(w.alice, params, final, sig_alice, sig_bob)
 
 
@@ -516,7 +516,7 @@ def test_ordinary_state_signatures_are_no_final_state(any_world: World) -> None:
     params, s0 = w.open()
     final = s0.pay(ETHER, from_alice=True).final()
     ordinary = PaymentState(final.channel_id, final.version, final.balance_alice, final.balance_bob)
-    with pytest.raises(errors.PaymentContractInvalidSignature):
+    with pytest.raises(errors.ChannelsInvalidSignature):
         w.contract.cooperative_close(w.alice, params, final, w.sign(ordinary, w.alice), w.sign(ordinary, w.bob))
 
 
@@ -524,5 +524,5 @@ def test_cooperative_close_with_balances_not_conserved_is_rejected(any_world: Wo
     w = any_world
     params, s0 = w.open()
     final = PaymentState(s0.channel_id, 1, params.total, 1, is_final=True)
-    with pytest.raises(errors.PaymentContractBalancesNotConserved):
+    with pytest.raises(errors.ChannelsBalancesNotConserved):
         w.contract.cooperative_close(w.alice, params, final, w.sign(final, w.alice), w.sign(final, w.bob))

@@ -61,7 +61,7 @@ def test_a_recipient_that_refuses_eth_cannot_block_the_other_payout(any_world: W
     tx = via(w, wallet, withdraw)
     assert w.chain.balance(w.bob.address) == bob_before + 5 * ETHER - tx.gas_used * tx.receipt["effectiveGasPrice"]
     assert w.contract.owed(wallet.address) == 0
-    with pytest.raises(errors.PaymentContractNothingToWithdraw):
+    with pytest.raises(errors.ChannelsNothingToWithdraw):
         via(w, wallet, withdraw)
 
 
@@ -71,16 +71,16 @@ def test_withdraw_to_an_address_that_refuses_eth_is_rejected_and_keeps_the_credi
     params = w.params(1 * ETHER, 1 * ETHER, bob=wallet.address)
     w.contract.create(w.alice, params)
     close_and_finalize_as_wallet(w, wallet, params, balance_alice=ETHER)
-    with pytest.raises(errors.PaymentContractWithdrawFailed):
+    with pytest.raises(errors.ChannelsWithdrawFailed):
         via(w, wallet, w.contract.contract.functions.withdraw(ETH, wallet.address))
     assert w.contract.owed(wallet.address) == ETHER
 
 
 def test_withdraw_with_nothing_owed_or_to_the_zero_address_is_rejected(any_world: World) -> None:
     w = any_world
-    with pytest.raises(errors.PaymentContractNothingToWithdraw):
+    with pytest.raises(errors.ChannelsNothingToWithdraw):
         w.contract.withdraw(w.mallory, ETH, w.mallory.address)
-    with pytest.raises(errors.PaymentContractInvalidRecipient):
+    with pytest.raises(errors.ChannelsInvalidRecipient):
         w.contract.withdraw(w.mallory, ETH, ETH)
 
 
@@ -124,7 +124,7 @@ def test_ether_sent_to_an_erc20_channel_is_rejected(any_world: World) -> None:
     w = any_world
     tok = token(w, "TestToken", w.alice)
     params = w.params(ETHER, ETHER, token=tok.address)
-    with pytest.raises(errors.PaymentContractWrongDeposit) as exc:
+    with pytest.raises(errors.ChannelsWrongDeposit) as exc:
         w.chain.transact(w.alice, w.contract.contract.functions.create(params.as_abi()), 1)
     assert exc.value.fields == {"expected": 0, "received": 1}
 
@@ -132,7 +132,7 @@ def test_ether_sent_to_an_erc20_channel_is_rejected(any_world: World) -> None:
 def test_a_token_that_takes_a_fee_on_deposit_is_rejected(any_world: World) -> None:
     w = any_world
     tok = token(w, "FeeToken", w.alice)
-    with pytest.raises(errors.PaymentContractWrongDeposit) as exc:
+    with pytest.raises(errors.ChannelsWrongDeposit) as exc:
         w.contract.create(w.alice, w.params(100, 0, token=tok.address))
     assert exc.value.fields == {"expected": 100, "received": 99}
 

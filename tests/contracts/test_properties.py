@@ -96,15 +96,15 @@ class PaymentChannelMachine(RuleBasedStateMachine):
     @rule(m=channels)
     def confirm(self, m: Model) -> None:
         late = self.now + 1 > m.deadline
-        error = (errors.PaymentContractWrongPhase if m.phase != Phase.INITIALISING
-                 else errors.PaymentContractConfirmTooLate if late else None)
+        error = (errors.ChannelsWrongPhase if m.phase != Phase.INITIALISING
+                 else errors.ChannelsConfirmTooLate if late else None)
         if self._expect(m, error, lambda: self.w.contract.confirm(self.w.bob, m.params)) is not None:
             m.phase, m.deadline = Phase.OPEN, 0
 
     @rule(m=channels)
     def refund(self, m: Model) -> None:
-        error = (errors.PaymentContractWrongPhase if m.phase != Phase.INITIALISING
-                 else errors.PaymentContractRefundTooEarly if self.now + 1 <= m.deadline else None)
+        error = (errors.ChannelsWrongPhase if m.phase != Phase.INITIALISING
+                 else errors.ChannelsRefundTooEarly if self.now + 1 <= m.deadline else None)
         receipt = self._expect(m, error, lambda: self.w.contract.refund(self.w.mallory, m.params))
         if receipt is not None:
             m.phase, m.refunded, m.paid_out = Phase.CLOSED, True, receipt.event("Refunded").args["amount"]
@@ -121,11 +121,11 @@ class PaymentChannelMachine(RuleBasedStateMachine):
         caller, signer = (self.w.alice, self.w.bob) if by_alice else (self.w.bob, self.w.alice)
         sig = sign_state(self.w.contract.domain, state, signer.key)
         if m.phase not in (Phase.OPEN, Phase.CLOSING):
-            error = errors.PaymentContractWrongPhase
+            error = errors.ChannelsWrongPhase
         elif m.phase == Phase.CLOSING and self.now + 1 > m.deadline:
-            error = errors.PaymentContractDisputeWindowOver
+            error = errors.ChannelsDisputeWindowOver
         elif m.phase == Phase.CLOSING and state.version <= m.registered:
-            error = errors.PaymentContractStaleVersion
+            error = errors.ChannelsStaleVersion
         else:
             error = None
         if self._expect(m, error, lambda: self.w.contract.close(caller, m.params, state, sig)) is not None:
@@ -135,8 +135,8 @@ class PaymentChannelMachine(RuleBasedStateMachine):
 
     @rule(m=channels)
     def finalize(self, m: Model) -> None:
-        error = (errors.PaymentContractWrongPhase if m.phase != Phase.CLOSING
-                 else errors.PaymentContractFinalizeTooEarly if self.now + 1 <= m.deadline else None)
+        error = (errors.ChannelsWrongPhase if m.phase != Phase.CLOSING
+                 else errors.ChannelsFinalizeTooEarly if self.now + 1 <= m.deadline else None)
         receipt = self._expect(m, error, lambda: self.w.contract.finalize(self.w.mallory, m.params))
         if receipt is not None:
             paid = receipt.event("Finalized").args
@@ -149,9 +149,9 @@ class PaymentChannelMachine(RuleBasedStateMachine):
     def cooperative_close(self, m: Model) -> None:
         final = m.states[-1].final()
         if m.phase not in (Phase.OPEN, Phase.CLOSING):
-            error = errors.PaymentContractWrongPhase
+            error = errors.ChannelsWrongPhase
         elif m.phase == Phase.CLOSING and final.version <= m.registered:
-            error = errors.PaymentContractStaleVersion
+            error = errors.ChannelsStaleVersion
         else:
             error = None
         domain = self.w.contract.domain

@@ -323,7 +323,7 @@ def test_unilateral_close_then_finalize_after_delta(net: Net) -> None:
     assert (alice_view["stage"], alice_view["registered_version"]) == ("closing", 2)  # nothing to dispute
 
     too_early = one_line_failure(perun("finalize", cid, "--data", alice.data))
-    assert too_early.startswith(f"perun finalize: PaymentContractFinalizeTooEarly(deadline={event['deadline']}")
+    assert too_early.startswith(f"perun finalize: ChannelsFinalizeTooEarly(deadline={event['deadline']}")
     no_more = one_line_failure(perun("pay", cid, "1wei", "--data", alice.data))
     assert no_more == f"perun pay: channel {cid} is closing, not open"
 

@@ -13,16 +13,16 @@ from perun.chain.reverts import translate
 from perun.core.channel import Phase
 
 CHANNEL = b"\x07" * 32
-WRONG_PHASE = keccak(text="PaymentContractWrongPhase(bytes32,uint8)")[:4] + encode(["bytes32", "uint8"], [CHANNEL, 2])
+WRONG_PHASE = keccak(text="ChannelsWrongPhase(bytes32,uint8)")[:4] + encode(["bytes32", "uint8"], [CHANNEL, 2])
 
 
 def test_eth_tester_and_anvil_reverts_decode_alike() -> None:
     from_tester = translate(EthTesterFailed(f"execution reverted: {WRONG_PHASE!r}"))
     from_anvil = translate(ContractCustomError("0x" + WRONG_PHASE.hex(), data="0x" + WRONG_PHASE.hex()))
     for exc in (from_tester, from_anvil):
-        assert isinstance(exc, errors.PaymentContractWrongPhase)
+        assert isinstance(exc, errors.ChannelsWrongPhase)
         assert exc.fields == {"channelId": CHANNEL, "phase": Phase.OPEN}
-    assert str(from_tester) == f"PaymentContractWrongPhase(channelId=0x{CHANNEL.hex()}, phase=OPEN)"
+    assert str(from_tester) == f"ChannelsWrongPhase(channelId=0x{CHANNEL.hex()}, phase=OPEN)"
 
 
 def test_reason_strings_panics_and_unknown_errors() -> None:
@@ -50,9 +50,12 @@ def test_other_failures_become_chain_errors() -> None:
     assert translate(same) is same
 
 
+PROJECT_CONTRACTS = ("PaymentContract", "MSContract", "HashTimeLock", "TicTacToe")
+
+
 def test_every_contract_error_has_its_python_class() -> None:
-    in_abi = {item["name"] for item in load("PaymentContract")["abi"] if item["type"] == "error"}
-    ours = {name for name in in_abi if name.startswith("PaymentContract")}
+    in_abi = {item["name"] for name in PROJECT_CONTRACTS for item in load(name)["abi"] if item["type"] == "error"}
+    ours = {name for name in in_abi if name.startswith(("Channels", *PROJECT_CONTRACTS))}
     assert ours == set(errors.CONTRACT_ERRORS)
     for name, cls in errors.CONTRACT_ERRORS.items():
         assert getattr(errors, name) is cls and issubclass(cls, errors.PerunError)

@@ -67,7 +67,7 @@ def test_reason_must_be_bounded_utf8():
 
 def test_every_refusal_has_its_own_code():
     assert m.code_of(errors.UpdateConflict("x")) is m.ErrorCode.CONFLICT
-    assert m.code_of(errors.PaymentContractStaleVersion({"registered": 1, "submitted": 1})) is m.ErrorCode.STALE_VERSION
+    assert m.code_of(errors.ChannelsStaleVersion({"registered": 1, "submitted": 1})) is m.ErrorCode.STALE_VERSION
     assert m.code_of(errors.AlreadyFinal("x")) is m.ErrorCode.ALREADY_FINAL
     assert m.code_of(errors.UnknownChannel("x")) is m.ErrorCode.UNKNOWN_CHANNEL
     assert m.code_of(ValueError("bug")) is m.ErrorCode.INTERNAL

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from perun import errors
 from perun.chain.backend import Chain, Sender
+from perun.chain.multistate import MSContract
 from perun.chain.payment import PaymentContract
+
+APP_NAMES = ("HashTimeLock", "TicTacToe")
 
 
 @dataclass(frozen=True)
@@ -16,6 +19,8 @@ class Deployment:
     chain_id: int
     payment_contract: str
     block_number: int
+    ms_contract: str = ""  # empty in files written before multistate channels
+    apps: dict[str, str] = field(default_factory=dict)  # nanocontract app name -> address
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,11 +35,20 @@ class Deployment:
 
     def payment(self, chain: Chain) -> PaymentContract:
         """The deployed PaymentContract, after checking the file is for this chain."""
+        return PaymentContract(chain, self._checked(chain, self.payment_contract))
+
+    def multistate(self, chain: Chain) -> MSContract:
+        """The deployed MSContract, after checking the file is for this chain."""
+        if not self.ms_contract:
+            raise errors.DeploymentNotFound("this deployment has no MSContract: deploy again")
+        return MSContract(chain, self._checked(chain, self.ms_contract))
+
+    def _checked(self, chain: Chain, address: str) -> str:
         if chain.chain_id != self.chain_id:
             raise errors.DeploymentNotFound(f"deployment is for chain {self.chain_id}, connected to {chain.chain_id}")
-        if not chain.w3.eth.get_code(self.payment_contract):
-            raise errors.DeploymentNotFound(f"no contract at {self.payment_contract} on chain {chain.chain_id}")
-        return PaymentContract(chain, self.payment_contract)
+        if not chain.w3.eth.get_code(address):
+            raise errors.DeploymentNotFound(f"no contract at {address} on chain {chain.chain_id}")
+        return address
 
 
 def default_path(chain_id: int) -> Path:
@@ -42,5 +56,8 @@ def default_path(chain_id: int) -> Path:
 
 
 def deploy(chain: Chain, sender: Sender) -> Deployment:
-    contract = PaymentContract.deploy(chain, sender)
-    return Deployment(chain.chain_id, contract.address, chain.block_number())
+    """PaymentContract, MSContract and the nanocontract apps."""
+    payment = PaymentContract.deploy(chain, sender)
+    ms = MSContract.deploy(chain, sender)
+    apps = {name: chain.deploy(sender, name) for name in APP_NAMES}
+    return Deployment(chain.chain_id, payment.address, chain.block_number(), ms.address, apps)

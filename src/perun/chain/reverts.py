@@ -79,7 +79,7 @@ def decode_revert(data: bytes) -> errors.PerunError:
 def _readable(param: dict, value: object) -> object:
     if param["type"] == "address":
         return to_checksum_address(value)
-    if param.get("internalType") == "enum PaymentContract.Phase":
+    if param.get("internalType") == "enum Channels.Phase":
         return Phase(value)
     return value
 

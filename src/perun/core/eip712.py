@@ -26,6 +26,7 @@ PAYMENT_STATE_TYPEHASH = keccak(text=PAYMENT_STATE_TYPE)
 FINAL_STATE_TYPEHASH = keccak(text=FINAL_STATE_TYPE)
 
 PAYMENT_CONTRACT_NAME = "Perun PaymentContract"
+MS_CONTRACT_NAME = "Perun MSContract"
 PAYMENT_CONTRACT_VERSION = "1"
 
 _SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -59,6 +60,10 @@ class Domain:
         """The 32 bytes a party signs: a PaymentState, or a FinalState when `state.is_final`."""
         return _digest(self, state)
 
+    def digest_of(self, struct_hash: bytes) -> bytes:
+        """The 32 bytes a party signs for a struct whose EIP-712 hashStruct is `struct_hash`."""
+        return keccak(b"\x19\x01" + self.separator + struct_hash)
+
     def _digest(self, state: PaymentState) -> bytes:
         typehash = FINAL_STATE_TYPEHASH if state.is_final else PAYMENT_STATE_TYPEHASH
         struct_hash = keccak(
@@ -68,11 +73,22 @@ class Domain:
             + _word(state.balance_alice)
             + _word(state.balance_bob)
         )
-        return keccak(b"\x19\x01" + self.separator + struct_hash)
+        return self.digest_of(struct_hash)
 
     def typed_data(self, state: PaymentState) -> dict:
         """The same message as EIP-712 JSON, for wallets and eth-account."""
         primary = "FinalState" if state.is_final else "PaymentState"
+        fields = [("channelId", "bytes32"), ("version", "uint64"), ("balanceAlice", "uint256"), ("balanceBob", "uint256")]
+        message = {
+            "channelId": state.channel_id,
+            "version": state.version,
+            "balanceAlice": state.balance_alice,
+            "balanceBob": state.balance_bob,
+        }
+        return self.typed_message({primary: fields}, primary, message)
+
+    def typed_message(self, types: dict[str, list[tuple[str, str]]], primary: str, message: dict) -> dict:
+        """EIP-712 JSON of `message` of type `primary` in this domain (types: name -> fields)."""
         return {
             "types": {
                 "EIP712Domain": [
@@ -81,12 +97,7 @@ class Domain:
                     {"name": "chainId", "type": "uint256"},
                     {"name": "verifyingContract", "type": "address"},
                 ],
-                primary: [
-                    {"name": "channelId", "type": "bytes32"},
-                    {"name": "version", "type": "uint64"},
-                    {"name": "balanceAlice", "type": "uint256"},
-                    {"name": "balanceBob", "type": "uint256"},
-                ],
+                **{name: [{"name": n, "type": t} for n, t in fields] for name, fields in types.items()},
             },
             "primaryType": primary,
             "domain": {
@@ -95,12 +106,7 @@ class Domain:
                 "chainId": self.chain_id,
                 "verifyingContract": to_checksum_address(self.verifying_contract),
             },
-            "message": {
-                "channelId": state.channel_id,
-                "version": state.version,
-                "balanceAlice": state.balance_alice,
-                "balanceBob": state.balance_bob,
-            },
+            "message": message,
         }
 
 
@@ -151,7 +157,12 @@ def sign_state(domain: Domain, state: PaymentState, private_key: bytes) -> bytes
 
 def check_signature(domain: Domain, state: PaymentState, signature: bytes, expected: str) -> None:
     """InvalidSignature unless `expected` signed `state` in `domain`."""
-    signer = _recover_raw(domain.digest(state), signature)
+    check_digest_signature(domain.digest(state), signature, expected)
+
+
+def check_digest_signature(digest: bytes, signature: bytes, expected: str) -> None:
+    """InvalidSignature unless `expected` signed `digest`."""
+    signer = _recover_raw(digest, signature)
     if signer.hex() != expected[2:].lower():  # raw bytes: checksumming costs more than recovering
         raise errors.InvalidSignature(
             f"state signed by {to_checksum_address(signer)}, expected {to_checksum_address(expected)}"

@@ -1,0 +1,375 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {Channels} from "./Channels.sol";
+import {INanocontract} from "./interfaces/INanocontract.sol";
+
+/**
+ * @title MSContract
+ * @notice Perun's multistate channels (seed §3.2): two-party channels whose funds are either the
+ * parties' cash or blocked in nanocontracts, small contracts the parties create and update off
+ * chain, each with its own version, and take to the chain only in a dispute, where this contract
+ * registers and executes them.
+ *
+ * @dev Opening, signatures and payouts come from {Channels}. Off chain, the parties sign two
+ * kinds of state: the channel's {ChannelState} (cash, and the nanocontracts funded from it, in
+ * creation and absorption order) and each nanocontract's {NanocontractState}. Payout of a
+ * closed channel, for each party P:
+ *
+ *     cash(P) + Σ over listed ν of (ν.released(P) + ν.blocked(P))
+ *
+ * where ν is the registered state when its blocked + released equals the funding listed for it,
+ * and otherwise the funding itself. Both sums are bounded by the deposits; the argument is in
+ * docs/protocol.md §10.
+ */
+contract MSContract is Channels {
+    /// @notice A nanocontract funded from the channel's cash: what each party moved into it.
+    struct Funding {
+        bytes32 nid;
+        uint256 alice;
+        uint256 bob;
+    }
+
+    /// @notice The channel's own state: the parties' cash and the live nanocontracts, by nid,
+    /// strictly ascending. Signed by the other party for `close`.
+    struct ChannelState {
+        bytes32 channelId;
+        uint64 version;
+        uint256 cashAlice;
+        uint256 cashBob;
+        Funding[] nanocontracts;
+    }
+
+    /// @notice The seed's ν = (nid, blocked, storage, ver-num) with its app and what it released.
+    /// Signed by the other party for `register`.
+    struct NanocontractState {
+        bytes32 channelId;
+        bytes32 nid;
+        address app;
+        uint64 version;
+        uint256 blockedAlice;
+        uint256 blockedBob;
+        uint256 releasedAlice;
+        uint256 releasedBob;
+        bytes data; // ν.storage
+    }
+
+    /// @notice A registered nanocontract. `windowEnd` is the last second in which a higher
+    /// version replaces it; `since` when it last changed on chain (the apps' clock).
+    struct Registered {
+        address app;
+        uint40 windowEnd;
+        uint40 since;
+        uint64 version;
+        uint128 blockedAlice;
+        uint128 blockedBob;
+        uint128 releasedAlice;
+        uint128 releasedBob;
+        bytes data;
+    }
+
+    bytes32 public constant FUNDING_TYPEHASH = keccak256("Funding(bytes32 nid,uint256 alice,uint256 bob)");
+    bytes32 public constant CHANNEL_STATE_TYPEHASH = keccak256(
+        "ChannelState(bytes32 channelId,uint64 version,uint256 cashAlice,uint256 cashBob,Funding[] nanocontracts)"
+        "Funding(bytes32 nid,uint256 alice,uint256 bob)"
+    );
+    bytes32 public constant NANOCONTRACT_STATE_TYPEHASH = keccak256(
+        "NanocontractState(bytes32 channelId,bytes32 nid,address app,uint64 version,uint256 blockedAlice,"
+        "uint256 blockedBob,uint256 releasedAlice,uint256 releasedBob,bytes data)"
+    );
+
+    /// @notice Most nanocontracts a channel state may list: bounds the loops in `close` and
+    /// `finalize`.
+    uint256 public constant MAX_NANOCONTRACTS = 16;
+
+    mapping(bytes32 channelId => bytes32) private _fundingsHash;
+    mapping(bytes32 channelId => mapping(bytes32 nid => Registered)) private _nanocontracts;
+
+    /// @notice A channel state was registered by `close`, first or replacing a lower version.
+    event CloseRegistered(
+        bytes32 indexed channelId,
+        address indexed by,
+        uint64 version,
+        uint256 cashAlice,
+        uint256 cashBob,
+        Funding[] nanocontracts,
+        uint256 deadline
+    );
+    /// @notice A nanocontract state was registered, first or replacing a lower version.
+    event NanocontractRegistered(
+        bytes32 indexed channelId,
+        bytes32 indexed nid,
+        address indexed by,
+        uint64 version,
+        uint256 windowEnd
+    );
+    /// @notice `by` executed function `fun` of a registered nanocontract; this is its new state.
+    event NanocontractExecuted(
+        bytes32 indexed channelId,
+        bytes32 indexed nid,
+        address indexed by,
+        uint8 fun,
+        uint64 version,
+        uint256 blockedAlice,
+        uint256 blockedBob,
+        uint256 releasedAlice,
+        uint256 releasedBob,
+        bytes data
+    );
+    /// @notice The channel was paid out: its cash amended by its nanocontracts.
+    event Finalized(bytes32 indexed channelId, uint64 version, uint256 payoutAlice, uint256 payoutBob);
+
+    error MSContractTooManyNanocontracts(uint256 count);
+    error MSContractNanocontractsUnsorted(uint256 index);
+    error MSContractAmountTooLarge(bytes32 nid);
+    error MSContractNotRegistered(bytes32 nid);
+    error MSContractWindowOpen(bytes32 nid, uint256 windowEnd);
+    error MSContractSettlementOver(uint256 deadline);
+    error MSContractWrongNanocontracts(bytes32 channelId);
+    error MSContractNotConserved(bytes32 nid);
+    error MSContractTerminated(bytes32 nid);
+
+    constructor() Channels("Perun MSContract") {}
+
+    // ------------------------------------------------------------------ nanocontracts
+
+    /**
+     * @notice Registers a nanocontract state signed by the caller's counterparty. Called by
+     * Alice or Bob while the channel is Open or Closing; in Closing, a first registration only
+     * until the channel's deadline.
+     * @dev The first registration opens a window of Δ; until its end a strictly higher version
+     * replaces the registered one (the window stays). After it, only `execute` changes the
+     * state. Emits {NanocontractRegistered}.
+     */
+    function register(Params calldata p, NanocontractState calldata s, bytes calldata sig) external {
+        bytes32 channelId = channelIdOf(p);
+        Channel storage ch = _closable(channelId);
+        address counterparty = _counterparty(p);
+        _checkChannel(channelId, s.channelId);
+        uint256 total = p.depositAlice + p.depositBob;
+        if (
+            s.blockedAlice > total || s.blockedBob > total || s.releasedAlice > total || s.releasedBob > total
+                || s.blockedAlice + s.blockedBob + s.releasedAlice + s.releasedBob > total
+        ) revert MSContractAmountTooLarge(s.nid);
+        Registered storage nc = _nanocontracts[channelId][s.nid];
+        uint40 windowEnd = nc.windowEnd;
+        if (windowEnd != 0) {
+            // A replacement may come until the window's end, even after a closing channel's D:
+            // the window of a registration made at D must be answerable too.
+            if (block.timestamp > windowEnd) revert ChannelsDisputeWindowOver(windowEnd);
+            if (s.version <= nc.version) revert ChannelsStaleVersion(nc.version, s.version);
+        } else {
+            if (ch.phase == Phase.Closing && block.timestamp > ch.deadline) revert ChannelsDisputeWindowOver(ch.deadline);
+            windowEnd = uint40(block.timestamp + p.delta);
+        }
+        _checkSignature(hashNanocontractState(s), sig, counterparty);
+
+        nc.app = s.app;
+        nc.windowEnd = windowEnd;
+        nc.since = windowEnd;
+        nc.version = s.version;
+        nc.blockedAlice = uint128(s.blockedAlice);
+        nc.blockedBob = uint128(s.blockedBob);
+        nc.releasedAlice = uint128(s.releasedAlice);
+        nc.releasedBob = uint128(s.releasedBob);
+        nc.data = s.data;
+        emit NanocontractRegistered(channelId, s.nid, msg.sender, s.version, windowEnd);
+    }
+
+    /**
+     * @notice Runs function `fun` of a registered nanocontract's app with argument `z` and
+     * records the new state. Called by Alice or Bob, as the app allows, after the nanocontract's
+     * registration window; while the channel is Open, or Closing until its deadline + Δ.
+     * @dev The app's result must keep blocked + released, not raise the sum blocked and not lower
+     * what either party was released. Emits {NanocontractExecuted}; the version goes up by one.
+     */
+    function execute(Params calldata p, bytes32 nid, uint8 fun, bytes calldata z) external {
+        bytes32 channelId = channelIdOf(p);
+        Channel storage ch = _closable(channelId);
+        if (ch.phase == Phase.Closing && block.timestamp > uint256(ch.deadline) + p.delta) {
+            revert MSContractSettlementOver(uint256(ch.deadline) + p.delta);
+        }
+        uint8 caller = msg.sender == p.alice ? 0 : 1;
+        _counterparty(p); // only the parties
+        Registered storage nc = _nanocontracts[channelId][nid];
+        if (nc.windowEnd == 0) revert MSContractNotRegistered(nid);
+        if (block.timestamp <= nc.windowEnd) revert MSContractWindowOpen(nid, nc.windowEnd);
+        uint256 blocked = uint256(nc.blockedAlice) + nc.blockedBob;
+        if (blocked == 0) revert MSContractTerminated(nid);
+
+        INanocontract.AppState memory next = INanocontract(nc.app).transition(
+            INanocontract.Context(caller, block.timestamp, nc.since),
+            fun,
+            z,
+            INanocontract.AppState(nc.blockedAlice, nc.blockedBob, nc.releasedAlice, nc.releasedBob, nc.data)
+        );
+        // Each amount is bounded by what the nanocontract holds before anything is added, so no
+        // result, however large, can overflow the sums.
+        uint256 held = blocked + nc.releasedAlice + nc.releasedBob;
+        if (
+            next.blockedAlice > held || next.blockedBob > held || next.releasedAlice > held
+                || next.releasedBob > held || next.blockedAlice + next.blockedBob > blocked
+                || next.releasedAlice < nc.releasedAlice || next.releasedBob < nc.releasedBob
+                || next.blockedAlice + next.blockedBob + next.releasedAlice + next.releasedBob != held
+        ) revert MSContractNotConserved(nid);
+
+        uint64 version = nc.version + 1;
+        nc.version = version;
+        nc.since = uint40(block.timestamp);
+        nc.blockedAlice = uint128(next.blockedAlice);
+        nc.blockedBob = uint128(next.blockedBob);
+        nc.releasedAlice = uint128(next.releasedAlice);
+        nc.releasedBob = uint128(next.releasedBob);
+        nc.data = next.data;
+        emit NanocontractExecuted(
+            channelId,
+            nid,
+            msg.sender,
+            fun,
+            version,
+            next.blockedAlice,
+            next.blockedBob,
+            next.releasedAlice,
+            next.releasedBob,
+            next.data
+        );
+    }
+
+    // ------------------------------------------------------------------ closing
+
+    /**
+     * @notice Registers a channel state signed by the caller's counterparty. Called by Alice or
+     * Bob.
+     * @dev As PaymentContract.close: from Open it starts the window Δ; in Closing, until the
+     * deadline, a strictly higher version replaces the registered state. The initial state
+     * (version 0, cash equal to the deposits, no nanocontract) needs no signature. Until the
+     * deadline both parties may also `register` their latest nanocontract states. Emits
+     * {CloseRegistered}.
+     */
+    function close(Params calldata p, ChannelState calldata s, bytes calldata sig) external {
+        bytes32 channelId = channelIdOf(p);
+        Channel storage ch = _closable(channelId);
+        address counterparty = _counterparty(p);
+        _checkChannel(channelId, s.channelId);
+        _checkFundings(p, s);
+        _checkReplaceable(ch, s.version);
+        if (s.version != 0 || s.cashAlice != p.depositAlice || s.nanocontracts.length != 0) {
+            _checkSignature(hashChannelState(s), sig, counterparty);
+        }
+
+        uint40 deadline = _registerClose(ch, p, s.version, s.cashAlice);
+        _fundingsHash[channelId] = keccak256(abi.encode(s.nanocontracts));
+        emit CloseRegistered(channelId, msg.sender, s.version, s.cashAlice, s.cashBob, s.nanocontracts, deadline);
+    }
+
+    /**
+     * @notice Pays out a closed channel: each party's cash amended by the nanocontracts of the
+     * registered channel state, passed again as `fundings`. Anyone may call it.
+     * @dev Phase Closing, after the deadline, once every listed nanocontract is registered,
+     * past its window and terminated; and in any case after deadline + Δ, when whatever a
+     * nanocontract still blocks goes to the party who blocked it (the predefined distribution).
+     * Emits {Finalized}; the channel is Closed.
+     */
+    function finalize(Params calldata p, Funding[] calldata fundings) external {
+        bytes32 channelId = channelIdOf(p);
+        Channel storage ch = _channels[channelId];
+        if (ch.phase != Phase.Closing) revert ChannelsWrongPhase(channelId, ch.phase);
+        if (keccak256(abi.encode(fundings)) != _fundingsHash[channelId]) revert MSContractWrongNanocontracts(channelId);
+        if (block.timestamp <= ch.deadline) revert ChannelsFinalizeTooEarly(ch.deadline);
+        bool settling = block.timestamp <= uint256(ch.deadline) + p.delta;
+
+        uint256 payAlice = ch.balanceAlice;
+        uint256 payBob = p.depositAlice + p.depositBob - payAlice;
+        for (uint256 i = 0; i < fundings.length; ++i) {
+            Funding calldata f = fundings[i];
+            Registered storage nc = _nanocontracts[channelId][f.nid];
+            uint256 alice = uint256(nc.blockedAlice) + nc.releasedAlice;
+            uint256 bob = uint256(nc.blockedBob) + nc.releasedBob;
+            bool settled = nc.windowEnd != 0 && block.timestamp > nc.windowEnd && nc.blockedAlice == 0
+                && nc.blockedBob == 0;
+            if (settling && !settled) revert ChannelsFinalizeTooEarly(uint256(ch.deadline) + p.delta);
+            payBob -= f.alice + f.bob;
+            if (nc.windowEnd != 0 && alice + bob == f.alice + f.bob) {
+                payAlice += alice;
+                payBob += bob;
+            } else {
+                payAlice += f.alice;
+                payBob += f.bob;
+            }
+        }
+        uint64 version = ch.version;
+        _markClosed(ch);
+        delete _fundingsHash[channelId];
+        emit Finalized(channelId, version, payAlice, payBob);
+
+        _payout(p.token, p.alice, payAlice);
+        _payout(p.token, p.bob, payBob);
+    }
+
+    // ------------------------------------------------------------------ views
+
+    /// @notice A registered nanocontract (all zero if it was never registered).
+    function nanocontract(bytes32 channelId, bytes32 nid) external view returns (Registered memory) {
+        return _nanocontracts[channelId][nid];
+    }
+
+    /// @notice The EIP-712 digest a party signs for a channel state.
+    function hashChannelState(ChannelState calldata s) public view returns (bytes32) {
+        bytes32[] memory fundings = new bytes32[](s.nanocontracts.length);
+        for (uint256 i = 0; i < fundings.length; ++i) {
+            Funding calldata f = s.nanocontracts[i];
+            fundings[i] = keccak256(abi.encode(FUNDING_TYPEHASH, f.nid, f.alice, f.bob));
+        }
+        return _hashTypedDataV4(
+            keccak256(
+                abi.encode(
+                    CHANNEL_STATE_TYPEHASH,
+                    s.channelId,
+                    s.version,
+                    s.cashAlice,
+                    s.cashBob,
+                    keccak256(abi.encodePacked(fundings))
+                )
+            )
+        );
+    }
+
+    /// @notice The EIP-712 digest a party signs for a nanocontract state.
+    function hashNanocontractState(NanocontractState calldata s) public view returns (bytes32) {
+        return _hashTypedDataV4(
+            keccak256(
+                abi.encode(
+                    NANOCONTRACT_STATE_TYPEHASH,
+                    s.channelId,
+                    s.nid,
+                    s.app,
+                    s.version,
+                    s.blockedAlice,
+                    s.blockedBob,
+                    s.releasedAlice,
+                    s.releasedBob,
+                    keccak256(s.data)
+                )
+            )
+        );
+    }
+
+    // ------------------------------------------------------------------ internals
+
+    /// @dev cash + Σ funding = deposits, at most MAX_NANOCONTRACTS, nids strictly ascending (so
+    /// none is counted twice). Each amount is checked against the total first: no overflow.
+    function _checkFundings(Params calldata p, ChannelState calldata s) private pure {
+        uint256 n = s.nanocontracts.length;
+        if (n > MAX_NANOCONTRACTS) revert MSContractTooManyNanocontracts(n);
+        uint256 total = p.depositAlice + p.depositBob;
+        bool inRange = s.cashAlice <= total && s.cashBob <= total;
+        uint256 sum = inRange ? s.cashAlice + s.cashBob : 0;
+        for (uint256 i = 0; i < n; ++i) {
+            Funding calldata f = s.nanocontracts[i];
+            if (i > 0 && f.nid <= s.nanocontracts[i - 1].nid) revert MSContractNanocontractsUnsorted(i);
+            inRange = inRange && f.alice <= total && f.bob <= total;
+            if (inRange) sum += f.alice + f.bob;
+        }
+        if (!inRange || sum != total) revert ChannelsBalancesNotConserved(s.cashAlice, s.cashBob, total);
+    }
+}

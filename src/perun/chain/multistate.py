@@ -1,0 +1,77 @@
+"""Python binding of a deployed MSContract: multistate channels and their nanocontracts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from perun.chain.backend import Sender
+from perun.chain.channels import ChannelsContract, Receipt
+from perun.core.channel import Params
+from perun.core.eip712 import MS_CONTRACT_NAME
+from perun.core.multistate import ChannelState, Funding, NanocontractState
+
+
+@dataclass(frozen=True)
+class RegisteredNanocontract:
+    """What MSContract stores for a registered nanocontract (MSContract.Registered)."""
+
+    app: str
+    window_end: int  # 0: never registered
+    since: int
+    version: int
+    blocked_alice: int
+    blocked_bob: int
+    released_alice: int
+    released_bob: int
+    storage: bytes
+
+    @property
+    def registered(self) -> bool:
+        return self.window_end != 0
+
+    def state(self, channel_id: bytes, nid: bytes) -> NanocontractState:
+        return NanocontractState(channel_id, nid, self.app, self.version, self.blocked_alice, self.blocked_bob,
+                                 self.released_alice, self.released_bob, self.storage)
+
+
+class MSContract(ChannelsContract):
+    """An MSContract deployed at `address` on `chain`."""
+
+    name = "MSContract"
+    domain_name = MS_CONTRACT_NAME
+
+    # ------------------------------------------------------------------ nanocontracts
+
+    def register(self, sender: Sender, params: Params, state: NanocontractState, signature: bytes) -> Receipt:
+        """Registers a nanocontract state signed by the sender's counterparty."""
+        call = self.contract.functions.register(params.as_abi(), state.as_abi(), signature)
+        return self._transact(sender, call)
+
+    def execute(self, sender: Sender, params: Params, nid: bytes, fun: int, z: bytes = b"") -> Receipt:
+        """Runs function `fun` of a registered nanocontract's app with argument `z`."""
+        return self._transact(sender, self.contract.functions.execute(params.as_abi(), nid, fun, z))
+
+    # ------------------------------------------------------------------ closing
+
+    def close(self, sender: Sender, params: Params, state: ChannelState, signature: bytes = b"") -> Receipt:
+        """Registers a channel state signed by the sender's counterparty (unsigned for the
+        initial state)."""
+        return self._transact(sender, self.contract.functions.close(params.as_abi(), state.as_abi(), signature))
+
+    def finalize(self, sender: Sender, params: Params, nanocontracts: tuple[Funding, ...]) -> Receipt:
+        """Pays out the channel; `nanocontracts` are those of the registered channel state."""
+        call = self.contract.functions.finalize(params.as_abi(), [f.as_abi() for f in nanocontracts])
+        return self._transact(sender, call)
+
+    # ------------------------------------------------------------------ views
+
+    def nanocontract(self, channel_id: bytes, nid: bytes) -> RegisteredNanocontract:
+        app, window_end, since, version, ba, bb, ra, rb, data = self.contract.functions.nanocontract(
+            channel_id, nid).call()
+        return RegisteredNanocontract(app, window_end, since, version, ba, bb, ra, rb, bytes(data))
+
+    def contract_digest(self, state: ChannelState | NanocontractState) -> bytes:
+        """The contract's own EIP-712 digest of `state`, to check the Python one against."""
+        if isinstance(state, ChannelState):
+            return bytes(self.contract.functions.hashChannelState(state.as_abi()).call())
+        return bytes(self.contract.functions.hashNanocontractState(state.as_abi()).call())

@@ -1,0 +1,1094 @@
+"""MSContract on a real EVM, on the embedded chain and on anvil: every function's happy path and
+every rejection, with time moved to each deadline minus one, at it, and plus one.
+
+Every rejection is also checked to change nothing: the channel, the nanocontracts involved and
+the balances of the contract and the parties are the same before and after.
+
+App storage is encoded here with eth_abi, as the NatSpec of contracts/apps/ describes it:
+HashTimeLock (uint8 sender, bytes32 hashlock, uint64 timeout), TicTacToe (uint8 turn,
+uint64 moveTimeout, uint8[9] cells). For the conservation checks of `execute` a "puppet" app is
+deployed from hand-written bytecode: its `transition` returns whatever AppState the caller passes
+ABI-encoded as `z`, so any result an app could return can be tried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import contextmanager
+from typing import Iterator
+
+import pytest
+from eth_abi import encode
+from eth_account.signers.local import LocalAccount
+
+from perun import errors
+from perun.chain.backend import ETHER
+from perun.chain.multistate import MSContract
+from perun.chain.payment import PaymentContract
+from perun.core.channel import Params, Phase
+from perun.core.eip712 import sign
+from perun.core.multistate import ChannelState, Funding, NanocontractState, nanocontract_id, payouts
+
+from tests.conftest import DELTA, MSWorld
+
+PREIMAGE = b"\x42" * 32
+HASHLOCK = hashlib.sha256(PREIMAGE).digest()
+CLAIM, RECLAIM = 0, 1  # HashTimeLock
+MOVE, TIMEOUT = 0, 1  # TicTacToe
+ALICE, BOB = 0, 1
+MOVE_TIMEOUT = 30
+
+# transition(ctx, fun, z, s) returns calldata's z as is: z's offset is the word at 4 + 128.
+#   PUSH1 0x84 CALLDATALOAD PUSH1 4 ADD            p = 4 + offset(z)
+#   DUP1 CALLDATALOAD SWAP1 PUSH1 32 ADD           len = z.length; p + 32
+#   DUP2 SWAP1 PUSH1 0 CALLDATACOPY                memory[0:len] = z
+#   PUSH1 0 RETURN                                 return memory[0:len]
+PUPPET_RUNTIME = bytes.fromhex("608435600401803590602001819060003760" "00f3")
+PUPPET_INIT = bytes.fromhex("6014600c60003960146000f3")  # copies the 20-byte runtime and returns it
+APP_STATE = "(uint256,uint256,uint256,uint256,bytes)"
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def htlc_data(sender: int, timeout: int, hashlock: bytes = HASHLOCK) -> bytes:
+    return encode(["uint8", "bytes32", "uint64"], [sender, hashlock, timeout])
+
+
+def ttt_data(turn: int, cells: tuple[int, ...] = (0,) * 9, move_timeout: int = MOVE_TIMEOUT) -> bytes:
+    return encode(["uint8", "uint64", "uint8[9]"], [turn, move_timeout, list(cells)])
+
+
+def cell(index: int) -> bytes:
+    return encode(["uint8"], [index])
+
+
+def pending_time(w: MSWorld) -> int:
+    """A time no block has yet: on anvil the pending block may be ahead of the latest one."""
+    return max(w.chain.timestamp(), w.chain.w3.eth.get_block("pending")["timestamp"]) + 1
+
+
+def at(w: MSWorld, timestamp: int) -> None:
+    w.chain.set_next_block_timestamp(timestamp)
+
+
+def other(w: MSWorld, who: LocalAccount) -> LocalAccount:
+    return w.bob if who is w.alice else w.alice
+
+
+def register(w: MSWorld, params: Params, nano: NanocontractState, by: LocalAccount):
+    """`by` registers `nano` with the other party's signature."""
+    return w.contract.register(by, params, nano, w.sign(nano, other(w, by)))
+
+
+def close(w: MSWorld, params: Params, state: ChannelState, by: LocalAccount):
+    """`by` closes with `state` and the other party's signature."""
+    return w.contract.close(by, params, state, w.sign(state, other(w, by)))
+
+
+def fund(w: MSWorld, channel: ChannelState, app: str, blocked_alice: int, blocked_bob: int,
+         data: bytes) -> tuple[ChannelState, NanocontractState]:
+    """The next channel state, creating a nanocontract of `app` at version 0, and that nanocontract."""
+    nid = nanocontract_id(channel.channel_id, channel.version + 1)
+    nano = NanocontractState(channel.channel_id, nid, w.apps[app], 0, blocked_alice, blocked_bob, 0, 0, data)
+    return channel.fund(nano), nano
+
+
+def with_htlc(w: MSWorld, timeout: int, amount: int = ETHER, sender: int = ALICE):
+    """An open channel whose state 1 funds a hash time lock of `amount` from `sender`."""
+    params, s0 = w.open()
+    blocked = (amount, 0) if sender == ALICE else (0, amount)
+    s1, nano = fund(w, s0, "HashTimeLock", *blocked, htlc_data(sender, timeout))
+    return params, s1, nano
+
+
+def with_game(w: MSWorld, stake: int = ETHER):
+    """An open channel whose state 1 funds a tic-tac-toe game, each player staking `stake`."""
+    params, s0 = w.open()
+    s1, nano = fund(w, s0, "TicTacToe", stake, stake, ttt_data(ALICE))
+    return params, s1, nano
+
+
+def registered_at(w: MSWorld, params: Params, nano: NanocontractState, by: LocalAccount, t: int) -> int:
+    """Registers `nano` at time `t`; returns its windowEnd (t + Δ)."""
+    at(w, t)
+    window_end = register(w, params, nano, by).event("NanocontractRegistered").args["windowEnd"]
+    assert window_end == t + DELTA
+    return window_end
+
+
+def released_to_bob(nano: NanocontractState, amount: int) -> NanocontractState:
+    """Version 1 of `nano`, terminated, with `amount` released to Bob (whatever it was funded with)."""
+    return NanocontractState(nano.channel_id, nano.nid, nano.app, 1, 0, 0, 0, amount, nano.storage)
+
+
+def deploy_puppet(w: MSWorld) -> str:
+    tx_hash = w.chain.w3.eth.send_transaction(
+        {"from": w.chain.dev_accounts[0], "data": "0x" + (PUPPET_INIT + PUPPET_RUNTIME).hex()})
+    receipt = w.chain.w3.eth.wait_for_transaction_receipt(tx_hash)
+    assert bytes(w.chain.w3.eth.get_code(receipt["contractAddress"])) == PUPPET_RUNTIME
+    return receipt["contractAddress"]
+
+
+def puppet_result(blocked_alice: int, blocked_bob: int, released_alice: int, released_bob: int,
+                  data: bytes = b"") -> bytes:
+    """The `z` that makes the puppet app return this AppState."""
+    return encode([APP_STATE], [(blocked_alice, blocked_bob, released_alice, released_bob, data)])
+
+
+def observed(w: MSWorld, params: Params, nids: tuple[bytes, ...]) -> tuple:
+    channel_id = w.contract.channel_id(params)
+    return (
+        w.contract.channel(channel_id),
+        tuple(w.contract.nanocontract(channel_id, nid) for nid in nids),
+        tuple(w.chain.balance(a) for a in (w.contract.address, w.alice.address, w.bob.address, w.mallory.address)),
+    )
+
+
+@contextmanager
+def unchanged(w: MSWorld, params: Params, *nids: bytes) -> Iterator[None]:
+    """The block changes neither the channel, nor these nanocontracts, nor any balance."""
+    before = observed(w, params, nids)
+    yield
+    assert observed(w, params, nids) == before
+
+
+def balances(w: MSWorld) -> tuple[int, int, int]:
+    return tuple(w.chain.balance(a) for a in (w.alice.address, w.bob.address, w.contract.address))
+
+
+def assert_paid(w: MSWorld, before: tuple[int, int, int], params: Params, alice: int, bob: int) -> None:
+    """Since `before`, Alice got `alice`, Bob `bob` (finalize called by mallory) and the contract
+    paid out exactly the deposits."""
+    assert alice + bob == params.total
+    assert balances(w) == (before[0] + alice, before[1] + bob, before[2] - params.total)
+
+
+def fundings_abi(fundings) -> tuple:
+    return tuple({"nid": f.nid, "alice": f.alice, "bob": f.bob} for f in fundings)
+
+
+# ------------------------------------------------------------------------------ opening
+
+
+def test_create_and_confirm_open_a_channel(any_ms_world: MSWorld) -> None:
+    w = any_ms_world
+    params = w.params()
+    channel_id = w.contract.channel_id(params)
+    held = w.chain.balance(w.contract.address)
+    event = w.contract.create(w.alice, params).event("Initialising")
+    assert event.args["channelId"] == channel_id
+    assert tuple(event.args["params"].values()) == params.as_abi()
+    assert event.args["deadline"] == w.chain.timestamp() + DELTA
+    assert w.contract.channel(channel_id).phase == Phase.INITIALISING
+    assert w.chain.balance(w.contract.address) == held + params.deposit_alice
+    assert w.contract.confirm(w.bob, params).event("Initialised").args == {"channelId": channel_id}
+    stored = w.contract.channel(channel_id)
+    assert (stored.phase, stored.deadline, stored.version, stored.balance_alice) == (Phase.OPEN, 0, 0, 0)
+    assert w.chain.balance(w.contract.address) == held + params.total
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+def test_refund_after_the_confirm_deadline(any_ms_world: MSWorld, offset: int) -> None:
+    w = any_ms_world
+    params = w.params()
+    deadline = w.contract.create(w.alice, params).event("Initialising").args["deadline"]
+    at(w, deadline + offset)
+    if offset == 0:
+        with unchanged(w, params), pytest.raises(errors.ChannelsRefundTooEarly) as exc:
+            w.contract.refund(w.mallory, params)
+        assert exc.value.fields == {"deadline": deadline}
+        return
+    alice, _, held = balances(w)
+    receipt = w.contract.refund(w.mallory, params)
+    assert receipt.event("Refunded").args == {"channelId": w.contract.channel_id(params),
+                                              "amount": params.deposit_alice}
+    assert w.chain.balance(w.alice.address) == alice + params.deposit_alice
+    assert w.chain.balance(w.contract.address) == held - params.deposit_alice
+    assert w.contract.channel(w.contract.channel_id(params)).phase == Phase.CLOSED
+    with pytest.raises(errors.ChannelsWrongPhase):
+        w.contract.confirm(w.bob, params)
+
+
+def test_the_channel_id_differs_from_the_same_params_on_another_contract(any_ms_world: MSWorld) -> None:
+    w = any_ms_world
+    params = w.params()
+    twin = MSContract.deploy(w.chain, w.chain.dev_accounts[0])
+    payment = PaymentContract.deploy(w.chain, w.chain.dev_accounts[0])
+    ids = [bytes(c.contract.functions.channelIdOf(params.as_abi()).call()) for c in (w.contract, twin, payment)]
+    assert ids[0] == w.contract.channel_id(params)
+    assert len(set(ids)) == 3
+    # The same params open a channel on each contract, independently.
+    w.contract.create(w.alice, params)
+    twin.create(w.alice, params)
+    assert w.contract.channel(ids[1]).phase == Phase.NONE
+    assert twin.channel(ids[1]).phase == Phase.INITIALISING
+
+
+# ------------------------------------------------------------------------------ register
+
+
+def test_the_first_registration_opens_a_window_of_delta(any_ms_world: MSWorld) -> None:
+    w = any_ms_world
+    params, s1, nano = with_htlc(w, timeout=2**40)
+    t = pending_time(w) + 5
+    at(w, t)
+    receipt = register(w, params, nano, w.bob)
+    assert receipt.event("NanocontractRegistered").args == {
+        "channelId": nano.channel_id, "nid": nano.nid, "by": w.bob.address, "version": 0, "windowEnd": t + DELTA,
+    }
+    stored = w.contract.nanocontract(nano.channel_id, nano.nid)
+    assert stored.registered
+    assert (stored.window_end, stored.since) == (t + DELTA, t + DELTA)
+    assert stored.state(nano.channel_id, nano.nid) == nano
+    assert w.contract.channel(nano.channel_id).phase == Phase.OPEN  # the channel stays open
+
+
+@pytest.mark.parametrize("offset", [-1, 0, 1])
+def test_a_higher_version_replaces_a_registration_until_its_window_ends(any_ms_world: MSWorld, offset: int) -> None:
+    w = any_ms_world
+    params, s1, v0 = with_game(w)
+    v2 = NanocontractState(v0.channel_id, v0.nid, v0.app, 2, ETHER, ETHER, 0, 0, ttt_data(ALICE, (1, 2) + (0,) * 7))
+    window_end = registered_at(w, params, v0, w.alice, pending_time(w))
+    at(w, window_end + offset)
+    if offset > 0:
+        with unchanged(w, params, v0.nid), pytest.raises(errors.ChannelsDisputeWindowOver) as exc:
+            register(w, params, v2, w.bob)
+        assert exc.value.fields == {"deadline": window_end}
+        return
+    event = register(w, params, v2, w.bob).event("NanocontractRegistered")
+    assert (event.args["by"], event.args["version"], event.args["windowEnd"]) == (w.bob.address, 2, window_end)
+    stored = w.contract.nanocontract(v0.channel_id, v0.nid)
+    assert (stored.window_end, stored.since) == (window_end, window_end)  # the window is not extended
+    assert stored.state(v0.channel_id, v0.nid) == v2
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_a_lower_or_equal_version_cannot_replace_a_registration(any_ms_world: MSWorld, version: int) -> None:
+    w = any_ms_world
+    params, s1, v0 = with_game(w)
+    v3 = NanocontractState(v0.channel_id, v0.nid, v0.app, 3, ETHER, ETHER, 0, 0, ttt_data(BOB, (1, 2, 1) + (0,) * 6))
+    register(w, params, v3, w.alice)
+    replay = NanocontractState(v0.channel_id, v0.nid, v0.app, version, ETHER, ETHER, 0, 0, ttt_data(ALICE))
+    with unchanged(w, params, v0.nid):
+        with pytest.raises(errors.ChannelsStaleVersion) as exc:
+            register(w, params, replay, w.bob)
+        assert exc.value.fields == {"registered": 3, "submitted": version}
+        with pytest.raises(errors.ChannelsStaleVersion):  # checked before the signature
+            w.contract.register(w.bob, params, replay, b"")
+
+
+@pytest.mark.parametrize("signer", ["caller", "mallory"])
+def test_register_needs_the_counterpartys_signature(any_ms_world: MSWorld, signer: str) -> None:
+    w = any_ms_world
+    params, s1, nano = with_htlc(w, timeout=2**40)
+    key = w.bob if signer == "caller" else w.mallory
+    with unchanged(w, params, nano.nid), pytest.raises(errors.ChannelsInvalidSignature) as exc:
+        w.contract.register(w.bob, params, nano, w.sign(nano, key))
+    assert exc.value.fields == {"expectedSigner": w.alice.address, "recovered": key.address}
+
+
+def test_register_by_a_third_party_is_rejected(any_ms_world: MSWorld) -> None:
+    w = any_ms_world
+    params, s1, nano = with_htlc(w, timeout=2**40)
+    with unchanged(w, params, nano.nid), pytest.raises(errors.ChannelsCallerNotParticipant) as exc:
+        w.contract.register(w.mallory, params, nano, w.sign(nano, w.alice))
+    assert exc.value.fields == {"caller": w.mallory.address}
+
+
+def test_register_of_another_channels_nanocontract_is_rejected(any_ms_world: MSWorld) -> None:
+    w = any_ms_world
+    params, s1, nano = with_htlc(w, timeout=2**40)
+    other_params, other_s1, foreign = with_htlc(w, timeout=2**40)
+    with unchanged(w, params, nano.nid, foreign.nid), pytest.raises(errors.ChannelsWrongChannel) as exc:
+        register(w, params, foreign, w.bob)
+    assert exc.value.fields == {"expected": nano.channel_id, "received": foreign.channel_id}
+    assert not w.contract.nanocontract(foreign.channel_id, foreign.nid).registered
+
+
+@pytest.mark.parametrize("amounts", [
+    "blocked_alice", "blocked_bob", "released_alice", "released_bob", "sum", "max_uint",
+])
+def test_register_with_amounts_above_the_deposits_is_rejected(any_ms_world: MSWorld, amounts: str) -> None:
+    w = any_ms_world
+    params, s1, nano = with_htlc(w, timeout=2**40)
+    total = params.total
+    values = {
+        "blocked_alice": (total + 1, 0, 0, 0),
+        "blocked_bob": (0, total + 1, 0, 0),
+        "released_alice": (0, 0, total + 1, 0),
+        "released_bob": (0, 0, 0, total + 1),
+        "sum": (total - 3, 1, 1, 2),  # each within the deposits, together above them
+        "max_uint": (2**256 - 1, 2**256 - 1, 2**256 - 1, 2**256 - 1),  # would overflow if added up
+    }[amounts]
+    raw = (nano.channel_id, nano.nid, nano.app, 1, *values, nano.storage)
+    digest = bytes(w.contract.contract.functions.hashNanocontractState(raw).call())
+    call = w.contract.contract.functions.register(params.as_abi(), raw, sign(digest, w.alice.key))
+    with unchanged(w, params, nano.nid), pytest.raises(errors.MSContractAmountTooLarge) as exc:
+        w.chain.transact(w.bob, call)
+    assert exc.value.fields == {"nid": nano.nid}
+
+
+def test_register_with_exactly_the_deposits_is_accepted(any_ms_world: MSWorld) -> None:
+    w = any_ms_world
+    params, s1, nano = with_htlc(w, timeout=2**40)
+    full = NanocontractState(nano.channel_id, nano.nid, nano.app, 1, params.total - 3, 1, 0, 2, nano.storage)
+    register(w, params, full, w.bob)
+    assert w.contract.nanocontract(nano.channel_id, nano.nid).state(nano.channel_id, nano.nid) == full
+
+
+@pytest.mark.parametrize("phase", [Phase.NONE, Phase.INITIALISING, Phase.CLOSED])
+def test_register_in_a_channel_that_is_not_open_is_rejected(any_ms_world: MSWorld, phase: Phase) -> None:
+    w = any_ms_world
+    params = w.params()
+    channel_id = w.contract.channel_id(params)
+    if phase != Phase.NONE:
+        w.contract.create(w.alice, params)
+    if phase == Phase.CLOSED:
+        w.contract.confirm(w.bob, params)
+        deadline = w.contract.close(w.alice, params, ChannelState.initial(params, channel_id)) \
+            .event("CloseRegistered").args["deadline"]
+        at(w, deadline + 1)
+        w.contract.finalize(w.mallory, params, ())
+    nid = nanocontract_id(channel_id, 1)
+    nano = NanocontractState(channel_id, nid, w.apps["HashTimeLock"], 0, ETHER, 0, 0, 0, htlc_data(ALICE, 2**40))
+    with unchanged(w, params, nid), pytest.raises(errors.ChannelsWrongPhase) as exc:
+        register(w, params, nano, w.bob)
+    assert exc.value.fields == {"channelId": channel_id, "phase": phase}
+
+
+@pytest.mark.parametrize("offset", [-1, 0, 1])
+def test_register_in_a_closing_channel_until_its_deadline(any_ms_world: MSWorld, offset: int) -> None:
+    w = any_ms_world
+    params, s1, nano = with_htlc(w, timeout=2**40)
+    deadline = close(w, params, s1, w.alice).event("CloseRegistered").args["deadline"]
+    at(w, deadline + offset)
+    if offset > 0:
+        with unchanged(w, params, nano.nid), pytest.raises(errors.ChannelsDisputeWindowOver) as exc:
+            register(w, params, nano, w.bob)
+        assert exc.value.fields == {"deadline": deadline}
+        return
+    event = register(w, params, nano, w.bob).event("NanocontractRegistered")
+    assert event.args["windowEnd"] == deadline + offset + DELTA
+    assert w.contract.nanocontract(nano.channel_id, nano.nid).window_end == deadline + offset + DELTA
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+def test_a_registration_made_at_the_close_deadline_can_be_answered_until_its_window_ends(
+        any_ms_world: MSWorld, offset: int) -> None:
+    """docs/protocol.md §10.5: in a Closing channel first registrations stop at D, but one made
+    at D can still be replaced by a higher version until its window ends, at D + Δ."""
+    w = any_ms_world
+    params, s1, v0 = with_game(w)
+    bob_won = NanocontractState(v0.channel_id, v0.nid, v0.app, 6, 0, 0, 0, 2 * ETHER, ttt_data(ALICE))
+    deadline = close(w, params, s1, w.bob).event("CloseRegistered").args["deadline"]
+    window_end = registered_at(w, params, v0, w.alice, deadline)  # stale: Bob has since won the game
+    assert window_end == deadline + DELTA
+    at(w, deadline + 1)
+    with unchanged(w, params, v0.nid), pytest.raises(errors.MSContractWindowOpen):
+        w.contract.execute(w.alice, params, v0.nid, MOVE, cell(0))
+    at(w, window_end + offset)
+    if offset > 0:
+        with unchanged(w, params, v0.nid), pytest.raises(errors.ChannelsDisputeWindowOver) as exc:
+            register(w, params, bob_won, w.bob)
+        assert exc.value.fields == {"deadline": window_end}
+        expected = (6 * ETHER, 4 * ETHER)  # v0 stands: the stakes go back
+    else:
+        event = register(w, params, bob_won, w.bob).event("NanocontractRegistered")
+        assert (event.args["version"], event.args["windowEnd"]) == (6, window_end)
+        expected = (5 * ETHER, 5 * ETHER)  # Bob's win counts
+    at(w, window_end + 1)
+    before = balances(w)
+    paid = w.contract.finalize(w.mallory, params, s1.nanocontracts).event("Finalized").args
+    assert (paid["payoutAlice"], paid["payoutBob"]) == expected
+    assert_paid(w, before, params, *expected)
+
+
+def test_a_stale_registration_is_refuted_and_execution_starts_from_the_newer_version(
+        any_ms_world: MSWorld) -> None:
+    """docs/protocol.md §10.7, path 2."""
+    w = any_ms_world
+    params, s1, v0 = with_game(w)
+    board1 = (0, 0, 0, 0, 1, 0, 0, 0, 0)
+    board3 = (2, 0, 0, 0, 1, 0, 0, 0, 1)
+    v1 = NanocontractState(v0.channel_id, v0.nid, v0.app, 1, ETHER, ETHER, 0, 0, ttt_data(BOB, board1))
+    v3 = NanocontractState(v0.channel_id, v0.nid, v0.app, 3, ETHER, ETHER, 0, 0, ttt_data(BOB, board3))
+    window_end = registered_at(w, params, v1, w.alice, pending_time(w))
+    at(w, window_end)
+    assert register(w, params, v3, w.bob).event("NanocontractRegistered").args["windowEnd"] == window_end
+    at(w, window_end + 1)
+    event = w.contract.execute(w.bob, params, v0.nid, MOVE, cell(2)).event("NanocontractExecuted")
+    board4 = (2, 0, 2, 0, 1, 0, 0, 0, 1)
+    assert (event.args["version"], event.args["data"]) == (4, ttt_data(ALICE, board4))
+    assert w.contract.nanocontract(v0.channel_id, v0.nid).storage == ttt_data(ALICE, board4)
+
+
+# ------------------------------------------------------------------------------ execute
+
+
+@pytest.mark.parametrize("offset", [-1, 0, 1])
+def test_execute_only_after_the_registration_window(any_ms_world: MSWorld, offset: int) -> None:
+    w = any_ms_world
+    t = pending_time(w) + 5
+    params, s1, nano = with_htlc(w, timeout=t + 3 * DELTA)
+    window_end = registered_at(w, params, nano, w.bob, t)
+    at(w, window_end + offset)
+    if offset <= 0:
+        with unchanged(w, params, nano.nid), pytest.raises(errors.MSContractWindowOpen) as exc:
+            w.contract.execute(w.bob, params, nano.nid, CLAIM, PREIMAGE)
+        assert exc.value.fields == {"nid": nano.nid, "windowEnd": window_end}
+        return
+    alice, _, held = balances(w)
+    receipt = w.contract.execute(w.bob, params, nano.nid, CLAIM, PREIMAGE)
+    assert receipt.event("NanocontractExecuted").args == {
+        "channelId": nano.channel_id, "nid": nano.nid, "by": w.bob.address, "fun": CLAIM, "version": 1,
+        "blockedAlice": 0, "blockedBob": 0, "releasedAlice": 0, "releasedBob": ETHER, "data": nano.storage,
+    }
+    stored = w.contract.nanocontract(nano.channel_id, nano.nid)
+    assert (stored.window_end, stored.since, stored.version) == (window_end, window_end + 1, 1)
+    assert (stored.blocked_alice, stored.blocked_bob, stored.released_alice, stored.released_bob) == (0, 0, 0, ETHER)
+    # Nothing is paid out by execute: the release counts at the channel's payout.
+    assert (w.chain.balance(w.alice.address), w.chain.balance(w.contract.address)) == (alice, held)
+    # Terminated: nothing left to execute.
+    with unchanged(w, params, nano.nid), pytest.raises(errors.MSContractTerminated) as exc:
+        w.contract.execute(w.alice, params, nano.nid, RECLAIM)
+    assert exc.value.fields == {"nid": nano.nid}
+
+
+def test_execute_of_an_unregistered_nanocontract_is_rejected(any_ms_world: MSWorld) -> None:
+    w = any_ms_world
+    params, s1, nano = with_htlc(w, timeout=2**40)
+    with unchanged(w, params, nano.nid), pytest.raises(errors.MSContractNotRegistered) as exc:
+        w.contract.execute(w.bob, params, nano.nid, CLAIM, PREIMAGE)
+    assert exc.value.fields == {"nid": nano.nid}
+
+
+def test_execute_of_a_nanocontract_registered_as_terminated_is_rejected(any_ms_world: MSWorld) -> None:
+    w = any_ms_world
+    params, s1, v0 = with_htlc(w, timeout=2**40)
+    done = NanocontractState(v0.channel_id, v0.nid, v0.app, 1, 0, 0, 0, ETHER, v0.storage)
+    window_end = registered_at(w, params, done, w.bob, pending_time(w))
+    at(w, window_end + 1)
+    with unchanged(w, params, v0.nid), pytest.raises(errors.MSContractTerminated) as exc:
+        w.contract.execute(w.bob, params, v0.nid, CLAIM, PREIMAGE)
+    assert exc.value.fields == {"nid": v0.nid}
+
+
+def test_execute_by_a_third_party_is_rejected(any_ms_world: MSWorld) -> None:
+    w = any_ms_world
+    params, s1, nano = with_htlc(w, timeout=2**40)
+    window_end = registered_at(w, params, nano, w.bob, pending_time(w))
+    at(w, window_end + 1)
+    with unchanged(w, params, nano.nid), pytest.raises(errors.ChannelsCallerNotParticipant) as exc:
+        w.contract.execute(w.mallory, params, nano.nid, CLAIM, PREIMAGE)
+    assert exc.value.fields == {"caller": w.mallory.address}
+
+
+def test_execute_of_an_unknown_channel_is_rejected(any_ms_world: MSWorld) -> None:
+    w = any_ms_world
+    params = w.params()
+    with pytest.raises(errors.ChannelsWrongPhase) as exc:
+        w.contract.execute(w.alice, params, bytes(32), CLAIM, PREIMAGE)
+    assert exc.value.fields == {"channelId": w.contract.channel_id(params), "phase": Phase.NONE}
+
+
+def test_a_wrong_preimage_surfaces_as_the_apps_error(any_ms_world: MSWorld) -> None:
+    w = any_ms_world
+    params, s1, nano = with_htlc(w, timeout=2**40)
+    window_end = registered_at(w, params, nano, w.bob, pending_time(w))
+    at(w, window_end + 1)
+    wrong = b"\x43" * 32
+    with unchanged(w, params, nano.nid), pytest.raises(errors.HashTimeLockWrongPreimage) as exc:
+        w.contract.execute(w.bob, params, nano.nid, CLAIM, wrong)
+    assert exc.value.fields == {"hashlock": HASHLOCK, "hashOfPreimage": hashlib.sha256(wrong).digest()}
+    with unchanged(w, params, nano.nid), pytest.raises(errors.HashTimeLockWrongCaller) as exc:
+        w.contract.execute(w.alice, params, nano.nid, CLAIM, PREIMAGE)  # the sender cannot claim
+    assert exc.value.fields == {"caller": ALICE}
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+def test_a_claim_works_until_the_timeout(any_ms_world: MSWorld, offset: int) -> None:
+    w = any_ms_world
+    t = pending_time(w) + 5
+    timeout = t + 2 * DELTA
+    params, s1, nano = with_htlc(w, timeout=timeout, sender=BOB)
+    registered_at(w, params, nano, w.alice, t)
+    at(w, timeout + offset)
+    if offset > 0:
+        with unchanged(w, params, nano.nid), pytest.raises(errors.HashTimeLockExpired) as exc:
+            w.contract.execute(w.alice, params, nano.nid, CLAIM, PREIMAGE)
+        assert exc.value.fields == {"timeout": timeout}
+        return
+    event = w.contract.execute(w.alice, params, nano.nid, CLAIM, PREIMAGE).event("NanocontractExecuted")
+    assert (event.args["by"], event.args["releasedAlice"], event.args["releasedBob"]) == (w.alice.address, ETHER, 0)
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+def test_a_reclaim_works_only_after_the_timeout(any_ms_world: MSWorld, offset: int) -> None:
+    w = any_ms_world
+    t = pending_time(w) + 5
+    timeout = t + 2 * DELTA
+    params, s1, nano = with_htlc(w, timeout=timeout)
+    registered_at(w, params, nano, w.bob, t)
+    at(w, timeout + offset)
+    if offset == 0:
+        with unchanged(w, params, nano.nid), pytest.raises(errors.HashTimeLockNotExpired) as exc:
+            w.contract.execute(w.alice, params, nano.nid, RECLAIM)
+        assert exc.value.fields == {"timeout": timeout}
+        return
+    event = w.contract.execute(w.alice, params, nano.nid, RECLAIM).event("NanocontractExecuted")
+    assert (event.args["fun"], event.args["releasedAlice"], event.args["blockedAlice"]) == (RECLAIM, ETHER, 0)
+    stored = w.contract.nanocontract(nano.channel_id, nano.nid)
+    assert (stored.version, stored.since, stored.released_alice) == (1, timeout + 1, ETHER)
+
+
+def test_a_game_of_tic_tac_toe_played_on_chain_to_a_win(any_ms_world: MSWorld) -> None:
+    w = any_ms_world
+    params, s1, nano = with_game(w)
+    window_end = registered_at(w, params, nano, w.bob, pending_time(w))
+    cells = [0] * 9
+    t = window_end
+    moves = [(w.alice, ALICE, 0), (w.bob, BOB, 3), (w.alice, ALICE, 1), (w.bob, BOB, 4), (w.alice, ALICE, 2)]
+    for version, (player, mark, index) in enumerate(moves, start=1):
+        t += 7
+        if version == 2:  # on the way, the app's errors surface
+            at(w, t)
+            with unchanged(w, params, nano.nid), pytest.raises(errors.TicTacToeNotYourTurn) as exc:
+                w.contract.execute(w.alice, params, nano.nid, MOVE, cell(4))
+            assert exc.value.fields == {"caller": ALICE}
+            with unchanged(w, params, nano.nid), pytest.raises(errors.TicTacToeCellTaken) as exc:
+                w.contract.execute(w.bob, params, nano.nid, MOVE, cell(0))
+            assert exc.value.fields == {"cell": 0}
+        at(w, t)
+        cells[index] = mark + 1
+        receipt = w.contract.execute(player, params, nano.nid, MOVE, cell(index))
+        won = version == len(moves)
+        pot = (0, 0, 2 * ETHER, 0) if won else (ETHER, ETHER, 0, 0)
+        assert receipt.event("NanocontractExecuted").args == {
+            "channelId": nano.channel_id, "nid": nano.nid, "by": player.address, "fun": MOVE, "version": version,
+            "blockedAlice": pot[0], "blockedBob": pot[1], "releasedAlice": pot[2], "releasedBob": pot[3],
+            "data": ttt_data(1 - mark, tuple(cells)),
+        }
+        stored = w.contract.nanocontract(nano.channel_id, nano.nid)
+        assert (stored.version, stored.since, stored.window_end) == (version, t, window_end)
+        assert (stored.blocked_alice, stored.blocked_bob, stored.released_alice, stored.released_bob) == pot
+    at(w, t + 1)
+    with unchanged(w, params, nano.nid), pytest.raises(errors.MSContractTerminated):
+        w.contract.execute(w.bob, params, nano.nid, MOVE, cell(5))
+    # The game is paid out with the channel: Alice's stake and Bob's both go to Alice.
+    deadline = close(w, params, s1, w.bob).event("CloseRegistered").args["deadline"]
+    at(w, deadline + 1)
+    before = balances(w)
+    paid = w.contract.finalize(w.mallory, params, s1.nanocontracts).event("Finalized").args
+    assert (paid["payoutAlice"], paid["payoutBob"]) == (7 * ETHER, 3 * ETHER)
+    assert_paid(w, before, params, 7 * ETHER, 3 * ETHER)
+
+
+@pytest.mark.parametrize("moved", [False, True])
+@pytest.mark.parametrize("offset", [0, 1])
+def test_a_timeout_claim_after_since_plus_the_move_timeout(any_ms_world: MSWorld, moved: bool, offset: int) -> None:
+    """`since` is the end of the registration window until the first execution, then its time."""
+    w = any_ms_world
+    params, s1, nano = with_game(w)
+    window_end = registered_at(w, params, nano, w.alice, pending_time(w))
+    since, claimer, loser = window_end, w.bob, ALICE  # Alice is to move first
+    if moved:
+        since = window_end + 3
+        at(w, since)
+        w.contract.execute(w.alice, params, nano.nid, MOVE, cell(4))
+        claimer, loser = w.alice, BOB
+    assert w.contract.nanocontract(nano.channel_id, nano.nid).since == since
+    at(w, since + MOVE_TIMEOUT + offset)
+    with unchanged(w, params, nano.nid), pytest.raises(errors.TicTacToeNotYourTurn):
+        w.contract.execute(other(w, claimer), params, nano.nid, TIMEOUT)  # the one to move cannot
+    if offset == 0:
+        with unchanged(w, params, nano.nid), pytest.raises(errors.TicTacToeTooEarly) as exc:
+            w.contract.execute(claimer, params, nano.nid, TIMEOUT)
+        assert exc.value.fields == {"deadline": since + MOVE_TIMEOUT}
+        return
+    event = w.contract.execute(claimer, params, nano.nid, TIMEOUT).event("NanocontractExecuted")
+    winner = 1 - loser
+    assert (event.args["fun"], event.args["version"]) == (TIMEOUT, 2 if moved else 1)
+    assert (event.args["blockedAlice"], event.args["blockedBob"]) == (0, 0)
+    assert (event.args["releasedAlice"], event.args["releasedBob"]) == \
+        ((2 * ETHER, 0) if winner == ALICE else (0, 2 * ETHER))
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+def test_execute_in_a_closing_channel_until_deadline_plus_delta(any_ms_world: MSWorld, offset: int) -> None:
+    w = any_ms_world
+    params, s1, nano = with_htlc(w, timeout=2**40)
+    t = pending_time(w)
+    registered_at(w, params, nano, w.bob, t)
+    at(w, t + 1)
+    deadline = close(w, params, s1, w.alice).event("CloseRegistered").args["deadline"]
+    at(w, deadline + DELTA + offset)
+    if offset > 0:
+        with unchanged(w, params, nano.nid), pytest.raises(errors.MSContractSettlementOver) as exc:
+            w.contract.execute(w.bob, params, nano.nid, CLAIM, PREIMAGE)
+        assert exc.value.fields == {"deadline": deadline + DELTA}
+        return
+    w.contract.execute(w.bob, params, nano.nid, CLAIM, PREIMAGE)
+    assert w.contract.nanocontract(nano.channel_id, nano.nid).released_bob == ETHER
+    assert w.contract.channel(nano.channel_id).phase == Phase.CLOSING
+
+
+# ------------------------------------------------------------------------------ a malicious app
+
+
+REGISTERED = (2 * ETHER, ETHER, ETHER, 0)  # blocked (Alice, Bob), released (Alice, Bob): 4 ETH in all
+
+
+@pytest.mark.parametrize("result", [
+    pytest.param((3 * ETHER, ETHER, ETHER, 0), id="blocked-rises"),
+    pytest.param((2 * ETHER, ETHER, 0, ETHER), id="a-release-lowered"),
+    pytest.param((ETHER, ETHER, ETHER, 0), id="total-falls"),
+    pytest.param((2 * ETHER, ETHER, ETHER, 1), id="total-rises"),
+    pytest.param((0, 0, 0, 4 * ETHER), id="a-release-taken-back"),
+])
+def test_an_app_result_that_does_not_conserve_the_funds_is_rejected(any_ms_world: MSWorld, result) -> None:
+    w = any_ms_world
+    puppet = deploy_puppet(w)
+    params, s0 = w.open()
+    nid = nanocontract_id(s0.channel_id, 1)
+    nano = NanocontractState(s0.channel_id, nid, puppet, 5, *REGISTERED, b"")
+    window_end = registered_at(w, params, nano, w.alice, pending_time(w))
+    at(w, window_end + 1)
+    with unchanged(w, params, nid), pytest.raises(errors.MSContractNotConserved) as exc:
+        w.contract.execute(w.alice, params, nid, 0, puppet_result(*result))
+    assert exc.value.fields == {"nid": nid}
+
+
+def test_an_app_result_that_overflows_is_rejected(any_ms_world: MSWorld) -> None:
+    w = any_ms_world
+    puppet = deploy_puppet(w)
+    params, s0 = w.open()
+    nid = nanocontract_id(s0.channel_id, 1)
+    nano = NanocontractState(s0.channel_id, nid, puppet, 5, *REGISTERED, b"")
+    window_end = registered_at(w, params, nano, w.alice, pending_time(w))
+    at(w, window_end + 1)
+    # Added up without checks, blocked would wrap around to 3 ETH and the total be conserved. The
+    # contract bounds each amount by what the nanocontract holds first: NotConserved, no panic.
+    wrapped = (2**256 - ETHER, 4 * ETHER, ETHER, 0)
+    with unchanged(w, params, nid), pytest.raises(errors.MSContractNotConserved) as exc:
+        w.contract.execute(w.alice, params, nid, 0, puppet_result(*wrapped))
+    assert exc.value.fields == {"nid": nid}
+
+
+def test_an_app_result_that_conserves_the_funds_is_stored(any_ms_world: MSWorld) -> None:
+    """The rule is the sum: blocked may move between the parties, and part of it be released."""
+    w = any_ms_world
+    puppet = deploy_puppet(w)
+    params, s0 = w.open()
+    nid = nanocontract_id(s0.channel_id, 1)
+    nano = NanocontractState(s0.channel_id, nid, puppet, 5, *REGISTERED, b"old")
+    window_end = registered_at(w, params, nano, w.alice, pending_time(w))
+    at(w, window_end + 1)
+    event = w.contract.execute(w.bob, params, nid, 9, puppet_result(0, ETHER, 2 * ETHER, ETHER, b"new"))
+    assert event.event("NanocontractExecuted").args == {
+        "channelId": s0.channel_id, "nid": nid, "by": w.bob.address, "fun": 9, "version": 6,
+        "blockedAlice": 0, "blockedBob": ETHER, "releasedAlice": 2 * ETHER, "releasedBob": ETHER, "data": b"new",
+    }
+    stored = w.contract.nanocontract(s0.channel_id, nid)
+    assert stored.state(s0.channel_id, nid) == NanocontractState(
+        s0.channel_id, nid, puppet, 6, 0, ETHER, 2 * ETHER, ETHER, b"new")
+
+
+# ------------------------------------------------------------------------------ close
+
+
+def test_close_with_the_unsigned_initial_state(any_ms_world: MSWorld) -> None:
+    w = any_ms_world
+    params, s0 = w.open()
+    t = pending_time(w)
+    at(w, t)
+    receipt = w.contract.close(w.alice, params, s0)
+    assert receipt.event("CloseRegistered").args == {
+        "channelId": s0.channel_id, "by": w.alice.address, "version": 0, "cashAlice": 6 * ETHER,
+        "cashBob": 4 * ETHER, "nanocontracts": (), "deadline": t + DELTA,
+    }
+    stored = w.contract.channel(s0.channel_id)
+    assert (stored.phase, stored.deadline, stored.version, stored.balance_alice) == \
+        (Phase.CLOSING, t + DELTA, 0, 6 * ETHER)
+
+
+def test_close_with_a_signed_state_and_its_nanocontracts(any_ms_world: MSWorld) -> None:
+    w = any_ms_world
+    params, s1, htlc = with_htlc(w, timeout=2**40)
+    s2, game = fund(w, s1, "TicTacToe", ETHER, 2 * ETHER, ttt_data(BOB))
+    assert len(s2.nanocontracts) == 2
+    t = pending_time(w)
+    at(w, t)
+    receipt = close(w, params, s2, w.bob)
+    assert receipt.event("CloseRegistered").args == {
+        "channelId": s2.channel_id, "by": w.bob.address, "version": 2, "cashAlice": 4 * ETHER,
+        "cashBob": 2 * ETHER, "nanocontracts": fundings_abi(s2.nanocontracts), "deadline": t + DELTA,
+    }
+    stored = w.contract.channel(s2.channel_id)
+    assert (stored.phase, stored.deadline, stored.version, stored.balance_alice) == \
+        (Phase.CLOSING, t + DELTA, 2, 4 * ETHER)
+
+
+@pytest.mark.parametrize("forged", ["other_cash", "a_nanocontract"])
+def test_a_version_0_other_than_the_initial_state_needs_a_signature(any_ms_world: MSWorld, forged: str) -> None:
+    w = any_ms_world
+    params, s0 = w.open()
+    if forged == "other_cash":
+        state = ChannelState(s0.channel_id, 0, params.total, 0)
+    else:  # Alice's cash as deposited, but part of Bob's in a nanocontract
+        state = ChannelState(s0.channel_id, 0, 6 * ETHER, 3 * ETHER, (Funding(bytes(32), 0, ETHER),))
+    with unchanged(w, params), pytest.raises(errors.ChannelsInvalidSignature) as exc:
+        w.contract.close(w.alice, params, state)
+    assert exc.value.fields["expectedSigner"] == w.bob.address
+    close(w, params, state, w.alice)  # with Bob's signature it is a state like any other
+    assert w.contract.channel(s0.channel_id).balance_alice == state.cash_alice
+
+
+@pytest.mark.parametrize("offset", [-1, 0, 1])
+def test_a_higher_version_replaces_the_registered_state_until_the_deadline(any_ms_world: MSWorld,
+                                                                          offset: int) -> None:
+    w = any_ms_world
+    params, s1, nano = with_htlc(w, timeout=2**40)
+    s2 = s1.absorb(NanocontractState(nano.channel_id, nano.nid, nano.app, 1, 0, 0, 0, ETHER, nano.storage))
+    deadline = close(w, params, s1, w.alice).event("CloseRegistered").args["deadline"]
+    at(w, deadline + offset)
+    if offset > 0:
+        with unchanged(w, params), pytest.raises(errors.ChannelsDisputeWindowOver) as exc:
+            close(w, params, s2, w.bob)
+        assert exc.value.fields == {"deadline": deadline}
+        with unchanged(w, params), pytest.raises(errors.ChannelsDisputeWindowOver):
+            w.contract.close(w.bob, params, s2, b"")  # checked before the signature
+        return
+    event = close(w, params, s2, w.bob).event("CloseRegistered")
+    assert (event.args["version"], event.args["nanocontracts"], event.args["deadline"]) == (2, (), deadline)
+    stored = w.contract.channel(s2.channel_id)
+    assert (stored.deadline, stored.version, stored.balance_alice) == (deadline, 2, 5 * ETHER)
+    # The registered state's fundings are the new ones: none.
+    at(w, deadline + 1)
+    with pytest.raises(errors.MSContractWrongNanocontracts):
+        w.contract.finalize(w.mallory, params, s1.nanocontracts)
+    before = balances(w)
+    w.contract.finalize(w.mallory, params, ())
+    assert_paid(w, before, params, 5 * ETHER, 5 * ETHER)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_lower_or_equal_channel_version_cannot_replace_the_registered_one(any_ms_world: MSWorld,
+                                                                           version: int) -> None:
+    w = any_ms_world
+    params, s0 = w.open()
+    s2 = ChannelState(s0.channel_id, 2, 5 * ETHER, 5 * ETHER)
+    close(w, params, s2, w.alice)
+    replay = ChannelState(s0.channel_id, version, 7 * ETHER, 3 * ETHER)
+    with unchanged(w, params):
+        with pytest.raises(errors.ChannelsStaleVersion) as exc:
+            close(w, params, replay, w.alice)
+        assert exc.value.fields == {"registered": 2, "submitted": version}
+        with pytest.raises(errors.ChannelsStaleVersion):  # checked before the signature
+            w.contract.close(w.alice, params, replay, b"")
+        with pytest.raises(errors.ChannelsStaleVersion):
+            w.contract.close(w.bob, params, s0)
+
+
+@pytest.mark.parametrize("order", ["descending", "duplicate"])
+def test_close_with_unsorted_nanocontracts_is_rejected(any_ms_world: MSWorld, order: str) -> None:
+    w = any_ms_world
+    params, s0 = w.open()
+    low, high = b"\x01" * 32, b"\x02" * 32
+    nids = (high, low, high) if order == "descending" else (low, high, high)
+    fundings = tuple(Funding(nid, ETHER, 0) for nid in nids)
+    state = ChannelState(s0.channel_id, 1, 3 * ETHER, 4 * ETHER, fundings)
+    with unchanged(w, params), pytest.raises(errors.MSContractNanocontractsUnsorted) as exc:
+        close(w, params, state, w.alice)
+    assert exc.value.fields == {"index": 1 if order == "descending" else 2}
+
+
+@pytest.mark.parametrize("count", [16, 17])
+def test_close_with_at_most_16_nanocontracts(any_ms_world: MSWorld, count: int) -> None:
+    w = any_ms_world
+    params, s0 = w.open()
+    fundings = tuple(Funding(i.to_bytes(32, "big"), 1, 2) for i in range(1, count + 1))
+    state = ChannelState(s0.channel_id, 1, 6 * ETHER - count, 4 * ETHER - 2 * count, fundings)
+    if count > 16:
+        with unchanged(w, params), pytest.raises(errors.MSContractTooManyNanocontracts) as exc:
+            close(w, params, state, w.alice)
+        assert exc.value.fields == {"count": count}
+        return
+    event = close(w, params, state, w.alice).event("CloseRegistered")
+    assert event.args["nanocontracts"] == fundings_abi(fundings)
+    deadline = event.args["deadline"]
+    at(w, deadline + DELTA + 1)  # none registered: each funding goes back
+    before = balances(w)
+    w.contract.finalize(w.mallory, params, fundings)
+    assert_paid(w, before, params, 6 * ETHER, 4 * ETHER)
+
+
+@pytest.mark.parametrize("delta", [-1, 1])
+@pytest.mark.parametrize("where", ["cash", "funding"])
+def test_close_with_funds_not_conserved_is_rejected(any_ms_world: MSWorld, where: str, delta: int) -> None:
+    w = any_ms_world
+    params, s1, nano = with_htlc(w, timeout=2**40)
+    funding = s1.nanocontracts[0]
+    if where == "cash":
+        state = ChannelState(s1.channel_id, 2, s1.cash_alice, s1.cash_bob + delta, s1.nanocontracts)
+    else:
+        state = ChannelState(s1.channel_id, 2, s1.cash_alice, s1.cash_bob,
+                             (Funding(funding.nid, funding.alice + delta, funding.bob),))
+    with unchanged(w, params), pytest.raises(errors.ChannelsBalancesNotConserved) as exc:
+        close(w, params, state, w.alice)
+    assert exc.value.fields == {"balanceAlice": state.cash_alice, "balanceBob": state.cash_bob,
+                                "total": params.total}
+
+
+@pytest.mark.parametrize("amounts", ["cash", "funding", "cash_and_funding", "max_uint"])
+def test_close_with_huge_amounts_is_rejected_without_overflow(any_ms_world: MSWorld, amounts: str) -> None:
+    w = any_ms_world
+    params, s0 = w.open()
+    big = 2**255
+    cash, fundings = {
+        "cash": ((big, big), []),  # adds up to 2**256: 0 in wrapping arithmetic
+        "funding": ((0, 0), [(b"\x01" * 32, big, big)]),
+        "cash_and_funding": ((big, 0), [(b"\x01" * 32, 0, big)]),
+        "max_uint": ((2**256 - 1, params.total + 1), []),  # wraps around to the total
+    }[amounts]
+    raw = (s0.channel_id, 1, *cash, fundings)
+    digest = bytes(w.contract.contract.functions.hashChannelState(raw).call())
+    call = w.contract.contract.functions.close(params.as_abi(), raw, sign(digest, w.alice.key))
+    with unchanged(w, params), pytest.raises(errors.ChannelsBalancesNotConserved) as exc:
+        w.chain.transact(w.bob, call)
+    assert exc.value.fields == {"balanceAlice": cash[0], "balanceBob": cash[1], "total": params.total}
+
+
+def test_close_by_a_third_party_is_rejected(any_ms_world: MSWorld) -> None:
+    w = any_ms_world
+    params, s1, nano = with_htlc(w, timeout=2**40)
+    with unchanged(w, params), pytest.raises(errors.ChannelsCallerNotParticipant) as exc:
+        w.contract.close(w.mallory, params, s1, w.sign(s1, w.alice))
+    assert exc.value.fields == {"caller": w.mallory.address}
+
+
+def test_close_with_the_callers_own_signature_is_rejected(any_ms_world: MSWorld) -> None:
+    w = any_ms_world
+    params, s1, nano = with_htlc(w, timeout=2**40)
+    with unchanged(w, params), pytest.raises(errors.ChannelsInvalidSignature) as exc:
+        w.contract.close(w.alice, params, s1, w.sign(s1, w.alice))
+    assert exc.value.fields == {"expectedSigner": w.bob.address, "recovered": w.alice.address}
+
+
+def test_close_with_a_state_of_another_channel_is_rejected(any_ms_world: MSWorld) -> None:
+    w = any_ms_world
+    params, s0 = w.open()
+    other_params, other_s1, _ = with_htlc(w, timeout=2**40)
+    with unchanged(w, params), pytest.raises(errors.ChannelsWrongChannel) as exc:
+        close(w, params, other_s1, w.alice)
+    assert exc.value.fields == {"expected": s0.channel_id, "received": other_s1.channel_id}
+
+
+def test_close_before_confirm_is_rejected(any_ms_world: MSWorld) -> None:
+    w = any_ms_world
+    params = w.params()
+    w.contract.create(w.alice, params)
+    s0 = ChannelState.initial(params, w.contract.channel_id(params))
+    with unchanged(w, params), pytest.raises(errors.ChannelsWrongPhase) as exc:
+        w.contract.close(w.alice, params, s0)
+    assert exc.value.fields == {"channelId": s0.channel_id, "phase": Phase.INITIALISING}
+
+
+# ------------------------------------------------------------------------------ finalize
+
+
+@pytest.mark.parametrize("wrong", ["none", "other_amounts", "one_more", "reordered", "dropped"])
+def test_finalize_with_other_fundings_than_registered_is_rejected(any_ms_world: MSWorld, wrong: str) -> None:
+    w = any_ms_world
+    params, s1, htlc = with_htlc(w, timeout=2**40)
+    s2, game = fund(w, s1, "TicTacToe", ETHER, ETHER, ttt_data(ALICE))
+    deadline = close(w, params, s2, w.alice).event("CloseRegistered").args["deadline"]
+    f1, f2 = s2.nanocontracts  # in nid order, whichever was created first
+    fundings = {
+        "none": (),
+        "other_amounts": tuple(Funding(f.nid, 2 * ETHER, 0) if f.nid == game.nid else f for f in (f1, f2)),
+        "one_more": (f1, f2, Funding(b"\xff" * 32, 0, 0)),
+        "reordered": (f2, f1),
+        "dropped": (f2,),
+    }[wrong]
+    at(w, deadline + DELTA + 1)
+    with unchanged(w, params, htlc.nid, game.nid), pytest.raises(errors.MSContractWrongNanocontracts) as exc:
+        w.contract.finalize(w.mallory, params, fundings)
+    assert exc.value.fields == {"channelId": s2.channel_id}
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+def test_finalize_without_nanocontracts_pays_the_cash_after_the_deadline(any_ms_world: MSWorld,
+                                                                        offset: int) -> None:
+    w = any_ms_world
+    params, s0 = w.open()
+    s1 = ChannelState(s0.channel_id, 1, 4 * ETHER, 6 * ETHER)
+    deadline = close(w, params, s1, w.bob).event("CloseRegistered").args["deadline"]
+    at(w, deadline + offset)
+    if offset == 0:
+        with unchanged(w, params), pytest.raises(errors.ChannelsFinalizeTooEarly) as exc:
+            w.contract.finalize(w.mallory, params, ())
+        assert exc.value.fields == {"deadline": deadline}
+        return
+    before = balances(w)
+    receipt = w.contract.finalize(w.mallory, params, ())
+    assert receipt.event("Finalized").args == {
+        "channelId": s1.channel_id, "version": 1, "payoutAlice": 4 * ETHER, "payoutBob": 6 * ETHER,
+    }
+    assert_paid(w, before, params, 4 * ETHER, 6 * ETHER)
+    stored = w.contract.channel(s1.channel_id)
+    assert (stored.phase, stored.deadline, stored.version, stored.balance_alice) == (Phase.CLOSED, 0, 0, 0)
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+def test_finalize_right_after_the_deadline_once_every_nanocontract_is_settled(any_ms_world: MSWorld,
+                                                                             offset: int) -> None:
+    """The hash time lock was claimed on chain while the channel was open; the channel state
+    still lists it: Bob gets his cash plus what it released to him."""
+    w = any_ms_world
+    t = pending_time(w) + 5
+    params, s1, nano = with_htlc(w, timeout=t + 3 * DELTA)
+    window_end = registered_at(w, params, nano, w.bob, t)
+    at(w, window_end + 1)
+    w.contract.execute(w.bob, params, nano.nid, CLAIM, PREIMAGE)
+    deadline = close(w, params, s1, w.bob).event("CloseRegistered").args["deadline"]
+    at(w, deadline + offset)
+    if offset == 0:
+        with unchanged(w, params, nano.nid), pytest.raises(errors.ChannelsFinalizeTooEarly) as exc:
+            w.contract.finalize(w.mallory, params, s1.nanocontracts)
+        assert exc.value.fields == {"deadline": deadline}
+        return
+    before = balances(w)
+    receipt = w.contract.finalize(w.mallory, params, s1.nanocontracts)
+    assert receipt.event("Finalized").args == {
+        "channelId": s1.channel_id, "version": 1, "payoutAlice": 5 * ETHER, "payoutBob": 5 * ETHER,
+    }
+    assert_paid(w, before, params, 5 * ETHER, 5 * ETHER)
+    assert w.contract.channel(s1.channel_id).phase == Phase.CLOSED
+
+
+def test_a_nanocontract_settled_after_the_close_lets_finalize_run_early(any_ms_world: MSWorld) -> None:
+    """Registered and executed while the channel is Closing: finalize as soon as its window is
+    over and it is terminated, before deadline + Δ."""
+    w = any_ms_world
+    params, s1, nano = with_htlc(w, timeout=2**40, sender=BOB)
+    deadline = close(w, params, s1, w.bob).event("CloseRegistered").args["deadline"]
+    window_end = registered_at(w, params, nano, w.alice, deadline - 10)
+    at(w, window_end)
+    with pytest.raises(errors.ChannelsFinalizeTooEarly) as exc:  # past D, but not yet settled
+        w.contract.finalize(w.mallory, params, s1.nanocontracts)
+    assert exc.value.fields == {"deadline": deadline + DELTA}
+    at(w, window_end + 1)
+    w.contract.execute(w.alice, params, nano.nid, CLAIM, PREIMAGE)
+    at(w, window_end + 2)
+    assert window_end + 2 < deadline + DELTA
+    before = balances(w)
+    paid = w.contract.finalize(w.mallory, params, s1.nanocontracts).event("Finalized").args
+    assert (paid["payoutAlice"], paid["payoutBob"]) == (7 * ETHER, 3 * ETHER)
+    assert_paid(w, before, params, 7 * ETHER, 3 * ETHER)
+
+
+@pytest.mark.parametrize("offset", [1, DELTA, DELTA + 1])
+@pytest.mark.parametrize("kind", ["live", "unregistered", "window_open"])
+def test_finalize_with_an_unsettled_nanocontract_waits_for_deadline_plus_delta(any_ms_world: MSWorld, kind: str,
+                                                                               offset: int) -> None:
+    """After deadline + Δ the predefined distribution: a registered nanocontract pays what it
+    blocks back to whoever blocks it, plus what it released; an unregistered one its funding."""
+    w = any_ms_world
+    params, s0 = w.open()
+    s1, v0 = fund(w, s0, "TicTacToe", ETHER, ETHER, ttt_data(ALICE))
+    # Some later version, registered as signed: Bob has been released more than his stake.
+    v7 = NanocontractState(v0.channel_id, v0.nid, v0.app, 7, ETHER // 2, 0, 0, 3 * ETHER // 2, v0.storage)
+    deadline = close(w, params, s1, w.alice).event("CloseRegistered").args["deadline"]
+    if kind == "live":
+        registered_at(w, params, v7, w.bob, deadline - DELTA // 2)
+    elif kind == "window_open":  # registered at D: its window ends at D + Δ, when execution stops
+        registered_at(w, params, v7, w.bob, deadline)
+    at(w, deadline + offset)
+    if offset <= DELTA:
+        with unchanged(w, params, v0.nid), pytest.raises(errors.ChannelsFinalizeTooEarly) as exc:
+            w.contract.finalize(w.mallory, params, s1.nanocontracts)
+        assert exc.value.fields == {"deadline": deadline + DELTA}
+        return
+    before = balances(w)
+    paid = w.contract.finalize(w.mallory, params, s1.nanocontracts).event("Finalized").args
+    # Cash 5 / 3; the registered state: Alice 0.5 blocked, Bob 1.5 released; else the funding 1 / 1.
+    alice, bob = (11 * ETHER // 2, 9 * ETHER // 2) if kind != "unregistered" else (6 * ETHER, 4 * ETHER)
+    assert paid == {"channelId": s1.channel_id, "version": 1, "payoutAlice": alice, "payoutBob": bob}
+    assert_paid(w, before, params, alice, bob)
+
+
+@pytest.mark.parametrize("registered_total", [ETHER, 3 * ETHER])
+def test_a_nanocontract_holding_other_than_its_funding_pays_the_funding(any_ms_world: MSWorld,
+                                                                        registered_total: int) -> None:
+    w = any_ms_world
+    params, s0 = w.open()
+    s1, v0 = fund(w, s0, "TicTacToe", ETHER, ETHER, ttt_data(ALICE))
+    # Terminated, but releasing other than the 2 ETH it was funded with: ignored.
+    bogus = NanocontractState(v0.channel_id, v0.nid, v0.app, 9, 0, 0, 0, registered_total, v0.storage)
+    deadline = close(w, params, s1, w.alice).event("CloseRegistered").args["deadline"]
+    window_end = registered_at(w, params, bogus, w.bob, deadline - DELTA + 1)
+    at(w, window_end + 1)  # settled (registered, past its window, terminated): no need to wait
+    assert window_end + 1 < deadline + DELTA
+    before = balances(w)
+    paid = w.contract.finalize(w.mallory, params, s1.nanocontracts).event("Finalized").args
+    assert (paid["payoutAlice"], paid["payoutBob"]) == (6 * ETHER, 4 * ETHER)
+    assert_paid(w, before, params, 6 * ETHER, 4 * ETHER)
+
+
+def test_finalize_of_many_nanocontracts_pays_what_the_python_mirror_computes(any_ms_world: MSWorld) -> None:
+    w = any_ms_world
+    t = pending_time(w) + 5
+    params, s0 = w.open()
+    s1, claimed = fund(w, s0, "HashTimeLock", 0, ETHER, htlc_data(BOB, t + 3 * DELTA))
+    s2, game = fund(w, s1, "TicTacToe", ETHER, ETHER, ttt_data(ALICE))
+    s3, silent = fund(w, s2, "HashTimeLock", 2 * ETHER, 0, htlc_data(ALICE, t + 3 * DELTA))
+    s4, bogus = fund(w, s3, "TicTacToe", ETHER // 2, ETHER // 2, ttt_data(ALICE))
+    assert (s4.cash_alice, s4.cash_bob) == (5 * ETHER // 2, 3 * ETHER // 2)
+    window_end = registered_at(w, params, claimed, w.bob, t)
+    registered_at(w, params, game, w.alice, t + 1)
+    registered_at(w, params, released_to_bob(bogus, 3 * ETHER), w.bob, t + 2)
+    at(w, window_end + 1)
+    w.contract.execute(w.alice, params, claimed.nid, CLAIM, PREIMAGE)
+    at(w, window_end + 2)
+    w.contract.execute(w.alice, params, game.nid, MOVE, cell(4))
+    deadline = close(w, params, s4, w.alice).event("CloseRegistered").args["deadline"]
+    at(w, deadline + DELTA + 1)
+    channel_id = s4.channel_id
+    registered = {
+        f.nid: nc.state(channel_id, f.nid)
+        for f in s4.nanocontracts if (nc := w.contract.nanocontract(channel_id, f.nid)).registered
+    }
+    assert set(registered) == {claimed.nid, game.nid, bogus.nid}
+    alice, bob = payouts(params, s4, registered)
+    # cash 2.5 / 1.5; claimed: 1 to Alice; game: the stakes back; silent and bogus: their fundings.
+    assert (alice, bob) == (7 * ETHER, 3 * ETHER)
+    before = balances(w)
+    paid = w.contract.finalize(w.mallory, params, s4.nanocontracts).event("Finalized").args
+    assert (paid["version"], paid["payoutAlice"], paid["payoutBob"]) == (4, alice, bob)
+    assert_paid(w, before, params, alice, bob)
+
+
+def test_finalize_of_an_open_channel_and_twice_is_rejected(any_ms_world: MSWorld) -> None:
+    w = any_ms_world
+    params, s1, nano = with_htlc(w, timeout=2**40)
+    with unchanged(w, params), pytest.raises(errors.ChannelsWrongPhase) as exc:
+        w.contract.finalize(w.alice, params, ())
+    assert exc.value.fields == {"channelId": s1.channel_id, "phase": Phase.OPEN}
+    window_end = registered_at(w, params, nano, w.bob, pending_time(w))
+    at(w, window_end + 1)
+    deadline = close(w, params, s1, w.alice).event("CloseRegistered").args["deadline"]
+    at(w, deadline + DELTA + 1)
+    w.contract.finalize(w.alice, params, s1.nanocontracts)
+    with unchanged(w, params, nano.nid):
+        with pytest.raises(errors.ChannelsWrongPhase) as exc:
+            w.contract.finalize(w.alice, params, s1.nanocontracts)
+        assert exc.value.fields == {"channelId": s1.channel_id, "phase": Phase.CLOSED}
+        with pytest.raises(errors.ChannelsWrongPhase):
+            w.contract.finalize(w.alice, params, ())
+        with pytest.raises(errors.ChannelsWrongPhase):
+            w.contract.execute(w.bob, params, nano.nid, CLAIM, PREIMAGE)
+        with pytest.raises(errors.ChannelsWrongPhase):
+            close(w, params, s1, w.bob)
+    with pytest.raises(errors.ChannelsChannelExists):  # the id is taken for good
+        w.contract.create(w.alice, params)
