@@ -1,0 +1,444 @@
+"""One party's view of a multistate channel and its nanocontracts, and every off-chain transition.
+
+Pure, like perun.core.machine: each function takes a frozen `MSRecord` and an input, checks the
+input completely, and returns the new record (and what to send), or raises a typed error and
+changes nothing. The rules are docs/protocol.md §10.2:
+
+- Two kinds of slot are updated independently: the channel state (`create` and `absorb` a
+  nanocontract) and each nanocontract (`call` one of its app's functions). Each slot has at most
+  one proposal in flight; different slots run in parallel.
+- Per slot, `signed` is the highest version this party ever signed, so it never signs two
+  different states with the same version; the receiver of a proposal at or below it refuses.
+- The receiver checks a proposal by recomputing it: `ChannelState.fund` / `absorb`, or the
+  app's Python mirror for a call, with the proposer as caller and the receiver's clock as time.
+- A creation signs two structs at once (the channel state and the nanocontract at version 0),
+  so a party never holds one without the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Callable
+
+from perun import errors
+from perun.core.apps import App, AppState, Context
+from perun.core.channel import Params
+from perun.core.eip712 import Domain, check_digest_signature, sign
+from perun.core.machine import Role, Stage
+from perun.core.multistate import (
+    ChannelState,
+    Funding,
+    NanocontractState,
+    check_channel_state,
+    check_successor,
+    digest,
+    nanocontract_id,
+)
+
+
+class Kind(str, Enum):
+    CREATE = "create"  # a new nanocontract, funded from the cash: channel state + ν at version 0
+    CALL = "call"  # one function of a nanocontract's app: the next version of ν
+    ABSORB = "absorb"  # a terminated nanocontract's releases back into the cash: channel state
+
+
+@dataclass(frozen=True)
+class Signed:
+    """A channel or nanocontract state with the signatures this party holds on it."""
+
+    state: ChannelState | NanocontractState
+    sig_alice: bytes = b""
+    sig_bob: bytes = b""
+
+    def by(self, role: Role) -> bytes:
+        return self.sig_alice if role is Role.ALICE else self.sig_bob
+
+
+@dataclass(frozen=True)
+class MSProposal:
+    """An update this party signed and sent, or received. `nid` names the nanocontract it
+    concerns (for CREATE, the new one)."""
+
+    kind: Kind
+    nid: bytes
+    channel: ChannelState | None = None  # CREATE, ABSORB
+    nanocontract: NanocontractState | None = None  # CREATE (version 0), CALL
+    fun: int = 0  # CALL
+    z: bytes = b""  # CALL
+    sig_channel: bytes = b""
+    sig_nanocontract: bytes = b""
+
+    @property
+    def slot(self) -> bytes:
+        """b"" for the channel state, else the nid: one proposal per slot at a time."""
+        return self.nid if self.kind is Kind.CALL else b""
+
+
+@dataclass(frozen=True)
+class OnChain:
+    """What the chain holds of a registered nanocontract, as its events told."""
+
+    nid: bytes
+    version: int
+    window_end: int
+    terminated: bool = False
+
+
+@dataclass(frozen=True)
+class MSRecord:
+    params: Params
+    domain: Domain
+    role: Role
+    stage: Stage
+    channel: Signed  # the latest channel state signed by both (version 0 needs no signature)
+    nanocontracts: tuple[Signed, ...] = ()  # the latest signed-by-both version of each, by nid
+    channel_signed: int = 0
+    nano_signed: tuple[tuple[bytes, int], ...] = ()  # (nid, highest version this party signed)
+    pending: tuple[MSProposal, ...] = ()  # this party's proposals in flight, one per slot
+    deadline: int = 0  # confirm deadline while INITIALISING, the channel's D while CLOSING
+    registered_version: int | None = None  # the channel version registered by a close
+    registered_fundings: tuple[Funding, ...] = ()  # its nanocontracts: what finalize is given
+    on_chain: tuple[OnChain, ...] = ()  # the nanocontracts registered on chain, by nid
+    outcome: tuple[int, int] | None = None  # (alice, bob) paid out, once CLOSED
+
+    channel_id: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channel_id", self.channel.state.channel_id)
+
+    @property
+    def me(self) -> str:
+        return self.params.alice if self.role is Role.ALICE else self.params.bob
+
+    @property
+    def peer(self) -> str:
+        return self.params.bob if self.role is Role.ALICE else self.params.alice
+
+    @property
+    def state(self) -> ChannelState:
+        return self.channel.state  # type: ignore[return-value]
+
+    def nanocontract(self, nid: bytes) -> Signed:
+        for signed in self.nanocontracts:
+            if signed.state.nid == nid:  # type: ignore[union-attr]
+                return signed
+        raise errors.UnknownNanocontract(f"no nanocontract 0x{nid.hex()} in channel 0x{self.channel_id.hex()}")
+
+    def signed_version(self, nid: bytes) -> int:
+        return dict(self.nano_signed).get(nid, -1)
+
+    def pending_on(self, slot: bytes) -> MSProposal | None:
+        return next((p for p in self.pending if p.slot == slot), None)
+
+    def registered(self, nid: bytes) -> OnChain | None:
+        return next((r for r in self.on_chain if r.nid == nid), None)
+
+
+def new_record(params: Params, domain: Domain, role: Role, stage: Stage) -> MSRecord:
+    cid = params.channel_id(domain.chain_id, domain.verifying_contract)
+    return MSRecord(params, domain, role, stage, Signed(ChannelState.initial(params, cid)))
+
+
+AppOf = Callable[[str], App]  # the app mirror for an app address; KeyError if unknown
+
+
+# ---------------------------------------------------------------------- proposer
+
+
+def create(rec: MSRecord, app: str, initial: AppState, key: bytes) -> tuple[MSRecord, MSProposal]:
+    """Propose a new nanocontract of `app` holding `initial` (what it blocks of each party)."""
+    _check_open(rec)
+    _check_slot_free(rec, b"")
+    version = max(rec.channel_signed, rec.state.version) + 1
+    nc = NanocontractState.create(rec.channel_id, nanocontract_id(rec.channel_id, version), app, initial)
+    channel = replace(rec.state.fund(nc), version=version)
+    proposal = MSProposal(Kind.CREATE, nc.nid, channel=channel, nanocontract=nc,
+                          sig_channel=_sign(rec, channel, key), sig_nanocontract=_sign(rec, nc, key))
+    return _proposed(rec, proposal), proposal
+
+
+def call(rec: MSRecord, nid: bytes, fun: int, z: bytes, now: int, app: App, key: bytes) -> tuple[MSRecord, MSProposal]:
+    """Propose calling function `fun` of nanocontract `nid` with argument `z`, as this party."""
+    _check_open(rec)
+    _check_slot_free(rec, nid)
+    current: NanocontractState = rec.nanocontract(nid).state  # type: ignore[assignment]
+    result = app.transition(Context(int(rec.role), now), fun, z, current.app_state())
+    nc = replace(current.successor(result), version=max(rec.signed_version(nid), current.version) + 1)
+    check_successor(current, nc)
+    proposal = MSProposal(Kind.CALL, nid, nanocontract=nc, fun=fun, z=z, sig_nanocontract=_sign(rec, nc, key))
+    return _proposed(rec, proposal), proposal
+
+
+def absorb(rec: MSRecord, nid: bytes, key: bytes) -> tuple[MSRecord, MSProposal]:
+    """Propose removing terminated nanocontract `nid`, its releases going back to the cash."""
+    _check_open(rec)
+    _check_slot_free(rec, b"")
+    _check_slot_free(rec, nid)
+    version = max(rec.channel_signed, rec.state.version) + 1
+    channel = replace(rec.state.absorb(rec.nanocontract(nid).state), version=version)  # type: ignore[arg-type]
+    proposal = MSProposal(Kind.ABSORB, nid, channel=channel, sig_channel=_sign(rec, channel, key))
+    return _proposed(rec, proposal), proposal
+
+
+def _proposed(rec: MSRecord, proposal: MSProposal) -> MSRecord:
+    rec = _mark_signed(rec, proposal)
+    return replace(rec, pending=rec.pending + (proposal,))
+
+
+def receive_ack(rec: MSRecord, slot: bytes, sig_channel: bytes, sig_nanocontract: bytes) -> tuple[MSRecord, MSProposal]:
+    """The peer countersigned this party's proposal on `slot`: it becomes the latest state."""
+    proposal = rec.pending_on(slot)
+    if proposal is None:
+        raise errors.StaleVersion(f"acknowledgement for slot 0x{slot.hex()} with nothing pending there")
+    if proposal.channel is not None:
+        _check_peer(rec, proposal.channel, sig_channel)
+    if proposal.nanocontract is not None:
+        _check_peer(rec, proposal.nanocontract, sig_nanocontract)
+    rec = replace(rec, pending=tuple(p for p in rec.pending if p is not proposal))
+    peers = replace(proposal, sig_channel=sig_channel, sig_nanocontract=sig_nanocontract)
+    return _adopt(rec, proposal, proposal, peers), proposal
+
+
+def receive_reject(rec: MSRecord, slot: bytes) -> tuple[MSRecord, MSProposal | None]:
+    """The peer refused the proposal on `slot`: dropped; its versions stay burned."""
+    proposal = rec.pending_on(slot)
+    return replace(rec, pending=tuple(p for p in rec.pending if p is not proposal)), proposal
+
+
+# ---------------------------------------------------------------------- receiver
+
+
+def receive(
+    rec: MSRecord, proposal: MSProposal, app_of: AppOf, now: int, key: bytes,
+    consents: Callable[[NanocontractState], bool] = lambda nc: False,
+) -> tuple[MSRecord, MSProposal]:
+    """Check the peer's proposal by recomputing it, countersign and adopt it. Returns the new
+    record and the proposal carrying this party's signatures (for the acknowledgement).
+
+    A creation that blocks any of this party's cash needs its `consents` (a game it agreed to);
+    one that blocks only the proposer's (a conditional payment to this party) does not."""
+    _check_open(rec)
+    if rec.pending_on(proposal.slot) is not None or (proposal.kind is Kind.ABSORB and rec.pending_on(proposal.nid)):
+        raise errors.UpdateConflict("this party has its own proposal in flight on the same slot")
+    if proposal.kind is Kind.CREATE:
+        expected = _expected_create(rec, proposal, app_of, consents)
+    elif proposal.kind is Kind.CALL:
+        expected = _expected_call(rec, proposal, app_of, now)
+    else:
+        expected = _expected_absorb(rec, proposal)
+    if (expected.channel, expected.nanocontract) != (proposal.channel, proposal.nanocontract):
+        raise errors.InvalidNanocontract(f"the proposed {proposal.kind.value} is not what its rules give")
+    if proposal.channel is not None:
+        _check_peer(rec, proposal.channel, proposal.sig_channel)
+    if proposal.nanocontract is not None:
+        _check_peer(rec, proposal.nanocontract, proposal.sig_nanocontract)
+    mine = replace(
+        proposal,
+        sig_channel=_sign(rec, proposal.channel, key) if proposal.channel else b"",
+        sig_nanocontract=_sign(rec, proposal.nanocontract, key) if proposal.nanocontract else b"",
+    )
+    return _adopt(_mark_signed(rec, proposal), proposal, mine, proposal), mine
+
+
+def _expected_create(
+    rec: MSRecord, p: MSProposal, app_of: AppOf, consents: Callable[[NanocontractState], bool]
+) -> MSProposal:
+    if p.channel is None or p.nanocontract is None:
+        raise errors.InvalidNanocontract("a creation carries a channel state and a nanocontract")
+    _check_channel_version(rec, p.channel.version)
+    nc = p.nanocontract
+    if nc.nid != nanocontract_id(rec.channel_id, p.channel.version):
+        raise errors.InvalidNanocontract("the nid is not the one its channel version gives")
+    try:
+        app_of(nc.app)
+    except KeyError as exc:
+        raise errors.InvalidNanocontract(f"unknown app {nc.app}") from exc
+    mine = nc.blocked_alice if rec.role is Role.ALICE else nc.blocked_bob
+    if mine and not consents(nc):
+        raise errors.BalanceDecreased(f"the nanocontract would block {mine} of this party's cash")
+    channel = replace(rec.state.fund(nc), version=p.channel.version)
+    check_channel_state(rec.params, channel, rec.channel_id)
+    return MSProposal(Kind.CREATE, nc.nid, channel=channel, nanocontract=nc)
+
+
+def _expected_call(rec: MSRecord, p: MSProposal, app_of: AppOf, now: int) -> MSProposal:
+    if p.nanocontract is None or p.channel is not None:
+        raise errors.InvalidNanocontract("a call carries a nanocontract state only")
+    current: NanocontractState = rec.nanocontract(p.nid).state  # type: ignore[assignment]
+    if p.nanocontract.version <= max(rec.signed_version(p.nid), current.version):
+        raise errors.StaleVersion(f"nanocontract version {p.nanocontract.version} was signed before")
+    try:
+        app = app_of(current.app)
+    except KeyError as exc:
+        raise errors.InvalidNanocontract(f"unknown app {current.app}") from exc
+    result = app.transition(Context(1 - int(rec.role), now), p.fun, p.z, current.app_state())
+    nc = replace(current.successor(result), version=p.nanocontract.version)
+    check_successor(current, nc)
+    return MSProposal(Kind.CALL, p.nid, nanocontract=nc, fun=p.fun, z=p.z)
+
+
+def _expected_absorb(rec: MSRecord, p: MSProposal) -> MSProposal:
+    if p.channel is None or p.nanocontract is not None:
+        raise errors.InvalidNanocontract("an absorption carries a channel state only")
+    _check_channel_version(rec, p.channel.version)
+    channel = replace(rec.state.absorb(rec.nanocontract(p.nid).state), version=p.channel.version)  # type: ignore[arg-type]
+    return MSProposal(Kind.ABSORB, p.nid, channel=channel)
+
+
+def _check_channel_version(rec: MSRecord, version: int) -> None:
+    if version <= max(rec.channel_signed, rec.state.version):
+        raise errors.StaleVersion(f"channel version {version} is not above {max(rec.channel_signed, rec.state.version)}")
+
+
+# ---------------------------------------------------------------------- shared
+
+
+def _check_open(rec: MSRecord) -> None:
+    if rec.stage is not Stage.OPEN:
+        raise errors.WrongStage(f"channel 0x{rec.channel_id.hex()} is {rec.stage.value}, not open")
+
+
+def _check_slot_free(rec: MSRecord, slot: bytes) -> None:
+    if rec.pending_on(slot) is not None:
+        raise errors.UpdateConflict("an update of the same state is still waiting for the peer")
+
+
+def _sign(rec: MSRecord, state: ChannelState | NanocontractState, key: bytes) -> bytes:
+    return sign(digest(rec.domain, state), key)
+
+
+def _check_peer(rec: MSRecord, state: ChannelState | NanocontractState, signature: bytes) -> None:
+    check_digest_signature(digest(rec.domain, state), signature, rec.peer)
+
+
+def _mark_signed(rec: MSRecord, proposal: MSProposal) -> MSRecord:
+    if proposal.channel is not None:
+        rec = replace(rec, channel_signed=max(rec.channel_signed, proposal.channel.version))
+    if proposal.nanocontract is not None:
+        signed = dict(rec.nano_signed)
+        signed[proposal.nid] = max(signed.get(proposal.nid, -1), proposal.nanocontract.version)
+        rec = replace(rec, nano_signed=tuple(sorted(signed.items())))
+    return rec
+
+
+def _adopt(rec: MSRecord, p: MSProposal, own: MSProposal, peers: MSProposal) -> MSRecord:
+    """Adopt proposal `p`, which both parties signed: `own` and `peers` carry the signatures."""
+
+    def signed(state: ChannelState | NanocontractState, own_sig: bytes, peer_sig: bytes) -> Signed:
+        return Signed(state, own_sig, peer_sig) if rec.role is Role.ALICE else Signed(state, peer_sig, own_sig)
+
+    channel = signed(p.channel, own.sig_channel, peers.sig_channel) if p.channel else rec.channel
+    nanocontracts = [s for s in rec.nanocontracts if s.state.nid != p.nid]  # type: ignore[union-attr]
+    if p.nanocontract is not None:  # created or called; absorbed ones just leave
+        nanocontracts.append(signed(p.nanocontract, own.sig_nanocontract, peers.sig_nanocontract))
+    nanocontracts.sort(key=lambda s: s.state.nid)  # type: ignore[union-attr]
+    return replace(rec, channel=channel, nanocontracts=tuple(nanocontracts))
+
+
+# ---------------------------------------------------------------------- the chain's side
+
+_ORDER = list(Stage)
+
+
+def apply_event(rec: MSRecord, name: str, args: dict) -> MSRecord:
+    """The record after an MSContract event about its channel. Idempotent and monotonic, as
+    perun.core.machine.apply_event: an event never moves a channel or a nanocontract back."""
+    if name == "NanocontractRegistered":
+        # The event does not say what the state blocks; this party knows when it holds that version.
+        ours = next((s.state for s in rec.nanocontracts if s.state.nid == args["nid"]), None)
+        terminated = ours is not None and ours.version == args["version"] and ours.terminated
+        return _on_chain(rec, OnChain(args["nid"], args["version"], args["windowEnd"], terminated))
+    if name == "NanocontractExecuted":
+        known = rec.registered(args["nid"])
+        window_end = known.window_end if known else 0
+        terminated = args["blockedAlice"] + args["blockedBob"] == 0
+        return _on_chain(rec, OnChain(args["nid"], args["version"], window_end, terminated))
+    new = _after_event(rec, name, args)
+    if _ORDER.index(new.stage) < _ORDER.index(rec.stage):
+        return rec
+    if rec.stage is Stage.CLOSING and new.stage is Stage.CLOSING and new.registered_version <= rec.registered_version:
+        return rec
+    return new
+
+
+def _on_chain(rec: MSRecord, entry: OnChain) -> MSRecord:
+    known = rec.registered(entry.nid)
+    if known is not None and known.version >= entry.version:
+        return rec
+    rest = [r for r in rec.on_chain if r.nid != entry.nid]
+    return replace(rec, on_chain=tuple(sorted([*rest, entry], key=lambda r: r.nid)))
+
+
+def _after_event(rec: MSRecord, name: str, args: dict) -> MSRecord:
+    if name == "Initialising":
+        return replace(rec, stage=Stage.INITIALISING, deadline=args["deadline"])
+    if name == "Initialised":
+        return replace(rec, stage=Stage.OPEN, deadline=0)
+    if name == "CloseRegistered":
+        fundings = tuple(Funding(*f) if isinstance(f, tuple) else Funding(f["nid"], f["alice"], f["bob"])
+                         for f in args["nanocontracts"])
+        return replace(rec, stage=Stage.CLOSING, registered_version=args["version"], deadline=args["deadline"],
+                       registered_fundings=fundings)
+    if name == "Finalized":
+        return replace(rec, stage=Stage.CLOSED, outcome=(args["payoutAlice"], args["payoutBob"]))
+    if name == "Refunded":
+        return replace(rec, stage=Stage.CLOSED, outcome=(args["amount"], 0))
+    return rec
+
+
+class Duty(str, Enum):
+    """A transaction this party should send now; REGISTER names its nanocontract."""
+
+    CREATE = "create"
+    CONFIRM = "confirm"
+    REFUND = "refund"
+    DISPUTE = "dispute"  # a channel state older than ours is registered: replace it by D
+    REGISTER = "register"  # the chain holds an older version of a nanocontract, or none, and must not
+    FINALIZE = "finalize"
+
+
+def duties(rec: MSRecord, now: int) -> tuple[tuple[Duty, bytes], ...]:
+    """What this party must do on chain, given the record and the latest block's time, as
+    (duty, nid) pairs (nid empty for channel duties). As in perun.core.machine.duties, `now <
+    deadline` leaves the deadline's own second for the transaction, `now >= deadline` means after.
+
+    - A nanocontract registered on chain at a lower version than this party's latest (signed by
+      the peer) is answered with that version within its window, whether the channel is Open or
+      Closing.
+    - Once the channel is Closing, every nanocontract it lists that the chain does not hold is
+      registered by D, and a stale channel state is replaced by D.
+    - Finalize after D when every listed nanocontract is settled on chain, else after D + Δ.
+    """
+    if rec.stage is Stage.ACCEPTED and rec.role is Role.ALICE:
+        return ((Duty.CREATE, b""),)
+    if rec.stage is Stage.INITIALISING:
+        if rec.role is Role.BOB and now < rec.deadline:
+            return ((Duty.CONFIRM, b""),)
+        if rec.role is Role.ALICE and now >= rec.deadline:
+            return ((Duty.REFUND, b""),)
+        return ()
+    if rec.stage not in (Stage.OPEN, Stage.CLOSING):
+        return ()
+    found: list[tuple[Duty, bytes]] = []
+    closing = rec.stage is Stage.CLOSING
+    if closing and now < rec.deadline and rec.registered_version is not None \
+            and rec.registered_version < rec.state.version:
+        found.append((Duty.DISPUTE, b""))
+    listed = {f.nid for f in rec.registered_fundings} if closing else set()
+    for signed in rec.nanocontracts:
+        nc: NanocontractState = signed.state  # type: ignore[assignment]
+        onchain = rec.registered(nc.nid)
+        if onchain is not None:
+            if onchain.version < nc.version and now < onchain.window_end:
+                found.append((Duty.REGISTER, nc.nid))
+        elif nc.nid in listed and now < rec.deadline:
+            found.append((Duty.REGISTER, nc.nid))
+    if closing and now >= rec.deadline:
+        settled = all(
+            (r := rec.registered(f.nid)) is not None and r.terminated and now >= r.window_end
+            for f in rec.registered_fundings
+        )
+        if settled or now >= rec.deadline + rec.params.delta:
+            found.append((Duty.FINALIZE, b""))
+    return tuple(found)

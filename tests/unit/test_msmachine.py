@@ -1,0 +1,210 @@
+"""perun.core.msmachine: nanocontracts created, called and absorbed by two parties off chain,
+each proposal checked by recomputing it, and every forged or conflicting one refused."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from eth_account import Account
+
+from perun import errors
+from perun.core.apps import ALICE, BOB, APPS
+from perun.core.apps import hashtimelock as htlc
+from perun.core.apps import tictactoe as ttt
+from perun.core.channel import Params
+from perun.core.machine import Role, Stage
+from perun.core.msmachine import MSRecord, absorb, call, create, new_record, receive, receive_ack, receive_reject
+from perun.core.multistate import digest, ms_domain
+
+A, B = Account.create(), Account.create()
+DOMAIN = ms_domain(1337, "0x" + "ab" * 20)
+PARAMS = Params(A.address, B.address, 100, 50, 600, 1)
+HTLC, GAME = "0x" + "11" * 20, "0x" + "22" * 20
+APP_AT = {HTLC: APPS["HashTimeLock"], GAME: APPS["TicTacToe"]}
+PREIMAGE = b"\x42" * 32
+NOW = 1_000
+
+
+def app_of(address: str):
+    return APP_AT[address]
+
+
+def pair() -> tuple[MSRecord, MSRecord]:
+    return (new_record(PARAMS, DOMAIN, Role.ALICE, Stage.OPEN), new_record(PARAMS, DOMAIN, Role.BOB, Stage.OPEN))
+
+
+def exchange(proposer: MSRecord, receiver: MSRecord, step, key, peer_key, **receive_kw):
+    """One full update: propose, receive and countersign, acknowledge."""
+    proposer, proposal = step(proposer, key)
+    receiver, mine = receive(receiver, proposal, app_of, NOW, peer_key, **receive_kw)
+    proposer, _ = receive_ack(proposer, proposal.slot, mine.sig_channel, mine.sig_nanocontract)
+    return proposer, receiver, proposal
+
+
+def lock(rec, key):
+    return create(rec, HTLC, htlc.initial(ALICE, 30, htlc.hashlock_of(PREIMAGE), NOW + 100), key)
+
+
+def test_a_conditional_payment_created_claimed_and_absorbed() -> None:
+    alice, bob = pair()
+    alice, bob, made = exchange(alice, bob, lock, A.key, B.key)
+    assert alice.channel == bob.channel and alice.pending == ()
+    assert (alice.state.version, alice.state.cash_alice, alice.state.cash_bob) == (1, 70, 50)
+    assert [s.state.nid for s in alice.nanocontracts] == [made.nid] == [s.state.nid for s in bob.nanocontracts]
+    # Both hold both signatures on both structs.
+    for rec in (alice, bob):
+        nc = rec.nanocontract(made.nid)
+        assert Account._recover_hash(digest(DOMAIN, nc.state), signature=nc.sig_alice) == A.address
+        assert Account._recover_hash(digest(DOMAIN, rec.state), signature=rec.channel.sig_bob) == B.address
+
+    bob, alice, claimed = exchange(bob, alice, lambda r, k: call(r, made.nid, htlc.CLAIM, PREIMAGE, NOW, APPS["HashTimeLock"], k), B.key, A.key)
+    assert claimed.nanocontract.version == 1 and claimed.nanocontract.released_bob == 30
+    assert alice.nanocontract(made.nid).state == bob.nanocontract(made.nid).state == claimed.nanocontract
+
+    alice, bob, gone = exchange(alice, bob, lambda r, k: absorb(r, made.nid, k), A.key, B.key)
+    assert alice.state == bob.state and (alice.state.version, alice.state.cash_alice, alice.state.cash_bob) == (2, 70, 80)
+    assert alice.nanocontracts == bob.nanocontracts == ()
+
+
+def test_nanocontracts_update_in_parallel() -> None:
+    alice, bob = pair()
+    alice, bob, first = exchange(alice, bob, lock, A.key, B.key)
+    alice, bob, second = exchange(alice, bob, lock, A.key, B.key)
+    assert first.nid != second.nid
+    claim = lambda nid: lambda r, k: call(r, nid, htlc.CLAIM, PREIMAGE, NOW, APPS["HashTimeLock"], k)  # noqa: E731
+    bob, p1 = claim(first.nid)(bob, B.key)
+    bob, p2 = claim(second.nid)(bob, B.key)  # both in flight at once
+    alice, ack2 = receive(alice, p2, app_of, NOW, A.key)
+    alice, ack1 = receive(alice, p1, app_of, NOW, A.key)
+    bob, _ = receive_ack(bob, p2.slot, b"", ack2.sig_nanocontract)
+    bob, _ = receive_ack(bob, p1.slot, b"", ack1.sig_nanocontract)
+    assert bob.nanocontracts == alice.nanocontracts and all(s.state.terminated for s in bob.nanocontracts)
+
+
+def test_the_receiver_refuses_what_the_rules_do_not_give() -> None:
+    alice, bob = pair()
+    alice, made = lock(alice, A.key)
+    forged = {
+        "nid not from the version": replace(made, nid=b"\x01" * 32, nanocontract=replace(made.nanocontract, nid=b"\x01" * 32)),
+        "cash not lowered": replace(made, channel=replace(made.channel, cash_alice=100)),
+        "unknown app": replace(made, nanocontract=replace(made.nanocontract, app="0x" + "33" * 20)),
+    }
+    for name, proposal in forged.items():
+        with pytest.raises(errors.ValidationError):
+            receive(bob, proposal, app_of, NOW, B.key)
+    with pytest.raises(errors.InvalidSignature):  # right content, signed by someone else
+        receive(bob, replace(made, sig_channel=made.sig_nanocontract), app_of, NOW, B.key)
+    # Nothing changed: the genuine proposal still goes through.
+    bob, _ = receive(bob, made, app_of, NOW, B.key)
+    assert bob.state == made.channel
+
+
+def test_a_call_is_checked_with_the_apps_own_rules_and_the_receivers_clock() -> None:
+    alice, bob = pair()
+    alice, bob, made = exchange(alice, bob, lock, A.key, B.key)
+    _, early = call(bob, made.nid, htlc.CLAIM, PREIMAGE, NOW, APPS["HashTimeLock"], B.key)
+    with pytest.raises(errors.HashTimeLockExpired):  # Alice's clock is past the timeout
+        receive(alice, early, app_of, NOW + 101, A.key)
+    fake = replace(early, nanocontract=replace(early.nanocontract, released_bob=29, released_alice=1))
+    with pytest.raises(errors.InvalidNanocontract):
+        receive(alice, fake, app_of, NOW, A.key)
+    with pytest.raises(errors.HashTimeLockWrongPreimage):
+        call(bob, made.nid, htlc.CLAIM, b"\x00" * 32, NOW, APPS["HashTimeLock"], B.key)
+
+
+def test_blocking_the_receivers_cash_needs_its_consent() -> None:
+    alice, bob = pair()
+    game = lambda r, k: create(r, GAME, ttt.initial(10, 10, ALICE, 60), k)  # noqa: E731
+    _, proposal = game(alice, A.key)
+    with pytest.raises(errors.BalanceDecreased):
+        receive(bob, proposal, app_of, NOW, B.key)
+    alice, bob, made = exchange(alice, bob, game, A.key, B.key, consents=lambda nc: nc.app == GAME)
+    move = lambda cell: lambda r, k: call(r, made.nid, ttt.MOVE, ttt.move_arg(cell), NOW, APPS["TicTacToe"], k)  # noqa: E731
+    with pytest.raises(errors.TicTacToeNotYourTurn):
+        move(4)(bob, B.key)
+    for mover, cell in [(ALICE, 0), (BOB, 4), (ALICE, 1), (BOB, 8), (ALICE, 2)]:
+        if mover == ALICE:
+            alice, bob, _ = exchange(alice, bob, move(cell), A.key, B.key)
+        else:
+            bob, alice, _ = exchange(bob, alice, move(cell), B.key, A.key)
+    won = alice.nanocontract(made.nid).state
+    assert won.terminated and won.released_alice == 20 and won == bob.nanocontract(made.nid).state
+
+
+def test_conflicts_stale_versions_and_rejections() -> None:
+    alice, bob = pair()
+    alice, mine = lock(alice, A.key)
+    bob, theirs = create(bob, HTLC, htlc.initial(BOB, 5, htlc.hashlock_of(PREIMAGE), NOW + 100), B.key)
+    with pytest.raises(errors.UpdateConflict):
+        receive(alice, theirs, app_of, NOW, A.key)
+    with pytest.raises(errors.UpdateConflict):
+        lock(alice, A.key)  # one proposal per slot
+    alice, dropped = receive_reject(alice, b"")
+    bob, _ = receive_reject(bob, b"")
+    assert dropped == mine and alice.pending == () and alice.channel_signed == 1
+    with pytest.raises(errors.StaleVersion):  # version 1 is burned for Alice
+        receive(alice, theirs, app_of, NOW, A.key)
+    alice, again = lock(alice, A.key)
+    assert again.channel.version == 2
+    bob, ack = receive(bob, again, app_of, NOW, B.key)
+    with pytest.raises(errors.StaleVersion):  # a replay
+        receive(bob, again, app_of, NOW, B.key)
+    alice, _ = receive_ack(alice, b"", ack.sig_channel, ack.sig_nanocontract)
+    with pytest.raises(errors.StaleVersion):
+        receive_ack(alice, b"", ack.sig_channel, ack.sig_nanocontract)
+
+
+def test_nothing_is_signed_unless_the_channel_is_open() -> None:
+    alice = new_record(PARAMS, DOMAIN, Role.ALICE, Stage.CLOSING)
+    with pytest.raises(errors.WrongStage):
+        lock(alice, A.key)
+
+
+# ---------------------------------------------------------------------- the chain's side
+
+from perun.core.msmachine import Duty, apply_event, duties  # noqa: E402
+
+
+def with_lock_claimed() -> tuple[MSRecord, MSRecord, bytes]:
+    alice, bob = pair()
+    alice, bob, made = exchange(alice, bob, lock, A.key, B.key)
+    claim = lambda r, k: call(r, made.nid, htlc.CLAIM, PREIMAGE, NOW, APPS["HashTimeLock"], k)  # noqa: E731
+    bob, alice, _ = exchange(bob, alice, claim, B.key, A.key)
+    return alice, bob, made.nid
+
+
+def closed_at(rec: MSRecord, version: int, deadline: int) -> MSRecord:
+    fundings = [(f.nid, f.alice, f.bob) for f in rec.state.nanocontracts]
+    return apply_event(rec, "CloseRegistered", {"version": version, "deadline": deadline, "nanocontracts": fundings})
+
+
+def test_a_stale_nanocontract_registration_is_answered_within_its_window() -> None:
+    _, bob, nid = with_lock_claimed()  # Bob holds version 1 (claimed), signed by Alice
+    bob = apply_event(bob, "NanocontractRegistered", {"nid": nid, "version": 0, "windowEnd": 500})
+    assert duties(bob, 499) == ((Duty.REGISTER, nid),)
+    assert duties(bob, 500) == ()  # the window's last second is for the transaction itself
+    answered = apply_event(bob, "NanocontractRegistered", {"nid": nid, "version": 1, "windowEnd": 500})
+    assert duties(answered, 499) == () and answered.registered(nid).terminated
+    assert apply_event(answered, "NanocontractRegistered", {"nid": nid, "version": 0, "windowEnd": 500}) == answered
+
+
+def test_a_close_makes_each_party_register_what_it_lists_then_finalize() -> None:
+    alice, _, nid = with_lock_claimed()
+    closing = closed_at(alice, alice.state.version, deadline=2_000)
+    assert closing.stage is Stage.CLOSING and closing.registered_fundings[0].nid == nid
+    assert duties(closing, 1_999) == ((Duty.REGISTER, nid),)
+    assert duties(closing, 2_000) == ()  # registrations end at D; nothing settled: wait for D + Δ
+    assert duties(closing, 2_000 + PARAMS.delta) == ((Duty.FINALIZE, b""),)
+    registered = apply_event(closing, "NanocontractRegistered", {"nid": nid, "version": 1, "windowEnd": 2_100})
+    assert duties(registered, 2_099) == () and duties(registered, 2_100) == ((Duty.FINALIZE, b""),)
+
+
+def test_a_stale_channel_state_is_disputed_and_an_open_channel_has_no_duty() -> None:
+    alice, bob, _ = with_lock_claimed()
+    assert duties(alice, 10**9) == ()
+    stale = closed_at(bob, 0, deadline=2_000)  # Alice registered the initial state
+    assert (Duty.DISPUTE, b"") in duties(stale, 1_999) and duties(stale, 2_000) == ()
+    paid = apply_event(stale, "Finalized", {"payoutAlice": 100, "payoutBob": 50})
+    assert paid.stage is Stage.CLOSED and paid.outcome == (100, 50) and duties(paid, 10**9) == ()
+    assert apply_event(paid, "CloseRegistered", {"version": 9, "deadline": 1, "nanocontracts": []}) == paid
