@@ -208,3 +208,18 @@ def test_a_stale_channel_state_is_disputed_and_an_open_channel_has_no_duty() -> 
     paid = apply_event(stale, "Finalized", {"payoutAlice": 100, "payoutBob": 50})
     assert paid.stage is Stage.CLOSED and paid.outcome == (100, 50) and duties(paid, 10**9) == ()
     assert apply_event(paid, "CloseRegistered", {"version": 9, "deadline": 1, "nanocontracts": []}) == paid
+
+
+def test_a_new_nanocontract_must_start_where_its_app_starts() -> None:
+    alice, bob = pair()
+    midgame = ttt.encode(ALICE, 60, (1, 0, 0, 0, 2, 0, 0, 0, 0))
+    bad = {
+        "a game already under way": (GAME, replace(ttt.initial(10, 10, ALICE, 60), data=midgame)),
+        "a game without a move timeout": (GAME, ttt.initial(10, 10, ALICE, 0)),
+        "a lock that blocks the receiver's cash": (HTLC, replace(htlc.initial(ALICE, 30, bytes(32), NOW), blocked_bob=5)),
+        "a lock of nothing": (HTLC, htlc.initial(ALICE, 0, bytes(32), NOW)),
+    }
+    for name, (app, initial) in bad.items():
+        _, proposal = create(alice, app, initial, A.key)
+        with pytest.raises(errors.InvalidNanocontract):
+            receive(bob, proposal, app_of, NOW, B.key, consents=lambda nc: True)

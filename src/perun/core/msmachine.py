@@ -251,9 +251,10 @@ def _expected_create(
     if nc.nid != nanocontract_id(rec.channel_id, p.channel.version):
         raise errors.InvalidNanocontract("the nid is not the one its channel version gives")
     try:
-        app_of(nc.app)
+        app = app_of(nc.app)
     except KeyError as exc:
         raise errors.InvalidNanocontract(f"unknown app {nc.app}") from exc
+    app.check_initial(nc.app_state())
     mine = nc.blocked_alice if rec.role is Role.ALICE else nc.blocked_bob
     if mine and not consents(nc):
         raise errors.BalanceDecreased(f"the nanocontract would block {mine} of this party's cash")

@@ -67,6 +67,10 @@ class App(Protocol):
 
     def transition(self, ctx: Context, fun: int, z: bytes, state: AppState) -> AppState: ...
 
+    def check_initial(self, state: AppState) -> None:
+        """InvalidNanocontract unless `state` is one a new nanocontract of this app may hold: the
+        contract accepts any storage both parties signed, so the nodes check what they sign."""
+
 
 def word(data: bytes, index: int) -> int:
     """The `index`-th 32-byte word of `data` as an unsigned integer."""

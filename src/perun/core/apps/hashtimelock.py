@@ -74,6 +74,13 @@ class HashTimeLock:
     name: ClassVar[str] = "HashTimeLock"
     functions: ClassVar[dict[str, int]] = {"claim": CLAIM, "reclaim": RECLAIM}
 
+    def check_initial(self, state: AppState) -> None:
+        """Only the sender blocks, a positive amount; nothing released yet."""
+        lock = decode(state.data)
+        amount = state.blocked_alice if lock.sender == ALICE else state.blocked_bob
+        if amount == 0 or state.blocked != amount or state.released_alice or state.released_bob:
+            raise errors.InvalidNanocontract("a new lock blocks a positive amount of the sender's only")
+
     def transition(self, ctx: Context, fun: int, z: bytes, state: AppState) -> AppState:
         if fun > RECLAIM:
             raise errors.HashTimeLockUnknownFunction({"fun": fun})

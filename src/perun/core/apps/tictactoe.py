@@ -102,6 +102,14 @@ class TicTacToe:
     name: ClassVar[str] = "TicTacToe"
     functions: ClassVar[dict[str, int]] = {"move": MOVE, "timeout": TIMEOUT}
 
+    def check_initial(self, state: AppState) -> None:
+        """An empty board, a move timeout, stakes blocked and nothing released (the contract
+        would also play on from a board no game reaches)."""
+        board = decode(state.data)
+        if any(board.cells) or board.move_timeout == 0 or state.blocked == 0 \
+                or state.released_alice or state.released_bob:
+            raise errors.InvalidNanocontract("a new game has an empty board, a move timeout and stakes")
+
     def transition(self, ctx: Context, fun: int, z: bytes, state: AppState) -> AppState:
         if fun > TIMEOUT:
             raise errors.TicTacToeUnknownFunction({"fun": fun})
