@@ -1,4 +1,5 @@
-"""Gas of every PaymentContract step and of two ETH lifecycles, on the embedded chain.
+"""Gas of every PaymentContract step and of two ETH lifecycles, and of every MSContract step
+(nanocontracts registered, executed, closed over and paid out), on the embedded chain.
 
 `make bench` (python -m benchmarks.gas) prints the table and writes benchmarks/gas.json, the
 snapshot that tests/contracts/test_gas.py holds the contract to (within 2 %). Keys are fixed,
@@ -7,17 +8,24 @@ so signatures, calldata and so the figures are exactly reproducible.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
 
+from eth_abi import encode
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 
 from perun.chain.backend import ETHER, EmbeddedChain
+from perun.chain.multistate import MSContract
 from perun.chain.payment import PaymentContract
+from perun.core.apps import AppState
 from perun.core.channel import Params
+from perun.core.eip712 import sign as sign_digest
 from perun.core.eip712 import sign_state
+from perun.core.multistate import ChannelState, NanocontractState, digest, nanocontract_id
 
 SNAPSHOT = Path(__file__).with_name("gas.json")
 
@@ -25,6 +33,10 @@ SNAPSHOT = Path(__file__).with_name("gas.json")
 RAIDEN = {"openChannel": 111_094, "setTotalDeposit (each)": 56_000, "closeChannel": 118_501,
           "updateNonClosingBalanceProof": 90_516, "settleChannel": 108_569, "cooperativeSettle": 112_270}
 NITRO = {"deposits": 46_496 + 29_408, "cooperative exit": 111_514, "challenge + payout": 113_146 + 82_026}
+
+MS_PREFIX = "ms: "  # MSContract's figures, after PaymentContract's
+DELTA = 3600
+PREIMAGE = keccak(text="perun benchmark preimage")
 
 
 def measure() -> dict[str, int]:
@@ -59,7 +71,7 @@ def measure() -> dict[str, int]:
     chain.advance_time(3601)
     refund = contract.refund(alice, params).gas_used
 
-    return {
+    figures = {
         "create": coop["create"],
         "confirm": coop["confirm"],
         "close": disputed["close"],
@@ -70,11 +82,121 @@ def measure() -> dict[str, int]:
         "lifecycle: cooperative": sum(coop.values()),
         "lifecycle: disputed": sum(disputed.values()),
     }
+    return {**figures, **measure_multistate(chain, alice, bob)}
+
+
+def measure_multistate(chain: EmbeddedChain, alice: LocalAccount, bob: LocalAccount) -> dict[str, int]:
+    """MSContract's steps on ETH channels of 6 + 4 ETH. Every amount, timeout and board is fixed
+    (no timestamp goes into calldata), so the figures are exactly reproducible."""
+    deployer = chain.dev_accounts[0]
+    contract = MSContract.deploy(chain, deployer)
+    htlc, ttt = (chain.deploy(deployer, name) for name in ("HashTimeLock", "TicTacToe"))
+    nonce = iter(range(1, 100))
+    gas: dict[str, int] = {}
+
+    def opened() -> tuple[Params, ChannelState]:
+        params = Params(alice.address, bob.address, 6 * ETHER, 4 * ETHER, DELTA, next(nonce))
+        gas["create"] = contract.create(alice, params).gas_used
+        gas["confirm"] = contract.confirm(bob, params).gas_used
+        return params, ChannelState.initial(params, contract.channel_id(params))
+
+    def signed(state, who) -> bytes:
+        return sign_digest(digest(contract.domain, state), who.key)
+
+    def htlc_state(s: ChannelState, amount: int, timeout: int) -> NanocontractState:
+        """Alice pays Bob `amount` against the preimage of a fixed hashlock until `timeout`."""
+        data = encode(["uint8", "bytes32", "uint64"], [0, hashlib.sha256(PREIMAGE).digest(), timeout])
+        return NanocontractState(s.channel_id, nanocontract_id(s.channel_id, s.version + 1), htlc, 0, amount, 0,
+                                 0, 0, data)
+
+    def ttt_state(s: ChannelState, cells: list[int]) -> NanocontractState:
+        """A game for 1 ETH each, Alice to move."""
+        data = encode(["uint8", "uint64", "uint8[9]"], [0, DELTA, cells])
+        return NanocontractState(s.channel_id, nanocontract_id(s.channel_id, s.version + 1), ttt, 0, ETHER, ETHER,
+                                 0, 0, data)
+
+    def cell(i: int) -> bytes:
+        return encode(["uint8"], [i])
+
+    # The apps: two hash-time locks (one claimed, one reclaimed after its timeout) and two games
+    # (an opening move, and a winning one), all registered by Bob and executed after the window.
+    params, s = opened()
+    claim = htlc_state(s, ETHER, 2**40)
+    s = s.fund(claim)
+    reclaim = htlc_state(s, ETHER, 1)
+    s = s.fund(reclaim)
+    game = ttt_state(s, [0] * 9)
+    s = s.fund(game)
+    endgame = ttt_state(s, [1, 1, 0, 2, 2, 0, 0, 0, 0])
+    s = s.fund(endgame)
+    moved = game.successor(_moved(game, 4))  # Alice's opening move, played off chain
+    gas["register (HashTimeLock)"] = contract.register(bob, params, claim, signed(claim, alice)).gas_used
+    contract.register(bob, params, reclaim, signed(reclaim, alice))
+    gas["register (TicTacToe)"] = contract.register(bob, params, game, signed(game, alice)).gas_used
+    gas["register (higher version)"] = contract.register(bob, params, moved, signed(moved, alice)).gas_used
+    contract.register(bob, params, endgame, signed(endgame, alice))
+    chain.advance_time(DELTA + 1)
+    gas["execute HashTimeLock claim"] = contract.execute(bob, params, claim.nid, 0, PREIMAGE).gas_used
+    gas["execute HashTimeLock reclaim"] = contract.execute(alice, params, reclaim.nid, 1).gas_used
+    gas["execute TicTacToe move"] = contract.execute(bob, params, game.nid, 0, cell(0)).gas_used
+    gas["execute TicTacToe winning move"] = contract.execute(alice, params, endgame.nid, 0, cell(2)).gas_used
+
+    # No nanocontract: a channel state after a payment, as a PaymentContract close.
+    params, s0 = opened()
+    s = ChannelState(s0.channel_id, 1, 5 * ETHER, 5 * ETHER)
+    gas["close (no nanocontract)"] = contract.close(alice, params, s, signed(s, bob)).gas_used
+    chain.advance_time(DELTA + 1)
+    gas["finalize (no nanocontract)"] = contract.finalize(bob, params, s.nanocontracts).gas_used
+
+    # One hash-time lock: closed over, registered and claimed, paid out once settled.
+    params, s0 = opened()
+    claim = htlc_state(s0, ETHER, 2**40)
+    s = s0.fund(claim)
+    gas["close (1 nanocontract)"] = contract.close(alice, params, s, signed(s, bob)).gas_used
+    contract.register(bob, params, claim, signed(claim, alice))
+    chain.advance_time(DELTA + 1)
+    contract.execute(bob, params, claim.nid, 0, PREIMAGE)
+    gas["finalize (1 nanocontract)"] = contract.finalize(bob, params, s.nanocontracts).gas_used
+
+    # The most a channel state may list: 16 hash-time locks of 0.25 ETH, each registered as
+    # claimed (terminated), paid out once settled.
+    params, s = opened()
+    settled = []
+    for _ in range(16):
+        lock = htlc_state(s, ETHER // 4, 2**40)
+        s = s.fund(lock)
+        settled.append(lock.successor(lock.app_state().release(1, ETHER // 4)))
+    gas["close (16 nanocontracts)"] = contract.close(alice, params, s, signed(s, bob)).gas_used
+    for state in settled:
+        contract.register(bob, params, state, signed(state, alice))
+    chain.advance_time(DELTA + 1)
+    gas["finalize (16 nanocontracts)"] = contract.finalize(bob, params, s.nanocontracts).gas_used
+
+    order = ("create", "confirm", "register (HashTimeLock)", "register (TicTacToe)", "register (higher version)",
+             "execute HashTimeLock claim", "execute HashTimeLock reclaim", "execute TicTacToe move",
+             "execute TicTacToe winning move", "close (no nanocontract)", "close (1 nanocontract)",
+             "close (16 nanocontracts)", "finalize (no nanocontract)", "finalize (1 nanocontract)",
+             "finalize (16 nanocontracts)")
+    return {MS_PREFIX + name: gas[name] for name in order}
+
+
+def _moved(state: NanocontractState, cell: int) -> AppState:
+    """The app state after Alice (to move) takes `cell` of an empty board."""
+    cells = [0] * 9
+    cells[cell] = 1
+    data = encode(["uint8", "uint64", "uint8[9]"], [1, DELTA, cells])
+    return AppState(state.blocked_alice, state.blocked_bob, 0, 0, data)
 
 
 def table(figures: dict[str, int]) -> str:
+    """Two Markdown tables: PaymentContract's steps, then MSContract's."""
+    payment = {k: v for k, v in figures.items() if not k.startswith(MS_PREFIX)}
+    multistate = {k[len(MS_PREFIX):]: v for k, v in figures.items() if k.startswith(MS_PREFIX)}
     lines = ["| step (ETH channel) | gas |", "|---|---:|"]
-    lines += [f"| {name} | {gas:,} |" for name, gas in figures.items()]
+    lines += [f"| {name} | {gas:,} |" for name, gas in payment.items()]
+    if multistate:
+        lines += ["", "| MSContract step (ETH channel) | gas |", "|---|---:|"]
+        lines += [f"| {name} | {gas:,} |" for name, gas in multistate.items()]
     return "\n".join(lines)
 
 

@@ -258,7 +258,7 @@ contract MSContract is Channels {
         }
 
         uint40 deadline = _registerClose(ch, p, s.version, s.cashAlice);
-        _fundingsHash[channelId] = keccak256(abi.encode(s.nanocontracts));
+        _fundingsHash[channelId] = _hashFundings(s.nanocontracts);
         emit CloseRegistered(channelId, msg.sender, s.version, s.cashAlice, s.cashBob, s.nanocontracts, deadline);
     }
 
@@ -274,7 +274,7 @@ contract MSContract is Channels {
         bytes32 channelId = channelIdOf(p);
         Channel storage ch = _channels[channelId];
         if (ch.phase != Phase.Closing) revert ChannelsWrongPhase(channelId, ch.phase);
-        if (keccak256(abi.encode(fundings)) != _fundingsHash[channelId]) revert MSContractWrongNanocontracts(channelId);
+        if (_hashFundings(fundings) != _fundingsHash[channelId]) revert MSContractWrongNanocontracts(channelId);
         if (block.timestamp <= ch.deadline) revert ChannelsFinalizeTooEarly(ch.deadline);
         bool settling = block.timestamp <= uint256(ch.deadline) + p.delta;
 
@@ -355,6 +355,11 @@ contract MSContract is Channels {
     }
 
     // ------------------------------------------------------------------ internals
+
+    /// @dev Zero for no nanocontract, so a close without any writes no new storage slot.
+    function _hashFundings(Funding[] calldata fundings) private pure returns (bytes32) {
+        return fundings.length == 0 ? bytes32(0) : keccak256(abi.encode(fundings));
+    }
 
     /// @dev cash + Σ funding = deposits, at most MAX_NANOCONTRACTS, nids strictly ascending (so
     /// none is counted twice). Each amount is checked against the total first: no overflow.
