@@ -48,8 +48,23 @@ class Proposal:
     signature: bytes
 
 
+class Sides:
+    """`me` and `peer` of a record that has `params` and `role` (payment or multistate)."""
+
+    params: Params
+    role: Role
+
+    @property
+    def me(self) -> str:
+        return self.params.alice if self.role is Role.ALICE else self.params.bob
+
+    @property
+    def peer(self) -> str:
+        return self.params.bob if self.role is Role.ALICE else self.params.alice
+
+
 @dataclass(frozen=True)
-class ChannelRecord:
+class ChannelRecord(Sides):
     params: Params
     domain: Domain
     role: Role
@@ -72,14 +87,6 @@ class ChannelRecord:
         object.__setattr__(self, "channel_id", self.current.channel_id)
 
     # ------------------------------------------------------------------ views
-
-    @property
-    def me(self) -> str:
-        return self.params.alice if self.role is Role.ALICE else self.params.bob
-
-    @property
-    def peer(self) -> str:
-        return self.params.bob if self.role is Role.ALICE else self.params.alice
 
     @property
     def my_balance(self) -> int:

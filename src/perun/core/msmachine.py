@@ -25,7 +25,7 @@ from perun import errors
 from perun.core.apps import App, AppState, Context
 from perun.core.channel import Params
 from perun.core.eip712 import Domain, check_digest_signature, sign
-from perun.core.machine import Role, Stage
+from perun.core.machine import Role, Sides, Stage
 from perun.core.multistate import (
     ChannelState,
     Funding,
@@ -86,7 +86,7 @@ class OnChain:
 
 
 @dataclass(frozen=True)
-class MSRecord:
+class MSRecord(Sides):
     params: Params
     domain: Domain
     role: Role
@@ -106,14 +106,6 @@ class MSRecord:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel_id", self.channel.state.channel_id)
-
-    @property
-    def me(self) -> str:
-        return self.params.alice if self.role is Role.ALICE else self.params.bob
-
-    @property
-    def peer(self) -> str:
-        return self.params.bob if self.role is Role.ALICE else self.params.alice
 
     @property
     def state(self) -> ChannelState:
