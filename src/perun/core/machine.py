@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from enum import Enum, IntEnum
+from typing import TypeVar
 
 from perun import errors
 from perun.core.channel import Params, PaymentState, check_state
@@ -293,6 +294,7 @@ def check_key(rec: ChannelRecord, key: bytes) -> None:
 
 
 _ORDER = list(Stage)
+R = TypeVar("R")
 
 
 def apply_event(rec: ChannelRecord, name: str, args: dict) -> ChannelRecord:
@@ -301,11 +303,16 @@ def apply_event(rec: ChannelRecord, name: str, args: dict) -> ChannelRecord:
     Idempotent and monotonic: the node applies a transaction's events from its receipt and
     again when the watcher reads them, so an event never moves a channel back.
     """
-    new = _after_event(rec, name, args)
-    if _ORDER.index(new.stage) < _ORDER.index(rec.stage):
-        return rec
-    if rec.stage is Stage.CLOSING and new.stage is Stage.CLOSING and new.registered_version <= rec.registered_version:
-        return rec
+    return monotonic(rec, _after_event(rec, name, args))
+
+
+def monotonic(old: R, new: R) -> R:
+    """`new`, unless it would move the channel back: to an earlier stage, or in Closing to a
+    registered version no higher than the one it had (a record payment or multistate)."""
+    if _ORDER.index(new.stage) < _ORDER.index(old.stage):
+        return old
+    if old.stage is Stage.CLOSING and new.stage is Stage.CLOSING and new.registered_version <= old.registered_version:
+        return old
     return new
 
 

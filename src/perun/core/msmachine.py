@@ -25,7 +25,7 @@ from perun import errors
 from perun.core.apps import App, AppState, Context
 from perun.core.channel import Params
 from perun.core.eip712 import Domain, check_digest_signature, sign
-from perun.core.machine import Role, Sides, Stage
+from perun.core.machine import Role, Sides, Stage, monotonic
 from perun.core.multistate import (
     ChannelState,
     Funding,
@@ -331,9 +331,6 @@ def _adopt(rec: MSRecord, p: MSProposal, own: MSProposal, peers: MSProposal) -> 
 
 # ---------------------------------------------------------------------- the chain's side
 
-_ORDER = list(Stage)
-
-
 def apply_event(rec: MSRecord, name: str, args: dict) -> MSRecord:
     """The record after an MSContract event about its channel. Idempotent and monotonic, as
     perun.core.machine.apply_event: an event never moves a channel or a nanocontract back."""
@@ -347,12 +344,7 @@ def apply_event(rec: MSRecord, name: str, args: dict) -> MSRecord:
         window_end = known.window_end if known else 0
         terminated = args["blockedAlice"] + args["blockedBob"] == 0
         return _on_chain(rec, OnChain(args["nid"], args["version"], window_end, terminated))
-    new = _after_event(rec, name, args)
-    if _ORDER.index(new.stage) < _ORDER.index(rec.stage):
-        return rec
-    if rec.stage is Stage.CLOSING and new.stage is Stage.CLOSING and new.registered_version <= rec.registered_version:
-        return rec
-    return new
+    return monotonic(rec, _after_event(rec, name, args))
 
 
 def _on_chain(rec: MSRecord, entry: OnChain) -> MSRecord:
