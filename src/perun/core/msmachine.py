@@ -331,6 +331,7 @@ def _adopt(rec: MSRecord, p: MSProposal, own: MSProposal, peers: MSProposal) -> 
 
 # ---------------------------------------------------------------------- the chain's side
 
+
 def apply_event(rec: MSRecord, name: str, args: dict) -> MSRecord:
     """The record after an MSContract event about its channel. Idempotent and monotonic, as
     perun.core.machine.apply_event: an event never moves a channel or a nanocontract back."""
