@@ -1,9 +1,11 @@
 """The node's durable memory: SQLite in WAL mode with synchronous=FULL.
 
-One database per node. It holds each channel's record (perun.core.machine.ChannelRecord), every
-state this node signed or received a signature on, the peers it dials, and the last block the
-watcher processed. `commit` writes any mix of these in one transaction; the node sends nothing
-that depends on a change before that change's commit has returned.
+One database per node. It holds each payment channel's record (perun.core.machine.ChannelRecord)
+and every state this node signed or received a signature on; each multistate channel's record
+(perun.core.msmachine.MSRecord) and every channel and nanocontract state it signed or received a
+signature on; the peers it dials, and the last block the watcher processed. `commit` writes any
+mix of these in one transaction; the node sends nothing that depends on a change before that
+change's commit has returned.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from perun import errors
 from perun.core.channel import Params, PaymentState
 from perun.core.eip712 import Domain
 from perun.core.machine import ChannelRecord, Proposal, Role, Stage
+from perun.core.msmachine import Intent, Kind, MSProposal, MSRecord, OnChain, Signed
+from perun.core.multistate import ChannelState, Funding, NanocontractState
 
 SCHEMA_VERSION = 1
 
@@ -35,6 +39,16 @@ CREATE TABLE IF NOT EXISTS states (
     sig_alice BLOB NOT NULL,
     sig_bob BLOB NOT NULL,
     PRIMARY KEY (channel_id, version, final)
+);
+CREATE TABLE IF NOT EXISTS ms_channels (channel_id BLOB PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ms_states (
+    channel_id BLOB NOT NULL,
+    nid BLOB NOT NULL,  -- empty for a channel state
+    version TEXT NOT NULL,
+    state TEXT NOT NULL,
+    sig_alice BLOB NOT NULL,
+    sig_bob BLOB NOT NULL,
+    PRIMARY KEY (channel_id, nid, version)
 );
 """
 
@@ -100,6 +114,21 @@ class Store:
         ]
         return sorted(found, key=lambda s: (s.state.version, s.state.is_final))
 
+    def ms_channels(self) -> list[MSRecord]:
+        return [_ms_record_from_json(row[0]) for row in self.db.execute("SELECT record FROM ms_channels")]
+
+    def ms_states(self, channel_id: bytes) -> list[Signed]:
+        """Every state of the multistate channel and its nanocontracts this node signed or holds a
+        signature on: the channel states by version, then the nanocontracts' by nid and version."""
+        rows = self.db.execute(
+            "SELECT nid, version, state, sig_alice, sig_bob FROM ms_states WHERE channel_id = ?", (channel_id,)
+        ).fetchall()
+        found = [
+            (bytes(nid), int(v), Signed(_ms_state_from(channel_id, json.loads(state)), bytes(sa), bytes(sb)))
+            for nid, v, state, sa, sb in rows
+        ]
+        return [signed for _, _, signed in sorted(found, key=lambda x: x[:2])]
+
     # ------------------------------------------------------------------ writes
 
     def commit(
@@ -108,6 +137,9 @@ class Store:
         states: Iterable[SignedState] = (),
         peers: Iterable[tuple[str, str, int]] = (),
         meta: dict[str, str] | None = None,
+        *,
+        ms_records: Iterable[MSRecord] = (),
+        ms_states: Iterable[Signed] = (),
     ) -> None:
         """Writes everything in one durable transaction (fsynced before it returns)."""
         try:
@@ -123,6 +155,18 @@ class Store:
                         (s.state.channel_id, str(s.state.version), int(s.state.is_final), str(s.state.balance_alice),
                          str(s.state.balance_bob), s.sig_alice, s.sig_bob)
                         for s in states
+                    ],
+                )
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO ms_channels VALUES (?, ?)",
+                    [(r.channel_id, _ms_record_to_json(r)) for r in ms_records],
+                )
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO ms_states VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (s.state.channel_id, s.state.nid if isinstance(s.state, NanocontractState) else b"",
+                         str(s.state.version), json.dumps(_ms_state_json(s.state)), s.sig_alice, s.sig_bob)
+                        for s in ms_states
                     ],
                 )
                 self.db.executemany("INSERT OR REPLACE INTO peers VALUES (?, ?, ?)", list(peers))
@@ -150,11 +194,19 @@ def _state_from(channel_id: bytes, data: dict[str, Any]) -> PaymentState:
     return PaymentState(channel_id, data["version"], int(data["alice"]), int(data["bob"]), data["final"])
 
 
+def _params_json(p: Params) -> dict[str, Any]:
+    return {"alice": p.alice, "bob": p.bob, "token": p.token, "deposit_alice": str(p.deposit_alice),
+            "deposit_bob": str(p.deposit_bob), "delta": p.delta, "nonce": str(p.nonce)}
+
+
+def _params_from(p: dict[str, Any]) -> Params:
+    return Params(p["alice"], p["bob"], int(p["deposit_alice"]), int(p["deposit_bob"]), p["delta"],
+                  int(p["nonce"]), p["token"])
+
+
 def _record_to_json(rec: ChannelRecord) -> str:
-    p = rec.params
     return json.dumps({
-        "params": {"alice": p.alice, "bob": p.bob, "token": p.token, "deposit_alice": str(p.deposit_alice),
-                   "deposit_bob": str(p.deposit_bob), "delta": p.delta, "nonce": str(p.nonce)},
+        "params": _params_json(rec.params),
         "chain_id": rec.domain.chain_id,
         "contract": rec.domain.verifying_contract,
         "role": rec.role.name,
@@ -175,9 +227,7 @@ def _record_to_json(rec: ChannelRecord) -> str:
 
 def _record_from_json(text: str) -> ChannelRecord:
     d = json.loads(text)
-    p = d["params"]
-    params = Params(p["alice"], p["bob"], int(p["deposit_alice"]), int(p["deposit_bob"]), p["delta"],
-                    int(p["nonce"]), p["token"])
+    params = _params_from(d["params"])
     domain = Domain(d["chain_id"], d["contract"])
     cid = params.channel_id(domain.chain_id, domain.verifying_contract)
     return ChannelRecord(
@@ -196,4 +246,114 @@ def _record_from_json(text: str) -> ChannelRecord:
         deadline=d["deadline"],
         outcome=tuple(int(x) for x in d["outcome"]) if d["outcome"] else None,
         peer_signed_hint=d["peer_signed_hint"],
+    )
+
+
+# ---------------------------------------------------------------------- multistate record encoding
+# Amounts are decimal strings, bytes hex. A state's channel id is the record's, so it is not repeated.
+
+
+def _funding_json(f: Funding) -> dict[str, Any]:
+    return {"nid": f.nid.hex(), "alice": str(f.alice), "bob": str(f.bob)}
+
+
+def _funding_from(d: dict[str, Any]) -> Funding:
+    return Funding(bytes.fromhex(d["nid"]), int(d["alice"]), int(d["bob"]))
+
+
+def _ms_state_json(state: ChannelState | NanocontractState) -> dict[str, Any]:
+    """A channel state, or a nanocontract state (told apart by its "nid")."""
+    if isinstance(state, ChannelState):
+        return {"version": state.version, "alice": str(state.cash_alice), "bob": str(state.cash_bob),
+                "nanocontracts": [_funding_json(f) for f in state.nanocontracts]}
+    return {"nid": state.nid.hex(), "app": state.app, "version": state.version,
+            "blocked_alice": str(state.blocked_alice), "blocked_bob": str(state.blocked_bob),
+            "released_alice": str(state.released_alice), "released_bob": str(state.released_bob),
+            "storage": state.storage.hex()}
+
+
+def _ms_state_from(channel_id: bytes, d: dict[str, Any]) -> ChannelState | NanocontractState:
+    if "nid" not in d:
+        return ChannelState(channel_id, d["version"], int(d["alice"]), int(d["bob"]),
+                            tuple(_funding_from(f) for f in d["nanocontracts"]))
+    return NanocontractState(channel_id, bytes.fromhex(d["nid"]), d["app"], d["version"], int(d["blocked_alice"]),
+                             int(d["blocked_bob"]), int(d["released_alice"]), int(d["released_bob"]),
+                             bytes.fromhex(d["storage"]))
+
+
+def _signed_json(s: Signed) -> dict[str, Any]:
+    return {"state": _ms_state_json(s.state), "sig_alice": s.sig_alice.hex(), "sig_bob": s.sig_bob.hex()}
+
+
+def _signed_from(channel_id: bytes, d: dict[str, Any]) -> Signed:
+    return Signed(_ms_state_from(channel_id, d["state"]), bytes.fromhex(d["sig_alice"]), bytes.fromhex(d["sig_bob"]))
+
+
+def _ms_proposal_json(p: MSProposal) -> dict[str, Any]:
+    return {"kind": p.kind.value, "nid": p.nid.hex(),
+            "channel": _ms_state_json(p.channel) if p.channel is not None else None,
+            "nanocontract": _ms_state_json(p.nanocontract) if p.nanocontract is not None else None,
+            "fun": p.fun, "z": p.z.hex(), "sig_channel": p.sig_channel.hex(),
+            "sig_nanocontract": p.sig_nanocontract.hex(), "prev": p.prev}
+
+
+def _ms_proposal_from(channel_id: bytes, d: dict[str, Any]) -> MSProposal:
+    return MSProposal(
+        Kind(d["kind"]),
+        bytes.fromhex(d["nid"]),
+        channel=_ms_state_from(channel_id, d["channel"]) if d["channel"] is not None else None,
+        nanocontract=_ms_state_from(channel_id, d["nanocontract"]) if d["nanocontract"] is not None else None,
+        fun=d["fun"],
+        z=bytes.fromhex(d["z"]),
+        sig_channel=bytes.fromhex(d["sig_channel"]),
+        sig_nanocontract=bytes.fromhex(d["sig_nanocontract"]),
+        prev=d["prev"],
+    )
+
+
+def _ms_record_to_json(rec: MSRecord) -> str:
+    d = rec.domain
+    return json.dumps({
+        "params": _params_json(rec.params),
+        "domain": {"chain_id": d.chain_id, "contract": d.verifying_contract, "name": d.name, "version": d.version},
+        "role": rec.role.name,
+        "stage": rec.stage.value,
+        "channel": _signed_json(rec.channel),
+        "nanocontracts": [_signed_json(s) for s in rec.nanocontracts],
+        "channel_signed": rec.channel_signed,
+        "nano_signed": [[nid.hex(), version] for nid, version in rec.nano_signed],
+        "pending": [_ms_proposal_json(p) for p in rec.pending],
+        "deadline": rec.deadline,
+        "registered_version": rec.registered_version,
+        "registered_fundings": [_funding_json(f) for f in rec.registered_fundings],
+        "on_chain": [{"nid": r.nid.hex(), "version": r.version, "window_end": r.window_end,
+                      "terminated": r.terminated} for r in rec.on_chain],
+        "outcome": [str(x) for x in rec.outcome] if rec.outcome else None,
+        "intents": [{"nid": i.nid.hex(), "fun": i.fun, "z": i.z.hex()} for i in rec.intents],
+    })
+
+
+def _ms_record_from_json(text: str) -> MSRecord:
+    d = json.loads(text)
+    params = _params_from(d["params"])
+    dom = d["domain"]
+    domain = Domain(dom["chain_id"], dom["contract"], dom["name"], dom["version"])
+    cid = params.channel_id(domain.chain_id, domain.verifying_contract)
+    return MSRecord(
+        params=params,
+        domain=domain,
+        role=Role[d["role"]],
+        stage=Stage(d["stage"]),
+        channel=_signed_from(cid, d["channel"]),
+        nanocontracts=tuple(_signed_from(cid, s) for s in d["nanocontracts"]),
+        channel_signed=d["channel_signed"],
+        nano_signed=tuple((bytes.fromhex(nid), version) for nid, version in d["nano_signed"]),
+        pending=tuple(_ms_proposal_from(cid, p) for p in d["pending"]),
+        deadline=d["deadline"],
+        registered_version=d["registered_version"],
+        registered_fundings=tuple(_funding_from(f) for f in d["registered_fundings"]),
+        on_chain=tuple(OnChain(bytes.fromhex(r["nid"]), r["version"], r["window_end"], r["terminated"])
+                       for r in d["on_chain"]),
+        outcome=tuple(int(x) for x in d["outcome"]) if d["outcome"] else None,
+        intents=tuple(Intent(bytes.fromhex(i["nid"]), i["fun"], bytes.fromhex(i["z"])) for i in d["intents"]),
     )

@@ -1,14 +1,20 @@
-"""The node's store (perun.store): records and signed states survive reopening, exactly."""
+"""The node's store (perun.store): payment and multistate records and signed states survive
+reopening, exactly."""
 
-from dataclasses import replace
+from dataclasses import MISSING, fields, replace
 
 import pytest
 from eth_account import Account
 
 from perun import errors
+from perun.core import msmachine as ms
+from perun.core.apps import ALICE as APP_ALICE
+from perun.core.apps import APPS
+from perun.core.apps import hashtimelock as htlc
 from perun.core.channel import Params
 from perun.core.eip712 import Domain
 from perun.core.machine import Role, Stage, new_record, payment, propose
+from perun.core.multistate import ChannelState, ms_domain
 from perun.store import SignedState, Store
 
 ALICE = Account.from_key(b"\x01" * 32)
@@ -51,3 +57,124 @@ def test_a_failed_commit_writes_nothing(tmp_path):
     with pytest.raises(errors.StoreError):
         store.commit(peers=[(BOB.address, "h", "not a port", "extra")])
     assert store.peers() == {}
+
+
+# ---------------------------------------------------------------------- multistate channels
+
+MS_DOMAIN = ms_domain(1337, DOMAIN.verifying_contract)
+HTLC = "0x" + "11" * 20
+PREIMAGE = b"\x42" * 32
+NOW = 1_000
+
+
+def app_of(address: str):
+    return {HTLC: APPS["HashTimeLock"]}[address]
+
+
+def lock(rec: ms.MSRecord) -> tuple[ms.MSRecord, ms.MSProposal]:
+    """Alice locks 2**100 for Bob."""
+    return ms.create(rec, HTLC, htlc.initial(APP_ALICE, 2**100, htlc.hashlock_of(PREIMAGE), NOW + 100), ALICE.key)
+
+
+def claim(rec: ms.MSRecord, nid: bytes) -> tuple[ms.MSRecord, ms.MSProposal]:
+    """Bob claims a lock."""
+    return ms.call(rec, nid, htlc.CLAIM, PREIMAGE, NOW, APPS["HashTimeLock"], BOB.key)
+
+
+def reclaim(rec: ms.MSRecord, nid: bytes) -> tuple[ms.MSRecord, ms.MSProposal]:
+    """Alice takes a lock back after its timeout."""
+    return ms.call(rec, nid, htlc.RECLAIM, b"", NOW + 101, APPS["HashTimeLock"], ALICE.key)
+
+
+def exchange(proposed: tuple[ms.MSRecord, ms.MSProposal], receiver: ms.MSRecord, key: bytes):
+    """The receiver countersigns the proposal, the proposer adopts it."""
+    proposer, proposal = proposed
+    receiver, mine = ms.receive(receiver, proposal, app_of, NOW, key)
+    proposer, _ = ms.receive_ack(proposer, proposal.slot, mine.sig_channel, mine.sig_nanocontract)
+    return proposer, receiver, proposal
+
+
+def busy_ms_record() -> ms.MSRecord:
+    """Bob's record of a channel with two locks, one claimed, proposals of each kind in flight
+    (more than the rules allow at once: the store does not care) and every other field set."""
+    params = Params(ALICE.address, BOB.address, 2**127, 2**127 - 1, 600, 2**256 - 1)
+    alice = ms.new_record(params, MS_DOMAIN, Role.ALICE, Stage.OPEN)
+    bob = ms.new_record(params, MS_DOMAIN, Role.BOB, Stage.OPEN)
+    alice, bob, first = exchange(lock(alice), bob, BOB.key)
+    alice, bob, second = exchange(lock(alice), bob, BOB.key)
+    bob, alice, _ = exchange(claim(bob, first.nid), alice, ALICE.key)
+    _, created = lock(alice)
+    _, reclaimed = reclaim(alice, second.nid)
+    _, absorbed = ms.absorb(bob, first.nid, BOB.key)
+    bob, claimed = claim(bob, second.nid)
+    return replace(
+        bob,
+        stage=Stage.CLOSED,
+        pending=(created, claimed, reclaimed, absorbed),
+        deadline=2**40,
+        registered_version=bob.state.version,
+        registered_fundings=bob.state.nanocontracts,
+        on_chain=(ms.OnChain(first.nid, 1, 500, True), ms.OnChain(second.nid, 0, 2**63)),
+        outcome=(2**128 - 1, 0),
+        intents=(ms.Intent(second.nid, htlc.CLAIM, PREIMAGE), ms.Intent(first.nid, htlc.RECLAIM)),
+    )
+
+
+def assert_every_field_set(cls: type, instances) -> None:
+    """Each field of `cls` that has a default differs from it in one of `instances`: a field
+    added later must join the store's encoding, and the record these tests store."""
+    for f in fields(cls):
+        if f.init and f.default is not MISSING:
+            assert any(getattr(x, f.name) != f.default for x in instances), f"{cls.__name__}.{f.name}"
+
+
+def test_a_multistate_record_round_trips_exactly(tmp_path):
+    rec = busy_ms_record()
+    assert_every_field_set(ms.MSRecord, [rec])
+    assert_every_field_set(ms.MSProposal, rec.pending)
+    assert_every_field_set(ms.Signed, rec.nanocontracts)
+    assert_every_field_set(ms.OnChain, rec.on_chain)
+    assert_every_field_set(ms.Intent, rec.intents)
+    assert [p.kind for p in rec.pending] == [ms.Kind.CREATE, ms.Kind.CALL, ms.Kind.CALL, ms.Kind.ABSORB]
+    assert len(rec.nanocontracts) == 2 and len(rec.nano_signed) == 2
+    store = Store(tmp_path / "a.db", BOB.address, 1337, DOMAIN.verifying_contract)
+    store.commit(ms_records=[rec])
+    store.close()
+    again = Store(tmp_path / "a.db", BOB.address, 1337, DOMAIN.verifying_contract)
+    assert again.ms_channels() == [rec] and again.channels() == []
+    assert again.ms_channels()[0].domain == MS_DOMAIN != DOMAIN
+
+
+def test_multistate_states_round_trip_channel_first_then_by_nid_and_version(tmp_path):
+    rec = busy_ms_record()
+    created, claimed, _, absorbed = rec.pending
+    later = replace(absorbed.channel, version=10)  # "10" < "3" as text: the versions sort as numbers
+    channel_states = [rec.channel, ms.Signed(absorbed.channel, b"", absorbed.sig_channel), ms.Signed(later, b"", b"")]
+    nanocontracts = sorted(
+        [*rec.nanocontracts, ms.Signed(claimed.nanocontract, b"", claimed.sig_nanocontract),
+         ms.Signed(created.nanocontract, created.sig_nanocontract)],
+        key=lambda s: (s.state.nid, s.state.version),
+    )
+    assert [s.state.version for s in channel_states] == [2, 3, 10]
+    store = Store(tmp_path / "a.db", BOB.address, 1337, DOMAIN.verifying_contract)
+    store.commit(ms_states=[*reversed(nanocontracts), *reversed(channel_states)])
+    store.close()
+    found = Store(tmp_path / "a.db", BOB.address, 1337, DOMAIN.verifying_contract).ms_states(rec.channel_id)
+    assert found == channel_states + nanocontracts
+    assert [type(s.state) for s in found[:3]] == [ChannelState] * 3
+
+
+def test_a_failed_commit_writes_no_multistate_rows(tmp_path):
+    rec = busy_ms_record()
+    store = Store(tmp_path / "a.db", BOB.address, 1337, DOMAIN.verifying_contract)
+    with pytest.raises(errors.StoreError):
+        store.commit(peers=[(BOB.address, "h", "not a port", "extra")], ms_records=[rec], ms_states=[rec.channel])
+    assert store.ms_channels() == [] and store.ms_states(rec.channel_id) == []
+
+
+def test_a_store_from_before_multistate_channels_gains_their_tables(tmp_path):
+    store = Store(tmp_path / "a.db", ALICE.address, 1337, DOMAIN.verifying_contract)
+    store.db.executescript("DROP TABLE ms_channels; DROP TABLE ms_states;")
+    store.close()
+    again = Store(tmp_path / "a.db", ALICE.address, 1337, DOMAIN.verifying_contract)
+    assert again.ms_channels() == [] and again.ms_states(bytes(32)) == []

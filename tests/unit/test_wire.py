@@ -6,10 +6,13 @@ import pytest
 from hypothesis import given, strategies as st
 
 from perun import errors
+from perun.core.channel import Params
 from perun.wire import messages as m
 
 CID = bytes(range(32))
+NID = b"\x22" * 32
 SIG = b"\x11" * 65
+APP = "0x" + "33" * 20
 SAMPLES = [
     m.Hello("0x" + "12" * 20, 31337, "0x" + "34" * 20, b"\x05" * 32),
     m.Auth(SIG),
@@ -21,6 +24,15 @@ SAMPLES = [
     m.UpdateAck(CID, 7, SIG),
     m.Reestablish(CID, 6, 7),
     m.StateSync(CID, 7, 1, 2, False, SIG, SIG),
+    m.ProposeMultistate("0x" + "12" * 20, "0x" + "56" * 20, "0x" + "00" * 20, 10**18, 5, 3600, 2**256 - 1),
+    m.NanocontractCreate(CID, 3, 2, APP, 2**128 - 1, 0, b"\xff" * m.MAX_BYTES, SIG, SIG),
+    m.NanocontractCreate(CID, 1, 0, APP, 0, 1, b"", SIG, SIG),
+    m.NanocontractCall(CID, NID, 2**64 - 1, 2**64 - 2, 255, b"\x42" * m.MAX_BYTES, SIG),
+    m.NanocontractCall(CID, NID, 1, 0, 0, b"", SIG),
+    m.NanocontractAbsorb(CID, NID, 4, 3, SIG),
+    m.NanocontractAck(CID, bytes(32), 3, SIG, SIG),
+    m.NanocontractAck(CID, bytes(32), 4, SIG, b""),
+    m.NanocontractAck(CID, NID, 1, b"", SIG),
 ]
 
 
@@ -63,6 +75,45 @@ def test_reason_must_be_bounded_utf8():
     frame[-1] = 0xFF
     with pytest.raises(errors.MalformedMessage, match="UTF-8"):
         m.decode_frame(bytes(frame))
+    too_long = m.Error(1, 6, CID, 0, 0, "").encode()[m.HEADER.size:-2] + struct.pack(">H", 257) + b"a" * 257
+    with pytest.raises(errors.MalformedMessage, match="more than 256"):
+        m.decode(m.PROTOCOL_VERSION, m.Error.TYPE, too_long)
+
+
+def test_a_long_reason_is_cut_on_a_character_boundary():
+    sent = m.Error(1, 6, CID, 0, 0, "é" * 200)  # 400 bytes of UTF-8
+    assert m.decode_frame(sent.encode()).reason == "é" * (m.MAX_REASON // 2)
+    assert m.decode_frame(m.Error(1, 6, CID, 0, 0, "a" + "é" * 200).encode()).reason == "a" + "é" * 127
+
+
+def test_bytes_fields_are_bounded():
+    with pytest.raises(ValueError, match="1025 bytes"):
+        m.NanocontractCall(CID, NID, 1, 0, 0, bytes(m.MAX_BYTES + 1), SIG).encode()
+    head = m.NanocontractCall(CID, NID, 1, 0, 0, b"", SIG).encode()[m.HEADER.size:-67]
+    body = head + struct.pack(">H", m.MAX_BYTES + 1) + bytes(m.MAX_BYTES + 1) + SIG
+    with pytest.raises(errors.MalformedMessage, match="bytes field of 1025 bytes"):
+        m.decode(m.PROTOCOL_VERSION, m.NanocontractCall.TYPE, body)
+    with pytest.raises(errors.MalformedMessage, match="truncated"):  # the length says more than there is
+        m.decode(m.PROTOCOL_VERSION, m.NanocontractCall.TYPE, head + struct.pack(">H", 70) + SIG)
+    largest = m.NanocontractCreate(CID, 1, 0, APP, 1, 1, bytes(m.MAX_BYTES), SIG, SIG).encode()
+    assert len(largest) - 4 <= m.MAX_FRAME
+
+
+@pytest.mark.parametrize("sigs", [(SIG[:64], b""), (b"", SIG[:64]), (SIG + b"\x00", SIG), (b"\x00", b"")])
+def test_an_ack_signature_is_empty_or_65_bytes(sigs):
+    frame = m.NanocontractAck(CID, bytes(32), 1, *sigs).encode()
+    with pytest.raises(errors.MalformedMessage, match="NanocontractAck has a signature"):
+        m.decode_frame(frame)
+
+
+def test_a_multistate_proposal_is_not_a_channel_proposal():
+    params = Params("0x" + "12" * 20, "0x" + "56" * 20, 10, 5, 3600, 7)
+    multistate, payment = m.ProposeMultistate.of(params), m.ProposeChannel.of(params)
+    assert type(multistate) is m.ProposeMultistate and not isinstance(multistate, m.ProposeChannel)
+    assert multistate != payment and multistate.encode()[6:] == payment.encode()[6:]
+    assert (m.ProposeMultistate.TYPE, m.ProposeChannel.TYPE) == (10, 4)
+    assert type(m.decode_frame(multistate.encode())) is m.ProposeMultistate
+    assert multistate.params() == payment.params() == params
 
 
 def test_every_refusal_has_its_own_code():
@@ -71,6 +122,11 @@ def test_every_refusal_has_its_own_code():
     assert m.code_of(errors.AlreadyFinal("x")) is m.ErrorCode.ALREADY_FINAL
     assert m.code_of(errors.UnknownChannel("x")) is m.ErrorCode.UNKNOWN_CHANNEL
     assert m.code_of(ValueError("bug")) is m.ErrorCode.INTERNAL
+
+
+def test_every_message_type_is_listed_once():
+    assert sorted(m.MESSAGES) == list(range(1, 15))
+    assert {type(x) for x in SAMPLES} == set(m.MESSAGES.values())
 
 
 @given(st.binary(max_size=300), st.integers(0, 255), st.integers(0, 255))

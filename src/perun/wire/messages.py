@@ -1,9 +1,10 @@
 """Peer messages and their binary encoding (docs/protocol.md §9).
 
 A frame is `length (u32) | protocol version (u8) | message type (u8) | body`, big-endian;
-`length` counts the bytes after itself. Every body has a fixed layout, except that an Error
-ends with a length-prefixed UTF-8 reason. Decoding checks every length, range and flag, and
-raises MalformedMessage (or MessageTooLarge) for anything else.
+`length` counts the bytes after itself. Every body has a fixed layout of fields; all have a fixed
+size except the length-prefixed ones: an Error's UTF-8 reason and the data of the nanocontract
+messages. Decoding checks every length, range and flag, and raises MalformedMessage (or
+MessageTooLarge) for anything else.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, fields
 from enum import IntEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from eth_utils import to_checksum_address
 
@@ -19,8 +20,9 @@ from perun import errors
 from perun.core.channel import Params
 
 PROTOCOL_VERSION = 1
-MAX_FRAME = 1024  # the largest message (an Error with the longest reason) is well below
+MAX_FRAME = 4096  # the largest messages, NanocontractCreate / NanocontractCall with 1024 bytes of data, are below
 MAX_REASON = 256
+MAX_BYTES = 1024  # a nanocontract's storage or a call's argument
 HEADER = struct.Struct(">IBB")  # length, version, type
 
 
@@ -77,6 +79,7 @@ def code_of(exc: BaseException) -> ErrorCode:
 # --------------------------------------------------------------------------- field kinds
 
 _SIZES = {"u8": 1, "u16": 2, "u64": 8, "u256": 32, "b32": 32, "addr": 20, "sig": 65, "flag": 1}
+_PREFIXED = {"text": MAX_REASON, "bytes": MAX_BYTES}  # u16 length, then at most this many bytes
 
 
 def _enc(kind: str, value: Any) -> bytes:
@@ -87,8 +90,13 @@ def _enc(kind: str, value: Any) -> bytes:
     if kind == "addr":
         return bytes.fromhex(to_checksum_address(value)[2:])
     if kind == "text":
-        raw = value.encode()[:MAX_REASON]
+        # Cut to MAX_REASON bytes without splitting a character, so the reason stays UTF-8.
+        raw = value.encode()[:MAX_REASON].decode(errors="ignore").encode()
         return len(raw).to_bytes(2, "big") + raw
+    if kind == "bytes":
+        if len(value) > MAX_BYTES:
+            raise ValueError(f"{len(value)} bytes exceed the {MAX_BYTES} a message carries")
+        return len(value).to_bytes(2, "big") + bytes(value)
     return bytes(value)  # b32, sig
 
 
@@ -101,6 +109,11 @@ def _dec(kind: str, raw: bytes) -> Any:
         return raw == b"\x01"
     if kind == "addr":
         return to_checksum_address(raw)
+    if kind == "text":
+        try:
+            return raw.decode()
+        except UnicodeDecodeError as exc:
+            raise errors.MalformedMessage("the reason is not UTF-8") from exc
     return raw
 
 
@@ -115,6 +128,9 @@ class Message:
     def encode(self) -> bytes:
         body = b"".join(_enc(kind, getattr(self, f.name)) for kind, f in zip(self.LAYOUT, fields(self)))
         return HEADER.pack(len(body) + 2, PROTOCOL_VERSION, self.TYPE) + body
+
+    def _check(self) -> None:
+        """Rules across a decoded message's fields that their kinds cannot state; MalformedMessage."""
 
 
 @dataclass(frozen=True)
@@ -143,7 +159,10 @@ class Error(Message):
     """A refusal of the message of type `ref_type` about (`channel_id`, `version`).
 
     `signed` is the highest version the sender signed on that channel, so that a proposer
-    whose update conflicted knows which versions are burned.
+    whose update conflicted knows which versions are burned. A refusal is about one slot: for a
+    NanocontractCall, `channel_id` carries the nanocontract's nid and `version` the refused
+    nanocontract version; for the other multistate messages, the channel id and the refused
+    channel version.
     """
 
     TYPE = 3
@@ -157,10 +176,10 @@ class Error(Message):
 
 
 @dataclass(frozen=True)
-class ProposeChannel(Message):
-    """Alice asks Bob to open a channel with these parameters (on the handshake's contract)."""
+class _ChannelProposal(Message):
+    """The parameters of a channel to open: shared by the payment and the multistate proposal,
+    which differ only in their type (and so in the contract the channel lives on)."""
 
-    TYPE = 4
     LAYOUT = ("addr", "addr", "addr", "u256", "u256", "u64", "u256")
     alice: str
     bob: str
@@ -171,7 +190,7 @@ class ProposeChannel(Message):
     nonce: int
 
     @classmethod
-    def of(cls, params: Params) -> ProposeChannel:
+    def of(cls, params: Params) -> Self:
         return cls(params.alice, params.bob, params.token, params.deposit_alice, params.deposit_bob,
                    params.delta, params.nonce)
 
@@ -180,8 +199,24 @@ class ProposeChannel(Message):
 
 
 @dataclass(frozen=True)
+class ProposeChannel(_ChannelProposal):
+    """Alice asks Bob to open a channel with these parameters (on the handshake's contract)."""
+
+    TYPE = 4
+
+
+@dataclass(frozen=True)
+class ProposeMultistate(_ChannelProposal):
+    """Alice asks Bob to open a multistate channel with these parameters (on the MSContract the
+    nodes were configured with)."""
+
+    TYPE = 10
+
+
+@dataclass(frozen=True)
 class AcceptChannel(Message):
-    """Bob agrees; Alice may create the channel on chain."""
+    """Bob agrees to a ProposeChannel or a ProposeMultistate; Alice may create the channel on
+    chain. One message serves both: the channel id names the contract too."""
 
     TYPE = 5
     LAYOUT = ("b32",)
@@ -241,8 +276,82 @@ class StateSync(Message):
     sig_bob: bytes
 
 
+@dataclass(frozen=True)
+class NanocontractCreate(Message):
+    """A new nanocontract of `app`, blocking `blocked_alice` / `blocked_bob` and holding `data`
+    as its storage: the proposer's signatures on the channel state at `version` (built on channel
+    version `prev`) that funds it, and on the nanocontract at version 0, whose nid is
+    nanocontract_id(channel_id, version). The receiver rebuilds both from its own latest channel
+    state."""
+
+    TYPE = 11
+    LAYOUT = ("b32", "u64", "u64", "addr", "u256", "u256", "bytes", "sig", "sig")
+    channel_id: bytes
+    version: int
+    prev: int
+    app: str
+    blocked_alice: int
+    blocked_bob: int
+    data: bytes
+    sig_channel: bytes
+    sig_nanocontract: bytes
+
+
+@dataclass(frozen=True)
+class NanocontractCall(Message):
+    """The proposer calls function `fun` of nanocontract `nid` with argument `z`: its signature
+    on the nanocontract at `version`, built on version `prev`, which the receiver recomputes."""
+
+    TYPE = 12
+    LAYOUT = ("b32", "b32", "u64", "u64", "u8", "bytes", "sig")
+    channel_id: bytes
+    nid: bytes
+    version: int
+    prev: int
+    fun: int
+    z: bytes
+    sig_nanocontract: bytes
+
+
+@dataclass(frozen=True)
+class NanocontractAbsorb(Message):
+    """The proposer's signature on the channel state at `version` (built on `prev`) that removes
+    terminated nanocontract `nid` and returns what it released to the cash."""
+
+    TYPE = 13
+    LAYOUT = ("b32", "b32", "u64", "u64", "sig")
+    channel_id: bytes
+    nid: bytes
+    version: int
+    prev: int
+    sig_channel: bytes
+
+
+@dataclass(frozen=True)
+class NanocontractAck(Message):
+    """The receiver's countersignatures on the proposal on `slot` (the nid for a call, 32 zero
+    bytes for the channel state) at `version` (the nanocontract's for a call, the channel's
+    otherwise). Each signature is empty when the proposal signed no such struct."""
+
+    TYPE = 14
+    LAYOUT = ("b32", "b32", "u64", "bytes", "bytes")
+    channel_id: bytes
+    slot: bytes
+    version: int
+    sig_channel: bytes
+    sig_nanocontract: bytes
+
+    def _check(self) -> None:
+        for sig in (self.sig_channel, self.sig_nanocontract):
+            if len(sig) not in (0, _SIZES["sig"]):
+                raise errors.MalformedMessage(f"NanocontractAck has a signature of {len(sig)} bytes, not 0 or 65")
+
+
 MESSAGES: dict[int, type[Message]] = {
-    cls.TYPE: cls for cls in (Hello, Auth, Error, ProposeChannel, AcceptChannel, Update, UpdateAck, Reestablish, StateSync)
+    cls.TYPE: cls for cls in (
+        Hello, Auth, Error, ProposeChannel, AcceptChannel, Update, UpdateAck, Reestablish, StateSync,
+        ProposeMultistate, NanocontractCreate, NanocontractCall, NanocontractAbsorb, NanocontractAck,
+    )
 }
 
 
@@ -256,27 +365,25 @@ def decode(version: int, type_: int, body: bytes) -> Message:
     values: list[Any] = []
     offset = 0
     for kind in cls.LAYOUT:
-        if kind == "text":
+        if kind in _PREFIXED:
             if len(body) < offset + 2:
                 raise errors.MalformedMessage(f"{cls.__name__} is truncated")
             size = int.from_bytes(body[offset:offset + 2], "big")
-            raw = body[offset + 2:offset + 2 + size]
-            if size > MAX_REASON or len(raw) != size:
-                raise errors.MalformedMessage(f"{cls.__name__} has a bad reason length {size}")
-            try:
-                values.append(raw.decode())
-            except UnicodeDecodeError as exc:
-                raise errors.MalformedMessage("the reason is not UTF-8") from exc
-            offset += 2 + size
-            continue
-        size = _SIZES[kind]
+            offset += 2
+            if size > _PREFIXED[kind]:
+                raise errors.MalformedMessage(f"{cls.__name__} has a {kind} field of {size} bytes, "
+                                              f"more than {_PREFIXED[kind]}")
+        else:
+            size = _SIZES[kind]
         if len(body) < offset + size:
             raise errors.MalformedMessage(f"{cls.__name__} is truncated")
         values.append(_dec(kind, body[offset:offset + size]))
         offset += size
     if offset != len(body):
         raise errors.MalformedMessage(f"{cls.__name__} has {len(body) - offset} bytes too many")
-    return cls(*values)
+    message = cls(*values)
+    message._check()
+    return message
 
 
 def decode_frame(frame: bytes) -> Message:
