@@ -14,7 +14,19 @@ from perun.core.apps import hashtimelock as htlc
 from perun.core.apps import tictactoe as ttt
 from perun.core.channel import Params
 from perun.core.machine import Role, Stage
-from perun.core.msmachine import MSRecord, absorb, call, create, new_record, receive, receive_ack, receive_reject
+from perun.core.msmachine import (
+    Intent,
+    MSRecord,
+    absorb,
+    adopted,
+    call,
+    create,
+    intend,
+    new_record,
+    receive,
+    receive_ack,
+    receive_reject,
+)
 from perun.core.multistate import digest, ms_domain
 
 A, B = Account.create(), Account.create()
@@ -183,7 +195,9 @@ def test_a_stale_nanocontract_registration_is_answered_within_its_window() -> No
     _, bob, nid = with_lock_claimed()  # Bob holds version 1 (claimed), signed by Alice
     bob = apply_event(bob, "NanocontractRegistered", {"nid": nid, "version": 0, "windowEnd": 500})
     assert duties(bob, 499) == ((Duty.REGISTER, nid),)
-    assert duties(bob, 500) == ()  # the window's last second is for the transaction itself
+    # The window's last second is for the transaction itself; after it the chain holds the old
+    # lock for good, and it may be executed.
+    assert duties(bob, 500) == ((Duty.EXECUTE, nid),)
     answered = apply_event(bob, "NanocontractRegistered", {"nid": nid, "version": 1, "windowEnd": 500})
     assert duties(answered, 499) == () and answered.registered(nid).terminated
     assert apply_event(answered, "NanocontractRegistered", {"nid": nid, "version": 0, "windowEnd": 500}) == answered
@@ -223,3 +237,52 @@ def test_a_new_nanocontract_must_start_where_its_app_starts() -> None:
         _, proposal = create(alice, app, initial, A.key)
         with pytest.raises(errors.InvalidNanocontract):
             receive(bob, proposal, app_of, NOW, B.key, consents=lambda nc: True)
+
+
+def test_a_lost_acknowledgement_is_given_again_and_nothing_is_signed_twice() -> None:
+    alice, bob = pair()
+    alice, made = lock(alice, A.key)
+    bob, first = receive(bob, made, app_of, NOW, B.key)
+    # Alice crashed before she stored Bob's acknowledgement; she sends the same proposal again.
+    with pytest.raises(errors.StaleVersion):
+        receive(bob, made, app_of, NOW, B.key)
+    again = adopted(bob, made)
+    assert again is not None and (again.sig_channel, again.sig_nanocontract) == (first.sig_channel, first.sig_nanocontract)
+    alice, _ = receive_ack(alice, made.slot, again.sig_channel, again.sig_nanocontract)
+    assert alice.channel == bob.channel
+    # A proposal Bob never signed is not his latest state: no acknowledgement.
+    _, other = lock(alice, A.key)
+    assert adopted(bob, other) is None
+
+
+def test_a_nanocontract_on_chain_is_executed_not_called_off_chain() -> None:
+    alice, bob, nid = with_lock_claimed()
+    alice, bob, game = exchange(alice, bob, lambda r, k: create(r, GAME, ttt.initial(10, 10, ALICE, 60), k), A.key,
+                                B.key, consents=lambda nc: True)
+    registered = apply_event(alice, "NanocontractRegistered", {"nid": game.nid, "version": 0, "windowEnd": 500})
+    with pytest.raises(errors.WrongStage, match="registered on chain"):
+        call(registered, game.nid, ttt.MOVE, ttt.move_arg(4), NOW, APPS["TicTacToe"], A.key)
+    _, move = call(alice, game.nid, ttt.MOVE, ttt.move_arg(4), NOW, APPS["TicTacToe"], A.key)
+    bob_registered = apply_event(bob, "NanocontractRegistered", {"nid": game.nid, "version": 0, "windowEnd": 500})
+    with pytest.raises(errors.WrongStage):
+        receive(bob_registered, move, app_of, NOW, B.key)
+    # After the window the game may be executed on chain, whatever the party intends.
+    assert duties(registered, 499) == () and duties(registered, 500) == ((Duty.EXECUTE, game.nid),)
+    intending = intend(registered, game.nid, ttt.MOVE, ttt.move_arg(4))
+    assert intending.intents == (Intent(game.nid, ttt.MOVE, ttt.move_arg(4)),)
+    assert intend(intending, game.nid, ttt.MOVE, ttt.move_arg(4)) == intending
+    with pytest.raises(errors.UnknownNanocontract):
+        intend(registered, b"\x01" * 32, ttt.MOVE, b"")
+    # The party's own execution of that function fulfils the intent; the peer's does not.
+    executed = {"nid": game.nid, "fun": ttt.MOVE, "version": 1, "blockedAlice": 10, "blockedBob": 10}
+    assert apply_event(intending, "NanocontractExecuted", {**executed, "by": B.address}).intents == intending.intents
+    done = apply_event(intending, "NanocontractExecuted", {**executed, "by": A.address})
+    assert done.intents == () and done.registered(game.nid).version == 1
+    # A terminated nanocontract has nothing left to execute.
+    over = apply_event(intending, "NanocontractExecuted",
+                       {**executed, "by": B.address, "fun": ttt.TIMEOUT, "blockedAlice": 0, "blockedBob": 0})
+    assert over.intents == () and duties(over, 10**6) == ()
+    # In a closing channel, execution ends at D + Δ.
+    closing = closed_at(registered, registered.state.version, deadline=2_000)
+    assert (Duty.EXECUTE, game.nid) in duties(closing, 2_000 + PARAMS.delta)
+    assert (Duty.EXECUTE, game.nid) not in duties(closing, 2_001 + PARAMS.delta)

@@ -68,6 +68,7 @@ class MSProposal:
     z: bytes = b""  # CALL
     sig_channel: bytes = b""
     sig_nanocontract: bytes = b""
+    prev: int = 0  # the version of the slot's state it builds on (versions skip burned ones)
 
     @property
     def slot(self) -> bytes:
@@ -86,6 +87,16 @@ class OnChain:
 
 
 @dataclass(frozen=True)
+class Intent:
+    """A call this party means to make on chain once nanocontract `nid` is registered and its
+    window has passed: what it could not get countersigned off chain (a preimage, a move)."""
+
+    nid: bytes
+    fun: int
+    z: bytes = b""
+
+
+@dataclass(frozen=True)
 class MSRecord(Sides):
     params: Params
     domain: Domain
@@ -101,6 +112,7 @@ class MSRecord(Sides):
     registered_fundings: tuple[Funding, ...] = ()  # its nanocontracts: what finalize is given
     on_chain: tuple[OnChain, ...] = ()  # the nanocontracts registered on chain, by nid
     outcome: tuple[int, int] | None = None  # (alice, bob) paid out, once CLOSED
+    intents: tuple[Intent, ...] = ()  # calls to execute on chain, oldest first
 
     channel_id: bytes = field(init=False, repr=False, compare=False)
 
@@ -145,8 +157,8 @@ def create(rec: MSRecord, app: str, initial: AppState, key: bytes) -> tuple[MSRe
     version = max(rec.channel_signed, rec.state.version) + 1
     nc = NanocontractState.create(rec.channel_id, nanocontract_id(rec.channel_id, version), app, initial)
     channel = replace(rec.state.fund(nc), version=version)
-    proposal = MSProposal(Kind.CREATE, nc.nid, channel=channel, nanocontract=nc,
-                          sig_channel=_sign(rec, channel, key), sig_nanocontract=_sign(rec, nc, key))
+    proposal = MSProposal(Kind.CREATE, nc.nid, channel=channel, nanocontract=nc, sig_channel=_sign(rec, channel, key),
+                          sig_nanocontract=_sign(rec, nc, key), prev=rec.state.version)
     return _proposed(rec, proposal), proposal
 
 
@@ -154,11 +166,13 @@ def call(rec: MSRecord, nid: bytes, fun: int, z: bytes, now: int, app: App, key:
     """Propose calling function `fun` of nanocontract `nid` with argument `z`, as this party."""
     _check_open(rec)
     _check_slot_free(rec, nid)
+    _check_off_chain(rec, nid)
     current: NanocontractState = rec.nanocontract(nid).state  # type: ignore[assignment]
     result = app.transition(Context(int(rec.role), now), fun, z, current.app_state())
     nc = replace(current.successor(result), version=max(rec.signed_version(nid), current.version) + 1)
     check_successor(current, nc)
-    proposal = MSProposal(Kind.CALL, nid, nanocontract=nc, fun=fun, z=z, sig_nanocontract=_sign(rec, nc, key))
+    proposal = MSProposal(Kind.CALL, nid, nanocontract=nc, fun=fun, z=z, sig_nanocontract=_sign(rec, nc, key),
+                          prev=current.version)
     return _proposed(rec, proposal), proposal
 
 
@@ -169,8 +183,19 @@ def absorb(rec: MSRecord, nid: bytes, key: bytes) -> tuple[MSRecord, MSProposal]
     _check_slot_free(rec, nid)
     version = max(rec.channel_signed, rec.state.version) + 1
     channel = replace(rec.state.absorb(rec.nanocontract(nid).state), version=version)  # type: ignore[arg-type]
-    proposal = MSProposal(Kind.ABSORB, nid, channel=channel, sig_channel=_sign(rec, channel, key))
+    proposal = MSProposal(Kind.ABSORB, nid, channel=channel, sig_channel=_sign(rec, channel, key),
+                          prev=rec.state.version)
     return _proposed(rec, proposal), proposal
+
+
+def intend(rec: MSRecord, nid: bytes, fun: int, z: bytes) -> MSRecord:
+    """Record that this party will call `fun(z)` of nanocontract `nid` on chain (Duty.EXECUTE)
+    once it is registered and its window has passed."""
+    if rec.stage not in (Stage.OPEN, Stage.CLOSING):
+        raise errors.WrongStage(f"channel 0x{rec.channel_id.hex()} is {rec.stage.value}")
+    rec.nanocontract(nid)
+    intent = Intent(nid, fun, z)
+    return rec if intent in rec.intents else replace(rec, intents=rec.intents + (intent,))
 
 
 def _proposed(rec: MSRecord, proposal: MSProposal) -> MSRecord:
@@ -233,6 +258,28 @@ def receive(
     return _adopt(_mark_signed(rec, proposal), proposal, mine, proposal), mine
 
 
+def adopted(rec: MSRecord, proposal: MSProposal) -> MSProposal | None:
+    """The proposal with this party's signatures if it is already this party's latest state on
+    its slot (countersigned before, the acknowledgement lost to a crash or a dropped
+    connection), else None. Acknowledging it again completes it exactly once; the peer's
+    signatures are checked all the same (InvalidSignature)."""
+    held = next((s for s in rec.nanocontracts if s.state.nid == proposal.nid), None)
+    if proposal.kind is Kind.CALL:
+        if held is None or held.state != proposal.nanocontract:
+            return None
+        _check_peer(rec, held.state, proposal.sig_nanocontract)
+        return replace(proposal, sig_channel=b"", sig_nanocontract=held.by(rec.role))
+    if rec.state != proposal.channel:
+        return None
+    _check_peer(rec, rec.state, proposal.sig_channel)
+    if proposal.kind is Kind.ABSORB:
+        return replace(proposal, sig_channel=rec.channel.by(rec.role), sig_nanocontract=b"")
+    if held is None or held.state != proposal.nanocontract:
+        return None
+    _check_peer(rec, held.state, proposal.sig_nanocontract)
+    return replace(proposal, sig_channel=rec.channel.by(rec.role), sig_nanocontract=held.by(rec.role))
+
+
 def _expected_create(
     rec: MSRecord, p: MSProposal, app_of: AppOf, consents: Callable[[NanocontractState], bool]
 ) -> MSProposal:
@@ -240,6 +287,8 @@ def _expected_create(
         raise errors.InvalidNanocontract("a creation carries a channel state and a nanocontract")
     _check_channel_version(rec, p.channel.version)
     nc = p.nanocontract
+    if nc.channel_id != rec.channel_id:
+        raise errors.WrongChannel(f"the nanocontract is for channel 0x{nc.channel_id.hex()}")
     if nc.nid != nanocontract_id(rec.channel_id, p.channel.version):
         raise errors.InvalidNanocontract("the nid is not the one its channel version gives")
     try:
@@ -258,17 +307,25 @@ def _expected_create(
 def _expected_call(rec: MSRecord, p: MSProposal, app_of: AppOf, now: int) -> MSProposal:
     if p.nanocontract is None or p.channel is not None:
         raise errors.InvalidNanocontract("a call carries a nanocontract state only")
-    current: NanocontractState = rec.nanocontract(p.nid).state  # type: ignore[assignment]
-    if p.nanocontract.version <= max(rec.signed_version(p.nid), current.version):
-        raise errors.StaleVersion(f"nanocontract version {p.nanocontract.version} was signed before")
+    nc = called(rec, p.nid, p.fun, p.z, p.nanocontract.version, app_of, now)
+    return MSProposal(Kind.CALL, p.nid, nanocontract=nc, fun=p.fun, z=p.z)
+
+
+def called(rec: MSRecord, nid: bytes, fun: int, z: bytes, version: int, app_of: AppOf, now: int) -> NanocontractState:
+    """The state at `version` that the peer's call of `fun(z)` gives, by this party's app mirror
+    and clock: what a receiver countersigns, and all a call message need carry besides."""
+    _check_off_chain(rec, nid)
+    current: NanocontractState = rec.nanocontract(nid).state  # type: ignore[assignment]
+    if version <= max(rec.signed_version(nid), current.version):
+        raise errors.StaleVersion(f"nanocontract version {version} was signed before")
     try:
         app = app_of(current.app)
     except KeyError as exc:
         raise errors.InvalidNanocontract(f"unknown app {current.app}") from exc
-    result = app.transition(Context(1 - int(rec.role), now), p.fun, p.z, current.app_state())
-    nc = replace(current.successor(result), version=p.nanocontract.version)
+    result = app.transition(Context(1 - int(rec.role), now), fun, z, current.app_state())
+    nc = replace(current.successor(result), version=version)
     check_successor(current, nc)
-    return MSProposal(Kind.CALL, p.nid, nanocontract=nc, fun=p.fun, z=p.z)
+    return nc
 
 
 def _expected_absorb(rec: MSRecord, p: MSProposal) -> MSProposal:
@@ -290,6 +347,13 @@ def _check_channel_version(rec: MSRecord, version: int) -> None:
 def _check_open(rec: MSRecord) -> None:
     if rec.stage is not Stage.OPEN:
         raise errors.WrongStage(f"channel 0x{rec.channel_id.hex()} is {rec.stage.value}, not open")
+
+
+def _check_off_chain(rec: MSRecord, nid: bytes) -> None:
+    # Once registered, the chain decides: a higher version may still replace the registered
+    # one within its window, but a new one signed now would race the window's end.
+    if rec.registered(nid) is not None:
+        raise errors.WrongStage(f"nanocontract 0x{nid.hex()} is registered on chain: execute it there")
 
 
 def _check_slot_free(rec: MSRecord, slot: bytes) -> None:
@@ -344,7 +408,10 @@ def apply_event(rec: MSRecord, name: str, args: dict) -> MSRecord:
         known = rec.registered(args["nid"])
         window_end = known.window_end if known else 0
         terminated = args["blockedAlice"] + args["blockedBob"] == 0
-        return _on_chain(rec, OnChain(args["nid"], args["version"], window_end, terminated))
+        mine = args["by"].lower() == rec.me.lower()
+        intents = tuple(i for i in rec.intents if i.nid != args["nid"]
+                        or not (terminated or (mine and i.fun == args["fun"])))
+        return _on_chain(replace(rec, intents=intents), OnChain(args["nid"], args["version"], window_end, terminated))
     return monotonic(rec, _after_event(rec, name, args))
 
 
@@ -381,6 +448,7 @@ class Duty(str, Enum):
     REFUND = "refund"
     DISPUTE = "dispute"  # a channel state older than ours is registered: replace it by D
     REGISTER = "register"  # the chain holds an older version of a nanocontract, or none, and must not
+    EXECUTE = "execute"  # a nanocontract on chain may be executed: what this party intends, or the app's automatic
     FINALIZE = "finalize"
 
 
@@ -394,6 +462,10 @@ def duties(rec: MSRecord, now: int) -> tuple[tuple[Duty, bytes], ...]:
       Closing.
     - Once the channel is Closing, every nanocontract it lists that the chain does not hold is
       registered by D, and a stale channel state is replaced by D.
+    - A nanocontract on chain whose window has passed and that still blocks funds can be
+      executed (while the channel is Open, or Closing until D + Δ): the node calls what it
+      intends (`intend`) or a function the app lets a party call by itself (`App.automatic`),
+      when the app allows it now.
     - Finalize after D when every listed nanocontract is settled on chain, else after D + Δ.
     """
     if rec.stage is Stage.ACCEPTED and rec.role is Role.ALICE:
@@ -420,6 +492,10 @@ def duties(rec: MSRecord, now: int) -> tuple[tuple[Duty, bytes], ...]:
                 found.append((Duty.REGISTER, nc.nid))
         elif nc.nid in listed and now < rec.deadline:
             found.append((Duty.REGISTER, nc.nid))
+    executable = not closing or now <= rec.deadline + rec.params.delta
+    for onchain in rec.on_chain:
+        if executable and not onchain.terminated and now >= onchain.window_end:
+            found.append((Duty.EXECUTE, onchain.nid))
     if closing and now >= rec.deadline:
         settled = all(
             (r := rec.registered(f.nid)) is not None and r.terminated and now >= r.window_end

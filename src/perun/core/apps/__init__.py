@@ -64,6 +64,9 @@ class App(Protocol):
 
     name: ClassVar[str]  # the Solidity contract's name
     functions: ClassVar[dict[str, int]]  # function name -> `fun`
+    # Functions without an argument that a node calls on chain on its own as soon as the app
+    # allows it: a timeout's consequence, which needs no decision by the user.
+    automatic: ClassVar[tuple[int, ...]]
 
     def transition(self, ctx: Context, fun: int, z: bytes, state: AppState) -> AppState: ...
 

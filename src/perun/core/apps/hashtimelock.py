@@ -73,6 +73,7 @@ class HashTimeLock:
 
     name: ClassVar[str] = "HashTimeLock"
     functions: ClassVar[dict[str, int]] = {"claim": CLAIM, "reclaim": RECLAIM}
+    automatic: ClassVar[tuple[int, ...]] = (RECLAIM,)
 
     def check_initial(self, state: AppState) -> None:
         """Only the sender blocks, a positive amount; nothing released yet."""

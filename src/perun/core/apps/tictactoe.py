@@ -101,6 +101,7 @@ class TicTacToe:
 
     name: ClassVar[str] = "TicTacToe"
     functions: ClassVar[dict[str, int]] = {"move": MOVE, "timeout": TIMEOUT}
+    automatic: ClassVar[tuple[int, ...]] = (TIMEOUT,)
 
     def check_initial(self, state: AppState) -> None:
         """An empty board, a move timeout, stakes blocked and nothing released (the contract
