@@ -19,7 +19,7 @@ import logging
 import os
 import secrets
 import signal
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,10 +30,14 @@ from eth_utils import to_checksum_address
 
 from perun import errors
 from perun.chain.backend import Chain, EmbeddedChain
+from perun.chain.channels import ChannelsContract
 from perun.chain.payment import PaymentContract, Receipt
-from perun.core import machine
+from perun.core import machine, msmachine
 from perun.core.channel import ETH, Params, PaymentState, Phase
 from perun.core.machine import ChannelRecord, Proposal, Role, Stage
+from perun.core.msmachine import MSRecord, Signed
+from perun.core.multistate import NanocontractState
+from perun.msnode import Multistate
 from perun.store import SignedState, Store
 from perun.watcher import Watcher
 from perun.wire import messages as m
@@ -49,6 +53,7 @@ CONFLICT_RETRIES = 8
 CRASH_POINTS = (
     "propose-stored", "accept-stored", "created", "confirmed", "update-signed", "update-received",
     "update-countersigned", "ack-stored", "final-signed", "final-countersigned", "final-acked", "close-sent",
+    "nano-proposed", "nano-received", "nano-countersigned", "nano-acked",
 )
 
 
@@ -92,6 +97,9 @@ class Node:
         port: int = 0,
         *,
         accept_channel: Callable[[Params], bool] = lambda params: True,
+        ms_contract: str | None = None,
+        apps: Mapping[str, str] | None = None,
+        accept_nanocontract: Callable[[NanocontractState], bool] = lambda nc: False,
         poll_interval: float = 0.25,
         response_timeout: float = RESPONSE_TIMEOUT,
         name: str | None = None,
@@ -116,6 +124,11 @@ class Node:
         self.watcher = Watcher(self, poll_interval)
 
         self.records: dict[bytes, ChannelRecord] = {r.channel_id: r for r in self.store.channels()}
+        # Multistate channels (msnode), when the node is given an MSContract; a creation that
+        # blocks this node's cash needs `accept_nanocontract` (a conditional payment to it does not).
+        self.multistate: Multistate | None = None
+        if ms_contract:
+            self.multistate = Multistate(self, ms_contract, apps or {}, accept_channel, accept_nanocontract)
         self.peers: dict[str, Connection] = {}
         self._connected: dict[str, asyncio.Event] = {}
         self._dial: dict[str, tuple[str, int]] = self.store.peers()
@@ -237,6 +250,8 @@ class Node:
         peers: Iterable[tuple[str, str, int]] = (),
         meta: dict[str, str] | None = None,
         then: Callable[[], None] | None = None,
+        ms_records: Iterable[MSRecord] = (),
+        ms_states: Iterable[Signed] = (),
     ) -> asyncio.Future:
         """Stages changes for the next group commit and returns a future of it. The records
         take effect in memory at once; `then` runs right after the commit, in staging order."""
@@ -245,12 +260,16 @@ class Node:
         if self.failed:
             raise errors.StoreError(f"the node stopped after a store failure: {self.failed}")
         if self._batch is None:
-            self._batch = {"records": {}, "states": [], "peers": [], "meta": {}}
+            self._batch = {"records": {}, "states": [], "peers": [], "meta": {}, "ms_records": {}, "ms_states": []}
             self._batch_done = asyncio.get_running_loop().create_future()
             asyncio.get_running_loop().call_soon(self._flush)
         for rec in records:
             self.records[rec.channel_id] = rec
             self._batch["records"][rec.channel_id] = rec
+        for ms_rec in ms_records:
+            self.multistate.records[ms_rec.channel_id] = ms_rec  # type: ignore[union-attr]
+            self._batch["ms_records"][ms_rec.channel_id] = ms_rec
+        self._batch["ms_states"].extend(ms_states)
         self._batch["states"].extend(states)
         self._batch["peers"].extend(peers)
         self._batch["meta"].update(meta or {})
@@ -265,7 +284,8 @@ class Node:
         batch, after, done = self._batch, self._after, self._batch_done
         self._batch, self._after, self._batch_done = None, [], None
         try:
-            self.store.commit(batch["records"].values(), batch["states"], batch["peers"], batch["meta"])
+            self.store.commit(batch["records"].values(), batch["states"], batch["peers"], batch["meta"],
+                              ms_records=batch["ms_records"].values(), ms_states=batch["ms_states"])
         except errors.StoreError as exc:
             # Nothing that depended on the batch was sent. A node that cannot persist must not
             # sign anything more: stop serving.
@@ -298,7 +318,7 @@ class Node:
         """Wakes the `wait_for` callers whose condition now holds (or whose channel's duty failed)."""
         for waiter in list(self._waiters):
             cid, predicate, future = waiter
-            rec = self.records.get(cid)
+            rec = self._record(cid)
             if not future.done():
                 if rec is not None and predicate(rec):
                     future.set_result(rec)
@@ -307,9 +327,17 @@ class Node:
             if future.done():
                 self._waiters.remove(waiter)
 
-    async def wait_for(self, cid: bytes, predicate: Callable[[ChannelRecord], bool], timeout: float = 30.0) -> ChannelRecord:
-        """Waits until the channel's record satisfies `predicate` (an event, not a sleep)."""
-        rec = self.channel(cid)
+    def _record(self, cid: bytes) -> ChannelRecord | MSRecord | None:
+        if cid in self.records or self.multistate is None:
+            return self.records.get(cid)
+        return self.multistate.records.get(cid)
+
+    async def wait_for(self, cid: bytes, predicate: Callable[[Any], bool], timeout: float = 30.0) -> Any:
+        """Waits until the channel's record (payment or multistate) satisfies `predicate` (an
+        event, not a sleep)."""
+        rec = self._record(cid)
+        if rec is None:
+            raise errors.UnknownChannel(f"no channel 0x{cid.hex()}")
         if predicate(rec):
             return rec
         future = asyncio.get_running_loop().create_future()
@@ -382,6 +410,8 @@ class Node:
                 self._send(conn, m.ProposeChannel.of(rec.params))
             else:
                 self._send(conn, m.Reestablish(rec.channel_id, rec.current.version, rec.signed))
+        if self.multistate:
+            self.multistate.on_connected(conn)
 
     async def _serve(self, conn: Connection) -> None:
         try:
@@ -395,7 +425,7 @@ class Node:
                     self._refuse(conn, exc, 0)
                     continue
                 try:
-                    if isinstance(message, m.Update) and self._opening(message.channel_id):
+                    if isinstance(message, (m.Update, *_MS_UPDATES)) and self._opening(message.channel_id):
                         # The proposer saw the channel open; this node may not have read that
                         # block yet. Read it (after any confirm this node has in flight) first.
                         try:
@@ -404,14 +434,13 @@ class Node:
                             log.warning("%s: chain poll failed: %s", self.name, exc)
                     self._handle(conn, message)
                 except errors.ValidationError as exc:
-                    self._refuse(conn, exc, message.TYPE, getattr(message, "channel_id", bytes(32)),
-                                 getattr(message, "version", 0))
+                    self._refuse(conn, exc, message.TYPE, _refers_to(message), getattr(message, "version", 0))
                 except errors.StoreError:
                     raise
                 except Exception as exc:  # a bug: say so, keep serving (nothing was changed)
                     log.exception("%s: handling %s failed", self.name, type(message).__name__)
                     self._refuse(conn, errors.PerunError(f"internal error: {type(exc).__name__}"), message.TYPE,
-                                 getattr(message, "channel_id", bytes(32)), getattr(message, "version", 0))
+                                 _refers_to(message), getattr(message, "version", 0))
                 await conn.drain()
         except errors.PeerUnavailable:
             pass
@@ -441,11 +470,16 @@ class Node:
         return rec
 
     def _opening(self, cid: bytes) -> bool:
-        rec = self.records.get(cid)
+        rec = self._record(cid)
         return rec is not None and rec.stage in (Stage.ACCEPTED, Stage.INITIALISING)
 
     def _handle(self, conn: Connection, msg: m.Message) -> None:
-        if isinstance(msg, m.Update):
+        if isinstance(msg, _MS_MESSAGES) or (isinstance(msg, m.AcceptChannel) and self.multistate
+                                               and self.multistate.handles(msg.channel_id)):
+            if self.multistate is None:
+                raise errors.ChannelRefused("this node runs no multistate channels")
+            self.multistate.handle(conn, msg)
+        elif isinstance(msg, m.Update):
             self._on_update(conn, msg)
         elif isinstance(msg, m.UpdateAck):
             self._on_ack(conn, msg)
@@ -502,10 +536,12 @@ class Node:
                         self._resolve((msg.channel_id, proposal.state.version), failure)
                 self.save([new], then=fail)
         elif msg.ref_type == m.ProposeChannel.TYPE:
-            for cid, future in list(self._accepts.items()):
+            for cid in list(self._accepts):
                 rec = self.records.get(cid)
-                if rec and rec.peer == conn.peer and not future.done():
-                    future.set_exception(failure)
+                if rec and rec.peer == conn.peer:
+                    self._accepted(cid, failure)
+        elif self.multistate and msg.ref_type in {cls.TYPE for cls in _MS_MESSAGES}:
+            self.multistate.on_error(conn, msg, failure)
 
     def _on_propose(self, conn: Connection, msg: m.ProposeChannel) -> None:
         params = msg.params()
@@ -532,9 +568,17 @@ class Node:
             raise errors.WrongStage("only the proposer expects an acceptance")
         if rec.stage is Stage.PROPOSED:
             self.save([replace(rec, stage=Stage.ACCEPTED)], then=self.watcher.wake)
-        future = self._accepts.get(msg.channel_id)
-        if future and not future.done():
+        self._accepted(msg.channel_id)
+
+    def _accepted(self, cid: bytes, failure: BaseException | None = None) -> None:
+        """Bob accepted (or refused) the channel `cid` that `open` waits for."""
+        future = self._accepts.get(cid)
+        if future is None or future.done():
+            return
+        if failure is None:
             future.set_result(None)
+        else:
+            future.set_exception(failure)
 
     def _on_reestablish(self, conn: Connection, msg: m.Reestablish) -> None:
         rec = self._channel_with(conn, msg.channel_id)
@@ -599,19 +643,26 @@ class Node:
         conn = self._connection(peer)
         params = Params(self.address, conn.peer, deposit, peer_deposit, delta, secrets.randbits(64), token)
         rec = machine.new_record(params, self.domain, Role.ALICE, Stage.PROPOSED)
+        return await self._open_channel(conn, rec, m.ProposeChannel.of(params), records=[rec], timeout=timeout)
+
+    async def _open_channel(self, conn: Connection, rec: ChannelRecord | MSRecord, proposal: m.Message,
+                            timeout: float | None, **staged: Any) -> bytes:
+        """Stores the proposed channel `rec` (staged as `records` or `ms_records`), sends the
+        proposal, and returns the id once Bob has accepted and confirmed it on chain."""
         cid = rec.channel_id
         accepted = asyncio.get_running_loop().create_future()
         self._accepts[cid] = accepted
         def propose() -> None:
             self._crash_point("propose-stored")
-            conn.send(m.ProposeChannel.of(params))
+            conn.send(proposal)
         try:
-            await self.save([rec], then=propose)
+            await self.save(**staged, then=propose)
             await asyncio.wait_for(accepted, timeout or self.response_timeout)
         except asyncio.TimeoutError as exc:
-            raise errors.PeerTimeout(f"{peer} did not answer the channel proposal") from exc
+            raise errors.PeerTimeout(f"{conn.peer} did not answer the channel proposal") from exc
         except errors.PeerRejected:
-            await self.save([replace(self.records[cid], stage=Stage.CLOSED, outcome=(0, 0))])
+            refused = replace(self._record(cid), stage=Stage.CLOSED, outcome=(0, 0))  # type: ignore[type-var]
+            await self.save(**{next(iter(staged)): [refused]})
             raise
         finally:
             self._accepts.pop(cid, None)
@@ -689,18 +740,19 @@ class Node:
             raise errors.WrongStage(f"channel 0x{cid.hex()} is {rec.stage.value}")
         if rec.is_fully_signed_final:
             return await self.cooperative_close_on_chain(cid)
-        receipt = await self._closing(cid, self.contract.close, rec.params, rec.current, rec.peer_signature)
+        receipt = await self._closing(cid, self.contract, self.contract.close, rec.params, rec.current,
+                                      rec.peer_signature)
         self._crash_point("close-sent")
         return receipt
 
     async def finalize(self, cid: bytes) -> Receipt | None:
         """Pays out the registered state once Δ has passed. None if it was paid out already."""
-        return await self._closing(cid, self.contract.finalize, self.channel(cid).params)
+        return await self._closing(cid, self.contract, self.contract.finalize, self.channel(cid).params)
 
     async def refund(self, cid: bytes) -> Receipt | None:
         """Alice takes her deposit back when Bob did not confirm in time. None if the channel
         was refunded already."""
-        return await self._closing(cid, self.contract.refund, self.channel(cid).params)
+        return await self._closing(cid, self.contract, self.contract.refund, self.channel(cid).params)
 
     async def sync(self) -> None:
         """Reads the chain now and does what is due (the watcher also does it every poll)."""
@@ -709,22 +761,26 @@ class Node:
     # ------------------------------------------------------------------ chain steps (also the watcher's duties)
 
     async def create_on_chain(self, cid: bytes) -> None:
-        rec = self.channel(cid)
-        if (await self.on_chain(self.contract.channel, cid)).phase is not Phase.NONE:
+        await self._create_on(self.contract, self.channel(cid).params)
+
+    async def confirm_on_chain(self, cid: bytes) -> None:
+        await self._confirm_on(self.contract, self.channel(cid).params)
+
+    async def _create_on(self, contract: ChannelsContract, params: Params) -> None:
+        if (await self.on_chain(contract.channel, contract.channel_id(params))).phase is not Phase.NONE:
             return  # created before a crash; the watcher applies its event
-        if rec.params.token != ETH:
-            await self._transact(self.contract.approve, rec.params.token, rec.params.deposit_alice)
-        receipt = await self._transact(self.contract.create, rec.params)
+        if params.token != ETH:
+            await self._transact(contract.approve, params.token, params.deposit_alice)
+        receipt = await self._transact(contract.create, params)
         self._crash_point("created")
         await self._apply(receipt)
 
-    async def confirm_on_chain(self, cid: bytes) -> None:
-        rec = self.channel(cid)
-        if (await self.on_chain(self.contract.channel, cid)).phase is not Phase.INITIALISING:
+    async def _confirm_on(self, contract: ChannelsContract, params: Params) -> None:
+        if (await self.on_chain(contract.channel, contract.channel_id(params))).phase is not Phase.INITIALISING:
             return
-        if rec.params.token != ETH:
-            await self._transact(self.contract.approve, rec.params.token, rec.params.deposit_bob)
-        receipt = await self._transact(self.contract.confirm, rec.params)
+        if params.token != ETH:
+            await self._transact(contract.approve, params.token, params.deposit_bob)
+        receipt = await self._transact(contract.confirm, params)
         self._crash_point("confirmed")
         await self._apply(receipt)
 
@@ -732,18 +788,20 @@ class Node:
         rec = self.channel(cid)
         if not rec.is_fully_signed_final:
             raise errors.WrongStage(f"channel 0x{cid.hex()} has no final state signed by both")
-        return await self._closing(cid, self.contract.cooperative_close, rec.params, rec.current,
+        return await self._closing(cid, self.contract, self.contract.cooperative_close, rec.params, rec.current,
                                    rec.sig_alice, rec.sig_bob)
 
-    async def _closing(self, cid: bytes, fn: Callable[..., Receipt], *args: Any) -> Receipt | None:
+    async def _closing(self, cid: bytes, contract: ChannelsContract, fn: Callable[..., Receipt],
+                       *args: Any) -> Receipt | None:
         """Sends a transaction that moves the channel towards Closed. Both parties' nodes, and
         their watchers, may send one at the same time: losing that race is not an error."""
-        if self.channel(cid).stage is Stage.CLOSED:
+        rec = self._record(cid)
+        if rec is None or rec.stage is Stage.CLOSED:
             return None
         try:
             receipt = await self._transact(fn, *args)
         except (errors.ChannelsWrongPhase, errors.TransactionFailed):
-            if (await self.on_chain(self.contract.channel, cid)).phase is not Phase.CLOSED:
+            if (await self.on_chain(contract.channel, cid)).phase is not Phase.CLOSED:
                 raise
             self.watcher.wake()  # it applies the winner's event
             return None
@@ -755,14 +813,27 @@ class Node:
 
     async def _apply(self, receipt: Receipt) -> None:
         """Applies a transaction's events at once; the watcher will see them again, harmlessly."""
-        changed = []
+        changed, ms_changed = {}, {}
         for event in receipt.events:
-            rec = self.records.get(event.args.get("channelId"))
-            if rec is not None:
-                new = machine.apply_event(rec, event.name, event.args)
-                if new != rec:
-                    changed.append(new)
-        await self.save(changed)
+            cid = event.args.get("channelId")
+            if cid in self.records:
+                rec = changed.get(cid, self.records[cid])
+                changed[cid] = machine.apply_event(rec, event.name, event.args)
+            elif self.multistate and cid in self.multistate.records:
+                ms_rec = ms_changed.get(cid, self.multistate.records[cid])
+                ms_changed[cid] = msmachine.apply_event(ms_rec, event.name, event.args)
+        await self.save(changed.values(), ms_records=ms_changed.values())
+
+
+_MS_UPDATES = (m.NanocontractCreate, m.NanocontractCall, m.NanocontractAbsorb)
+_MS_MESSAGES = (m.ProposeMultistate, *_MS_UPDATES, m.NanocontractAck)
+
+
+def _refers_to(message: m.Message) -> bytes:
+    """What a refusal of `message` names: the slot of a nanocontract call, else the channel."""
+    if isinstance(message, m.NanocontractCall):
+        return message.nid
+    return getattr(message, "channel_id", bytes(32))
 
 
 def _update_message(proposal: Proposal) -> m.Update:

@@ -1,6 +1,7 @@
-"""The node's eye on the chain: it reads PaymentContract events from the last processed block,
-applies them to the node's channels, and sends the transactions the channels' duties call for
-(perun.core.machine.duties): create, confirm, refund, dispute a stale close, finalize.
+"""The node's eye on the chain: it reads PaymentContract (and MSContract) events from the last
+processed block, applies them to the node's channels, and sends the transactions the channels'
+duties call for (perun.core.machine.duties, perun.core.msmachine.duties): create, confirm,
+refund, dispute a stale close, register and execute nanocontracts, finalize.
 
 The last processed block is stored with the records it changed, so a node that was offline
 catches up from where it stopped. Polling, not subscriptions: it works on every JSON-RPC node.
@@ -10,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from perun import errors
+from perun.chain.channels import Event
+from perun.core import msmachine
 from perun.core.machine import Duty, apply_event, duties
 
 if TYPE_CHECKING:
@@ -22,7 +26,10 @@ log = logging.getLogger("perun.watcher")
 
 LOG_CHUNK = 5_000  # blocks per eth_getLogs request
 # Errors that mean another transaction got there first; the next poll sees its event.
-_RACED = (errors.ChannelsWrongPhase, errors.ChannelsChannelExists, errors.TransactionFailed)
+_RACED = (errors.ChannelsWrongPhase, errors.ChannelsChannelExists, errors.TransactionFailed,
+          errors.ChannelsStaleVersion, errors.MSContractTerminated)
+# Errors that mean "not yet": the duty is due again at the next poll.
+_EARLY = (errors.ChannelsFinalizeTooEarly, errors.ChannelsRefundTooEarly, errors.MSContractWindowOpen)
 
 
 class Watcher:
@@ -74,6 +81,11 @@ class Watcher:
             for rec in list(self.node.records.values()):
                 for duty in duties(rec, now):
                     await self._do(duty, rec.channel_id)
+            if self.node.multistate:
+                for ms_rec in list(self.node.multistate.records.values()):
+                    for ms_duty, nid in msmachine.duties(ms_rec, now):
+                        await self._guarded(ms_duty.value, ms_rec.channel_id,
+                                            self.node.multistate.do(ms_duty, ms_rec.channel_id, nid))
 
     async def _read_events(self) -> None:
         node = self.node
@@ -83,42 +95,58 @@ class Watcher:
         while start <= head:
             end = min(head, start + LOG_CHUNK - 1)
             events = await node.on_chain(node.contract.events, start, end)
-            changed = {}
+            changed: dict = {}
             for event in events:
                 cid = event.args.get("channelId")
                 rec = changed.get(cid) or node.records.get(cid)
-                if rec is None:
-                    continue
-                new = apply_event(rec, event.name, event.args)
-                if new != rec:
-                    log.info("%s: %s 0x%s -> %s", node.name, event.name, cid.hex()[:12], new.stage.value)
-                    changed[cid] = new
-            await node.save(list(changed.values()), meta={"last_block": str(end)})
+                if rec is not None:
+                    changed[cid] = self._applied(rec, apply_event, event)
+            ms_changed: dict = {}
+            if node.multistate:
+                for event in await node.on_chain(node.multistate.contract.events, start, end):
+                    cid = event.args.get("channelId")
+                    ms_rec = ms_changed.get(cid) or node.multistate.records.get(cid)
+                    if ms_rec is not None:
+                        ms_changed[cid] = self._applied(ms_rec, msmachine.apply_event, event)
+            await node.save(list(changed.values()), meta={"last_block": str(end)},
+                            ms_records=list(ms_changed.values()))
             start = end + 1
+
+    def _applied(self, rec: Any, apply: Callable[[Any, str, dict], Any], event: Event) -> Any:
+        new = apply(rec, event.name, event.args)
+        if new != rec:
+            log.info("%s: %s 0x%s -> %s", self.node.name, event.name, rec.channel_id.hex()[:12], new.stage.value)
+        return new
 
     async def _do(self, duty: Duty, cid: bytes) -> None:
         node = self.node
+        if duty is Duty.CREATE:
+            step = node.create_on_chain(cid)
+        elif duty is Duty.CONFIRM:
+            step = node.confirm_on_chain(cid)
+        elif duty is Duty.REFUND:
+            step = node.refund(cid)
+        elif duty is Duty.COOPERATIVE_CLOSE:
+            step = node.cooperative_close_on_chain(cid)
+        elif duty is Duty.DISPUTE:
+            rec = node.records[cid]
+            log.warning("%s: stale close of 0x%s (version %s); submitting version %s",
+                        node.name, cid.hex()[:12], rec.registered_version, rec.current.version)
+            step = node.register(cid)
+        else:
+            step = node.finalize(cid)
+        await self._guarded(duty.value, cid, step)
+
+    async def _guarded(self, what: str, cid: bytes, step: Awaitable[object]) -> None:
+        """Runs a duty's step: a lost race or "too early" is no failure; anything else is
+        recorded for the channel's `wait_for` callers."""
+        node = self.node
         try:
-            if duty is Duty.CREATE:
-                await node.create_on_chain(cid)
-            elif duty is Duty.CONFIRM:
-                await node.confirm_on_chain(cid)
-            elif duty is Duty.REFUND:
-                await node.refund(cid)
-            elif duty is Duty.COOPERATIVE_CLOSE:
-                await node.cooperative_close_on_chain(cid)
-            elif duty is Duty.DISPUTE:
-                rec = node.records[cid]
-                log.warning("%s: stale close of 0x%s (version %s); submitting version %s",
-                            node.name, cid.hex()[:12], rec.registered_version, rec.current.version)
-                await node.register(cid)
-            elif duty is Duty.FINALIZE:
-                await node.finalize(cid)
+            await step
             self.failures.pop(cid, None)
-        except _RACED:
+        except (*_RACED, *_EARLY):
             pass
         except errors.PerunError as exc:
-            if not isinstance(exc, (errors.ChannelsFinalizeTooEarly, errors.ChannelsRefundTooEarly)):
-                log.warning("%s: %s of 0x%s failed: %s", node.name, duty.value, cid.hex()[:12], exc)
-                self.failures[cid] = exc
-                node.notify()
+            log.warning("%s: %s of 0x%s failed: %s", node.name, what, cid.hex()[:12], exc)
+            self.failures[cid] = exc
+            node.notify()

@@ -19,6 +19,7 @@ from eth_account.signers.local import LocalAccount
 from perun.chain.backend import ETHER, Chain
 from perun.chain.payment import PaymentContract
 from perun.node import Node
+from tests.conftest import MSWorld
 
 DELTA = 600
 
@@ -28,6 +29,7 @@ class Net:
     chain: Chain
     contract: PaymentContract
     tmp: Path
+    ms: MSWorld  # MSContract and the apps, on the same chain
     accounts: dict[str, LocalAccount] = field(default_factory=dict)
 
     def account(self, name: str) -> LocalAccount:
@@ -39,6 +41,8 @@ class Net:
         """A node for `name` (same key and store each time: a restart)."""
         kwargs.setdefault("poll_interval", 0.02)
         kwargs.setdefault("response_timeout", 5.0)
+        kwargs.setdefault("ms_contract", self.ms.contract.address)
+        kwargs.setdefault("apps", self.ms.apps)
         return Node(self.account(name).key, self.chain, self.contract.address, self.tmp / f"{name}.db",
                     name=name, **kwargs)
 
@@ -77,10 +81,10 @@ class _Pair:
 
 
 @pytest.fixture
-def net(embedded_world, tmp_path) -> Net:
+def net(embedded_world, embedded_ms_world, tmp_path) -> Net:
     chain = embedded_world.chain
     snapshot = chain.snapshot()
-    yield Net(chain, embedded_world.contract, tmp_path)
+    yield Net(chain, embedded_world.contract, tmp_path, embedded_ms_world)
     chain.revert_to(snapshot)
 
 
