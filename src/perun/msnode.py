@@ -258,7 +258,8 @@ class Multistate:
         rec = self.records.get(cid)
         return rec is not None and rec.stage in (Stage.ACCEPTED, Stage.INITIALISING)
 
-    def handle(self, conn: Connection, msg: m.Message) -> None:
+    def handle(self, conn: Connection, msg: m.Message, now: int) -> None:
+        """One message about a multistate channel; `now` is the chain's time, read before."""
         if isinstance(msg, m.ProposeMultistate):
             self._on_propose(conn, msg)
         elif isinstance(msg, m.AcceptChannel):
@@ -266,7 +267,7 @@ class Multistate:
         elif isinstance(msg, m.NanocontractAck):
             self._on_ack(conn, msg)
         else:
-            self._on_proposal(conn, msg)
+            self._on_proposal(conn, msg, now)
 
     def _channel_with(self, conn: Connection, cid: bytes) -> MSRecord:
         rec = self.records.get(cid)
@@ -302,22 +303,21 @@ class Multistate:
             self.node.save(ms_records=[replace(rec, stage=Stage.ACCEPTED)], then=self.node.watcher.wake)
         self.node._accepted(msg.channel_id)
 
-    def _on_proposal(self, conn: Connection, msg: m.Message) -> None:
+    def _on_proposal(self, conn: Connection, msg: m.Message, now: int) -> None:
         node = self.node
         node._crash_point("nano-received")
         rec = self._channel_with(conn, msg.channel_id)  # type: ignore[attr-defined]
-        proposal, done = self._proposal_of(rec, msg)
+        proposal, done = self._proposal_of(rec, msg, now)
         if done is not None:  # countersigned before: acknowledge it again
             node._send(conn, _ack(done))
             return
-        now = node.chain.timestamp()
         new, mine = ms.receive(rec, proposal, self._app_of, now, node.key, self.accept_nanocontract)
         def ack() -> None:
             node._crash_point("nano-countersigned")
             conn.send(_ack(mine))
         node.save(ms_records=[new], ms_states=_signed_states(new, proposal, mine), then=ack)
 
-    def _proposal_of(self, rec: MSRecord, msg: m.Message) -> tuple[MSProposal, MSProposal | None]:
+    def _proposal_of(self, rec: MSRecord, msg: m.Message, now: int) -> tuple[MSProposal, MSProposal | None]:
         """The proposal a message stands for, rebuilt from this party's own latest states (the
         wire carries only what the receiver cannot compute), and, if this party holds it as its
         latest state already, its acknowledgement."""
@@ -328,7 +328,7 @@ class Multistate:
                                    sig_nanocontract=msg.sig_nanocontract)
                 return again, _adopted(rec, again)
             _check_prev(msg.prev, held.version, "nanocontract")
-            nc = ms.called(rec, msg.nid, msg.fun, msg.z, msg.version, self._app_of, self.node.chain.timestamp())
+            nc = ms.called(rec, msg.nid, msg.fun, msg.z, msg.version, self._app_of, now)
             return MSProposal(Kind.CALL, msg.nid, nanocontract=nc, fun=msg.fun, z=msg.z,
                               sig_nanocontract=msg.sig_nanocontract), None
         if isinstance(msg, m.NanocontractCreate):
@@ -372,6 +372,8 @@ class Multistate:
                 if rec.peer == conn.peer and rec.stage is Stage.PROPOSED:
                     self.node._accepted(cid, failure)
             return
+        if msg.ref_type not in (m.NanocontractCreate.TYPE, m.NanocontractCall.TYPE, m.NanocontractAbsorb.TYPE):
+            return  # a refused acknowledgement: the peer lost the proposal, and will say so again
         for rec in self.records.values():
             if rec.peer != conn.peer:
                 continue

@@ -432,7 +432,10 @@ class Node:
                             await self.watcher.poll()
                         except errors.ChainError as exc:  # the update is then refused as WRONG_STAGE
                             log.warning("%s: chain poll failed: %s", self.name, exc)
-                    self._handle(conn, message)
+                    now = None
+                    if isinstance(message, _MS_UPDATES):  # the receiver's clock for the app's rules
+                        now = await self.on_chain(self.chain.timestamp)
+                    self._handle(conn, message, now)
                 except errors.ValidationError as exc:
                     self._refuse(conn, exc, message.TYPE, _refers_to(message), getattr(message, "version", 0))
                 except errors.StoreError:
@@ -473,12 +476,12 @@ class Node:
         rec = self._record(cid)
         return rec is not None and rec.stage in (Stage.ACCEPTED, Stage.INITIALISING)
 
-    def _handle(self, conn: Connection, msg: m.Message) -> None:
+    def _handle(self, conn: Connection, msg: m.Message, now: int | None = None) -> None:
         if isinstance(msg, _MS_MESSAGES) or (isinstance(msg, m.AcceptChannel) and self.multistate
                                                and self.multistate.handles(msg.channel_id)):
             if self.multistate is None:
                 raise errors.ChannelRefused("this node runs no multistate channels")
-            self.multistate.handle(conn, msg)
+            self.multistate.handle(conn, msg, now or 0)
         elif isinstance(msg, m.Update):
             self._on_update(conn, msg)
         elif isinstance(msg, m.UpdateAck):

@@ -6,18 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import replace
 
 import pytest
 
 from perun import errors
 from perun.chain.backend import ETHER
-from perun.core.apps import ALICE, BOB
+from perun.core import msmachine as msm
+from perun.core.apps import ALICE, APPS, BOB, AppState
 from perun.core.apps import hashtimelock as htlc
 from perun.core.apps import tictactoe as ttt
-from perun.core.machine import Stage
+from perun.core.channel import Params
+from perun.core.machine import Role, Stage
 from perun.core.multistate import ChannelState, NanocontractState
+from perun.msnode import _message
 from perun.wire import messages as m
 from tests.node.conftest import DELTA, run
+from tests.node.test_malicious import answer, dial
 
 PREIMAGE = b"\x07" * 32
 LOCK = htlc.hashlock_of(PREIMAGE)
@@ -249,3 +254,54 @@ def test_a_crash_mid_update_completes_exactly_once_after_restart(net, point, act
         assert (rec.state.version, len(rec.nanocontracts), rec.state.cash_alice) == (2, 2, 7 * ETHER)
     else:
         assert rec.nanocontract(pay).state.version == 1 and rec.nanocontract(pay).state.released_bob == ETHER
+
+
+def test_every_bad_nanocontract_message_is_refused_with_its_code_and_changes_nothing(net):
+    E = m.ErrorCode
+    mallory = net.account("mallory")
+
+    async def scenario():
+        async with net.running("bob") as (bob,):
+            conn = await dial(net, bob, mallory.key)
+            params = Params(mallory.address, bob.address, 2 * ETHER, ETHER, DELTA, 1)
+            conn.send(m.ProposeMultistate.of(params))
+            cid = net.ms.contract.channel_id(params)
+            assert await answer(conn) == m.AcceptChannel(cid)
+            net.ms.contract.create(mallory, params)
+            rec = await bob.wait_for(cid, lambda r: r.stage is Stage.OPEN)  # Bob's watcher confirmed
+            mine = msm.new_record(params, bob.multistate.domain, Role.ALICE, Stage.OPEN)
+            htlc_at, game_at = net.ms.apps["HashTimeLock"], net.ms.apps["TicTacToe"]
+            payment = lock(ETHER, net=net)
+            _, good = msm.create(mine, htlc_at, payment, mallory.key)
+            _, forged = msm.create(mine, htlc_at, payment, net.account("alice").key)
+            _, game = msm.create(mine, game_at, ttt.initial(ETHER, ETHER, ALICE, MOVE_TIMEOUT), mallory.key)
+            _, unknown_app = msm.create(mine, "0x" + "99" * 20, payment, mallory.key)
+            _, malformed = msm.create(mine, htlc_at, AppState(ETHER, 0, 0, 0, b"\x01"), mallory.key)
+            bad = [
+                (replace(_message(good), prev=5), E.CONFLICT),
+                (_message(forged), E.INVALID_SIGNATURE),
+                (_message(unknown_app), E.INVALID_NANOCONTRACT),
+                (_message(malformed), E.APP_REJECTED),
+                (_message(game), E.BALANCE_DECREASED),  # Bob never agreed to stake
+                (m.NanocontractCall(cid, bytes(32), 1, 0, htlc.CLAIM, PREIMAGE, bytes(65)), E.UNKNOWN_NANOCONTRACT),
+                (m.NanocontractAck(cid, bytes(32), 1, bytes(65), bytes(65)), E.STALE_VERSION),
+            ]
+            for message, code in bad:
+                conn.send(message)
+                reply = await answer(conn)
+                assert isinstance(reply, m.Error) and E(reply.code) is code, (message, reply)
+                assert bob.multistate.channel(cid) == rec
+            # The good one is countersigned; a claim by its own sender is the app's error.
+            conn.send(_message(good))
+            ack = await answer(conn)
+            assert isinstance(ack, m.NanocontractAck) and ack.version == 1
+            mine, _ = msm.create(mine, htlc_at, payment, mallory.key)
+            mine, _ = msm.receive_ack(mine, b"", ack.sig_channel, ack.sig_nanocontract)
+            assert bob.multistate.channel(cid).channel == mine.channel
+            _, claim = msm.call(mine, good.nid, htlc.RECLAIM, b"", 10**12, APPS["HashTimeLock"], mallory.key)
+            conn.send(m.NanocontractCall(cid, good.nid, 1, 0, htlc.CLAIM, PREIMAGE, claim.sig_nanocontract))
+            reply = await answer(conn)
+            assert isinstance(reply, m.Error) and E(reply.code) is E.APP_REJECTED and reply.channel_id == good.nid
+            assert "HashTimeLockWrongCaller" in reply.reason
+            conn.close()
+    run(scenario())

@@ -121,6 +121,10 @@ def test_every_refusal_has_its_own_code():
     assert m.code_of(errors.ChannelsStaleVersion({"registered": 1, "submitted": 1})) is m.ErrorCode.STALE_VERSION
     assert m.code_of(errors.AlreadyFinal("x")) is m.ErrorCode.ALREADY_FINAL
     assert m.code_of(errors.UnknownChannel("x")) is m.ErrorCode.UNKNOWN_CHANNEL
+    assert m.code_of(errors.UnknownNanocontract("x")) is m.ErrorCode.UNKNOWN_NANOCONTRACT
+    assert m.code_of(errors.TooManyNanocontracts("x")) is m.ErrorCode.INVALID_NANOCONTRACT
+    assert m.code_of(errors.HashTimeLockWrongPreimage({})) is m.ErrorCode.APP_REJECTED
+    assert m.code_of(errors.TicTacToeNotYourTurn({"caller": 1})) is m.ErrorCode.APP_REJECTED
     assert m.code_of(ValueError("bug")) is m.ErrorCode.INTERNAL
 
 

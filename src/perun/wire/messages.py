@@ -46,6 +46,9 @@ class ErrorCode(IntEnum):
     AMOUNT_OUT_OF_RANGE = 15
     BALANCE_DECREASED = 16
     INTERNAL = 17
+    UNKNOWN_NANOCONTRACT = 18
+    INVALID_NANOCONTRACT = 19
+    APP_REJECTED = 20
 
 
 # The most specific class first: a subclass must map before its base.
@@ -66,6 +69,9 @@ _CODE_OF: tuple[tuple[type[errors.PerunError], ErrorCode], ...] = (
     (errors.BalancesNotConserved, ErrorCode.BALANCES_NOT_CONSERVED),
     (errors.AmountOutOfRange, ErrorCode.AMOUNT_OUT_OF_RANGE),
     (errors.BalanceDecreased, ErrorCode.BALANCE_DECREASED),
+    (errors.UnknownNanocontract, ErrorCode.UNKNOWN_NANOCONTRACT),
+    (errors.InvalidNanocontract, ErrorCode.INVALID_NANOCONTRACT),
+    (errors.AppRejected, ErrorCode.APP_REJECTED),
 )
 
 
