@@ -229,6 +229,10 @@ class Multistate:
                 "if the peer countersigns it after reconnecting"
             ) from exc
 
+    def acks(self) -> list[asyncio.Future]:
+        """The futures of this node's proposals in flight (a killed node fails them)."""
+        return list(self._acks.values())
+
     def _resolve(self, key: tuple[bytes, bytes], outcome: BaseException | None) -> None:
         future = self._acks.pop(key, None)
         if future is None or future.done():

@@ -194,7 +194,8 @@ class Node:
         for task in list(self._tasks):
             task.cancel()
         dead = errors.NodeKilled(f"{self.name} was killed")
-        pending = [*self._acks.values(), *self._accepts.values(), *(f for _, _, f in self._waiters), self._batch_done]
+        pending = [*self._acks.values(), *self._accepts.values(), *(f for _, _, f in self._waiters), self._batch_done,
+                   *(self.multistate.acks() if self.multistate else ())]
         for future in pending:
             if future is not None and not future.done():
                 future.set_exception(dead)
