@@ -170,8 +170,7 @@ class Multistate:
         onchain = rec.registered(nid)
         if onchain is not None and onchain.version >= signed.state.version:
             return None
-        receipt = await self.node._transact(self.contract.register, rec.params, signed.state,
-                                            signed.by(Role(1 - int(rec.role))))
+        receipt = await self.node._transact(self.contract.register, rec.params, signed.state, _by_peer(rec, signed))
         await self.node._apply(receipt)
         return receipt
 
@@ -199,7 +198,7 @@ class Multistate:
         if rec.stage not in (Stage.OPEN, Stage.CLOSING):
             raise errors.WrongStage(f"channel 0x{cid.hex()} is {rec.stage.value}")
         return await self.node._closing(cid, self.contract, self.contract.close, rec.params, rec.state,
-                                        rec.channel.by(Role(1 - int(rec.role))))
+                                        _by_peer(rec, rec.channel))
 
     async def finalize(self, cid: bytes) -> Receipt | None:
         """Pays out the registered channel state (after D, or D + Δ with unsettled nanocontracts)."""
@@ -208,6 +207,7 @@ class Multistate:
                                         rec.registered_fundings)
 
     async def refund(self, cid: bytes) -> Receipt | None:
+        """Alice takes her deposit back when Bob did not confirm in time."""
         return await self.node._closing(cid, self.contract, self.contract.refund, self.channel(cid).params)
 
     # ------------------------------------------------------------------ proposing
@@ -464,6 +464,11 @@ class Multistate:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _by_peer(rec: MSRecord, signed: Signed) -> bytes:
+    """The peer's signature on `signed`: what the contract takes from this party."""
+    return signed.by(Role.BOB if rec.role is Role.ALICE else Role.ALICE)
 
 
 def _adopted(rec: MSRecord, proposal: MSProposal) -> MSProposal:
