@@ -383,6 +383,11 @@ class Node:
                 await self.connect(peer, host, port)
                 return
             except (errors.PeerUnavailable, errors.HandshakeFailed) as exc:
+                # Python 3.11's asyncio.wait_for (in the handshake) raises the failure it raced
+                # with a cancellation and drops the cancellation: stop() would wait forever.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from exc
                 log.info("%s: redial %s failed (%s); retrying in %.1f s", self.name, peer, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)

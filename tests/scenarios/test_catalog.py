@@ -11,6 +11,7 @@ import pytest
 from perun.scenario import record as r
 from perun.scenario.report import text_summary, write_report
 from perun.scenario.runner import run
+from perun.scenario.spec import load
 from tests.scenarios.test_report import Dom
 
 CATALOG = sorted(Path(__file__).parents[2].joinpath("scenarios").glob("*.yaml"))
@@ -35,7 +36,12 @@ def test_the_catalog_has_what_the_issue_asks_for() -> None:
     names = {p.stem.split("-", 1)[1] for p in CATALOG}
     assert names == {"cooperative-close", "unilateral-close", "stale-close-refuted", "offline-back-in-time",
                      "offline-back-too-late", "seed-asymmetry", "unconfirmed-refund", "crash-mid-update",
-                     "replay-and-forgery", "erc20-channel"}
+                     "replay-and-forgery", "erc20-channel", "tictactoe-timeout", "stale-nanocontract-refuted",
+                     "close-with-live-nanocontracts", "conditional-payments"}
+    kinds = {p.stem: {c.kind for c in load(p).channels.values()} for p in CATALOG}
+    assert [name for name, k in kinds.items() if "multistate" in k] == [
+        "11-tictactoe-timeout", "12-stale-nanocontract-refuted", "13-close-with-live-nanocontracts",
+        "14-conditional-payments"]
 
 
 def test_a_real_report_in_chromium(chromium: str, tmp_path: Path) -> None:
@@ -73,8 +79,6 @@ def test_the_catalog_on_anvil() -> None:
 
 def test_every_scenario_ends_with_the_contract_empty() -> None:
     # Funds conservation, scenario by scenario: the last assertion of each file is `held: 0`.
-    from perun.scenario.spec import load
-
     for path in CATALOG:
         last = load(path).steps[-1]
         assert last.action == "expect" and last.args.get("held") == 0, path.name

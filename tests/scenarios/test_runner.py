@@ -59,3 +59,69 @@ def test_the_relays_record_dropped_and_delayed_frames(tmp_path: Path) -> None:
     fates = [(m.sender, m.type, m.fate) for m in rec.messages if m.type in ("Update", "UpdateAck")]
     assert fates == [("alice", "Update", "delivered"), ("bob", "UpdateAck", "delayed"), ("alice", "Update", "dropped")]
     assert rec.passed
+
+
+MS_HEAD = """title: t
+parties: {alice: {}, bob: {}}
+channels:
+  ab: {kind: multistate, alice: alice, bob: bob, deposits: [10eth, 5eth]}
+steps:
+  - open: ab
+"""
+
+
+def test_a_multistate_channel_off_chain_then_a_stale_close_and_its_recording(tmp_path: Path) -> None:
+    path = tmp_path / "ms.yaml"
+    path.write_text(MS_HEAD + """\
+  - nanocontract: {by: alice, name: pay, app: HashTimeLock, amount: 1eth, preimage: "s", timeout: 600}
+  - call: {by: bob, nanocontract: pay, function: claim}
+  - absorb: {by: alice, nanocontract: pay}
+  - expect:
+      state: {party: bob, version: 2, balances: [9eth, 6eth], nanocontracts: []}
+      nanocontract: [{name: pay, party: bob, version: 1}, {name: pay, version: 1}]
+  - offline: alice
+  - offline: bob
+  - close: {by: alice, version: 1}
+  - register: {by: alice, nanocontract: pay, version: 5}
+    fails: StaleVersion
+  - online: bob
+  - expect:
+      events: [Initialising, Initialised, {CloseRegistered: {version: 1, by: alice, cashAlice: 9eth}},
+               {CloseRegistered: {version: 2, by: bob}}]
+  - offline: bob
+  - wait: {deadline: ab, offset: 1}
+  - finalize: {by: bob}
+  - expect:
+      payout: [9eth, 6eth]
+      wallets: {alice: -1eth, bob: +1eth}
+      stages: {bob: closing}
+      held: 0
+""")
+    lines: list[str] = []
+    [rec] = run([path], out=lines.append)
+    # The absorbed lock is in nobody's state any more, and it never went to the chain.
+    failed = [(v.line, v.what, v.found) for v in rec.verdicts if not v.passed]
+    assert failed == [(12, "bob's pay: version", "none (never created, or absorbed)"),
+                      (12, "pay on chain: version", "not registered")]
+    assert rec.error is None
+    summaries = [(m.sender, m.type, m.summary) for m in rec.messages if m.type not in ("Hello", "Auth")]
+    assert summaries == [
+        ("alice", "ProposeMultistate", "multistate, deposits 10 ETH / 5 ETH, Δ 600 s"),
+        ("bob", "AcceptChannel", "ab"),
+        ("alice", "NanocontractCreate", "ab v1: creates pay (HashTimeLock), blocking 1 ETH / 0 ETH"),
+        ("bob", "NanocontractAck", "ab v1 countersigned"),
+        ("bob", "NanocontractCall", "ab pay v1: claim"),
+        ("alice", "NanocontractAck", "ab pay v1 countersigned"),
+        ("alice", "NanocontractAbsorb", "ab v2: absorbs pay"),
+        ("bob", "NanocontractAck", "ab v2 countersigned"),
+    ]
+    assert [(t.sender, t.function, t.events) for t in rec.transactions] == [
+        ("alice", "create", ("Initialising",)), ("bob", "confirm", ("Initialised",)),
+        ("alice", "close", ("CloseRegistered(version=1)",)), ("bob", "close", ("CloseRegistered(version=2)",)),
+        ("bob", "finalize", ("Finalized(version=2)",))]
+    ether = 10**18
+    after_create, after_absorb = rec.samples[2], rec.samples[4]
+    assert after_create.channels["ab"] == {"alice": 9 * ether, "bob": 5 * ether, "in nanocontracts": ether}
+    assert after_absorb.channels["ab"] == {"alice": 9 * ether, "bob": 6 * ether, "in nanocontracts": 0}
+    assert rec.channels["ab"].kind == "multistate"
+    assert "      → failed as expected (StaleVersion: alice's store holds no version 5 of pay (it has 0, 1))" in lines

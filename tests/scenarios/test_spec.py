@@ -86,3 +86,150 @@ def test_shorthands_defaults_and_lines(tmp_path: Path) -> None:
 def test_every_catalog_file_loads() -> None:
     for path in sorted(Path(__file__).parents[2].joinpath("scenarios").glob("*.yaml")):
         assert load(path).steps
+
+
+# ------------------------------------------------------------------------------- multistate channels
+
+MS_HEAD = """title: t
+parties: {alice: {}, bob: {}, carol: {}}
+channels:
+  ab: {kind: multistate, alice: alice, bob: bob, deposits: [10eth, 5eth]}
+steps:
+  - nanocontract: {by: alice, name: pay, app: HashTimeLock, amount: 1eth, preimage: "secret", timeout: 60}
+  - nanocontract: {by: bob, name: game, app: TicTacToe, stakes: [1eth, 1eth], first: bob, move_timeout: 60}
+"""
+LOCK = "name: lock, app: HashTimeLock, amount: 1eth, preimage: 's', timeout: 60"
+
+
+@pytest.mark.parametrize("steps, message", [
+    (f"  - nanocontract: {{by: carol, {LOCK}}}\n", ":8: step 3 (nanocontract): carol is not a party of channel ab"),
+    ("  - nanocontract: {by: alice, name: pay, app: HashTimeLock, amount: 1, preimage: 's', timeout: 1}\n",
+     ":8: step 3 (nanocontract): name: expected a new name: line 6 creates a nanocontract pay already, got 'pay'"),
+    ("  - nanocontract: {by: alice, name: bob, app: HashTimeLock, amount: 1, preimage: 's', timeout: 1}\n",
+     ":8: step 3 (nanocontract): name: expected a name that is not a party's, got 'bob'"),
+    ("  - nanocontract: {by: alice, name: 2x, app: HashTimeLock, amount: 1, preimage: 's', timeout: 1}\n",
+     ":8: step 3 (nanocontract): name: expected a name of letters, digits, - and _ (not starting with a digit)"),
+    ("  - nanocontract: {by: alice, name: p, app: Poker}\n",
+     ":8: step 3 (nanocontract): app: expected one of HashTimeLock, TicTacToe, got 'Poker'"),
+    ("  - nanocontract: {by: alice, name: p, app: HashTimeLock, amount: 1eth, timeout: 60}\n",
+     ":8: step 3 (nanocontract): missing field 'preimage' (HashTimeLock needs amount, preimage, timeout)"),
+    (f"  - nanocontract: {{by: alice, {LOCK}, stakes: [1, 1]}}\n",
+     ":8: step 3 (nanocontract): stakes goes with app TicTacToe, not HashTimeLock (which takes amount, preimage, "
+     "timeout)"),
+    ("  - nanocontract: {by: alice, name: g, app: TicTacToe, stakes: [1, 1], first: alice}\n",
+     ":8: step 3 (nanocontract): missing field 'move_timeout' (TicTacToe needs stakes, first, move_timeout)"),
+    ("  - nanocontract: {by: alice, name: p, app: HashTimeLock, amount: 1, preimage: '" + "x" * 33 + "', timeout: 1}\n",
+     ":8: step 3 (nanocontract): preimage: expected a text of 1 to 32 bytes (in quotes), or \"0x\" and 64 hex digits"),
+    ("  - nanocontract: {by: alice, name: p, app: HashTimeLock, amount: 1, preimage: 0x12, timeout: 1}\n",
+     ":8: step 3 (nanocontract): preimage: expected a text of 1 to 32 bytes (in quotes)"),
+    ("  - nanocontract: {by: alice, name: p, app: HashTimeLock, amount: 0, preimage: 's', timeout: 1}\n",
+     ":8: step 3 (nanocontract): amount: a lock blocks more than 0"),
+    ("  - nanocontract: {by: alice, name: p, app: HashTimeLock, amount: 1, preimage: 's', timeout: 0}\n",
+     ":8: step 3 (nanocontract): timeout: expected an integer >= 1, got 0"),
+    ("  - nanocontract: {by: alice, name: g, app: TicTacToe, stakes: [1, 1], first: carol, move_timeout: 9}\n",
+     ":8: step 3 (nanocontract): first: carol is not a party of channel ab"),
+    ("  - nanocontract: {by: alice, name: g, app: TicTacToe, stakes: [0, 0], first: bob, move_timeout: 9}\n",
+     ":8: step 3 (nanocontract): stakes: a game has a stake, of one player at least"),
+    ("  - call: {by: alice, nanocontract: bet, function: claim}\n",
+     ":8: step 3 (call): nanocontract: expected a nanocontract created by an earlier step: one of pay, game, got 'bet'"),
+    ("  - call: {by: carol, nanocontract: pay, function: claim}\n", ":8: step 3 (call): carol is not a party of channel ab"),
+    ("  - call: {by: bob, nanocontract: pay, function: move, cell: 1}\n",
+     ":8: step 3 (call): function: pay is a HashTimeLock, whose functions are claim, reclaim; got 'move'"),
+    ("  - call: {by: bob, nanocontract: pay, function: fold}\n",
+     ":8: step 3 (call): function: expected a function: one of claim, move, reclaim, timeout, got 'fold'"),
+    ("  - call: {by: bob, nanocontract: game, function: move}\n", ":8: step 3 (call): cell goes with move, which needs it"),
+    ("  - execute: {by: bob, nanocontract: game, function: timeout,\n      cell: 3}\n",
+     ":9: step 3 (execute): cell goes with move, which needs it"),
+    ("  - call: {by: bob, nanocontract: game, function: move, cell: 9}\n",
+     ":8: step 3 (call): cell: expected a cell from 0 to 8 (row by row: 0 1 2 / 3 4 5 / 6 7 8), got 9"),
+    ("  - enforce: {by: alice, nanocontract: pay, function: reclaim, preimage: 's'}\n",
+     ":8: step 3 (enforce): preimage goes with claim"),
+    ("  - absorb: {by: bob}\n", ":8: step 3 (absorb): missing field 'nanocontract'"),
+    ("  - register: {by: alice, nanocontract: pay, version: -1}\n",
+     ":8: step 3 (register): version: expected an integer >= 0, got -1"),
+    ("  - wait: {window: pay, timeout: pay}\n",
+     ":8: step 3 (wait): expected exactly one of seconds, blocks, deadline, window, timeout"),
+    ("  - wait: {seconds: 5, offset: 1}\n", ":8: step 3 (wait): offset goes with deadline, window or timeout"),
+    ("  - wait: {window: bet}\n", ":8: step 3 (wait): window: expected a nanocontract created by an earlier step"),
+    ("  - expect: {nanocontract: {name: pay}}\n",
+     ":8: step 3 (expect): nanocontract: expected at least one of version, blocked, released, terminated for pay"),
+    ("  - expect: {nanocontract: {name: pay, party: carol, version: 1}}\n",
+     ":8: step 3 (expect): nanocontract: expected a party of pay's channel ab (alice or bob) as party"),
+    ("  - expect: {nanocontract: [{name: pay, version: 1}, {name: game, colour: red}]}\n",
+     ":8: step 3 (expect): nanocontract: expected only name, party, version, blocked, released, terminated "
+     "(not colour)"),
+    ("  - expect: {nanocontract: []}\n", ":8: step 3 (expect): nanocontract: expected {name: N, party: P"),
+    ("  - expect: {state: {party: bob, nanocontracts: [pay, bet]}}\n",
+     ":8: step 3 (expect): state: expected a nanocontract created by an earlier step: one of pay, game, got"),
+    ("  - pay: {from: alice, amount: 1eth}\n",
+     ":8: step 3 (pay): channel ab is a multistate channel: pay is for payment channels"),
+    ("  - cooperative_close: {by: alice}\n",
+     ":8: step 3 (cooperative_close): channel ab is a multistate channel: cooperative_close is for payment channels"),
+])
+def test_a_wrong_multistate_step_names_its_line_field_and_expectation(tmp_path: Path, steps: str, message: str) -> None:
+    path = write(tmp_path, MS_HEAD + steps)
+    with pytest.raises(ScenarioError) as info:
+        load(path)
+    assert str(info.value).startswith(f"{path}{message}"), str(info.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("title: t\nparties: {a: {}, b: {}}\nchannels:\n  x: {kind: lightning, alice: a, bob: b, deposits: [1, 1]}\n"
+     "steps: [open: x]\n", ":4: channel x: kind: expected one of payment, multistate, got 'lightning'"),
+    ("title: t\nparties: {a: {}, b: {}}\nchannels:\n  x: {alice: a, bob: b, deposits: [1, 1]}\nsteps:\n"
+     f"  - nanocontract: {{by: a, {LOCK}}}\n",
+     ":6: step 1 (nanocontract): channel x is a payment channel: nanocontracts live in multistate channels "
+     "(kind: multistate)"),
+    ("title: t\nparties: {a: {}, b: {}}\nchannels:\n  x: {alice: a, bob: b, deposits: [1, 1]}\nsteps:\n"
+     "  - expect:\n      state: {party: a, nanocontracts: []}\n",
+     ":7: step 1 (expect): state: nanocontracts goes with a multistate channel, and x is a payment channel"),
+    ("title: t\nparties: {a: {}, b: {}}\nchannels:\n  x: {kind: multistate, alice: a, bob: b, deposits: [1, 1]}\n"
+     "  y: {kind: multistate, alice: a, bob: b, deposits: [1, 1]}\nsteps:\n"
+     f"  - nanocontract: {{by: a, {LOCK}}}\n",
+     ":7: step 1 (nanocontract): missing field 'channel' (the scenario has 2 channels)"),
+    ("title: t\nparties: {a: {}, b: {}}\nchannels:\n  x: {kind: multistate, alice: a, bob: b, deposits: [1, 1]}\n"
+     "steps:\n  - call: {by: a, nanocontract: lock, function: claim}\n"
+     f"  - nanocontract: {{by: a, {LOCK}}}\n",
+     ":6: step 1 (call): nanocontract: expected a nanocontract created by an earlier step: there is none, got 'lock'"),
+])
+def test_a_wrong_multistate_file_names_its_line(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ScenarioError) as info:
+        load(path)
+    assert str(info.value).startswith(f"{path}{message}"), str(info.value)
+
+
+def test_multistate_steps_and_their_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path, MS_HEAD + "  - call: {by: bob, nanocontract: pay, function: claim}\n"
+                                     "  - call: {by: bob, nanocontract: game, function: move, cell: 4}\n"
+                                     "  - register: {by: alice, nanocontract: pay, version: 0}\n"
+                                     "  - execute: {by: bob, nanocontract: pay, function: claim,\n"
+                                     "              preimage: '0x" + "ab" * 32 + "'}\n"
+                                     "  - absorb: {by: alice, nanocontract: pay}\n"
+                                     "  - wait: {timeout: game, offset: -1}\n"
+                                     "  - close: {by: bob}\n"
+                                     "  - expect:\n"
+                                     "      state: {party: bob, balances: [9eth, 4eth], nanocontracts: [game]}\n"
+                                     "      nanocontract:\n"
+                                     "        - {name: pay, party: alice, version: 1, released: [0, 1eth]}\n"
+                                     "        - {name: game, terminated: false}\n")
+    scenario = load(path)
+    assert scenario.channels["ab"].kind == "multistate" and scenario.channels["ab"].token == "ETH"
+    pay, game = scenario.nanocontracts["pay"], scenario.nanocontracts["game"]
+    assert (pay.channel, pay.app, pay.by, pay.line, pay.amount, pay.timeout) == ("ab", "HashTimeLock", "alice", 6,
+                                                                                 10**18, 60)
+    assert pay.preimage == b"secret".ljust(32, b"\0")
+    assert (game.stakes, game.first, game.move_timeout) == ((10**18, 10**18), "bob", 60)
+    _, _, claim, move, register, execute, absorb, wait, close, expect = scenario.steps
+    assert claim.args == {"by": "bob", "nanocontract": "pay", "function": "claim", "channel": "ab"}
+    assert move.args["cell"] == 4 and register.args["version"] == 0
+    assert execute.args["preimage"] == b"\xab" * 32 and execute.line == 11
+    assert absorb.args == {"by": "alice", "nanocontract": "pay", "channel": "ab"}
+    assert wait.args == {"timeout": "game", "offset": -1}
+    assert close.args == {"by": "bob", "channel": "ab"}
+    assert expect.args["state"] == {"party": "bob", "balances": (9 * 10**18, 4 * 10**18), "nanocontracts": ("game",)}
+    assert expect.args["nanocontract"] == (
+        {"name": "pay", "party": "alice", "version": 1, "released": (0, 10**18)},
+        {"name": "game", "terminated": False},
+    )
+    assert expect.lines["nanocontract"] == 19

@@ -97,6 +97,7 @@ class Channel:
     bob: str
     token: str  # "ETH" or the token's address
     deposits: tuple[int, int]
+    kind: str = "payment"  # or "multistate"
 
 
 @dataclass

@@ -529,8 +529,12 @@ def _balances_section(rec: Recording) -> str:
         return (f'<td class="mono" title="{_e(_balances_text(balances, unit))}">'
                 f"{_e(_balances_text(balances, unit, 4))}</td>")
 
+    def kind(c: str) -> str:  # a multistate channel's balances are its cash
+        spec = rec.channels.get(c)
+        return " (multistate: cash)" if spec is not None and spec.kind == "multistate" else ""
+
     head = "".join(f'<th class="num">{_e(n)}</th>' for n in names) + \
-        "".join(f"<th>channel {_e(c)}</th>" for c in channels)
+        "".join(f"<th>channel {_e(c)}{kind(c)}</th>" for c in channels)
     rows = "".join(f'<tr><td class="num">{i}</td><td>{_e(s.label)}</td>'
                    + "".join(cell(s.wallets[n], rec.unit) if n in s.wallets else "<td></td>" for n in names)
                    + "".join(channel_cell(s, c) for c in channels) + "</tr>"

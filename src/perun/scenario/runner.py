@@ -3,9 +3,10 @@
 Every party is a `perun.Node` in this process, listening on loopback TCP; the nodes reach each
 other through the relays of perun.scenario.network, which record the frames and play the
 network's faults. One chain serves all: the embedded chain (fresh for each scenario) or an RPC
-URL. After each step the runner lets the system settle (every running node reads the chain and
-does its duties, until no new block appears and the relays fall quiet), samples the balances,
-and goes on. A crash is `Node.kill`: the node stops dead where it is, as under SIGKILL, and only
+URL; a file with a multistate channel also gets MSContract and the nanocontract apps, and its
+nanocontracts are known by the names the file gives them. After each step the runner lets the
+system settle (every running node reads the chain and does its duties, until no new block
+appears and the relays fall quiet), samples the balances, and goes on. A crash is `Node.kill`: the node stops dead where it is, as under SIGKILL, and only
 what its store committed survives (real SIGKILL of node processes: tests/node/test_crashes.py).
 """
 
@@ -27,14 +28,22 @@ from eth_utils import keccak, to_checksum_address
 
 from perun import errors
 from perun.chain.backend import Chain, EmbeddedChain, RpcChain, Transaction
+from perun.chain.channels import ChannelsContract
+from perun.chain.deploy import Deployment, deploy
+from perun.chain.multistate import MSContract
 from perun.chain.payment import Event, PaymentContract
 from perun.core.amounts import ether
+from perun.core.apps import ALICE, BOB, App, AppState, app_named
+from perun.core.apps import hashtimelock as htlc
+from perun.core.apps import tictactoe as ttt
 from perun.core.channel import ETH, Params, PaymentState
 from perun.core.machine import ChannelRecord, Stage
+from perun.core.msmachine import MSRecord
+from perun.core.multistate import ChannelState, Funding, NanocontractState, nanocontract_id
 from perun.node import Killed, Node
 from perun.scenario import record as r
 from perun.scenario.network import Network, Rule
-from perun.scenario.spec import Scenario, Step
+from perun.scenario.spec import NanocontractSpec, Scenario, Step
 from perun.store import Store
 from perun.wire import messages as m
 
@@ -44,6 +53,8 @@ POLL = 0.05  # the nodes' own chain polling, between the runner's settles
 RESPONSE_TIMEOUT = 5.0
 TOKEN_FUNDS = 10_000  # units of the test token each party starts with
 CLOSING_EVENTS = ("Finalized", "CooperativelyClosed")
+AMOUNT_ARGS = ("amount", "balanceAlice", "balanceBob", "cashAlice", "cashBob", "payoutAlice", "payoutBob",
+               "blockedAlice", "blockedBob", "releasedAlice", "releasedBob")
 
 
 def party_key(name: str) -> bytes:
@@ -83,6 +94,10 @@ class Run:
         self.params: dict[str, Params] = {}
         self.gas_paid: dict[str, int] = {}
         self.initial: dict[str, int] = {}
+        self.nids: dict[str, bytes] = {}  # nanocontract name -> nid
+        self.lock_timeouts: dict[str, int] = {}  # HashTimeLock name -> its timeout (a chain time)
+        self.ms: MSContract | None = None  # with a multistate channel in the file
+        self.deployment: Deployment | None = None
         self.errors_seen: list[tuple[str, str, str]] = []  # (from, to, code) of Error frames
         self._errors_checked = 0  # error_reply looks at the replies since the last check
         self._message_seen = asyncio.Event()
@@ -125,6 +140,21 @@ class Run:
             return f"{_code_name(message.code)}: {message.reason}"
         if isinstance(message, m.ProposeChannel):
             return f"deposits {self._amount(message.deposit_alice)} / {self._amount(message.deposit_bob)}, Δ {message.delta} s"
+        if isinstance(message, m.ProposeMultistate):
+            return (f"multistate, deposits {self._amount(message.deposit_alice)} / "
+                    f"{self._amount(message.deposit_bob)}, Δ {message.delta} s")
+        if isinstance(message, m.NanocontractCreate):
+            nc = self._nano_name(nanocontract_id(message.channel_id, message.version))
+            return (f"{where} v{message.version}: creates {nc} ({self._app_name(message.app)}), blocking "
+                    f"{self._amount(message.blocked_alice)} / {self._amount(message.blocked_bob)}")
+        if isinstance(message, m.NanocontractCall):
+            nc = self._nano_name(message.nid)
+            return f"{where} {nc} v{message.version}: {self._call_text(message.nid, message.fun, message.z)}"
+        if isinstance(message, m.NanocontractAbsorb):
+            return f"{where} v{message.version}: absorbs {self._nano_name(message.nid)}"
+        if isinstance(message, m.NanocontractAck):
+            slot = "" if message.slot == bytes(32) else f" {self._nano_name(message.slot)}"
+            return f"{where}{slot} v{message.version} countersigned"
         if isinstance(message, m.Reestablish):
             return f"{where} at v{message.current}, signed up to v{message.signed}"
         if isinstance(message, m.StateSync):
@@ -138,7 +168,8 @@ class Run:
         sender = self._name(tx["from"])
         self.gas_paid[sender] = self.gas_paid.get(sender, 0) + receipt["gasUsed"] * receipt["effectiveGasPrice"]
         function = self._function(tx) + ("" if receipt["status"] == 1 else " (reverted)")
-        events = tuple(_event_text(e) for e in self.contract.receipt_events(receipt))
+        found = self.contract.receipt_events(receipt) + (self.ms.receipt_events(receipt) if self.ms else ())
+        events = tuple(self._event_text(e) for e in found)
         block = self.chain.w3.eth.get_block(receipt["blockNumber"])
         self._add(lambda seq, t: r.Transaction(seq, t, self._line, sender, function, receipt["gasUsed"],
                                                receipt["blockNumber"], block["timestamp"], events,
@@ -146,30 +177,86 @@ class Run:
         self.out(f"      ⛓ {sender} {function}  gas {receipt['gasUsed']:,}  {' '.join(events)}")
 
     def _function(self, tx: dict[str, Any]) -> str:
+        """The function a transaction called; for a nanocontract, which one: `register(pay v0)`,
+        `execute(game.timeout)`."""
         to = to_checksum_address(tx["to"]) if tx.get("to") else None
-        for target in (self.contract.contract, self.token):
+        targets = (self.contract.contract, self.ms.contract if self.ms else None, self.token)
+        for target in targets:
             if target is not None and to == target.address:
                 try:
-                    return target.decode_function_input(tx["data"])[0].fn_name
+                    fn, args = target.decode_function_input(tx["data"])
                 except ValueError:
                     break
+                if target is not self.token and fn.fn_name == "register":
+                    state = args["s"]
+                    nid, version = (state["nid"], state["version"]) if isinstance(state, dict) else (state[1], state[3])
+                    return f"register({self._nano_name(bytes(nid))} v{version})"
+                if target is not self.token and fn.fn_name == "execute":
+                    nid = bytes(args["nid"])
+                    return f"execute({self._nano_name(nid)}.{self._fun_name(nid, args['fun'])})"
+                return fn.fn_name
         return "transfer" if not tx.get("data") else "call"
 
+    def _event_text(self, event: Event) -> str:
+        """As printed under a transaction: `CloseRegistered(version=1)`, `Refunded(amount=...)`,
+        `NanocontractExecuted(game.timeout, version=4)`."""
+        shown = [f"{k}={v}" for k, v in event.args.items() if k in ("version", "amount")]
+        if "nid" in event.args:
+            nid = event.args["nid"]
+            fun = f".{self._fun_name(nid, event.args['fun'])}" if "fun" in event.args else ""
+            shown.insert(0, self._nano_name(nid) + fun)
+        return event.name + (f"({', '.join(shown)})" if shown else "")
+
     def _event_shown(self, name: str, args: dict[str, Any], keys: dict[str, Any]) -> str:
-        """`name(k=v, ...)` for the keys a pattern names: amounts in the unit, addresses as names."""
+        """`name(k=v, ...)` for the keys a pattern names: amounts in the unit, addresses as names,
+        nids as nanocontract names, `fun` as the function's name."""
         def show(key: str, value: Any) -> str:
-            if key in ("amount", "balanceAlice", "balanceBob") and isinstance(value, int):
+            if key in AMOUNT_ARGS and isinstance(value, int) and not isinstance(value, bool):
                 return self._amount(value)
+            if key == "nid" and isinstance(value, bytes):
+                return self._nano_name(value)
+            if key == "fun" and isinstance(value, int) and isinstance(args.get("nid"), bytes):
+                return self._fun_name(args["nid"], value)
             return self._name(value) if isinstance(value, str) and value.startswith("0x") else str(value)
         shown = [f"{k}={show(k, args[k])}" for k in keys if k in args]
         return name + (f"({', '.join(shown)})" if shown else "")
 
-    def _arg_matches(self, found: Any, expected: Any) -> bool:
+    def _arg_matches(self, found: Any, expected: Any, key: str = "", event: Event | None = None) -> bool:
         if isinstance(expected, str) and expected in self.parties:
             expected = self.parties[expected].address
+        elif isinstance(expected, str) and expected in self.nids:
+            expected = self.nids[expected]
+        elif key == "fun" and isinstance(expected, str) and event is not None and "nid" in event.args:
+            app = self._app_of(event.args["nid"])
+            expected = app.functions.get(expected, expected) if app else expected
         if isinstance(found, str) and isinstance(expected, str):
             return found.lower() == expected.lower()
         return found == expected
+
+    def _nano_name(self, nid: bytes) -> str:
+        return next((name for name, n in self.nids.items() if n == nid), "0x" + nid.hex()[:8])
+
+    def _nano_spec(self, nid: bytes) -> NanocontractSpec | None:
+        return self.scenario.nanocontracts.get(self._nano_name(nid))
+
+    def _app_of(self, nid: bytes) -> App | None:
+        spec = self._nano_spec(nid)
+        return app_named(spec.app) if spec else None
+
+    def _fun_name(self, nid: bytes, fun: int) -> str:
+        app = self._app_of(nid)
+        names = {v: k for k, v in app.functions.items()} if app else {}
+        return names.get(fun, str(fun))
+
+    def _call_text(self, nid: bytes, fun: int, z: bytes) -> str:
+        name = self._fun_name(nid, fun)
+        if name == "move" and len(z) == 32:
+            return f"move to cell {int.from_bytes(z, 'big')}"
+        return name
+
+    def _app_name(self, address: str) -> str:
+        apps = self.deployment.apps if self.deployment else {}
+        return next((n for n, a in apps.items() if a.lower() == address.lower()), address)
 
     def _name(self, address: str) -> str:
         address = to_checksum_address(address)
@@ -199,7 +286,14 @@ class Run:
     async def _setup(self) -> None:
         sc, chain = self.scenario, self.chain
         deployer = chain.dev_accounts[0]
-        self.contract = PaymentContract.deploy(chain, deployer)
+        if any(c.kind == "multistate" for c in sc.channels.values()):
+            # PaymentContract, MSContract and the apps; a file of payment channels deploys (and
+            # its nodes watch) the PaymentContract alone, as before multistate channels.
+            self.deployment = deploy(chain, deployer)
+            self.contract = self.deployment.payment(chain)
+            self.ms = self.deployment.multistate(chain)
+        else:
+            self.contract = PaymentContract.deploy(chain, deployer)
         if any(c.token == "erc20" for c in sc.channels.values()):
             self.token = chain.contract("TestToken", chain.deploy(deployer, "TestToken"))
             self.rec.unit = "TKN"
@@ -218,7 +312,8 @@ class Run:
             self.initial[name] = self._wallet(name)
         for name, spec in sc.channels.items():
             self.rec.channels[name] = r.Channel(name, "", spec.alice, spec.bob,
-                                                "ETH" if spec.token == "ETH" else self.token.address, spec.deposits)
+                                                "ETH" if spec.token == "ETH" else self.token.address, spec.deposits,
+                                                spec.kind)
         chain.observers.append(self._observe_tx)
         self.network = Network({p.address: p.name for p in self.parties.values()}, self._message)
         for name in sc.parties:
@@ -240,8 +335,12 @@ class Run:
 
     async def _start(self, name: str) -> Node:
         party = self.parties[name]
+        multistate = {} if self.deployment is None else {
+            "ms_contract": self.deployment.ms_contract, "apps": self.deployment.apps,
+            "accept_nanocontract": lambda nc: True,  # every party agrees to the games the file creates
+        }
         node = Node(party.account.key, self.chain, self.contract.address, party.store, poll_interval=POLL,
-                    response_timeout=RESPONSE_TIMEOUT, name=name)
+                    response_timeout=RESPONSE_TIMEOUT, name=name, **multistate)
         node.on_kill = self._died
         await node.start()
         party.node = node
@@ -271,6 +370,7 @@ class Run:
         self.out(f"  {step.index:>2}. {text}  (line {step.line})")
         outcome, detail = "ok", ""
         self._death.clear()
+        entries, block = len(self.rec.entries), self.chain.block_number()
         act = asyncio.ensure_future(asyncio.wait_for(self._act(step), STEP_TIMEOUT))
         death = asyncio.ensure_future(self._death.wait())
         await asyncio.wait([act, death], return_when=asyncio.FIRST_COMPLETED)
@@ -297,7 +397,9 @@ class Run:
         if step.fails:
             self.rec.verdicts.append(r.Verdict(step.line, f"step {step.index} fails with {step.fails}",
                                                step.fails, detail or "no error", outcome == "expected-error"))
-        await self._settle()
+        # A step that sent nothing, mined nothing and noted nothing (a check, a refusal by the
+        # node's own rules, a network rule) has nothing in flight to wait for.
+        await self._settle(idle=len(self.rec.entries) == entries and self.chain.block_number() == block)
         self._sample(f"after step {step.index}")
         self._add(lambda seq, t: r.Step(seq, t, step.line, step.index, text, outcome, detail))
         mark = {"ok": "ok", "expected-error": f"failed as expected ({detail})", "failed": f"FAILED: {detail}"}[outcome]
@@ -345,10 +447,41 @@ class Run:
             case "wait":
                 if "deadline" in a:
                     return f"time moves to {a['deadline']}'s deadline {a.get('offset', 0):+d} s"
+                if "window" in a:
+                    return f"time moves to the end of {a['window']}'s window {a.get('offset', 0):+d} s"
+                if "timeout" in a:
+                    what = "move deadline" if self.scenario.nanocontracts[a["timeout"]].app == "TicTacToe" else "timeout"
+                    return f"time moves to {a['timeout']}'s {what} {a.get('offset', 0):+d} s"
                 return f"time moves {a['seconds']} s" if "seconds" in a else f"{a['blocks']} blocks are mined"
             case "expect":
                 return "check " + ", ".join(k for k in a if k != "channel")
+            case "nanocontract":
+                spec = self.scenario.nanocontracts[a["name"]]
+                channel = self.scenario.channels[spec.channel]
+                if spec.app == "HashTimeLock":
+                    to = channel.bob if spec.by == channel.alice else channel.alice
+                    return (f"{spec.by} locks {self._amount(spec.amount)} for {to} in {spec.name} on {spec.channel} "
+                            f"(HashTimeLock, {spec.timeout} s)")
+                return (f"{spec.by} starts {spec.name} on {spec.channel} (TicTacToe, stakes "
+                        f"{self._amount(spec.stakes[0])} / {self._amount(spec.stakes[1])}, {spec.first} first, "
+                        f"{spec.move_timeout} s a move on chain)")
+            case "call":
+                return f"{a['by']} calls {self._step_call(a)} on {a['nanocontract']} off chain"
+            case "execute":
+                return f"{a['by']} executes {self._step_call(a)} on {a['nanocontract']} on chain"
+            case "enforce":
+                return f"{a['by']} enforces {self._step_call(a)} on {a['nanocontract']} (on chain after its window)"
+            case "absorb":
+                return f"{a['by']} absorbs {a['nanocontract']} into {a['channel']}'s cash"
+            case "register":
+                return f"{a['by']} registers {a['nanocontract']} on chain with version {a.get('version', 'latest')}"
         return step.action
+
+    @staticmethod
+    def _step_call(a: dict[str, Any]) -> str:
+        if a["function"] == "move":
+            return f"move to cell {a['cell']}"
+        return a["function"] + (" (another preimage)" if "preimage" in a else "")
 
     async def _act(self, step: Step) -> None:
         a = step.args
@@ -360,8 +493,22 @@ class Run:
                 await self._pay(a["channel"], a["from"], a["amount"], a.get("send", True), a.get("answer", True))
             case "cooperative_close":
                 await self._node(a["by"]).close(self._cid(a["channel"]))
+            case "close" if self._multistate(a["channel"]):
+                await self._ms_close(a["channel"], a["by"], a.get("version", "latest"))
             case "close":
                 await self._close(a["channel"], a["by"], a.get("version", "latest"))
+            case "nanocontract":
+                await self._create(self.scenario.nanocontracts[a["name"]])
+            case "call":
+                await self._ms_node(a["by"]).call(self._cid(a["channel"]), self._nid(a), *self._fun_z(a))
+            case "absorb":
+                await self._ms_node(a["by"]).absorb(self._cid(a["channel"]), self._nid(a))
+            case "register":
+                await self._register(a["channel"], a["by"], a["nanocontract"], a.get("version", "latest"))
+            case "execute":
+                await self._execute(a)
+            case "enforce":
+                await self._ms_node(a["by"]).enforce(self._cid(a["channel"]), self._nid(a), *self._fun_z(a))
             case "finalize" | "refund":
                 await self._on_chain(step.action, a["channel"], a["by"])
             case "offline":
@@ -397,20 +544,22 @@ class Run:
         token = ETH if spec.token == "ETH" else self.token.address
         if not confirm:  # Bob's node dies right after it accepts: nobody confirms
             self.network.add_rule(Rule(spec.bob, "AcceptChannel", "pass", then=self._node(spec.bob).kill))
-        opening = asyncio.ensure_future(alice.open(bob.address, *spec.deposits, spec.delta, token))
+        opener = alice.multistate if spec.kind == "multistate" else alice
+        records = opener.records
+        opening = asyncio.ensure_future(opener.open(bob.address, *spec.deposits, spec.delta, token))
         # The id is known as soon as Alice stores her proposal; Bob's node may be the one to die.
         cid = None
         while cid is None and not opening.done():
-            cid = next((c for c, rec in alice.records.items() if rec.params.bob == bob.address
+            cid = next((c for c, rec in records.items() if rec.params.bob == bob.address
                         and c not in self.cids.values()), None)
             if cid is None:
                 await asyncio.sleep(0)
         cid = cid or opening.result()
         self.cids[channel] = cid
-        self.params[channel] = alice.records[cid].params
+        self.params[channel] = records[cid].params
         self.network.alice_of[cid] = spec.alice
         self.rec.channels[channel] = r.Channel(channel, "0x" + cid.hex(), spec.alice, spec.bob,
-                                               self.rec.channels[channel].token, spec.deposits)
+                                               self.rec.channels[channel].token, spec.deposits, spec.kind)
         if not confirm:
             self._background.append(opening)  # it ends when the channel is refunded
             await alice.wait_for(cid, lambda rec: rec.stage is not Stage.PROPOSED and rec.stage is not Stage.ACCEPTED)
@@ -465,10 +614,125 @@ class Run:
     async def _on_chain(self, action: str, channel: str, by: str) -> None:
         cid, party = self._cid(channel), self.parties[by]
         node = party.node
+        multistate = self._multistate(channel)
         if node is not None and node.serving:
-            await getattr(node, action)(cid)
+            await getattr(node.multistate if multistate else node, action)(cid)
+        elif multistate and action == "finalize":  # with the nanocontracts of the registered state
+            closes = [e for e in self._events(channel) if e.name == "CloseRegistered"]
+            fundings = tuple(Funding(*f) for f in closes[-1].args["nanocontracts"]) if closes else ()
+            self.ms.finalize(party.account, self.params[channel], fundings)  # type: ignore[union-attr]
         else:  # the node is down; the key alone is enough on chain
-            getattr(self.contract, action)(party.account, self.params[channel])
+            getattr(self._contract_of(channel), action)(party.account, self.params[channel])
+
+    # ------------------------------------------------------------------ multistate channels
+
+    def _multistate(self, channel: str) -> bool:
+        return self.scenario.channels[channel].kind == "multistate"
+
+    def _contract_of(self, channel: str) -> ChannelsContract:
+        return self.ms if self._multistate(channel) else self.contract  # type: ignore[return-value]
+
+    def _events(self, channel: str) -> list[Event]:
+        cid = self.cids.get(channel)
+        if cid is None:
+            return []
+        return [e for e in self._contract_of(channel).events() if e.args.get("channelId") == cid]
+
+    def _ms_node(self, name: str):
+        return self._node(name).multistate
+
+    def _nid(self, a: dict[str, Any]) -> bytes:
+        name = a["nanocontract"]
+        if name not in self.nids:
+            raise errors.UnknownNanocontract(f"nanocontract {name} was never created")
+        return self.nids[name]
+
+    def _role(self, channel: str, party: str) -> int:
+        return ALICE if self.scenario.channels[channel].alice == party else BOB
+
+    def _fun_z(self, a: dict[str, Any]) -> tuple[int, bytes]:
+        """The app's function number and argument for a call, execute or enforce step."""
+        spec = self.scenario.nanocontracts[a["nanocontract"]]
+        function = a["function"]
+        z = b""
+        if function == "claim":
+            z = a.get("preimage", spec.preimage)
+        elif function == "move":
+            z = ttt.move_arg(a["cell"])
+        return app_named(spec.app).functions[function], z
+
+    async def _create(self, spec: NanocontractSpec) -> None:
+        node = self._ms_node(spec.by)
+        cid = self._cid(spec.channel)
+        me = self._role(spec.channel, spec.by)
+        initial: AppState
+        if spec.app == "HashTimeLock":
+            timeout = self.chain.timestamp() + spec.timeout
+            initial = htlc.initial(me, spec.amount, htlc.hashlock_of(spec.preimage), timeout)
+            self.lock_timeouts[spec.name] = timeout
+        else:
+            initial = ttt.initial(*spec.stakes, self._role(spec.channel, spec.first), spec.move_timeout)
+        rec = node.channel(cid)
+        # The nid is the channel version that creates it: known before the messages go out, so
+        # that the recording names them.
+        self.nids[spec.name] = nanocontract_id(cid, max(rec.channel_signed, rec.state.version) + 1)
+        self.nids[spec.name] = await node.create(cid, spec.app, initial)
+
+    async def _ms_close(self, channel: str, by: str, version: int | str) -> None:
+        cid = self._cid(channel)
+        if version == "latest":
+            await self._ms_node(by).close(cid)
+            return
+        params = self.params[channel]
+        if version == 0:
+            state, signature = ChannelState.initial(params, cid), b""
+        else:
+            stored = {s.state.version: s for s in self._stored_ms(by, cid) if isinstance(s.state, ChannelState)}
+            if version not in stored:
+                raise errors.StaleVersion(f"{by}'s store holds no channel state at version {version} "
+                                          f"(it has {', '.join(map(str, sorted(stored))) or 'none'})")
+            state, signature = stored[version].state, self._peer_signature(channel, by, stored[version])
+        self.ms.close(self.parties[by].account, params, state, signature)  # type: ignore[union-attr]
+
+    async def _register(self, channel: str, by: str, name: str, version: int | str) -> None:
+        cid, nid = self._cid(channel), self._nid({"nanocontract": name})
+        if version == "latest":
+            await self._ms_node(by).register(cid, nid)
+            return
+        # A chosen (older) version from the party's own store, sent with its key.
+        stored = {s.state.version: s for s in self._stored_ms(by, cid)
+                  if isinstance(s.state, NanocontractState) and s.state.nid == nid}
+        if version not in stored:
+            raise errors.StaleVersion(f"{by}'s store holds no version {version} of {name} "
+                                      f"(it has {', '.join(map(str, sorted(stored))) or 'none'})")
+        signed = stored[version]
+        self.ms.register(self.parties[by].account, self.params[channel], signed.state,  # type: ignore[union-attr]
+                         self._peer_signature(channel, by, signed))
+
+    def _peer_signature(self, channel: str, by: str, signed: Any) -> bytes:
+        spec = self.scenario.channels[channel]
+        signature = signed.sig_bob if by == spec.alice else signed.sig_alice
+        if not signature:
+            raise errors.InvalidSignature(f"{by} holds no signature of the other party on that version")
+        return signature
+
+    async def _execute(self, a: dict[str, Any]) -> None:
+        cid, nid, party = self._cid(a["channel"]), self._nid(a), self.parties[a["by"]]
+        fun, z = self._fun_z(a)
+        if party.node is not None and party.node.serving:
+            await party.node.multistate.execute(cid, nid, fun, z)
+        else:  # the node is down; the key alone is enough on chain
+            self.ms.execute(party.account, self.params[a["channel"]], nid, fun, z)  # type: ignore[union-attr]
+
+    def _stored_ms(self, name: str, cid: bytes) -> list[Any]:
+        node = self.parties[name].node
+        if node is not None and node.serving:
+            return node.store.ms_states(cid)
+        store = self._open_store(name)
+        try:
+            return store.ms_states(cid)
+        finally:
+            store.close()
 
     async def _restart(self, name: str, note: str) -> None:
         party = self.parties[name]
@@ -489,7 +753,15 @@ class Run:
             if name not in (c.alice, c.bob):
                 continue
             peer = self.parties[c.bob if c.alice == name else c.alice].node
-            if peer is None or not peer.serving or cid not in node.records:
+            if peer is None or not peer.serving:
+                continue
+            if c.kind == "multistate":  # each side repeats its proposals in flight; wait until none is left
+                for n in (node, peer):
+                    if cid in n.multistate.records:
+                        await n.wait_for(cid, lambda rec: rec.stage is not Stage.OPEN or not rec.pending,
+                                         STEP_TIMEOUT)
+                continue
+            if cid not in node.records:
                 continue
             pair = (node, peer)
             for n in pair:
@@ -520,7 +792,10 @@ class Run:
         elif "blocks" in a:
             self.chain.mine(a["blocks"])
         else:
-            deadline = self.contract.channel(self._cid(a["deadline"])).deadline
+            if "deadline" in a:
+                deadline = self._contract_of(a["deadline"]).channel(self._cid(a["deadline"])).deadline
+            else:
+                deadline = self._nanocontract_time(a.get("window") or a["timeout"], "window" in a)
             target = deadline + a.get("offset", 0)
             now = self.chain.timestamp()
             if target <= now:
@@ -530,16 +805,37 @@ class Run:
                 self.chain.mine()
         self.note(None, f"chain time {self.chain.timestamp()}, block {self.chain.block_number()}")
 
+    def _nanocontract_time(self, name: str, window: bool) -> int:
+        """The end of a registered nanocontract's window; or the time after which it may time
+        out: a lock's timeout, a game's move deadline on chain (since its last change)."""
+        spec = self.scenario.nanocontracts[name]
+        if not window and spec.app == "HashTimeLock":
+            if name not in self.lock_timeouts:
+                raise errors.WrongStage(f"{name} was never created")
+            return self.lock_timeouts[name]
+        onchain = self.ms.nanocontract(self._cid(spec.channel), self.nids.get(name, bytes(32)))  # type: ignore[union-attr]
+        if not onchain.registered:
+            what = "window" if window else "move clock (it runs on chain only)"
+            raise errors.WrongStage(f"{name} is not registered on chain: it has no {what}")
+        return onchain.window_end if window else onchain.since + spec.move_timeout
+
     # ------------------------------------------------------------------ settling and sampling
 
-    async def _settle(self) -> None:
+    async def _settle(self, idle: bool = False) -> None:
         """Until nothing moves: each running node reads the chain and does its duties, and
-        the relays carry no frame for QUIET seconds."""
+        the relays carry no frame for QUIET seconds; again while new blocks appear. Once nothing
+        is in flight (after an `idle` step, which recorded nothing, or after a quiet period), a
+        round whose duties record nothing and mine nothing ends it at once: there is nothing
+        left to wait for."""
+        quiet = idle
         for _ in range(50):
-            block = self.chain.block_number()
+            block, count = self.chain.block_number(), len(self.rec.entries)
             for node in self._running():
                 await node.sync()
+            if quiet and len(self.rec.entries) == count and self.chain.block_number() == block:
+                return
             await self._quiet()
+            quiet = True
             if self.chain.block_number() == block:
                 return
 
@@ -559,9 +855,11 @@ class Run:
         return self.chain.balance(address) + self.gas_paid.get(name, 0)
 
     def _held(self) -> int:
+        """What the contracts hold: PaymentContract's, and MSContract's if deployed."""
+        addresses = [self.contract.address] + ([self.ms.address] if self.ms else [])
         if self.token is not None:
-            return self.token.functions.balanceOf(self.contract.address).call()
-        return self.chain.balance(self.contract.address)
+            return sum(self.token.functions.balanceOf(a).call() for a in addresses)
+        return sum(self.chain.balance(a) for a in addresses)
 
     def _sample(self, label: str) -> None:
         wallets = {name: self._wallet(name) for name in self.parties}
@@ -569,27 +867,34 @@ class Run:
         for channel, cid in self.cids.items():
             spec = self.scenario.channels[channel]
             rec = self._record(spec.alice, cid) or self._record(spec.bob, cid)
-            if rec is not None:
+            if isinstance(rec, MSRecord):  # the cash, and what the nanocontracts hold
+                state = rec.state
+                channels[channel] = {spec.alice: state.cash_alice, spec.bob: state.cash_bob,
+                                     "in nanocontracts": sum(f.total for f in state.nanocontracts)}
+            elif rec is not None:
                 channels[channel] = {spec.alice: rec.current.balance_alice, spec.bob: rec.current.balance_bob}
         seq, _ = self._next()
         self.rec.samples.append(r.Sample(seq, label, wallets, channels))
 
-    def _record(self, name: str, cid: bytes) -> ChannelRecord | None:
+    def _record(self, name: str, cid: bytes) -> ChannelRecord | MSRecord | None:
         node = self.parties[name].node
-        if node is not None and not node.killed and cid in node.records:
-            return node.records[cid]
+        if node is not None and not node.killed:
+            if cid in node.records:
+                return node.records[cid]
+            if node.multistate is not None and cid in node.multistate.records:
+                return node.multistate.records[cid]
         return next((rec for rec in self._stored_records(name) if rec.channel_id == cid), None)
 
     def _open_store(self, name: str) -> Store:
         party = self.parties[name]
         return Store(party.store, party.address, self.chain.chain_id, self.contract.address)
 
-    def _stored_records(self, name: str) -> list[ChannelRecord]:
+    def _stored_records(self, name: str) -> list[ChannelRecord | MSRecord]:
         if not self.parties[name].store.exists():
             return []
         store = self._open_store(name)
         try:
-            return store.channels()
+            return [*store.channels(), *store.ms_channels()]
         finally:
             store.close()
 
@@ -610,12 +915,13 @@ class Run:
         channel = a["channel"]
         spec = self.scenario.channels.get(channel)
         cid = self.cids.get(channel)
-        events = [e for e in self.contract.events() if cid is not None and e.args.get("channelId") == cid]
+        events = self._events(channel) if {"payout", "events"} & set(a) else []
         checks: list[tuple[str, str, str, str]] = []  # field, what, expected, found
         if "payout" in a:
             closing = [e for e in events if e.name in CLOSING_EVENTS]
-            found = (f"{self._amount(closing[-1].args['balanceAlice'])} / {self._amount(closing[-1].args['balanceBob'])}"
-                     if closing else "no payout yet")
+            paid = [(e.args["payoutAlice"], e.args["payoutBob"]) if "payoutAlice" in e.args
+                    else (e.args["balanceAlice"], e.args["balanceBob"]) for e in closing]
+            found = f"{self._amount(paid[-1][0])} / {self._amount(paid[-1][1])}" if paid else "no payout yet"
             refunded = [e for e in events if e.name == "Refunded"]
             if refunded and not closing:  # Alice's deposit back, nothing to Bob
                 found = f"{self._amount(refunded[-1].args['amount'])} / {self._amount(0)}"
@@ -629,10 +935,11 @@ class Run:
             expected = ", ".join(self._event_shown(n, args, args) for n, args in a["events"])
             patterns = [args for _, args in a["events"]]
             found_names = ", ".join(
-                self._event_shown(e.name, e.args, patterns[i] if i < len(patterns) else {"version": 0, "amount": 0})
+                self._event_shown(e.name, e.args, patterns[i] if i < len(patterns)
+                                  else {"nid": 0, "fun": 0, "version": 0, "amount": 0})
                 for i, e in enumerate(events))
             ok = len(events) == len(a["events"]) and all(
-                e.name == n and all(self._arg_matches(e.args.get(k), v) for k, v in args.items())
+                e.name == n and all(self._arg_matches(e.args.get(k), v, k, e) for k, v in args.items())
                 for e, (n, args) in zip(events, a["events"]))
             checks.append(("events", f"events of {channel}", expected, found_names if not ok else expected))
         for name, stage in a.get("stages", {}).items():
@@ -641,17 +948,29 @@ class Run:
         if "state" in a:
             want = a["state"]
             rec = self._record(want["party"], cid) if cid else None
+            # A multistate channel's latest channel state: its version, cash and nanocontracts.
+            version, balances, listed = None, None, None
+            if isinstance(rec, MSRecord):
+                version, balances = rec.state.version, (rec.state.cash_alice, rec.state.cash_bob)
+                listed = ", ".join(sorted(self._nano_name(f.nid) for f in rec.state.nanocontracts)) or "none"
+            elif rec is not None:
+                version, balances = rec.current.version, (rec.current.balance_alice, rec.current.balance_bob)
+            cash = "cash" if spec.kind == "multistate" else "balances"
             if "version" in want:
                 checks.append(("state", f"{want['party']}'s stored version of {channel}", str(want["version"]),
-                               str(rec.current.version) if rec else "no record"))
+                               str(version) if rec else "no record"))
             if "balances" in want:
-                found = (f"{self._amount(rec.current.balance_alice)} / {self._amount(rec.current.balance_bob)}"
-                         if rec else "no record")
-                checks.append(("state", f"{want['party']}'s stored balances of {channel}",
+                found = f"{self._amount(balances[0])} / {self._amount(balances[1])}" if rec else "no record"
+                checks.append(("state", f"{want['party']}'s stored {cash} of {channel}",
                                f"{self._amount(want['balances'][0])} / {self._amount(want['balances'][1])}", found))
+            if "nanocontracts" in want:
+                checks.append(("state", f"nanocontracts in {want['party']}'s latest state of {channel}",
+                               ", ".join(sorted(want["nanocontracts"])) or "none", listed or "no record"))
+        for want in a.get("nanocontract", ()):
+            checks += self._nanocontract_checks(want)
         if "held" in a:
-            checks.append(("held", "what the contract holds, for all channels", self._amount(a["held"]),
-                           self._amount(self._held())))
+            what = "what the contracts hold, for all channels" if self.ms else "what the contract holds, for all channels"
+            checks.append(("held", what, self._amount(a["held"]), self._amount(self._held())))
         if "error_reply" in a:
             want = a["error_reply"]
             codes = [code for sender, _, code in self.errors_seen[self._errors_checked:] if sender == want["from"]]
@@ -664,6 +983,42 @@ class Run:
             self.rec.verdicts.append(r.Verdict(line, what, expected, found, passed))
             self.out(f"      {'✓' if passed else '✗'} {what}: "
                      + (found if passed else f"expected {expected}, found {found} (line {line})"))
+
+
+    def _nanocontract_checks(self, want: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+        """A nanocontract as `party` holds it (its latest version both signed), or as the chain
+        holds it (its registered state, after any execution)."""
+        name = want["name"]
+        spec = self.scenario.nanocontracts[name]
+        cid, nid = self.cids.get(spec.channel), self.nids.get(name)
+        state: NanocontractState | None = None
+        if "party" in want:
+            whose, missing = f"{want['party']}'s {name}", "none (never created, or absorbed)"
+            rec = self._record(want["party"], cid) if cid and nid else None
+            held = [s for s in rec.nanocontracts if s.state.nid == nid] if isinstance(rec, MSRecord) else []
+            state = held[0].state if held else None  # type: ignore[assignment]
+        else:
+            whose, missing = f"{name} on chain", "not registered"
+            if cid and nid:
+                onchain = self.ms.nanocontract(cid, nid)  # type: ignore[union-attr]
+                state = onchain.state(cid, nid) if onchain.registered else None
+        checks = []
+        if "version" in want:
+            checks.append(("nanocontract", f"{whose}: version", str(want["version"]),
+                           str(state.version) if state else missing))
+        for key in ("blocked", "released"):
+            if key in want:
+                found = missing
+                if state is not None:
+                    pair = getattr(state, f"{key}_alice"), getattr(state, f"{key}_bob")
+                    found = f"{self._amount(pair[0])} / {self._amount(pair[1])}"
+                channel = self.scenario.channels[spec.channel]
+                checks.append(("nanocontract", f"{whose}: {key} ({channel.alice} / {channel.bob})",
+                               f"{self._amount(want[key][0])} / {self._amount(want[key][1])}", found))
+        if "terminated" in want:
+            checks.append(("nanocontract", f"{whose}: terminated", str(want["terminated"]).lower(),
+                           str(state.terminated).lower() if state else missing))
+        return checks
 
 
 # ---------------------------------------------------------------------- helpers
@@ -680,11 +1035,6 @@ def _is_a(exc: BaseException, name: str) -> bool:
     if isinstance(exc, errors.PeerRejected) and getattr(exc.code, "name", None) == name:
         return True
     return any(cls.__name__ == name for cls in type(exc).__mro__)
-
-
-def _event_text(event: Event) -> str:
-    shown = {k: v for k, v in event.args.items() if k in ("version", "amount")}
-    return event.name + (f"({', '.join(f'{k}={v}' for k, v in shown.items())})" if shown else "")
 
 
 def _signed(fmt: Callable[[int], str], amount: int) -> str:

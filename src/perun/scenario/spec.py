@@ -16,12 +16,17 @@ import yaml
 
 from perun import errors
 from perun.core.amounts import parse_amount
+from perun.core.apps import APPS
 from perun.node import CRASH_POINTS
 from perun.wire.messages import MESSAGES, ErrorCode
 
 DEFAULT_FUNDS = 100 * 10**18
 DEFAULT_DELTA = 600
 MESSAGE_TYPES = {cls.__name__ for cls in MESSAGES.values()}
+KINDS = ("payment", "multistate")
+# The fields of a `nanocontract` step that each app needs (and no other app takes).
+APP_FIELDS = {"HashTimeLock": ("amount", "preimage", "timeout"), "TicTacToe": ("stakes", "first", "move_timeout")}
+FUNCTIONS = {name: tuple(app.functions) for name, app in APPS.items()}  # app -> its function names
 
 
 class ScenarioError(errors.PerunError):
@@ -43,6 +48,24 @@ class ChannelSpec:
     deposits: tuple[int, int]
     delta: int
     token: str  # "ETH" or "erc20" (a test token the runner deploys and mints)
+    kind: str = "payment"  # or "multistate": cash and nanocontracts, on MSContract
+
+
+@dataclass(frozen=True)
+class NanocontractSpec:
+    """A nanocontract a `nanocontract` step creates; `name` is the file's handle for its nid."""
+
+    name: str
+    channel: str
+    app: str  # HashTimeLock or TicTacToe
+    by: str  # who proposes it: a lock's sender
+    line: int
+    amount: int = 0  # HashTimeLock: what `by` locks for the other party
+    preimage: bytes = b""  # HashTimeLock: 32 bytes, whose SHA-256 is the hashlock
+    timeout: int = 0  # HashTimeLock: seconds after the latest block when the step runs
+    stakes: tuple[int, int] = (0, 0)  # TicTacToe: [alice's, bob's] (the channel's alice and bob)
+    first: str = ""  # TicTacToe: the party who moves first
+    move_timeout: int = 0  # TicTacToe: seconds a player has for a move on chain
 
 
 @dataclass(frozen=True)
@@ -67,6 +90,7 @@ class Scenario:
     parties: dict[str, Party]
     channels: dict[str, ChannelSpec]
     steps: tuple[Step, ...] = field(default_factory=tuple)
+    nanocontracts: dict[str, NanocontractSpec] = field(default_factory=dict)  # by name, as the steps create them
 
 
 # ----------------------------------------------------------------------------- field types
@@ -189,17 +213,22 @@ def _event_arg(value: Any) -> Any:
 
 
 def _state(value: Any, scenario: Scenario) -> dict[str, Any]:
-    """{party: alice, version: 3, balances: [9eth, 6eth]}: the state the party's store holds."""
+    """{party: alice, version: 3, balances: [9eth, 6eth]}: the state the party's store holds;
+    in a multistate channel also `nanocontracts: [names]`, those its channel state lists."""
     if not isinstance(value, dict) or "party" not in value:
         raise _Bad("{party: P, version: N, balances: [a, b]} (version and balances optional)")
-    extra = set(value) - {"party", "version", "balances"}
+    extra = set(value) - {"party", "version", "balances", "nanocontracts"}
     if extra:
-        raise _Bad(f"only party, version and balances (not {', '.join(sorted(extra))})")
+        raise _Bad(f"only party, version, balances and nanocontracts (not {', '.join(sorted(extra))})")
     result: dict[str, Any] = {"party": _party(value["party"], scenario)}
     if "version" in value:
         result["version"] = _int(0)(value["version"], scenario)
     if "balances" in value:
         result["balances"] = _balances(value["balances"], scenario)
+    if "nanocontracts" in value:
+        if not isinstance(value["nanocontracts"], list):
+            raise _Bad("nanocontracts: a list of nanocontract names, [] for none")
+        result["nanocontracts"] = tuple(_nanocontract(n, scenario) for n in value["nanocontracts"])
     return result
 
 
@@ -212,9 +241,100 @@ def _error_reply(value: Any, scenario: Scenario) -> dict[str, str]:
     return {"from": _party(value["from"], scenario), "code": value["code"]}
 
 
+def _new_name(value: Any, scenario: Scenario) -> str:
+    """The handle a `nanocontract` step gives its nanocontract: new, and no party's name (in
+    event patterns a party's name stands for its address, a nanocontract's for its nid)."""
+    if not isinstance(value, str) or not value.replace("-", "_").isidentifier():
+        raise _Bad("a name of letters, digits, - and _ (not starting with a digit)")
+    if value in scenario.nanocontracts:
+        raise _Bad(f"a new name: line {scenario.nanocontracts[value].line} creates a nanocontract {value} already")
+    if value in scenario.parties:
+        raise _Bad("a name that is not a party's")
+    return value
+
+
+def _nanocontract(value: Any, scenario: Scenario) -> str:
+    if value not in scenario.nanocontracts:
+        known = ", ".join(scenario.nanocontracts)
+        raise _Bad("a nanocontract created by an earlier step: " + (f"one of {known}" if known else "there is none"))
+    return value
+
+
+def _preimage(value: Any, _: Scenario) -> bytes:
+    """A text of 1 to 32 bytes, padded with zero bytes to 32; or exactly 32 bytes as 0x-hex."""
+    form = "a text of 1 to 32 bytes (in quotes), or \"0x\" and 64 hex digits"
+    if not isinstance(value, str):
+        raise _Bad(form)
+    if value.startswith("0x"):
+        try:
+            data = bytes.fromhex(value[2:])
+        except ValueError:
+            raise _Bad(form) from None
+        if len(data) != 32:
+            raise _Bad(form)
+        return data
+    data = value.encode()
+    if not 0 < len(data) <= 32:
+        raise _Bad(form)
+    return data.ljust(32, b"\0")
+
+
+def _function(value: Any, _: Scenario) -> str:
+    names = sorted({f for functions in FUNCTIONS.values() for f in functions})
+    if value not in names:
+        raise _Bad(f"a function: one of {', '.join(names)}")
+    return value
+
+
+def _cell(value: Any, scenario: Scenario) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 8:
+        raise _Bad("a cell from 0 to 8 (row by row: 0 1 2 / 3 4 5 / 6 7 8)")
+    return value
+
+
+NANOCONTRACT_CHECKS = ("version", "blocked", "released", "terminated")
+
+
+def _nanocontract_checks(value: Any, scenario: Scenario) -> tuple[dict[str, Any], ...]:
+    """{name: pay, party: bob, version: 1, blocked: [0, 0], released: [0, 1eth], terminated: true},
+    or a list of them: a nanocontract as a party holds it (with `party`) or as the chain does."""
+    form = ("{name: N, party: P, version: V, blocked: [a, b], released: [a, b], terminated: true} "
+            "(party optional, at least one of version, blocked, released, terminated), or a list of them")
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise _Bad(form)
+    result = []
+    for item in items:
+        if not isinstance(item, dict) or "name" not in item:
+            raise _Bad(form)
+        extra = set(item) - {"name", "party", *NANOCONTRACT_CHECKS}
+        if extra:
+            raise _Bad(f"only name, party, {', '.join(NANOCONTRACT_CHECKS)} (not {', '.join(sorted(extra))})")
+        name = _nanocontract(item["name"], scenario)
+        if not set(item) & set(NANOCONTRACT_CHECKS):
+            raise _Bad(f"at least one of {', '.join(NANOCONTRACT_CHECKS)} for {name}")
+        check: dict[str, Any] = {"name": name}
+        if "party" in item:
+            check["party"] = _party(item["party"], scenario)
+            channel = scenario.channels[scenario.nanocontracts[name].channel]
+            if check["party"] not in (channel.alice, channel.bob):
+                raise _Bad(f"a party of {name}'s channel {channel.name} ({channel.alice} or {channel.bob}) as party")
+        if "version" in item:
+            check["version"] = _int(0)(item["version"], scenario)
+        for key in ("blocked", "released"):
+            if key in item:
+                check[key] = _balances(item[key], scenario)
+        if "terminated" in item:
+            check["terminated"] = _bool(item["terminated"], scenario)
+        result.append(check)
+    return tuple(result)
+
+
 # A step's fields: name -> (check, required). `channel` may be left out when there is one.
 Fields = dict[str, tuple[Callable[[Any, Scenario], Any], bool]]
 CHANNEL: Fields = {"channel": (_channel, False)}
+NANO: Fields = {"by": (_party, True), "nanocontract": (_nanocontract, True)}  # the channel is the nanocontract's
+CALL: Fields = {"function": (_function, True), "cell": (_cell, False), "preimage": (_preimage, False)}
 ACTIONS: dict[str, tuple[Fields, str | None]] = {
     # action: (fields, the field a scalar shorthand fills: `open: ab`, `offline: bob`)
     "open": ({**CHANNEL, "confirm": (_bool, False)}, "channel"),
@@ -235,12 +355,25 @@ ACTIONS: dict[str, tuple[Fields, str | None]] = {
     "replay": ({"from": (_party, True), "message": (_choice(*sorted(MESSAGE_TYPES)), True)}, None),
     "forge": ({**CHANNEL, "from": (_party, True), "amount": (_amount, True), "signer": (_party, False)}, None),
     "wait": ({"seconds": (_int(1), False), "blocks": (_int(1), False), "deadline": (_channel, False),
+              "window": (_nanocontract, False), "timeout": (_nanocontract, False),
               "offset": (_int(-10**9), False)}, None),
     "expect": ({**CHANNEL, "payout": (_balances, False), "wallets": (_party_amounts, False),
                 "events": (_events, False), "stages": (_party_stages, False),
                 "state": (_state, False), "error_reply": (_error_reply, False),
-                "held": (_amount, False)}, None),
+                "held": (_amount, False), "nanocontract": (_nanocontract_checks, False)}, None),
+    # Multistate channels: nanocontracts are named by the step that creates them.
+    "nanocontract": ({**CHANNEL, "by": (_party, True), "name": (_new_name, True), "app": (_choice(*APPS), True),
+                      "amount": (_amount, False), "preimage": (_preimage, False), "timeout": (_int(1), False),
+                      "stakes": (_balances, False), "first": (_party, False), "move_timeout": (_int(1), False)},
+                     None),
+    "call": ({**NANO, **CALL}, None),
+    "absorb": (NANO, None),
+    "register": ({**NANO, "version": (_version, False)}, None),
+    "execute": ({**NANO, **CALL}, None),
+    "enforce": ({**NANO, **CALL}, None),
 }
+WAIT_FORMS = ("seconds", "blocks", "deadline", "window", "timeout")
+EXPECT_CHECKS = ("payout", "wallets", "events", "stages", "state", "error_reply", "held", "nanocontract")
 
 
 
@@ -311,7 +444,7 @@ class _Loader:
             raise self.fail(steps_node, "steps: expected a list of steps (- action: ...)")
         steps = tuple(self.step(node, i, scenario) for i, node in enumerate(steps_node.value, 1))
         return Scenario(scenario.file, scenario.name, scenario.title, scenario.description,
-                        scenario.parties, scenario.channels, steps)
+                        scenario.parties, scenario.channels, steps, scenario.nanocontracts)
 
     def parties(self, node: yaml.Node, scenario: Scenario) -> None:
         for name, value in self.mapping(node, "parties").items():
@@ -337,8 +470,9 @@ class _Loader:
         for name, value in self.mapping(node, "channels").items():
             where = f"channel {name}"
             fields = self.mapping(value, where)
-            for key in set(fields) - {"alice", "bob", "deposits", "delta", "token"}:
-                raise self.fail(fields[key], f"{where}: unknown field {key!r}: expected alice, bob, deposits, delta, token")
+            for key in set(fields) - {"alice", "bob", "deposits", "delta", "token", "kind"}:
+                raise self.fail(fields[key], f"{where}: unknown field {key!r}: expected alice, bob, deposits, delta, "
+                                             "token, kind")
             for required in ("alice", "bob", "deposits"):
                 if required not in fields:
                     raise self.fail(value, f"{where}: missing field {required!r}")
@@ -349,7 +483,8 @@ class _Loader:
             deposits = self.field(fields, "deposits", _balances, scenario, where)
             delta = self.field(fields, "delta", _int(1), scenario, where, DEFAULT_DELTA)
             token = self.field(fields, "token", _choice("ETH", "erc20"), scenario, where, "ETH")
-            scenario.channels[name] = ChannelSpec(name, alice, bob, deposits, delta, token)
+            kind = self.field(fields, "kind", _choice(*KINDS), scenario, where, "payment")
+            scenario.channels[name] = ChannelSpec(name, alice, bob, deposits, delta, token, kind)
             if len({c.token for c in scenario.channels.values()}) > 1:
                 raise self.fail(fields.get("token", value), f"{where}: token: the channels of a scenario share one "
                                                             "unit (all ETH or all erc20), which its wallets are counted in")
@@ -397,7 +532,7 @@ class _Loader:
                 raise self.fail(node, f"{where}: missing field 'channel' (the scenario has "
                                       f"{len(scenario.channels)} channels)")
             args["channel"] = next(iter(scenario.channels))
-        self.check_step(action, args, node, where, scenario)
+        self.check_step(action, args, node, where, scenario, fields)
         fails = None
         if fails_node is not None:
             fails = self.plain(fails_node)
@@ -406,22 +541,71 @@ class _Loader:
         lines = {key: value.start_mark.line + 1 for key, value in fields.items()}
         return Step(node.start_mark.line + 1, index, action, args, fails, lines)
 
-    def check_step(self, action: str, args: dict[str, Any], node: yaml.Node, where: str, scenario: Scenario) -> None:
-        if action == "wait" and len({"seconds", "blocks", "deadline"} & set(args)) != 1:
-            raise self.fail(node, f"{where}: expected exactly one of seconds, blocks, deadline")
-        if action == "wait" and "offset" in args and "deadline" not in args:
-            raise self.fail(node, f"{where}: offset goes with deadline")
+    def check_step(self, action: str, args: dict[str, Any], node: yaml.Node, where: str, scenario: Scenario,
+                   fields: dict[str, yaml.Node]) -> None:
+        if action == "wait" and len(set(WAIT_FORMS) & set(args)) != 1:
+            raise self.fail(node, f"{where}: expected exactly one of {', '.join(WAIT_FORMS)}")
+        if action == "wait" and "offset" in args and not {"deadline", "window", "timeout"} & set(args):
+            raise self.fail(node, f"{where}: offset goes with deadline, window or timeout")
         if action == "pay" and args.get("send") is False and args.get("answer") is False:
             raise self.fail(node, f"{where}: send: false and answer: false exclude each other (an Update "
                                   "never sent is never answered)")
         if action == "expect" and set(args) <= {"channel"}:
-            raise self.fail(node, f"{where}: expected at least one of payout, wallets, events, stages, state, "
-                                  "error_reply, held")
-        if action in ("pay", "forge", "cooperative_close", "close", "finalize", "refund"):
-            channel = scenario.channels[args["channel"]]
+            raise self.fail(node, f"{where}: expected at least one of {', '.join(EXPECT_CHECKS)}")
+        if "nanocontract" in args and action != "expect":  # a nanocontract's steps are on its channel
+            args["channel"] = scenario.nanocontracts[args["nanocontract"]].channel
+        channel = scenario.channels.get(args.get("channel", ""))
+        if action in ("pay", "forge", "cooperative_close") and channel.kind == "multistate":
+            raise self.fail(node, f"{where}: channel {channel.name} is a multistate channel: {action} is for payment "
+                                  "channels (a multistate channel moves money with nanocontracts, and closes with close)")
+        if action == "nanocontract" and channel.kind != "multistate":
+            raise self.fail(node, f"{where}: channel {channel.name} is a payment channel: nanocontracts live in "
+                                  "multistate channels (kind: multistate)")
+        if action == "expect" and "nanocontracts" in args.get("state", {}) and channel.kind != "multistate":
+            raise self.fail(fields["state"], f"{where}: state: nanocontracts goes with a multistate channel, and "
+                                             f"{channel.name} is a payment channel")
+        if action in ("pay", "forge", "cooperative_close", "close", "finalize", "refund", "nanocontract", "call",
+                      "absorb", "register", "execute", "enforce"):
             party = args.get("from", args.get("by"))
             if party not in (channel.alice, channel.bob):
                 raise self.fail(node, f"{where}: {party} is not a party of channel {channel.name}")
+        if action == "nanocontract":
+            self.check_nanocontract(args, node, where, scenario, channel, fields)
+        if action in ("call", "execute", "enforce"):
+            spec = scenario.nanocontracts[args["nanocontract"]]
+            function = args["function"]
+            if function not in FUNCTIONS[spec.app]:
+                raise self.fail(fields["function"], f"{where}: function: {spec.name} is a {spec.app}, whose functions "
+                                                    f"are {', '.join(FUNCTIONS[spec.app])}; got {function!r}")
+            if (function == "move") != ("cell" in args):
+                raise self.fail(fields.get("cell", node), f"{where}: cell goes with move, which needs it")
+            if "preimage" in args and function != "claim":
+                raise self.fail(fields["preimage"], f"{where}: preimage goes with claim (which takes the lock's own "
+                                                    "preimage unless given another)")
+
+    def check_nanocontract(self, args: dict[str, Any], node: yaml.Node, where: str, scenario: Scenario,
+                           channel: ChannelSpec, fields: dict[str, yaml.Node]) -> None:
+        app = args["app"]
+        for other, keys in APP_FIELDS.items():
+            for key in keys:
+                if other != app and key in args:
+                    raise self.fail(fields[key], f"{where}: {key} goes with app {other}, not {app} (which takes "
+                                                 f"{', '.join(APP_FIELDS[app])})")
+        for key in APP_FIELDS[app]:
+            if key not in args:
+                raise self.fail(node, f"{where}: missing field {key!r} ({app} needs {', '.join(APP_FIELDS[app])})")
+        if app == "HashTimeLock" and args["amount"] == 0:
+            raise self.fail(fields["amount"], f"{where}: amount: a lock blocks more than 0")
+        if app == "TicTacToe":
+            if args["first"] not in (channel.alice, channel.bob):
+                raise self.fail(fields["first"], f"{where}: first: {args['first']} is not a party of channel "
+                                                 f"{channel.name}")
+            if args["stakes"] == (0, 0):
+                raise self.fail(fields["stakes"], f"{where}: stakes: a game has a stake, of one player at least")
+        scenario.nanocontracts[args["name"]] = NanocontractSpec(
+            args["name"], channel.name, app, args["by"], node.start_mark.line + 1, args.get("amount", 0),
+            args.get("preimage", b""), args.get("timeout", 0), args.get("stakes", (0, 0)), args.get("first", ""),
+            args.get("move_timeout", 0))
 
 
 def _is_null(node: yaml.Node | None) -> bool:
