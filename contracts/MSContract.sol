@@ -55,7 +55,8 @@ contract MSContract is Channels {
     }
 
     /// @notice A registered nanocontract. `windowEnd` is the last second in which a higher
-    /// version replaces it; `since` when it last changed on chain (the apps' clock).
+    /// version replaces it; `since` when it last changed on chain (the apps' clock); `settleBy`
+    /// until when a closing channel waits for it (its app's `settleBy`, capped).
     struct Registered {
         address app;
         uint40 windowEnd;
@@ -65,6 +66,7 @@ contract MSContract is Channels {
         uint128 blockedBob;
         uint128 releasedAlice;
         uint128 releasedBob;
+        uint40 settleBy;
         bytes data;
     }
 
@@ -81,6 +83,10 @@ contract MSContract is Channels {
     /// @notice Most nanocontracts a channel state may list: bounds the loops in `close` and
     /// `finalize`.
     uint256 public constant MAX_NANOCONTRACTS = 16;
+    /// @notice The longest a nanocontract's app may hold a closing channel after its registration.
+    uint256 public constant MAX_SETTLE_DELAY = 365 days;
+    /// @notice The gas an app's `settleBy` may use; more, or a revert, counts as 0.
+    uint256 public constant SETTLE_BY_GAS = 30_000;
 
     mapping(bytes32 channelId => bytes32) private _fundingsHash;
     mapping(bytes32 channelId => mapping(bytes32 nid => Registered)) private _nanocontracts;
@@ -101,7 +107,8 @@ contract MSContract is Channels {
         bytes32 indexed nid,
         address indexed by,
         uint64 version,
-        uint256 windowEnd
+        uint256 windowEnd,
+        uint256 settleBy
     );
     /// @notice `by` executed function `fun` of a registered nanocontract; this is its new state.
     event NanocontractExecuted(
@@ -125,6 +132,8 @@ contract MSContract is Channels {
     error MSContractNotRegistered(bytes32 nid);
     error MSContractWindowOpen(bytes32 nid, uint256 windowEnd);
     error MSContractSettlementOver(uint256 deadline);
+    /// @notice The transaction left an app's `settleBy` too little gas to tell (retry with more).
+    error MSContractGasTooLow();
     error MSContractWrongNanocontracts(bytes32 channelId);
     error MSContractNotConserved(bytes32 nid);
     error MSContractTerminated(bytes32 nid);
@@ -172,8 +181,10 @@ contract MSContract is Channels {
         nc.blockedBob = uint128(s.blockedBob);
         nc.releasedAlice = uint128(s.releasedAlice);
         nc.releasedBob = uint128(s.releasedBob);
+        uint40 settleBy = _settleBy(s);
+        nc.settleBy = settleBy;
         nc.data = s.data;
-        emit NanocontractRegistered(channelId, s.nid, msg.sender, s.version, windowEnd);
+        emit NanocontractRegistered(channelId, s.nid, msg.sender, s.version, windowEnd, settleBy);
     }
 
     /**
@@ -186,13 +197,14 @@ contract MSContract is Channels {
     function execute(Params calldata p, bytes32 nid, uint8 fun, bytes calldata z) external {
         bytes32 channelId = channelIdOf(p);
         Channel storage ch = _closable(channelId);
-        if (ch.phase == Phase.Closing && block.timestamp > uint256(ch.deadline) + p.delta) {
-            revert MSContractSettlementOver(uint256(ch.deadline) + p.delta);
-        }
         uint8 caller = msg.sender == p.alice ? 0 : 1;
         _counterparty(p); // only the parties
         Registered storage nc = _nanocontracts[channelId][nid];
         if (nc.windowEnd == 0) revert MSContractNotRegistered(nid);
+        if (ch.phase == Phase.Closing) {
+            uint256 end = _settlementEnd(ch, p, nc);
+            if (block.timestamp > end) revert MSContractSettlementOver(end);
+        }
         if (block.timestamp <= nc.windowEnd) revert MSContractWindowOpen(nid, nc.windowEnd);
         uint256 blocked = uint256(nc.blockedAlice) + nc.blockedBob;
         if (blocked == 0) revert MSContractTerminated(nid);
@@ -276,7 +288,6 @@ contract MSContract is Channels {
         if (ch.phase != Phase.Closing) revert ChannelsWrongPhase(channelId, ch.phase);
         if (_hashFundings(fundings) != _fundingsHash[channelId]) revert MSContractWrongNanocontracts(channelId);
         if (block.timestamp <= ch.deadline) revert ChannelsFinalizeTooEarly(ch.deadline);
-        bool settling = block.timestamp <= uint256(ch.deadline) + p.delta;
 
         uint256 payAlice = ch.balanceAlice;
         uint256 payBob = p.depositAlice + p.depositBob - payAlice;
@@ -287,7 +298,10 @@ contract MSContract is Channels {
             uint256 bob = uint256(nc.blockedBob) + nc.releasedBob;
             bool settled = nc.windowEnd != 0 && block.timestamp > nc.windowEnd && nc.blockedAlice == 0
                 && nc.blockedBob == 0;
-            if (settling && !settled) revert ChannelsFinalizeTooEarly(uint256(ch.deadline) + p.delta);
+            if (!settled) {
+                uint256 end = _settlementEnd(ch, p, nc);
+                if (block.timestamp <= end) revert ChannelsFinalizeTooEarly(end);
+            }
             payBob -= f.alice + f.bob;
             if (nc.windowEnd != 0 && alice + bob == f.alice + f.bob) {
                 payAlice += alice;
@@ -359,6 +373,40 @@ contract MSContract is Channels {
     /// @dev Zero for no nanocontract, so a close without any writes no new storage slot.
     function _hashFundings(Funding[] calldata fundings) private pure returns (bytes32) {
         return fundings.length == 0 ? bytes32(0) : keccak256(abi.encode(fundings));
+    }
+
+    /// @dev The last second a closing channel's nanocontract may be executed, after which its
+    /// predefined distribution applies: D + Δ, or later if its app asked for it at registration.
+    function _settlementEnd(Channel storage ch, Params calldata p, Registered storage nc)
+        private
+        view
+        returns (uint256)
+    {
+        uint256 end = uint256(ch.deadline) + p.delta;
+        return nc.settleBy > end ? nc.settleBy : end;
+    }
+
+    /// @dev The app's `settleBy` for state `s`, capped at MAX_SETTLE_DELAY from now. A low-level
+    /// call with a gas cap that copies at most one word back: an app that reverts, runs out of
+    /// gas, returns anything but one word or has no code counts as 0 and cannot block `register`.
+    function _settleBy(NanocontractState calldata s) private view returns (uint40) {
+        bytes memory call_ = abi.encodeCall(
+            INanocontract.settleBy,
+            (INanocontract.AppState(s.blockedAlice, s.blockedBob, s.releasedAlice, s.releasedBob, s.data))
+        );
+        address app = s.app;
+        uint256 gasCap = SETTLE_BY_GAS;
+        bool ok;
+        uint256 t;
+        assembly ("memory-safe") {
+            ok := staticcall(gasCap, app, add(call_, 32), mload(call_), 0, 32)
+            if and(ok, eq(returndatasize(), 32)) { t := mload(0) }
+        }
+        // A call that failed with at most 1/64 of the cap left may have failed for want of the
+        // gas the sender withheld: that must not pass for "nothing to wait for".
+        if (!ok && gasleft() <= gasCap / 63) revert MSContractGasTooLow();
+        uint256 cap = block.timestamp + MAX_SETTLE_DELAY;
+        return uint40(t > cap ? cap : t);
     }
 
     /// @dev cash + Σ funding = deposits, at most MAX_NANOCONTRACTS, nids strictly ascending (so

@@ -62,6 +62,12 @@ contract TicTacToe is INanocontract {
         }
     }
 
+    /// @inheritdoc INanocontract
+    /// @dev Nothing to wait for: the predefined distribution returns each stake to its owner.
+    function settleBy(AppState calldata) external pure returns (uint256) {
+        return 0;
+    }
+
     function _payWinner(AppState memory next, uint8 winner, uint256 pot) private pure {
         next.blockedAlice = 0;
         next.blockedBob = 0;

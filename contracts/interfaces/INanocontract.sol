@@ -38,4 +38,13 @@ interface INanocontract {
         external
         view
         returns (AppState memory);
+
+    /**
+     * @notice Until when a closing channel must wait for this nanocontract: execution stays open
+     * and the predefined distribution is held back until then (or deadline + Δ, if later).
+     * @dev 0 for an app whose predefined distribution is fair at any time. MSContract reads it at
+     * registration with a gas cap, treats a revert as 0, and caps it at a year after the
+     * registration, so that no app can lock a channel for ever.
+     */
+    function settleBy(AppState calldata s) external view returns (uint256);
 }

@@ -261,6 +261,8 @@ MSContractWrongNanocontracts = _ms_error(
 MSContractNotConserved = _ms_error(
     "MSContractNotConserved", BalancesNotConserved,
     doc="An app's result raises the blocked sum, lowers a release, or changes blocked + released.")
+MSContractGasTooLow = _ms_error(
+    "MSContractGasTooLow", doc="register was sent with too little gas for the app's settleBy: retry with more.")
 MSContractTerminated = _ms_error(
     "MSContractTerminated", doc="The nanocontract blocks nothing any more: there is nothing to execute.")
 

@@ -327,7 +327,7 @@ def _ms_record_to_json(rec: MSRecord) -> str:
         "registered_version": rec.registered_version,
         "registered_fundings": [_funding_json(f) for f in rec.registered_fundings],
         "on_chain": [{"nid": r.nid.hex(), "version": r.version, "window_end": r.window_end,
-                      "terminated": r.terminated} for r in rec.on_chain],
+                      "terminated": r.terminated, "settle_by": r.settle_by} for r in rec.on_chain],
         "outcome": [str(x) for x in rec.outcome] if rec.outcome else None,
         "intents": [{"nid": i.nid.hex(), "fun": i.fun, "z": i.z.hex()} for i in rec.intents],
     })
@@ -352,7 +352,7 @@ def _ms_record_from_json(text: str) -> MSRecord:
         deadline=d["deadline"],
         registered_version=d["registered_version"],
         registered_fundings=tuple(_funding_from(f) for f in d["registered_fundings"]),
-        on_chain=tuple(OnChain(bytes.fromhex(r["nid"]), r["version"], r["window_end"], r["terminated"])
+        on_chain=tuple(OnChain(bytes.fromhex(r["nid"]), r["version"], r["window_end"], r["terminated"], r["settle_by"])
                        for r in d["on_chain"]),
         outcome=tuple(int(x) for x in d["outcome"]) if d["outcome"] else None,
         intents=tuple(Intent(bytes.fromhex(i["nid"]), i["fun"], bytes.fromhex(i["z"])) for i in d["intents"]),

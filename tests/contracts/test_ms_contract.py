@@ -14,6 +14,7 @@ ABI-encoded as `z`, so any result an app could return can be tried.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -22,6 +23,7 @@ from eth_abi import encode
 from eth_account.signers.local import LocalAccount
 
 from perun import errors
+from perun.chain import reverts
 from perun.chain.backend import ETHER
 from perun.chain.multistate import MSContract
 from perun.chain.payment import PaymentContract
@@ -236,6 +238,7 @@ def test_the_first_registration_opens_a_window_of_delta(any_ms_world: MSWorld) -
     receipt = register(w, params, nano, w.bob)
     assert receipt.event("NanocontractRegistered").args == {
         "channelId": nano.channel_id, "nid": nano.nid, "by": w.bob.address, "version": 0, "windowEnd": t + DELTA,
+        "settleBy": 0,  # the HashTimeLock's predefined distribution is fair at any time
     }
     stored = w.contract.nanocontract(nano.channel_id, nano.nid)
     assert stored.registered
@@ -1002,6 +1005,101 @@ def test_finalize_with_an_unsettled_nanocontract_waits_for_deadline_plus_delta(a
     alice, bob = (11 * ETHER // 2, 9 * ETHER // 2) if kind != "unregistered" else (6 * ETHER, 4 * ETHER)
     assert paid == {"channelId": s1.channel_id, "version": 1, "payoutAlice": alice, "payoutBob": bob}
     assert_paid(w, before, params, alice, bob)
+
+
+def waiting(w: MSWorld, settle_by: int, mode: int = 0) -> tuple[Params, ChannelState, NanocontractState]:
+    """An open channel whose state 1 funds a WaitingApp (1 ETH each) that asks a closing
+    channel to wait until `settle_by` (mode 0), or reverts (1), burns its gas (2), returns two
+    words (3) when asked."""
+    params, s0 = w.open()
+    app = w.chain.deploy(w.chain.dev_accounts[0], "WaitingApp")
+    nid = nanocontract_id(s0.channel_id, 1)
+    nano = NanocontractState(s0.channel_id, nid, app, 0, ETHER, ETHER, 0, 0, encode(["uint256", "uint256"],
+                                                                                    [settle_by, mode]))
+    return params, s0.fund(nano), nano
+
+
+@pytest.mark.parametrize("offset", [-1, 0, 1])
+def test_a_closing_channel_waits_for_an_apps_settle_by(any_ms_world: MSWorld, offset: int) -> None:
+    """Execution stays open, and the predefined distribution waits, until the settleBy the app
+    gave at registration when that is after D + Δ (a virtual channel's settlement)."""
+    w = any_ms_world
+    params, s1, nano = waiting(w, settle_by=2**40)  # replaced below, once D is known
+    deadline = close(w, params, s1, w.alice).event("CloseRegistered").args["deadline"]
+    settle_by = deadline + 3 * DELTA
+    nano = replace(nano, storage=encode(["uint256", "uint256"], [settle_by, 0]))
+    s1_fundings = s1.nanocontracts
+    at(w, deadline - DELTA // 2)
+    event = register(w, params, nano, w.bob).event("NanocontractRegistered")
+    assert event.args["settleBy"] == settle_by == w.contract.nanocontract(nano.channel_id, nano.nid).settle_by
+    # Past D + Δ, still executable and not yet finalizable: at settleBy + offset.
+    at(w, settle_by + offset)
+    if offset <= 0:
+        with unchanged(w, params, nano.nid), pytest.raises(errors.ChannelsFinalizeTooEarly) as exc:
+            w.contract.finalize(w.mallory, params, s1_fundings)
+        assert exc.value.fields == {"deadline": settle_by}
+        at(w, settle_by + offset)
+        executed = w.contract.execute(w.alice, params, nano.nid, 0).event("NanocontractExecuted").args
+        assert executed["releasedAlice"] == 2 * ETHER
+        at(w, settle_by + 1)
+        paid = w.contract.finalize(w.mallory, params, s1_fundings).event("Finalized").args
+        assert (paid["payoutAlice"], paid["payoutBob"]) == (7 * ETHER, 3 * ETHER)  # cash 5 / 3, the pot
+        return
+    with unchanged(w, params, nano.nid), pytest.raises(errors.MSContractSettlementOver) as exc:
+        w.contract.execute(w.alice, params, nano.nid, 0)
+    assert exc.value.fields == {"deadline": settle_by}
+    at(w, settle_by + offset)
+    paid = w.contract.finalize(w.mallory, params, s1_fundings).event("Finalized").args
+    assert (paid["payoutAlice"], paid["payoutBob"]) == (6 * ETHER, 4 * ETHER)  # each stake back
+
+
+@pytest.mark.parametrize("mode, expected", [(0, "capped"), (1, 0), (2, 0), (3, 0)])
+def test_an_apps_settle_by_is_capped_and_a_misbehaving_one_counts_as_zero(any_ms_world: MSWorld, mode: int,
+                                                                          expected) -> None:
+    w = any_ms_world
+    params, _, nano = waiting(w, settle_by=2**200, mode=mode)
+    t = pending_time(w)
+    at(w, t)
+    event = register(w, params, nano, w.bob).event("NanocontractRegistered")
+    assert event.args["settleBy"] == (t + 365 * 24 * 3600 if expected == "capped" else 0)
+
+
+def test_no_gas_limit_registers_a_wrong_settle_by(ms_world: MSWorld) -> None:
+    """Withholding gas from the app's settleBy must not pass for "nothing to wait for": at every
+    gas limit up to what registering needs, the transaction either records the app's settleBy or
+    reverts, and the limits that starve the app are refused with MSContractGasTooLow."""
+    w = ms_world
+    settle_by = pending_time(w) + 10 * DELTA
+    params, _, nano = waiting(w, settle_by=settle_by)
+    call = w.contract.contract.functions.register(params.as_abi(), nano.as_abi(), w.sign(nano, w.alice))
+    needed = call.estimate_gas({"from": w.bob.address})
+    outcomes = {}
+    for gas in range(needed - 60_000, needed + 1, 1_000):
+        snapshot = w.chain.snapshot()
+        try:
+            w.chain._send(w.bob, call.build_transaction({"from": w.bob.address, "gas": gas}))
+        except errors.TransactionFailed:
+            try:
+                call.call({"from": w.bob.address, "gas": gas})
+                outcomes[gas] = "reverted"
+            except Exception as exc:  # noqa: BLE001 - what it is, is the point
+                outcomes[gas] = type(reverts.translate(exc)).__name__
+        else:
+            assert w.contract.nanocontract(nano.channel_id, nano.nid).settle_by == settle_by
+            outcomes[gas] = "registered"
+        w.chain.revert_to(snapshot)
+    assert outcomes[needed] == "registered" and set(outcomes.values()) == {"registered", "TransactionFailed"}
+    # An app that uses all it may: a limit that leaves it less than SETTLE_BY_GAS is refused.
+    params, _, burner = waiting(w, settle_by=0, mode=2)
+    call = w.contract.contract.functions.register(params.as_abi(), burner.as_abi(), w.sign(burner, w.alice))
+    needed = call.estimate_gas({"from": w.bob.address})
+    refusals = set()
+    for gas in range(needed - 100_000, needed, 2_000):  # the register needs ~60k after the app
+        try:
+            call.call({"from": w.bob.address, "gas": gas})
+        except Exception as exc:  # noqa: BLE001 - what it is, is the point
+            refusals.add(type(reverts.translate(exc)).__name__)
+    assert "MSContractGasTooLow" in refusals, refusals
 
 
 @pytest.mark.parametrize("registered_total", [ETHER, 3 * ETHER])

@@ -63,7 +63,7 @@ UINT64_MAX = 2**64 - 1
 UINT256_MAX = 2**256 - 1
 BIG = (2**128 - 1, 2**128, 2**255, UINT256_MAX)
 ZERO_ADDRESS = "0x" + "00" * 20
-NOT_REGISTERED = RegisteredNanocontract(ZERO_ADDRESS, 0, 0, 0, 0, 0, 0, 0, b"")
+NOT_REGISTERED = RegisteredNanocontract(ZERO_ADDRESS, 0, 0, 0, 0, 0, 0, 0, 0, b"")
 LINES = ((0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8), (2, 4, 6))
 
 PICK = st.integers(0, 2**16)
@@ -719,10 +719,12 @@ class MultistateChannelMachine(RuleBasedStateMachine):
                              lambda: self.c.register(self.parties[caller], ch.params, s, sig))
         if receipt is not None:
             window_end = nc.window_end if nc is not None else t + ch.delta
-            ch.onchain[s.nid] = RegisteredNanocontract(s.app, window_end, window_end, s.version, *amounts(s),
+            # Neither app, nor an address without code, asks a closing channel to wait.
+            ch.onchain[s.nid] = RegisteredNanocontract(s.app, window_end, window_end, s.version, *amounts(s), 0,
                                                        s.storage)
             args = receipt.event("NanocontractRegistered").args
-            assert (args["nid"], args["version"], args["windowEnd"]) == (s.nid, s.version, window_end)
+            assert (args["nid"], args["version"], args["windowEnd"], args["settleBy"]) == (s.nid, s.version,
+                                                                                           window_end, 0)
             event("registered a replacement" if nc is not None else "registered a nanocontract")
 
     @rule(c=CHAN, caller=st.sampled_from([ALICE, BOB, MALLORY, "entitled", "entitled"]), pick=PICK,
@@ -802,12 +804,12 @@ class MultistateChannelMachine(RuleBasedStateMachine):
         nxt, label = None, None
         if ch.phase not in (Phase.OPEN, Phase.CLOSING):
             error = "ChannelsWrongPhase"
-        elif ch.phase == Phase.CLOSING and t > ch.deadline + ch.delta:
-            error = "MSContractSettlementOver"
         elif caller == MALLORY:
             error = "ChannelsCallerNotParticipant"
         elif nc is None:
             error = "MSContractNotRegistered"
+        elif ch.phase == Phase.CLOSING and t > max(ch.deadline + ch.delta, nc.settle_by):
+            error = "MSContractSettlementOver"
         elif t <= nc.window_end:
             error = "MSContractWindowOpen"
         elif nc.blocked_alice + nc.blocked_bob == 0:
@@ -822,7 +824,7 @@ class MultistateChannelMachine(RuleBasedStateMachine):
         receipt = self._call("execute", ch, nid, error,
                              lambda: self.c.execute(self.parties[caller], ch.params, nid, fun, arg))
         if receipt is not None:
-            ch.onchain[nid] = RegisteredNanocontract(nc.app, nc.window_end, t, nc.version + 1, *nxt)
+            ch.onchain[nid] = RegisteredNanocontract(nc.app, nc.window_end, t, nc.version + 1, *nxt[:4], 0, nxt[4])
             ch.executed.add(nid)
             args = receipt.event("NanocontractExecuted").args
             assert (args["version"], args["blockedAlice"], args["blockedBob"], args["releasedAlice"],

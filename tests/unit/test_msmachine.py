@@ -193,14 +193,14 @@ def closed_at(rec: MSRecord, version: int, deadline: int) -> MSRecord:
 
 def test_a_stale_nanocontract_registration_is_answered_within_its_window() -> None:
     _, bob, nid = with_lock_claimed()  # Bob holds version 1 (claimed), signed by Alice
-    bob = apply_event(bob, "NanocontractRegistered", {"nid": nid, "version": 0, "windowEnd": 500})
+    bob = apply_event(bob, "NanocontractRegistered", {"nid": nid, "version": 0, "windowEnd": 500, "settleBy": 0})
     assert duties(bob, 499) == ((Duty.REGISTER, nid),)
     # The window's last second is for the transaction itself; after it the chain holds the old
     # lock for good, and it may be executed.
     assert duties(bob, 500) == ((Duty.EXECUTE, nid),)
-    answered = apply_event(bob, "NanocontractRegistered", {"nid": nid, "version": 1, "windowEnd": 500})
+    answered = apply_event(bob, "NanocontractRegistered", {"nid": nid, "version": 1, "windowEnd": 500, "settleBy": 0})
     assert duties(answered, 499) == () and answered.registered(nid).terminated
-    assert apply_event(answered, "NanocontractRegistered", {"nid": nid, "version": 0, "windowEnd": 500}) == answered
+    assert apply_event(answered, "NanocontractRegistered", {"nid": nid, "version": 0, "windowEnd": 500, "settleBy": 0}) == answered
 
 
 def test_a_close_makes_each_party_register_what_it_lists_then_finalize() -> None:
@@ -210,7 +210,7 @@ def test_a_close_makes_each_party_register_what_it_lists_then_finalize() -> None
     assert duties(closing, 1_999) == ((Duty.REGISTER, nid),)
     assert duties(closing, 2_000) == ()  # registrations end at D; nothing settled: wait for D + Δ
     assert duties(closing, 2_000 + PARAMS.delta) == ((Duty.FINALIZE, b""),)
-    registered = apply_event(closing, "NanocontractRegistered", {"nid": nid, "version": 1, "windowEnd": 2_100})
+    registered = apply_event(closing, "NanocontractRegistered", {"nid": nid, "version": 1, "windowEnd": 2_100, "settleBy": 0})
     assert duties(registered, 2_099) == () and duties(registered, 2_100) == ((Duty.FINALIZE, b""),)
 
 
@@ -259,11 +259,11 @@ def test_a_nanocontract_on_chain_is_executed_not_called_off_chain() -> None:
     alice, bob, nid = with_lock_claimed()
     alice, bob, game = exchange(alice, bob, lambda r, k: create(r, GAME, ttt.initial(10, 10, ALICE, 60), k), A.key,
                                 B.key, consents=lambda nc: True)
-    registered = apply_event(alice, "NanocontractRegistered", {"nid": game.nid, "version": 0, "windowEnd": 500})
+    registered = apply_event(alice, "NanocontractRegistered", {"nid": game.nid, "version": 0, "windowEnd": 500, "settleBy": 0})
     with pytest.raises(errors.WrongStage, match="registered on chain"):
         call(registered, game.nid, ttt.MOVE, ttt.move_arg(4), NOW, APPS["TicTacToe"], A.key)
     _, move = call(alice, game.nid, ttt.MOVE, ttt.move_arg(4), NOW, APPS["TicTacToe"], A.key)
-    bob_registered = apply_event(bob, "NanocontractRegistered", {"nid": game.nid, "version": 0, "windowEnd": 500})
+    bob_registered = apply_event(bob, "NanocontractRegistered", {"nid": game.nid, "version": 0, "windowEnd": 500, "settleBy": 0})
     with pytest.raises(errors.WrongStage):
         receive(bob_registered, move, app_of, NOW, B.key)
     # After the window the game may be executed on chain, whatever the party intends.
@@ -284,5 +284,22 @@ def test_a_nanocontract_on_chain_is_executed_not_called_off_chain() -> None:
     assert over.intents == () and duties(over, 10**6) == ()
     # In a closing channel, execution ends at D + Δ.
     closing = closed_at(registered, registered.state.version, deadline=2_000)
-    assert (Duty.EXECUTE, game.nid) in duties(closing, 2_000 + PARAMS.delta)
-    assert (Duty.EXECUTE, game.nid) not in duties(closing, 2_001 + PARAMS.delta)
+    assert (Duty.EXECUTE, game.nid) in duties(closing, 1_999 + PARAMS.delta)
+    assert (Duty.EXECUTE, game.nid) not in duties(closing, 2_000 + PARAMS.delta)
+
+
+def test_a_closing_channel_waits_for_a_nanocontracts_settle_by() -> None:
+    alice, _, nid = with_lock_claimed()
+    closing = closed_at(alice, alice.state.version, deadline=2_000)
+    end = 2_000 + PARAMS.delta
+    # Registered unsettled (version 0) by an app that asks the channel to wait until end + 500:
+    # it may be executed until then, and the channel is finalized after.
+    waiting = apply_event(closing, "NanocontractRegistered", {"nid": nid, "version": 0, "windowEnd": 1_500,
+                                                              "settleBy": end + 500})
+    assert duties(waiting, end) == ((Duty.EXECUTE, nid),)
+    assert duties(waiting, end + 499) == ((Duty.EXECUTE, nid),)
+    assert duties(waiting, end + 500) == ((Duty.FINALIZE, b""),)
+    # A settleBy before D + Δ changes nothing.
+    early = apply_event(closing, "NanocontractRegistered", {"nid": nid, "version": 0, "windowEnd": 1_500, "settleBy": 5})
+    assert duties(early, end - 1) == ((Duty.EXECUTE, nid),)
+    assert duties(early, end) == ((Duty.FINALIZE, b""),)

@@ -23,6 +23,7 @@ class RegisteredNanocontract:
     blocked_bob: int
     released_alice: int
     released_bob: int
+    settle_by: int  # until when a closing channel waits for it (its app's settleBy, capped)
     storage: bytes
 
     @property
@@ -66,9 +67,9 @@ class MSContract(ChannelsContract):
     # ------------------------------------------------------------------ views
 
     def nanocontract(self, channel_id: bytes, nid: bytes) -> RegisteredNanocontract:
-        app, window_end, since, version, ba, bb, ra, rb, data = self.contract.functions.nanocontract(
+        app, window_end, since, version, ba, bb, ra, rb, settle_by, data = self.contract.functions.nanocontract(
             channel_id, nid).call()
-        return RegisteredNanocontract(app, window_end, since, version, ba, bb, ra, rb, bytes(data))
+        return RegisteredNanocontract(app, window_end, since, version, ba, bb, ra, rb, settle_by, bytes(data))
 
     def contract_digest(self, state: ChannelState | NanocontractState) -> bytes:
         """The contract's own EIP-712 digest of `state`, to check the Python one against."""

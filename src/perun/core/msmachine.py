@@ -84,6 +84,7 @@ class OnChain:
     version: int
     window_end: int
     terminated: bool = False
+    settle_by: int = 0  # its app's settleBy: a closing channel waits for it until then
 
 
 @dataclass(frozen=True)
@@ -403,15 +404,16 @@ def apply_event(rec: MSRecord, name: str, args: dict) -> MSRecord:
         # The event does not say what the state blocks; this party knows when it holds that version.
         ours = next((s.state for s in rec.nanocontracts if s.state.nid == args["nid"]), None)
         terminated = ours is not None and ours.version == args["version"] and ours.terminated
-        return _on_chain(rec, OnChain(args["nid"], args["version"], args["windowEnd"], terminated))
+        return _on_chain(rec, OnChain(args["nid"], args["version"], args["windowEnd"], terminated, args["settleBy"]))
     if name == "NanocontractExecuted":
         known = rec.registered(args["nid"])
-        window_end = known.window_end if known else 0
+        window_end, settle_by = (known.window_end, known.settle_by) if known else (0, 0)
         terminated = args["blockedAlice"] + args["blockedBob"] == 0
         mine = args["by"].lower() == rec.me.lower()
         intents = tuple(i for i in rec.intents if i.nid != args["nid"]
                         or not (terminated or (mine and i.fun == args["fun"])))
-        return _on_chain(replace(rec, intents=intents), OnChain(args["nid"], args["version"], window_end, terminated))
+        entry = OnChain(args["nid"], args["version"], window_end, terminated, settle_by)
+        return _on_chain(replace(rec, intents=intents), entry)
     return monotonic(rec, _after_event(rec, name, args))
 
 
@@ -463,10 +465,11 @@ def duties(rec: MSRecord, now: int) -> tuple[tuple[Duty, bytes], ...]:
     - Once the channel is Closing, every nanocontract it lists that the chain does not hold is
       registered by D, and a stale channel state is replaced by D.
     - A nanocontract on chain whose window has passed and that still blocks funds can be
-      executed (while the channel is Open, or Closing until D + Δ): the node calls what it
+      executed (while the channel is Open, or Closing until D + Δ or its settleBy): the node calls what it
       intends (`intend`) or a function the app lets a party call by itself (`App.automatic`),
       when the app allows it now.
-    - Finalize after D when every listed nanocontract is settled on chain, else after D + Δ.
+    - Finalize after D when every listed nanocontract is settled on chain, else after D + Δ (or
+      an unsettled nanocontract's later settleBy).
     """
     if rec.stage is Stage.ACCEPTED and rec.role is Role.ALICE:
         return ((Duty.CREATE, b""),)
@@ -492,15 +495,22 @@ def duties(rec: MSRecord, now: int) -> tuple[tuple[Duty, bytes], ...]:
                 found.append((Duty.REGISTER, nc.nid))
         elif nc.nid in listed and now < rec.deadline:
             found.append((Duty.REGISTER, nc.nid))
-    executable = not closing or now <= rec.deadline + rec.params.delta
     for onchain in rec.on_chain:
+        executable = not closing or now < _settlement_end(rec, onchain)
         if executable and not onchain.terminated and now >= onchain.window_end:
             found.append((Duty.EXECUTE, onchain.nid))
     if closing and now >= rec.deadline:
-        settled = all(
-            (r := rec.registered(f.nid)) is not None and r.terminated and now >= r.window_end
-            for f in rec.registered_fundings
-        )
-        if settled or now >= rec.deadline + rec.params.delta:
+        def done(nid: bytes) -> bool:
+            r = rec.registered(nid)
+            if r is not None and r.terminated and now >= r.window_end:
+                return True
+            return now >= (_settlement_end(rec, r) if r else rec.deadline + rec.params.delta)
+        if all(done(f.nid) for f in rec.registered_fundings):
             found.append((Duty.FINALIZE, b""))
     return tuple(found)
+
+
+def _settlement_end(rec: MSRecord, onchain: OnChain) -> int:
+    """MSContract._settlementEnd: a closing channel executes a nanocontract until D + Δ, or
+    until its app's settleBy if later; then its predefined distribution applies."""
+    return max(rec.deadline + rec.params.delta, onchain.settle_by)

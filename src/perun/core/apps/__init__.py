@@ -70,6 +70,9 @@ class App(Protocol):
 
     def transition(self, ctx: Context, fun: int, z: bytes, state: AppState) -> AppState: ...
 
+    def settle_by(self, state: AppState) -> int:
+        """INanocontract.settleBy: until when a closing channel waits for this nanocontract."""
+
     def check_initial(self, state: AppState) -> None:
         """InvalidNanocontract unless `state` is one a new nanocontract of this app may hold: the
         contract accepts any storage both parties signed, so the nodes check what they sign."""

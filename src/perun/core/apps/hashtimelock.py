@@ -75,6 +75,9 @@ class HashTimeLock:
     functions: ClassVar[dict[str, int]] = {"claim": CLAIM, "reclaim": RECLAIM}
     automatic: ClassVar[tuple[int, ...]] = (RECLAIM,)
 
+    def settle_by(self, state: AppState) -> int:
+        return 0  # the predefined distribution is fair at any time
+
     def check_initial(self, state: AppState) -> None:
         """Only the sender blocks, a positive amount; nothing released yet."""
         lock = decode(state.data)
