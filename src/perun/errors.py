@@ -280,6 +280,10 @@ class TicTacToeError(AppRejected):
     """Base of TicTacToe's custom errors."""
 
 
+class VirtualChannelError(AppRejected):
+    """Base of VirtualChannel's custom errors."""
+
+
 def _app_error(family: type[AppRejected], name: str, doc: str) -> type[ContractRejected]:
     return _contract_error(family, name, doc=doc)
 
@@ -303,6 +307,24 @@ TicTacToeNotYourTurn = _app_error(
 TicTacToeCellTaken = _app_error(TicTacToeError, "TicTacToeCellTaken", "The cell is not empty.")
 TicTacToeTooEarly = _app_error(
     TicTacToeError, "TicTacToeTooEarly", "The player to move still has time (since + moveTimeout).")
+
+VirtualChannelUnknownFunction = _app_error(VirtualChannelError, "VirtualChannelUnknownFunction", "No such function.")
+VirtualChannelMalformed = _app_error(
+    VirtualChannelError, "VirtualChannelMalformed", "The storage or the signed state does not decode.")
+VirtualChannelSettled = _app_error(
+    VirtualChannelError, "VirtualChannelSettled", "Nothing is blocked any more: this half has settled.")
+VirtualChannelNotConserved = _app_error(
+    VirtualChannelError, "VirtualChannelNotConserved", "The state's balances do not add up to cashAlice + cashBob.")
+VirtualChannelInvalidSignature = _app_error(
+    VirtualChannelError, "VirtualChannelInvalidSignature", "The state was not signed by `expected` (Alice or Bob).")
+VirtualChannelTooEarly = _app_error(
+    VirtualChannelError, "VirtualChannelTooEarly",
+    "Not before `until`: a non-final state after validity, FINALIZE after validity + 2 window.")
+VirtualChannelSubmissionOver = _app_error(
+    VirtualChannelError, "VirtualChannelSubmissionOver",
+    "The caller's time to submit states ended at `deadline` (validity + window for γ's end, + 2 window for Ingrid).")
+VirtualChannelStaleVersion = _app_error(
+    VirtualChannelError, "VirtualChannelStaleVersion", "The state's version is not above the stored one.")
 
 
 def _all_subclasses(cls: type) -> list[type]:

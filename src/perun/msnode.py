@@ -92,7 +92,8 @@ class Multistate:
         self.contract = MSContract(node.chain, contract)
         self.domain = self.contract.domain
         self.app_address = {name: to_checksum_address(address) for name, address in apps.items()}
-        self.apps: dict[str, App] = {address: app_named(name) for name, address in self.app_address.items()}
+        self.apps: dict[str, App] = {address: app_named(name).at(self.domain.chain_id, address)
+                                     for name, address in self.app_address.items()}
         self.accept_channel = accept_channel
         self.accept_nanocontract = accept_nanocontract
         self.records: dict[bytes, MSRecord] = {}

@@ -10,6 +10,7 @@ Run with `--hypothesis-show-statistics` to see how often each outcome was hit.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Iterator
 
 import pytest
@@ -23,17 +24,19 @@ from perun.chain.reverts import translate
 from perun.core.apps import ALICE, BOB, App, AppState, Context, app_named
 from perun.core.apps import hashtimelock as htlc
 from perun.core.apps import tictactoe as ttt
+from perun.core.apps import virtualchannel as vc
+from perun.core.eip712 import Domain, address_of
 
 U256 = 2**256 - 1
 U64 = 2**64 - 1
-APP_NAMES = ("HashTimeLock", "TicTacToe")
+APP_NAMES = ("HashTimeLock", "TicTacToe", "VirtualChannel")
 
 Outcome = tuple[Any, ...]
 
 
 @pytest.fixture(scope="module")
 def deployed(embedded_chain: Chain) -> Iterator[dict[str, Any]]:
-    """Both app contracts, deployed on a snapshot that is reverted after this module."""
+    """The app contracts, deployed on a snapshot that is reverted after this module."""
     snapshot = embedded_chain.snapshot()
     yield {name: embedded_chain.contract(name, embedded_chain.deploy(embedded_chain.dev_accounts[0], name))
            for name in APP_NAMES}
@@ -59,10 +62,25 @@ def off_chain(app: App, ctx: Context, fun: int, z: bytes, state: AppState) -> Ou
         return _failure(exc)
 
 
-def check(deployed: dict[str, Any], name: str, case: tuple[Context, int, bytes, AppState]) -> None:
+def outcome_name(outcome: Outcome) -> str:
+    """The error's name, "ok, released" (nothing blocked any more) or "ok"."""
+    return outcome[1] if outcome[0] == "error" else "ok, released" if outcome[1][:2] == (0, 0) else "ok"
+
+
+def agree(deployed: dict[str, Any], name: str, case: tuple[Context, int, bytes, AppState],
+          app: App | None = None) -> Outcome:
+    """The contract's outcome of `case`, once the mirror's is found equal to it."""
     expected = on_chain(deployed[name], *case)
-    event(expected[1] if expected[0] == "error" else "ok, released" if expected[1][:2] == (0, 0) else "ok")
-    assert off_chain(app_named(name), *case) == expected
+    assert off_chain(app or app_named(name), *case) == expected
+    return expected
+
+
+def check(deployed: dict[str, Any], name: str, case: tuple[Context, int, bytes, AppState],
+          app: App | None = None) -> Outcome:
+    """`agree`, in a Hypothesis test: the outcome is counted in its statistics."""
+    expected = agree(deployed, name, case, app)
+    event(outcome_name(expected))
+    return expected
 
 
 # --------------------------------------------------------------------------- shared strategies
@@ -190,6 +208,201 @@ def tictactoe_cases(draw: st.DrawFn) -> tuple[Context, int, bytes, AppState]:
 def test_tictactoe_mirror_equals_the_contract(deployed: dict[str, Any],
                                               case: tuple[Context, int, bytes, AppState]) -> None:
     check(deployed, "TicTacToe", case)
+
+
+# --------------------------------------------------------------------------- VirtualChannel
+
+ALICE_KEY, BOB_KEY, MALLORY_KEY = (bytes([k]) * 32 for k in (0xA1, 0xB0, 0x66))
+VC_ALICE, VC_BOB = address_of(ALICE_KEY), address_of(BOB_KEY)
+VC_INGRID = address_of(bytes([0x16]) * 32)
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+AMOUNT_MAX = 2**128 - 1
+
+
+def high_s(sig: bytes) -> bytes:
+    """The same signature's malleable twin (n - s, v flipped): ecrecover accepts it, ECDSA does not."""
+    s = int.from_bytes(sig[32:64], "big")
+    return sig[:32] + (SECP256K1_N - s).to_bytes(32, "big") + bytes([55 - sig[64]])
+
+
+@st.composite
+def virtual_signatures(draw: st.DrawFn, domain: Domain, other_domain: Domain, state: vc.VirtualState, key: bytes,
+                       other_key: bytes) -> bytes:
+    """Mostly `key`'s signature of `state`; else a forgery: another signer, another domain or
+    state, a high-s twin, a v that ecrecover refuses, r or s zero or out of range, random bytes."""
+    good = vc.sign_virtual(domain, state, key)
+    forged = st.one_of(
+        st.just(vc.sign_virtual(domain, state, draw(st.sampled_from([other_key, MALLORY_KEY])))),
+        st.just(vc.sign_virtual(other_domain, state, key)),
+        st.builds(lambda n: vc.sign_virtual(domain, vc.VirtualState(state.id, n, state.balance_alice,
+                                                                    state.balance_bob, not state.final), key),
+                  st.integers(0, U64)),
+        st.just(high_s(good)),
+        st.sampled_from([0, 1, 26, 29, 255]).map(lambda v: good[:64] + bytes([v])),
+        st.sampled_from([bytes(32), SECP256K1_N.to_bytes(32, "big"), b"\xff" * 32]).map(lambda r: r + good[32:]),
+        st.sampled_from([bytes(32), (SECP256K1_N // 2 + 1).to_bytes(32, "big")]).map(
+            lambda s: good[:32] + s + good[64:]),
+        st.binary(min_size=64, max_size=64).flatmap(lambda rs: st.sampled_from([27, 28]).map(
+            lambda v: rs + bytes([v]))),
+    )
+    return draw(rarely(st.just(good), forged, one_in=8))
+
+
+@st.composite
+def virtual_cases(draw: st.DrawFn, contract: Any, chain_id: int) -> tuple[Context, int, bytes, AppState]:
+    domain = vc.virtual_domain(chain_id, contract.address)
+    other_domain = vc.virtual_domain(chain_id + 1, contract.address)
+    side, end_role = draw(st.sampled_from([vc.SIDE_A, vc.SIDE_B])), draw(st.sampled_from([ALICE, BOB]))
+    # SETTLE mostly: it has many more paths than FINALIZE.
+    fun = draw(rarely(st.sampled_from([vc.SETTLE] * 3 + [vc.FINALIZE]), st.integers(0, 255), one_in=10))
+    validity = draw(rarely(st.integers(1, 2**40), st.sampled_from([0, U64])))
+    window = draw(rarely(st.integers(1, 2**20), st.sampled_from([0, U64])))
+    cash_alice = draw(rarely(st.integers(0, 10**24), st.sampled_from([0, AMOUNT_MAX])))
+    cash_bob = draw(rarely(st.integers(0, min(10**24, AMOUNT_MAX - cash_alice)), st.just(AMOUNT_MAX - cash_alice)))
+    total = cash_alice + cash_bob
+    stored = draw(rarely(st.integers(0, 10), st.sampled_from([0, U64])))
+    stored_alice = draw(rarely(st.integers(0, total), st.just(cash_alice)))
+    alice = draw(rarely(st.just(VC_ALICE), st.just("0x" + "00" * 20), one_in=20))
+    channel_a, channel_b = draw(st.binary(min_size=32, max_size=32)), draw(st.binary(min_size=32, max_size=32))
+    good = vc.encode(alice, VC_INGRID, VC_BOB, channel_a, channel_b, cash_alice, cash_bob, validity, window,
+                     draw(st.integers(0, U64)), side, end_role, stored, stored_alice, total - stored_alice)
+    data = draw(rarely(st.just(good), st.one_of(
+        st.binary(max_size=16 * 32),  # any length
+        st.sampled_from([-32, -1, 1, 32]).map(lambda n: good[:n] if n < 0 else good + bytes(n)),
+        # one word changed, often out of range: an address, an amount, a uint64, side or endRole
+        st.builds(lambda i, v: good[: 32 * i] + word_bytes(v) + good[32 * i + 32:],
+                  st.sampled_from([0, 1, 2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]),
+                  st.sampled_from([1, 2, U64, U64 + 1, 2**160 - 1, 2**160, AMOUNT_MAX, AMOUNT_MAX + 1, U256])),
+    ), one_in=12))
+    # Blocked as the side says mostly; rarely nothing (settled) or anything.
+    by_end, by_ingrid = (cash_alice, cash_bob) if side == vc.SIDE_A else (cash_bob, cash_alice)
+    blocked = (by_end, by_ingrid) if end_role == ALICE else (by_ingrid, by_end)
+    blocked = draw(rarely(st.just(blocked), st.one_of(st.just((0, 0)), st.tuples(amounts, amounts)), one_in=10))
+    # Released: small, or at the edge of overflowing when a half pays out.
+    released = [draw(rarely(small, st.sampled_from([0, total, cash_alice, cash_bob]).flatmap(filling), one_in=6))
+                for _ in range(2)]
+    state = AppState(*blocked, *released, data)
+
+    version = draw(rarely(st.sampled_from(sorted({max(stored - 1, 0), stored, min(stored + 1, U64)})),
+                          st.integers(0, U64), one_in=4))
+    balance_alice = draw(rarely(st.integers(0, total), st.sampled_from([0, total, total + 1, U256])))
+    rest = max(total - balance_alice, 0)
+    balance_bob = draw(rarely(st.just(rest), st.sampled_from([rest + 1, 0, U256]), one_in=10))
+    # Final half the time: a final state settles at once only by Ingrid, and counts as any other
+    # state by γ's end (the time and version rules), so each caller needs both.
+    final = draw(st.booleans())
+    signed = vc.VirtualState(vc.decode(good).id, version, balance_alice, balance_bob, final)
+    sig_alice = draw(virtual_signatures(domain, other_domain, signed, ALICE_KEY, BOB_KEY))
+    sig_bob = draw(virtual_signatures(domain, other_domain, signed, BOB_KEY, ALICE_KEY))
+    z = vc.settle_arg(signed, *draw(rarely(st.just((sig_alice, sig_bob)), st.just((sig_bob, sig_alice)), one_in=30)))
+    z = draw(rarely(st.just(z), st.one_of(
+        wrong_length,
+        st.sampled_from([-1, 1, 32]).map(lambda n: z[:n] if n < 0 else z + bytes(n)),
+        # a word out of range: version, final, vAlice or vBob
+        st.builds(lambda i, v: z[: 32 * i] + word_bytes(v) + z[32 * i + 32:],
+                  st.sampled_from([0, 3, 6, 9]), st.sampled_from([2, 256, U64 + 1, U256])),
+    ), one_in=12))
+    # γ's end or Ingrid about half the time each (any other caller number is Ingrid too).
+    caller = draw(callers(draw(st.sampled_from([end_role, 1 - end_role]))))
+    # At each deadline ±1, more often at the one that rules this call: validity + window for γ's
+    # end's submissions, final or not, validity + 2 window for Ingrid's and for FINALIZE.
+    ruling = validity + (window if fun == vc.SETTLE and caller == end_role else 2 * window)
+    time = draw(st.sampled_from([validity, validity + window, validity + 2 * window, ruling, ruling]).flatmap(around))
+    return Context(caller, time, draw(words)), fun, z, state
+
+
+def settle_kind(case: tuple[Context, int, bytes, AppState]) -> str | None:
+    """For a SETTLE on well-formed storage and argument: whose (γ's end's or Ingrid's) state,
+    final or not, and its version against the stored one; else None."""
+    ctx, fun, z, state = case
+    try:
+        stored, signed = vc.decode(state.data), vc.decode_settle_arg(z)
+    except errors.VirtualChannelMalformed:
+        return None
+    if fun != vc.SETTLE:
+        return None
+    relation = "<" if signed.version < stored.version else "=" if signed.version == stored.version else ">"
+    return (f"{'final' if signed.final else 'non-final'} by {'the end' if ctx.caller == stored.end_role else 'Ingrid'}"
+            f", version {relation} stored")
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_virtualchannel_mirror_equals_the_contract(deployed: dict[str, Any], embedded_chain: Chain,
+                                                   data: st.DataObject) -> None:
+    contract = deployed["VirtualChannel"]
+    case = data.draw(virtual_cases(contract, embedded_chain.chain_id))
+    outcome = check(deployed, "VirtualChannel", case, vc.VirtualChannel.at(embedded_chain.chain_id, contract.address))
+    kind = settle_kind(case)
+    if kind is not None:
+        event(f"SETTLE {kind}: {outcome_name(outcome)}")
+
+
+def virtual_rule(final: bool, by_end: bool, version: int, stored: int, time: int, validity: int,
+                 window: int) -> str:
+    """The outcome of a well-formed, well-signed SETTLE, by the rules as the contract states them."""
+    if final and not by_end:
+        return "ok, released"  # only Ingrid settles at once, whatever the time and version
+    if time <= validity:
+        return "VirtualChannelTooEarly"
+    if time > validity + (window if by_end else 2 * window):
+        return "VirtualChannelSubmissionOver"
+    if version < stored or (by_end and version == stored):
+        return "VirtualChannelStaleVersion"
+    return "ok"
+
+
+# γ's end is ALICE in one (ν_a with Alice the ledger's Alice) and BOB in the other.
+@pytest.mark.parametrize(("side", "end_role"), [(vc.SIDE_A, ALICE), (vc.SIDE_B, BOB)])
+def test_virtualchannel_rules_at_every_boundary(deployed: dict[str, Any], embedded_chain: Chain, side: int,
+                                                end_role: int) -> None:
+    """Every rule at its edges, whatever the random cases hit: a final or non-final state by γ's
+    end, by Ingrid's role and by another caller number, with a version below, equal to and above
+    the stored one, at validity, validity + window and validity + 2 window ±1; FINALIZE at
+    validity + 2 window ±1 and at settleBy. The contract and the mirror agree, and both follow
+    the rules."""
+    contract = deployed["VirtualChannel"]
+    mirror = vc.VirtualChannel.at(embedded_chain.chain_id, contract.address)
+    domain = mirror.domain
+    validity, window, stored, cash_alice, cash_bob = 10**6, 3_600, 5, 30, 70
+    parameters = (VC_ALICE, VC_INGRID, VC_BOB, b"\xaa" * 32, b"\xbb" * 32, cash_alice, cash_bob, validity, window,
+                  9, side, end_role)
+    state = replace(vc.initial(*parameters), data=vc.encode(*parameters, stored, 40, 60))
+    gamma = vc.decode(state.data).id
+    times = [0, validity, validity + 1, validity + window, validity + window + 1, validity + 2 * window,
+             validity + 2 * window + 1, U256]
+    reached: dict[tuple[bool, bool, int], set[str]] = {}  # (final, by the end, version - stored): outcomes
+    for final in (False, True):
+        for version in (stored - 1, stored, stored + 1):
+            signed = vc.VirtualState(gamma, version, 10, 90, final)
+            z = vc.settle_arg(signed, vc.sign_virtual(domain, signed, ALICE_KEY),
+                              vc.sign_virtual(domain, signed, BOB_KEY))
+            for caller in (end_role, 1 - end_role, 7):
+                for time in times:
+                    outcome = outcome_name(agree(deployed, "VirtualChannel", (Context(caller, time), vc.SETTLE, z,
+                                                                               state), mirror))
+                    by_end = caller == end_role
+                    assert outcome == virtual_rule(final, by_end, version, stored, time, validity, window), (
+                        final, caller, version, time)
+                    reached.setdefault((final, by_end, version - stored), set()).add(outcome)
+    # Each kind of submission reached every outcome it can have: Ingrid's final state only
+    # settles; the end's, final or not, and Ingrid's other states meet every time and version
+    # rule, and an equal version is stored for Ingrid only.
+    timed = {"VirtualChannelTooEarly", "VirtualChannelSubmissionOver"}
+    assert reached == {
+        **{(True, False, d): {"ok, released"} for d in (-1, 0, 1)},
+        **{(final, True, d): timed | {"VirtualChannelStaleVersion" if d <= 0 else "ok"}
+           for final in (False, True) for d in (-1, 0, 1)},
+        **{(False, False, d): timed | {"VirtualChannelStaleVersion" if d < 0 else "ok"} for d in (-1, 0, 1)},
+    }
+    settle_by = contract.functions.settleBy(state.as_abi()).call()
+    assert settle_by == validity + 3 * window == mirror.settle_by(state)
+    for time, outcome in ((validity + 2 * window, "VirtualChannelTooEarly"), (validity + 2 * window + 1,
+                                                                             "ok, released"),
+                          (settle_by, "ok, released")):
+        for caller in (end_role, 1 - end_role):
+            assert outcome_name(agree(deployed, "VirtualChannel", (Context(caller, time), vc.FINALIZE, b"", state),
+                                      mirror)) == outcome
 
 
 # --------------------------------------------------------------------------- static

@@ -109,7 +109,7 @@ def test_ape_run_deploy_writes_a_deployment_file(ape_project: Path) -> None:
     assert is_checksum_address(deployment.payment_contract), deployment
     assert deployment.payment_contract in result.stdout, output(result)
     assert is_checksum_address(deployment.ms_contract) and deployment.ms_contract in result.stdout, output(result)
-    assert set(deployment.apps) == {"HashTimeLock", "TicTacToe"}, deployment
+    assert set(deployment.apps) == {"HashTimeLock", "TicTacToe", "VirtualChannel"}, deployment
     assert deployment.block_number >= 1, deployment
     # Exactly the format perun writes.
     again = ape_project.parent / "again.json"

@@ -69,10 +69,10 @@ def test_deploy_with_a_key_from_the_environment(tmp_path: Path, monkeypatch: pyt
         deployer = chain.new_account(10**18)
         monkeypatch.setenv("DEPLOYER_KEY", deployer.key.hex())
         assert main(["deploy", "--rpc", anvil.url, "--key-env", "DEPLOYER_KEY", "--out", str(out)]) == 0
-        # PaymentContract, MSContract and the two apps, all from the key's account.
-        assert chain.w3.eth.get_transaction_count(deployer.address) == 4
+        # PaymentContract, MSContract and the three apps, all from the key's account.
+        assert chain.w3.eth.get_transaction_count(deployer.address) == 5
         written = json.loads(out.read_text())
-        assert written["payment_contract"] and written["ms_contract"] and len(written["apps"]) == 2
+        assert written["payment_contract"] and written["ms_contract"] and len(written["apps"]) == 3
 
 
 def test_user_errors_are_one_line_without_traceback(capsys: pytest.CaptureFixture[str]) -> None:

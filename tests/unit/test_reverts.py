@@ -50,7 +50,7 @@ def test_other_failures_become_chain_errors() -> None:
     assert translate(same) is same
 
 
-PROJECT_CONTRACTS = ("PaymentContract", "MSContract", "HashTimeLock", "TicTacToe")
+PROJECT_CONTRACTS = ("PaymentContract", "MSContract", "HashTimeLock", "TicTacToe", "VirtualChannel")
 
 
 def test_every_contract_error_has_its_python_class() -> None:

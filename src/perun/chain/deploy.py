@@ -11,7 +11,7 @@ from perun.chain.backend import Chain, Sender
 from perun.chain.multistate import MSContract
 from perun.chain.payment import PaymentContract
 
-APP_NAMES = ("HashTimeLock", "TicTacToe")
+APP_NAMES = ("HashTimeLock", "TicTacToe", "VirtualChannel")
 
 
 @dataclass(frozen=True)

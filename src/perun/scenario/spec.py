@@ -26,7 +26,8 @@ MESSAGE_TYPES = {cls.__name__ for cls in MESSAGES.values()}
 KINDS = ("payment", "multistate")
 # The fields of a `nanocontract` step that each app needs (and no other app takes).
 APP_FIELDS = {"HashTimeLock": ("amount", "preimage", "timeout"), "TicTacToe": ("stakes", "first", "move_timeout")}
-FUNCTIONS = {name: tuple(app.functions) for name, app in APPS.items()}  # app -> its function names
+# The apps a scenario can create (not every app in APPS: VirtualChannel has no scenario fields yet).
+FUNCTIONS = {name: tuple(APPS[name].functions) for name in APP_FIELDS}  # app -> its function names
 
 
 class ScenarioError(errors.PerunError):
@@ -362,7 +363,7 @@ ACTIONS: dict[str, tuple[Fields, str | None]] = {
                 "state": (_state, False), "error_reply": (_error_reply, False),
                 "held": (_amount, False), "nanocontract": (_nanocontract_checks, False)}, None),
     # Multistate channels: nanocontracts are named by the step that creates them.
-    "nanocontract": ({**CHANNEL, "by": (_party, True), "name": (_new_name, True), "app": (_choice(*APPS), True),
+    "nanocontract": ({**CHANNEL, "by": (_party, True), "name": (_new_name, True), "app": (_choice(*APP_FIELDS), True),
                       "amount": (_amount, False), "preimage": (_preimage, False), "timeout": (_int(1), False),
                       "stakes": (_balances, False), "first": (_party, False), "move_timeout": (_int(1), False)},
                      None),

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 ARTIFACT_DIR = Path(__file__).resolve().parent
-ARTIFACT_NAMES = ("PaymentContract", "MSContract", "HashTimeLock", "TicTacToe", "TestToken", "NoReturnToken", "FeeToken", "TestWallet", "WaitingApp")
+ARTIFACT_NAMES = ("PaymentContract", "MSContract", "HashTimeLock", "TicTacToe", "VirtualChannel", "TestToken", "NoReturnToken", "FeeToken", "TestWallet", "WaitingApp")
 
 
 @cache

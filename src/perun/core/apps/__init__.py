@@ -70,6 +70,10 @@ class App(Protocol):
 
     def transition(self, ctx: Context, fun: int, z: bytes, state: AppState) -> AppState: ...
 
+    def at(self, chain_id: int, address: str) -> App:
+        """This app as deployed at `address` on chain `chain_id`: one that checks signatures
+        needs its EIP-712 domain; the others are the same everywhere."""
+
     def settle_by(self, state: AppState) -> int:
         """INanocontract.settleBy: until when a closing channel waits for this nanocontract."""
 
@@ -95,9 +99,11 @@ def checked_add(a: int, b: int) -> int:
 # The apps import the base types above, so they are imported (and registered) after them.
 from perun.core.apps.hashtimelock import HashTimeLock  # noqa: E402
 from perun.core.apps.tictactoe import TicTacToe  # noqa: E402
+from perun.core.apps.virtualchannel import VirtualChannel  # noqa: E402
 
-APPS: dict[str, App] = {app.name: app for app in (HashTimeLock(), TicTacToe())}
-"""Every app the nodes know, by its Solidity contract's name."""
+APPS: dict[str, App] = {app.name: app for app in (HashTimeLock(), TicTacToe(), VirtualChannel())}
+"""Every app the nodes know, by its Solidity contract's name. VirtualChannel's is unbound: it
+checks signatures only as `VirtualChannel.at(chain_id, address)`."""
 
 
 def app_named(name: str) -> App:
