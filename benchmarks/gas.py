@@ -21,7 +21,8 @@ from eth_utils import keccak
 from perun.chain.backend import ETHER, EmbeddedChain
 from perun.chain.multistate import MSContract
 from perun.chain.payment import PaymentContract
-from perun.core.apps import AppState
+from perun.core.apps import ALICE, AppState
+from perun.core.apps import virtualchannel as vc
 from perun.core.channel import Params
 from perun.core.eip712 import sign as sign_digest
 from perun.core.eip712 import sign_state
@@ -90,7 +91,7 @@ def measure_multistate(chain: EmbeddedChain, alice: LocalAccount, bob: LocalAcco
     (no timestamp goes into calldata), so the figures are exactly reproducible."""
     deployer = chain.dev_accounts[0]
     contract = MSContract.deploy(chain, deployer)
-    htlc, ttt = (chain.deploy(deployer, name) for name in ("HashTimeLock", "TicTacToe"))
+    htlc, ttt, virtual = (chain.deploy(deployer, name) for name in ("HashTimeLock", "TicTacToe", "VirtualChannel"))
     nonce = iter(range(1, 100))
     gas: dict[str, int] = {}
 
@@ -141,6 +142,35 @@ def measure_multistate(chain: EmbeddedChain, alice: LocalAccount, bob: LocalAcco
     gas["execute TicTacToe move"] = contract.execute(bob, params, game.nid, 0, cell(0)).gas_used
     gas["execute TicTacToe winning move"] = contract.execute(alice, params, endgame.nid, 0, cell(2)).gas_used
 
+    # Virtual channel halves ν_a in a ledger channel of Alice (γ's end) and Bob (as Ingrid), of
+    # 1 + 1 ETH, validity long past: one takes γ's end's state, one Ingrid's final state at once,
+    # and one, whose windows are over, is finalized.
+    params, s = opened()
+    gamma_bob = Account.from_key(keccak(text="perun benchmark gamma bob"))
+    domain = vc.virtual_domain(chain.chain_id, virtual)
+    halves = []
+    for window in (2**40, 2**40, 1):
+        initial = vc.initial(alice.address, bob.address, gamma_bob.address, s.channel_id, bytes(32), ETHER, ETHER,
+                             1, window, 1, vc.SIDE_A, ALICE)
+        half = NanocontractState.create(s.channel_id, nanocontract_id(s.channel_id, s.version + 1), virtual,
+                                        initial)
+        s = s.fund(half)
+        halves.append(half)
+    gas["register (VirtualChannel)"] = contract.register(bob, params, halves[0], signed(halves[0], alice)).gas_used
+    for half in halves[1:]:
+        contract.register(bob, params, half, signed(half, alice))
+    chain.advance_time(DELTA + 1)
+
+    def settle(half: NanocontractState, version: int, final: bool) -> bytes:
+        state = vc.VirtualState(vc.decode(half.storage).id, version, ETHER // 2, 3 * ETHER // 2, final)
+        return vc.settle_arg(state, vc.sign_virtual(domain, state, alice.key), vc.sign_virtual(domain, state,
+                                                                                                gamma_bob.key))
+    gas["execute VirtualChannel settle"] = contract.execute(alice, params, halves[0].nid, vc.SETTLE,
+                                                            settle(halves[0], 3, False)).gas_used
+    gas["execute VirtualChannel settle (final, by Ingrid)"] = contract.execute(
+        bob, params, halves[1].nid, vc.SETTLE, settle(halves[1], 3, True)).gas_used
+    gas["execute VirtualChannel finalize"] = contract.execute(bob, params, halves[2].nid, vc.FINALIZE).gas_used
+
     # No nanocontract: a channel state after a payment, as a PaymentContract close.
     params, s0 = opened()
     s = ChannelState(s0.channel_id, 1, 5 * ETHER, 5 * ETHER)
@@ -174,7 +204,9 @@ def measure_multistate(chain: EmbeddedChain, alice: LocalAccount, bob: LocalAcco
 
     order = ("create", "confirm", "register (HashTimeLock)", "register (TicTacToe)", "register (higher version)",
              "execute HashTimeLock claim", "execute HashTimeLock reclaim", "execute TicTacToe move",
-             "execute TicTacToe winning move", "close (no nanocontract)", "close (1 nanocontract)",
+             "execute TicTacToe winning move", "register (VirtualChannel)", "execute VirtualChannel settle",
+             "execute VirtualChannel settle (final, by Ingrid)", "execute VirtualChannel finalize",
+             "close (no nanocontract)", "close (1 nanocontract)",
              "close (16 nanocontracts)", "finalize (no nanocontract)", "finalize (1 nanocontract)",
              "finalize (16 nanocontracts)")
     return {MS_PREFIX + name: gas[name] for name in order}
