@@ -133,7 +133,7 @@ class Multistate:
         conn = node._connection(peer)
         params = Params(node.address, conn.peer, deposit, peer_deposit, delta, secrets.randbits(64), token)
         rec = ms.new_record(params, self.domain, Role.ALICE, Stage.PROPOSED)
-        return await node._open_channel(conn, rec, m.ProposeMultistate.of(params), ms_records=[rec], timeout=timeout)
+        return await node._open_channel(conn, rec, m.ProposeMultistate.of(params), timeout)
 
     async def create(self, cid: bytes, app: str, initial: AppState) -> bytes:
         """Creates a nanocontract of `app` (a name, as in Deployment.apps) holding `initial`, with
@@ -263,8 +263,9 @@ class Multistate:
         rec = self.records.get(cid)
         return rec is not None and rec.stage in (Stage.ACCEPTED, Stage.INITIALISING)
 
-    def handle(self, conn: Connection, msg: m.Message, now: int) -> None:
-        """One message about a multistate channel; `now` is the chain's time, read before."""
+    def handle(self, conn: Connection, msg: m.Message, now: int | None) -> None:
+        """One message about a multistate channel; `now` is the chain's time, read before for
+        the proposals (whose app rules need a clock)."""
         if isinstance(msg, m.ProposeMultistate):
             self._on_propose(conn, msg)
         elif isinstance(msg, m.AcceptChannel):
@@ -272,6 +273,7 @@ class Multistate:
         elif isinstance(msg, m.NanocontractAck):
             self._on_ack(conn, msg)
         else:
+            assert now is not None  # node._serve reads it for every proposal
             self._on_proposal(conn, msg, now)
 
     def _channel_with(self, conn: Connection, cid: bytes) -> MSRecord:

@@ -487,7 +487,7 @@ class Node:
                                                and self.multistate.handles(msg.channel_id)):
             if self.multistate is None:
                 raise errors.ChannelRefused("this node runs no multistate channels")
-            self.multistate.handle(conn, msg, now or 0)
+            self.multistate.handle(conn, msg, now)
         elif isinstance(msg, m.Update):
             self._on_update(conn, msg)
         elif isinstance(msg, m.UpdateAck):
@@ -652,12 +652,18 @@ class Node:
         conn = self._connection(peer)
         params = Params(self.address, conn.peer, deposit, peer_deposit, delta, secrets.randbits(64), token)
         rec = machine.new_record(params, self.domain, Role.ALICE, Stage.PROPOSED)
-        return await self._open_channel(conn, rec, m.ProposeChannel.of(params), records=[rec], timeout=timeout)
+        return await self._open_channel(conn, rec, m.ProposeChannel.of(params), timeout)
+
+    def _stage(self, rec: ChannelRecord | MSRecord, then: Callable[[], None] | None = None) -> asyncio.Future:
+        """Saves a payment or a multistate record."""
+        if isinstance(rec, MSRecord):
+            return self.save(ms_records=[rec], then=then)
+        return self.save([rec], then=then)
 
     async def _open_channel(self, conn: Connection, rec: ChannelRecord | MSRecord, proposal: m.Message,
-                            timeout: float | None, **staged: Any) -> bytes:
-        """Stores the proposed channel `rec` (staged as `records` or `ms_records`), sends the
-        proposal, and returns the id once Bob has accepted and confirmed it on chain."""
+                            timeout: float | None) -> bytes:
+        """Stores the proposed channel `rec` (payment or multistate), sends the proposal, and
+        returns the id once Bob has accepted and confirmed it on chain."""
         cid = rec.channel_id
         accepted = asyncio.get_running_loop().create_future()
         self._accepts[cid] = accepted
@@ -665,13 +671,12 @@ class Node:
             self._crash_point("propose-stored")
             conn.send(proposal)
         try:
-            await self.save(**staged, then=propose)
+            await self._stage(rec, then=propose)
             await asyncio.wait_for(accepted, timeout or self.response_timeout)
         except asyncio.TimeoutError as exc:
             raise errors.PeerTimeout(f"{conn.peer} did not answer the channel proposal") from exc
         except errors.PeerRejected:
-            refused = replace(self._record(cid), stage=Stage.CLOSED, outcome=(0, 0))  # type: ignore[type-var]
-            await self.save(**{next(iter(staged)): [refused]})
+            await self._stage(replace(self._record(cid), stage=Stage.CLOSED, outcome=(0, 0)))  # type: ignore[type-var]
             raise
         finally:
             self._accepts.pop(cid, None)
