@@ -134,7 +134,7 @@ class MSWorld:
 def _make_ms_world(chain: Chain) -> MSWorld:
     deployer = chain.dev_accounts[0]
     contract = MSContract.deploy(chain, deployer)
-    apps = {name: chain.deploy(deployer, name) for name in ("HashTimeLock", "TicTacToe")}
+    apps = {name: chain.deploy(deployer, name) for name in ("HashTimeLock", "TicTacToe", "VirtualChannel")}
     return MSWorld(chain, contract, apps, *(chain.new_account(1000 * ETHER) for _ in range(3)))
 
 

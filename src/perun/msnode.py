@@ -318,11 +318,34 @@ class Multistate:
         if done is not None:  # countersigned before: acknowledge it again
             node._send(conn, _ack(done))
             return
-        new, mine = ms.receive(rec, proposal, self._app_of, now, node.key, self.accept_nanocontract)
+        half = self._virtual_half(proposal)
+        if half and node.virtual.received_half(conn, rec, msg, proposal, now):  # type: ignore[union-attr, arg-type]
+            return  # Ingrid: ν_a waits for ν_b
+        new, mine = ms.receive(rec, proposal, self._app_of, now, node.key, self._consents(rec))
+        if half:
+            node.virtual.adopted(new, proposal.nanocontract)  # type: ignore[union-attr, arg-type]
         def ack() -> None:
             node._crash_point("nano-countersigned")
             conn.send(_ack(mine))
         node.save(ms_records=[new], ms_states=_signed_states(new, proposal, mine), then=ack)
+
+    def _virtual_half(self, proposal: MSProposal) -> bool:
+        """The proposal creates a half of a virtual channel (perun.virtual)."""
+        virtual = self.node.virtual
+        return virtual is not None and proposal.kind is Kind.CREATE and virtual.is_half(proposal.nanocontract)  # type: ignore[arg-type]
+
+    def _consents(self, rec: MSRecord) -> Callable[[NanocontractState], bool]:
+        """Whether this party lets a nanocontract the peer creates block its cash."""
+        virtual = self.node.virtual
+        def consents(nc: NanocontractState) -> bool:
+            if virtual is not None and virtual.is_half(nc):
+                return virtual.consents(rec, nc)
+            return self.accept_nanocontract(nc)
+        return consents
+
+    def check_proposal(self, rec: MSRecord, proposal: MSProposal, now: int) -> None:
+        """Raises what receiving `proposal` would, were this party to consent: a dry run."""
+        ms.receive(rec, proposal, self._app_of, now, self.node.key, lambda nc: True)
 
     def _proposal_of(self, rec: MSRecord, msg: m.Message, now: int) -> tuple[MSProposal, MSProposal | None]:
         """The proposal a message stands for, rebuilt from this party's own latest states (the
@@ -365,6 +388,8 @@ class Multistate:
         if pending is None or _version(pending) != msg.version:
             raise errors.StaleVersion(f"no proposal of version {msg.version} in flight on that slot")
         new, proposal = ms.receive_ack(rec, slot, msg.sig_channel, msg.sig_nanocontract)
+        if self._virtual_half(proposal):
+            self.node.virtual.adopted(new, proposal.nanocontract)  # type: ignore[union-attr, arg-type]
         def done() -> None:
             self.node._crash_point("nano-acked")
             self._resolve((rec.channel_id, slot), None)
@@ -432,7 +457,10 @@ class Multistate:
         app = self._app_of(registered.app)
         state = registered.state(rec.channel_id, nid).app_state()
         ctx = Context(int(rec.role), await node.on_chain(node.chain.timestamp) + 1, registered.since)
-        wanted = [(i.fun, i.z) for i in rec.intents if i.nid == nid] + [(fun, b"") for fun in app.automatic]
+        wanted = [(i.fun, i.z) for i in rec.intents if i.nid == nid]
+        if node.virtual is not None:
+            wanted += await node.virtual.submission(rec, nid, registered.storage, ctx.time)
+        wanted += [(fun, b"") for fun in app.automatic]
         for fun, z in wanted:
             try:
                 app.transition(ctx, fun, z, state)

@@ -37,7 +37,11 @@ from perun.core.channel import ETH, Params, PaymentState, Phase
 from perun.core.machine import ChannelRecord, Proposal, Role, Stage
 from perun.core.msmachine import MSRecord, Signed
 from perun.core.multistate import NanocontractState
+from perun.core.apps.virtualchannel import VirtualChannelData
+from perun.core.virtual import VirtualRecord
 from perun.msnode import Multistate
+from perun.virtual import APP as VIRTUAL_APP
+from perun.virtual import HubPolicy, Virtual
 from perun.store import SignedState, Store
 from perun.watcher import Watcher
 from perun.wire import messages as m
@@ -100,6 +104,8 @@ class Node:
         ms_contract: str | None = None,
         apps: Mapping[str, str] | None = None,
         accept_nanocontract: Callable[[NanocontractState], bool] = lambda nc: False,
+        accept_virtual: Callable[[VirtualChannelData], bool] = lambda v: False,
+        hub: HubPolicy | None = None,
         poll_interval: float = 0.25,
         response_timeout: float = RESPONSE_TIMEOUT,
         name: str | None = None,
@@ -129,6 +135,12 @@ class Node:
         self.multistate: Multistate | None = None
         if ms_contract:
             self.multistate = Multistate(self, ms_contract, apps or {}, accept_channel, accept_nanocontract)
+        # Virtual channels (perun.virtual) through the multistate channels, when the VirtualChannel
+        # app is deployed: an end accepts a γ that blocks its cash if `accept_virtual` does (one
+        # that only pays it needs no consent); the node serves as Ingrid if it has a `hub` policy.
+        self.virtual: Virtual | None = None
+        if self.multistate and VIRTUAL_APP in self.multistate.app_address:
+            self.virtual = Virtual(self, accept_virtual, hub)
         self.peers: dict[str, Connection] = {}
         self._connected: dict[str, asyncio.Event] = {}
         self._dial: dict[str, tuple[str, int]] = self.store.peers()
@@ -195,7 +207,8 @@ class Node:
             task.cancel()
         dead = errors.NodeKilled(f"{self.name} was killed")
         pending = [*self._acks.values(), *self._accepts.values(), *(f for _, _, f in self._waiters), self._batch_done,
-                   *(self.multistate.acks() if self.multistate else ())]
+                   *(self.multistate.acks() if self.multistate else ()),
+                   *(self.virtual.closes() if self.virtual else ())]
         for future in pending:
             if future is not None and not future.done():
                 future.set_exception(dead)
@@ -253,20 +266,29 @@ class Node:
         then: Callable[[], None] | None = None,
         ms_records: Iterable[MSRecord] = (),
         ms_states: Iterable[Signed] = (),
+        virtual_records: Iterable[VirtualRecord] = (),
     ) -> asyncio.Future:
         """Stages changes for the next group commit and returns a future of it. The records
-        take effect in memory at once; `then` runs right after the commit, in staging order."""
+        take effect in memory at once; `then` runs right after the commit, in staging order.
+        `records` may hold a virtual channel's updates (an end's), which go into its record."""
         if self.killed:
             raise errors.NodeKilled(f"{self.name} was killed")
         if self.failed:
             raise errors.StoreError(f"the node stopped after a store failure: {self.failed}")
         if self._batch is None:
-            self._batch = {"records": {}, "states": [], "peers": [], "meta": {}, "ms_records": {}, "ms_states": []}
+            self._batch = {"records": {}, "states": [], "peers": [], "meta": {}, "ms_records": {}, "ms_states": [],
+                           "virtual_records": {}}
             self._batch_done = asyncio.get_running_loop().create_future()
             asyncio.get_running_loop().call_soon(self._flush)
         for rec in records:
+            if self.virtual is not None and rec.channel_id in self.virtual.records:
+                virtual_records = [*virtual_records, self.virtual.staged(rec)]
+                continue
             self.records[rec.channel_id] = rec
             self._batch["records"][rec.channel_id] = rec
+        for v_rec in virtual_records:
+            self.virtual.records[v_rec.id] = v_rec  # type: ignore[union-attr]
+            self._batch["virtual_records"][v_rec.id] = v_rec
         for ms_rec in ms_records:
             self.multistate.records[ms_rec.channel_id] = ms_rec  # type: ignore[union-attr]
             self._batch["ms_records"][ms_rec.channel_id] = ms_rec
@@ -286,7 +308,8 @@ class Node:
         self._batch, self._after, self._batch_done = None, [], None
         try:
             self.store.commit(batch["records"].values(), batch["states"], batch["peers"], batch["meta"],
-                              ms_records=batch["ms_records"].values(), ms_states=batch["ms_states"])
+                              ms_records=batch["ms_records"].values(), ms_states=batch["ms_states"],
+                              virtual_records=batch["virtual_records"].values())
         except errors.StoreError as exc:
             # Nothing that depended on the batch was sent. A node that cannot persist must not
             # sign anything more: stop serving.
@@ -328,10 +351,19 @@ class Node:
             if future.done():
                 self._waiters.remove(waiter)
 
-    def _record(self, cid: bytes) -> ChannelRecord | MSRecord | None:
-        if cid in self.records or self.multistate is None:
-            return self.records.get(cid)
-        return self.multistate.records.get(cid)
+    def _record(self, cid: bytes) -> ChannelRecord | MSRecord | VirtualRecord | None:
+        if cid in self.records:
+            return self.records[cid]
+        if self.multistate is not None and cid in self.multistate.records:
+            return self.multistate.records[cid]
+        return self.virtual.records.get(cid) if self.virtual is not None else None
+
+    def _updatable(self, cid: bytes) -> ChannelRecord | None:
+        """The update record of a payment channel, or of a virtual channel this node is an end of."""
+        rec = self.records.get(cid)
+        if rec is None and self.virtual is not None:
+            return self.virtual.channel_record(cid)
+        return rec
 
     async def wait_for(self, cid: bytes, predicate: Callable[[Any], bool], timeout: float = 30.0) -> Any:
         """Waits until the channel's record (payment or multistate) satisfies `predicate` (an
@@ -409,7 +441,8 @@ class Node:
         self._connected.setdefault(conn.peer, asyncio.Event()).set()
         log.info("%s: connected to %s", self.name, conn.peer)
         self._spawn(self._serve(conn))
-        for rec in self.records.values():
+        gammas = [v.channel for v in self.virtual.records.values() if v.channel] if self.virtual else []
+        for rec in [*self.records.values(), *gammas]:
             if rec.peer != conn.peer or rec.stage is Stage.CLOSED:
                 continue
             if rec.stage is Stage.PROPOSED and rec.role is Role.ALICE:
@@ -418,6 +451,8 @@ class Node:
                 self._send(conn, m.Reestablish(rec.channel_id, rec.current.version, rec.signed))
         if self.multistate:
             self.multistate.on_connected(conn)
+        if self.virtual:
+            self.virtual.on_connected(conn)
 
     async def _serve(self, conn: Connection) -> None:
         try:
@@ -463,7 +498,7 @@ class Node:
                     self._spawn(self._redial(conn.peer, *self._dial[conn.peer]))
 
     def _refuse(self, conn: Connection, exc: errors.PerunError, ref_type: int, cid: bytes = bytes(32), version: int = 0) -> None:
-        rec = self.records.get(cid)
+        rec = self._updatable(cid)
         signed = rec.signed if rec and rec.peer == conn.peer else 0
         code = m.code_of(exc)
         log.warning("%s: refused %s from %s: %s: %s", self.name, m.MESSAGES.get(ref_type, m.Message).__name__,
@@ -473,14 +508,14 @@ class Node:
     # ================================================================== incoming messages
 
     def _channel_with(self, conn: Connection, cid: bytes) -> ChannelRecord:
-        rec = self.records.get(cid)
+        rec = self._updatable(cid)
         if rec is None or rec.peer != conn.peer:
             raise errors.UnknownChannel(f"no channel 0x{cid.hex()} with {conn.peer}")
         return rec
 
     def _opening(self, cid: bytes) -> bool:
         rec = self._record(cid)
-        return rec is not None and rec.stage in (Stage.ACCEPTED, Stage.INITIALISING)
+        return isinstance(rec, (ChannelRecord, MSRecord)) and rec.stage in (Stage.ACCEPTED, Stage.INITIALISING)
 
     def _handle(self, conn: Connection, msg: m.Message, now: int | None = None) -> None:
         if isinstance(msg, _MS_MESSAGES) or (isinstance(msg, m.AcceptChannel) and self.multistate
@@ -488,6 +523,10 @@ class Node:
             if self.multistate is None:
                 raise errors.ChannelRefused("this node runs no multistate channels")
             self.multistate.handle(conn, msg, now)
+        elif isinstance(msg, m.VirtualClose):
+            if self.virtual is None:
+                raise errors.ChannelRefused("this node runs no virtual channels")
+            self.virtual.on_close(conn, msg)
         elif isinstance(msg, m.Update):
             self._on_update(conn, msg)
         elif isinstance(msg, m.UpdateAck):
@@ -509,10 +548,15 @@ class Node:
         self._crash_point("update-received")
         rec = self._channel_with(conn, msg.channel_id)
         state = PaymentState(msg.channel_id, msg.version, msg.balance_alice, msg.balance_bob, msg.final)
+        gamma = self.virtual is not None and msg.channel_id in self.virtual.records
+        if gamma:
+            self.virtual.check_update(msg.channel_id)  # type: ignore[union-attr]
         new, mine = machine.receive_update(rec, state, msg.prev, msg.signature, self.key)
         def ack() -> None:
             self._crash_point("final-countersigned" if state.is_final else "update-countersigned")
             conn.send(m.UpdateAck(msg.channel_id, msg.version, mine))
+            if gamma and state.is_final:
+                self.virtual.final_signed(msg.channel_id)  # type: ignore[union-attr]
         self.save([new], [SignedState(state, new.sig_alice, new.sig_bob)], then=ack)
 
     def _on_ack(self, conn: Connection, msg: m.UpdateAck) -> None:
@@ -522,6 +566,8 @@ class Node:
         def done() -> None:
             self._crash_point("final-acked" if state.is_final else "ack-stored")
             self._resolve((msg.channel_id, msg.version), state)
+            if state.is_final and self.virtual is not None and msg.channel_id in self.virtual.records:
+                self.virtual.final_signed(msg.channel_id)
         self.save([new], [SignedState(state, new.sig_alice, new.sig_bob)], then=done)
         if state.is_final:
             self.watcher.wake()
@@ -535,7 +581,7 @@ class Node:
                     m.MESSAGES.get(msg.ref_type, m.Message).__name__, code.name, msg.reason)
         failure = errors.PeerRejected(code, msg.reason)
         if msg.ref_type == m.Update.TYPE:
-            rec = self.records.get(msg.channel_id)
+            rec = self._updatable(msg.channel_id)
             if rec is None or rec.peer != conn.peer:
                 return
             new, dropped = machine.receive_reject(rec, msg.version, msg.signed)
@@ -551,6 +597,8 @@ class Node:
                     self._accepted(cid, failure)
         elif self.multistate and msg.ref_type in {cls.TYPE for cls in _MS_MESSAGES}:
             self.multistate.on_error(conn, msg, failure)
+        elif self.virtual and msg.ref_type == m.VirtualClose.TYPE:
+            self.virtual.on_error(conn, msg, failure)
 
     def _on_propose(self, conn: Connection, msg: m.ProposeChannel) -> None:
         params = msg.params()
@@ -612,6 +660,8 @@ class Node:
         def done() -> None:
             for proposal in settled:
                 self._resolve((msg.channel_id, proposal.state.version), proposal.state)
+            if new.is_fully_signed_final and self.virtual is not None and msg.channel_id in self.virtual.records:
+                self.virtual.final_signed(msg.channel_id)
         self.save([new], [SignedState(state, msg.sig_alice, msg.sig_bob)], then=done)
         if new.is_fully_signed_final:
             self.watcher.wake()
@@ -694,15 +744,19 @@ class Node:
         conflict with a payment the peer proposed at the same time is retried.
         """
         for attempt in range(CONFLICT_RETRIES):
-            rec = self.channel(cid)
+            rec = self._updatable(cid)
+            if rec is None:
+                raise errors.UnknownChannel(f"no channel 0x{cid.hex()}")
+            if self.virtual is not None and cid in self.virtual.records:
+                self.virtual.check_update(cid)
             try:
                 return await self._update(rec, machine.payment(rec, amount))
             except errors.PeerRejected as exc:
                 if exc.code not in (m.ErrorCode.CONFLICT, m.ErrorCode.STALE_VERSION):
                     raise
                 # Alice retries at once; Bob first lets Alice's update through.
-                if self.channel(cid).role is Role.BOB:
-                    version = self.channel(cid).current.version
+                if rec.role is Role.BOB:
+                    version = self._updatable(cid).current.version  # type: ignore[union-attr]
                     try:
                         await self.wait_for(cid, lambda r: r.current.version > version, 0.05 * (attempt + 1))
                     except errors.PeerTimeout:

@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from perun import errors
+from perun.core.apps import virtualchannel as vc
 from perun.core.channel import Params, PaymentState
 from perun.core.eip712 import Domain
 from perun.core.machine import ChannelRecord, Proposal, Role, Stage
 from perun.core.msmachine import Intent, Kind, MSProposal, MSRecord, OnChain, Signed
 from perun.core.multistate import ChannelState, Funding, NanocontractState
+from perun.core.virtual import Half, Position, Seen, VirtualRecord
 
 SCHEMA_VERSION = 1
 
@@ -50,6 +52,7 @@ CREATE TABLE IF NOT EXISTS ms_states (
     sig_bob BLOB NOT NULL,
     PRIMARY KEY (channel_id, nid, version)
 );
+CREATE TABLE IF NOT EXISTS virtual_channels (id BLOB PRIMARY KEY, record TEXT NOT NULL);
 """
 
 
@@ -117,6 +120,9 @@ class Store:
     def ms_channels(self) -> list[MSRecord]:
         return [_ms_record_from_json(row[0]) for row in self.db.execute("SELECT record FROM ms_channels")]
 
+    def virtual_channels(self) -> list[VirtualRecord]:
+        return [_virtual_from_json(row[0]) for row in self.db.execute("SELECT record FROM virtual_channels")]
+
     def ms_states(self, channel_id: bytes) -> list[Signed]:
         """Every state of the multistate channel and its nanocontracts this node signed or holds a
         signature on: the channel states by version, then the nanocontracts' by nid and version."""
@@ -140,6 +146,7 @@ class Store:
         *,
         ms_records: Iterable[MSRecord] = (),
         ms_states: Iterable[Signed] = (),
+        virtual_records: Iterable[VirtualRecord] = (),
     ) -> None:
         """Writes everything in one durable transaction (fsynced before it returns)."""
         try:
@@ -168,6 +175,10 @@ class Store:
                          str(s.state.version), json.dumps(_ms_state_json(s.state)), s.sig_alice, s.sig_bob)
                         for s in ms_states
                     ],
+                )
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO virtual_channels VALUES (?, ?)",
+                    [(r.id, _virtual_to_json(r)) for r in virtual_records],
                 )
                 self.db.executemany("INSERT OR REPLACE INTO peers VALUES (?, ?, ?)", list(peers))
                 self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list((meta or {}).items()))
@@ -205,7 +216,11 @@ def _params_from(p: dict[str, Any]) -> Params:
 
 
 def _record_to_json(rec: ChannelRecord) -> str:
-    return json.dumps({
+    return json.dumps(_record_json(rec))
+
+
+def _record_json(rec: ChannelRecord) -> dict[str, Any]:
+    return {
         "params": _params_json(rec.params),
         "chain_id": rec.domain.chain_id,
         "contract": rec.domain.verifying_contract,
@@ -222,14 +237,17 @@ def _record_to_json(rec: ChannelRecord) -> str:
         "deadline": rec.deadline,
         "outcome": [str(x) for x in rec.outcome] if rec.outcome else None,
         "peer_signed_hint": rec.peer_signed_hint,
-    })
+    }
 
 
 def _record_from_json(text: str) -> ChannelRecord:
     d = json.loads(text)
     params = _params_from(d["params"])
     domain = Domain(d["chain_id"], d["contract"])
-    cid = params.channel_id(domain.chain_id, domain.verifying_contract)
+    return _record_from(d, params, domain, params.channel_id(domain.chain_id, domain.verifying_contract))
+
+
+def _record_from(d: dict[str, Any], params: Params, domain: Domain, cid: bytes) -> ChannelRecord:
     return ChannelRecord(
         params=params,
         domain=domain,
@@ -356,4 +374,36 @@ def _ms_record_from_json(text: str) -> MSRecord:
                        for r in d["on_chain"]),
         outcome=tuple(int(x) for x in d["outcome"]) if d["outcome"] else None,
         intents=tuple(Intent(bytes.fromhex(i["nid"]), i["fun"], bytes.fromhex(i["z"])) for i in d["intents"]),
+    )
+
+
+# ---------------------------------------------------------------------- virtual channel record encoding
+
+
+def _virtual_to_json(rec: VirtualRecord) -> str:
+    return json.dumps({
+        "data": rec.data.storage().hex(),
+        "position": rec.position.name,
+        "halves": [{"side": h.side, "ledger": h.ledger.hex(), "nid": h.nid.hex()} for h in rec.halves],
+        "channel": _record_json(rec.channel) if rec.channel is not None else None,
+        "seen": [{"state": _state_json(s.state), "sig_alice": s.sig_alice.hex(), "sig_bob": s.sig_bob.hex()}
+                 for s in rec.seen],
+    })
+
+
+def _virtual_from_json(text: str) -> VirtualRecord:
+    d = json.loads(text)
+    data = vc.decode(bytes.fromhex(d["data"]))
+    channel = None
+    if d["channel"] is not None:
+        c = d["channel"]
+        domain = vc.virtual_domain(c["chain_id"], c["contract"])
+        channel = _record_from(c, _params_from(c["params"]), domain, data.id)
+    return VirtualRecord(
+        data=data,
+        position=Position[d["position"]],
+        halves=tuple(Half(h["side"], bytes.fromhex(h["ledger"]), bytes.fromhex(h["nid"])) for h in d["halves"]),
+        channel=channel,
+        seen=tuple(Seen(_state_from(data.id, s["state"]), bytes.fromhex(s["sig_alice"]), bytes.fromhex(s["sig_bob"]))
+                   for s in d["seen"]),
     )

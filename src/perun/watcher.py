@@ -40,6 +40,7 @@ class Watcher:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
         self.failures: dict[bytes, errors.PerunError] = {}  # the last failed duty per channel
+        self.chain_time = 0  # the latest block's time at the last poll
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="perun-watcher")
@@ -78,6 +79,7 @@ class Watcher:
         async with self._lock:
             await self._read_events()
             now = await self.node.on_chain(self.node.chain.timestamp)
+            self.chain_time = now
             for rec in list(self.node.records.values()):
                 for duty in duties(rec, now):
                     await self._do(duty, rec.channel_id)
@@ -86,6 +88,11 @@ class Watcher:
                     for ms_duty, nid in msmachine.duties(ms_rec, now):
                         await self._guarded(ms_duty.value, ms_rec.channel_id,
                                             self.node.multistate.do(ms_duty, ms_rec.channel_id, nid))
+            if self.node.virtual:
+                for ledger, nid in self.node.virtual.duties(now):
+                    log.warning("%s: virtual channel half 0x%s: registering it by validity - Δ - 1",
+                                self.node.name, nid.hex()[:12])
+                    await self._guarded("register", ledger, self.node.multistate.register(ledger, nid))
 
     async def _read_events(self) -> None:
         node = self.node
@@ -102,14 +109,18 @@ class Watcher:
                 if rec is not None:
                     changed[cid] = self._applied(rec, apply_event, event)
             ms_changed: dict = {}
+            learned = []
             if node.multistate:
-                for event in await node.on_chain(node.multistate.contract.events, start, end):
+                ms_events = await node.on_chain(node.multistate.contract.events, start, end)
+                for event in ms_events:
                     cid = event.args.get("channelId")
                     ms_rec = ms_changed.get(cid) or node.multistate.records.get(cid)
                     if ms_rec is not None:
                         ms_changed[cid] = self._applied(ms_rec, msmachine.apply_event, event)
+                if node.virtual:
+                    learned = await node.virtual.harvest(ms_events)
             await node.save(list(changed.values()), meta={"last_block": str(end)},
-                            ms_records=list(ms_changed.values()))
+                            ms_records=list(ms_changed.values()), virtual_records=learned)
             start = end + 1
 
     def _applied(self, rec: Any, apply: Callable[[Any, str, dict], Any], event: Event) -> Any:

@@ -33,6 +33,7 @@ SAMPLES = [
     m.NanocontractAck(CID, bytes(32), 3, SIG, SIG),
     m.NanocontractAck(CID, bytes(32), 4, SIG, b""),
     m.NanocontractAck(CID, NID, 1, b"", SIG),
+    m.VirtualClose(CID, 7, 2**128 - 1, 0, SIG, SIG),
 ]
 
 
@@ -129,7 +130,7 @@ def test_every_refusal_has_its_own_code():
 
 
 def test_every_message_type_is_listed_once():
-    assert sorted(m.MESSAGES) == list(range(1, 15))
+    assert sorted(m.MESSAGES) == list(range(1, 16))
     assert {type(x) for x in SAMPLES} == set(m.MESSAGES.values())
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from eth_utils import to_checksum_address
+
 from perun.chain.backend import Sender
 from perun.chain.channels import ChannelsContract, Receipt
 from perun.core.channel import Params
@@ -63,6 +65,20 @@ class MSContract(ChannelsContract):
         """Pays out the channel; `nanocontracts` are those of the registered channel state."""
         call = self.contract.functions.finalize(params.as_abi(), [f.as_abi() for f in nanocontracts])
         return self._transact(sender, call)
+
+    def executed_call(self, tx_hash: bytes) -> tuple[bytes, int, bytes] | None:
+        """(nid, fun, z) of transaction `tx_hash` if it called this contract's `execute`
+        directly (a contract wallet's call is not visible this way), else None."""
+        tx = self.chain.w3.eth.get_transaction(tx_hash)
+        if tx["to"] is None or to_checksum_address(tx["to"]) != self.address:
+            return None
+        try:
+            function, args = self.contract.decode_function_input(tx["input"])
+        except ValueError:
+            return None
+        if function.fn_name != "execute":
+            return None
+        return bytes(args["nid"]), args["fun"], bytes(args["z"])
 
     # ------------------------------------------------------------------ views
 

@@ -353,10 +353,26 @@ class NanocontractAck(Message):
                 raise errors.MalformedMessage(f"NanocontractAck has a signature of {len(sig)} bytes, not 0 or 65")
 
 
+@dataclass(frozen=True)
+class VirtualClose(Message):
+    """An end of virtual channel `channel_id` gives Ingrid its final state, signed by Alice and
+    by Bob, so that she settles both halves with it (the fast close). Ingrid answers with her
+    SETTLE calls on the halves, or an Error."""
+
+    TYPE = 15
+    LAYOUT = ("b32", "u64", "u256", "u256", "sig", "sig")
+    channel_id: bytes
+    version: int
+    balance_alice: int
+    balance_bob: int
+    sig_alice: bytes
+    sig_bob: bytes
+
+
 MESSAGES: dict[int, type[Message]] = {
     cls.TYPE: cls for cls in (
         Hello, Auth, Error, ProposeChannel, AcceptChannel, Update, UpdateAck, Reestablish, StateSync,
-        ProposeMultistate, NanocontractCreate, NanocontractCall, NanocontractAbsorb, NanocontractAck,
+        ProposeMultistate, NanocontractCreate, NanocontractCall, NanocontractAbsorb, NanocontractAck, VirtualClose,
     )
 }
 

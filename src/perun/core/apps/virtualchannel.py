@@ -22,6 +22,7 @@ from eth_utils import keccak, to_checksum_address
 
 from perun import errors
 from perun.core.apps import ALICE, BOB, AppState, Context, checked_add, word
+from perun.core.channel import PaymentState
 from perun.core.eip712 import Domain, recover, sign
 
 SETTLE = 0
@@ -81,9 +82,26 @@ class VirtualState:
         return domain.typed_message({"VirtualState": VIRTUAL_STATE_FIELDS}, "VirtualState", message)
 
 
-def virtual_domain(chain_id: int, app_address: str) -> Domain:
+@dataclass(frozen=True)
+class VirtualDomain(Domain):
+    """The VirtualChannel contract's domain, in which a PaymentState of γ (its id as the channel
+    id) is signed as the VirtualState with the same fields: so γ's updates between Alice and Bob
+    run on the payment-channel machine (perun.core.machine) unchanged."""
+
+    def _digest(self, state: PaymentState) -> bytes:
+        return digest(self, as_virtual(state))
+
+    def typed_data(self, state: PaymentState) -> dict:
+        return as_virtual(state).typed_data(self)
+
+
+def as_virtual(state: PaymentState) -> VirtualState:
+    return VirtualState(state.channel_id, state.version, state.balance_alice, state.balance_bob, state.is_final)
+
+
+def virtual_domain(chain_id: int, app_address: str) -> VirtualDomain:
     """The EIP-712 domain of the VirtualChannel contract at `app_address` on chain `chain_id`."""
-    return Domain(chain_id, to_checksum_address(app_address), DOMAIN_NAME, DOMAIN_VERSION)
+    return VirtualDomain(chain_id, to_checksum_address(app_address), DOMAIN_NAME, DOMAIN_VERSION)
 
 
 def digest(domain: Domain, state: VirtualState) -> bytes:
@@ -140,6 +158,12 @@ class VirtualChannelData:
     def state(self) -> VirtualState:
         """The stored (highest submitted) state, as a non-final VirtualState."""
         return VirtualState(self.id, self.version, self.balance_alice, self.balance_bob)
+
+    def storage(self) -> bytes:
+        """These fields as the app's 15-word storage (`encode`)."""
+        return encode(self.alice, self.ingrid, self.bob, self.channel_a, self.channel_b, self.cash_alice,
+                      self.cash_bob, self.validity, self.window, self.nonce, self.side, self.end_role, self.version,
+                      self.balance_alice, self.balance_bob)
 
 
 def encode(alice: str, ingrid: str, bob: str, channel_a: bytes, channel_b: bytes, cash_alice: int, cash_bob: int,
@@ -209,6 +233,12 @@ def initial(alice: str, ingrid: str, bob: str, channel_a: bytes, channel_b: byte
     by_end, by_ingrid = (cash_alice, cash_bob) if side == SIDE_A else (cash_bob, cash_alice)
     blocked_alice, blocked_bob = (by_end, by_ingrid) if end_role == ALICE else (by_ingrid, by_end)
     return AppState(blocked_alice, blocked_bob, 0, 0, data)
+
+
+def initial_of(v: VirtualChannelData) -> AppState:
+    """The fresh half with `v`'s parameters, side and end role."""
+    return initial(v.alice, v.ingrid, v.bob, v.channel_a, v.channel_b, v.cash_alice, v.cash_bob, v.validity,
+                   v.window, v.nonce, v.side, v.end_role)
 
 
 # --------------------------------------------------------------------------- SETTLE's argument
