@@ -72,6 +72,11 @@ class Watcher:
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
             except asyncio.TimeoutError:
                 pass
+            # Python 3.11's wait_for drops a cancellation that races with the wake-up or the
+            # timeout: stop() would wait for this loop forever.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             self._wake.clear()
 
     async def poll(self) -> None:

@@ -12,6 +12,7 @@ from perun import errors
 from perun.chain.backend import ETHER
 from perun.core.machine import Stage
 from perun.virtual import HubPolicy
+from perun.wire import messages as m
 from tests.node.conftest import DELTA, run
 
 WINDOW = 4 * DELTA
@@ -72,3 +73,175 @@ def test_open_pay_and_close_fast_through_ingrid(net, ledger_b_by_bob):
             with pytest.raises(errors.AlreadyFinal):
                 await bob.pay(gid, 1)
     run(scenario())
+
+
+# ---------------------------------------------------------------------- on chain
+
+A_PAYS = (ETHER, ETHER)  # Alice pays Bob twice: γ ends at (1, 3) ether from (3, 1)
+
+
+async def opened(net, alice, bob, a, b, cash_alice=3 * ETHER, cash_bob=ETHER):
+    """γ opened and Alice's payments made: (gid, validity)."""
+    validity = net.chain.timestamp() + VALIDITY_IN
+    gid = await alice.virtual.open(a, bob.address, b, cash_alice, cash_bob, validity, WINDOW)
+    for amount in A_PAYS:
+        await alice.pay(gid, amount)
+    return gid, validity
+
+
+async def at(net, time, *nodes):
+    """A block mined at `time`, and each node's watcher done with it (its transactions land at
+    `time` + 1 and later)."""
+    net.chain.set_next_block_timestamp(time)
+    net.chain.mine()
+    for node in nodes:
+        await node.sync()
+    for node in nodes:  # what the others sent
+        await node.sync()
+
+
+def events(net, name, nid=None):
+    return [e.args for e in net.ms.contract.events() if e.name == name and (nid is None or e.args["nid"] == nid)]
+
+
+def half(node, gid, side):
+    return node.virtual.record(gid).half(side)
+
+
+def stored(net, h):
+    """(version, balanceAlice, balanceBob) that a half stores on chain."""
+    from perun.core.apps import virtualchannel as vc
+    v = vc.decode(net.ms.contract.nanocontract(h.ledger, h.nid).storage)
+    return v.version, v.balance_alice, v.balance_bob
+
+
+async def close_ledgers(net, closers):
+    """Each (node, ledger) closed on chain by that node and finalized: {address: payout}."""
+    for node, cid in closers:
+        await node.multistate.close(cid)
+    await at(net, net.chain.timestamp() + DELTA + 1, *(n for n, _ in closers))
+    paid: dict[str, int] = {}
+    for node, cid in closers:
+        rec = await node.wait_for(cid, lambda r: r.stage is Stage.CLOSED)
+        for who, amount in zip((rec.params.alice, rec.params.bob), rec.outcome):
+            paid[who] = paid.get(who, 0) + amount
+    return paid
+
+
+def test_ingrid_offline_the_ends_settle_both_halves_on_chain_after_validity(net):
+    async def scenario():
+        async with triangle(net) as (alice, ingrid, bob, a, b):
+            gid, validity = await opened(net, alice, bob, a, b)
+            ingrid.kill()
+            with pytest.raises(errors.PeerTimeout):
+                await alice.virtual.close(gid, timeout=0.5)
+            assert bob.virtual.info(gid).final  # Bob countersigned the final state (version 3)
+            # Each end registers its half at validity − Δ − 1, not a second before.
+            await at(net, validity - DELTA - 2, alice, bob)
+            assert events(net, "NanocontractRegistered") == []
+            await at(net, validity - DELTA - 1, alice, bob)
+            assert sorted(e["by"] for e in events(net, "NanocontractRegistered")) == sorted([alice.address, bob.address])
+            # Submissions open after validity: a block at validity − 1 would be too early.
+            await at(net, validity - 1, alice, bob)
+            assert events(net, "NanocontractExecuted") == []
+            await at(net, validity, alice, bob)
+            for side, end in ((0, alice), (1, bob)):
+                assert stored(net, half(end, gid, side)) == (3, ETHER, 3 * ETHER)
+            # FINALIZE after validity + 2 windows, by the watchers on their own.
+            await at(net, validity + 2 * WINDOW - 1, alice, bob)
+            assert len(events(net, "NanocontractExecuted")) == 2
+            await at(net, validity + 2 * WINDOW, alice, bob)
+            for end in (alice, bob):
+                assert end.virtual.info(gid).settled
+            return await close_ledgers(net, [(alice, a), (bob, b)])
+    paid = run(scenario())
+    assert paid[net.account("alice").address] == 10 * ETHER - 3 * ETHER + ETHER
+    assert paid[net.account("bob").address] == 10 * ETHER - ETHER + 3 * ETHER
+    assert paid[net.account("ingrid").address] == 20 * ETHER  # she neither gains nor loses
+
+
+def test_a_stale_state_from_one_end_is_replaced_by_ingrids_copy_after_the_ends_window(net):
+    async def scenario():
+        async with triangle(net) as (alice, ingrid, bob, a, b):
+            gid, validity = await opened(net, alice, bob, a, b)
+            old = next(s for s in bob.store.states(gid) if s.state.version == 1)
+            nu_b = half(bob, gid, 1)
+            params_b = bob.multistate.channel(b).params
+            bob.kill()  # from now on Bob cheats by hand
+            await at(net, validity - DELTA - 1, alice, ingrid)
+            assert len(events(net, "NanocontractRegistered")) == 2  # Ingrid's ν_b; ν_a by one of them
+            # Alice submits version 2 on ν_a; Bob version 1 on ν_b.
+            await at(net, validity, alice, ingrid)
+            from perun.core.apps import virtualchannel as vc
+            z_old = vc.settle_arg(vc.as_virtual(old.state), old.sig_alice, old.sig_bob)
+            net.ms.contract.execute(net.account("bob"), params_b, nu_b.nid, vc.SETTLE, z_old)
+            assert stored(net, half(alice, gid, 0)) == (2, ETHER, 3 * ETHER)
+            assert stored(net, nu_b) == (1, 2 * ETHER, 2 * ETHER)
+            # Ingrid learned both states from the calldata; she copies only after the ends' window.
+            await at(net, validity + WINDOW - 1, ingrid)
+            assert stored(net, nu_b) == (1, 2 * ETHER, 2 * ETHER)
+            await at(net, validity + WINDOW, ingrid)
+            assert stored(net, nu_b) == (2, ETHER, 3 * ETHER)
+            assert {s.state.version for s in ingrid.virtual.record(gid).seen} == {1, 2}
+            await at(net, validity + 2 * WINDOW, alice, ingrid)
+            assert ingrid.virtual.info(gid).settled
+            return await close_ledgers(net, [(alice, a), (ingrid, b)])
+    paid = run(scenario())
+    assert paid[net.account("bob").address] == 10 * ETHER - ETHER + 3 * ETHER  # his latest balance all the same
+    assert paid[net.account("ingrid").address] == 20 * ETHER
+
+
+def test_ingrid_refuses_to_close_fast_and_the_ends_settle_on_chain(net):
+    async def scenario():
+        async with triangle(net, hub=HubPolicy(fast_close=False)) as (alice, ingrid, bob, a, b):
+            gid, validity = await opened(net, alice, bob, a, b)
+            with pytest.raises(errors.PeerRejected) as refused:
+                await alice.virtual.close(gid)
+            assert refused.value.code is m.ErrorCode.CHANNEL_REFUSED
+            for t in (validity - DELTA - 1, validity, validity + 2 * WINDOW):
+                await at(net, t, alice, ingrid, bob)
+            assert stored(net, half(alice, gid, 0)) == stored(net, half(bob, gid, 1)) == (3, ETHER, 3 * ETHER)
+            return await close_ledgers(net, [(alice, a), (bob, b)])
+    paid = run(scenario())
+    assert paid[net.account("alice").address] == 8 * ETHER
+    assert paid[net.account("ingrid").address] == 20 * ETHER
+
+
+def test_an_end_silent_at_validity_gets_its_latest_balance_through_ingrids_copy(net):
+    async def scenario():
+        async with triangle(net) as (alice, ingrid, bob, a, b):
+            gid, validity = await opened(net, alice, bob, a, b)
+            await bob.stop()  # silent from before validity − Δ − 1 to the end
+            for t in (validity - DELTA - 1, validity, validity + WINDOW, validity + 2 * WINDOW):
+                await at(net, t, alice, ingrid)
+            assert stored(net, half(ingrid, gid, 1)) == (2, ETHER, 3 * ETHER)
+            async with net.running("bob") as (bob,):
+                await bob.sync()
+                assert bob.virtual.info(gid).settled
+                return await close_ledgers(net, [(alice, a), (bob, b)])
+    paid = run(scenario())
+    assert paid[net.account("bob").address] == 12 * ETHER
+    assert paid[net.account("ingrid").address] == 20 * ETHER
+
+
+def test_ingrid_closing_a_ledger_channel_while_gamma_is_live_waits_for_gamma(net):
+    async def scenario():
+        async with triangle(net) as (alice, ingrid, bob, a, b):
+            gid, validity = await opened(net, alice, bob, a, b)
+            await ingrid.multistate.close(a)
+            deadline = ingrid.multistate.channel(a).deadline
+            await at(net, deadline - 1, alice, ingrid, bob)  # the watchers register ν_a by D
+            assert events(net, "NanocontractRegistered", half(alice, gid, 0).nid)
+            await at(net, deadline + DELTA + 1, alice, ingrid, bob)
+            assert ingrid.multistate.channel(a).stage is Stage.CLOSING  # it waits for ν_a's settleBy
+            await alice.pay(gid, ETHER // 2)  # γ goes on
+            # The fast close: ν_a is on chain, where Ingrid settles it with the final state; ν_b off chain.
+            assert await bob.virtual.close(gid) == (ETHER // 2, 3 * ETHER + ETHER // 2)
+            await at(net, net.chain.timestamp() + 1, alice, ingrid, bob)
+            await alice.wait_for(a, lambda r: r.stage is Stage.CLOSED)
+            await ingrid.wait_for(b, lambda r: not r.nanocontracts)
+            paid_a = dict(zip((alice.address, ingrid.address), alice.multistate.channel(a).outcome))
+            return paid_a, cash(ingrid, b)[0]
+    paid_a, ingrid_in_b = run(scenario())
+    assert paid_a[net.account("alice").address] == 10 * ETHER - 3 * ETHER + ETHER // 2
+    assert paid_a[net.account("ingrid").address] + ingrid_in_b == 20 * ETHER
