@@ -32,7 +32,7 @@ from perun.chain.channels import Receipt
 from perun.chain.multistate import MSContract
 from perun.core import msmachine as ms
 from perun.core.apps import App, AppState, Context, app_named
-from perun.core.channel import ETH, Params, Phase
+from perun.core.channel import ETH, Params
 from perun.core.machine import Role, Stage
 from perun.core.msmachine import Duty, Kind, MSProposal, MSRecord, Signed
 from perun.core.multistate import ChannelState, NanocontractState, nanocontract_id

@@ -245,3 +245,127 @@ def test_ingrid_closing_a_ledger_channel_while_gamma_is_live_waits_for_gamma(net
     paid_a, ingrid_in_b = run(scenario())
     assert paid_a[net.account("alice").address] == 10 * ETHER - 3 * ETHER + ETHER // 2
     assert paid_a[net.account("ingrid").address] + ingrid_in_b == 20 * ETHER
+
+
+# ---------------------------------------------------------------------- opening refused, checked, resumed
+
+
+def ledger_states(*pairs):
+    """The channel states of (node, ledger) pairs, and the γ records each node holds."""
+    return [(node.multistate.channel(cid).state, dict(node.virtual.records)) for node, cid in pairs]
+
+
+def test_ingrid_refuses_beyond_her_policy_and_nothing_changes(net):
+    async def scenario():
+        hub = HubPolicy(capacity=4 * ETHER, max_channels=2)
+        async with triangle(net, hub=hub) as (alice, ingrid, bob, a, b):
+            validity = net.chain.timestamp() + VALIDITY_IN
+            before = ledger_states((alice, a), (ingrid, a), (ingrid, b), (bob, b))
+            with pytest.raises(errors.PeerRejected) as refused:  # 4 + 1 ether: over her capacity
+                await alice.virtual.open(a, bob.address, b, 4 * ETHER, ETHER, validity, WINDOW)
+            assert refused.value.code is m.ErrorCode.CHANNEL_REFUSED and "capacity" in refused.value.reason
+            assert ledger_states((alice, a), (ingrid, a), (ingrid, b), (bob, b)) == before
+            assert alice.multistate.channel(a).pending == ()
+            await alice.virtual.open(a, bob.address, b, 2 * ETHER, ETHER, validity, WINDOW)
+            await alice.virtual.open(a, bob.address, b, ETHER, 0, validity, WINDOW)  # 4 ether blocked now
+            with pytest.raises(errors.PeerRejected) as refused:
+                await alice.virtual.open(a, bob.address, b, 1, 0, validity, WINDOW)
+            assert "at most 2" in refused.value.reason
+            assert len(ingrid.virtual.records) == 2
+    run(scenario())
+
+
+def test_bob_refuses_a_channel_that_blocks_his_cash_and_alice_is_told(net):
+    async def scenario():
+        async with triangle(net, accept_virtual=lambda v: False) as (alice, ingrid, bob, a, b):
+            validity = net.chain.timestamp() + VALIDITY_IN
+            before = ledger_states((alice, a), (ingrid, a), (bob, b))
+            with pytest.raises(errors.PeerRejected) as refused:
+                await alice.virtual.open(a, bob.address, b, 2 * ETHER, ETHER, validity, WINDOW)
+            assert refused.value.code is m.ErrorCode.CHANNEL_REFUSED and "ν_b" in refused.value.reason
+            assert ledger_states((alice, a), (ingrid, a), (bob, b)) == before
+            assert ingrid.multistate.channel(b).pending == ()
+            # A channel that only pays Bob needs no consent of his.
+            gid = await alice.virtual.open(a, bob.address, b, 2 * ETHER, 0, validity, WINDOW)
+            await alice.pay(gid, ETHER)
+            assert bob.virtual.info(gid).my_balance == ETHER
+    run(scenario())
+
+
+def test_every_field_of_a_proposed_half_is_checked_before_anything_is_signed(net):
+    from perun.core.apps import virtualchannel as vc
+
+    async def scenario():
+        async with triangle(net) as (alice, ingrid, bob, a, b):
+            now = net.chain.timestamp()
+            good = dict(alice=alice.address, ingrid=ingrid.address, bob=bob.address, channel_a=a, channel_b=b,
+                        cash_alice=ETHER, cash_bob=ETHER, validity=now + VALIDITY_IN, window=WINDOW, nonce=7,
+                        side=vc.SIDE_A, end_role=0)
+            bad = {
+                "no open ledger channel": dict(channel_b=bytes(32)),
+                "the half belongs to ledger channel": dict(channel_a=b),
+                "wrong role": dict(end_role=1),
+                "must exceed the ledger channel's Δ": dict(window=DELTA),
+                "validity must leave": dict(validity=now + DELTA + 1),
+                "settleBy horizon": dict(validity=now + 365 * 24 * 3600 - 2 * WINDOW),
+                "three distinct parties": dict(bob=alice.address),
+                "Alice proposes ν_a and Ingrid ν_b": dict(side=vc.SIDE_B, end_role=0, alice=bob.address,
+                                                          bob=alice.address, channel_b=a, channel_a=b),
+            }
+            before = ledger_states((alice, a), (ingrid, a), (ingrid, b), (bob, b))
+            for reason, change in bad.items():
+                with pytest.raises(errors.PeerRejected) as refused:
+                    await alice.multistate.create(a, "VirtualChannel", vc.initial(**{**good, **change}))
+                assert reason in refused.value.reason, (reason, refused.value.reason)
+            state_a = alice.multistate.channel(a).state
+            assert [s for s, _ in ledger_states((ingrid, a), (ingrid, b), (bob, b))] == \
+                [state_a, *(s for s, _ in before[2:])]
+            assert state_a.nanocontracts == () and ingrid.virtual.records == {}
+            # Alice's node makes the same checks before it sends anything.
+            with pytest.raises(errors.InvalidNanocontract):
+                await alice.virtual.open(a, bob.address, b, ETHER, ETHER, now + VALIDITY_IN, DELTA)
+    run(scenario())
+
+
+def test_an_opening_interrupted_by_ingrids_crash_completes_after_her_restart(net):
+    async def scenario():
+        async with triangle(net, response_timeout=1.0) as (alice, ingrid, bob, a, b):
+            ingrid.crash_at = "nano-acked"  # Bob's countersignature on ν_b stored, ν_a not yet countersigned
+            validity = net.chain.timestamp() + VALIDITY_IN
+            with pytest.raises(errors.PeerUnavailable):
+                await alice.virtual.open(a, bob.address, b, 2 * ETHER, ETHER, validity, WINDOW)
+            assert ingrid.killed and alice.virtual.records == {} and len(bob.virtual.records) == 1
+            async with net.running("ingrid", port=ingrid.port, hub=HubPolicy(), accept_virtual=lambda v: True) \
+                    as (ingrid,):
+                # Alice redials and repeats ν_a; Ingrid finds ν_b signed and countersigns it.
+                await alice.wait_for(a, lambda r: not r.pending)
+                (gid,) = alice.virtual.records
+                assert ingrid.virtual.record(gid).halves == (half(alice, gid, 0), half(bob, gid, 1))
+                await alice.stop()  # an end restarts too: γ's updates are in its store
+                async with net.running("alice", accept_virtual=lambda v: True) as (alice,):
+                    await alice.wait_connected(bob.address)
+                    await alice.pay(gid, ETHER)
+                    await bob.pay(gid, ETHER // 2)
+                    assert await alice.virtual.close(gid) == (ETHER + ETHER // 2, ETHER + ETHER // 2)
+    run(scenario())
+
+
+def test_a_bad_final_state_is_refused_by_ingrid_and_changes_nothing(net):
+    from tests.node.test_malicious import answer, dial
+
+    async def scenario():
+        async with triangle(net) as (alice, ingrid, bob, a, b):
+            gid, _ = await opened(net, alice, bob, a, b)
+            ch = alice.virtual.record(gid).channel
+            sig_a, sig_b = ch.sig_alice, ch.sig_bob  # on version 2, not final
+            mallory = await dial(net, ingrid, net.account("mallory").key)
+            mallory.send(m.VirtualClose(gid, 2, ETHER, 3 * ETHER, sig_a, sig_b))
+            assert (await answer(mallory)).code == m.ErrorCode.UNKNOWN_CHANNEL
+            fake = await dial(net, ingrid, net.account("alice").key)  # Alice's own key, by hand
+            fake.send(m.VirtualClose(gid, 2, ETHER, 3 * ETHER, sig_a, sig_b))  # signed as a non-final state
+            assert (await answer(fake)).code == m.ErrorCode.INVALID_SIGNATURE
+            fake.send(m.VirtualClose(gid, 2, ETHER, 4 * ETHER, sig_a, sig_b))
+            assert (await answer(fake)).code == m.ErrorCode.BALANCES_NOT_CONSERVED
+            assert ingrid.virtual.record(gid).seen == ()
+            assert not ingrid.virtual.info(gid).settled
+    run(scenario())
