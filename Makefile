@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export SOLCX_BINARY_PATH := $(CURDIR)/.solc
 SOLC_VERSION := $(shell sed -n 's/.*"solc": "\(.*\)".*/\1/p' package.json)
 
-.PHONY: demo test bench bench-updates build devnet setup browser clean
+.PHONY: demo test bench bench-updates bench-virtual build devnet setup browser clean
 
 demo: setup
 	$(VENV)/bin/perun demo
@@ -22,6 +22,9 @@ bench: setup
 
 bench-updates: setup
 	$(PY) -m benchmarks.updates
+
+bench-virtual: setup
+	$(PY) -m benchmarks.virtual
 
 build: setup
 	$(VENV)/bin/perun compile

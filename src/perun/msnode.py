@@ -32,7 +32,7 @@ from perun.chain.channels import Receipt
 from perun.chain.multistate import MSContract
 from perun.core import msmachine as ms
 from perun.core.apps import App, AppState, Context, app_named
-from perun.core.channel import ETH, Params
+from perun.core.channel import ETH, Params, checksum
 from perun.core.machine import Role, Stage
 from perun.core.msmachine import Duty, Kind, MSProposal, MSRecord, Signed
 from perun.core.multistate import ChannelState, NanocontractState, nanocontract_id
@@ -105,7 +105,7 @@ class Multistate:
         self._acks: dict[tuple[bytes, bytes], asyncio.Future] = {}  # (channel, slot) -> the proposal's outcome
 
     def _app_of(self, address: str) -> App:
-        return self.apps[to_checksum_address(address)]
+        return self.apps[checksum(address)]
 
     # ================================================================== the API
 

@@ -33,7 +33,7 @@ from perun.chain.backend import Chain, EmbeddedChain
 from perun.chain.channels import ChannelsContract
 from perun.chain.payment import PaymentContract, Receipt
 from perun.core import machine, msmachine
-from perun.core.channel import ETH, Params, PaymentState, Phase
+from perun.core.channel import ETH, Params, PaymentState, Phase, checksum
 from perun.core.machine import ChannelRecord, Proposal, Role, Stage
 from perun.core.msmachine import MSRecord, Signed
 from perun.core.multistate import NanocontractState
@@ -474,7 +474,11 @@ class Node:
                         except errors.ChainError as exc:  # the update is then refused as WRONG_STAGE
                             log.warning("%s: chain poll failed: %s", self.name, exc)
                     now = None
-                    if isinstance(message, _MS_UPDATES):  # the receiver's clock for the app's rules
+                    if isinstance(message, m.NanocontractCreate):
+                        # No app's rule for a new nanocontract depends on the time; a virtual
+                        # channel's validity bound has Δ to spare: the last poll's block will do.
+                        now = self.watcher.chain_time
+                    elif isinstance(message, _MS_UPDATES):  # the receiver's clock for the app's rules
                         now = await self.on_chain(self.chain.timestamp)
                     self._handle(conn, message, now)
                 except errors.ValidationError as exc:
@@ -690,7 +694,7 @@ class Node:
         return _info(self.channel(cid))
 
     def _connection(self, peer: str) -> Connection:
-        conn = self.peers.get(to_checksum_address(peer))
+        conn = self.peers.get(checksum(peer))
         if conn is None or conn.closed:
             raise errors.PeerUnavailable(f"not connected to {peer}: connect first")
         return conn

@@ -382,7 +382,7 @@ def _ms_record_from_json(text: str) -> MSRecord:
 
 def _virtual_to_json(rec: VirtualRecord) -> str:
     return json.dumps({
-        "data": rec.data.storage().hex(),
+        "data": rec.data.storage.hex(),
         "position": rec.position.name,
         "halves": [{"side": h.side, "ledger": h.ledger.hex(), "nid": h.nid.hex()} for h in rec.halves],
         "channel": _record_json(rec.channel) if rec.channel is not None else None,

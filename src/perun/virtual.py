@@ -123,7 +123,7 @@ class Virtual:
         initial = vc.initial(self.node.address, rec.peer, bob, ledger, ledger_b, deposit, peer_deposit, validity,
                              window, secrets.randbits(64), SIDE_A, int(rec.role))
         v = vc.decode(initial.data)
-        vr.check_half(v, rec, ledger, self.node.address, await self.node.on_chain(self.node.chain.timestamp))
+        vr.check_half(v, rec, ledger, self.node.address, self.node.watcher.chain_time)
         await self.ms.create(ledger, APP, initial)
         return v.id
 
@@ -312,20 +312,18 @@ class Virtual:
             rec = vr.new_record(v, position, half, self.domain)
         else:
             rec = vr.with_half(held, half)
-        self.node.save(virtual_records=[rec])
+        then = None
         if rec.position is Position.INGRID and v.side == SIDE_B and v.id in self._waiting:
             conn, msg = self._waiting.pop(v.id)
-            self.node._spawn(self._countersign_a(conn, msg))
+            then = lambda: self._countersign_a(conn, msg)  # noqa: E731
+        self.node.save(virtual_records=[rec], then=then)
 
-    async def _countersign_a(self, conn: Connection, msg: m.NanocontractCreate) -> None:
-        """Message 4: Ingrid countersigns the ν_a she held, now that ν_b is signed by both."""
-        node = self.node
-        await node.save()  # ν_b's record is durable first
-        now = await node.on_chain(node.chain.timestamp)
+    def _countersign_a(self, conn: Connection, msg: m.NanocontractCreate) -> None:
+        """Message 4: Ingrid countersigns the ν_a she held, now that ν_b is durably signed by both."""
         try:
-            self.ms.handle(conn, msg, now)
+            self.ms.handle(conn, msg, self.node.watcher.chain_time)
         except errors.ValidationError as exc:
-            node._refuse(conn, exc, msg.TYPE, msg.channel_id, msg.version)
+            self.node._refuse(conn, exc, msg.TYPE, msg.channel_id, msg.version)
 
     # ------------------------------------------------------------------ closing
 

@@ -16,13 +16,14 @@ InvalidNanocontract where it would check a signature.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import ClassVar
 
 from eth_utils import keccak, to_checksum_address
 
 from perun import errors
 from perun.core.apps import ALICE, BOB, AppState, Context, checked_add, word
-from perun.core.channel import PaymentState
+from perun.core.channel import PaymentState, checksum
 from perun.core.eip712 import Domain, recover, sign
 
 SETTLE = 0
@@ -53,7 +54,7 @@ def _w(value: int) -> bytes:
 
 
 def _address_word(address: str) -> bytes:
-    return bytes(12) + bytes.fromhex(to_checksum_address(address)[2:])
+    return bytes(12) + bytes.fromhex(checksum(address)[2:])
 
 
 # --------------------------------------------------------------------------- virtual states
@@ -137,7 +138,7 @@ class VirtualChannelData:
     balance_alice: int
     balance_bob: int
 
-    @property
+    @cached_property  # a keccak and three checksummed addresses: nodes look it up on every update
     def id(self) -> bytes:
         """γ's id, the same in both halves."""
         return keccak(b"".join(_address_word(a) for a in (self.alice, self.ingrid, self.bob))
@@ -159,6 +160,7 @@ class VirtualChannelData:
         """The stored (highest submitted) state, as a non-final VirtualState."""
         return VirtualState(self.id, self.version, self.balance_alice, self.balance_bob)
 
+    @cached_property
     def storage(self) -> bytes:
         """These fields as the app's 15-word storage (`encode`)."""
         return encode(self.alice, self.ingrid, self.bob, self.channel_a, self.channel_b, self.cash_alice,
@@ -206,7 +208,7 @@ def _try_decode(data: bytes) -> VirtualChannelData | None:
             or version > UINT64_MAX or balance_alice > AMOUNT_MAX or balance_bob > AMOUNT_MAX:
         return None
     return VirtualChannelData(
-        *(to_checksum_address(a.to_bytes(20, "big")) for a in (alice, ingrid, bob)), data[96:128], data[128:160],
+        *(checksum(a.to_bytes(20, "big")) for a in (alice, ingrid, bob)), data[96:128], data[128:160],
         cash_alice, cash_bob, validity, window, nonce, side, end_role, version, balance_alice, balance_bob)
 
 
@@ -289,7 +291,7 @@ def _signed_by(digest_: bytes, v: int, r: bytes, s: bytes, expected: str) -> boo
     if v not in (27, 28):  # ecrecover's only v; recover() checks s (0 < s <= n/2), r and the point
         return False
     try:
-        return recover(digest_, r + s + bytes([v])) == to_checksum_address(expected)
+        return recover(digest_, r + s + bytes([v])) == checksum(expected)
     except errors.InvalidSignature:
         return False
 
