@@ -135,14 +135,15 @@ class Multistate:
         rec = ms.new_record(params, self.domain, Role.ALICE, Stage.PROPOSED)
         return await node._open_channel(conn, rec, m.ProposeMultistate.of(params), timeout)
 
-    async def create(self, cid: bytes, app: str, initial: AppState) -> bytes:
+    async def create(self, cid: bytes, app: str, initial: AppState, fee: int = 0) -> bytes:
         """Creates a nanocontract of `app` (a name, as in Deployment.apps) holding `initial`, with
-        the peer; returns its nid once the peer has countersigned."""
+        the peer, paying it `fee` of this node's cash at the same time; returns its nid once the
+        peer has countersigned."""
         if app not in self.app_address:
             raise errors.InvalidNanocontract(f"this node knows no app {app!r}; it knows {', '.join(self.app_address)}")
         self.apps[self.app_address[app]].check_initial(initial)
         rec = self.channel(cid)
-        new, proposal = ms.create(rec, self.app_address[app], initial, self.node.key)
+        new, proposal = ms.create(rec, self.app_address[app], initial, self.node.key, fee)
         await self._propose(rec, new, proposal)
         return proposal.nid
 
@@ -367,12 +368,12 @@ class Multistate:
                                           AppState(msg.blocked_alice, msg.blocked_bob, 0, 0, msg.data))
             if msg.version == rec.state.version:
                 again = MSProposal(Kind.CREATE, nid, channel=rec.state, nanocontract=nc,
-                                   sig_channel=msg.sig_channel, sig_nanocontract=msg.sig_nanocontract)
+                                   sig_channel=msg.sig_channel, sig_nanocontract=msg.sig_nanocontract, fee=msg.fee)
                 return again, _adopted(rec, again)
             _check_prev(msg.prev, rec.state.version, "channel")
-            channel = replace(rec.state.fund(nc), version=msg.version)
-            return MSProposal(Kind.CREATE, nid, channel=channel, nanocontract=nc, sig_channel=msg.sig_channel,
-                              sig_nanocontract=msg.sig_nanocontract), None
+            paid = rec.state.fund(nc).transfer(msg.fee, from_alice=rec.role is Role.BOB)
+            return MSProposal(Kind.CREATE, nid, channel=replace(paid, version=msg.version), nanocontract=nc,
+                              sig_channel=msg.sig_channel, sig_nanocontract=msg.sig_nanocontract, fee=msg.fee), None
         assert isinstance(msg, m.NanocontractAbsorb)
         if msg.version == rec.state.version:
             again = MSProposal(Kind.ABSORB, msg.nid, channel=rec.state, sig_channel=msg.sig_channel)
@@ -523,7 +524,7 @@ def _message(p: MSProposal) -> m.Message:
     if p.kind is Kind.CREATE:
         nc, ch = p.nanocontract, p.channel
         return m.NanocontractCreate(ch.channel_id, ch.version, p.prev, nc.app, nc.blocked_alice, nc.blocked_bob,
-                                    nc.storage, p.sig_channel, p.sig_nanocontract)
+                                    p.fee, nc.storage, p.sig_channel, p.sig_nanocontract)
     if p.kind is Kind.CALL:
         nc = p.nanocontract
         return m.NanocontractCall(nc.channel_id, p.nid, nc.version, p.prev, p.fun, p.z, p.sig_nanocontract)

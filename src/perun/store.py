@@ -312,7 +312,7 @@ def _ms_proposal_json(p: MSProposal) -> dict[str, Any]:
             "channel": _ms_state_json(p.channel) if p.channel is not None else None,
             "nanocontract": _ms_state_json(p.nanocontract) if p.nanocontract is not None else None,
             "fun": p.fun, "z": p.z.hex(), "sig_channel": p.sig_channel.hex(),
-            "sig_nanocontract": p.sig_nanocontract.hex(), "prev": p.prev}
+            "sig_nanocontract": p.sig_nanocontract.hex(), "prev": p.prev, "fee": str(p.fee)}
 
 
 def _ms_proposal_from(channel_id: bytes, d: dict[str, Any]) -> MSProposal:
@@ -326,6 +326,7 @@ def _ms_proposal_from(channel_id: bytes, d: dict[str, Any]) -> MSProposal:
         sig_channel=bytes.fromhex(d["sig_channel"]),
         sig_nanocontract=bytes.fromhex(d["sig_nanocontract"]),
         prev=d["prev"],
+        fee=int(d.get("fee", 0)),  # absent in stores written before fees
     )
 
 

@@ -50,11 +50,13 @@ APP = "VirtualChannel"
 
 @dataclass(frozen=True)
 class HubPolicy:
-    """What a node serving as Ingrid accepts. `capacity` bounds her cash blocked in live virtual
-    channels at once (she blocks cashAlice + cashBob for each), `max_channels` their number;
-    `accept` may refuse any other γ; `fast_close` False makes her refuse fast closes (the ends
-    then settle on chain after validity)."""
+    """What a node serving as Ingrid accepts. `fee` is what she charges per virtual channel, paid
+    by Alice in the same channel state that funds ν_a; `capacity` bounds her cash blocked in live
+    virtual channels at once (she blocks cashAlice + cashBob for each), `max_channels` their
+    number; `accept` may refuse any other γ; `fast_close` False makes her refuse fast closes (the
+    ends then settle on chain after validity)."""
 
+    fee: int = 0
     capacity: int | None = None
     max_channels: int | None = None
     accept: Callable[[VirtualChannelData], bool] = lambda v: True
@@ -113,18 +115,19 @@ class Virtual:
         return self._info(self.record(gid))
 
     async def open(self, ledger: bytes, bob: str, ledger_b: bytes, deposit: int, peer_deposit: int, validity: int,
-                   window: int) -> bytes:
+                   window: int, fee: int = 0) -> bytes:
         """Opens γ with `bob` through the peer of this node's multistate channel `ledger` (Ingrid),
         whose channel with Bob is `ledger_b` (Bob tells it, as a route hint). This node blocks
         `deposit` in `ledger`, Bob `peer_deposit` in his; γ must close by `validity` (a chain
-        time), and each end then has `window` seconds to submit its latest state. Returns γ's
-        id once Ingrid has countersigned ν_a, which she does once Bob has countersigned ν_b."""
+        time), and each end then has `window` seconds to submit its latest state. `fee` is paid
+        to Ingrid with ν_a (her HubPolicy says how much). Returns γ's id once Ingrid has
+        countersigned ν_a, which she does once Bob has countersigned ν_b."""
         rec = self.ms.channel(ledger)
         initial = vc.initial(self.node.address, rec.peer, bob, ledger, ledger_b, deposit, peer_deposit, validity,
                              window, secrets.randbits(64), SIDE_A, int(rec.role))
         v = vc.decode(initial.data)
         vr.check_half(v, rec, ledger, self.node.address, self.node.watcher.chain_time)
-        await self.ms.create(ledger, APP, initial)
+        await self.ms.create(ledger, APP, initial, fee)
         return v.id
 
     async def close(self, gid: bytes, timeout: float | None = None) -> tuple[int, int]:
@@ -254,7 +257,7 @@ class Virtual:
         if v.id in self._waiting:
             self._waiting[v.id] = (conn, msg)  # Alice repeated it after a reconnection
             return True
-        self._check_hub(v)
+        self._check_hub(v, proposal.fee)
         # Everything else Ingrid checks on ν_a before she commits anything to ν_b.
         self.ms.check_proposal(ledger, proposal, now)
         ledger_b = self.ms.records.get(v.channel_b)
@@ -266,10 +269,12 @@ class Virtual:
         self.node._spawn(self._propose_b(v.id, ledger_b.channel_id, half_b))
         return True
 
-    def _check_hub(self, v: VirtualChannelData) -> None:
+    def _check_hub(self, v: VirtualChannelData, fee: int) -> None:
         hub = self.hub
         if hub is None:
             raise errors.ChannelRefused("this node does not serve virtual channels (no HubPolicy)")
+        if fee < hub.fee:
+            raise errors.ChannelRefused(f"Ingrid charges a fee of {hub.fee} per virtual channel, not {fee}")
         live = [r for r in self.records.values() if r.position is Position.INGRID and not self.settled(r)]
         if hub.max_channels is not None and len(live) + len(self._waiting) >= hub.max_channels:
             raise errors.ChannelRefused(f"Ingrid serves at most {hub.max_channels} virtual channels at once")

@@ -369,3 +369,25 @@ def test_a_bad_final_state_is_refused_by_ingrid_and_changes_nothing(net):
             assert ingrid.virtual.record(gid).seen == ()
             assert not ingrid.virtual.info(gid).settled
     run(scenario())
+
+
+def test_ingrid_charges_her_fee_with_nu_a_and_refuses_less(net):
+    async def scenario():
+        async with triangle(net, hub=HubPolicy(fee=ETHER // 100)) as (alice, ingrid, bob, a, b):
+            validity = net.chain.timestamp() + VALIDITY_IN
+            before = ledger_states((alice, a), (ingrid, a))
+            with pytest.raises(errors.PeerRejected) as refused:
+                await alice.virtual.open(a, bob.address, b, 2 * ETHER, 0, validity, WINDOW, fee=ETHER // 200)
+            assert refused.value.code is m.ErrorCode.CHANNEL_REFUSED and "fee of 10000000000000000" in refused.value.reason
+            assert ledger_states((alice, a), (ingrid, a)) == before
+            gid = await alice.virtual.open(a, bob.address, b, 2 * ETHER, 0, validity, WINDOW, fee=ETHER // 100)
+            # One channel state blocks Alice's 2 ether in ν_a and pays Ingrid her fee.
+            assert cash(alice, a) == (8 * ETHER - ETHER // 100, 10 * ETHER + ETHER // 100)
+            await alice.pay(gid, ETHER)
+            await alice.virtual.close(gid)
+            await ingrid.wait_for(b, lambda r: not r.nanocontracts)
+            await ingrid.wait_for(a, lambda r: not r.nanocontracts)
+            return cash(ingrid, a)[0] + cash(ingrid, b)[0], cash(alice, a)[0], cash(bob, b)[0]
+    ingrid_cash, alice_cash, bob_cash = run(scenario())
+    assert ingrid_cash == 20 * ETHER + ETHER // 100  # her deposits and her fee: nothing gained or lost on γ
+    assert (alice_cash, bob_cash) == (9 * ETHER - ETHER // 100, 11 * ETHER)

@@ -303,3 +303,21 @@ def test_a_closing_channel_waits_for_a_nanocontracts_settle_by() -> None:
     early = apply_event(closing, "NanocontractRegistered", {"nid": nid, "version": 0, "windowEnd": 1_500, "settleBy": 5})
     assert duties(early, end - 1) == ((Duty.EXECUTE, nid),)
     assert duties(early, end) == ((Duty.FINALIZE, b""),)
+
+
+def test_a_fee_moves_with_the_creation_and_the_receiver_recomputes_it() -> None:
+    alice, bob = pair()
+    fee_lock = lambda r, k: create(r, HTLC, htlc.initial(ALICE, 30, htlc.hashlock_of(PREIMAGE), NOW + 100), k, 5)  # noqa: E731
+    alice, bob, made = exchange(alice, bob, fee_lock, A.key, B.key)
+    assert alice.state == bob.state and (alice.state.cash_alice, alice.state.cash_bob) == (65, 55)
+    # Bob pays Alice a fee with his own creation, in the other direction.
+    bob, alice, _ = exchange(bob, alice, lambda r, k: create(r, HTLC, htlc.initial(BOB, 10, b"\x01" * 32, NOW + 9), k, 7),
+                             B.key, A.key)
+    assert (alice.state.cash_alice, alice.state.cash_bob) == (72, 38)
+    # A proposal whose fee is not the one its channel state was signed with is refused.
+    _, proposal = fee_lock(alice, A.key)
+    with pytest.raises(errors.InvalidSignature):
+        receive(bob, replace(proposal, fee=6, channel=replace(proposal.channel, cash_alice=36, cash_bob=44)),
+                app_of, NOW, B.key)
+    with pytest.raises(errors.AmountOutOfRange):
+        create(alice, HTLC, htlc.initial(ALICE, 30, htlc.hashlock_of(PREIMAGE), NOW + 100), A.key, 43)

@@ -71,9 +71,10 @@ def app_of(address: str):
     return {HTLC: APPS["HashTimeLock"]}[address]
 
 
-def lock(rec: ms.MSRecord) -> tuple[ms.MSRecord, ms.MSProposal]:
-    """Alice locks 2**100 for Bob."""
-    return ms.create(rec, HTLC, htlc.initial(APP_ALICE, 2**100, htlc.hashlock_of(PREIMAGE), NOW + 100), ALICE.key)
+def lock(rec: ms.MSRecord, fee: int = 0) -> tuple[ms.MSRecord, ms.MSProposal]:
+    """Alice locks 2**100 for Bob (and pays him `fee`)."""
+    initial = htlc.initial(APP_ALICE, 2**100, htlc.hashlock_of(PREIMAGE), NOW + 100)
+    return ms.create(rec, HTLC, initial, ALICE.key, fee)
 
 
 def claim(rec: ms.MSRecord, nid: bytes) -> tuple[ms.MSRecord, ms.MSProposal]:
@@ -103,7 +104,7 @@ def busy_ms_record() -> ms.MSRecord:
     alice, bob, first = exchange(lock(alice), bob, BOB.key)
     alice, bob, second = exchange(lock(alice), bob, BOB.key)
     bob, alice, _ = exchange(claim(bob, first.nid), alice, ALICE.key)
-    _, created = lock(alice)
+    _, created = lock(alice, fee=2**99)
     _, reclaimed = reclaim(alice, second.nid)
     _, absorbed = ms.absorb(bob, first.nid, BOB.key)
     bob, claimed = claim(bob, second.nid)

@@ -25,8 +25,8 @@ SAMPLES = [
     m.Reestablish(CID, 6, 7),
     m.StateSync(CID, 7, 1, 2, False, SIG, SIG),
     m.ProposeMultistate("0x" + "12" * 20, "0x" + "56" * 20, "0x" + "00" * 20, 10**18, 5, 3600, 2**256 - 1),
-    m.NanocontractCreate(CID, 3, 2, APP, 2**128 - 1, 0, b"\xff" * m.MAX_BYTES, SIG, SIG),
-    m.NanocontractCreate(CID, 1, 0, APP, 0, 1, b"", SIG, SIG),
+    m.NanocontractCreate(CID, 3, 2, APP, 2**128 - 1, 0, 7, b"\xff" * m.MAX_BYTES, SIG, SIG),
+    m.NanocontractCreate(CID, 1, 0, APP, 0, 1, 0, b"", SIG, SIG),
     m.NanocontractCall(CID, NID, 2**64 - 1, 2**64 - 2, 255, b"\x42" * m.MAX_BYTES, SIG),
     m.NanocontractCall(CID, NID, 1, 0, 0, b"", SIG),
     m.NanocontractAbsorb(CID, NID, 4, 3, SIG),
@@ -96,7 +96,7 @@ def test_bytes_fields_are_bounded():
         m.decode(m.PROTOCOL_VERSION, m.NanocontractCall.TYPE, body)
     with pytest.raises(errors.MalformedMessage, match="truncated"):  # the length says more than there is
         m.decode(m.PROTOCOL_VERSION, m.NanocontractCall.TYPE, head + struct.pack(">H", 70) + SIG)
-    largest = m.NanocontractCreate(CID, 1, 0, APP, 1, 1, bytes(m.MAX_BYTES), SIG, SIG).encode()
+    largest = m.NanocontractCreate(CID, 1, 0, APP, 1, 1, 2**256 - 1, bytes(m.MAX_BYTES), SIG, SIG).encode()
     assert len(largest) - 4 <= m.MAX_FRAME
 
 

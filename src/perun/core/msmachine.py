@@ -69,6 +69,7 @@ class MSProposal:
     sig_channel: bytes = b""
     sig_nanocontract: bytes = b""
     prev: int = 0  # the version of the slot's state it builds on (versions skip burned ones)
+    fee: int = 0  # CREATE: cash the proposer pays the receiver in the same channel state
 
     @property
     def slot(self) -> bytes:
@@ -151,15 +152,16 @@ AppOf = Callable[[str], App]  # the app mirror for an app address; KeyError if u
 # ---------------------------------------------------------------------- proposer
 
 
-def create(rec: MSRecord, app: str, initial: AppState, key: bytes) -> tuple[MSRecord, MSProposal]:
-    """Propose a new nanocontract of `app` holding `initial` (what it blocks of each party)."""
+def create(rec: MSRecord, app: str, initial: AppState, key: bytes, fee: int = 0) -> tuple[MSRecord, MSProposal]:
+    """Propose a new nanocontract of `app` holding `initial` (what it blocks of each party),
+    paying the peer `fee` of this party's cash with it (an intermediary's fee, say)."""
     _check_open(rec)
     _check_slot_free(rec, b"")
     version = max(rec.channel_signed, rec.state.version) + 1
     nc = NanocontractState.create(rec.channel_id, nanocontract_id(rec.channel_id, version), app, initial)
-    channel = replace(rec.state.fund(nc), version=version)
+    channel = replace(rec.state.fund(nc).transfer(fee, from_alice=rec.role is Role.ALICE), version=version)
     proposal = MSProposal(Kind.CREATE, nc.nid, channel=channel, nanocontract=nc, sig_channel=_sign(rec, channel, key),
-                          sig_nanocontract=_sign(rec, nc, key), prev=rec.state.version)
+                          sig_nanocontract=_sign(rec, nc, key), prev=rec.state.version, fee=fee)
     return _proposed(rec, proposal), proposal
 
 
@@ -300,9 +302,9 @@ def _expected_create(
     mine = nc.blocked_alice if rec.role is Role.ALICE else nc.blocked_bob
     if mine and not consents(nc):
         raise errors.BalanceDecreased(f"the nanocontract would block {mine} of this party's cash")
-    channel = replace(rec.state.fund(nc), version=p.channel.version)
+    channel = replace(rec.state.fund(nc).transfer(p.fee, from_alice=rec.role is Role.BOB), version=p.channel.version)
     check_channel_state(rec.params, channel, rec.channel_id)
-    return MSProposal(Kind.CREATE, nc.nid, channel=channel, nanocontract=nc)
+    return MSProposal(Kind.CREATE, nc.nid, channel=channel, nanocontract=nc, fee=p.fee)
 
 
 def _expected_call(rec: MSRecord, p: MSProposal, app_of: AppOf, now: int) -> MSProposal:

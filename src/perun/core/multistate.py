@@ -133,6 +133,17 @@ class ChannelState:
         return ChannelState(self.channel_id, self.version + 1, self.cash_alice - alice, self.cash_bob - bob,
                             tuple(fundings))
 
+    def transfer(self, amount: int, *, from_alice: bool) -> ChannelState:
+        """The same version with `amount` of one party's cash moved to the other's: a fee paid
+        with the creation of a nanocontract (the only payment a multistate channel makes)."""
+        _amount("fee", amount)
+        payer = self.cash_alice if from_alice else self.cash_bob
+        if amount > payer:
+            raise errors.AmountOutOfRange(f"a fee of {amount} exceeds the payer's cash {payer}")
+        if from_alice:
+            return replace(self, cash_alice=self.cash_alice - amount, cash_bob=self.cash_bob + amount)
+        return replace(self, cash_alice=self.cash_alice + amount, cash_bob=self.cash_bob - amount)
+
     def absorb(self, nanocontract: NanocontractState) -> ChannelState:
         """The next version, with terminated `nanocontract` removed and what it released back in
         the parties' cash."""

@@ -286,18 +286,19 @@ class StateSync(Message):
 class NanocontractCreate(Message):
     """A new nanocontract of `app`, blocking `blocked_alice` / `blocked_bob` and holding `data`
     as its storage: the proposer's signatures on the channel state at `version` (built on channel
-    version `prev`) that funds it, and on the nanocontract at version 0, whose nid is
-    nanocontract_id(channel_id, version). The receiver rebuilds both from its own latest channel
-    state."""
+    version `prev`) that funds it and moves `fee` of the proposer's cash to the receiver, and on
+    the nanocontract at version 0, whose nid is nanocontract_id(channel_id, version). The
+    receiver rebuilds both from its own latest channel state."""
 
     TYPE = 11
-    LAYOUT = ("b32", "u64", "u64", "addr", "u256", "u256", "bytes", "sig", "sig")
+    LAYOUT = ("b32", "u64", "u64", "addr", "u256", "u256", "u256", "bytes", "sig", "sig")
     channel_id: bytes
     version: int
     prev: int
     app: str
     blocked_alice: int
     blocked_bob: int
+    fee: int
     data: bytes
     sig_channel: bytes
     sig_nanocontract: bytes
