@@ -391,3 +391,23 @@ def test_ingrid_charges_her_fee_with_nu_a_and_refuses_less(net):
     ingrid_cash, alice_cash, bob_cash = run(scenario())
     assert ingrid_cash == 20 * ETHER + ETHER // 100  # her deposits and her fee: nothing gained or lost on γ
     assert (alice_cash, bob_cash) == (9 * ETHER - ETHER // 100, 11 * ETHER)
+
+
+def test_an_end_killed_after_countersigning_disputes_with_that_state_after_its_restart(net):
+    async def scenario():
+        async with triangle(net, response_timeout=1.0) as (alice, ingrid, bob, a, b):
+            gid, validity = await opened(net, alice, bob, a, b)
+            bob.crash_at = "update-countersigned"  # version 3 stored by Bob, not acknowledged
+            with pytest.raises(errors.PeerUnavailable):
+                await alice.pay(gid, ETHER // 2)
+            await alice.stop()  # and Alice is gone for good, holding version 2 signed by both
+            async with net.running("bob", port=bob.port, accept_virtual=lambda v: True) as (bob,):
+                await bob.wait_connected(ingrid.address)
+                # Ingrid registers both halves, ν_b a block after ν_a: its window ends at validity + 1.
+                for t in (validity - DELTA - 1, validity, validity + 1, validity + WINDOW, validity + 2 * WINDOW):
+                    await at(net, t, ingrid, bob)
+                latest = (3, ETHER // 2, 3 * ETHER + ETHER // 2)
+                assert stored(net, half(bob, gid, 1)) == latest  # Bob's submission
+                assert stored(net, half(ingrid, gid, 0)) == latest  # Ingrid's copy to ν_a
+                assert bob.virtual.info(gid).settled and ingrid.virtual.info(gid).settled
+    run(scenario())

@@ -150,3 +150,14 @@ def test_a_half_is_registered_from_validity_minus_delta_minus_one() -> None:
     with pytest.raises(errors.WrongStage):
         vr.live_for_updates(rec, VALIDITY)
     vr.live_for_updates(rec, VALIDITY - 1)
+
+
+def test_a_state_of_one_virtual_channel_is_worthless_in_another() -> None:
+    one, other = half_a(), half_a(nonce=10)  # the same parties, channels and cash
+    state = signed(one, 1, 2)
+    ingrid = vr.new_record(other, Position.INGRID, Half(SIDE_A, A_ID, b"\x01" * 32), DOMAIN)
+    with pytest.raises(errors.WrongChannel):
+        vr.check_seen(ingrid, state, DOMAIN)
+    moved = replace(state, state=replace(state.state, channel_id=other.id))
+    with pytest.raises(errors.InvalidSignature):
+        vr.check_seen(ingrid, moved, DOMAIN)
