@@ -333,7 +333,8 @@ class Multistate:
     def _virtual_half(self, proposal: MSProposal) -> bool:
         """The proposal creates a half of a virtual channel (perun.virtual)."""
         virtual = self.node.virtual
-        return virtual is not None and proposal.kind is Kind.CREATE and virtual.is_half(proposal.nanocontract)  # type: ignore[arg-type]
+        nc = proposal.nanocontract
+        return virtual is not None and proposal.kind is Kind.CREATE and nc is not None and virtual.is_half(nc)
 
     def _consents(self, rec: MSRecord) -> Callable[[NanocontractState], bool]:
         """Whether this party lets a nanocontract the peer creates block its cash."""
@@ -460,7 +461,7 @@ class Multistate:
         ctx = Context(int(rec.role), await node.on_chain(node.chain.timestamp) + 1, registered.since)
         wanted = [(i.fun, i.z) for i in rec.intents if i.nid == nid]
         if node.virtual is not None:
-            wanted += await node.virtual.submission(rec, nid, registered.storage, ctx.time)
+            wanted += await node.virtual.submission(rec, nid, registered, ctx.time)
         wanted += [(fun, b"") for fun in app.automatic]
         for fun, z in wanted:
             try:

@@ -31,7 +31,7 @@ from perun.core import machine
 from perun.core import virtual as vr
 from perun.core.apps import virtualchannel as vc
 from perun.core.apps.virtualchannel import SIDE_A, SIDE_B, VirtualChannelData
-from perun.core.channel import PaymentState
+from perun.core.channel import PaymentState, checksum
 from perun.core.machine import Stage
 from perun.core.msmachine import MSProposal, MSRecord
 from perun.core.multistate import NanocontractState
@@ -41,6 +41,7 @@ from perun.wire.transport import Connection
 
 if TYPE_CHECKING:
     from perun.chain.channels import Event
+    from perun.chain.multistate import RegisteredNanocontract
     from perun.node import Node
 
 log = logging.getLogger("perun.node")
@@ -278,7 +279,8 @@ class Virtual:
         live = [r for r in self.records.values() if r.position is Position.INGRID and not self.settled(r)]
         if hub.max_channels is not None and len(live) + len(self._waiting) >= hub.max_channels:
             raise errors.ChannelRefused(f"Ingrid serves at most {hub.max_channels} virtual channels at once")
-        blocked = sum(r.data.cash_alice + r.data.cash_bob for r in live)
+        opening = [vc.decode(msg.data) for _, msg in self._waiting.values()]
+        blocked = sum(v.cash_alice + v.cash_bob for v in [*(r.data for r in live), *opening])
         if hub.capacity is not None and blocked + v.cash_alice + v.cash_bob > hub.capacity:
             raise errors.ChannelRefused(f"Ingrid's capacity {hub.capacity} would be exceeded ({blocked} blocked)")
         if not hub.accept(v):
@@ -396,13 +398,13 @@ class Virtual:
 
     # ================================================================== the chain
 
-    async def submission(self, ledger: MSRecord, nid: bytes, storage: bytes, now: int) -> list[tuple[int, bytes]]:
+    async def submission(self, ledger: MSRecord, nid: bytes, registered: RegisteredNanocontract,
+                         now: int) -> list[tuple[int, bytes]]:
         """What the watcher may execute on registered nanocontract `nid` of `ledger` if it is a half
         of γ: SETTLE with this party's state (perun.core.virtual.submission)."""
-        try:
-            stored = vc.decode(storage)
-        except errors.PerunError:
+        if checksum(registered.app) != self.app_address:
             return []
+        stored = vc.decode(registered.storage)
         rec = self.records.get(stored.id)
         half = rec.half(stored.side) if rec is not None else None
         if rec is None or half is None or half.nid != nid or half.ledger != ledger.channel_id:
@@ -442,7 +444,8 @@ class Virtual:
         changed: dict[bytes, VirtualRecord] = {}
         halves = {h.nid: rec.id for rec in self.records.values() if rec.position is Position.INGRID for h in rec.halves}
         for event in events:
-            if event.name != "NanocontractExecuted" or event.args["nid"] not in halves or event.args["fun"] != vc.SETTLE:
+            settled = event.name == "NanocontractExecuted" and event.args["fun"] == vc.SETTLE
+            if not settled or event.args["nid"] not in halves:
                 continue
             call = await self.node.on_chain(self.ms.contract.executed_call, event.tx_hash)
             if call is None:
