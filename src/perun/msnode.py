@@ -103,6 +103,7 @@ class Multistate:
                                         f"not of {self.domain.verifying_contract}")
             self.records[rec.channel_id] = rec
         self._acks: dict[tuple[bytes, bytes], asyncio.Future] = {}  # (channel, slot) -> the proposal's outcome
+        self._idle: dict[tuple[bytes, bytes], tuple] = {}  # (channel, nid) -> what _execute_due found nothing for
 
     def _app_of(self, address: str) -> App:
         return self.apps[checksum(address)]
@@ -455,6 +456,12 @@ class Multistate:
         """Executes what this party intends for `nid`, else an automatic function, if the app
         allows it now: the mirror runs on the chain's state first, so nothing is sent in vain."""
         node = self.node
+        # What may be executed changes only with a new block, an intent, or (a virtual channel's
+        # half) a new state: until then a look that found nothing is not repeated.
+        inputs = (node.store.last_block(), tuple(i for i in rec.intents if i.nid == nid),
+                  node.virtual.holding(nid) if node.virtual is not None else None)
+        if self._idle.get((rec.channel_id, nid)) == inputs:
+            return
         registered = await node.on_chain(self.contract.nanocontract, rec.channel_id, nid)
         app = self._app_of(registered.app)
         state = registered.state(rec.channel_id, nid).app_state()
@@ -472,6 +479,7 @@ class Multistate:
                      next((n for n, f in app.functions.items() if f == fun), fun))
             await self.execute(rec.channel_id, nid, fun, z)
             return
+        self._idle[(rec.channel_id, nid)] = inputs
 
     # ------------------------------------------------------------------ info
 

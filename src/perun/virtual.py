@@ -198,6 +198,10 @@ class Virtual:
 
     # ================================================================== the node's hooks
 
+    def holding(self, nid: bytes) -> VirtualRecord | None:
+        """The record of the γ that nanocontract `nid` is a half of, if any."""
+        return next((r for r in self.records.values() if any(h.nid == nid for h in r.halves)), None)
+
     def channel_record(self, gid: bytes) -> machine.ChannelRecord | None:
         """γ's update record, for the node's payment-channel update path (an end's only)."""
         rec = self.records.get(gid)

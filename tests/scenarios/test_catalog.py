@@ -37,11 +37,24 @@ def test_the_catalog_has_what_the_issue_asks_for() -> None:
     assert names == {"cooperative-close", "unilateral-close", "stale-close-refuted", "offline-back-in-time",
                      "offline-back-too-late", "seed-asymmetry", "unconfirmed-refund", "crash-mid-update",
                      "replay-and-forgery", "erc20-channel", "tictactoe-timeout", "stale-nanocontract-refuted",
-                     "close-with-live-nanocontracts", "conditional-payments"}
-    kinds = {p.stem: {c.kind for c in load(p).channels.values()} for p in CATALOG}
-    assert [name for name, k in kinds.items() if "multistate" in k] == [
+                     "close-with-live-nanocontracts", "conditional-payments", "virtual-fast-close",
+                     "virtual-close-refused", "virtual-ingrid-offline", "virtual-stale-state", "virtual-silent-end",
+                     "virtual-ledger-closed"}
+    scenarios = {p.stem: load(p) for p in CATALOG}
+    assert [name for name, s in scenarios.items() if any(c.kind == "multistate" for c in s.channels.values())] == [
         "11-tictactoe-timeout", "12-stale-nanocontract-refuted", "13-close-with-live-nanocontracts",
-        "14-conditional-payments"]
+        "14-conditional-payments", *(name for name in scenarios if name[:2] >= "15")]
+    # 15 to 20: one virtual channel each, through an Ingrid who ends with exactly her deposits.
+    virtual = {name: s for name, s in scenarios.items() if s.virtual}
+    assert list(virtual) == [f"{n}-virtual-{what}" for n, what in zip(range(15, 21), (
+        "fast-close", "close-refused", "ingrid-offline", "stale-state", "silent-end", "ledger-closed"))]
+    for s in virtual.values():
+        (gamma,) = s.virtual.values()
+        last = s.steps[-1].args
+        assert last["channel"] == gamma.name and last["wallets"][gamma.ingrid] == 0
+        ledgers = [s.channels[name] for name in gamma.ledgers]
+        deposits = sum(c.deposits[0 if c.alice == gamma.ingrid else 1] for c in ledgers)
+        assert last["payout"][gamma.ingrid] == deposits
 
 
 def test_a_real_report_in_chromium(chromium: str, tmp_path: Path) -> None:

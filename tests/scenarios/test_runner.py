@@ -125,3 +125,43 @@ def test_a_multistate_channel_off_chain_then_a_stale_close_and_its_recording(tmp
     assert after_absorb.channels["ab"] == {"alice": 9 * ether, "bob": 6 * ether, "in nanocontracts": 0}
     assert rec.channels["ab"].kind == "multistate"
     assert "      → failed as expected (StaleVersion: alice's store holds no version 5 of pay (it has 0, 1))" in lines
+
+
+def test_a_virtual_channel_refused_by_ingrids_policy_or_by_bob_names_no_half(tmp_path: Path) -> None:
+    gamma = "alice: alice, ingrid: ingrid, bob: bob, ledgers: [ai, ib], validity: 3600, window: 1200"
+    path = tmp_path / "v.yaml"
+    path.write_text(f"""title: t
+parties: {{alice: {{}}, ingrid: {{hub: {{capacity: 3eth}}}}, bob: {{accept_virtual: false}}}}
+channels:
+  ai: {{kind: multistate, alice: alice, bob: ingrid, deposits: [10eth, 10eth]}}
+  ib: {{kind: multistate, alice: ingrid, bob: bob, deposits: [10eth, 10eth]}}
+virtual:
+  blocks-bob: {{{gamma}, deposits: [1eth, 1eth]}}
+  too-big: {{{gamma}, deposits: [4eth, 0]}}
+  g: {{{gamma}, deposits: [2eth, 0]}}
+steps:
+  - open: ai
+  - open: ib
+  - open: blocks-bob
+    fails: CHANNEL_REFUSED
+  - open: too-big
+    fails: CHANNEL_REFUSED
+  - open: g
+  - pay: {{channel: g, from: alice, amount: 0.5eth}}
+  - close: {{channel: g, by: bob}}
+  - expect:
+      channel: g
+      state: {{party: alice, version: 2, balances: [1.5eth, 0.5eth], final: true, settled: true}}
+""")
+    lines: list[str] = []
+    [rec] = run([path], out=lines.append)
+    assert rec.passed, lines
+    refused_by_bob, refused_by_ingrid = (v.found for v in rec.verdicts[:2])
+    assert "Bob's node refused ν_b" in refused_by_bob and "capacity" in refused_by_ingrid
+    # Only g's halves were created, and the messages name them (not the refused openings' halves).
+    settles = [m.summary for m in rec.messages if m.type == "NanocontractCall"]
+    assert sorted(settles) == ["ai g@ai v1: settle with v2 final: 1.5 ETH / 0.5 ETH",
+                               "ib g@ib v1: settle with v2 final: 1.5 ETH / 0.5 ETH"]
+    assert rec.channels["g"].kind == "virtual" and rec.channels["g"].id.startswith("0x")
+    assert rec.samples[-1].channels["g"] == {"alice": 15 * 10**17, "bob": 5 * 10**17}
+    assert "      · bob: ingrid settled g: 1.5 ETH / 0.5 ETH" in lines

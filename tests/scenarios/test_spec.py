@@ -149,7 +149,7 @@ LOCK = "name: lock, app: HashTimeLock, amount: 1eth, preimage: 's', timeout: 60"
      ":8: step 3 (register): version: expected an integer >= 0, got -1"),
     ("  - wait: {window: pay, timeout: pay}\n",
      ":8: step 3 (wait): expected exactly one of seconds, blocks, deadline, window, timeout"),
-    ("  - wait: {seconds: 5, offset: 1}\n", ":8: step 3 (wait): offset goes with deadline, window or timeout"),
+    ("  - wait: {seconds: 5, offset: 1}\n", ":8: step 3 (wait): offset goes with deadline, window, timeout or validity"),
     ("  - wait: {window: bet}\n", ":8: step 3 (wait): window: expected a nanocontract created by an earlier step"),
     ("  - expect: {nanocontract: {name: pay}}\n",
      ":8: step 3 (expect): nanocontract: expected at least one of version, blocked, released, terminated for pay"),
@@ -233,3 +233,162 @@ def test_multistate_steps_and_their_defaults(tmp_path: Path) -> None:
         {"name": "game", "terminated": False},
     )
     assert expect.lines["nanocontract"] == 19
+
+
+# ------------------------------------------------------------------------------- virtual channels
+
+V_PARTIES = "parties: {alice: {}, ingrid: {hub: {}}, bob: {}, carol: {}}\n"
+V_CHANNELS = """channels:
+  ai: {kind: multistate, alice: alice, bob: ingrid, deposits: [10eth, 10eth]}
+  ib: {kind: multistate, alice: ingrid, bob: bob, deposits: [10eth, 10eth]}
+  ab: {alice: alice, bob: bob, deposits: [1eth, 1eth]}
+"""
+GAMMA = "alice: alice, ingrid: ingrid, bob: bob, ledgers: [ai, ib], deposits: [3eth, 1eth], validity: 3600, window: 1200"
+V_HEAD = f"title: t\n{V_PARTIES}{V_CHANNELS}virtual:\n  g: {{{GAMMA}}}\nsteps:\n"
+
+
+@pytest.mark.parametrize("steps, message", [
+    ("  - pay: {channel: g, from: ingrid, amount: 1eth}\n",
+     ":10: step 1 (pay): ingrid is not an end of virtual channel g (alice or bob)"),
+    ("  - pay: {channel: h, from: alice, amount: 1eth}\n",
+     ":10: step 1 (pay): channel: expected a channel or virtual channel: one of ai, ib, ab, g, got 'h'"),
+    ("  - open: {channel: g, confirm: false}\n",
+     ":10: step 1 (open): confirm goes with a channel on chain; virtual channel g opens off chain"),
+    ("  - close: {channel: g, by: alice, version: 1}\n",
+     ":10: step 1 (close): version: virtual channel g closes through ingrid with the latest state (submit puts a "
+     "chosen version on chain)"),
+    ("  - close: {channel: g, by: alice, timeout: 0}\n",
+     ":10: step 1 (close): timeout: expected a number of seconds > 0, got 0"),
+    ("  - close: {channel: ab, by: alice, timeout: 1}\n",
+     ":10: step 1 (close): timeout goes with a virtual channel, and ab is not one"),
+    ("  - finalize: {channel: g, by: alice}\n",
+     ":10: step 1 (finalize): channel: expected a channel: one of ai, ib, ab (g is a virtual channel), got 'g'"),
+    ("  - submit: {channel: ai, by: alice, version: 1}\n",
+     ":10: step 1 (submit): channel: expected a virtual channel: one of g, got 'ai'"),
+    ("  - submit: {channel: g, by: alice}\n", ":10: step 1 (submit): missing field 'version'"),
+    ("  - submit: {channel: g, by: alice, version: 0}\n",
+     ":10: step 1 (submit): version: expected an integer >= 1, got 0"),
+    ("  - submit: {channel: g, by: carol, version: 1}\n",
+     ":10: step 1 (submit): carol is not an end of virtual channel g (alice or bob)"),
+    ("  - wait: {validity: ai}\n", ":10: step 1 (wait): validity: expected a virtual channel: one of g, got 'ai'"),
+    ("  - wait: {validity: g, deadline: ai}\n",
+     ":10: step 1 (wait): expected exactly one of seconds, blocks, deadline, window, timeout, validity"),
+    ("  - expect: {channel: g, events: [Initialising]}\n",
+     ":10: step 1 (expect): events: virtual channel g has none of its own; expect them on its ledger channels ai, ib"),
+    ("  - expect: {channel: g, stages: {alice: open}}\n",
+     ":10: step 1 (expect): stages: virtual channel g has none of its own"),
+    ("  - expect: {channel: g, payout: [1eth, 3eth]}\n",
+     ":10: step 1 (expect): payout: expected {party: amount, ...} for virtual channel g: what its ledger channels "
+     "paid alice, ingrid, bob"),
+    ("  - expect: {channel: g, payout: {carol: 1eth}}\n",
+     ":10: step 1 (expect): payout: carol is not a party of virtual channel g (alice, ingrid, bob)"),
+    ("  - expect: {channel: ai, payout: {alice: 1eth}}\n",
+     ":10: step 1 (expect): payout: expected [alice's, bob's] amounts for channel ai ({party: amount} is for a "
+     "virtual channel)"),
+    ("  - expect: {channel: g, halves: {ab: {version: 1}}}\n",
+     ":10: step 1 (expect): halves: ab is not a ledger channel of g (ai, ib)"),
+    ("  - expect: {channel: g, halves: {ai: {}}}\n",
+     ":10: step 1 (expect): halves: expected {LEDGER: {registered: B, version: N, balances: [a, b], settled: B}"),
+    ("  - expect: {channel: g, halves: {ai: {stored: 1}}}\n",
+     ":10: step 1 (expect): halves: expected only registered, version, balances, settled for a half (not stored)"),
+    ("  - expect: {channel: g, halves: {ai: {settled: yes please}}}\n",
+     ":10: step 1 (expect): halves: expected true or false"),
+    ("  - expect: {channel: ai, halves: {ai: {version: 1}}}\n",
+     ":10: step 1 (expect): halves goes with a virtual channel, and ai is not one"),
+    ("  - expect: {channel: g, state: {party: carol, version: 1}}\n",
+     ":10: step 1 (expect): state: carol is not a party of virtual channel g (alice, ingrid, bob)"),
+    ("  - expect: {channel: g, state: {party: alice, nanocontracts: []}}\n",
+     ":10: step 1 (expect): state: nanocontracts goes with a multistate channel, and g is a virtual channel"),
+    ("  - expect: {channel: ai, state: {party: alice, settled: true}}\n",
+     ":10: step 1 (expect): state: final and settled go with a virtual channel, and ai is not one"),
+])
+def test_a_wrong_virtual_step_names_its_line_field_and_expectation(tmp_path: Path, steps: str, message: str) -> None:
+    path = write(tmp_path, V_HEAD + steps)
+    with pytest.raises(ScenarioError) as info:
+        load(path)
+    assert str(info.value).startswith(f"{path}{message}"), str(info.value)
+
+
+def virtual_file(gamma: str = GAMMA, parties: str = V_PARTIES) -> str:
+    return f"title: t\n{parties}{V_CHANNELS}virtual:\n  g: {{{gamma}}}\nsteps: [open: g]\n"
+
+
+@pytest.mark.parametrize("text, message", [
+    (virtual_file(GAMMA + ", fee: 1"), ":8: virtual channel g: unknown field 'fee': expected alice, ingrid, bob, "
+                                       "ledgers, deposits, validity, window"),
+    (virtual_file(GAMMA.replace(", window: 1200", "")), ":8: virtual channel g: missing field 'window'"),
+    (virtual_file(GAMMA.replace("bob: bob", "bob: dave")), ":8: virtual channel g: bob: expected a party: one of "
+                                                           "alice, ingrid, bob, carol, got 'dave'"),
+    (virtual_file(GAMMA.replace("ingrid: ingrid", "ingrid: alice")),
+     ":8: virtual channel g: alice, ingrid and bob are three different parties"),
+    (virtual_file(GAMMA.replace("[ai, ib]", "ai")),
+     ":8: virtual channel g: ledgers: expected [Alice–Ingrid's, Ingrid–Bob's] multistate channels, got 'ai'"),
+    (virtual_file(GAMMA.replace("[ai, ib]", "[ai, xy]")),
+     ":8: virtual channel g: ledgers: expected a channel: one of ai, ib, ab, got ['ai', 'xy']"),
+    (virtual_file(GAMMA.replace("[ai, ib]", "[ab, ib]")),
+     ":8: virtual channel g: ledgers: ab is a payment channel; a virtual channel's halves live in multistate channels"),
+    (virtual_file(GAMMA.replace("[ai, ib]", "[ib, ai]")),
+     ":8: virtual channel g: ledgers: ib is between ingrid and bob, not alice and ingrid"),
+    (virtual_file(GAMMA.replace("window: 1200", "window: 600")),
+     ":8: virtual channel g: window: expected more than the ledger channels' Δ (600 s), got 600"),
+    (virtual_file(GAMMA.replace("validity: 3600", "validity: 601")),
+     ":8: virtual channel g: validity: expected more than Δ + 1 = 601 s (the halves are registered at validity − Δ − "
+     "1), got 601"),
+    (virtual_file(GAMMA.replace("validity: 3600", f"validity: {365 * 24 * 3600 - 3599}")),
+     ":8: virtual channel g: validity: validity + 3 windows must be within 365 days"),
+    (virtual_file().replace("  g: {", "  ai: {"), ":8: virtual channel ai: expected a name that no channel has"),
+    (virtual_file().replace("  g: {", "  'g@ai': {"), ":8: virtual channel g@ai: expected a name of letters, digits"),
+    (virtual_file(parties="parties: {alice: {}, ingrid: {hub: {fee: 1}}, bob: {}, carol: {}}\n"),
+     ":2: party ingrid: hub: unknown field 'fee': expected fast_close, capacity, max_channels"),
+    (virtual_file(parties="parties: {alice: {}, ingrid: {hub: {fast_close: no thanks}}, bob: {}, carol: {}}\n"),
+     ":2: party ingrid: hub: fast_close: expected true or false, got 'no thanks'"),
+    (virtual_file(parties="parties: {alice: {}, ingrid: {hub: true}, bob: {}, carol: {}}\n"),
+     ":2: party ingrid: hub: expected a mapping"),
+    (virtual_file(parties="parties: {alice: {}, ingrid: {}, bob: {accept_virtual: 1}, carol: {}}\n"),
+     ":2: party bob: accept_virtual: expected true or false, got 1"),
+    ("title: t\nparties: {a: {}}\nsteps:\n  - submit: {channel: g, by: a, version: 1}\n",
+     ":4: step 1 (submit): channel: expected a virtual channel: one of none (the file has no virtual:), got 'g'"),
+])
+def test_a_wrong_virtual_channel_names_its_line(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ScenarioError) as info:
+        load(path)
+    assert str(info.value).startswith(f"{path}{message}"), str(info.value)
+
+
+def test_virtual_channels_and_their_steps(tmp_path: Path) -> None:
+    parties = ("parties: {alice: {}, ingrid: {hub: {fast_close: false, capacity: 10eth, max_channels: 2}}, "
+               "bob: {accept_virtual: false}, carol: {}}\n")
+    path = write(tmp_path, f"title: t\n{parties}{V_CHANNELS}virtual:\n  g: {{{GAMMA}}}\nsteps:\n"
+                           "  - open: g\n"
+                           "  - pay: {channel: g, from: bob, amount: 0.5eth}\n"
+                           "  - close: {channel: g, by: alice, timeout: 0.2}\n    fails: PeerTimeout\n"
+                           "  - submit: {channel: g, by: bob, version: 1}\n"
+                           "  - wait: {validity: g, offset: -601}\n"
+                           "  - expect:\n"
+                           "      channel: g\n"
+                           "      payout: {alice: 8eth, ingrid: 20eth}\n"
+                           "      state: {party: ingrid, version: 1, balances: [2.5eth, 1.5eth], final: false,"
+                           " settled: true}\n"
+                           "      halves: {ai: {registered: true, version: 1}, ib: {balances: [2.5eth, 1.5eth],"
+                           " settled: false}}\n")
+    scenario = load(path)
+    assert scenario.virtual["g"].ledgers == ("ai", "ib") and scenario.virtual["g"].ends == ("alice", "bob")
+    assert (scenario.virtual["g"].deposits, scenario.virtual["g"].validity, scenario.virtual["g"].window) == (
+        (3 * 10**18, 10**18), 3600, 1200)
+    hub = scenario.parties["ingrid"].hub
+    assert (hub.fast_close, hub.capacity, hub.max_channels) == (False, 10 * 10**18, 2)
+    assert scenario.parties["alice"].hub is None and scenario.parties["alice"].accept_virtual
+    assert not scenario.parties["bob"].accept_virtual
+    open_, pay, close, submit, wait, expect = scenario.steps
+    assert open_.args == {"channel": "g"}
+    assert pay.args == {"channel": "g", "from": "bob", "amount": 5 * 10**17}
+    assert (close.args, close.fails) == ({"channel": "g", "by": "alice", "timeout": 0.2}, "PeerTimeout")
+    assert submit.args == {"channel": "g", "by": "bob", "version": 1}
+    assert wait.args == {"validity": "g", "offset": -601}
+    assert expect.args["payout"] == {"alice": 8 * 10**18, "ingrid": 20 * 10**18}
+    assert expect.args["state"] == {"party": "ingrid", "version": 1, "balances": (25 * 10**17, 15 * 10**17),
+                                    "final": False, "settled": True}
+    assert expect.args["halves"] == {"ai": {"registered": True, "version": 1},
+                                     "ib": {"balances": (25 * 10**17, 15 * 10**17), "settled": False}}
+    assert expect.lines["halves"] == 20

@@ -134,13 +134,18 @@ def test_ingrid_copies_the_higher_state_after_the_ends_window_and_on_a_tie_nu_a_
     assert vr.submission(replace(rec, seen=(two,)), SIDE_B, stored(v, two, SIDE_B), a, end_of_ends + 1) is None
 
 
-def test_ingrid_settles_with_a_final_state_at_once_and_only_once() -> None:
+def test_ingrid_settles_with_a_final_state_at_once_even_where_an_end_stored_it() -> None:
     v = half_a()
     final = signed(v, 4, 2, final=True)
     rec = replace(vr.new_record(v, Position.INGRID, Half(SIDE_A, A_ID, b"\x01" * 32), DOMAIN), seen=(final,))
     assert rec.final == final
     assert vr.submission(rec, SIDE_A, stored(v), None, NOW) == final
-    assert vr.submission(rec, SIDE_A, stored(v, final), None, NOW) is None
+    # An end's submission of it only stored it; hers releases the half (which then asks no more).
+    nu = vc.initial_of(v)
+    state = AppState(nu.blocked_alice, nu.blocked_bob, 0, 0, stored(v, final).storage)
+    again = vr.submission(rec, SIDE_A, stored(v, final), None, NOW)
+    assert again == final
+    assert vc.VirtualChannel(DOMAIN).transition(Context(1, NOW), vc.SETTLE, again.settle_arg(), state).terminated
 
 
 def test_a_half_is_registered_from_validity_minus_delta_minus_one() -> None:

@@ -186,17 +186,18 @@ def submission(rec: VirtualRecord, side: int, stored: VirtualChannelData, other:
     `stored` (`other`: the other half's, for Ingrid, if registered), or None.
 
     - An end submits its latest state signed by both when it is above the stored version.
-    - Ingrid settles with a final state as soon as she has one (the fast close on chain).
+    - Ingrid settles with a final state as soon as she has one (the fast close on chain), also
+      on a half where an end stored it: from her it releases at once.
     - Ingrid, after validity + window, copies the state of the half that stores the higher
       version (on equal versions, ν_a's) to the other, so both halves settle with one state.
 
-    The app's mirror then says whether the time allows it; a state already stored is never
-    returned, so nothing is sent in vain or twice."""
+    The app's mirror then says whether the time allows it. No other state a half stores already
+    is returned, and a settled half is not asked again, so nothing is sent in vain or twice."""
     if rec.channel is not None:
         c = rec.channel
         return Seen(c.current, c.sig_alice, c.sig_bob) if c.current.version > stored.version else None
     if rec.final is not None:
-        return None if rec.final.matches(stored) else rec.final
+        return rec.final
     if other is None or now <= rec.data.validity + rec.data.window:
         return None
     a, b = (stored, other) if side == SIDE_A else (other, stored)

@@ -97,7 +97,7 @@ class Channel:
     bob: str
     token: str  # "ETH" or the token's address
     deposits: tuple[int, int]
-    kind: str = "payment"  # or "multistate"
+    kind: str = "payment"  # or "multistate", or "virtual" (its id is γ's, its deposits what Alice and Bob block)
 
 
 @dataclass

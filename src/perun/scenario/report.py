@@ -531,7 +531,7 @@ def _balances_section(rec: Recording) -> str:
 
     def kind(c: str) -> str:  # a multistate channel's balances are its cash
         spec = rec.channels.get(c)
-        return " (multistate: cash)" if spec is not None and spec.kind == "multistate" else ""
+        return {"multistate": " (multistate: cash)", "virtual": " (virtual)"}.get(spec.kind, "") if spec else ""
 
     head = "".join(f'<th class="num">{_e(n)}</th>' for n in names) + \
         "".join(f"<th>channel {_e(c)}{kind(c)}</th>" for c in channels)

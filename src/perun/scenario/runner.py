@@ -4,10 +4,12 @@ Every party is a `perun.Node` in this process, listening on loopback TCP; the no
 other through the relays of perun.scenario.network, which record the frames and play the
 network's faults. One chain serves all: the embedded chain (fresh for each scenario) or an RPC
 URL; a file with a multistate channel also gets MSContract and the nanocontract apps, and its
-nanocontracts are known by the names the file gives them. After each step the runner lets the
-system settle (every running node reads the chain and does its duties, until no new block
-appears and the relays fall quiet), samples the balances, and goes on. A crash is `Node.kill`: the node stops dead where it is, as under SIGKILL, and only
-what its store committed survives (real SIGKILL of node processes: tests/node/test_crashes.py).
+nanocontracts are known by the names the file gives them (a virtual channel's halves as
+`g@ledger`). After each step the runner lets the system settle (every running node reads the
+chain and does its duties, until no new block appears and the relays fall quiet), samples the
+balances, and goes on. A crash is `Node.kill`: the node stops dead where it is, as under
+SIGKILL, and only what its store committed survives (real SIGKILL of node processes:
+tests/node/test_crashes.py).
 """
 
 from __future__ import annotations
@@ -36,14 +38,16 @@ from perun.core.amounts import ether
 from perun.core.apps import ALICE, BOB, App, AppState, app_named
 from perun.core.apps import hashtimelock as htlc
 from perun.core.apps import tictactoe as ttt
+from perun.core.apps import virtualchannel as vc
 from perun.core.channel import ETH, Params, PaymentState
 from perun.core.machine import ChannelRecord, Stage
 from perun.core.msmachine import MSRecord
 from perun.core.multistate import ChannelState, Funding, NanocontractState, nanocontract_id
+from perun.core.virtual import VirtualRecord
 from perun.node import Killed, Node
 from perun.scenario import record as r
 from perun.scenario.network import Network, Rule
-from perun.scenario.spec import NanocontractSpec, Scenario, Step
+from perun.scenario.spec import NanocontractSpec, Scenario, Step, VirtualSpec
 from perun.store import Store
 from perun.wire import messages as m
 
@@ -94,7 +98,9 @@ class Run:
         self.params: dict[str, Params] = {}
         self.gas_paid: dict[str, int] = {}
         self.initial: dict[str, int] = {}
-        self.nids: dict[str, bytes] = {}  # nanocontract name -> nid
+        self.nids: dict[str, bytes] = {}  # nanocontract name (a virtual channel's half: g@ledger) -> nid
+        self.gids: dict[str, bytes] = {}  # virtual channel name -> its id
+        self.validity: dict[str, int] = {}  # virtual channel name -> its validity (a chain time)
         self.lock_timeouts: dict[str, int] = {}  # HashTimeLock name -> its timeout (a chain time)
         self.ms: MSContract | None = None  # with a multistate channel in the file
         self.deployment: Deployment | None = None
@@ -129,7 +135,7 @@ class Run:
         self._message_seen.set()
 
     def _summary(self, message: m.Message) -> str:
-        names = {v: k for k, v in self.cids.items()}
+        names = {v: k for k, v in {**self.cids, **self.gids}.items()}
         where = names.get(getattr(message, "channel_id", b""), "")
         if isinstance(message, m.Update):
             final = " final" if message.final else ""
@@ -159,6 +165,9 @@ class Run:
             return f"{where} at v{message.current}, signed up to v{message.signed}"
         if isinstance(message, m.StateSync):
             return f"{where} v{message.version}: {self._amount(message.balance_alice)} / {self._amount(message.balance_bob)}"
+        if isinstance(message, m.VirtualClose):
+            return (f"{where} v{message.version} final: {self._amount(message.balance_alice)} / "
+                    f"{self._amount(message.balance_bob)}")
         if isinstance(message, (m.Hello, m.Auth)):
             return "handshake"
         return where
@@ -192,8 +201,9 @@ class Run:
                     nid, version = (state["nid"], state["version"]) if isinstance(state, dict) else (state[1], state[3])
                     return f"register({self._nano_name(bytes(nid))} v{version})"
                 if target is not self.token and fn.fn_name == "execute":
-                    nid = bytes(args["nid"])
-                    return f"execute({self._nano_name(nid)}.{self._fun_name(nid, args['fun'])})"
+                    nid, fun = bytes(args["nid"]), args["fun"]
+                    submitted = f" {self._settled_version(args['z'])}" if self._is_settle(nid, fun) else ""
+                    return f"execute({self._nano_name(nid)}.{self._fun_name(nid, fun)}{submitted})"
                 return fn.fn_name
         return "transfer" if not tx.get("data") else "call"
 
@@ -205,6 +215,8 @@ class Run:
             nid = event.args["nid"]
             fun = f".{self._fun_name(nid, event.args['fun'])}" if "fun" in event.args else ""
             shown.insert(0, self._nano_name(nid) + fun)
+            if fun and self._gamma_of(nid):  # a half's version counts its executions; show γ's stored state
+                shown[1:] = [f"γ v{vc.decode(event.args['data']).version}"]
         return event.name + (f"({', '.join(shown)})" if shown else "")
 
     def _event_shown(self, name: str, args: dict[str, Any], keys: dict[str, Any]) -> str:
@@ -241,7 +253,23 @@ class Run:
 
     def _app_of(self, nid: bytes) -> App | None:
         spec = self._nano_spec(nid)
-        return app_named(spec.app) if spec else None
+        if spec is None:
+            return app_named(vc.VirtualChannel.name) if self._gamma_of(nid) else None
+        return app_named(spec.app)
+
+    def _gamma_of(self, nid: bytes) -> str | None:
+        """The virtual channel whose half `nid` is, if it is one."""
+        name = self._nano_name(nid)
+        return name.split("@")[0] if "@" in name else None
+
+    def _is_settle(self, nid: bytes, fun: int) -> bool:
+        return self._gamma_of(nid) is not None and fun == vc.SETTLE
+
+    @staticmethod
+    def _settled_version(z: bytes) -> str:
+        """The γ state a SETTLE submits: `v3`, `v4 final`."""
+        s = vc.decode_settle_arg(z)
+        return f"v{s.version}" + (" final" if s.final else "")
 
     def _fun_name(self, nid: bytes, fun: int) -> str:
         app = self._app_of(nid)
@@ -252,6 +280,10 @@ class Run:
         name = self._fun_name(nid, fun)
         if name == "move" and len(z) == 32:
             return f"move to cell {int.from_bytes(z, 'big')}"
+        if self._is_settle(nid, fun):
+            s = vc.decode_settle_arg(z)
+            return (f"settle with {self._settled_version(z)}: {self._amount(s.balance_alice)} / "
+                    f"{self._amount(s.balance_bob)}")
         return name
 
     def _app_name(self, address: str) -> str:
@@ -314,6 +346,9 @@ class Run:
             self.rec.channels[name] = r.Channel(name, "", spec.alice, spec.bob,
                                                 "ETH" if spec.token == "ETH" else self.token.address, spec.deposits,
                                                 spec.kind)
+        for name, gamma in sc.virtual.items():
+            self.rec.channels[name] = r.Channel(name, "", gamma.alice, gamma.bob,
+                                                self.rec.channels[gamma.ledgers[0]].token, gamma.deposits, "virtual")
         chain.observers.append(self._observe_tx)
         self.network = Network({p.address: p.name for p in self.parties.values()}, self._message)
         for name in sc.parties:
@@ -334,10 +369,11 @@ class Run:
             self.chain.observers.remove(self._observe_tx)
 
     async def _start(self, name: str) -> Node:
-        party = self.parties[name]
+        party, spec = self.parties[name], self.scenario.parties[name]
         multistate = {} if self.deployment is None else {
             "ms_contract": self.deployment.ms_contract, "apps": self.deployment.apps,
             "accept_nanocontract": lambda nc: True,  # every party agrees to the games the file creates
+            "accept_virtual": lambda v: spec.accept_virtual, "hub": spec.hub,
         }
         node = Node(party.account.key, self.chain, self.contract.address, party.store, poll_interval=POLL,
                     response_timeout=RESPONSE_TIMEOUT, name=name, **multistate)
@@ -413,7 +449,12 @@ class Run:
     def _describe(self, step: Step) -> str:
         a = step.args
         amount = self._amount(a["amount"]) if "amount" in a else ""
+        gamma = self.scenario.virtual.get(a.get("channel", ""))
         match step.action:
+            case "open" if gamma:
+                return (f"{gamma.alice} opens virtual channel {gamma.name} with {gamma.bob} through {gamma.ingrid} "
+                        f"({self._amount(gamma.deposits[0])} / {self._amount(gamma.deposits[1])}, valid for "
+                        f"{gamma.validity} s, window {gamma.window} s)")
             case "open":
                 spec = self.scenario.channels[a["channel"]]
                 return f"{spec.alice} opens {a['channel']} with {spec.bob}"
@@ -421,8 +462,14 @@ class Run:
                 how = "" if a.get("send", True) else " (signed, never sent)"
                 how += "" if a.get("answer", True) else " (the payee never answers)"
                 return f"{a['from']} pays {amount} on {a['channel']}{how}"
+            case "close" if gamma:
+                waiting = f" (waits {a['timeout']:g} s for {gamma.ingrid})" if "timeout" in a else ""
+                return f"{a['by']} closes {gamma.name} through {gamma.ingrid}{waiting}"
             case "close":
                 return f"{a['by']} closes {a['channel']} on chain with version {a.get('version', 'latest')}"
+            case "submit":
+                ledger = gamma.ledgers[gamma.ends.index(a["by"])]
+                return f"{a['by']} submits version {a['version']} of {gamma.name} on its half in {ledger}, by hand"
             case "cooperative_close":
                 return f"{a['by']} closes {a['channel']} cooperatively"
             case "finalize" | "refund":
@@ -445,6 +492,8 @@ class Run:
                 signer = f", signed by {a['signer']}" if "signer" in a else ", with the old signature"
                 return f"a forged Update from {a['from']} moves {amount} more on {a['channel']}{signer}"
             case "wait":
+                if "validity" in a:
+                    return f"time moves to {a['validity']}'s validity {a.get('offset', 0):+d} s"
                 if "deadline" in a:
                     return f"time moves to {a['deadline']}'s deadline {a.get('offset', 0):+d} s"
                 if "window" in a:
@@ -486,13 +535,20 @@ class Run:
     async def _act(self, step: Step) -> None:
         a = step.args
         cid = self.cids.get(a.get("channel", ""), b"")
+        gamma = self.scenario.virtual.get(a.get("channel", ""))
         match step.action:
+            case "open" if gamma:
+                await self._open_virtual(gamma)
             case "open":
                 await self._open(a["channel"], a.get("confirm", True))
             case "pay":
                 await self._pay(a["channel"], a["from"], a["amount"], a.get("send", True), a.get("answer", True))
             case "cooperative_close":
                 await self._node(a["by"]).close(self._cid(a["channel"]))
+            case "close" if gamma:
+                await self._close_virtual(gamma, a["by"], a.get("timeout"))
+            case "submit":
+                await self._submit(gamma, a["by"], a["version"])
             case "close" if self._multistate(a["channel"]):
                 await self._ms_close(a["channel"], a["by"], a.get("version", "latest"))
             case "close":
@@ -532,9 +588,16 @@ class Run:
                 self._expect(step)
 
     def _cid(self, channel: str) -> bytes:
-        if channel not in self.cids:
+        """A channel's id, or a virtual channel's."""
+        cid = self.cids.get(channel, self.gids.get(channel))
+        if cid is None:
             raise errors.WrongStage(f"channel {channel} is not open yet")
-        return self.cids[channel]
+        return cid
+
+    def _ends(self, channel: str) -> tuple[str, str]:
+        """(alice, bob) of a channel or a virtual channel."""
+        spec = self.scenario.channels.get(channel) or self.scenario.virtual[channel]
+        return spec.alice, spec.bob
 
     async def _open(self, channel: str, confirm: bool) -> None:
         spec = self.scenario.channels[channel]
@@ -570,8 +633,8 @@ class Run:
 
     async def _pay(self, channel: str, payer: str, amount: int, send: bool, answer: bool) -> None:
         cid = self._cid(channel)
-        spec = self.scenario.channels[channel]
-        payee = spec.bob if payer == spec.alice else spec.alice
+        alice, bob = self._ends(channel)
+        payee = bob if payer == alice else alice
         rule = None
         if not send:
             rule = self.network.add_rule(Rule(payer, "Update", "drop"))
@@ -623,6 +686,66 @@ class Run:
             self.ms.finalize(party.account, self.params[channel], fundings)  # type: ignore[union-attr]
         else:  # the node is down; the key alone is enough on chain
             getattr(self._contract_of(channel), action)(party.account, self.params[channel])
+
+    # ------------------------------------------------------------------ virtual channels
+
+    async def _open_virtual(self, gamma: VirtualSpec) -> None:
+        alice, bob = self._node(gamma.alice), self.parties[gamma.bob]
+        if bob.address not in alice.peers:  # the ends pay each other directly
+            await alice.connect(bob.address, "127.0.0.1", self.network.port(gamma.bob))
+        ledger_a, ledger_b = (self._cid(ledger) for ledger in gamma.ledgers)
+        # Each half's nid is its ledger channel's next version (Alice proposes ν_a, Ingrid ν_b):
+        # known before the messages go out, so that the recording names them.
+        names = [f"{gamma.name}@{ledger}" for ledger in gamma.ledgers]
+        for name, ledger, proposer in zip(names, gamma.ledgers, (gamma.alice, gamma.ingrid)):
+            rec = self._record(proposer, self.cids[ledger])
+            self.nids[name] = nanocontract_id(rec.channel_id, max(rec.channel_signed, rec.state.version) + 1)
+        validity = self.chain.timestamp() + gamma.validity
+        try:
+            gid = await alice.virtual.open(ledger_a, bob.address, ledger_b, *gamma.deposits, validity, gamma.window)
+        finally:  # a refused opening leaves no half to name
+            for name in names:
+                del self.nids[name]
+        self.gids[gamma.name], self.validity[gamma.name] = gid, validity
+        for half in self._virtual_record(gamma.ingrid, gid).halves:  # type: ignore[union-attr]
+            self.nids[names[half.side]] = half.nid
+        channel = self.rec.channels[gamma.name]
+        self.rec.channels[gamma.name] = r.Channel(gamma.name, "0x" + gid.hex(), channel.alice, channel.bob,
+                                                  channel.token, channel.deposits, channel.kind)
+        self.note(None, f"{gamma.name} is 0x{gid.hex()[:12]}…, valid until chain time {validity}")
+
+    async def _close_virtual(self, gamma: VirtualSpec, by: str, timeout: float | None) -> None:
+        paid = await self._node(by).virtual.close(self._cid(gamma.name), timeout)
+        self.note(by, f"{gamma.ingrid} settled {gamma.name}: {self._amount(paid[0])} / {self._amount(paid[1])}")
+
+    async def _submit(self, gamma: VirtualSpec, by: str, version: int) -> None:
+        """SETTLE on `by`'s half with a state of γ from its store, sent with its key: what an end
+        does when it runs something other than an honest node."""
+        gid = self._cid(gamma.name)
+        stored = {s.state.version: s for s in self._stored(by, gid)}
+        if version not in stored:
+            raise errors.StaleVersion(f"{by}'s store holds no state of {gamma.name} at version {version} "
+                                      f"(it has {', '.join(map(str, sorted(stored))) or 'none'})")
+        s = stored[version]
+        if not (s.sig_alice and s.sig_bob):
+            raise errors.InvalidSignature(f"{by} holds no signature of the other end on version {version}")
+        ledger = gamma.ledgers[gamma.ends.index(by)]
+        z = vc.settle_arg(vc.as_virtual(s.state), s.sig_alice, s.sig_bob)
+        self.ms.execute(self.parties[by].account, self.params[ledger],  # type: ignore[union-attr]
+                        self.nids[f"{gamma.name}@{ledger}"], vc.SETTLE, z)
+
+    def _virtual_record(self, name: str, gid: bytes) -> VirtualRecord | None:
+        """The party's record of γ: its node's, or its store's when the node is down."""
+        node = self.parties[name].node
+        if node is not None and node.serving:
+            return node.virtual.records.get(gid)
+        if not self.parties[name].store.exists():
+            return None
+        store = self._open_store(name)
+        try:
+            return next((v for v in store.virtual_channels() if v.id == gid), None)
+        finally:
+            store.close()
 
     # ------------------------------------------------------------------ multistate channels
 
@@ -741,8 +864,9 @@ class Run:
         node = await self._start(name)
         self.note(name, note)
         # Whoever dialled before redials (from its store, or when its connection dropped).
-        peers = {c.bob if c.alice == name else c.alice for key, c in self.scenario.channels.items()
-                 if key in self.cids and name in (c.alice, c.bob)}
+        opened = [*(c for key, c in self.scenario.channels.items() if key in self.cids),
+                  *(g for key, g in self.scenario.virtual.items() if key in self.gids)]
+        peers = {c.bob if c.alice == name else c.alice for c in opened if name in (c.alice, c.bob)}
         for peer in map(self.parties.get, sorted(peers)):
             if peer.node is not None and peer.node.serving:
                 await node.wait_connected(peer.address, STEP_TIMEOUT)
@@ -761,15 +885,26 @@ class Run:
                         await n.wait_for(cid, lambda rec: rec.stage is not Stage.OPEN or not rec.pending,
                                          STEP_TIMEOUT)
                 continue
-            if cid not in node.records:
-                continue
-            pair = (node, peer)
-            for n in pair:
-                await n.wait_for(cid, lambda rec: rec.stage is not Stage.OPEN or not rec.pending, STEP_TIMEOUT)
-            target = max(n.channel(cid).current.version for n in pair)
-            for n in pair:
-                await n.wait_for(cid, lambda rec: rec.stage is not Stage.OPEN or rec.current.version >= target,
-                                 STEP_TIMEOUT)
+            if cid in node.records:
+                await self._resync((node, peer), cid)
+        for key, gid in self.gids.items():  # a virtual channel's ends resynchronise its updates likewise
+            ends = self.scenario.virtual[key].ends
+            peer = self.parties[ends[1 - ends.index(name)]].node if name in ends else None
+            if peer is not None and peer.serving:
+                await self._resync((node, peer), gid)
+
+    async def _resync(self, pair: tuple[Node, Node], cid: bytes) -> None:
+        """Waits until both ends hold the same latest state of a payment or virtual channel, none
+        pending."""
+        def updates(rec: ChannelRecord | VirtualRecord) -> ChannelRecord:  # a virtual channel's are in its record
+            return rec.channel if isinstance(rec, VirtualRecord) else rec  # type: ignore[return-value]
+        for n in pair:
+            await n.wait_for(cid, lambda rec: updates(rec).stage is not Stage.OPEN or not updates(rec).pending,
+                             STEP_TIMEOUT)
+        target = max(updates(n.records.get(cid) or n.virtual.records[cid]).current.version for n in pair)
+        for n in pair:
+            await n.wait_for(cid, lambda rec: updates(rec).stage is not Stage.OPEN
+                             or updates(rec).current.version >= target, STEP_TIMEOUT)
 
     async def _crash(self, name: str, at: str | None) -> None:
         node = self._node(name)
@@ -794,6 +929,9 @@ class Run:
         else:
             if "deadline" in a:
                 deadline = self._contract_of(a["deadline"]).channel(self._cid(a["deadline"])).deadline
+            elif "validity" in a:
+                self._cid(a["validity"])  # WrongStage until it is open
+                deadline = self.validity[a["validity"]]
             else:
                 deadline = self._nanocontract_time(a.get("window") or a["timeout"], "window" in a)
             target = deadline + a.get("offset", 0)
@@ -873,6 +1011,12 @@ class Run:
                                      "in nanocontracts": sum(f.total for f in state.nanocontracts)}
             elif rec is not None:
                 channels[channel] = {spec.alice: rec.current.balance_alice, spec.bob: rec.current.balance_bob}
+        for name, gid in self.gids.items():  # an end's latest state of γ
+            gamma = self.scenario.virtual[name]
+            v_rec = self._virtual_record(gamma.alice, gid) or self._virtual_record(gamma.bob, gid)
+            if v_rec is not None and v_rec.channel is not None:
+                current = v_rec.channel.current
+                channels[name] = {gamma.alice: current.balance_alice, gamma.bob: current.balance_bob}
         seq, _ = self._next()
         self.rec.samples.append(r.Sample(seq, label, wallets, channels))
 
@@ -914,10 +1058,13 @@ class Run:
         a = step.args
         channel = a["channel"]
         spec = self.scenario.channels.get(channel)
+        gamma = self.scenario.virtual.get(channel)
         cid = self.cids.get(channel)
         events = self._events(channel) if {"payout", "events"} & set(a) else []
         checks: list[tuple[str, str, str, str]] = []  # field, what, expected, found
-        if "payout" in a:
+        if "payout" in a and gamma is not None:
+            checks += self._virtual_payout(gamma, a["payout"])
+        elif "payout" in a:
             closing = [e for e in events if e.name in CLOSING_EVENTS]
             paid = [(e.args["payoutAlice"], e.args["payoutBob"]) if "payoutAlice" in e.args
                     else (e.args["balanceAlice"], e.args["balanceBob"]) for e in closing]
@@ -945,7 +1092,9 @@ class Run:
         for name, stage in a.get("stages", {}).items():
             rec = self._record(name, cid) if cid else None
             checks.append(("stages", f"{name}'s stored stage of {channel}", stage, rec.stage.value if rec else "no record"))
-        if "state" in a:
+        if "state" in a and gamma is not None:
+            checks += self._virtual_state(gamma, a["state"])
+        elif "state" in a:
             want = a["state"]
             rec = self._record(want["party"], cid) if cid else None
             # A multistate channel's latest channel state: its version, cash and nanocontracts.
@@ -966,6 +1115,8 @@ class Run:
             if "nanocontracts" in want:
                 checks.append(("state", f"nanocontracts in {want['party']}'s latest state of {channel}",
                                ", ".join(sorted(want["nanocontracts"])) or "none", listed or "no record"))
+        if "halves" in a:
+            checks += self._halves_checks(gamma, a["halves"])  # type: ignore[arg-type]
         for want in a.get("nanocontract", ()):
             checks += self._nanocontract_checks(want)
         if "held" in a:
@@ -984,6 +1135,82 @@ class Run:
             self.out(f"      {'✓' if passed else '✗'} {what}: "
                      + (found if passed else f"expected {expected}, found {found} (line {line})"))
 
+
+    def _virtual_payout(self, gamma: VirtualSpec, want: dict[str, int]) -> list[tuple[str, str, str, str]]:
+        """What γ's ledger channels paid each party (Ingrid: both), from their Finalized events."""
+        events = self.ms.events()  # type: ignore[union-attr]
+        paid: dict[str, int] = {}
+        closed = 0
+        for ledger in gamma.ledgers:
+            finalized = [e for e in events if e.name == "Finalized" and e.args["channelId"] == self.cids.get(ledger)]
+            if finalized:
+                closed += 1
+                channel = self.scenario.channels[ledger]
+                for party, key in ((channel.alice, "payoutAlice"), (channel.bob, "payoutBob")):
+                    paid[party] = paid.get(party, 0) + finalized[-1].args[key]
+        what = f"payout of {' and '.join(gamma.ledgers)} to"
+        return [("payout", f"{what} {party}", self._amount(amount),
+                 self._amount(paid[party]) if closed == len(gamma.ledgers) else "no payout yet")
+                for party, amount in want.items()]
+
+    def _virtual_state(self, gamma: VirtualSpec, want: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+        """γ as a party holds it: an end's latest state signed by both; Ingrid's highest of those
+        she has seen (given for the fast close, or read from a SETTLE), else the opening state."""
+        party = want["party"]
+        gid = self.gids.get(gamma.name, b"")
+        rec, node = self._virtual_record(party, gid), self.parties[party].node
+        whose = f"{party}'s {gamma.name}"
+        found: dict[str, str] = dict.fromkeys(("version", "balances", "final", "settled"), "no record")
+        if rec is not None:
+            if rec.channel is not None:
+                state = rec.channel.current
+            else:
+                state = max((s.state for s in rec.seen), key=lambda s: s.version,
+                            default=PaymentState(rec.id, 0, gamma.deposits[0], gamma.deposits[1]))
+            found = {"version": str(state.version),
+                     "balances": f"{self._amount(state.balance_alice)} / {self._amount(state.balance_bob)}",
+                     "final": str(rec.final is not None).lower(),
+                     # the node's own view: each of its halves settled off chain or on chain
+                     "settled": str(node.virtual.info(gid).settled).lower()
+                     if node is not None and node.serving else "node not running"}
+        checks = []
+        if "version" in want:
+            checks.append(("state", f"{whose}: version", str(want["version"]), found["version"]))
+        if "balances" in want:
+            checks.append(("state", f"{whose}: balances ({gamma.alice} / {gamma.bob})",
+                           f"{self._amount(want['balances'][0])} / {self._amount(want['balances'][1])}",
+                           found["balances"]))
+        for key in ("final", "settled"):
+            if key in want:
+                checks.append(("state", f"{whose}: {key}", str(want[key]).lower(), found[key]))
+        return checks
+
+    def _halves_checks(self, gamma: VirtualSpec, want: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+        """γ's halves as MSContract holds them: registered, the γ state stored, settled (nothing
+        blocked any more)."""
+        checks = []
+        for ledger, half in want.items():
+            nid = self.nids.get(f"{gamma.name}@{ledger}")
+            onchain = self.ms.nanocontract(self.cids[ledger], nid) if nid else None  # type: ignore[union-attr]
+            registered = onchain is not None and onchain.registered
+            stored = vc.decode(onchain.storage) if registered else None  # type: ignore[union-attr]
+            whose = f"{gamma.name}'s half in {ledger} on chain"
+            if "registered" in half:
+                checks.append(("halves", f"{whose}: registered", str(half["registered"]).lower(),
+                               str(registered).lower()))
+            if "version" in half:
+                checks.append(("halves", f"{whose}: version", str(half["version"]),
+                               str(stored.version) if stored else "not registered"))
+            if "balances" in half:
+                checks.append(("halves", f"{whose}: balances ({gamma.alice} / {gamma.bob})",
+                               f"{self._amount(half['balances'][0])} / {self._amount(half['balances'][1])}",
+                               f"{self._amount(stored.balance_alice)} / {self._amount(stored.balance_bob)}"
+                               if stored else "not registered"))
+            if "settled" in half:
+                settled = onchain.state(self.cids[ledger], nid).terminated if registered else None  # type: ignore
+                checks.append(("halves", f"{whose}: settled", str(half["settled"]).lower(),
+                               "not registered" if settled is None else str(settled).lower()))
+        return checks
 
     def _nanocontract_checks(self, want: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         """A nanocontract as `party` holds it (its latest version both signed), or as the chain

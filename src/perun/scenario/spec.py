@@ -17,7 +17,9 @@ import yaml
 from perun import errors
 from perun.core.amounts import parse_amount
 from perun.core.apps import APPS
+from perun.core.virtual import MAX_SETTLE_DELAY
 from perun.node import CRASH_POINTS
+from perun.virtual import HubPolicy
 from perun.wire.messages import MESSAGES, ErrorCode
 
 DEFAULT_FUNDS = 100 * 10**18
@@ -39,6 +41,8 @@ class Party:
     name: str
     funds: int
     key: bytes | None  # None: derived from the name
+    hub: HubPolicy | None = None  # serves as Ingrid for virtual channels
+    accept_virtual: bool = True  # agrees to a virtual channel that blocks its cash
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,25 @@ class ChannelSpec:
     delta: int
     token: str  # "ETH" or "erc20" (a test token the runner deploys and mints)
     kind: str = "payment"  # or "multistate": cash and nanocontracts, on MSContract
+
+
+@dataclass(frozen=True)
+class VirtualSpec:
+    """A virtual payment channel γ between `alice` and `bob` through `ingrid`: two halves, in the
+    multistate channels `ledgers` (Alice–Ingrid, Ingrid–Bob)."""
+
+    name: str
+    alice: str
+    ingrid: str
+    bob: str
+    ledgers: tuple[str, str]
+    deposits: tuple[int, int]  # what alice and bob block (Ingrid blocks the same, on the other side)
+    validity: int  # seconds after the latest block's time when `open` runs
+    window: int  # the ends' submission window after validity, in seconds
+
+    @property
+    def ends(self) -> tuple[str, str]:
+        return self.alice, self.bob
 
 
 @dataclass(frozen=True)
@@ -92,6 +115,7 @@ class Scenario:
     channels: dict[str, ChannelSpec]
     steps: tuple[Step, ...] = field(default_factory=tuple)
     nanocontracts: dict[str, NanocontractSpec] = field(default_factory=dict)  # by name, as the steps create them
+    virtual: dict[str, VirtualSpec] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- field types
@@ -112,6 +136,12 @@ def _int(min_value: int = 0) -> Callable[[Any, Scenario], int]:
 def _seconds(value: Any, _: Scenario) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise _Bad("a number of seconds >= 0")
+    return float(value)
+
+
+def _positive_seconds(value: Any, scenario: Scenario) -> float:
+    if _seconds(value, scenario) == 0:
+        raise _Bad("a number of seconds > 0")
     return float(value)
 
 
@@ -152,7 +182,21 @@ def _party(value: Any, scenario: Scenario) -> str:
 
 def _channel(value: Any, scenario: Scenario) -> str:
     if value not in scenario.channels:
-        raise _Bad(f"a channel: one of {', '.join(scenario.channels)}")
+        virtual = f" ({value} is a virtual channel)" if value in scenario.virtual else ""
+        raise _Bad(f"a channel: one of {', '.join(scenario.channels)}{virtual}")
+    return value
+
+
+def _virtual(value: Any, scenario: Scenario) -> str:
+    if value not in scenario.virtual:
+        raise _Bad(f"a virtual channel: one of {', '.join(scenario.virtual) or 'none (the file has no virtual:)'}")
+    return value
+
+
+def _any_channel(value: Any, scenario: Scenario) -> str:
+    """A channel, or a virtual channel: the steps that take both."""
+    if value not in scenario.channels and value not in scenario.virtual:
+        raise _Bad(f"a channel or virtual channel: one of {', '.join([*scenario.channels, *scenario.virtual])}")
     return value
 
 
@@ -174,6 +218,16 @@ def _balances(value: Any, scenario: Scenario) -> tuple[int, int]:
     if not isinstance(value, list) or len(value) != 2:
         raise _Bad("[alice's, bob's] amounts")
     return _amount(value[0]), _amount(value[1])
+
+
+def _payout(value: Any, scenario: Scenario) -> tuple[int, int] | dict[str, int]:
+    """[alice's, bob's] for a channel; {party: amount} for a virtual channel (its ledger channels'
+    payouts to each of its parties)."""
+    if isinstance(value, dict) and value:
+        return {_party(k, scenario): _amount(v) for k, v in value.items()}
+    if not isinstance(value, list) or len(value) != 2:
+        raise _Bad("[alice's, bob's] amounts (for a virtual channel: {party: amount, ...})")
+    return _balances(value, scenario)
 
 
 def _party_amounts(value: Any, scenario: Scenario) -> dict[str, int]:
@@ -215,22 +269,61 @@ def _event_arg(value: Any) -> Any:
 
 def _state(value: Any, scenario: Scenario) -> dict[str, Any]:
     """{party: alice, version: 3, balances: [9eth, 6eth]}: the state the party's store holds;
-    in a multistate channel also `nanocontracts: [names]`, those its channel state lists."""
+    in a multistate channel also `nanocontracts: [names]`, those its channel state lists; in a
+    virtual channel also `final` and `settled`."""
     if not isinstance(value, dict) or "party" not in value:
         raise _Bad("{party: P, version: N, balances: [a, b]} (version and balances optional)")
-    extra = set(value) - {"party", "version", "balances", "nanocontracts"}
+    extra = set(value) - {"party", "version", "balances", "nanocontracts", "final", "settled"}
     if extra:
-        raise _Bad(f"only party, version, balances and nanocontracts (not {', '.join(sorted(extra))})")
+        raise _Bad(f"only party, version, balances, nanocontracts, final and settled (not {', '.join(sorted(extra))})")
     result: dict[str, Any] = {"party": _party(value["party"], scenario)}
     if "version" in value:
         result["version"] = _int(0)(value["version"], scenario)
     if "balances" in value:
         result["balances"] = _balances(value["balances"], scenario)
+    for key in ("final", "settled"):
+        if key in value:
+            result[key] = _bool(value[key], scenario)
     if "nanocontracts" in value:
         if not isinstance(value["nanocontracts"], list):
             raise _Bad("nanocontracts: a list of nanocontract names, [] for none")
         result["nanocontracts"] = tuple(_nanocontract(n, scenario) for n in value["nanocontracts"])
     return result
+
+
+HALF_CHECKS = ("registered", "version", "balances", "settled")
+
+
+def _halves(value: Any, scenario: Scenario) -> dict[str, dict[str, Any]]:
+    """{ai: {registered: true, version: 2, balances: [1eth, 3eth], settled: false}, ib: ...}: a
+    virtual channel's halves as MSContract holds them, by ledger channel."""
+    form = "{LEDGER: {registered: B, version: N, balances: [a, b], settled: B}, ...} (at least one check each)"
+    if not isinstance(value, dict) or not value:
+        raise _Bad(form)
+    result = {}
+    for ledger, checks in value.items():
+        _channel(ledger, scenario)
+        if not isinstance(checks, dict) or not checks:
+            raise _Bad(form)
+        extra = set(checks) - set(HALF_CHECKS)
+        if extra:
+            raise _Bad(f"only {', '.join(HALF_CHECKS)} for a half (not {', '.join(sorted(extra))})")
+        half: dict[str, Any] = {}
+        for key in ("registered", "settled"):
+            if key in checks:
+                half[key] = _bool(checks[key], scenario)
+        if "version" in checks:
+            half["version"] = _int(0)(checks["version"], scenario)
+        if "balances" in checks:
+            half["balances"] = _balances(checks["balances"], scenario)
+        result[ledger] = half
+    return result
+
+
+def _ledgers(value: Any, scenario: Scenario) -> tuple[str, str]:
+    if not isinstance(value, list) or len(value) != 2:
+        raise _Bad("[Alice–Ingrid's, Ingrid–Bob's] multistate channels")
+    return _channel(value[0], scenario), _channel(value[1], scenario)
 
 
 def _error_reply(value: Any, scenario: Scenario) -> dict[str, str]:
@@ -334,15 +427,17 @@ def _nanocontract_checks(value: Any, scenario: Scenario) -> tuple[dict[str, Any]
 # A step's fields: name -> (check, required). `channel` may be left out when there is one.
 Fields = dict[str, tuple[Callable[[Any, Scenario], Any], bool]]
 CHANNEL: Fields = {"channel": (_channel, False)}
+ANY_CHANNEL: Fields = {"channel": (_any_channel, False)}  # a channel, or a virtual channel
 NANO: Fields = {"by": (_party, True), "nanocontract": (_nanocontract, True)}  # the channel is the nanocontract's
 CALL: Fields = {"function": (_function, True), "cell": (_cell, False), "preimage": (_preimage, False)}
 ACTIONS: dict[str, tuple[Fields, str | None]] = {
     # action: (fields, the field a scalar shorthand fills: `open: ab`, `offline: bob`)
-    "open": ({**CHANNEL, "confirm": (_bool, False)}, "channel"),
-    "pay": ({**CHANNEL, "from": (_party, True), "amount": (_amount, True), "send": (_bool, False),
+    "open": ({**ANY_CHANNEL, "confirm": (_bool, False)}, "channel"),
+    "pay": ({**ANY_CHANNEL, "from": (_party, True), "amount": (_amount, True), "send": (_bool, False),
              "answer": (_bool, False)}, None),
     "cooperative_close": ({**CHANNEL, "by": (_party, True)}, None),
-    "close": ({**CHANNEL, "by": (_party, True), "version": (_version, False)}, None),
+    "close": ({**ANY_CHANNEL, "by": (_party, True), "version": (_version, False),
+               "timeout": (_positive_seconds, False)}, None),
     "finalize": ({**CHANNEL, "by": (_party, True)}, None),
     "refund": ({**CHANNEL, "by": (_party, True)}, None),
     "offline": ({"party": (_party, True)}, "party"),
@@ -357,11 +452,12 @@ ACTIONS: dict[str, tuple[Fields, str | None]] = {
     "forge": ({**CHANNEL, "from": (_party, True), "amount": (_amount, True), "signer": (_party, False)}, None),
     "wait": ({"seconds": (_int(1), False), "blocks": (_int(1), False), "deadline": (_channel, False),
               "window": (_nanocontract, False), "timeout": (_nanocontract, False),
-              "offset": (_int(-10**9), False)}, None),
-    "expect": ({**CHANNEL, "payout": (_balances, False), "wallets": (_party_amounts, False),
+              "validity": (_virtual, False), "offset": (_int(-10**9), False)}, None),
+    "expect": ({**ANY_CHANNEL, "payout": (_payout, False), "wallets": (_party_amounts, False),
                 "events": (_events, False), "stages": (_party_stages, False),
                 "state": (_state, False), "error_reply": (_error_reply, False),
-                "held": (_amount, False), "nanocontract": (_nanocontract_checks, False)}, None),
+                "held": (_amount, False), "nanocontract": (_nanocontract_checks, False),
+                "halves": (_halves, False)}, None),
     # Multistate channels: nanocontracts are named by the step that creates them.
     "nanocontract": ({**CHANNEL, "by": (_party, True), "name": (_new_name, True), "app": (_choice(*APP_FIELDS), True),
                       "amount": (_amount, False), "preimage": (_preimage, False), "timeout": (_int(1), False),
@@ -372,9 +468,12 @@ ACTIONS: dict[str, tuple[Fields, str | None]] = {
     "register": ({**NANO, "version": (_version, False)}, None),
     "execute": ({**NANO, **CALL}, None),
     "enforce": ({**NANO, **CALL}, None),
+    # Virtual channels: an end submits a state of γ from its store on chain, by hand.
+    "submit": ({"channel": (_virtual, True), "by": (_party, True), "version": (_int(1), True)}, None),
 }
-WAIT_FORMS = ("seconds", "blocks", "deadline", "window", "timeout")
-EXPECT_CHECKS = ("payout", "wallets", "events", "stages", "state", "error_reply", "held", "nanocontract")
+WAIT_FORMS = ("seconds", "blocks", "deadline", "window", "timeout", "validity")
+OFFSET_FORMS = ("deadline", "window", "timeout", "validity")
+EXPECT_CHECKS = ("payout", "wallets", "events", "stages", "state", "error_reply", "held", "nanocontract", "halves")
 
 
 
@@ -422,11 +521,11 @@ class _Loader:
 
     def scenario(self, root: yaml.Node | None) -> Scenario:
         top = self.mapping(root, "the file")
-        unknown = set(top) - {"title", "description", "parties", "channels", "steps"}
+        unknown = set(top) - {"title", "description", "parties", "channels", "virtual", "steps"}
         if unknown:
             key = sorted(unknown)[0]
             raise self.fail(top[key], f"unknown top-level field {key!r}: expected title, description, "
-                                      "parties, channels, steps")
+                                      "parties, channels, virtual, steps")
         for required in ("title", "parties", "steps"):
             if required not in top:
                 raise self.fail(root, f"missing field {required!r}")
@@ -440,19 +539,24 @@ class _Loader:
         self.parties(top["parties"], scenario)
         if "channels" in top:
             self.channels(top["channels"], scenario)
+        if "virtual" in top:
+            self.virtual(top["virtual"], scenario)
         steps_node = top["steps"]
         if not isinstance(steps_node, yaml.SequenceNode) or not steps_node.value:
             raise self.fail(steps_node, "steps: expected a list of steps (- action: ...)")
         steps = tuple(self.step(node, i, scenario) for i, node in enumerate(steps_node.value, 1))
         return Scenario(scenario.file, scenario.name, scenario.title, scenario.description,
-                        scenario.parties, scenario.channels, steps, scenario.nanocontracts)
+                        scenario.parties, scenario.channels, steps, scenario.nanocontracts, scenario.virtual)
 
     def parties(self, node: yaml.Node, scenario: Scenario) -> None:
         for name, value in self.mapping(node, "parties").items():
             fields = self.mapping(value, f"party {name}") if not _is_null(value) else {}
-            for key in set(fields) - {"funds", "key"}:
-                raise self.fail(fields[key], f"party {name}: unknown field {key!r}: expected funds, key")
+            for key in set(fields) - {"funds", "key", "hub", "accept_virtual"}:
+                raise self.fail(fields[key], f"party {name}: unknown field {key!r}: expected funds, key, hub, "
+                                             "accept_virtual")
             funds = self.field(fields, "funds", _amount, scenario, f"party {name}", DEFAULT_FUNDS)
+            accept_virtual = self.field(fields, "accept_virtual", _bool, scenario, f"party {name}", True)
+            hub = self.hub(fields["hub"], scenario, f"party {name}: hub") if "hub" in fields else None
             key = None
             if "key" in fields:
                 text = self.plain(fields["key"])
@@ -465,7 +569,16 @@ class _Loader:
                         raise ValueError
                 except ValueError:
                     raise self.fail(fields["key"], f"party {name}: key: expected 32 bytes of hex (0x...)") from None
-            scenario.parties[name] = Party(name, funds, key)
+            scenario.parties[name] = Party(name, funds, key, hub, accept_virtual)
+
+    def hub(self, node: yaml.Node, scenario: Scenario, where: str) -> HubPolicy:
+        """{fast_close: false, capacity: 10eth, max_channels: 2}, each optional: Ingrid's policy."""
+        fields = self.mapping(node, where)
+        for key in set(fields) - {"fast_close", "capacity", "max_channels"}:
+            raise self.fail(fields[key], f"{where}: unknown field {key!r}: expected fast_close, capacity, max_channels")
+        return HubPolicy(capacity=self.field(fields, "capacity", _amount, scenario, where),
+                         max_channels=self.field(fields, "max_channels", _int(1), scenario, where),
+                         fast_close=self.field(fields, "fast_close", _bool, scenario, where, True))
 
     def channels(self, node: yaml.Node, scenario: Scenario) -> None:
         for name, value in self.mapping(node, "channels").items():
@@ -489,6 +602,48 @@ class _Loader:
             if len({c.token for c in scenario.channels.values()}) > 1:
                 raise self.fail(fields.get("token", value), f"{where}: token: the channels of a scenario share one "
                                                             "unit (all ETH or all erc20), which its wallets are counted in")
+
+    def virtual(self, node: yaml.Node, scenario: Scenario) -> None:
+        keys = ("alice", "ingrid", "bob", "ledgers", "deposits", "validity", "window")
+        for name, value in self.mapping(node, "virtual").items():
+            where = f"virtual channel {name}"
+            if not name.replace("-", "_").isidentifier():
+                raise self.fail(value, f"{where}: expected a name of letters, digits, - and _ (not starting with a "
+                                       "digit)")
+            if name in scenario.channels:
+                raise self.fail(value, f"{where}: expected a name that no channel has")
+            fields = self.mapping(value, where)
+            for key in set(fields) - set(keys):
+                raise self.fail(fields[key], f"{where}: unknown field {key!r}: expected {', '.join(keys)}")
+            for required in keys:
+                if required not in fields:
+                    raise self.fail(value, f"{where}: missing field {required!r}")
+            alice, ingrid, bob = (self.field(fields, key, _party, scenario, where) for key in ("alice", "ingrid", "bob"))
+            if len({alice, ingrid, bob}) != 3:
+                raise self.fail(value, f"{where}: alice, ingrid and bob are three different parties")
+            ledgers = self.field(fields, "ledgers", _ledgers, scenario, where)
+            for ledger, end in zip(ledgers, (alice, bob)):
+                channel = scenario.channels[ledger]
+                if channel.kind != "multistate":
+                    raise self.fail(fields["ledgers"], f"{where}: ledgers: {ledger} is a payment channel; a virtual "
+                                                       "channel's halves live in multistate channels")
+                if {channel.alice, channel.bob} != {end, ingrid}:
+                    raise self.fail(fields["ledgers"], f"{where}: ledgers: {ledger} is between {channel.alice} and "
+                                                       f"{channel.bob}, not {end} and {ingrid}")
+            deposits = self.field(fields, "deposits", _balances, scenario, where)
+            validity = self.field(fields, "validity", _int(1), scenario, where)
+            window = self.field(fields, "window", _int(1), scenario, where)
+            delta = max(scenario.channels[ledger].delta for ledger in ledgers)
+            if window <= delta:
+                raise self.fail(fields["window"], f"{where}: window: expected more than the ledger channels' Δ "
+                                                  f"({delta} s), got {window}")
+            if validity <= delta + 1:
+                raise self.fail(fields["validity"], f"{where}: validity: expected more than Δ + 1 = {delta + 1} s (the "
+                                                    f"halves are registered at validity − Δ − 1), got {validity}")
+            if validity + 3 * window > MAX_SETTLE_DELAY:
+                raise self.fail(fields["validity"], f"{where}: validity: validity + 3 windows must be within 365 days "
+                                                    "(MSContract's settleBy horizon)")
+            scenario.virtual[name] = VirtualSpec(name, alice, ingrid, bob, ledgers, deposits, validity, window)
 
     def field(self, fields: dict[str, yaml.Node], key: str, check: Callable[[Any, Scenario], Any],
               scenario: Scenario, where: str, default: Any = None) -> Any:
@@ -546,8 +701,8 @@ class _Loader:
                    fields: dict[str, yaml.Node]) -> None:
         if action == "wait" and len(set(WAIT_FORMS) & set(args)) != 1:
             raise self.fail(node, f"{where}: expected exactly one of {', '.join(WAIT_FORMS)}")
-        if action == "wait" and "offset" in args and not {"deadline", "window", "timeout"} & set(args):
-            raise self.fail(node, f"{where}: offset goes with deadline, window or timeout")
+        if action == "wait" and "offset" in args and not set(OFFSET_FORMS) & set(args):
+            raise self.fail(node, f"{where}: offset goes with deadline, window, timeout or validity")
         if action == "pay" and args.get("send") is False and args.get("answer") is False:
             raise self.fail(node, f"{where}: send: false and answer: false exclude each other (an Update "
                                   "never sent is never answered)")
@@ -555,7 +710,20 @@ class _Loader:
             raise self.fail(node, f"{where}: expected at least one of {', '.join(EXPECT_CHECKS)}")
         if "nanocontract" in args and action != "expect":  # a nanocontract's steps are on its channel
             args["channel"] = scenario.nanocontracts[args["nanocontract"]].channel
+        gamma = scenario.virtual.get(args.get("channel", ""))
+        if gamma is not None:
+            self.check_virtual_step(action, args, node, where, gamma, fields)
+            return
         channel = scenario.channels.get(args.get("channel", ""))
+        for key, only in (("timeout", "close"), ("halves", "expect")):
+            if action == only and key in args:
+                raise self.fail(fields[key], f"{where}: {key} goes with a virtual channel, and {channel.name} is not one")
+        if action == "expect" and isinstance(args.get("payout"), dict):
+            raise self.fail(fields["payout"], f"{where}: payout: expected [alice's, bob's] amounts for channel "
+                                              f"{channel.name} ({{party: amount}} is for a virtual channel)")
+        if action == "expect" and {"final", "settled"} & set(args.get("state", {})):
+            raise self.fail(fields["state"], f"{where}: state: final and settled go with a virtual channel, and "
+                                             f"{channel.name} is not one")
         if action in ("pay", "forge", "cooperative_close") and channel.kind == "multistate":
             raise self.fail(node, f"{where}: channel {channel.name} is a multistate channel: {action} is for payment "
                                   "channels (a multistate channel moves money with nanocontracts, and closes with close)")
@@ -583,6 +751,49 @@ class _Loader:
             if "preimage" in args and function != "claim":
                 raise self.fail(fields["preimage"], f"{where}: preimage goes with claim (which takes the lock's own "
                                                     "preimage unless given another)")
+
+    def check_virtual_step(self, action: str, args: dict[str, Any], node: yaml.Node, where: str, gamma: VirtualSpec,
+                           fields: dict[str, yaml.Node]) -> None:
+        name = gamma.name
+        if action == "open" and "confirm" in args:
+            raise self.fail(fields["confirm"], f"{where}: confirm goes with a channel on chain; virtual channel {name} "
+                                               "opens off chain")
+        if action in ("pay", "close", "submit"):
+            party = args.get("from", args.get("by"))
+            if party not in gamma.ends:
+                raise self.fail(node, f"{where}: {party} is not an end of virtual channel {name} ({gamma.alice} or "
+                                      f"{gamma.bob})")
+        if action == "close" and "version" in args:
+            raise self.fail(fields["version"], f"{where}: version: virtual channel {name} closes through "
+                                               f"{gamma.ingrid} with the latest state (submit puts a chosen version "
+                                               "on chain)")
+        if action != "expect":
+            return
+        ledgers = ", ".join(gamma.ledgers)
+        for key in ("events", "stages"):
+            if key in args:
+                raise self.fail(fields[key], f"{where}: {key}: virtual channel {name} has none of its own; expect "
+                                             f"them on its ledger channels {ledgers}")
+        parties = (gamma.alice, gamma.ingrid, gamma.bob)
+        if "payout" in args:
+            if not isinstance(args["payout"], dict):
+                raise self.fail(fields["payout"], f"{where}: payout: expected {{party: amount, ...}} for virtual "
+                                                  f"channel {name}: what its ledger channels paid {', '.join(parties)}")
+            for party in args["payout"]:
+                if party not in parties:
+                    raise self.fail(fields["payout"], f"{where}: payout: {party} is not a party of virtual channel "
+                                                      f"{name} ({', '.join(parties)})")
+        if "state" in args:
+            if args["state"]["party"] not in parties:
+                raise self.fail(fields["state"], f"{where}: state: {args['state']['party']} is not a party of virtual "
+                                                 f"channel {name} ({', '.join(parties)})")
+            if "nanocontracts" in args["state"]:
+                raise self.fail(fields["state"], f"{where}: state: nanocontracts goes with a multistate channel, "
+                                                 f"and {name} is a virtual channel")
+        for ledger in args.get("halves", {}):
+            if ledger not in gamma.ledgers:
+                raise self.fail(fields["halves"], f"{where}: halves: {ledger} is not a ledger channel of {name} "
+                                                  f"({ledgers})")
 
     def check_nanocontract(self, args: dict[str, Any], node: yaml.Node, where: str, scenario: Scenario,
                            channel: ChannelSpec, fields: dict[str, yaml.Node]) -> None:
