@@ -282,7 +282,7 @@ class Node:
             asyncio.get_running_loop().call_soon(self._flush)
         for rec in records:
             if self.virtual is not None and rec.channel_id in self.virtual.records:
-                virtual_records = [*virtual_records, self.virtual.staged(rec)]
+                virtual_records = [*virtual_records, self.virtual.with_updates(rec)]
                 continue
             self.records[rec.channel_id] = rec
             self._batch["records"][rec.channel_id] = rec

@@ -174,8 +174,7 @@ class Virtual:
         ledger = self.ms.records.get(half.ledger)
         if ledger is None or ledger.stage is Stage.CLOSED:
             return True
-        held = next((s.state for s in ledger.nanocontracts if s.state.nid == half.nid), None)
-        onchain = ledger.registered(half.nid)
+        held, onchain = self._half_state(half), ledger.registered(half.nid)
         return held is None or held.terminated or (onchain is not None and onchain.terminated)
 
     def _half_state(self, half: Half) -> NanocontractState | None:
@@ -207,11 +206,9 @@ class Virtual:
         rec = self.records.get(gid)
         return rec.channel if rec is not None else None
 
-    def staged(self, channel: machine.ChannelRecord) -> VirtualRecord:
-        """The record with its updates replaced by `channel` (which the node is saving)."""
-        rec = replace(self.records[channel.channel_id], channel=channel)
-        self.records[rec.id] = rec
-        return rec
+    def with_updates(self, channel: machine.ChannelRecord) -> VirtualRecord:
+        """γ's record with its updates replaced by `channel` (which the node is saving)."""
+        return replace(self.records[channel.channel_id], channel=channel)
 
     def check_update(self, gid: bytes) -> None:
         """Before signing an update of γ: not past validity."""
