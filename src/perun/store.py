@@ -3,7 +3,8 @@
 One database per node. It holds each payment channel's record (perun.core.machine.ChannelRecord)
 and every state this node signed or received a signature on; each multistate channel's record
 (perun.core.msmachine.MSRecord) and every channel and nanocontract state it signed or received a
-signature on; the peers it dials, and the last block the watcher processed. `commit` writes any
+signature on; each virtual channel's record (perun.core.virtual.VirtualRecord: an end's γ states
+are in the states table too); the peers it dials, and the last block the watcher processed. `commit` writes any
 mix of these in one transaction; the node sends nothing that depends on a change before that
 change's commit has returned.
 """

@@ -8,10 +8,12 @@ from eth_account import Account
 
 from perun import errors
 from perun.core import msmachine as ms
+from perun.core import virtual as vr
 from perun.core.apps import ALICE as APP_ALICE
 from perun.core.apps import APPS
 from perun.core.apps import hashtimelock as htlc
-from perun.core.channel import Params
+from perun.core.apps import virtualchannel as vc
+from perun.core.channel import Params, PaymentState
 from perun.core.eip712 import Domain
 from perun.core.machine import Role, Stage, new_record, payment, propose
 from perun.core.multistate import ChannelState, ms_domain
@@ -179,3 +181,31 @@ def test_a_store_from_before_multistate_channels_gains_their_tables(tmp_path):
     store.close()
     again = Store(tmp_path / "a.db", ALICE.address, 1337, DOMAIN.verifying_contract)
     assert again.ms_channels() == [] and again.ms_states(bytes(32)) == []
+
+
+def test_a_virtual_channel_record_round_trips_exactly(tmp_path):
+    carol = Account.from_key(b"\x03" * 32)
+    domain = vc.virtual_domain(1337, "0x" + "cd" * 20)
+    data = vc.decode(vc.initial(ALICE.address, carol.address, BOB.address, b"\x0a" * 32, b"\x0b" * 32, 2**127, 5,
+                                2**63, 3600, 2**64 - 1, vc.SIDE_B, 1).data)
+    end = vr.new_record(data, vr.Position.BOB, vr.Half(vc.SIDE_B, b"\x0b" * 32, b"\x0c" * 32), domain)
+    ch = end.channel
+    ch, _ = propose(ch, replace(ch.current, version=1, balance_alice=2**127 - 1, balance_bob=6), BOB.key)
+    final = PaymentState(data.id, 7, 1, 2**127 + 4, True)
+    other = replace(data, nonce=1)  # one record per γ: this node is Ingrid of another one
+    final = replace(final, channel_id=other.id)
+    seen = vr.Seen(final, b"\x01" * 65, b"\x02" * 65)
+    ingrid = replace(vr.new_record(other, vr.Position.INGRID, vr.Half(vc.SIDE_A, b"\x0a" * 32, b"\x0d" * 32), domain),
+                     seen=(seen, vr.Seen(replace(final, is_final=False), b"", b"\x03" * 65)))
+    ingrid = vr.with_half(ingrid, vr.Half(vc.SIDE_B, b"\x0b" * 32, b"\x0c" * 32))
+    records = [replace(end, channel=replace(ch, sig_alice=b"\x04" * 65, peer_signed_hint=3)), ingrid]
+    for cls, instances in ((vr.VirtualRecord, records), (vr.Seen, ingrid.seen)):
+        for f in fields(cls):
+            if f.init and f.default is not MISSING:
+                assert any(getattr(x, f.name) != f.default for x in instances), f"{cls.__name__}.{f.name}"
+    store = Store(tmp_path / "v.db", BOB.address, 1337, DOMAIN.verifying_contract)
+    store.commit(virtual_records=records)
+    store.close()
+    store = Store(tmp_path / "v.db", BOB.address, 1337, DOMAIN.verifying_contract)
+    assert sorted(store.virtual_channels(), key=lambda r: r.position) == sorted(records, key=lambda r: r.position)
+    store.close()
