@@ -79,6 +79,26 @@ def test_a_conditional_payment_created_claimed_and_absorbed() -> None:
     assert alice.nanocontracts == bob.nanocontracts == ()
 
 
+def test_a_record_keeps_no_trace_of_nanocontracts_gone() -> None:
+    # A hub creates and absorbs a nanocontract per virtual channel: its record must not grow.
+    alice, bob = pair()
+    claim = lambda nid: lambda r, k: call(r, nid, htlc.CLAIM, PREIMAGE, NOW, APPS["HashTimeLock"], k)  # noqa: E731
+    for _ in range(3):  # Alice's cash allows three
+        alice, bob, made = exchange(alice, bob, lock, A.key, B.key)
+        assert alice.signed_version(made.nid) == bob.signed_version(made.nid) == 0
+        bob, alice, _ = exchange(bob, alice, claim(made.nid), B.key, A.key)
+        alice, bob, _ = exchange(alice, bob, lambda r, k: absorb(r, made.nid, k), A.key, B.key)
+        for rec in (alice, bob):
+            assert (rec.nano_signed, rec.nanocontracts, rec.pending) == ((), (), ())
+    # A refused creation is forgotten too: its channel version, and so its nid, stays burned.
+    bob_lock = lambda r, k: create(r, HTLC, htlc.initial(BOB, 5, htlc.hashlock_of(PREIMAGE), NOW + 100), k)  # noqa: E731
+    bob, refused = bob_lock(bob, B.key)
+    bob, _ = receive_reject(bob, b"")
+    assert bob.nano_signed == () and bob.channel_signed == refused.channel.version
+    bob, again = bob_lock(bob, B.key)
+    assert again.nid != refused.nid
+
+
 def test_nanocontracts_update_in_parallel() -> None:
     alice, bob = pair()
     alice, bob, first = exchange(alice, bob, lock, A.key, B.key)

@@ -223,7 +223,10 @@ def receive_ack(rec: MSRecord, slot: bytes, sig_channel: bytes, sig_nanocontract
 def receive_reject(rec: MSRecord, slot: bytes) -> tuple[MSRecord, MSProposal | None]:
     """The peer refused the proposal on `slot`: dropped; its versions stay burned."""
     proposal = rec.pending_on(slot)
-    return replace(rec, pending=tuple(p for p in rec.pending if p is not proposal)), proposal
+    rec = replace(rec, pending=tuple(p for p in rec.pending if p is not proposal))
+    if proposal is not None and proposal.kind is Kind.CREATE:
+        rec = _forget(rec, proposal.nid)  # its channel version is burned, so its nid never returns
+    return rec, proposal
 
 
 # ---------------------------------------------------------------------- receiver
@@ -393,7 +396,15 @@ def _adopt(rec: MSRecord, p: MSProposal, own: MSProposal, peers: MSProposal) -> 
     if p.nanocontract is not None:  # created or called; absorbed ones just leave
         nanocontracts.append(signed(p.nanocontract, own.sig_nanocontract, peers.sig_nanocontract))
     nanocontracts.sort(key=lambda s: s.state.nid)  # type: ignore[union-attr]
-    return replace(rec, channel=channel, nanocontracts=tuple(nanocontracts))
+    rec = replace(rec, channel=channel, nanocontracts=tuple(nanocontracts))
+    return _forget(rec, p.nid) if p.kind is Kind.ABSORB else rec
+
+
+def _forget(rec: MSRecord, nid: bytes) -> MSRecord:
+    """Drops what this party signed of `nid`, which no state of it can ever need again: nids come
+    from channel versions, which never repeat. So a record stays the size of its live
+    nanocontracts however many came and went."""
+    return replace(rec, nano_signed=tuple(e for e in rec.nano_signed if e[0] != nid))
 
 
 # ---------------------------------------------------------------------- the chain's side
