@@ -19,6 +19,7 @@ Functions an app marks `automatic` (a timeout's consequence) the watcher calls b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import Callable, Mapping
@@ -33,7 +34,7 @@ from perun.chain.multistate import MSContract
 from perun.core import msmachine as ms
 from perun.core.apps import App, AppState, Context, app_named
 from perun.core.channel import ETH, Params, checksum
-from perun.core.machine import Role, Stage
+from perun.core.machine import CONFLICT_RETRIES, Role, Stage
 from perun.core.msmachine import Duty, Kind, MSProposal, MSRecord, Signed
 from perun.core.multistate import ChannelState, NanocontractState, nanocontract_id
 from perun.wire import messages as m
@@ -142,27 +143,22 @@ class Multistate:
         peer has countersigned."""
         if app not in self.app_address:
             raise errors.InvalidNanocontract(f"this node knows no app {app!r}; it knows {', '.join(self.app_address)}")
-        self.apps[self.app_address[app]].check_initial(initial)
-        rec = self.channel(cid)
-        new, proposal = ms.create(rec, self.app_address[app], initial, self.node.key, fee)
-        await self._propose(rec, new, proposal)
+        address = self.app_address[app]
+        self.apps[address].check_initial(initial)
+        proposal = await self._update(cid, b"", lambda rec: ms.create(rec, address, initial, self.node.key, fee))
         return proposal.nid
 
     async def call(self, cid: bytes, nid: bytes, fun: int, z: bytes = b"") -> NanocontractState:
         """Calls function `fun` of nanocontract `nid` with argument `z`, off chain; returns the
         new state once the peer has countersigned it. The app's errors are raised as they are."""
-        rec = self.channel(cid)
-        app = self._app_of(rec.nanocontract(nid).state.app)  # type: ignore[union-attr]
+        app = self._app_of(self.channel(cid).nanocontract(nid).state.app)  # type: ignore[union-attr]
         now = await self.node.on_chain(self.node.chain.timestamp)
-        new, proposal = ms.call(rec, nid, fun, z, now, app, self.node.key)
-        await self._propose(rec, new, proposal)
+        await self._update(cid, nid, lambda rec: ms.call(rec, nid, fun, z, now, app, self.node.key))
         return self.nanocontract(cid, nid)
 
     async def absorb(self, cid: bytes, nid: bytes) -> ChannelState:
         """Removes terminated nanocontract `nid`: what it released goes back to the cash."""
-        rec = self.channel(cid)
-        new, proposal = ms.absorb(rec, nid, self.node.key)
-        await self._propose(rec, new, proposal)
+        await self._update(cid, b"", lambda rec: ms.absorb(rec, nid, self.node.key))
         return self.channel(cid).state
 
     async def register(self, cid: bytes, nid: bytes) -> Receipt | None:
@@ -215,6 +211,27 @@ class Multistate:
 
     # ------------------------------------------------------------------ proposing
 
+    async def _update(self, cid: bytes, slot: bytes, step: Callable[[MSRecord], tuple[MSRecord, MSProposal]]
+                      ) -> MSProposal:
+        """Proposes what `step` makes of the channel's record. Refused as stale (the peer burned
+        versions this party did not know of, and said which), it proposes again at once; refused
+        as conflicting, Alice at once and Bob once Alice's proposal on the slot has landed or
+        after a short wait: as payments do (§4), up to CONFLICT_RETRIES times."""
+        for attempt in range(CONFLICT_RETRIES):
+            rec = self.channel(cid)
+            new, proposal = step(rec)
+            try:
+                await self._propose(rec, new, proposal)
+                return proposal
+            except errors.PeerRejected as exc:
+                if exc.code not in (m.ErrorCode.CONFLICT, m.ErrorCode.STALE_VERSION):
+                    raise
+                if exc.code == m.ErrorCode.CONFLICT and rec.role is Role.BOB:
+                    before = _slot_version(self.channel(cid), slot)
+                    with contextlib.suppress(errors.PeerTimeout):
+                        await self.node.wait_for(cid, lambda r: _slot_version(r, slot) > before, 0.05 * (attempt + 1))
+        raise errors.UpdateConflict(f"an update of channel 0x{cid.hex()} was refused {CONFLICT_RETRIES} times")
+
     async def _propose(self, rec: MSRecord, new: MSRecord, proposal: MSProposal) -> None:
         node = self.node
         conn = node._connection(rec.peer)
@@ -231,6 +248,18 @@ class Multistate:
                 f"{rec.peer} did not countersign the {proposal.kind.value} in time; it stays pending and completes "
                 "if the peer countersigns it after reconnecting"
             ) from exc
+
+    def signed_on(self, peer: str, ref: bytes) -> int:
+        """What a refusal of `peer`'s proposal on `ref` (a channel id, or a nid for a call) tells
+        it this party signed there (the Error's `signed`): the versions it must go above."""
+        for rec in self.records.values():
+            if rec.peer != peer:
+                continue
+            if rec.channel_id == ref:
+                return rec.channel_signed
+            if any(s.state.nid == ref for s in rec.nanocontracts):  # type: ignore[union-attr]
+                return max(rec.signed_version(ref), 0)
+        return 0
 
     def acks(self) -> list[asyncio.Future]:
         """The futures of this node's proposals in flight (a killed node fails them)."""
@@ -418,7 +447,7 @@ class Multistate:
             pending = rec.pending_on(slot)
             if pending is None or _version(pending) != msg.version:
                 continue
-            new, _ = ms.receive_reject(rec, slot)
+            new, _ = ms.receive_reject(rec, slot, msg.signed)
             self.node.save(ms_records=[new], then=lambda key=(rec.channel_id, slot): self._resolve(key, failure))
             return
 
@@ -510,6 +539,12 @@ class Multistate:
 def _by_peer(rec: MSRecord, signed: Signed) -> bytes:
     """The peer's signature on `signed`: what the contract takes from this party."""
     return signed.by(Role.BOB if rec.role is Role.ALICE else Role.ALICE)
+
+
+def _slot_version(rec: MSRecord, slot: bytes) -> int:
+    if slot == b"":
+        return rec.state.version
+    return next((s.state.version for s in rec.nanocontracts if s.state.nid == slot), -1)  # type: ignore[union-attr]
 
 
 def _adopted(rec: MSRecord, proposal: MSProposal) -> MSProposal:

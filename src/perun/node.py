@@ -34,7 +34,7 @@ from perun.chain.channels import ChannelsContract
 from perun.chain.payment import PaymentContract, Receipt
 from perun.core import machine, msmachine
 from perun.core.channel import ETH, Params, PaymentState, Phase, checksum
-from perun.core.machine import ChannelRecord, Proposal, Role, Stage
+from perun.core.machine import CONFLICT_RETRIES, ChannelRecord, Proposal, Role, Stage
 from perun.core.msmachine import MSRecord, Signed
 from perun.core.multistate import NanocontractState
 from perun.core.apps.virtualchannel import VirtualChannelData
@@ -51,7 +51,6 @@ log = logging.getLogger("perun.node")
 T = TypeVar("T")
 
 RESPONSE_TIMEOUT = 10.0
-CONFLICT_RETRIES = 8
 
 
 CRASH_POINTS = (
@@ -287,7 +286,7 @@ class Node:
             self.records[rec.channel_id] = rec
             self._batch["records"][rec.channel_id] = rec
         for v_rec in virtual_records:
-            self.virtual.records[v_rec.id] = v_rec  # type: ignore[union-attr]
+            self.virtual.put(v_rec)  # type: ignore[union-attr]
             self._batch["virtual_records"][v_rec.id] = v_rec
         for ms_rec in ms_records:
             self.multistate.records[ms_rec.channel_id] = ms_rec  # type: ignore[union-attr]
@@ -504,6 +503,8 @@ class Node:
     def _refuse(self, conn: Connection, exc: errors.PerunError, ref_type: int, cid: bytes = bytes(32), version: int = 0) -> None:
         rec = self._updatable(cid)
         signed = rec.signed if rec and rec.peer == conn.peer else 0
+        if self.multistate is not None and ref_type in _MS_PROPOSALS:
+            signed = self.multistate.signed_on(conn.peer, cid)
         code = m.code_of(exc)
         log.warning("%s: refused %s from %s: %s: %s", self.name, m.MESSAGES.get(ref_type, m.Message).__name__,
                     conn.peer, code.name, exc)
@@ -899,6 +900,7 @@ class Node:
 
 _MS_UPDATES = (m.NanocontractCreate, m.NanocontractCall, m.NanocontractAbsorb)
 _MS_MESSAGES = (m.ProposeMultistate, *_MS_UPDATES, m.NanocontractAck)
+_MS_PROPOSALS = {t.TYPE for t in _MS_UPDATES}
 
 
 def _refers_to(message: m.Message) -> bytes:

@@ -350,6 +350,7 @@ def _ms_record_to_json(rec: MSRecord) -> str:
                       "terminated": r.terminated, "settle_by": r.settle_by} for r in rec.on_chain],
         "outcome": [str(x) for x in rec.outcome] if rec.outcome else None,
         "intents": [{"nid": i.nid.hex(), "fun": i.fun, "z": i.z.hex()} for i in rec.intents],
+        "peer_signed": [[slot.hex(), version] for slot, version in rec.peer_signed],
     })
 
 
@@ -376,6 +377,7 @@ def _ms_record_from_json(text: str) -> MSRecord:
                        for r in d["on_chain"]),
         outcome=tuple(int(x) for x in d["outcome"]) if d["outcome"] else None,
         intents=tuple(Intent(bytes.fromhex(i["nid"]), i["fun"], bytes.fromhex(i["z"])) for i in d["intents"]),
+        peer_signed=tuple((bytes.fromhex(slot), v) for slot, v in d.get("peer_signed", [])),  # absent before hints
     )
 
 

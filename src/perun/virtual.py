@@ -96,7 +96,13 @@ class Virtual:
         self.domain = vc.virtual_domain(self.ms.domain.chain_id, self.app_address)
         self.accept_virtual = accept_virtual
         self.hub = hub
-        self.records: dict[bytes, VirtualRecord] = {r.id: r for r in node.store.virtual_channels()}
+        self.records: dict[bytes, VirtualRecord] = {}
+        # Indexes, so that a hub's work grows with its live channels, not with all it ever served:
+        # every half's γ, and the γ not known to be settled yet (pruned as they are found settled).
+        self._by_nid: dict[bytes, bytes] = {}
+        self._live: set[bytes] = set()
+        for rec in node.store.virtual_channels():
+            self.put(rec)
         self._waiting: dict[bytes, tuple[Connection, m.NanocontractCreate]] = {}  # Ingrid: ν_a held for ν_b
         self._settling: set[bytes] = set()  # Ingrid: γ being settled off chain
         self._refused: dict[bytes, asyncio.Future] = {}  # an end's close: Ingrid's refusal
@@ -108,6 +114,18 @@ class Virtual:
             return self.records[gid]
         except KeyError:
             raise errors.UnknownChannel(f"no virtual channel 0x{gid.hex()}") from None
+
+    def put(self, rec: VirtualRecord) -> None:
+        """Puts `rec` in memory (the node stores it in its commit)."""
+        self.records[rec.id] = rec
+        self._by_nid.update((h.nid, rec.id) for h in rec.halves)
+        self._live.add(rec.id)
+
+    def live(self) -> list[VirtualRecord]:
+        """The records with a half not settled yet: only these can have anything left to do."""
+        for gid in [g for g in self._live if self.settled(self.records[g])]:
+            self._live.discard(gid)  # settled is final: a settled half never becomes live again
+        return [self.records[g] for g in self._live]
 
     def channels(self) -> list[VirtualInfo]:
         return [self._info(rec) for rec in self.records.values()]
@@ -199,7 +217,8 @@ class Virtual:
 
     def holding(self, nid: bytes) -> VirtualRecord | None:
         """The record of the γ that nanocontract `nid` is a half of, if any."""
-        return next((r for r in self.records.values() if any(h.nid == nid for h in r.halves)), None)
+        gid = self._by_nid.get(nid)
+        return self.records[gid] if gid is not None else None
 
     def channel_record(self, gid: bytes) -> machine.ChannelRecord | None:
         """γ's update record, for the node's payment-channel update path (an end's only)."""
@@ -221,8 +240,8 @@ class Virtual:
     def on_connected(self, conn: Connection) -> None:
         """After (re)connecting to a ledger peer: an end gives Ingrid a final state she may have
         missed; Ingrid resumes settling the halves of γ she holds a final state for."""
-        for rec in self.records.values():
-            if rec.final is None or self.settled(rec):
+        for rec in self.live():
+            if rec.final is None:
                 continue
             if rec.position is Position.INGRID:
                 if any(self._ledger_peer(h) == conn.peer for h in rec.halves):
@@ -277,7 +296,7 @@ class Virtual:
             raise errors.ChannelRefused("this node does not serve virtual channels (no HubPolicy)")
         if fee < hub.fee:
             raise errors.ChannelRefused(f"Ingrid charges a fee of {hub.fee} per virtual channel, not {fee}")
-        live = [r for r in self.records.values() if r.position is Position.INGRID and not self.settled(r)]
+        live = [r for r in self.live() if r.position is Position.INGRID]
         if hub.max_channels is not None and len(live) + len(self._waiting) >= hub.max_channels:
             raise errors.ChannelRefused(f"Ingrid serves at most {hub.max_channels} virtual channels at once")
         opening = [vc.decode(msg.data) for _, msg in self._waiting.values()]
@@ -429,7 +448,7 @@ class Virtual:
     def duties(self, now: int) -> list[tuple[bytes, bytes]]:
         """The halves (ledger, nid) to register now: live ones at validity − Δ − 1."""
         due = []
-        for rec in self.records.values():
+        for rec in self.live():
             for half in rec.halves:
                 ledger = self.ms.records.get(half.ledger)
                 held = self._half_state(half)
@@ -443,18 +462,18 @@ class Virtual:
         """Ingrid keeps the γ states that SETTLE transactions carry (their calldata: the events do
         not hold the signatures), to copy them to the other half. Returns the records changed."""
         changed: dict[bytes, VirtualRecord] = {}
-        halves = {h.nid: rec.id for rec in self.records.values() if rec.position is Position.INGRID for h in rec.halves}
         for event in events:
             settled = event.name == "NanocontractExecuted" and event.args["fun"] == vc.SETTLE
-            if not settled or event.args["nid"] not in halves:
+            held = self.holding(event.args["nid"]) if settled else None
+            if held is None or held.position is not Position.INGRID:
                 continue
             call = await self.node.on_chain(self.ms.contract.executed_call, event.tx_hash)
             if call is None:
                 log.warning("%s: a SETTLE of 0x%s came from a contract: its state is not readable",
                             self.node.name, event.args["nid"].hex()[:12])
                 continue
-            gid = halves[event.args["nid"]]
-            rec = changed.get(gid, self.records[gid])
+            gid = held.id
+            rec = changed.get(gid, held)
             s = vc.decode_settle_arg(call[2])
             seen = Seen(PaymentState(gid, s.version, s.balance_alice, s.balance_bob, s.final),
                         s.r_alice + s.s_alice + bytes([s.v_alice]), s.r_bob + s.s_bob + bytes([s.v_bob]))

@@ -96,14 +96,20 @@ def test_a_game_is_refused_without_consent_and_nothing_changes(net):
     async def scenario():
         async with ms_pair(net, accept_nanocontract=lambda nc: False) as (alice, bob, cid):
             before = (alice.multistate.channel(cid).state, bob.multistate.channel(cid).state)
-            with pytest.raises(errors.PeerRejected) as exc:
-                await alice.multistate.create(cid, "TicTacToe", ttt.initial(ETHER, ETHER, ALICE, MOVE_TIMEOUT))
-            assert exc.value.code is m.ErrorCode.BALANCE_DECREASED
+            for _ in range(2):
+                with pytest.raises(errors.PeerRejected) as exc:
+                    await alice.multistate.create(cid, "TicTacToe", ttt.initial(ETHER, ETHER, ALICE, MOVE_TIMEOUT))
+                assert exc.value.code is m.ErrorCode.BALANCE_DECREASED
             assert (alice.multistate.channel(cid).state, bob.multistate.channel(cid).state) == before
             assert alice.multistate.channel(cid).pending == ()
+            # Bob, who signed neither of Alice's versions 1 and 2, proposes 1 next: Alice refuses
+            # it as stale and says she signed 2, and his node proposes 3 at once.
+            await bob.multistate.create(cid, "HashTimeLock", lock(ETHER, BOB, net=net))
+            assert alice.multistate.channel(cid).state.version == 3
+            assert bob.multistate.channel(cid).peer_signed == ((b"", 2),)
             # A payment to Bob needs no consent: it blocks Alice's cash only.
             await alice.multistate.create(cid, "HashTimeLock", lock(ETHER, net=net))
-            assert bob.multistate.channel(cid).state.version == 2  # version 1 stays burned
+            assert bob.multistate.channel(cid).state.version == 4
     run(scenario())
 
 

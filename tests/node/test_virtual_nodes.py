@@ -267,12 +267,19 @@ def test_ingrid_refuses_beyond_her_policy_and_nothing_changes(net):
             assert refused.value.code is m.ErrorCode.CHANNEL_REFUSED and "capacity" in refused.value.reason
             assert ledger_states((alice, a), (ingrid, a), (ingrid, b), (bob, b)) == before
             assert alice.multistate.channel(a).pending == ()
-            await alice.virtual.open(a, bob.address, b, 2 * ETHER, ETHER, validity, WINDOW)
+            first = await alice.virtual.open(a, bob.address, b, 2 * ETHER, ETHER, validity, WINDOW)
             await alice.virtual.open(a, bob.address, b, ETHER, 0, validity, WINDOW)  # 4 ether blocked now
             with pytest.raises(errors.PeerRejected) as refused:
                 await alice.virtual.open(a, bob.address, b, 1, 0, validity, WINDOW)
             assert "at most 2" in refused.value.reason
             assert len(ingrid.virtual.records) == 2
+            # A γ closed fast counts no more: room for another, and the hub looks only at the live.
+            await alice.virtual.close(first)
+            for cid in (a, b):
+                await ingrid.wait_for(cid, lambda r: not r.pending and len(r.nanocontracts) == 1)
+            await alice.virtual.open(a, bob.address, b, 2 * ETHER, ETHER, validity, WINDOW)
+            assert len(ingrid.virtual.records) == 3
+            assert first not in {r.id for r in ingrid.virtual.live()} and len(ingrid.virtual.live()) == 2
     run(scenario())
 
 

@@ -187,6 +187,39 @@ def test_conflicts_stale_versions_and_rejections() -> None:
         receive_ack(alice, b"", ack.sig_channel, ack.sig_nanocontract)
 
 
+def test_a_refusal_tells_the_proposer_which_versions_the_peer_burned() -> None:
+    alice, bob = pair()
+    # Two creations of Alice's that Bob refuses (his policy, say) burn her channel versions 1, 2.
+    for _ in range(2):
+        alice, _ = lock(alice, A.key)
+        alice, _ = receive_reject(alice, b"")
+    bob_lock = lambda r, k: create(r, HTLC, htlc.initial(BOB, 5, htlc.hashlock_of(PREIMAGE), NOW + 100), k)  # noqa: E731
+    _, stale = bob_lock(bob, B.key)
+    assert stale.channel.version == 1  # all Bob knows of
+    with pytest.raises(errors.StaleVersion):
+        receive(alice, stale, app_of, NOW, A.key)
+    bob, _ = receive_reject(bob, b"", peer_signed=alice.channel_signed)  # the Error says 2
+    bob, alice, made = exchange(bob, alice, bob_lock, B.key, A.key)
+    assert made.channel.version == 3 and alice.state == bob.state
+
+    # The same on a nanocontract's slot: Bob's clock says his lock expired, Alice's does not.
+    reclaim = lambda r, k: call(r, made.nid, htlc.RECLAIM, b"", NOW + 101, APPS["HashTimeLock"], k)  # noqa: E731
+    bob, early = reclaim(bob, B.key)
+    with pytest.raises(errors.HashTimeLockNotExpired):
+        receive(alice, early, app_of, NOW, A.key)
+    bob, _ = receive_reject(bob, made.nid, peer_signed=alice.signed_version(made.nid))  # Alice: 0
+    claim = lambda r, k: call(r, made.nid, htlc.CLAIM, PREIMAGE, NOW, APPS["HashTimeLock"], k)  # noqa: E731
+    _, stale = claim(alice, A.key)
+    with pytest.raises(errors.StaleVersion):  # Bob signed version 1 of the lock, his reclaim
+        receive(bob, stale, app_of, NOW, B.key)
+    alice, _ = receive_reject(alice, made.nid, peer_signed=bob.signed_version(made.nid))
+    alice, bob, claimed = exchange(alice, bob, claim, A.key, B.key)
+    assert claimed.nanocontract.version == 2 and claimed.nanocontract.released_alice == 5
+    # A hint for a nanocontract gone is not kept.
+    alice, bob, _ = exchange(alice, bob, lambda r, k: absorb(r, made.nid, k), A.key, B.key)
+    assert alice.peer_signed == () and bob.peer_signed == ((b"", 2),)
+
+
 def test_nothing_is_signed_unless_the_channel_is_open() -> None:
     alice = new_record(PARAMS, DOMAIN, Role.ALICE, Stage.CLOSING)
     with pytest.raises(errors.WrongStage):

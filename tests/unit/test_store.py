@@ -120,6 +120,7 @@ def busy_ms_record() -> ms.MSRecord:
         on_chain=(ms.OnChain(first.nid, 1, 500, True), ms.OnChain(second.nid, 0, 2**63, settle_by=2**40 - 1)),
         outcome=(2**128 - 1, 0),
         intents=(ms.Intent(second.nid, htlc.CLAIM, PREIMAGE), ms.Intent(first.nid, htlc.RECLAIM)),
+        peer_signed=((b"", 2**64 - 1), (second.nid, 7)),
     )
 
 

@@ -23,6 +23,10 @@ from perun import errors
 from perun.core.channel import Params, PaymentState, check_state
 from perun.core.eip712 import Domain, address_of, check_signature, sign_state
 
+# A proposal refused as conflicting or stale is made again on a version above both parties'
+# (§4, "Versions burned by a conflict"), at most this many times.
+CONFLICT_RETRIES = 8
+
 
 class Role(IntEnum):
     ALICE = 0  # created the channel on chain

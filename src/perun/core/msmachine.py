@@ -115,6 +115,7 @@ class MSRecord(Sides):
     on_chain: tuple[OnChain, ...] = ()  # the nanocontracts registered on chain, by nid
     outcome: tuple[int, int] | None = None  # (alice, bob) paid out, once CLOSED
     intents: tuple[Intent, ...] = ()  # calls to execute on chain, oldest first
+    peer_signed: tuple[tuple[bytes, int], ...] = ()  # (slot, highest version the peer said it signed there)
 
     channel_id: bytes = field(init=False, repr=False, compare=False)
 
@@ -133,6 +134,13 @@ class MSRecord(Sides):
 
     def signed_version(self, nid: bytes) -> int:
         return dict(self.nano_signed).get(nid, -1)
+
+    def burned(self, slot: bytes) -> int:
+        """The highest version of `slot` (b"" the channel state, else a nid) that either party
+        signed, as far as this party knows: its own, or the peer's from a refusal (an Error's
+        `signed`). A new proposal goes above it, so that the peer need not refuse it as stale."""
+        own = self.channel_signed if slot == b"" else self.signed_version(slot)
+        return max(own, dict(self.peer_signed).get(slot, -1))
 
     def pending_on(self, slot: bytes) -> MSProposal | None:
         return next((p for p in self.pending if p.slot == slot), None)
@@ -157,7 +165,7 @@ def create(rec: MSRecord, app: str, initial: AppState, key: bytes, fee: int = 0)
     paying the peer `fee` of this party's cash with it (an intermediary's fee, say)."""
     _check_open(rec)
     _check_slot_free(rec, b"")
-    version = max(rec.channel_signed, rec.state.version) + 1
+    version = max(rec.burned(b""), rec.state.version) + 1
     nc = NanocontractState.create(rec.channel_id, nanocontract_id(rec.channel_id, version), app, initial)
     channel = replace(rec.state.fund(nc).transfer(fee, from_alice=rec.role is Role.ALICE), version=version)
     proposal = MSProposal(Kind.CREATE, nc.nid, channel=channel, nanocontract=nc, sig_channel=_sign(rec, channel, key),
@@ -172,7 +180,7 @@ def call(rec: MSRecord, nid: bytes, fun: int, z: bytes, now: int, app: App, key:
     _check_off_chain(rec, nid)
     current: NanocontractState = rec.nanocontract(nid).state  # type: ignore[assignment]
     result = app.transition(Context(int(rec.role), now), fun, z, current.app_state())
-    nc = replace(current.successor(result), version=max(rec.signed_version(nid), current.version) + 1)
+    nc = replace(current.successor(result), version=max(rec.burned(nid), current.version) + 1)
     check_successor(current, nc)
     proposal = MSProposal(Kind.CALL, nid, nanocontract=nc, fun=fun, z=z, sig_nanocontract=_sign(rec, nc, key),
                           prev=current.version)
@@ -184,7 +192,7 @@ def absorb(rec: MSRecord, nid: bytes, key: bytes) -> tuple[MSRecord, MSProposal]
     _check_open(rec)
     _check_slot_free(rec, b"")
     _check_slot_free(rec, nid)
-    version = max(rec.channel_signed, rec.state.version) + 1
+    version = max(rec.burned(b""), rec.state.version) + 1
     channel = replace(rec.state.absorb(rec.nanocontract(nid).state), version=version)  # type: ignore[arg-type]
     proposal = MSProposal(Kind.ABSORB, nid, channel=channel, sig_channel=_sign(rec, channel, key),
                           prev=rec.state.version)
@@ -220,10 +228,16 @@ def receive_ack(rec: MSRecord, slot: bytes, sig_channel: bytes, sig_nanocontract
     return _adopt(rec, proposal, proposal, peers), proposal
 
 
-def receive_reject(rec: MSRecord, slot: bytes) -> tuple[MSRecord, MSProposal | None]:
-    """The peer refused the proposal on `slot`: dropped; its versions stay burned."""
+def receive_reject(rec: MSRecord, slot: bytes, peer_signed: int = -1) -> tuple[MSRecord, MSProposal | None]:
+    """The peer refused the proposal on `slot`: dropped; its versions stay burned, as do those up
+    to `peer_signed`, the highest the peer says it signed there (refused proposals of its own)."""
     proposal = rec.pending_on(slot)
     rec = replace(rec, pending=tuple(p for p in rec.pending if p is not proposal))
+    live = slot == b"" or any(s.state.nid == slot for s in rec.nanocontracts)  # type: ignore[union-attr]
+    if live and peer_signed > rec.burned(slot):
+        hints = dict(rec.peer_signed)
+        hints[slot] = peer_signed
+        rec = replace(rec, peer_signed=tuple(sorted(hints.items())))
     if proposal is not None and proposal.kind is Kind.CREATE:
         rec = _forget(rec, proposal.nid)  # its channel version is burned, so its nid never returns
     return rec, proposal
@@ -404,7 +418,8 @@ def _forget(rec: MSRecord, nid: bytes) -> MSRecord:
     """Drops what this party signed of `nid`, which no state of it can ever need again: nids come
     from channel versions, which never repeat. So a record stays the size of its live
     nanocontracts however many came and went."""
-    return replace(rec, nano_signed=tuple(e for e in rec.nano_signed if e[0] != nid))
+    return replace(rec, nano_signed=tuple(e for e in rec.nano_signed if e[0] != nid),
+                   peer_signed=tuple(e for e in rec.peer_signed if e[0] != nid))
 
 
 # ---------------------------------------------------------------------- the chain's side
