@@ -236,7 +236,7 @@ def cmd_node(args: argparse.Namespace) -> None:
     data = Path(args.data)
     key = keystore.load(args.keystore, keystore.read_password(prompt=f"Password for {args.keystore}: "))
     chain = RpcChain(args.rpc)
-    contract = _contract_address(args, chain)
+    contracts = _contracts(args, chain)
     try:
         data.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
@@ -244,25 +244,43 @@ def cmd_node(args: argparse.Namespace) -> None:
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("perun").setLevel(logging.INFO)
-    asyncio.run(_run_node(key, chain, contract, data, host, port, args.poll, args.response_timeout))
+    hub = _hub_policy(args)
+    if hub is not None and "VirtualChannel" not in contracts.get("apps", {}):
+        raise errors.DeploymentNotFound("a hub needs a deployment file with MSContract and the VirtualChannel app")
+    options = dict(poll_interval=args.poll, response_timeout=args.response_timeout,
+                   accept_virtual=lambda v: args.accept_virtual, hub=hub, **contracts)
+    asyncio.run(_run_node(key, chain, data, host, port, options))
 
 
-def _contract_address(args: argparse.Namespace, chain) -> str:
+def _contracts(args: argparse.Namespace, chain) -> dict[str, Any]:
+    """The Node's contract arguments: PaymentContract's address, and MSContract's and the apps'
+    when the deployment file has them (--contract gives payment channels only)."""
     from perun.chain.deploy import Deployment, default_path
 
     if args.contract:
         if not chain.w3.eth.get_code(args.contract):
             raise errors.DeploymentNotFound(f"no contract at {args.contract} on chain {chain.chain_id}")
-        return args.contract
+        return {"contract": args.contract}
     path = Path(args.deployment) if args.deployment else default_path(chain.chain_id)
     if not args.deployment and not path.exists():
         raise errors.DeploymentNotFound(f"no deployment file {path} for chain {chain.chain_id}: pass --deployment "
                                         "FILE or --contract ADDRESS, or deploy with `perun deploy`")
-    return Deployment.read(path).payment(chain).address
+    deployment = Deployment.read(path)
+    contracts: dict[str, Any] = {"contract": deployment.payment(chain).address}
+    if deployment.ms_contract:
+        contracts.update(ms_contract=deployment.multistate(chain).address, apps=deployment.apps)
+    return contracts
 
 
-async def _run_node(key: bytes, chain, contract: str, data: Path, host: str, port: int, poll: float,
-                    response_timeout: float) -> None:
+def _hub_policy(args: argparse.Namespace):
+    from perun.virtual import HubPolicy
+
+    if not (args.hub or args.hub_fee is not None or args.hub_capacity is not None or args.hub_max_channels is not None):
+        return None
+    return HubPolicy(fee=args.hub_fee or 0, capacity=args.hub_capacity, max_channels=args.hub_max_channels)
+
+
+async def _run_node(key: bytes, chain, data: Path, host: str, port: int, options: dict[str, Any]) -> None:
     import asyncio
     import logging
 
@@ -273,8 +291,8 @@ async def _run_node(key: bytes, chain, contract: str, data: Path, host: str, por
     await control.bind()  # first: it refuses a data directory that another node serves
     node = None
     try:
-        node = Node(key, chain, contract, data / "node.db", host, port, poll_interval=poll,
-                    response_timeout=response_timeout)
+        contract = options.pop("contract")
+        node = Node(key, chain, contract, data / "node.db", host, port, **options)
         try:
             await node.start()
         except OSError as exc:
@@ -327,10 +345,30 @@ def cmd_connect(args: argparse.Namespace) -> None:
 
 
 def cmd_open(args: argparse.Namespace) -> None:
-    ch = _call(args, "open", peer=args.peer, deposit=str(args.deposit), peer_deposit=str(args.peer_deposit),
+    method = "ledger_open" if args.multistate else "open"
+    ch = _call(args, method, peer=args.peer, deposit=str(args.deposit), peer_deposit=str(args.peer_deposit),
                delta=args.delta)
-    _emit(args, ch, f"opened channel {ch['channel']} with {ch['peer']}: you {show_amount(ch['my_balance'])}, "
-                    f"peer {show_amount(ch['peer_balance'])}, dispute window {ch['delta']} s")
+    kind, mine, peers = ("multistate channel", ch["my_cash"], ch["peer_cash"]) if args.multistate else (
+        "channel", ch["my_balance"], ch["peer_balance"])
+    _emit(args, ch, f"opened {kind} {ch['channel']} with {ch['peer']}: you {show_amount(mine)}, "
+                    f"peer {show_amount(peers)}, dispute window {ch['delta']} s")
+
+
+def cmd_virtual_open(args: argparse.Namespace) -> None:
+    now = _call(args, "info")["chain_time"]
+    ch = _call(args, "virtual_open", ledger=args.ledger, peer=args.peer, ledger_b=args.ledger_b,
+               deposit=str(args.deposit), peer_deposit=str(args.peer_deposit), validity=now + args.validity,
+               window=args.window, fee=str(args.fee))
+    _emit(args, ch, f"opened virtual channel {ch['channel']} with {ch['bob']} through {ch['ingrid']}: "
+                    f"you {show_amount(ch['my_balance'], ch['token'])}, peer {show_amount(ch['peer_balance'], ch['token'])}; "
+                    f"it closes by {_when(ch['validity'])}")
+
+
+def cmd_virtual_close(args: argparse.Namespace) -> None:
+    ch = _call(args, "virtual_close", channel=args.channel)
+    _emit(args, ch, f"closed virtual channel {ch['channel']} through {ch['ingrid']} at version {ch['version']}: "
+                    f"you {show_amount(ch['my_balance'], ch['token'])}, peer {show_amount(ch['peer_balance'], ch['token'])}, "
+                    "back in your multistate channel with Ingrid")
 
 
 def cmd_pay(args: argparse.Namespace) -> None:
@@ -345,10 +383,17 @@ def cmd_status(args: argparse.Namespace) -> None:
         _call(args, "sync")
     if args.channel:
         ch = _call(args, "status", channel=args.channel)
-        _emit(args, ch, _describe(ch))
-    else:
-        channels = _call(args, "channels")
-        _emit(args, channels, _table(channels) if channels else "no channels")
+        describe = {"payment": _describe, "multistate": _describe_ledger, "virtual": _describe_virtual}
+        _emit(args, ch, describe[ch["kind"]](ch))
+        return
+    channels = _call(args, "channels")
+    ledgers = virtuals = []
+    if _call(args, "info")["ms_contract"]:
+        ledgers, virtuals = _call(args, "ledgers"), _call(args, "virtuals")
+    tables = [table for table in (_table(channels) if channels else "",
+                                  _ledger_table(ledgers) if ledgers else "",
+                                  _virtual_table(virtuals) if virtuals else "") if table]
+    _emit(args, [*channels, *ledgers, *virtuals], "\n\n".join(tables) or "no channels")
 
 
 def cmd_close(args: argparse.Namespace) -> None:
@@ -418,14 +463,74 @@ def _describe(ch: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _describe_ledger(ch: dict[str, Any]) -> str:
+    token = ch["token"]
+    lines = [
+        f"channel   {ch['channel']} (multistate)",
+        f"peer      {ch['peer']} (you are {ch['role']})",
+        f"stage     {ch['stage']}, version {ch['version']}" + (f", {ch['pending']} pending" if ch["pending"] else ""),
+        f"you       {show_amount(ch['my_cash'], token)} free",
+        f"peer      {show_amount(ch['peer_cash'], token)} free",
+        f"Δ         {ch['delta']} s",
+    ]
+    for nc in ch["nanocontracts"]:
+        lines.append(f"nanocontract {nc['nid']}: {nc['app']}, version {nc['version']}, blocked you "
+                     f"{_short_amount(nc['blocked'][0], token)}, peer {_short_amount(nc['blocked'][1], token)}")
+    if ch["my_payout"] is not None:
+        lines.append(f"paid out  you {show_amount(ch['my_payout'], token)}, "
+                     f"peer {show_amount(ch['peer_payout'], token)}")
+    return "\n".join(lines)
+
+
+def _describe_virtual(ch: dict[str, Any]) -> str:
+    token = ch["token"]
+    lines = [
+        f"channel   {ch['channel']} (virtual, you are {ch['position']})",
+        f"alice     {ch['alice']}",
+        f"bob       {ch['bob']}",
+        f"through   {ch['ingrid']} (Ingrid)",
+        f"version   {ch['version']}{' (final)' if ch['final'] else ''}{', settled' if ch['settled'] else ''}",
+    ]
+    if ch["my_balance"] is not None:
+        lines += [f"you       {show_amount(ch['my_balance'], token)}",
+                  f"peer      {show_amount(ch['peer_balance'], token)}"]
+    lines.append(f"validity  {_when(ch['validity'])}, then {ch['window']} s for each end's latest state")
+    return "\n".join(lines)
+
+
+def _short_address(address: str) -> str:
+    return f"{address[:6]}…{address[-4:]}"
+
+
 def _table(channels: list[dict[str, Any]]) -> str:
     rows = [("CHANNEL", "PEER", "ROLE", "STAGE", "VERSION", "MINE", "PEER'S")]
     for ch in channels:
-        peer = ch["peer"]
-        rows.append((ch["channel"], f"{peer[:6]}…{peer[-4:]}", ch["role"], ch["stage"], str(ch["version"]),
+        rows.append((ch["channel"], _short_address(ch["peer"]), ch["role"], ch["stage"], str(ch["version"]),
                      _short_amount(ch["my_balance"], ch["token"]), _short_amount(ch["peer_balance"], ch["token"])))
+    return _grid(rows, right={4, 5, 6})
+
+
+def _ledger_table(ledgers: list[dict[str, Any]]) -> str:
+    rows = [("MULTISTATE CHANNEL", "PEER", "ROLE", "STAGE", "VERSION", "MY CASH", "PEER'S", "NANOCONTRACTS")]
+    for ch in ledgers:
+        rows.append((ch["channel"], _short_address(ch["peer"]), ch["role"], ch["stage"], str(ch["version"]),
+                     _short_amount(ch["my_cash"], ch["token"]), _short_amount(ch["peer_cash"], ch["token"]),
+                     str(len(ch["nanocontracts"]))))
+    return _grid(rows, right={4, 5, 6, 7})
+
+
+def _virtual_table(virtuals: list[dict[str, Any]]) -> str:
+    rows = [("VIRTUAL CHANNEL", "YOU ARE", "ALICE", "BOB", "VERSION", "MINE", "PEER'S", "SETTLED")]
+    for ch in virtuals:
+        mine, peers = ((_short_amount(ch[key], ch["token"]) if ch[key] is not None else "-")
+                       for key in ("my_balance", "peer_balance"))
+        rows.append((ch["channel"], ch["position"], _short_address(ch["alice"]), _short_address(ch["bob"]),
+                     str(ch["version"]), mine, peers, "yes" if ch["settled"] else "no"))
+    return _grid(rows, right={4, 5, 6})
+
+
+def _grid(rows: list[tuple[str, ...]], right: set[int]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    right = {4, 5, 6}
     return "\n".join(
         "  ".join(cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
         for row in rows
@@ -495,7 +600,7 @@ def parser() -> argparse.ArgumentParser:
     addr.set_defaults(run=cmd_keystore_address, name="keystore address")
 
     node = sub.add_parser(
-        "node", help="run a payment-channel node until SIGINT or SIGTERM",
+        "node", help="run a node until SIGINT or SIGTERM",
         description="Runs a node: its key from --keystore (password from $PERUN_PASSWORD or a prompt), its "
         "store and control socket in --data. Prints one line when ready, then logs to stderr.")
     node.add_argument("--data", required=True, metavar="DIR", help="data directory (node.db, control.sock)")
@@ -510,6 +615,15 @@ def parser() -> argparse.ArgumentParser:
                       help="how often to read the chain (default 1)")
     node.add_argument("--response-timeout", type=_seconds_arg, default=10.0, metavar="SECONDS",
                       help="how long to wait for a peer's answer (default 10)")
+    node.add_argument("--accept-virtual", action="store_true",
+                      help="let virtual channels others open to this node block some of its cash (its deposit "
+                           "in them); without it, only those that pay it are accepted")
+    node.add_argument("--hub", action="store_true",
+                      help="serve as Ingrid: relay virtual channels through this node's multistate channels")
+    node.add_argument("--hub-fee", type=_amount_arg, metavar="AMOUNT", help="a hub's fee per virtual channel")
+    node.add_argument("--hub-capacity", type=_amount_arg, metavar="AMOUNT",
+                      help="the most a hub blocks in virtual channels at once")
+    node.add_argument("--hub-max-channels", type=int, metavar="N", help="the most virtual channels a hub serves at once")
     node.set_defaults(run=cmd_node)
 
     def client(name: str, run, summary: str) -> argparse.ArgumentParser:
@@ -527,6 +641,8 @@ def parser() -> argparse.ArgumentParser:
     opn.add_argument("--deposit", required=True, type=_amount_arg, metavar="AMOUNT", help="this node's deposit")
     opn.add_argument("--peer-deposit", required=True, type=_amount_arg, metavar="AMOUNT", help="the peer's deposit")
     opn.add_argument("--delta", required=True, type=int, metavar="SECONDS", help="the dispute window Δ")
+    opn.add_argument("--multistate", action="store_true",
+                     help="a multistate channel (nanocontracts; a ledger channel for virtual channels)")
     pay = client("pay", cmd_pay, "pay the peer on a channel")
     pay.add_argument("channel", type=_channel_arg, metavar="CHANNEL")
     pay.add_argument("amount", type=_amount_arg, metavar="AMOUNT", help="wei, or with a unit: 1.5eth, 20gwei, 100wei")
@@ -542,6 +658,31 @@ def parser() -> argparse.ArgumentParser:
     fin.add_argument("channel", type=_channel_arg, metavar="CHANNEL")
     ref = client("refund", cmd_refund, "take the deposit back when the peer never confirmed")
     ref.add_argument("channel", type=_channel_arg, metavar="CHANNEL")
+
+    virt = sub.add_parser("virtual", help="virtual channels through an intermediary: open, close")
+    virt_sub = virt.add_subparsers(dest="virtual_command", required=True, metavar="ACTION")
+    vopen = virt_sub.add_parser(
+        "open", parents=[json_flag], help="open a virtual channel to a peer through Ingrid, off chain",
+        description="Opens a virtual channel to PEER through the peer of this node's multistate channel LEDGER "
+        "(Ingrid), whose multistate channel with PEER is LEDGER_B. No transaction: pay on it with `perun pay`, "
+        "close it with `perun virtual close`.")
+    vopen.add_argument("ledger", type=_channel_arg, metavar="LEDGER", help="this node's multistate channel with Ingrid")
+    vopen.add_argument("peer", type=_address_arg, metavar="PEER_ADDRESS")
+    vopen.add_argument("ledger_b", type=_channel_arg, metavar="LEDGER_B", help="Ingrid's multistate channel with PEER")
+    vopen.add_argument("--deposit", required=True, type=_amount_arg, metavar="AMOUNT", help="this node's deposit")
+    vopen.add_argument("--peer-deposit", type=_amount_arg, default=0, metavar="AMOUNT",
+                       help="the peer's deposit (default 0; the peer must run with --accept-virtual)")
+    vopen.add_argument("--validity", required=True, type=int, metavar="SECONDS",
+                       help="the channel closes by the chain's time now plus SECONDS")
+    vopen.add_argument("--window", required=True, type=int, metavar="SECONDS",
+                       help="after validity, how long each end has to submit its latest state (more than Δ)")
+    vopen.add_argument("--fee", type=_amount_arg, default=0, metavar="AMOUNT", help="Ingrid's fee, if she asks one")
+    vopen.add_argument("--data", required=True, metavar="DIR", help="the node's data directory")
+    vopen.set_defaults(run=cmd_virtual_open, name="virtual open")
+    vclose = virt_sub.add_parser("close", parents=[json_flag], help="close a virtual channel fast through Ingrid")
+    vclose.add_argument("channel", type=_channel_arg, metavar="CHANNEL")
+    vclose.add_argument("--data", required=True, metavar="DIR", help="the node's data directory")
+    vclose.set_defaults(run=cmd_virtual_close, name="virtual close")
     return top
 
 

@@ -13,7 +13,8 @@ the name of the exception class (perun.errors, or this module's ControlError and
 subclasses); `call` raises that class again on the client's side.
 
 Methods and their params:
-    info        {}                                          the node: address, host, port, chain, contract
+    info        {}                                          the node: address, host, port, chain, contracts,
+                                                            the chain time it last read
     connect     {peer, host, port}                          dial a peer and remember it
     open        {peer, deposit, peer_deposit, delta}        open a channel (this node is Alice)
     pay         {channel, amount}                           pay the peer off chain
@@ -24,9 +25,22 @@ Methods and their params:
     channels    {}                                          every channel
     status      {channel?}                                  one channel, or every channel
     sync        {}                                          read the chain now and do what is due
-    wait        {channel, stage?, version?, timeout?}       answer once the channel reaches a stage
+    wait        {channel, stage?, version?, timeout?}       answer once the channel (a payment or a
+                                                            multistate one) reaches a stage
                                                             (comma-separated) or version
     wait_peer   {peer, timeout?}                            answer once connected to the peer
+
+Multistate (ledger) and virtual channels, when the node runs them (a deployment with MSContract
+and the VirtualChannel app):
+    ledger_open   {peer, deposit, peer_deposit, delta}      open a multistate channel (this node is Alice)
+    ledgers       {}                                        every multistate channel
+    virtual_open  {ledger, peer, ledger_b, deposit, peer_deposit, validity, window, fee?}
+                                                            open a virtual channel to `peer` through the
+                                                            peer of `ledger` (Ingrid), whose channel with
+                                                            `peer` is `ledger_b`; `validity` a chain time
+    virtual_close {channel}                                 close it fast through Ingrid
+    virtuals      {}                                        every virtual channel
+`pay` and `status` take a virtual channel's id as well, and `status` a multistate channel's.
 """
 
 from __future__ import annotations
@@ -44,10 +58,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perun import errors
+from perun.core.channel import ETH
+from perun.core.msmachine import MSRecord
 
 if TYPE_CHECKING:
     from perun.chain.payment import Receipt
+    from perun.msnode import Multistate
     from perun.node import Node
+    from perun.virtual import Virtual
 
 log = logging.getLogger("perun.control")
 
@@ -114,6 +132,11 @@ class ControlServer:
             "sync": self._sync,
             "wait": self._wait,
             "wait_peer": self._wait_peer,
+            "ledger_open": self._ledger_open,
+            "ledgers": self._ledgers,
+            "virtual_open": self._virtual_open,
+            "virtual_close": self._virtual_close,
+            "virtuals": self._virtuals,
         }
 
     async def bind(self) -> None:
@@ -246,8 +269,13 @@ class ControlServer:
             "port": node.port,
             "chain_id": node.chain.chain_id,
             "contract": node.contract.address,
+            "ms_contract": node.multistate.contract.address if node.multistate else None,
+            "hub": node.virtual is not None and node.virtual.hub is not None,
+            "chain_time": node.watcher.chain_time,
             "peers": sorted(peer for peer, conn in node.peers.items() if not conn.closed),
             "channels": len(node.records),
+            "ledgers": len(node.multistate.records) if node.multistate else 0,
+            "virtual_channels": len(node.virtual.records) if node.virtual else 0,
         }
 
     async def _connect(self, params: dict[str, Any]) -> Any:
@@ -267,7 +295,7 @@ class ControlServer:
         channel, amount = _take(params, "channel", "amount")
         cid, amount = _channel_id(channel), _amount(amount, "amount")
         state = await self._node().pay(cid, amount)
-        return {**self._channel_json(cid), "paid_version": state.version}
+        return {**self._any_json(cid), "paid_version": state.version}
 
     async def _close(self, params: dict[str, Any]) -> Any:
         (channel,) = _take(params, "channel")
@@ -308,12 +336,16 @@ class ControlServer:
         reaches `version`; PeerTimeout after `timeout` seconds (default 30)."""
         channel, stage, version, timeout = _take(params, "channel", optional=("stage", "version", "timeout"))
         cid = _channel_id(channel)
+        node = self._node()
+        if node.virtual is not None and cid in node.virtual.records:
+            raise BadRequest("wait takes a payment or a multistate channel, not a virtual one")
         stages = set(_text(stage, "stage").split(",")) if stage is not None else None
         least = _int(version, "version") if version is not None else None
         def reached(rec) -> bool:
-            return (stages is None or rec.stage.value in stages) and (least is None or rec.current.version >= least)
-        await self._node().wait_for(cid, reached, float(_int(timeout, "timeout")) if timeout is not None else 30.0)
-        return self._channel_json(cid)
+            version = rec.state.version if isinstance(rec, MSRecord) else rec.current.version
+            return (stages is None or rec.stage.value in stages) and (least is None or version >= least)
+        await node.wait_for(cid, reached, float(_int(timeout, "timeout")) if timeout is not None else 30.0)
+        return self._any_json(cid)
 
     async def _channels(self, params: dict[str, Any]) -> Any:
         _take(params)
@@ -323,12 +355,42 @@ class ControlServer:
         (channel,) = _take(params, optional=("channel",))
         if channel is None:
             return await self._channels({})
-        return self._channel_json(_channel_id(channel))
+        return self._any_json(_channel_id(channel))
 
     async def _sync(self, params: dict[str, Any]) -> Any:
         _take(params)
         await self._node().sync()
         return None
+
+    async def _ledger_open(self, params: dict[str, Any]) -> Any:
+        peer, deposit, peer_deposit, delta = _take(params, "peer", "deposit", "peer_deposit", "delta")
+        args = (_address(peer, "peer"), _amount(deposit, "deposit"), _amount(peer_deposit, "peer_deposit"),
+                _int(delta, "delta"))
+        cid = await self._multistate().open(*args)
+        return self._ledger_json(cid)
+
+    async def _ledgers(self, params: dict[str, Any]) -> Any:
+        _take(params)
+        return [self._ledger_json(cid) for cid in list(self._multistate().records)]
+
+    async def _virtual_open(self, params: dict[str, Any]) -> Any:
+        ledger, peer, ledger_b, deposit, peer_deposit, validity, window, fee = _take(
+            params, "ledger", "peer", "ledger_b", "deposit", "peer_deposit", "validity", "window", optional=("fee",))
+        gid = await self._virtual().open(
+            _channel_id(ledger), _address(peer, "peer"), _channel_id(ledger_b), _amount(deposit, "deposit"),
+            _amount(peer_deposit, "peer_deposit"), _int(validity, "validity"), _int(window, "window"),
+            _amount(fee, "fee") if fee is not None else 0)
+        return self._virtual_json(gid)
+
+    async def _virtual_close(self, params: dict[str, Any]) -> Any:
+        (channel,) = _take(params, "channel")
+        gid = _channel_id(channel)
+        await self._virtual().close(gid)
+        return self._virtual_json(gid)
+
+    async def _virtuals(self, params: dict[str, Any]) -> Any:
+        _take(params)
+        return [self._virtual_json(rec.id) for rec in list(self._virtual().records.values())]
 
     # ------------------------------------------------------------------ views
 
@@ -337,13 +399,56 @@ class ControlServer:
             raise ControlError("the node is starting")
         return self.node
 
+    def _multistate(self) -> Multistate:
+        node = self._node()
+        if node.multistate is None:
+            raise ControlError("this node runs no multistate channels (start it with a deployment file that has "
+                               "MSContract)")
+        return node.multistate
+
+    def _virtual(self) -> Virtual:
+        self._multistate()
+        node = self._node()
+        if node.virtual is None:
+            raise ControlError("this node runs no virtual channels (its deployment has no VirtualChannel app)")
+        return node.virtual
+
+    def _any_json(self, cid: bytes) -> dict[str, Any]:
+        """A payment, multistate or virtual channel, with `kind` saying which."""
+        node = self._node()
+        if node.virtual is not None and cid in node.virtual.records:
+            return self._virtual_json(cid)
+        if node.multistate is not None and cid in node.multistate.records:
+            return self._ledger_json(cid)
+        return self._channel_json(cid)
+
+    def _ledger_json(self, cid: bytes) -> dict[str, Any]:
+        rec = self._multistate().channel(cid)
+        info = asdict(self._multistate().info(cid))
+        _strings(info, "my_cash", "peer_cash", "my_payout", "peer_payout")
+        for nc in info["nanocontracts"]:
+            nc["blocked"], nc["released"] = [str(x) for x in nc["blocked"]], [str(x) for x in nc["released"]]
+        return {"kind": "multistate", **info, "token": rec.params.token, "delta": rec.params.delta}
+
+    def _virtual_json(self, gid: bytes) -> dict[str, Any]:
+        virtual = self._virtual()
+        info = asdict(virtual.info(gid))
+        _strings(info, "my_balance", "peer_balance")
+        ledger = virtual.ms.records.get(virtual.record(gid).halves[0].ledger)
+        return {"kind": "virtual", **info, "token": ledger.params.token if ledger else ETH}
+
     def _channel_json(self, cid: bytes) -> dict[str, Any]:
         """Node.info as JSON; amounts as decimal strings (JSON numbers lose precision above 2**53)."""
         info = asdict(self._node().info(cid))
-        for key in ("my_balance", "peer_balance", "my_deposit", "peer_deposit", "my_payout", "peer_payout"):
-            if info[key] is not None:
-                info[key] = str(info[key])
-        return info
+        _strings(info, "my_balance", "peer_balance", "my_deposit", "peer_deposit", "my_payout", "peer_payout")
+        return {"kind": "payment", **info}
+
+
+def _strings(info: dict[str, Any], *keys: str) -> None:
+    """Amounts as decimal strings: JSON numbers lose precision above 2**53."""
+    for key in keys:
+        if info[key] is not None:
+            info[key] = str(info[key])
 
 
 def _encode(reply: dict[str, Any]) -> bytes:

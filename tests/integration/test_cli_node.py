@@ -139,13 +139,14 @@ def _read_until(stream: Any, done: Callable[[bytes], bool], timeout: float) -> b
     return data
 
 
-def start_node(data: Path, key_file: Path, rpc: str, deployment: Path, *, password: str = PASSWORD) -> NodeProcess:
+def start_node(data: Path, key_file: Path, rpc: str, deployment: Path, *extra: str,
+               password: str = PASSWORD) -> NodeProcess:
     log = data.with_suffix(".log")
     env = {**os.environ, "PERUN_PASSWORD": password}
     with open(log, "wb") as stderr:  # a file, not a pipe: a chatty node never blocks on it
         proc = subprocess.Popen(
             [*PERUN, "node", "--data", str(data), "--keystore", str(key_file), "--rpc", rpc,
-             "--deployment", str(deployment), "--listen", "127.0.0.1:0", "--poll", "0.1"],
+             "--deployment", str(deployment), "--listen", "127.0.0.1:0", "--poll", "0.1", *extra],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, env=env,
         )
     return NodeProcess(data, proc, log)
@@ -425,6 +426,7 @@ class StubNode:
 
     address = "0x" + "11" * 20
     records: dict[bytes, Any] = {}
+    multistate = virtual = None  # a node with payment channels only
 
     def __init__(self) -> None:
         self.connected: tuple[str, str, int] | None = None
@@ -482,6 +484,10 @@ def test_control_protocol_replies_with_typed_errors_never_tracebacks(
             control.call(tmp_path, "pay", {"channel": "0x" + "00" * 32})
         with pytest.raises(control.InternalError, match=r"^internal error in the node: ValueError: a bug$"):
             control.call(tmp_path, "pay", {"channel": "0x" + "00" * 32, "amount": "1"})
+        with pytest.raises(control.ControlError, match="^this node runs no multistate channels"):
+            control.call(tmp_path, "virtual_open", {"ledger": "0x" + "00" * 32, "peer": "0x" + "22" * 20,
+                                                    "ledger_b": "0x" + "00" * 32, "deposit": "1", "peer_deposit": "0",
+                                                    "validity": 100, "window": 10})
 
     async def scenario() -> None:
         server = control.ControlServer(path)

@@ -1,0 +1,138 @@
+"""A virtual channel through a hub, with the `perun` command only: three `perun node` processes
+on anvil (Alice, Ingrid serving as a hub with a fee and a capacity, and Bob), multistate ledger
+channels opened with `perun open --multistate`, then `perun virtual open`, `perun pay` both ways
+and `perun virtual close`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from perun import control, keystore
+from perun.chain.anvil import Anvil
+from perun.chain.backend import ETHER, RpcChain
+from perun.chain.deploy import Deployment, deploy
+from tests.integration.test_cli_node import (
+    PASSWORD,
+    NodeProcess,
+    ok,
+    one_line_failure,
+    perun,
+    perun_process,
+    running,
+    start_node,
+)
+
+FEE = ETHER // 100
+
+
+@pytest.fixture(scope="module")
+def triangle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeProcess, NodeProcess, NodeProcess]]:
+    tmp = tmp_path_factory.mktemp("virtual")
+    with Anvil() as anvil:
+        chain = RpcChain(anvil.url)
+        deployment = tmp / "deployment.json"
+        deploy(chain, chain.dev_accounts[0]).write(deployment)
+        keys = {}
+        for name in ("alice", "ingrid", "bob"):
+            keys[name] = tmp / f"{name}.json"
+            keystore.create(keys[name], PASSWORD, kdf="scrypt", iterations=2**10)  # cheap to open
+            chain.fund(keystore.address(keys[name]), 100 * ETHER)
+        nodes = (start_node(tmp / "alice", keys["alice"], anvil.url, deployment),
+                 start_node(tmp / "ingrid", keys["ingrid"], anvil.url, deployment, "--hub", "--hub-fee", "0.01eth",
+                            "--hub-capacity", "3eth"),
+                 start_node(tmp / "bob", keys["bob"], anvil.url, deployment, "--accept-virtual"))
+        with running(*nodes):
+            for node in nodes:
+                node.wait_ready()
+            yield nodes
+            for node in nodes:
+                assert node.stop() == 0, node.log.read_text()
+                assert "Traceback" not in node.log.read_text()
+
+
+def status(node: NodeProcess, channel: str) -> dict[str, Any]:
+    return perun("--json", "status", channel, "--data", node.data).json()
+
+
+def held(node: NodeProcess, ledger: str) -> int:
+    """What `node` has in multistate channel `ledger`: free cash, and what its nanocontracts
+    block for it or released to it."""
+    ch = status(node, ledger)
+    return int(ch["my_cash"]) + sum(int(nc["blocked"][0]) + int(nc["released"][0]) for nc in ch["nanocontracts"])
+
+
+def test_a_virtual_channel_opened_used_and_closed_through_a_hub(triangle) -> None:
+    alice, ingrid, bob = triangle
+    for end in (alice, bob):
+        ok("connect", ingrid.address, f"127.0.0.1:{ingrid.port}", "--data", end.data)
+    ok("connect", bob.address, f"127.0.0.1:{bob.port}", "--data", alice.data)
+
+    out = ok("open", ingrid.address, "--multistate", "--deposit", "5eth", "--peer-deposit", "5eth", "--delta", "3600",
+             "--data", alice.data)
+    a = out.split()[3]
+    assert out == (f"opened multistate channel {a} with {ingrid.address}: you 5 ETH ({5 * ETHER} wei), "
+                   f"peer 5 ETH ({5 * ETHER} wei), dispute window 3600 s\n")
+    b = perun("--json", "open", bob.address, "--multistate", "--deposit", "5eth", "--peer-deposit", "5eth",
+              "--delta", "3600", "--data", ingrid.data).json()["channel"]
+    for node, ledger in ((ingrid, a), (bob, b)):  # the peer's watcher sees it confirmed
+        control.call(node.data, "wait", {"channel": ledger, "stage": "open"})
+
+    opened = perun("--json", "virtual", "open", a, bob.address, b, "--deposit", "2eth", "--peer-deposit", "0.5eth",
+                   "--validity", "86400", "--window", "7200", "--fee", "0.01eth", "--data", alice.data).json()
+    gid = opened["channel"]
+    assert (opened["kind"], opened["position"], opened["ingrid"], opened["bob"]) == (
+        "virtual", "alice", ingrid.address, bob.address)
+    assert (opened["my_balance"], opened["peer_balance"], opened["version"]) == (str(2 * ETHER), str(ETHER // 2), 0)
+
+    # Payments both ways, between the ends only; Ingrid sees none of them.
+    assert ok("pay", gid, "0.25eth", "--data", alice.data) == (
+        f"paid 0.25 ETH ({ETHER // 4} wei) on {gid}: version 1, you 1.75 ETH ({7 * ETHER // 4} wei), "
+        f"peer 0.75 ETH ({3 * ETHER // 4} wei)\n")
+    ok("pay", gid, "0.05eth", "--data", bob.data)
+    assert (status(bob, gid)["version"], status(ingrid, gid)["version"]) == (2, 0)
+    assert status(ingrid, gid)["position"] == "ingrid" and status(ingrid, gid)["my_balance"] is None
+    detail = ok("status", gid, "--data", bob.data)
+    assert f"channel   {gid} (virtual, you are bob)\n" in detail and f"through   {ingrid.address} (Ingrid)\n" in detail
+
+    ledger = ok("status", a, "--data", alice.data)
+    assert f"channel   {a} (multistate)\n" in ledger
+    assert ": VirtualChannel, version 0, blocked you 2 ETH, peer 0.5 ETH\n" in ledger  # ν_a: Ingrid matches Bob's
+    tables = ok("status", "--data", alice.data)
+    assert "MULTISTATE CHANNEL" in tables and "VIRTUAL CHANNEL" in tables
+    row = next(line for line in tables.splitlines() if line.startswith(gid)).split()
+    assert row[1] == "alice" and row[4:] == ["2", "1.8", "ETH", "0.7", "ETH", "no"]
+
+    # Beyond Ingrid's capacity (3 ether blocked at once): refused, and nothing is blocked.
+    before = held(alice, a), status(alice, a)["version"]
+    refused = one_line_failure(perun("virtual", "open", a, bob.address, b, "--deposit", "1eth", "--validity", "86400",
+                                     "--window", "7200", "--fee", "0.01eth", "--data", alice.data))
+    assert refused.startswith("perun virtual open: ") and "capacity" in refused
+    assert (held(alice, a), status(alice, a)["my_cash"]) == (before[0], str(before[0] - 2 * ETHER))
+
+    closed = perun("--json", "virtual", "close", gid, "--data", bob.data).json()
+    assert (closed["version"], closed["final"], closed["settled"]) == (3, True, True)
+    assert (closed["my_balance"], closed["peer_balance"]) == (str(7 * ETHER // 10), str(18 * ETHER // 10))
+    assert ok("virtual", "close", gid, "--data", alice.data) == (
+        f"closed virtual channel {gid} through {ingrid.address} at version 3: you 1.8 ETH ({18 * ETHER // 10} wei), "
+        f"peer 0.7 ETH ({7 * ETHER // 10} wei), back in your multistate channel with Ingrid\n")
+    # Each end has its balance back in its ledger channel; Ingrid has her deposits and the fee.
+    assert held(alice, a) == 5 * ETHER - FEE - 2 * ETHER + 18 * ETHER // 10
+    assert held(bob, b) == 5 * ETHER - ETHER // 2 + 7 * ETHER // 10
+    assert held(ingrid, a) + held(ingrid, b) == 10 * ETHER + FEE
+
+
+def test_a_hub_needs_the_virtual_channel_app(tmp_path: Path) -> None:
+    key = tmp_path / "k.json"
+    keystore.create(key, PASSWORD, kdf="scrypt", iterations=2**10)
+    with Anvil() as anvil:
+        chain = RpcChain(anvil.url)
+        payment_only = Deployment(chain.chain_id, deploy(chain, chain.dev_accounts[0]).payment_contract, 0)
+        payment_only.write(tmp_path / "payment-only.json")
+        failed = perun_process("node", "--data", tmp_path / "n", "--keystore", key, "--rpc", anvil.url,
+                               "--deployment", tmp_path / "payment-only.json", "--hub", password=PASSWORD)
+        assert one_line_failure(failed) == (
+            "perun node: a hub needs a deployment file with MSContract and the VirtualChannel app")
