@@ -285,10 +285,7 @@ class ControlServer:
         return {"peer": peer, "host": host, "port": port}
 
     async def _open(self, params: dict[str, Any]) -> Any:
-        peer, deposit, peer_deposit, delta = _take(params, "peer", "deposit", "peer_deposit", "delta")
-        args = (_address(peer, "peer"), _amount(deposit, "deposit"), _amount(peer_deposit, "peer_deposit"),
-                _int(delta, "delta"))
-        cid = await self._node().open(*args)
+        cid = await self._node().open(*_open_args(params))
         return self._channel_json(cid)
 
     async def _pay(self, params: dict[str, Any]) -> Any:
@@ -363,10 +360,7 @@ class ControlServer:
         return None
 
     async def _ledger_open(self, params: dict[str, Any]) -> Any:
-        peer, deposit, peer_deposit, delta = _take(params, "peer", "deposit", "peer_deposit", "delta")
-        args = (_address(peer, "peer"), _amount(deposit, "deposit"), _amount(peer_deposit, "peer_deposit"),
-                _int(delta, "delta"))
-        cid = await self._multistate().open(*args)
+        cid = await self._multistate().open(*_open_args(params))
         return self._ledger_json(cid)
 
     async def _ledgers(self, params: dict[str, Any]) -> Any:
@@ -478,6 +472,13 @@ def _take(params: dict[str, Any], *required: str, optional: tuple[str, ...] = ()
     if unknown:
         raise BadRequest(f"unknown parameter {', '.join(unknown)}")
     return [params[name] for name in required] + [params.get(name) for name in optional]
+
+
+def _open_args(params: dict[str, Any]) -> tuple[str, int, int, int]:
+    """(peer, deposit, peer_deposit, delta) of an open request, checked."""
+    peer, deposit, peer_deposit, delta = _take(params, "peer", "deposit", "peer_deposit", "delta")
+    return (_address(peer, "peer"), _amount(deposit, "deposit"), _amount(peer_deposit, "peer_deposit"),
+            _int(delta, "delta"))
 
 
 def _shown(value: Any) -> str:

@@ -458,10 +458,10 @@ class Virtual:
                     due.append((half.ledger, half.nid))
         return due
 
-    async def harvest(self, events: list[Event]) -> list[VirtualRecord]:
-        """Ingrid keeps the γ states that SETTLE transactions carry (their calldata: the events do
-        not hold the signatures), to copy them to the other half. Returns the records changed."""
-        changed: dict[bytes, VirtualRecord] = {}
+    async def harvest(self, events: list[Event]) -> list[Seen]:
+        """The γ states that SETTLE transactions carry (their calldata: the events do not hold the
+        signatures), which Ingrid keeps to copy them to the other half (`learned`)."""
+        found = []
         for event in events:
             settled = event.name == "NanocontractExecuted" and event.args["fun"] == vc.SETTLE
             held = self.holding(event.args["nid"]) if settled else None
@@ -472,16 +472,22 @@ class Virtual:
                 log.warning("%s: a SETTLE of 0x%s came from a contract: its state is not readable",
                             self.node.name, event.args["nid"].hex()[:12])
                 continue
-            gid = held.id
-            rec = changed.get(gid, held)
             s = vc.decode_settle_arg(call[2])
-            seen = Seen(PaymentState(gid, s.version, s.balance_alice, s.balance_bob, s.final),
+            seen = Seen(PaymentState(held.id, s.version, s.balance_alice, s.balance_bob, s.final),
                         s.r_alice + s.s_alice + bytes([s.v_alice]), s.r_bob + s.s_bob + bytes([s.v_bob]))
             try:
-                vr.check_seen(rec, seen, self.domain)  # the contract checked it already
+                vr.check_seen(held, seen, self.domain)  # the contract checked it already
             except errors.PerunError as exc:
                 log.error("%s: a SETTLE of 0x%s carried a state that does not check: %s", self.node.name,
                           event.args["nid"].hex()[:12], exc)
                 continue
-            changed[gid] = vr.learn(rec, seen)
+            found.append(seen)
+        return found
+
+    def learned(self, found: list[Seen]) -> list[VirtualRecord]:
+        """The records with the states `harvest` found, from the records as they are now."""
+        changed: dict[bytes, VirtualRecord] = {}
+        for seen in found:
+            gid = seen.state.channel_id
+            changed[gid] = vr.learn(changed.get(gid, self.records[gid]), seen)
         return list(changed.values())

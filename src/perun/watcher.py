@@ -107,6 +107,10 @@ class Watcher:
         while start <= head:
             end = min(head, start + LOG_CHUNK - 1)
             events = await node.on_chain(node.contract.events, start, end)
+            ms_events = await node.on_chain(node.multistate.contract.events, start, end) if node.multistate else []
+            found = await node.virtual.harvest(ms_events) if node.virtual else []
+            # No await from here to the save: each record is read as it is now, so nothing the
+            # node changed while the chain was read (an update adopted meanwhile) is overwritten.
             changed: dict = {}
             for event in events:
                 cid = event.args.get("channelId")
@@ -114,18 +118,13 @@ class Watcher:
                 if rec is not None:
                     changed[cid] = self._applied(rec, apply_event, event)
             ms_changed: dict = {}
-            learned = []
-            if node.multistate:
-                ms_events = await node.on_chain(node.multistate.contract.events, start, end)
-                for event in ms_events:
-                    cid = event.args.get("channelId")
-                    ms_rec = ms_changed.get(cid) or node.multistate.records.get(cid)
-                    if ms_rec is not None:
-                        ms_changed[cid] = self._applied(ms_rec, msmachine.apply_event, event)
-                if node.virtual:
-                    learned = await node.virtual.harvest(ms_events)
-            await node.save(list(changed.values()), meta={"last_block": str(end)},
-                            ms_records=list(ms_changed.values()), virtual_records=learned)
+            for event in ms_events:
+                cid = event.args.get("channelId")
+                ms_rec = ms_changed.get(cid) or node.multistate.records.get(cid)
+                if ms_rec is not None:
+                    ms_changed[cid] = self._applied(ms_rec, msmachine.apply_event, event)
+            await node.save(list(changed.values()), meta={"last_block": str(end)}, ms_records=list(ms_changed.values()),
+                            virtual_records=node.virtual.learned(found) if node.virtual else [])
             start = end + 1
 
     def _applied(self, rec: Any, apply: Callable[[Any, str, dict], Any], event: Event) -> Any:

@@ -193,6 +193,36 @@ def test_a_payment_reaches_a_peer_that_has_not_yet_read_the_open(net):
     run(scenario())
 
 
+def test_an_update_adopted_while_the_watcher_reads_the_chain_is_not_overwritten(net):
+    """Bob's watcher reads a block with an event of the channel (his own confirmation, which he
+    applied when it was mined) and, before saving what it read, waits on the chain for the
+    multistate events; meanwhile Bob countersigns Alice's payment. The watcher must not save the
+    record it had before the payment: Bob would lose his latest state."""
+    async def scenario():
+        async with net.running("alice", "bob") as (alice, bob):
+            gate, reading = asyncio.Event(), asyncio.Event()
+            chain_call = bob.on_chain
+
+            async def on_chain(fn, *args):
+                if fn == bob.multistate.contract.events and not gate.is_set():
+                    opened = {cid for cid, rec in bob.records.items() if rec.stage is Stage.OPEN}
+                    if any(e.args.get("channelId") in opened for e in bob.contract.events(*args)):
+                        reading.set()
+                        await gate.wait()  # the chain answers slowly, as anvil under load may
+                return await chain_call(fn, *args)
+
+            bob.on_chain = on_chain
+            await alice.connect(bob.address, "127.0.0.1", bob.port)
+            cid = await alice.open(bob.address, 3 * ETHER, ETHER, DELTA)
+            await reading.wait()
+            paid = await alice.pay(cid, GWEI)
+            gate.set()
+            await bob.sync()
+            assert bob.channel(cid).current == paid == alice.channel(cid).current
+            assert [r.current for r in bob.store.channels() if r.channel_id == cid] == [paid]
+    run(scenario())
+
+
 def test_a_refused_channel_raises_the_peers_reason(net):
     async def scenario():
         async with net.running("alice") as (alice,), net.running("bob", accept_channel=lambda p: p.delta > 10**4) as (bob,):
