@@ -88,6 +88,12 @@ def _seconds_arg(text: str) -> float:
     return value
 
 
+def _count_arg(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(text)
+
+
 def _host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -623,7 +629,7 @@ def parser() -> argparse.ArgumentParser:
     node.add_argument("--hub-fee", type=_amount_arg, metavar="AMOUNT", help="a hub's fee per virtual channel")
     node.add_argument("--hub-capacity", type=_amount_arg, metavar="AMOUNT",
                       help="the most a hub blocks in virtual channels at once")
-    node.add_argument("--hub-max-channels", type=int, metavar="N", help="the most virtual channels a hub serves at once")
+    node.add_argument("--hub-max-channels", type=_count_arg, metavar="N", help="the most virtual channels a hub serves at once")
     node.set_defaults(run=cmd_node)
 
     def client(name: str, run, summary: str) -> argparse.ArgumentParser:

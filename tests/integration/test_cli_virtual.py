@@ -136,3 +136,7 @@ def test_a_hub_needs_the_virtual_channel_app(tmp_path: Path) -> None:
                                "--deployment", tmp_path / "payment-only.json", "--hub", password=PASSWORD)
         assert one_line_failure(failed) == (
             "perun node: a hub needs a deployment file with MSContract and the VirtualChannel app")
+    zero = perun("node", "--data", tmp_path / "n", "--keystore", key, "--rpc", "http://127.0.0.1:1",
+                 "--hub-max-channels", "0")
+    assert one_line_failure(zero) == ("perun node: argument --hub-max-channels: expected a positive whole number, "
+                                      "got '0' (see `perun node --help`)")
