@@ -632,8 +632,9 @@ def parser() -> argparse.ArgumentParser:
     node.add_argument("--hub-max-channels", type=_count_arg, metavar="N", help="the most virtual channels a hub serves at once")
     node.set_defaults(run=cmd_node)
 
-    def client(name: str, run, summary: str) -> argparse.ArgumentParser:
-        cmd = sub.add_parser(name, parents=[json_flag], help=summary)
+    def client(name: str, run, summary: str, within=sub, **kwargs: Any) -> argparse.ArgumentParser:
+        """A command for a running node (`within` a group's subparsers: `perun virtual open`)."""
+        cmd = within.add_parser(name, parents=[json_flag], help=summary, **kwargs)
         cmd.add_argument("--data", required=True, metavar="DIR", help="the node's data directory")
         cmd.set_defaults(run=run)
         return cmd
@@ -667,8 +668,8 @@ def parser() -> argparse.ArgumentParser:
 
     virt = sub.add_parser("virtual", help="virtual channels through an intermediary: open, close")
     virt_sub = virt.add_subparsers(dest="virtual_command", required=True, metavar="ACTION")
-    vopen = virt_sub.add_parser(
-        "open", parents=[json_flag], help="open a virtual channel to a peer through Ingrid, off chain",
+    vopen = client(
+        "open", cmd_virtual_open, "open a virtual channel to a peer through Ingrid, off chain", virt_sub,
         description="Opens a virtual channel to PEER through the peer of this node's multistate channel LEDGER "
         "(Ingrid), whose multistate channel with PEER is LEDGER_B. No transaction: pay on it with `perun pay`, "
         "close it with `perun virtual close`.")
@@ -678,17 +679,15 @@ def parser() -> argparse.ArgumentParser:
     vopen.add_argument("--deposit", required=True, type=_amount_arg, metavar="AMOUNT", help="this node's deposit")
     vopen.add_argument("--peer-deposit", type=_amount_arg, default=0, metavar="AMOUNT",
                        help="the peer's deposit (default 0; the peer must run with --accept-virtual)")
-    vopen.add_argument("--validity", required=True, type=int, metavar="SECONDS",
+    vopen.add_argument("--validity", required=True, type=_count_arg, metavar="SECONDS",
                        help="the channel closes by the chain's time now plus SECONDS")
-    vopen.add_argument("--window", required=True, type=int, metavar="SECONDS",
+    vopen.add_argument("--window", required=True, type=_count_arg, metavar="SECONDS",
                        help="after validity, how long each end has to submit its latest state (more than Δ)")
     vopen.add_argument("--fee", type=_amount_arg, default=0, metavar="AMOUNT", help="Ingrid's fee, if she asks one")
-    vopen.add_argument("--data", required=True, metavar="DIR", help="the node's data directory")
-    vopen.set_defaults(run=cmd_virtual_open, name="virtual open")
-    vclose = virt_sub.add_parser("close", parents=[json_flag], help="close a virtual channel fast through Ingrid")
+    vopen.set_defaults(name="virtual open")
+    vclose = client("close", cmd_virtual_close, "close a virtual channel fast through Ingrid", virt_sub)
     vclose.add_argument("channel", type=_channel_arg, metavar="CHANNEL")
-    vclose.add_argument("--data", required=True, metavar="DIR", help="the node's data directory")
-    vclose.set_defaults(run=cmd_virtual_close, name="virtual close")
+    vclose.set_defaults(name="virtual close")
     return top
 
 
