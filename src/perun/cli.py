@@ -573,14 +573,14 @@ def parser() -> argparse.ArgumentParser:
     scenario_args(scen_run)
     scen_run.set_defaults(run=cmd_scenario_run, name="scenario run")
 
-    dep = sub.add_parser("deploy", help="deploy PaymentContract and write a deployment file")
+    dep = sub.add_parser("deploy", help="deploy the contracts (PaymentContract, MSContract, the apps) and write a deployment file")
     dep.add_argument("--rpc", required=True, help="JSON-RPC URL of the chain")
     dep.add_argument("--key-env", help="environment variable holding the deployer's private key "
                      "(default: the node's first unlocked account)")
     dep.add_argument("--out", help="deployment file (default: deployments/<chain id>.json)")
     dep.set_defaults(run=cmd_deploy)
 
-    dev = sub.add_parser("devnet", help="run anvil with PaymentContract deployed, until Ctrl-C")
+    dev = sub.add_parser("devnet", help="run anvil with the contracts deployed, until Ctrl-C")
     dev.add_argument("--port", type=int, default=8545)
     dev.add_argument("--out", help="deployment file (default: deployments/31337.json)")
     dev.set_defaults(run=cmd_devnet)
