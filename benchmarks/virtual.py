@@ -36,7 +36,7 @@ from perun.chain.backend import ETHER, RpcChain
 from perun.chain.deploy import deploy
 from perun.core.machine import Stage
 from perun.node import Node
-from perun.virtual import HubPolicy
+from perun.protocols.virtual import HubPolicy
 
 OUT = Path(__file__).with_name("virtual.json")
 DELTA = 3600

@@ -2,8 +2,8 @@
 
 The names most programs need are here; each lives in one module:
 perun.core (pure protocol: channel.py, eip712.py, machine.py, multistate.py, apps/), perun.chain
-(web3: backend.py, payment.py, multistate.py, anvil.py, deploy.py), perun.node (a party: wire/, store.py, watcher.py) and
-perun.errors.
+(web3: backend.py, payment.py, multistate.py, anvil.py, deploy.py), perun.node (a party: wire/, store.py, runtime/,
+protocols/) and perun.errors.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ _HOMES = {
     "sign_state": "perun.core.eip712", "PerunError": "perun.errors", "ChannelInfo": "perun.node",
     "Node": "perun.node", "MSContract": "perun.chain.multistate", "ChannelState": "perun.core.multistate",
     "NanocontractState": "perun.core.multistate", "AppState": "perun.core.apps",
-    "deploy": "perun.chain.deploy",
+    "deploy": "perun.chain.deploy", "HubPolicy": "perun.protocols.virtual",
 }
 __all__ = sorted(_HOMES)
 

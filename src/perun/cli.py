@@ -279,7 +279,7 @@ def _contracts(args: argparse.Namespace, chain) -> dict[str, Any]:
 
 
 def _hub_policy(args: argparse.Namespace):
-    from perun.virtual import HubPolicy
+    from perun.protocols.virtual import HubPolicy
 
     if not (args.hub or args.hub_fee is not None or args.hub_capacity is not None or args.hub_max_channels is not None):
         return None
@@ -292,6 +292,7 @@ async def _run_node(key: bytes, chain, data: Path, host: str, port: int, options
 
     from perun.control import ControlServer, socket_path
     from perun.node import Node
+    from perun.runtime.faults import ENVIRONMENT
 
     control = ControlServer(socket_path(data))
     await control.bind()  # first: it refuses a data directory that another node serves
@@ -299,6 +300,8 @@ async def _run_node(key: bytes, chain, data: Path, host: str, port: int, options
     try:
         contract = options.pop("contract")
         node = Node(key, chain, contract, data / "node.db", host, port, **options)
+        if os.environ.get(ENVIRONMENT):  # tests kill the process at a crash point
+            node.faults.sigkill_at(os.environ[ENVIRONMENT])
         try:
             await node.start()
         except OSError as exc:
@@ -340,7 +343,7 @@ def cmd_info(args: argparse.Namespace) -> None:
         f"listening {_host_port(info['host'], info['port'])}",
         f"chain     {info['chain_id']}, PaymentContract {info['contract']}",
         f"peers     {', '.join(info['peers']) or 'none connected'}",
-        f"channels  {info['channels']}",
+        f"channels  {', '.join(f'{n} {kind}' for kind, n in info['channels'].items())}",
     ]))
 
 
@@ -392,14 +395,11 @@ def cmd_status(args: argparse.Namespace) -> None:
         describe = {"payment": _describe, "multistate": _describe_ledger, "virtual": _describe_virtual}
         _emit(args, ch, describe[ch["kind"]](ch))
         return
-    channels = _call(args, "channels")
-    ledgers = virtuals = []
-    if _call(args, "info")["ms_contract"]:
-        ledgers, virtuals = _call(args, "ledgers"), _call(args, "virtuals")
-    tables = [table for table in (_table(channels) if channels else "",
-                                  _ledger_table(ledgers) if ledgers else "",
-                                  _virtual_table(virtuals) if virtuals else "") if table]
-    _emit(args, [*channels, *ledgers, *virtuals], "\n\n".join(tables) or "no channels")
+    every = _call(args, "status")
+    tables = [table(of_kind) for kind, table in (("payment", _table), ("multistate", _ledger_table),
+                                                 ("virtual", _virtual_table))
+              if (of_kind := [ch for ch in every if ch["kind"] == kind])]
+    _emit(args, every, "\n\n".join(tables) or "no channels")
 
 
 def cmd_close(args: argparse.Namespace) -> None:

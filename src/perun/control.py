@@ -58,14 +58,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perun import errors
-from perun.core.channel import ETH
-from perun.core.msmachine import MSRecord
 
 if TYPE_CHECKING:
     from perun.chain.payment import Receipt
-    from perun.msnode import Multistate
     from perun.node import Node
-    from perun.virtual import Virtual
+    from perun.runtime import Protocol
 
 log = logging.getLogger("perun.control")
 
@@ -263,19 +260,16 @@ class ControlServer:
     async def _info(self, params: dict[str, Any]) -> Any:
         _take(params)
         node = self._node()
+        protocols = node.runtime.registry.protocols
         return {
             "address": node.address,
             "host": node.host,
             "port": node.port,
             "chain_id": node.chain.chain_id,
-            "contract": node.contract.address,
-            "ms_contract": node.multistate.contract.address if node.multistate else None,
-            "hub": node.virtual is not None and node.virtual.hub is not None,
+            **{key: value for p in protocols for key, value in p.about().items()},
             "chain_time": node.watcher.chain_time,
             "peers": sorted(peer for peer, conn in node.peers.items() if not conn.closed),
-            "channels": len(node.records),
-            "ledgers": len(node.multistate.records) if node.multistate else 0,
-            "virtual_channels": len(node.virtual.records) if node.virtual else 0,
+            "channels": {p.kind: len(p.records) for p in protocols},
         }
 
     async def _connect(self, params: dict[str, Any]) -> Any:
@@ -292,7 +286,7 @@ class ControlServer:
         channel, amount = _take(params, "channel", "amount")
         cid, amount = _channel_id(channel), _amount(amount, "amount")
         state = await self._node().pay(cid, amount)
-        return {**self._any_json(cid), "paid_version": state.version}
+        return {**self._node().describe(cid), "paid_version": state.version}
 
     async def _close(self, params: dict[str, Any]) -> Any:
         (channel,) = _take(params, "channel")
@@ -329,30 +323,33 @@ class ControlServer:
         return None
 
     async def _wait(self, params: dict[str, Any]) -> Any:
-        """Answers when the channel reaches one of `stage` (comma-separated), or its version
-        reaches `version`; PeerTimeout after `timeout` seconds (default 30)."""
+        """Answers when the channel (of any kind) reaches one of `stage` (comma-separated), or
+        its version reaches `version`; PeerTimeout after `timeout` seconds (default 30)."""
         channel, stage, version, timeout = _take(params, "channel", optional=("stage", "version", "timeout"))
         cid = _channel_id(channel)
         node = self._node()
-        if node.virtual is not None and cid in node.virtual.records:
-            raise BadRequest("wait takes a payment or a multistate channel, not a virtual one")
+        holder = node.runtime.registry.holder(cid)
+        if holder is None:
+            raise errors.UnknownChannel(f"no channel 0x{cid.hex()}")
         stages = set(_text(stage, "stage").split(",")) if stage is not None else None
         least = _int(version, "version") if version is not None else None
         def reached(rec) -> bool:
-            version = rec.state.version if isinstance(rec, MSRecord) else rec.current.version
-            return (stages is None or rec.stage.value in stages) and (least is None or version >= least)
+            return ((stages is None or holder.stage_of(rec) in stages)
+                    and (least is None or holder.version_of(rec) >= least))
         await node.wait_for(cid, reached, float(_int(timeout, "timeout")) if timeout is not None else 30.0)
-        return self._any_json(cid)
+        return node.describe(cid)
 
     async def _channels(self, params: dict[str, Any]) -> Any:
         _take(params)
-        return [self._channel_json(cid) for cid in list(self._node().records)]
+        return self._listed("payment")
 
     async def _status(self, params: dict[str, Any]) -> Any:
+        """One channel of any kind, or every channel of every kind."""
         (channel,) = _take(params, optional=("channel",))
+        node = self._node()
         if channel is None:
-            return await self._channels({})
-        return self._any_json(_channel_id(channel))
+            return [item for p in node.runtime.registry.protocols for item in self._listed(p.kind)]
+        return node.describe(_channel_id(channel))
 
     async def _sync(self, params: dict[str, Any]) -> Any:
         _take(params)
@@ -360,31 +357,31 @@ class ControlServer:
         return None
 
     async def _ledger_open(self, params: dict[str, Any]) -> Any:
-        cid = await self._multistate().open(*_open_args(params))
-        return self._ledger_json(cid)
+        cid = await self._protocol("multistate").open(*_open_args(params))
+        return self._node().describe(cid)
 
     async def _ledgers(self, params: dict[str, Any]) -> Any:
         _take(params)
-        return [self._ledger_json(cid) for cid in list(self._multistate().records)]
+        return self._listed("multistate")
 
     async def _virtual_open(self, params: dict[str, Any]) -> Any:
         ledger, peer, ledger_b, deposit, peer_deposit, validity, window, fee = _take(
             params, "ledger", "peer", "ledger_b", "deposit", "peer_deposit", "validity", "window", optional=("fee",))
-        gid = await self._virtual().open(
+        gid = await self._protocol("virtual").open(
             _channel_id(ledger), _address(peer, "peer"), _channel_id(ledger_b), _amount(deposit, "deposit"),
             _amount(peer_deposit, "peer_deposit"), _int(validity, "validity"), _int(window, "window"),
             _amount(fee, "fee") if fee is not None else 0)
-        return self._virtual_json(gid)
+        return self._node().describe(gid)
 
     async def _virtual_close(self, params: dict[str, Any]) -> Any:
         (channel,) = _take(params, "channel")
         gid = _channel_id(channel)
-        await self._virtual().close(gid)
-        return self._virtual_json(gid)
+        await self._protocol("virtual").close(gid)
+        return self._node().describe(gid)
 
     async def _virtuals(self, params: dict[str, Any]) -> Any:
         _take(params)
-        return [self._virtual_json(rec.id) for rec in list(self._virtual().records.values())]
+        return self._listed("virtual")
 
     # ------------------------------------------------------------------ views
 
@@ -393,56 +390,28 @@ class ControlServer:
             raise ControlError("the node is starting")
         return self.node
 
-    def _multistate(self) -> Multistate:
-        node = self._node()
-        if node.multistate is None:
-            raise ControlError("this node runs no multistate channels (start it with a deployment file that has "
-                               "MSContract)")
-        return node.multistate
+    def _protocol(self, kind: str) -> Any:
+        """The node's protocol of `kind`; ControlError if it does not run that kind."""
+        registry = self._node().runtime.registry
+        protocol = registry.get(kind)
+        if protocol is None:
+            missing = next((k for k in _NEEDS.get(kind, ()) if registry.get(k) is None), kind)
+            raise ControlError(f"this node runs no {missing} channels ({_MISSING[missing]})")
+        return protocol
 
-    def _virtual(self) -> Virtual:
-        self._multistate()
-        node = self._node()
-        if node.virtual is None:
-            raise ControlError("this node runs no virtual channels (its deployment has no VirtualChannel app)")
-        return node.virtual
-
-    def _any_json(self, cid: bytes) -> dict[str, Any]:
-        """A payment, multistate or virtual channel, with `kind` saying which."""
-        node = self._node()
-        if node.virtual is not None and cid in node.virtual.records:
-            return self._virtual_json(cid)
-        if node.multistate is not None and cid in node.multistate.records:
-            return self._ledger_json(cid)
-        return self._channel_json(cid)
-
-    def _ledger_json(self, cid: bytes) -> dict[str, Any]:
-        rec = self._multistate().channel(cid)
-        info = asdict(self._multistate().info(cid))
-        _strings(info, "my_cash", "peer_cash", "my_payout", "peer_payout")
-        for nc in info["nanocontracts"]:
-            nc["blocked"], nc["released"] = [str(x) for x in nc["blocked"]], [str(x) for x in nc["released"]]
-        return {"kind": "multistate", **info, "token": rec.params.token, "delta": rec.params.delta}
-
-    def _virtual_json(self, gid: bytes) -> dict[str, Any]:
-        virtual = self._virtual()
-        info = asdict(virtual.info(gid))
-        _strings(info, "my_balance", "peer_balance")
-        ledger = virtual.ms.records.get(virtual.record(gid).halves[0].ledger)
-        return {"kind": "virtual", **info, "token": ledger.params.token if ledger else ETH}
+    def _listed(self, kind: str) -> list[dict[str, Any]]:
+        """Every channel of `kind`, described by its protocol (none if the node does not run it)."""
+        protocol: Protocol | None = self._node().runtime.registry.get(kind)
+        return [protocol.describe(cid) for cid in list(protocol.records)] if protocol is not None else []
 
     def _channel_json(self, cid: bytes) -> dict[str, Any]:
-        """Node.info as JSON; amounts as decimal strings (JSON numbers lose precision above 2**53)."""
-        info = asdict(self._node().info(cid))
-        _strings(info, "my_balance", "peer_balance", "my_deposit", "peer_deposit", "my_payout", "peer_payout")
-        return {"kind": "payment", **info}
+        return self._node().payment.describe(cid)
 
 
-def _strings(info: dict[str, Any], *keys: str) -> None:
-    """Amounts as decimal strings: JSON numbers lose precision above 2**53."""
-    for key in keys:
-        if info[key] is not None:
-            info[key] = str(info[key])
+# What a node lacks that runs no channels of a kind, and the kinds a kind is built on.
+_MISSING = {"multistate": "start it with a deployment file that has MSContract",
+            "virtual": "its deployment has no VirtualChannel app"}
+_NEEDS = {"virtual": ("multistate",)}
 
 
 def _encode(reply: dict[str, Any]) -> bytes:

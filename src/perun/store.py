@@ -140,49 +140,33 @@ class Store:
 
     def commit(
         self,
-        records: Iterable[ChannelRecord] = (),
-        states: Iterable[SignedState] = (),
+        records: Iterable[ChannelRecord | MSRecord | VirtualRecord] = (),
+        states: Iterable[SignedState | Signed] = (),
         peers: Iterable[tuple[str, str, int]] = (),
         meta: dict[str, str] | None = None,
-        *,
-        ms_records: Iterable[MSRecord] = (),
-        ms_states: Iterable[Signed] = (),
-        virtual_records: Iterable[VirtualRecord] = (),
     ) -> None:
-        """Writes everything in one durable transaction (fsynced before it returns)."""
+        """Writes everything in one durable transaction (fsynced before it returns). Records and
+        states of every kind may be mixed: each goes to its kind's table."""
+        rows: dict[str, list[tuple]] = {table: [] for table in _TABLES.values()}
+        for rec in records:
+            rows[_TABLES[type(rec)]].append((rec.channel_id, _ENCODE[type(rec)](rec)))
+        for s in states:
+            if isinstance(s, SignedState):
+                rows["states"].append((s.state.channel_id, str(s.state.version), int(s.state.is_final),
+                                       str(s.state.balance_alice), str(s.state.balance_bob), s.sig_alice, s.sig_bob))
+            else:
+                nid = s.state.nid if isinstance(s.state, NanocontractState) else b""
+                rows["ms_states"].append((s.state.channel_id, nid, str(s.state.version),
+                                          json.dumps(_ms_state_json(s.state)), s.sig_alice, s.sig_bob))
+        rows["peers"] = list(peers)
+        rows["meta"] = list((meta or {}).items())
         try:
             self.db.execute("BEGIN IMMEDIATE")
             try:
-                self.db.executemany(
-                    "INSERT OR REPLACE INTO channels VALUES (?, ?)",
-                    [(r.channel_id, _record_to_json(r)) for r in records],
-                )
-                self.db.executemany(
-                    "INSERT OR REPLACE INTO states VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (s.state.channel_id, str(s.state.version), int(s.state.is_final), str(s.state.balance_alice),
-                         str(s.state.balance_bob), s.sig_alice, s.sig_bob)
-                        for s in states
-                    ],
-                )
-                self.db.executemany(
-                    "INSERT OR REPLACE INTO ms_channels VALUES (?, ?)",
-                    [(r.channel_id, _ms_record_to_json(r)) for r in ms_records],
-                )
-                self.db.executemany(
-                    "INSERT OR REPLACE INTO ms_states VALUES (?, ?, ?, ?, ?, ?)",
-                    [
-                        (s.state.channel_id, s.state.nid if isinstance(s.state, NanocontractState) else b"",
-                         str(s.state.version), json.dumps(_ms_state_json(s.state)), s.sig_alice, s.sig_bob)
-                        for s in ms_states
-                    ],
-                )
-                self.db.executemany(
-                    "INSERT OR REPLACE INTO virtual_channels VALUES (?, ?)",
-                    [(r.id, _virtual_to_json(r)) for r in virtual_records],
-                )
-                self.db.executemany("INSERT OR REPLACE INTO peers VALUES (?, ?, ?)", list(peers))
-                self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list((meta or {}).items()))
+                for table, values in rows.items():
+                    if values:
+                        marks = ", ".join("?" * len(values[0]))
+                        self.db.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", values)
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
@@ -411,3 +395,9 @@ def _virtual_from_json(text: str) -> VirtualRecord:
         seen=tuple(Seen(_state_from(data.id, s["state"]), bytes.fromhex(s["sig_alice"]), bytes.fromhex(s["sig_bob"]))
                    for s in d["seen"]),
     )
+
+
+# Where each kind of record and state is written.
+_TABLES: dict[type, str] = {ChannelRecord: "channels", MSRecord: "ms_channels", VirtualRecord: "virtual_channels",
+                            SignedState: "states", Signed: "ms_states"}
+_ENCODE = {ChannelRecord: _record_to_json, MSRecord: _ms_record_to_json, VirtualRecord: _virtual_to_json}

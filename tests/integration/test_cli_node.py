@@ -25,11 +25,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from perun import control, errors, keystore
+from perun.runtime import Registry
 from perun.chain.anvil import Anvil
 from perun.chain.backend import ETHER, RpcChain
 from perun.chain.deploy import deploy
@@ -425,17 +427,13 @@ class StubNode:
     """Just enough of perun.node.Node for the control server, with failures on demand."""
 
     address = "0x" + "11" * 20
-    records: dict[bytes, Any] = {}
-    multistate = virtual = None  # a node with payment channels only
 
     def __init__(self) -> None:
         self.connected: tuple[str, str, int] | None = None
+        self.runtime = SimpleNamespace(registry=Registry())  # no protocol: not even multistate channels
 
-    def channel(self, cid: bytes) -> Any:
+    def describe(self, cid: bytes) -> Any:
         raise errors.UnknownChannel(f"no channel 0x{cid.hex()}")
-
-    def info(self, cid: bytes) -> Any:
-        return self.channel(cid)
 
     async def connect(self, peer: str, host: str, port: int) -> None:
         self.connected = (peer, host, port)

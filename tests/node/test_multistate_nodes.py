@@ -19,7 +19,7 @@ from perun.core.apps import tictactoe as ttt
 from perun.core.channel import Params
 from perun.core.machine import Role, Stage
 from perun.core.multistate import ChannelState, NanocontractState
-from perun.msnode import _message
+from perun.protocols.multistate.wire import message as _message
 from perun.wire import messages as m
 from tests.node.conftest import DELTA, run
 from tests.node.test_malicious import answer, dial
@@ -241,7 +241,7 @@ def test_a_crash_mid_update_completes_exactly_once_after_restart(net, point, act
             pay = await alice.multistate.create(cid, "HashTimeLock", lock(ETHER, net=net))
             proposer, receiver = (alice, bob) if action == "create" else (bob, alice)
             victim = proposer if point in ("nano-proposed", "nano-acked") else receiver
-            victim.crash_at = point
+            victim.faults.kill_at(point)
             with contextlib.suppress(errors.PerunError, asyncio.TimeoutError):
                 if action == "create":
                     await alice.multistate.create(cid, "HashTimeLock", lock(2 * ETHER, net=net))

@@ -201,7 +201,7 @@ def test_an_update_adopted_while_the_watcher_reads_the_chain_is_not_overwritten(
     async def scenario():
         async with net.running("alice", "bob") as (alice, bob):
             gate, reading = asyncio.Event(), asyncio.Event()
-            chain_call = bob.on_chain
+            chain_call = bob.runtime.on_chain
 
             async def on_chain(fn, *args):
                 if fn == bob.multistate.contract.events and not gate.is_set():
@@ -211,7 +211,7 @@ def test_an_update_adopted_while_the_watcher_reads_the_chain_is_not_overwritten(
                         await gate.wait()  # the chain answers slowly, as anvil under load may
                 return await chain_call(fn, *args)
 
-            bob.on_chain = on_chain
+            bob.runtime.on_chain = on_chain
             await alice.connect(bob.address, "127.0.0.1", bob.port)
             cid = await alice.open(bob.address, 3 * ETHER, ETHER, DELTA)
             await reading.wait()

@@ -11,7 +11,7 @@ import pytest
 from perun import errors
 from perun.chain.backend import ETHER
 from perun.core.machine import Stage
-from perun.virtual import HubPolicy
+from perun.protocols.virtual import HubPolicy
 from perun.wire import messages as m
 from tests.node.conftest import DELTA, run
 
@@ -338,7 +338,7 @@ def test_every_field_of_a_proposed_half_is_checked_before_anything_is_signed(net
 def test_an_opening_interrupted_by_ingrids_crash_completes_after_her_restart(net):
     async def scenario():
         async with triangle(net, response_timeout=1.0) as (alice, ingrid, bob, a, b):
-            ingrid.crash_at = "nano-acked"  # Bob's countersignature on ν_b stored, ν_a not yet countersigned
+            ingrid.faults.kill_at("nano-acked")  # Bob's countersignature on ν_b stored, ν_a not yet countersigned
             validity = net.chain.timestamp() + VALIDITY_IN
             with pytest.raises(errors.PeerUnavailable):
                 await alice.virtual.open(a, bob.address, b, 2 * ETHER, ETHER, validity, WINDOW)
@@ -406,7 +406,7 @@ def test_an_end_killed_after_countersigning_disputes_with_that_state_after_its_r
     async def scenario():
         async with triangle(net, response_timeout=1.0) as (alice, ingrid, bob, a, b):
             gid, validity = await opened(net, alice, bob, a, b)
-            bob.crash_at = "update-countersigned"  # version 3 stored by Bob, not acknowledged
+            bob.faults.kill_at("update-countersigned")  # version 3 stored by Bob, not acknowledged
             with pytest.raises(errors.PeerUnavailable):
                 await alice.pay(gid, ETHER // 2)
             await alice.stop()  # and Alice is gone for good, holding version 2 signed by both

@@ -19,7 +19,7 @@ from perun import errors
 from perun.chain.backend import ETHER
 from perun.core.apps import virtualchannel as vc
 from perun.core.machine import Stage
-from perun.virtual import HubPolicy
+from perun.protocols.virtual import HubPolicy
 from tests.node.conftest import DELTA, Net, run
 from tests.node.test_virtual_nodes import VALIDITY_IN, WINDOW, at, half, triangle
 

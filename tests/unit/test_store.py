@@ -142,7 +142,7 @@ def test_a_multistate_record_round_trips_exactly(tmp_path):
     assert [p.kind for p in rec.pending] == [ms.Kind.CREATE, ms.Kind.CALL, ms.Kind.CALL, ms.Kind.ABSORB]
     assert len(rec.nanocontracts) == 2 and len(rec.nano_signed) == 2
     store = Store(tmp_path / "a.db", BOB.address, 1337, DOMAIN.verifying_contract)
-    store.commit(ms_records=[rec])
+    store.commit([rec])
     store.close()
     again = Store(tmp_path / "a.db", BOB.address, 1337, DOMAIN.verifying_contract)
     assert again.ms_channels() == [rec] and again.channels() == []
@@ -161,7 +161,7 @@ def test_multistate_states_round_trip_channel_first_then_by_nid_and_version(tmp_
     )
     assert [s.state.version for s in channel_states] == [2, 3, 10]
     store = Store(tmp_path / "a.db", BOB.address, 1337, DOMAIN.verifying_contract)
-    store.commit(ms_states=[*reversed(nanocontracts), *reversed(channel_states)])
+    store.commit(states=[*reversed(nanocontracts), *reversed(channel_states)])
     store.close()
     found = Store(tmp_path / "a.db", BOB.address, 1337, DOMAIN.verifying_contract).ms_states(rec.channel_id)
     assert found == channel_states + nanocontracts
@@ -172,7 +172,7 @@ def test_a_failed_commit_writes_no_multistate_rows(tmp_path):
     rec = busy_ms_record()
     store = Store(tmp_path / "a.db", BOB.address, 1337, DOMAIN.verifying_contract)
     with pytest.raises(errors.StoreError):
-        store.commit(peers=[(BOB.address, "h", "not a port", "extra")], ms_records=[rec], ms_states=[rec.channel])
+        store.commit([rec], [rec.channel], peers=[(BOB.address, "h", "not a port", "extra")])
     assert store.ms_channels() == [] and store.ms_states(rec.channel_id) == []
 
 
@@ -205,7 +205,7 @@ def test_a_virtual_channel_record_round_trips_exactly(tmp_path):
             if f.init and f.default is not MISSING:
                 assert any(getattr(x, f.name) != f.default for x in instances), f"{cls.__name__}.{f.name}"
     store = Store(tmp_path / "v.db", BOB.address, 1337, DOMAIN.verifying_contract)
-    store.commit(virtual_records=records)
+    store.commit(records)
     store.close()
     store = Store(tmp_path / "v.db", BOB.address, 1337, DOMAIN.verifying_contract)
     assert sorted(store.virtual_channels(), key=lambda r: r.position) == sorted(records, key=lambda r: r.position)

@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from perun import errors
 from perun.core.channel import Params, PaymentState, check_state
-from perun.core.eip712 import Domain, address_of, check_signature, sign_state
+from perun.core.eip712 import Domain, check_signature, sign_state
 
 # A proposal refused as conflicting or stale is made again on a version above both parties'
 # (§4, "Versions burned by a conflict"), at most this many times.
@@ -132,7 +132,7 @@ def new_record(params: Params, domain: Domain, role: Role, stage: Stage) -> Chan
     )
 
 
-def _check_can_sign(rec: ChannelRecord) -> None:
+def _check_can_sign(rec: ChannelRecord, state: PaymentState) -> None:
     if rec.stage is not Stage.OPEN:
         raise errors.WrongStage(f"channel 0x{rec.channel_id.hex()} is {rec.stage.value}, not open")
     if rec.final_signed:
@@ -163,7 +163,7 @@ def _next_version(rec: ChannelRecord) -> int:
 
 def propose(rec: ChannelRecord, state: PaymentState, key: bytes) -> tuple[ChannelRecord, Proposal]:
     """Sign `state` (from `payment` or `final`) and queue it as pending."""
-    _check_can_sign(rec)
+    _check_can_sign(rec, state)
     _, prev = rec.tip
     check_state(rec.params, state, rec.channel_id)
     if state.version <= max(rec.signed, prev):
@@ -207,7 +207,7 @@ def receive_update(
     The proposal must build on `current` (`prev`), carry a version this party never signed,
     keep the deposits' total, not lower this party's balance, and be signed by the peer.
     """
-    _check_can_sign(rec)
+    _check_can_sign(rec, state)
     check_state(rec.params, state, rec.channel_id)
     if state.version <= rec.signed:
         if state.version > rec.current.version:
@@ -287,11 +287,6 @@ def reestablish(rec: ChannelRecord, peer_current: int, peer_signed: int) -> tupl
         peer_signed_hint=max(rec.peer_signed_hint, peer_signed),
     )
     return new, Resync(send_current, resend, dropped)
-
-
-def check_key(rec: ChannelRecord, key: bytes) -> None:
-    if address_of(key) != rec.me:
-        raise errors.InvalidParams("the key does not belong to this channel's party")
 
 
 # ---------------------------------------------------------------------- the chain's side

@@ -71,6 +71,11 @@ class VirtualRecord:
     def id(self) -> bytes:
         return self.data.id
 
+    @property
+    def channel_id(self) -> bytes:
+        """γ's id, as every record names its channel."""
+        return self.data.id
+
     def half(self, side: int) -> Half | None:
         return next((h for h in self.halves if h.side == side), None)
 

@@ -44,7 +44,8 @@ from perun.core.machine import ChannelRecord, Stage
 from perun.core.msmachine import MSRecord
 from perun.core.multistate import ChannelState, Funding, NanocontractState, nanocontract_id
 from perun.core.virtual import VirtualRecord
-from perun.node import Killed, Node
+from perun.node import Node
+from perun.runtime import Killed
 from perun.scenario import record as r
 from perun.scenario.network import Network, Rule
 from perun.scenario.spec import NanocontractSpec, Scenario, Step, VirtualSpec
@@ -384,7 +385,8 @@ class Run:
         return node
 
     def _died(self, node: Node) -> None:
-        self.note(node.name, f"killed at {node.crash_at} (as by SIGKILL)" if node.crash_at else "killed (as by SIGKILL)")
+        at = node.faults.armed
+        self.note(node.name, f"killed at {at} (as by SIGKILL)" if at else "killed (as by SIGKILL)")
         self._death.set()
 
     def _node(self, name: str) -> Node:
@@ -911,7 +913,7 @@ class Run:
         if at is None:
             node.kill()
             return
-        node.crash_at = at  # the node dies when it gets there
+        node.faults.kill_at(at)  # the node dies when it gets there
         self.note(name, f"will die at {at}")
 
     async def _await_reply(self, receiver: str) -> None:

@@ -19,7 +19,7 @@ from perun.core.amounts import parse_amount
 from perun.core.apps import APPS
 from perun.core.virtual import MAX_SETTLE_DELAY
 from perun.node import CRASH_POINTS
-from perun.virtual import HubPolicy
+from perun.protocols.virtual import HubPolicy
 from perun.wire.messages import MESSAGES, ErrorCode
 
 DEFAULT_FUNDS = 100 * 10**18

@@ -1,0 +1,251 @@
+"""What every kind whose channels live on a contract of its own (Channels.sol: payment and
+multistate channels) shares, written once: the records by channel id; the opening (Alice
+proposes, Bob accepts, Alice creates on chain, Bob confirms, Alice refunds if he does not); the
+propose, wait for the acknowledgement, retry on conflict loop of updates; closing transactions
+that may lose a race to the peer's; and the contract's events applied to the records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
+from typing import Any, ClassVar, TypeVar
+
+from perun import errors
+from perun.chain.channels import ChannelsContract, Event, Receipt
+from perun.core.channel import ETH, Params, Phase
+from perun.core.eip712 import Domain
+from perun.core.machine import CONFLICT_RETRIES, Role, Stage
+from perun.runtime import Duty, Protocol, Runtime
+from perun.runtime.pending import Pending
+from perun.wire import messages as m
+from perun.wire.transport import Connection
+
+log = logging.getLogger("perun.node")
+T = TypeVar("T")
+
+ACCEPTED = "accepted"  # the pending slot of a proposed channel: Bob's acceptance
+
+
+class ChannelProtocol(Protocol):
+    """Channels on `contract`. A subclass names its proposal message and how to make a record
+    and apply an event to one; `accept_channel` is this party's policy for channels it is
+    offered."""
+
+    proposal_type: ClassVar[type[m.ProposeChannel] | type[m.ProposeMultistate]]
+    crash_points: ClassVar[tuple[str, ...]] = ("propose-stored", "accept-stored", "created", "confirmed")
+
+    def __init__(self, ctx: Runtime, contract: ChannelsContract, accept_channel: Callable[[Params], bool]) -> None:
+        self.ctx = ctx
+        self.contract = contract
+        self.domain: Domain = contract.domain
+        self.accept_channel = accept_channel
+        self.records: dict[bytes, Any] = {}
+
+    # ------------------------------------------------------------------ what a kind defines
+
+    def new_record(self, params: Params, role: Role, stage: Stage) -> Any:
+        raise NotImplementedError
+
+    def apply_event(self, rec: Any, name: str, args: dict) -> Any:
+        """The record after one of the contract's events (idempotent and monotonic)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ views
+
+    def channel(self, cid: bytes) -> Any:
+        try:
+            return self.records[cid]
+        except KeyError:
+            raise errors.UnknownChannel(f"no {self.kind} channel 0x{cid.hex()}") from None
+
+    def channel_with(self, conn: Connection, cid: bytes) -> Any:
+        """The record of `cid` if `conn`'s peer is its other party; UnknownChannel otherwise."""
+        rec = self.records.get(cid)
+        if rec is None or rec.peer != conn.peer:
+            raise errors.UnknownChannel(f"no {self.kind} channel 0x{cid.hex()} with {conn.peer}")
+        return rec
+
+    async def caught_up(self, cid: bytes) -> None:
+        """Before an update of a channel this party still sees opening: the proposer saw it open,
+        and this node may not have read that block yet. Read it first (after any confirm this
+        node has in flight); a failed read leaves the update to be refused as WRONG_STAGE."""
+        rec = self.records.get(cid)
+        if rec is None or rec.stage not in (Stage.ACCEPTED, Stage.INITIALISING):
+            return
+        try:
+            await self.ctx.follower.poll()
+        except errors.ChainError as exc:
+            log.warning("%s: chain poll failed: %s", self.ctx.name, exc)
+
+    # ------------------------------------------------------------------ opening
+
+    async def open(self, peer: str, deposit: int, peer_deposit: int, delta: int, token: str = ETH,
+                   timeout: float | None = None) -> bytes:
+        """Proposes a channel to `peer` (this node is Alice), creates it on chain once Bob
+        accepts, and returns its id when Bob has confirmed it. Raises what went wrong otherwise."""
+        ctx = self.ctx
+        conn = ctx.peers.connection(peer)
+        params = Params(ctx.address, conn.peer, deposit, peer_deposit, delta, secrets.randbits(64), token)
+        rec = self.new_record(params, Role.ALICE, Stage.PROPOSED)
+        cid = rec.channel_id
+        accepted = ctx.pending.expect((cid, ACCEPTED))
+        def propose() -> None:
+            ctx.faults.point("propose-stored")
+            conn.send(self.proposal_type.of(params))
+        try:
+            await ctx.save([rec], then=propose)
+            await Pending.wait(accepted, timeout or ctx.response_timeout,
+                               lambda: errors.PeerTimeout(f"{conn.peer} did not answer the channel proposal"))
+        except errors.PeerRejected:
+            await ctx.save([replace(self.records[cid], stage=Stage.CLOSED, outcome=(0, 0))])
+            raise
+        finally:
+            ctx.pending.discard((cid, ACCEPTED))
+        # Bob's confirmation may take up to Δ of chain time: the caller's timeout bounds the wait.
+        rec = await ctx.wait_for(cid, lambda r: r.stage in (Stage.OPEN, Stage.CLOSING, Stage.CLOSED),
+                                 timeout or max(ctx.response_timeout, 30.0))
+        if rec.stage is not Stage.OPEN:
+            raise errors.WrongStage(f"channel 0x{cid.hex()} was {rec.stage.value} before it opened (refunded?)")
+        return cid
+
+    def on_propose(self, conn: Connection, msg: m.ProposeChannel | m.ProposeMultistate) -> None:
+        params = msg.params()
+        if params.bob != self.ctx.address or params.alice != conn.peer:
+            raise errors.InvalidParams("a proposal names its sender as alice and the receiver as bob")
+        cid = self.contract.channel_id(params)
+        rec = self.records.get(cid)
+        if rec is not None:
+            if rec.params != params or rec.role is not Role.BOB:
+                raise errors.InvalidParams(f"channel 0x{cid.hex()} exists with other parameters")
+            self.ctx.peers.send(conn, m.AcceptChannel(cid))  # Alice lost our answer: repeat it
+            return
+        if not self.accept_channel(params):
+            raise errors.ChannelRefused(f"this node does not accept {self.kind} channel 0x{cid.hex()}")
+        new = self.new_record(params, Role.BOB, Stage.ACCEPTED)
+        def accept() -> None:
+            self.ctx.faults.point("accept-stored")
+            conn.send(m.AcceptChannel(cid))
+        self.ctx.save([new], then=accept)
+
+    def on_accept(self, conn: Connection, msg: m.AcceptChannel) -> None:
+        rec = self.channel_with(conn, msg.channel_id)
+        if rec.role is not Role.ALICE:
+            raise errors.WrongStage("only the proposer expects an acceptance")
+        if rec.stage is Stage.PROPOSED:
+            self.ctx.save([replace(rec, stage=Stage.ACCEPTED)], then=self.ctx.follower.wake)
+        self.ctx.pending.resolve((msg.channel_id, ACCEPTED))
+
+    def refusal(self, conn: Connection, msg: m.Message, exc: errors.PerunError) -> m.Error:
+        if isinstance(msg, self.proposal_type):  # names the channel it refuses
+            cid = self.contract.channel_id(msg.params())
+            return m.Error(m.code_of(exc), msg.TYPE, cid, 0, 0, str(exc))
+        return super().refusal(conn, msg, exc)
+
+    def refused_proposal(self, msg: m.Error, failure: errors.PeerRejected) -> None:
+        """Bob refused the channel that `open` waits for."""
+        self.ctx.pending.resolve((msg.channel_id, ACCEPTED), failure)
+
+    def repropose(self, conn: Connection) -> None:
+        """After (re)connecting: repeat the proposals the peer has not answered."""
+        for rec in self.records.values():
+            if rec.peer == conn.peer and rec.stage is Stage.PROPOSED and rec.role is Role.ALICE:
+                self.ctx.peers.send(conn, self.proposal_type.of(rec.params))
+
+    async def create_on_chain(self, cid: bytes) -> None:
+        params = self.channel(cid).params
+        if (await self.ctx.on_chain(self.contract.channel, cid)).phase is not Phase.NONE:
+            return  # created before a crash; the follower applies its event
+        if params.token != ETH:
+            await self.ctx.transact(self.contract.approve, params.token, params.deposit_alice)
+        receipt = await self.ctx.transact(self.contract.create, params)
+        self.ctx.faults.point("created")
+        await self.apply(receipt)
+
+    async def confirm_on_chain(self, cid: bytes) -> None:
+        params = self.channel(cid).params
+        if (await self.ctx.on_chain(self.contract.channel, cid)).phase is not Phase.INITIALISING:
+            return
+        if params.token != ETH:
+            await self.ctx.transact(self.contract.approve, params.token, params.deposit_bob)
+        receipt = await self.ctx.transact(self.contract.confirm, params)
+        self.ctx.faults.point("confirmed")
+        await self.apply(receipt)
+
+    async def refund(self, cid: bytes) -> Receipt | None:
+        """Alice takes her deposit back when Bob did not confirm in time. None if the channel
+        was refunded already."""
+        return await self.closing(cid, self.contract.refund, self.channel(cid).params)
+
+    def opening_duties(self, rec: Any, duty: str) -> Duty | None:
+        """The opening's transactions: create, confirm and refund (None for another duty)."""
+        steps = {"create": self.create_on_chain, "confirm": self.confirm_on_chain, "refund": self.refund}
+        step = steps.get(duty)
+        return Duty(duty, rec.channel_id, lambda: step(rec.channel_id)) if step else None
+
+    # ------------------------------------------------------------------ updates
+
+    async def retried(self, cid: bytes, attempt: Callable[[Any], Awaitable[T]], progress: Callable[[Any], int],
+                      updates: Callable[[bytes], Any] | None = None) -> T:
+        """Runs `attempt(rec)` on the channel's latest update record until the peer does not
+        refuse it as conflicting or stale (docs/protocol.md §4), up to CONFLICT_RETRIES times.
+        Alice proposes again at once; Bob first lets Alice's proposal land, watching `progress`
+        (a version of the channel's record) go up for a short while."""
+        updates = updates or self.channel
+        for n in range(CONFLICT_RETRIES):
+            rec = updates(cid)
+            try:
+                return await attempt(rec)
+            except errors.PeerRejected as exc:
+                if exc.code not in (m.ErrorCode.CONFLICT, m.ErrorCode.STALE_VERSION):
+                    raise
+                if rec.role is Role.BOB:
+                    before = progress(self.ctx.registry.record(cid))
+                    with contextlib.suppress(errors.PeerTimeout):
+                        await self.ctx.wait_for(cid, lambda r: progress(r) > before, 0.05 * (n + 1))
+        raise errors.UpdateConflict(f"an update of channel 0x{cid.hex()} was refused {CONFLICT_RETRIES} times")
+
+    # ------------------------------------------------------------------ the chain
+
+    async def closing(self, cid: bytes, fn: Callable[..., Receipt], *args: Any) -> Receipt | None:
+        """Sends a transaction that moves the channel towards Closed. Both parties' nodes, and
+        their followers, may send one at the same time: losing that race is not an error."""
+        rec = self.records.get(cid)
+        if rec is None or rec.stage is Stage.CLOSED:
+            return None
+        try:
+            receipt = await self.ctx.transact(fn, *args)
+        except (errors.ChannelsWrongPhase, errors.TransactionFailed):
+            if (await self.ctx.on_chain(self.contract.channel, cid)).phase is not Phase.CLOSED:
+                raise
+            self.ctx.follower.wake()  # it applies the winner's event
+            return None
+        await self.apply(receipt)
+        return receipt
+
+    async def apply(self, receipt: Receipt) -> None:
+        """Applies a transaction's events at once; the follower will see them again, harmlessly."""
+        await self.ctx.save(self.applied(receipt.events))
+
+    async def read_chain(self, start: int, end: int) -> list[Event]:
+        return await self.ctx.on_chain(self.contract.events, start, end)
+
+    def apply_chain(self, read: list[Event]) -> list[Any]:
+        return self.applied(read, log_changes=True)
+
+    def applied(self, events: Iterable[Event], log_changes: bool = False) -> list[Any]:
+        """The records that `events` change, from the records as they are now."""
+        changed: dict[bytes, Any] = {}
+        for event in events:
+            cid = event.args.get("channelId")
+            rec = changed.get(cid) or self.records.get(cid)
+            if rec is None:
+                continue
+            new = self.apply_event(rec, event.name, event.args)
+            if log_changes and new != rec:
+                log.info("%s: %s 0x%s -> %s", self.ctx.name, event.name, cid.hex()[:12], new.stage.value)
+            changed[cid] = new
+        return list(changed.values())

@@ -1,0 +1,327 @@
+"""Multistate channels (seed §3.2) in a node: the I/O around perun.core.msmachine.
+
+They share the node's connections, store, group commit and chain follower with the other kinds:
+messages about a multistate channel come in on the same connection, its record is committed in
+the same transaction as anything else staged in the same turn (docs/protocol.md §10).
+
+    cid = await alice.multistate.open(bob, deposit=10**18, peer_deposit=10**18, delta=600)
+    nid = await alice.multistate.create(cid, "HashTimeLock", hashtimelock.initial(ALICE, 10**17, lock, timeout))
+    await bob.multistate.call(cid, nid, hashtimelock.CLAIM, preimage)
+    await alice.multistate.absorb(cid, nid)
+
+A nanocontract the peer will not update off chain goes to the chain: `register` puts this
+party's latest version there, `execute` runs a function once its window has passed, and
+`enforce` does both (the follower executes the call when the window ends, after a restart too).
+Functions an app marks `automatic` (a timeout's consequence) the follower calls by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from eth_utils import to_checksum_address
+
+from perun import errors
+from perun.chain.channels import Event, Receipt
+from perun.chain.multistate import MSContract
+from perun.core import msmachine as ms
+from perun.core.apps import App, AppState, app_named
+from perun.core.channel import Params, checksum
+from perun.core.machine import Role, Stage
+from perun.core.msmachine import MSProposal, MSRecord
+from perun.core.multistate import ChannelState, NanocontractState
+from perun.protocols.channels import ChannelProtocol
+from perun.protocols.multistate import views, wire
+from perun.protocols.multistate.duties import Duties
+from perun.protocols.multistate.hooks import AppHooks
+from perun.runtime import Duty, Runtime
+from perun.runtime.pending import Pending
+from perun.wire import messages as m
+from perun.wire.transport import Connection
+
+log = logging.getLogger("perun.node")
+
+
+class Multistate(ChannelProtocol):
+    """The multistate channels of a node, on the MSContract at `contract`; `apps` maps each app
+    name the node knows to its deployed address (Deployment.apps). A creation that blocks this
+    node's cash needs `accept_nanocontract` (a conditional payment to it does not)."""
+
+    kind = "multistate"
+    messages = (m.ProposeMultistate, m.AcceptChannel, *wire.PROPOSALS, m.NanocontractAck)
+    record_type = MSRecord
+    proposal_type = m.ProposeMultistate
+    crash_points = (*ChannelProtocol.crash_points, "nano-proposed", "nano-received", "nano-countersigned",
+                    "nano-acked", "nano-registered")
+
+    def __init__(self, ctx: Runtime, contract: str, apps: Mapping[str, str], accept_channel: Callable[[Params], bool],
+                 accept_nanocontract: Callable[[NanocontractState], bool]) -> None:
+        super().__init__(ctx, MSContract(ctx.chain, contract), accept_channel)
+        self.app_address = {name: to_checksum_address(address) for name, address in apps.items()}
+        self.apps: dict[str, App] = {address: app_named(name).at(self.domain.chain_id, address)
+                                     for name, address in self.app_address.items()}
+        self.accept_nanocontract = accept_nanocontract
+        self.hooks: list[AppHooks] = []
+        for rec in ctx.store.ms_channels():
+            if rec.domain != self.domain:
+                raise errors.StoreError(f"the store holds multistate channels of {rec.domain.verifying_contract}, "
+                                        f"not of {self.domain.verifying_contract}")
+            self.records[rec.channel_id] = rec
+        self.chain_duties = Duties(self)
+
+    def new_record(self, params: Params, role: Role, stage: Stage) -> MSRecord:
+        return ms.new_record(params, self.domain, role, stage)
+
+    def apply_event(self, rec: MSRecord, name: str, args: dict) -> MSRecord:
+        return ms.apply_event(rec, name, args)
+
+    def version_of(self, rec: MSRecord) -> int:
+        return rec.state.version
+
+    def about(self) -> dict[str, Any]:
+        return {"ms_contract": self.contract.address}
+
+    def add_hooks(self, hooks: AppHooks) -> None:
+        self.hooks.append(hooks)
+
+    def hooks_of(self, nc: NanocontractState | None) -> AppHooks | None:
+        """The hooks of `nc`'s app, if an app's protocol registered some."""
+        return next((h for h in self.hooks if nc is not None and h.claims(nc)), None)
+
+    def app_of(self, address: str) -> App:
+        return self.apps[checksum(address)]
+
+    # ================================================================== the API
+
+    def channels(self) -> list[views.MultistateInfo]:
+        return [self.info(cid) for cid in self.records]
+
+    def info(self, cid: bytes) -> views.MultistateInfo:
+        return views.info(self.channel(cid), self.apps)
+
+    def describe(self, cid: bytes) -> dict[str, Any]:
+        return views.describe(self.channel(cid), self.apps)
+
+    def nanocontract(self, cid: bytes, nid: bytes) -> NanocontractState:
+        """The latest version of nanocontract `nid` signed by both parties."""
+        return self.channel(cid).nanocontract(nid).state  # type: ignore[return-value]
+
+    async def create(self, cid: bytes, app: str, initial: AppState, fee: int = 0) -> bytes:
+        """Creates a nanocontract of `app` (a name, as in Deployment.apps) holding `initial`, with
+        the peer, paying it `fee` of this node's cash at the same time; returns its nid once the
+        peer has countersigned."""
+        if app not in self.app_address:
+            raise errors.InvalidNanocontract(f"this node knows no app {app!r}; it knows {', '.join(self.app_address)}")
+        address = self.app_address[app]
+        self.apps[address].check_initial(initial)
+        proposal = await self._update(cid, b"", lambda rec: ms.create(rec, address, initial, self.ctx.key, fee))
+        return proposal.nid
+
+    async def call(self, cid: bytes, nid: bytes, fun: int, z: bytes = b"") -> NanocontractState:
+        """Calls function `fun` of nanocontract `nid` with argument `z`, off chain; returns the
+        new state once the peer has countersigned it. The app's errors are raised as they are."""
+        app = self.app_of(self.channel(cid).nanocontract(nid).state.app)  # type: ignore[union-attr]
+        now = await self.ctx.on_chain(self.ctx.chain.timestamp)
+        await self._update(cid, nid, lambda rec: ms.call(rec, nid, fun, z, now, app, self.ctx.key))
+        return self.nanocontract(cid, nid)
+
+    async def absorb(self, cid: bytes, nid: bytes) -> ChannelState:
+        """Removes terminated nanocontract `nid`: what it released goes back to the cash."""
+        await self._update(cid, b"", lambda rec: ms.absorb(rec, nid, self.ctx.key))
+        return self.channel(cid).state
+
+    async def register(self, cid: bytes, nid: bytes) -> Receipt | None:
+        """Registers this party's latest version of nanocontract `nid` on chain (signed by the
+        peer), starting its window; None if the chain holds it already."""
+        rec = self.channel(cid)
+        signed = rec.nanocontract(nid)
+        onchain = rec.registered(nid)
+        if onchain is not None and onchain.version >= signed.state.version:
+            return None
+        receipt = await self.ctx.transact(self.contract.register, rec.params, signed.state, wire.by_peer(rec, signed))
+        self.ctx.faults.point("nano-registered")
+        await self.apply(receipt)
+        return receipt
+
+    async def execute(self, cid: bytes, nid: bytes, fun: int, z: bytes = b"") -> Receipt:
+        """Runs `fun(z)` of registered nanocontract `nid` on chain now (after its window)."""
+        receipt = await self.ctx.transact(self.contract.execute, self.channel(cid).params, nid, fun, z)
+        await self.apply(receipt)
+        return receipt
+
+    async def enforce(self, cid: bytes, nid: bytes, fun: int, z: bytes = b"") -> None:
+        """Takes a call the peer will not countersign to the chain: registers the nanocontract
+        if needed and has the follower execute `fun(z)` when its window has passed. Durable: a
+        restarted node still does it."""
+        await self.ctx.save([ms.intend(self.channel(cid), nid, fun, z)])
+        await self.register(cid, nid)
+        self.ctx.follower.wake()
+
+    async def close(self, cid: bytes) -> Receipt | None:
+        """Closes on chain with the latest channel state the peer signed (or replaces an older
+        registered one before D). The follower then registers the nanocontracts it lists, runs
+        their automatic functions and finalizes. None if the channel closed meanwhile."""
+        rec = self.channel(cid)
+        if rec.stage not in (Stage.OPEN, Stage.CLOSING):
+            raise errors.WrongStage(f"channel 0x{cid.hex()} is {rec.stage.value}")
+        return await self.closing(cid, self.contract.close, rec.params, rec.state, wire.by_peer(rec, rec.channel))
+
+    async def finalize(self, cid: bytes) -> Receipt | None:
+        """Pays out the registered channel state (after D, or D + Δ with unsettled nanocontracts)."""
+        rec = self.channel(cid)
+        return await self.closing(cid, self.contract.finalize, rec.params, rec.registered_fundings)
+
+    # ------------------------------------------------------------------ proposing
+
+    async def _update(self, cid: bytes, slot: bytes, step: Callable[[MSRecord], tuple[MSRecord, MSProposal]]
+                      ) -> MSProposal:
+        """Proposes what `step` makes of the channel's record, again if the peer refuses it as
+        stale or conflicting (the versions it burned go into the next one)."""
+        async def attempt(rec: MSRecord) -> MSProposal:
+            new, proposal = step(rec)
+            await self._propose(rec, new, proposal)
+            return proposal
+        return await self.retried(cid, attempt, lambda r: wire.slot_version(r, slot))
+
+    async def _propose(self, rec: MSRecord, new: MSRecord, proposal: MSProposal) -> None:
+        ctx = self.ctx
+        conn = ctx.peers.connection(rec.peer)
+        acked = ctx.pending.expect((rec.channel_id, proposal.slot))
+        def send() -> None:
+            ctx.faults.point("nano-proposed")
+            conn.send(wire.message(proposal))
+        ctx.save([new], wire.signed_states(new, proposal, proposal), then=send)
+        await Pending.wait(acked, ctx.response_timeout, lambda: errors.PeerTimeout(
+            f"{rec.peer} did not countersign the {proposal.kind.value} in time; it stays pending and completes "
+            "if the peer countersigns it after reconnecting"))
+
+    def signed_on(self, peer: str, ref: bytes) -> int:
+        """What a refusal of `peer`'s proposal on `ref` (a channel id, or a nid for a call) tells
+        it this party signed there (the Error's `signed`): the versions it must go above."""
+        for rec in self.records.values():
+            if rec.peer != peer:
+                continue
+            if rec.channel_id == ref:
+                return rec.channel_signed
+            if any(s.state.nid == ref for s in rec.nanocontracts):  # type: ignore[union-attr]
+                return max(rec.signed_version(ref), 0)
+        return 0
+
+    # ================================================================== messages
+
+    async def receive(self, conn: Connection, msg: m.Message) -> None:
+        if isinstance(msg, m.ProposeMultistate):
+            self.on_propose(conn, msg)
+        elif isinstance(msg, m.AcceptChannel):
+            self.on_accept(conn, msg)
+        elif isinstance(msg, m.NanocontractAck):
+            self._on_ack(conn, msg)
+        else:
+            await self.caught_up(msg.channel_id)  # type: ignore[attr-defined]
+            # The receiver's clock for the app's rules. No app's rule for a new nanocontract
+            # depends on the time; a virtual channel's validity bound has Δ to spare: the last
+            # poll's block will do.
+            if isinstance(msg, m.NanocontractCreate):
+                now = self.ctx.follower.chain_time
+            else:
+                now = await self.ctx.on_chain(self.ctx.chain.timestamp)
+            self.on_proposal(conn, msg, now)
+
+    def refusal(self, conn: Connection, msg: m.Message, exc: errors.PerunError) -> m.Error:
+        error = super().refusal(conn, msg, exc)
+        if not isinstance(msg, wire.PROPOSALS):
+            return error
+        ref = wire.refers_to(msg)
+        return m.Error(error.code, error.ref_type, ref, error.version, self.signed_on(conn.peer, ref), error.reason)
+
+    def connected(self, conn: Connection) -> None:
+        """After (re)connecting: repeat what the peer may have missed. An unanswered channel
+        proposal, and every proposal in flight (the peer acknowledges one it already signed)."""
+        self.repropose(conn)
+        for rec in self.records.values():
+            if rec.peer == conn.peer and rec.stage is not Stage.CLOSED:
+                for proposal in rec.pending:
+                    self.ctx.peers.send(conn, wire.message(proposal))
+
+    def on_proposal(self, conn: Connection, msg: m.Message, now: int) -> None:
+        """The peer's proposal: checked by recomputing it, countersigned, stored, acknowledged."""
+        ctx = self.ctx
+        ctx.faults.point("nano-received")
+        rec = self.channel_with(conn, msg.channel_id)  # type: ignore[attr-defined]
+        proposal, done = wire.proposal_of(rec, msg, self.app_of, now)
+        if done is not None:  # countersigned before: acknowledge it again
+            ctx.peers.send(conn, wire.ack(done))
+            return
+        if any(h.intercept(conn, rec, msg, proposal, now) for h in self.hooks):
+            return  # held by an app's protocol
+        new, mine = ms.receive(rec, proposal, self.app_of, now, ctx.key, self._consents(rec))
+        self._adopted(new, proposal)
+        def countersigned() -> None:
+            ctx.faults.point("nano-countersigned")
+            conn.send(wire.ack(mine))
+        ctx.save([new], wire.signed_states(new, proposal, mine), then=countersigned)
+
+    def check_proposal(self, rec: MSRecord, proposal: MSProposal, now: int) -> None:
+        """Raises what receiving `proposal` would, were this party to consent: a dry run."""
+        ms.receive(rec, proposal, self.app_of, now, self.ctx.key, lambda nc: True)
+
+    def _consents(self, rec: MSRecord) -> Callable[[NanocontractState], bool]:
+        """Whether this party lets a nanocontract the peer creates block its cash."""
+        def consents(nc: NanocontractState) -> bool:
+            hooks = self.hooks_of(nc)
+            return hooks.consents(rec, nc) if hooks is not None else self.accept_nanocontract(nc)
+        return consents
+
+    def _adopted(self, new: MSRecord, proposal: MSProposal) -> None:
+        hooks = self.hooks_of(proposal.nanocontract) if proposal.kind is ms.Kind.CREATE else None
+        if hooks is not None:
+            hooks.adopted(new, proposal.nanocontract)  # type: ignore[arg-type]
+
+    def _on_ack(self, conn: Connection, msg: m.NanocontractAck) -> None:
+        rec = self.channel_with(conn, msg.channel_id)
+        slot = b"" if msg.slot == wire.CHANNEL_SLOT else msg.slot
+        pending = rec.pending_on(slot)
+        if pending is None or wire.version(pending) != msg.version:
+            raise errors.StaleVersion(f"no proposal of version {msg.version} in flight on that slot")
+        new, proposal = ms.receive_ack(rec, slot, msg.sig_channel, msg.sig_nanocontract)
+        self._adopted(new, proposal)
+        def done() -> None:
+            self.ctx.faults.point("nano-acked")
+            self.ctx.pending.resolve((rec.channel_id, slot))
+        mine = replace(proposal, sig_channel=msg.sig_channel, sig_nanocontract=msg.sig_nanocontract)
+        self.ctx.save([new], wire.signed_states(new, proposal, mine), then=done)
+
+    def refused(self, conn: Connection, msg: m.Error, failure: errors.PeerRejected) -> None:
+        """The peer refused a multistate message: drop the proposal on that slot (its versions
+        stay burned), or fail the channel proposal."""
+        if msg.ref_type == m.ProposeMultistate.TYPE:
+            self.refused_proposal(msg, failure)
+            return
+        if msg.ref_type not in {cls.TYPE for cls in wire.PROPOSALS}:
+            return  # a refused acknowledgement: the peer lost the proposal, and will say so again
+        slot = msg.channel_id if msg.ref_type == m.NanocontractCall.TYPE else b""
+        for rec in self.records.values():
+            if rec.peer != conn.peer or (slot == b"" and rec.channel_id != msg.channel_id):
+                continue
+            pending = rec.pending_on(slot)
+            if pending is None or wire.version(pending) != msg.version:
+                continue
+            new, _ = ms.receive_reject(rec, slot, msg.signed)
+            self.ctx.save([new], then=lambda key=(rec.channel_id, slot): self.ctx.pending.resolve(key, failure))
+            return
+
+    # ================================================================== the chain
+
+    async def read_chain(self, start: int, end: int) -> tuple[list[Event], list[Any]]:
+        events = await super().read_chain(start, end)
+        return events, [await h.read_chain(events) for h in self.hooks]
+
+    def apply_chain(self, read: tuple[list[Event], list[Any]]) -> list[Any]:
+        events, apps = read
+        return [*super().apply_chain(events), *(r for h, a in zip(self.hooks, apps) for r in h.apply_chain(a))]
+
+    def duties(self, now: int) -> Iterable[Duty]:
+        return self.chain_duties.due(now)

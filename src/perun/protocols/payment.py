@@ -1,0 +1,395 @@
+"""Payment channels (seed §3.1) in a node: the I/O around perun.core.machine.
+
+A payment is the machine's update rule over the wire: the proposer signs the next state and
+stores it, then sends Update; the receiver checks, countersigns, stores, then sends UpdateAck;
+the proposer stores the countersignature and the payment is done (docs/protocol.md §4, §9).
+After a reconnection each side says where it is (Reestablish) and the one ahead sends the state
+the other lacks (StateSync). The cooperative close is a final state signed this way, submitted
+at once, also during a dispute.
+
+Other kinds whose updates are a payment channel's (a virtual channel's ends) register as an
+`UpdateHost`: the same messages and rules then serve their channels, kept in their records.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from perun import errors
+from perun.chain.channels import Receipt
+from perun.chain.payment import PaymentContract
+from perun.core import machine
+from perun.core.channel import Params, PaymentState
+from perun.core.machine import ChannelRecord, Duty as Due, Proposal, Role, Stage
+from perun.protocols.channels import ChannelProtocol
+from perun.runtime import Duty, Runtime
+from perun.runtime.protocol import json_amounts
+from perun.store import SignedState
+from perun.wire import messages as m
+from perun.wire.transport import Connection
+
+log = logging.getLogger("perun.node")
+
+
+@dataclass(frozen=True)
+class ChannelInfo:
+    """A channel as this node sees it (`Node.channels()`, `Node.info(cid)`); amounts in wei or
+    token units, "my" and "peer" from this node's side."""
+
+    channel: str  # 0x-hex id
+    peer: str
+    role: str  # alice or bob
+    stage: str
+    version: int  # of the latest state signed by both
+    final: bool
+    my_balance: int
+    peer_balance: int
+    my_deposit: int
+    peer_deposit: int
+    token: str
+    delta: int
+    deadline: int  # confirm deadline while initialising, dispute deadline while closing
+    registered_version: int | None
+    my_payout: int | None
+    peer_payout: int | None
+    pending: int  # own proposals not yet countersigned
+
+
+class UpdateHost(Protocol):
+    """A kind whose channels are updated as payment channels, in records of its own."""
+
+    def updates(self, cid: bytes) -> ChannelRecord | None:
+        """The update record of channel `cid`, if this host holds it."""
+
+    def all_updates(self) -> Iterable[ChannelRecord]:
+        """Every update record it holds."""
+
+    def with_updates(self, rec: ChannelRecord) -> Any:
+        """Its own record holding `rec`, to be saved."""
+
+    def check_update(self, cid: bytes) -> None:
+        """Raises if the channel may not be updated now."""
+
+    def final_signed(self, cid: bytes) -> None:
+        """The channel now has a final state signed by both."""
+
+
+class Payment(ChannelProtocol):
+    """The payment channels of a node, on the PaymentContract at `contract`."""
+
+    kind = "payment"
+    messages = (m.ProposeChannel, m.AcceptChannel, m.Update, m.UpdateAck, m.Reestablish, m.StateSync)
+    record_type = ChannelRecord
+    proposal_type = m.ProposeChannel
+    crash_points = (*ChannelProtocol.crash_points, "update-signed", "update-received", "update-countersigned",
+                    "ack-stored", "final-signed", "final-countersigned", "final-acked", "close-sent")
+
+    def __init__(self, ctx: Runtime, contract: str, accept_channel: Callable[[Params], bool]) -> None:
+        super().__init__(ctx, PaymentContract(ctx.chain, contract), accept_channel)
+        self.records = {r.channel_id: r for r in ctx.store.channels()}
+        self.hosts: list[UpdateHost] = []
+
+    def new_record(self, params: Params, role: Role, stage: Stage) -> ChannelRecord:
+        return machine.new_record(params, self.domain, role, stage)
+
+    def apply_event(self, rec: ChannelRecord, name: str, args: dict) -> ChannelRecord:
+        return machine.apply_event(rec, name, args)
+
+    def version_of(self, rec: ChannelRecord) -> int:
+        return rec.current.version
+
+    def about(self) -> dict[str, Any]:
+        return {"contract": self.contract.address}
+
+    # ================================================================== update records
+
+    def add_host(self, host: UpdateHost) -> None:
+        self.hosts.append(host)
+
+    def updates(self, cid: bytes) -> ChannelRecord | None:
+        """The update record of a payment channel, or of a host's channel."""
+        rec = self.records.get(cid)
+        for host in self.hosts:
+            rec = rec or host.updates(cid)
+        return rec
+
+    def _updates_with(self, conn: Connection, cid: bytes) -> ChannelRecord:
+        rec = self.updates(cid)
+        if rec is None or rec.peer != conn.peer:
+            raise errors.UnknownChannel(f"no channel 0x{cid.hex()} with {conn.peer}")
+        return rec
+
+    def _host(self, cid: bytes) -> UpdateHost | None:
+        return None if cid in self.records else next((h for h in self.hosts if h.updates(cid) is not None), None)
+
+    def _save(self, rec: ChannelRecord, states: Iterable[SignedState] = (), then: Callable[[], None] | None = None):
+        host = self._host(rec.channel_id)
+        return self.ctx.save([host.with_updates(rec) if host else rec], states, then=then)
+
+    def _progress(self, rec: Any) -> int:
+        """The version of a channel's record as `wait_for` sees it (a host's record too)."""
+        updates = rec if isinstance(rec, ChannelRecord) else self.updates(rec.channel_id)
+        return updates.current.version if updates is not None else -1
+
+    # ================================================================== the API
+
+    def channels(self) -> list[ChannelInfo]:
+        return [_info(rec) for rec in self.records.values()]
+
+    def info(self, cid: bytes) -> ChannelInfo:
+        return _info(self.channel(cid))
+
+    def describe(self, cid: bytes) -> dict[str, Any]:
+        info = asdict(self.info(cid))
+        json_amounts(info, "my_balance", "peer_balance", "my_deposit", "peer_deposit", "my_payout", "peer_payout")
+        return {"kind": self.kind, **info}
+
+    async def pay(self, cid: bytes, amount: int) -> PaymentState:
+        """Pays `amount` to the peer; returns the new state once both signatures are stored.
+
+        Payments on one channel are serialised by version and may be in flight together; a
+        conflict with a payment the peer proposed at the same time is retried.
+        """
+        if self.updates(cid) is None:
+            raise errors.UnknownChannel(f"no channel 0x{cid.hex()}")
+
+        async def attempt(rec: ChannelRecord) -> PaymentState:
+            host = self._host(cid)
+            if host is not None:
+                host.check_update(cid)
+            return await self.update(rec, machine.payment(rec, amount))
+        return await self.retried(cid, attempt, self._progress, self._known_updates)
+
+    def _known_updates(self, cid: bytes) -> ChannelRecord:
+        rec = self.updates(cid)
+        if rec is None:
+            raise errors.UnknownChannel(f"no channel 0x{cid.hex()}")
+        return rec
+
+    async def update(self, rec: ChannelRecord, state: PaymentState) -> PaymentState:
+        """Signs `state` (the next one of `rec`), sends it, and returns it once countersigned."""
+        conn = self.ctx.peers.connection(rec.peer)
+        new, proposal = machine.propose(rec, state, self.ctx.key)
+        acked = self.ctx.pending.expect((rec.channel_id, state.version))
+        mine = SignedState(state, *((proposal.signature, b"") if rec.role is Role.ALICE else (b"", proposal.signature)))
+        def send() -> None:
+            self.ctx.faults.point("final-signed" if state.is_final else "update-signed")
+            conn.send(_update_message(proposal))
+        self._save(new, [mine], then=send)
+        return await self.countersigned(rec, state.version)
+
+    async def countersigned(self, rec: ChannelRecord, version: int) -> PaymentState:
+        """The state at `version` that this party proposed, once the peer has countersigned it."""
+        def late() -> errors.PeerTimeout:
+            return errors.PeerTimeout(
+                f"{rec.peer} did not countersign version {version} in time; it stays pending and completes "
+                "if the peer countersigns it after reconnecting")
+        return await self.ctx.pending.wait(self.ctx.pending.expect((rec.channel_id, version)),
+                                           self.ctx.response_timeout, late)
+
+    async def sign_final(self, cid: bytes) -> None:
+        """Signs a final state with the peer (unless done before): the cooperative close's."""
+        rec = self.updates(cid)
+        assert rec is not None
+        pending_final = next((p.state.version for p in rec.pending if p.state.is_final), None)
+        if pending_final is not None:  # proposed before (and before a restart, perhaps)
+            await self.countersigned(rec, pending_final)
+        elif not rec.is_fully_signed_final:
+            host = self._host(cid)
+            if host is not None:
+                host.check_update(cid)
+            await self.update(rec, machine.final(rec))
+
+    async def close(self, cid: bytes, timeout: float | None = None) -> tuple[int, int]:
+        """Cooperative close: both sign a final state, which pays out at once, also in a running
+        dispute. Returns the payout (alice, bob). If the peer does not answer, use `register`."""
+        self.channel(cid)
+        await self.sign_final(cid)
+        if await self.cooperative_close_on_chain(cid) is None:
+            await self.ctx.follower.poll()  # the peer's transaction closed it: read its payout
+        rec = await self.ctx.wait_for(cid, lambda r: r.stage is Stage.CLOSED, timeout or self.ctx.response_timeout)
+        return rec.outcome
+
+    async def register(self, cid: bytes) -> Receipt | None:
+        """Unilateral close: registers the latest state the peer signed and starts Δ (or
+        replaces an older registered state within Δ). None if the channel closed meanwhile."""
+        rec = self.channel(cid)
+        if rec.stage not in (Stage.OPEN, Stage.CLOSING):
+            raise errors.WrongStage(f"channel 0x{cid.hex()} is {rec.stage.value}")
+        if rec.is_fully_signed_final:
+            return await self.cooperative_close_on_chain(cid)
+        receipt = await self.closing(cid, self.contract.close, rec.params, rec.current, rec.peer_signature)
+        self.ctx.faults.point("close-sent")
+        return receipt
+
+    async def finalize(self, cid: bytes) -> Receipt | None:
+        """Pays out the registered state once Δ has passed. None if it was paid out already."""
+        return await self.closing(cid, self.contract.finalize, self.channel(cid).params)
+
+    async def cooperative_close_on_chain(self, cid: bytes) -> Receipt | None:
+        rec = self.channel(cid)
+        if not rec.is_fully_signed_final:
+            raise errors.WrongStage(f"channel 0x{cid.hex()} has no final state signed by both")
+        return await self.closing(cid, self.contract.cooperative_close, rec.params, rec.current, rec.sig_alice,
+                                  rec.sig_bob)
+
+    # ================================================================== messages
+
+    async def receive(self, conn: Connection, msg: m.Message) -> None:
+        if isinstance(msg, m.ProposeChannel):
+            self.on_propose(conn, msg)
+        elif isinstance(msg, m.AcceptChannel):
+            self.on_accept(conn, msg)
+        elif isinstance(msg, m.Update):
+            await self.caught_up(msg.channel_id)
+            self._on_update(conn, msg)
+        elif isinstance(msg, m.UpdateAck):
+            self._on_ack(conn, msg)
+        elif isinstance(msg, m.Reestablish):
+            self._on_reestablish(conn, msg)
+        elif isinstance(msg, m.StateSync):
+            self._on_sync(conn, msg)
+
+    def refusal(self, conn: Connection, msg: m.Message, exc: errors.PerunError) -> m.Error:
+        error = super().refusal(conn, msg, exc)
+        rec = self.updates(error.channel_id)
+        signed = rec.signed if rec is not None and rec.peer == conn.peer else 0
+        return m.Error(error.code, error.ref_type, error.channel_id, error.version, signed, error.reason)
+
+    def connected(self, conn: Connection) -> None:
+        """Repeats an unanswered proposal, and says where each shared channel is (Reestablish)."""
+        self.repropose(conn)
+        for rec in [*self.records.values(), *(r for h in self.hosts for r in h.all_updates())]:
+            if rec.peer == conn.peer and rec.stage not in (Stage.CLOSED, Stage.PROPOSED):
+                self.ctx.peers.send(conn, m.Reestablish(rec.channel_id, rec.current.version, rec.signed))
+
+    def refused(self, conn: Connection, msg: m.Error, failure: errors.PeerRejected) -> None:
+        if msg.ref_type == m.ProposeChannel.TYPE:
+            self.refused_proposal(msg, failure)
+            return
+        if msg.ref_type != m.Update.TYPE:
+            return
+        rec = self.updates(msg.channel_id)
+        if rec is None or rec.peer != conn.peer:
+            return
+        new, dropped = machine.receive_reject(rec, msg.version, msg.signed)
+        if dropped:
+            def fail() -> None:
+                for proposal in dropped:
+                    self.ctx.pending.resolve((msg.channel_id, proposal.state.version), failure)
+            self._save(new, then=fail)
+
+    def _on_update(self, conn: Connection, msg: m.Update) -> None:
+        self.ctx.faults.point("update-received")
+        rec = self._updates_with(conn, msg.channel_id)
+        state = PaymentState(msg.channel_id, msg.version, msg.balance_alice, msg.balance_bob, msg.final)
+        host = self._host(msg.channel_id)
+        if host is not None:
+            host.check_update(msg.channel_id)
+        new, mine = machine.receive_update(rec, state, msg.prev, msg.signature, self.ctx.key)
+        def ack() -> None:
+            self.ctx.faults.point("final-countersigned" if state.is_final else "update-countersigned")
+            conn.send(m.UpdateAck(msg.channel_id, msg.version, mine))
+            if host is not None and state.is_final:
+                host.final_signed(msg.channel_id)
+        self._save(new, [SignedState(state, new.sig_alice, new.sig_bob)], then=ack)
+
+    def _on_ack(self, conn: Connection, msg: m.UpdateAck) -> None:
+        rec = self._updates_with(conn, msg.channel_id)
+        new, proposal = machine.receive_ack(rec, msg.version, msg.signature)
+        state = proposal.state
+        host = self._host(msg.channel_id)
+        def done() -> None:
+            self.ctx.faults.point("final-acked" if state.is_final else "ack-stored")
+            self.ctx.pending.resolve((msg.channel_id, msg.version), state)
+            if state.is_final and host is not None:
+                host.final_signed(msg.channel_id)
+        self._save(new, [SignedState(state, new.sig_alice, new.sig_bob)], then=done)
+        if state.is_final:
+            self.ctx.follower.wake()
+
+    def _on_reestablish(self, conn: Connection, msg: m.Reestablish) -> None:
+        rec = self._updates_with(conn, msg.channel_id)
+        new, resync = machine.reestablish(rec, msg.current, msg.signed)
+        def act() -> None:
+            if resync.send_current:
+                c = new.current
+                conn.send(m.StateSync(c.channel_id, c.version, c.balance_alice, c.balance_bob, c.is_final,
+                                      new.sig_alice, new.sig_bob))
+            for proposal in resync.resend:
+                conn.send(_update_message(proposal))
+            for proposal in resync.dropped:
+                self.ctx.pending.resolve((msg.channel_id, proposal.state.version),
+                                         errors.UpdateConflict("the peer signed another state at this version"))
+        self._save(new, then=act)
+
+    def _on_sync(self, conn: Connection, msg: m.StateSync) -> None:
+        rec = self._updates_with(conn, msg.channel_id)
+        state = PaymentState(msg.channel_id, msg.version, msg.balance_alice, msg.balance_bob, msg.final)
+        new = machine.receive_sync(rec, state, msg.sig_alice, msg.sig_bob)
+        settled = [p for p in rec.pending if p.state.version <= state.version]
+        host = self._host(msg.channel_id)
+        def done() -> None:
+            for proposal in settled:
+                self.ctx.pending.resolve((msg.channel_id, proposal.state.version), proposal.state)
+            if new.is_fully_signed_final and host is not None:
+                host.final_signed(msg.channel_id)
+        self._save(new, [SignedState(state, msg.sig_alice, msg.sig_bob)], then=done)
+        if new.is_fully_signed_final:
+            self.ctx.follower.wake()
+
+    # ================================================================== the chain
+
+    def duties(self, now: int) -> Iterable[Duty]:
+        for rec in list(self.records.values()):
+            for due in machine.duties(rec, now):
+                yield self._duty(rec, due)
+
+    def _duty(self, rec: ChannelRecord, due: Due) -> Duty:
+        cid = rec.channel_id
+        if due is Due.COOPERATIVE_CLOSE:
+            return Duty(due.value, cid, lambda: self.cooperative_close_on_chain(cid))
+        if due is Due.DISPUTE:
+            async def dispute() -> None:
+                log.warning("%s: stale close of 0x%s (version %s); submitting version %s", self.ctx.name,
+                            cid.hex()[:12], rec.registered_version, rec.current.version)
+                await self.register(cid)
+            return Duty(due.value, cid, dispute)
+        if due is Due.FINALIZE:
+            return Duty(due.value, cid, lambda: self.finalize(cid))
+        duty = self.opening_duties(rec, due.value)
+        assert duty is not None, due
+        return duty
+
+
+def _update_message(proposal: Proposal) -> m.Update:
+    s = proposal.state
+    return m.Update(s.channel_id, s.version, proposal.prev, s.balance_alice, s.balance_bob, s.is_final,
+                    proposal.signature)
+
+
+def _info(rec: ChannelRecord) -> ChannelInfo:
+    mine, peers = (0, 1) if rec.role is Role.ALICE else (1, 0)
+    deposits = (rec.params.deposit_alice, rec.params.deposit_bob)
+    return ChannelInfo(
+        channel="0x" + rec.channel_id.hex(),
+        peer=rec.peer,
+        role=rec.role.name.lower(),
+        stage=rec.stage.value,
+        version=rec.current.version,
+        final=rec.current.is_final,
+        my_balance=rec.my_balance,
+        peer_balance=rec.peer_balance,
+        my_deposit=deposits[mine],
+        peer_deposit=deposits[peers],
+        token=rec.params.token,
+        delta=rec.params.delta,
+        deadline=rec.deadline,
+        registered_version=rec.registered_version,
+        my_payout=None if rec.outcome is None else rec.outcome[mine],
+        peer_payout=None if rec.outcome is None else rec.outcome[peers],
+        pending=len(rec.pending),
+    )

@@ -1,0 +1,117 @@
+"""The node's eye on the chain: it asks each protocol to read its events from the last processed
+block and to apply them to its channels, then sends the transactions the protocols' duties call
+for (create, confirm, refund, dispute a stale close, register and execute nanocontracts,
+finalize, ...). It knows no kind: each protocol says what it reads and what is due.
+
+The last processed block is stored in the same commit as the records it changed, so a node that
+was offline catches up from where it stopped. Polling, not subscriptions: it works on every
+JSON-RPC node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from perun import errors
+from perun.runtime.protocol import Duty
+
+if TYPE_CHECKING:
+    from perun.runtime.runtime import Runtime
+
+log = logging.getLogger("perun.watcher")
+
+LOG_CHUNK = 5_000  # blocks per eth_getLogs request
+# Errors that mean another transaction got there first; the next poll sees its event.
+_RACED = (errors.ChannelsWrongPhase, errors.ChannelsChannelExists, errors.TransactionFailed,
+          errors.ChannelsStaleVersion, errors.MSContractTerminated)
+# Errors that mean "not yet": the duty is due again at the next poll.
+_EARLY = (errors.ChannelsFinalizeTooEarly, errors.ChannelsRefundTooEarly, errors.MSContractWindowOpen)
+
+
+class Follower:
+    def __init__(self, runtime: Runtime, poll_interval: float) -> None:
+        self.runtime = runtime
+        self.poll_interval = poll_interval
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task | None = None
+        self.failures: dict[bytes, errors.PerunError] = {}  # the last failed duty per channel
+        self.chain_time = 0  # the latest block's time at the last poll
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="perun-watcher")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def kill(self) -> None:
+        """Stops at once (Runtime.kill): the poll under way is abandoned where it is."""
+        if self._task:
+            self._task.cancel()
+            self._task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    def wake(self) -> None:
+        """Poll now rather than at the next interval."""
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.poll()
+            except errors.PerunError as exc:
+                log.warning("%s: chain poll failed: %s", self.runtime.name, exc)
+            except Exception:  # an unreachable RPC, say: keep watching
+                log.exception("%s: chain poll failed", self.runtime.name)
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            except asyncio.TimeoutError:
+                pass
+            # Python 3.11's wait_for drops a cancellation that races with the wake-up or the
+            # timeout: stop() would wait for this loop forever.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
+            self._wake.clear()
+
+    async def poll(self) -> None:
+        """Read new events, apply them, then do what is due. One poll at a time."""
+        runtime = self.runtime
+        async with self._lock:
+            await self._read_events()
+            now = await runtime.on_chain(runtime.chain.timestamp)
+            self.chain_time = now
+            for protocol in list(runtime.registry.protocols):
+                for duty in list(protocol.duties(now)):
+                    await self.perform(duty)
+
+    async def _read_events(self) -> None:
+        runtime = self.runtime
+        head = await runtime.on_chain(runtime.chain.block_number)
+        start = runtime.store.last_block()
+        start = head if start is None else start + 1
+        while start <= head:
+            end = min(head, start + LOG_CHUNK - 1)
+            protocols = list(runtime.registry.protocols)
+            reads = [await protocol.read_chain(start, end) for protocol in protocols]
+            # No await from here to the save: each record is read as it is now, so nothing the
+            # node changed while the chain was read (an update adopted meanwhile) is overwritten.
+            changed = [rec for protocol, read in zip(protocols, reads) for rec in protocol.apply_chain(read)]
+            await runtime.save(changed, meta={"last_block": str(end)})
+            start = end + 1
+
+    async def perform(self, duty: Duty) -> None:
+        """Runs a duty: a lost race or "too early" is no failure; anything else is recorded for
+        the channel's `wait_for` callers."""
+        try:
+            await duty.run()
+            self.failures.pop(duty.channel, None)
+        except (*_RACED, *_EARLY):
+            pass
+        except errors.PerunError as exc:
+            log.warning("%s: %s of 0x%s failed: %s", self.runtime.name, duty.what, duty.channel.hex()[:12], exc)
+            self.failures[duty.channel] = exc
+            self.runtime.notify()

@@ -1,0 +1,60 @@
+"""What a node waits for from its peers: one future per (channel, slot).
+
+A slot names what is awaited on the channel: a payment's version, a multistate slot (the
+channel state or a nanocontract), the acceptance of a proposed channel, Ingrid's answer to a
+fast close. The protocol that sent the message resolves the future when the answer is durable;
+a killed node fails them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Hashable
+from typing import Any
+
+Key = tuple[bytes, Hashable]
+
+
+class Pending:
+    def __init__(self) -> None:
+        self._futures: dict[Key, asyncio.Future] = {}
+
+    def expect(self, key: Key) -> asyncio.Future:
+        """The future of `key`, made on first use (a second caller waits for the same answer)."""
+        future = self._futures.get(key)
+        if future is None:
+            future = self._futures[key] = asyncio.get_running_loop().create_future()
+        return future
+
+    def waiting(self, key: Key) -> bool:
+        future = self._futures.get(key)
+        return future is not None and not future.done()
+
+    def resolve(self, key: Key, outcome: Any = None) -> None:
+        """Completes `key` with `outcome`, raised if it is an exception."""
+        future = self._futures.pop(key, None)
+        if future is None or future.done():
+            return
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+    def discard(self, key: Key) -> None:
+        self._futures.pop(key, None)
+
+    @staticmethod
+    async def wait(future: asyncio.Future, timeout: float, timed_out: Callable[[], Exception]) -> Any:
+        """The outcome of `future` (from `expect`); `timed_out()` is raised after `timeout`
+        seconds. The future stays: an answer that comes later still completes what it answers."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except asyncio.TimeoutError as exc:
+            raise timed_out() from exc
+
+    def fail_all(self, exc: BaseException) -> None:
+        for future in self._futures.values():
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # retrieved: nobody may be waiting
+        self._futures.clear()

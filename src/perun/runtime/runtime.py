@@ -1,0 +1,227 @@
+"""The node's I/O kernel, which knows no channel kind: the context every protocol works in.
+
+It holds the key, the store and the chain; runs the group commit (every change staged in one
+turn of the event loop is written in one SQLite transaction, and the messages waiting on it go
+out in order once it is durable); keeps the futures of what the node waits for from its peers;
+spawns the node's tasks; sends transactions on one chain thread; and wakes the callers of
+`wait_for`. Its peers (runtime/peers.py) and its chain follower (runtime/follower.py) route
+messages and chain events to the protocols of its registry (runtime/protocol.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from eth_account import Account
+
+from perun import errors
+from perun.chain.backend import Chain, EmbeddedChain
+from perun.runtime.faults import Faults, Killed
+from perun.runtime.follower import Follower
+from perun.runtime.peers import Peers
+from perun.runtime.pending import Pending
+from perun.runtime.protocol import Registry
+from perun.store import Store
+
+log = logging.getLogger("perun.node")
+T = TypeVar("T")
+
+
+class Runtime:
+    """One party's runtime. `identity` is the (chain id, contract address) its handshake
+    announces; a peer on another deployment is refused."""
+
+    def __init__(self, key: bytes, chain: Chain, identity: tuple[int, str], store_path: Path | str, *,
+                 host: str, port: int, name: str | None, poll_interval: float, response_timeout: float) -> None:
+        self.key = key
+        self.account = Account.from_key(key)
+        self.address: str = self.account.address
+        self.name = name or self.address[:10]
+        self.chain = chain
+        self.store = Store(store_path, self.address, *identity)
+        self.response_timeout = response_timeout
+        self.registry = Registry()
+        self.pending = Pending()
+        self.faults = Faults(self.kill)
+        self.peers = Peers(self, identity, host, port)
+        self.follower = Follower(self, poll_interval)
+        self.killed = False
+        self.failed: BaseException | None = None
+        self.on_kill: Callable[[], None] | None = None  # told when `kill` ran
+        self._tasks: set[asyncio.Task] = set()
+        self._executor = None if isinstance(chain, EmbeddedChain) else ThreadPoolExecutor(1, "perun-chain")
+        self._waiters: list[tuple[bytes, Callable[[Any], bool], asyncio.Future]] = []
+        # the group commit
+        self._batch: dict[str, Any] | None = None
+        self._after: list[Callable[[], None]] = []
+        self._batch_done: asyncio.Future | None = None
+
+    # ================================================================== lifecycle
+
+    async def start(self) -> None:
+        await self.peers.listen()
+        await self.follower.poll()
+        self.follower.start()
+        self.peers.redial_all()
+        log.info("%s: listening on %s:%s", self.name, self.peers.host, self.peers.port)
+
+    async def stop(self) -> None:
+        await self.follower.stop()
+        self.peers.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.peers.wait_closed()
+        if self._executor:
+            self._executor.shutdown(wait=True)
+        if self._batch is not None:  # staged but not yet committed: commit it now
+            self._flush()
+        self.store.close()
+
+    @property
+    def serving(self) -> bool:
+        """Started, and neither stopped nor killed."""
+        return self.peers.serving and not self.killed
+
+    def kill(self) -> None:
+        """Stops dead, as SIGKILL stops a process: what the store committed survives; staged
+        changes, unsent messages and running tasks do not, and the peers see a reset."""
+        if self.killed:
+            return
+        self.killed = True
+        self._batch, self._after = None, []
+        self.peers.abort()
+        self.follower.kill()
+        for task in list(self._tasks):
+            task.cancel()
+        dead = errors.NodeKilled(f"{self.name} was killed")
+        self.pending.fail_all(dead)
+        for future in [*(f for _, _, f in self._waiters), self._batch_done]:
+            if future is not None and not future.done():
+                future.set_exception(dead)
+                future.exception()  # retrieved: nobody may be waiting
+        self._batch_done = None
+        if self._executor:
+            self._executor.shutdown(wait=False)
+        self.store.close()
+        log.warning("%s: killed", self.name)
+        if self.on_kill:
+            self.on_kill()
+
+    def spawn(self, coro) -> asyncio.Task:
+        """Runs `coro` as one of the node's tasks: cancelled when it stops, its failure logged."""
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._reap)
+        return task
+
+    def _reap(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) and not isinstance(exc, Killed):
+            log.error("%s: task failed", self.name, exc_info=exc)
+
+    # ================================================================== the chain
+
+    async def on_chain(self, fn: Callable[..., T], *args: Any) -> T:
+        """Runs a blocking chain call: inline on the embedded chain (it is in this process and
+        not thread-safe), else on this node's one chain thread, which also orders its nonces."""
+        if self._executor is None:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def transact(self, fn: Callable[..., T], *args: Any) -> T:
+        """Sends a transaction from this node's account: `fn(account, *args)` on the chain thread."""
+        return await self.on_chain(fn, self.account, *args)
+
+    # ================================================================== the group commit
+
+    def save(self, records: Iterable[Any] = (), states: Iterable[Any] = (), peers: Iterable[tuple[str, str, int]] = (),
+             meta: dict[str, str] | None = None, then: Callable[[], None] | None = None) -> asyncio.Future:
+        """Stages changes for the next group commit and returns a future of it. Each record goes
+        into its protocol's memory at once (Protocol.put); `then` runs right after the commit, in
+        staging order."""
+        if self.killed:
+            raise errors.NodeKilled(f"{self.name} was killed")
+        if self.failed:
+            raise errors.StoreError(f"the node stopped after a store failure: {self.failed}")
+        if self._batch is None:
+            self._batch = {"records": {}, "states": [], "peers": [], "meta": {}}
+            self._batch_done = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(self._flush)
+        for rec in records:
+            self.registry.owner(rec).put(rec)
+            self._batch["records"][type(rec), rec.channel_id] = rec
+        self._batch["states"].extend(states)
+        self._batch["peers"].extend(peers)
+        self._batch["meta"].update(meta or {})
+        if then:
+            self._after.append(then)
+        self.notify()
+        return self._batch_done  # type: ignore[return-value]
+
+    def _flush(self) -> None:
+        if self.killed:
+            return
+        batch, after, done = self._batch, self._after, self._batch_done
+        self._batch, self._after, self._batch_done = None, [], None
+        assert batch is not None and done is not None
+        try:
+            self.store.commit(batch["records"].values(), batch["states"], batch["peers"], batch["meta"])
+        except errors.StoreError as exc:
+            # Nothing that depended on the batch was sent. A node that cannot persist must not
+            # sign anything more: stop serving.
+            log.critical("%s: %s", self.name, exc)
+            self.failed = exc
+            done.set_exception(exc)
+            self.peers.close_connections()
+            return
+        for action in after:
+            try:
+                action()
+            except errors.PerunError as exc:
+                log.warning("%s: after commit: %s", self.name, exc)
+            except Killed:
+                return
+        done.set_result(None)
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Runs `action` once every change staged so far is durable (at once if none is staged)."""
+        if self._batch is None:
+            action()
+        else:
+            self._after.append(action)
+
+    # ================================================================== waiting for a channel
+
+    def notify(self) -> None:
+        """Wakes the `wait_for` callers whose condition now holds (or whose channel's duty failed)."""
+        for waiter in list(self._waiters):
+            cid, predicate, future = waiter
+            rec = self.registry.record(cid)
+            if not future.done():
+                if rec is not None and predicate(rec):
+                    future.set_result(rec)
+                elif cid in self.follower.failures:
+                    future.set_exception(self.follower.failures[cid])
+            if future.done():
+                self._waiters.remove(waiter)
+
+    async def wait_for(self, cid: bytes, predicate: Callable[[Any], bool], timeout: float = 30.0) -> Any:
+        """Waits until the record of channel `cid` (of any kind) satisfies `predicate`: an event,
+        not a sleep."""
+        rec = self.registry.record(cid)
+        if rec is None:
+            raise errors.UnknownChannel(f"no channel 0x{cid.hex()}")
+        if predicate(rec):
+            return rec
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append((cid, predicate, future))
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError as exc:
+            raise errors.PeerTimeout(f"channel 0x{cid.hex()} did not get there within {timeout} s") from exc
