@@ -96,6 +96,30 @@ def test_watcher_refutes_a_stale_close_while_online(net):
     assert payouts(net, cid) == ("Finalized", (8 * ETHER, 7 * ETHER))
 
 
+@pytest.mark.parametrize("offset", [-1, 0, 1])
+def test_a_cooperative_close_ends_a_running_dispute_at_once(net, offset):
+    """Bob registers the latest state; Alice's `close` gets a final state signed by both and
+    submits it, in the block before, at and after the dispute deadline (until someone finalizes,
+    the contract takes it), so nobody waits for the window."""
+    async def scenario():
+        async with net.pair() as (alice, bob, cid):
+            await alice.pay(cid, ETHER)  # version 1
+            await bob.register(cid)
+            rec = await alice.wait_for(cid, lambda r: r.stage is Stage.CLOSING)
+            with pytest.raises(errors.WrongStage):
+                await alice.pay(cid, ETHER)  # nothing but a final state is signed in a dispute
+            net.chain.set_next_block_timestamp(rec.deadline + offset)
+            assert await alice.close(cid) == (9 * ETHER, 6 * ETHER)
+            await bob.wait_for(cid, lambda r: r.stage is Stage.CLOSED)
+            return cid, rec.deadline
+    cid, deadline = run(scenario())
+    closes = [e for e in net.contract.events() if e.name in ("CloseRegistered", "CooperativelyClosed", "Finalized")
+              and e.args["channelId"] == cid]
+    assert [(e.name, e.args["version"]) for e in closes] == [("CloseRegistered", 1), ("CooperativelyClosed", 2)]
+    assert net.chain.w3.eth.get_block(closes[1].block_number)["timestamp"] == deadline + offset
+    assert payouts(net, cid) == ("CooperativelyClosed", (9 * ETHER, 6 * ETHER))
+
+
 @pytest.mark.parametrize("back_before_deadline", [True, False], ids=["back-in-time", "back-too-late"])
 def test_offline_node_catches_up_from_its_last_block(net, back_before_deadline):
     async def scenario():
@@ -231,6 +255,20 @@ def test_a_refused_channel_raises_the_peers_reason(net):
                 await alice.open(bob.address, ETHER, 0, DELTA)
             assert [c.stage for c in alice.channels()] == ["closed"]
             assert bob.channels() == []
+    run(scenario())
+
+
+def test_a_refusal_names_the_proposal_it_refuses_and_fails_only_that_open(net):
+    async def scenario():
+        async with net.running("alice") as (alice,), net.running("bob", accept_channel=lambda p: p.delta > 10**4) as (bob,):
+            await alice.connect(bob.address, "127.0.0.1", bob.port)
+            refused, opened = await asyncio.gather(alice.open(bob.address, ETHER, 0, DELTA),
+                                                   alice.open(bob.address, ETHER, 0, 2 * 10**4),
+                                                   return_exceptions=True)
+            assert isinstance(refused, errors.PeerRejected) and refused.code is m.ErrorCode.CHANNEL_REFUSED
+            assert isinstance(opened, bytes) and alice.channel(opened).stage is Stage.OPEN
+            (closed,) = [c for c in alice.channels() if c.stage == "closed"]
+            assert f"channel {closed.channel}" in refused.reason  # Bob's reason names it too
     run(scenario())
 
 

@@ -107,6 +107,22 @@ def test_no_updates_unless_open_or_after_a_final_state():
         receive_update(bob, later, 1, sign_state(DOMAIN, later, ALICE.key), BOB.key)
 
 
+def test_in_a_running_dispute_only_a_final_state_is_signed():
+    alice, bob = pair()
+    alice, bob = exchange(alice, bob, ALICE.key, BOB.key, 30)
+    alice, bob = (replace(r, stage=Stage.CLOSING, registered_version=1) for r in (alice, bob))
+    with pytest.raises(errors.WrongStage):
+        propose(alice, payment(alice, 1), ALICE.key)
+    ordinary = payment(bob, 1)
+    with pytest.raises(errors.WrongStage):
+        receive_update(alice, ordinary, 1, sign_state(DOMAIN, ordinary, BOB.key), ALICE.key)
+    alice, p = propose(alice, final(alice), ALICE.key)
+    bob, sig = receive_update(bob, p.state, p.prev, p.signature, BOB.key)
+    alice, _ = receive_ack(alice, p.state.version, sig)
+    assert alice.current == bob.current == p.state and p.state.version == 2 and p.state.is_final
+    assert duties(alice, 10**12) == duties(bob, 10**12) == (Duty.COOPERATIVE_CLOSE,)  # also after the deadline
+
+
 def test_concurrent_proposals_conflict_burn_their_version_and_never_double_sign():
     alice, bob = pair()
     alice, pa = propose(alice, payment(alice, 10), ALICE.key)
