@@ -9,12 +9,13 @@ import {INanocontract} from "./interfaces/INanocontract.sol";
  * @notice Perun's multistate channels (seed §3.2): two-party channels whose funds are either the
  * parties' cash or blocked in nanocontracts, small contracts the parties create and update off
  * chain, each with its own version, and take to the chain only in a dispute, where this contract
- * registers and executes them.
+ * registers and executes them; plus a cooperative close.
  *
  * @dev Opening, signatures and payouts come from {Channels}. Off chain, the parties sign two
  * kinds of state: the channel's {ChannelState} (cash, and the nanocontracts funded from it, in
- * creation and absorption order) and each nanocontract's {NanocontractState}. Payout of a
- * closed channel, for each party P:
+ * creation and absorption order) and each nanocontract's {NanocontractState}; to end the
+ * channel, both sign a {FinalChannelState} (cash only), which `cooperativeClose` pays out as it
+ * is. Payout of a channel closed by `finalize`, for each party P:
  *
  *     cash(P) + Σ over listed ν of (ν.released(P) + ν.blocked(P))
  *
@@ -54,6 +55,16 @@ contract MSContract is Channels {
         bytes data; // ν.storage
     }
 
+    /// @notice The last state of a channel, signed by both parties for a cooperative close: cash
+    /// only, no nanocontract, cashAlice + cashBob = the deposits. Its own type, so no
+    /// {ChannelState} signature can ever be used as one.
+    struct FinalChannelState {
+        bytes32 channelId;
+        uint64 version;
+        uint256 cashAlice;
+        uint256 cashBob;
+    }
+
     /// @notice A registered nanocontract. `windowEnd` is the last second in which a higher
     /// version replaces it; `since` when it last changed on chain (the apps' clock); `settleBy`
     /// until when a closing channel waits for it (its app's `settleBy`, capped).
@@ -79,6 +90,8 @@ contract MSContract is Channels {
         "NanocontractState(bytes32 channelId,bytes32 nid,address app,uint64 version,uint256 blockedAlice,"
         "uint256 blockedBob,uint256 releasedAlice,uint256 releasedBob,bytes data)"
     );
+    bytes32 public constant FINAL_CHANNEL_STATE_TYPEHASH =
+        keccak256("FinalChannelState(bytes32 channelId,uint64 version,uint256 cashAlice,uint256 cashBob)");
 
     /// @notice Most nanocontracts a channel state may list: bounds the loops in `close` and
     /// `finalize`.
@@ -125,6 +138,8 @@ contract MSContract is Channels {
     );
     /// @notice The channel was paid out: its cash amended by its nanocontracts.
     event Finalized(bytes32 indexed channelId, uint64 version, uint256 payoutAlice, uint256 payoutBob);
+    /// @notice A final channel state signed by both parties was paid out.
+    event CooperativelyClosed(bytes32 indexed channelId, uint64 version, uint256 payoutAlice, uint256 payoutBob);
 
     error MSContractTooManyNanocontracts(uint256 count);
     error MSContractNanocontractsUnsorted(uint256 index);
@@ -320,6 +335,42 @@ contract MSContract is Channels {
         _payout(p.token, p.bob, payBob);
     }
 
+    /**
+     * @notice Pays out a final channel state signed by both parties, at once. Anyone may submit
+     * it (the signatures carry the authority).
+     * @dev Phase Open, or Closing (also after the deadline, until someone finalizes) when its
+     * version is strictly above the registered channel version. The final state's cash is paid
+     * as it is: nanocontracts listed, registered or executed on chain no longer count once both
+     * signed it. Emits {CooperativelyClosed}; the channel is Closed.
+     * @param sigAlice the EIP-712 signature of `p.alice` on `s`.
+     * @param sigBob the EIP-712 signature of `p.bob` on `s`.
+     */
+    function cooperativeClose(
+        Params calldata p,
+        FinalChannelState calldata s,
+        bytes calldata sigAlice,
+        bytes calldata sigBob
+    ) external {
+        bytes32 channelId = channelIdOf(p);
+        Channel storage ch = _closable(channelId);
+        _checkChannel(channelId, s.channelId);
+        uint256 total = p.depositAlice + p.depositBob;
+        if (s.cashAlice > total || s.cashBob != total - s.cashAlice) {
+            revert ChannelsBalancesNotConserved(s.cashAlice, s.cashBob, total);
+        }
+        if (ch.phase == Phase.Closing && s.version <= ch.version) revert ChannelsStaleVersion(ch.version, s.version);
+        bytes32 digest = hashFinalChannelState(s);
+        _checkSignature(digest, sigAlice, p.alice);
+        _checkSignature(digest, sigBob, p.bob);
+
+        _markClosed(ch);
+        delete _fundingsHash[channelId];
+        emit CooperativelyClosed(channelId, s.version, s.cashAlice, s.cashBob);
+
+        _payout(p.token, p.alice, s.cashAlice);
+        _payout(p.token, p.bob, s.cashBob);
+    }
+
     // ------------------------------------------------------------------ views
 
     /// @notice A registered nanocontract (all zero if it was never registered).
@@ -365,6 +416,13 @@ contract MSContract is Channels {
                     keccak256(s.data)
                 )
             )
+        );
+    }
+
+    /// @notice The EIP-712 digest both parties sign for a cooperative close.
+    function hashFinalChannelState(FinalChannelState calldata s) public view returns (bytes32) {
+        return _hashTypedDataV4(
+            keccak256(abi.encode(FINAL_CHANNEL_STATE_TYPEHASH, s.channelId, s.version, s.cashAlice, s.cashBob))
         );
     }
 

@@ -20,7 +20,7 @@ from perun.chain.multistate import MSContract
 from perun.chain.payment import PaymentContract
 from perun.core.channel import ETH, Params, PaymentState
 from perun.core.eip712 import sign, sign_state
-from perun.core.multistate import ChannelState, NanocontractState, digest
+from perun.core.multistate import ChannelState, FinalChannelState, NanocontractState, digest
 
 DELTA = 100
 _nonces = itertools.count(1)
@@ -127,7 +127,7 @@ class MSWorld:
         self.contract.confirm(self.bob, params)
         return params, ChannelState.initial(params, self.contract.channel_id(params))
 
-    def sign(self, state: ChannelState | NanocontractState, who: LocalAccount) -> bytes:
+    def sign(self, state: ChannelState | NanocontractState | FinalChannelState, who: LocalAccount) -> bytes:
         return sign(digest(self.contract.domain, state), who.key)
 
 

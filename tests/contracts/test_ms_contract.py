@@ -21,6 +21,7 @@ from typing import Iterator
 import pytest
 from eth_abi import encode
 from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
 
 from perun import errors
 from perun.chain import reverts
@@ -28,8 +29,16 @@ from perun.chain.backend import ETHER
 from perun.chain.multistate import MSContract
 from perun.chain.payment import PaymentContract
 from perun.core.channel import Params, Phase
-from perun.core.eip712 import sign
-from perun.core.multistate import ChannelState, Funding, NanocontractState, nanocontract_id, payouts
+from perun.core.eip712 import recover, sign
+from perun.core.multistate import (
+    ChannelState,
+    FinalChannelState,
+    Funding,
+    NanocontractState,
+    digest,
+    nanocontract_id,
+    payouts,
+)
 
 from tests.conftest import DELTA, MSWorld
 
@@ -1176,3 +1185,263 @@ def test_finalize_of_an_open_channel_and_twice_is_rejected(any_ms_world: MSWorld
             close(w, params, s1, w.bob)
     with pytest.raises(errors.ChannelsChannelExists):  # the id is taken for good
         w.contract.create(w.alice, params)
+
+
+# ------------------------------------------------------------------------------ cooperative close
+
+ZERO_ADDRESS = "0x" + "00" * 20
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def cooperative_close(w: MSWorld, params: Params, final: FinalChannelState):
+    """Mallory (anyone) submits `final` signed by Alice and Bob; he pays the gas, so the parties'
+    balances move by their payouts exactly."""
+    return w.contract.cooperative_close(w.mallory, params, final, w.sign(final, w.alice), w.sign(final, w.bob))
+
+
+def assert_closed(w: MSWorld, channel_id: bytes) -> None:
+    stored = w.contract.channel(channel_id)
+    assert (stored.phase, stored.deadline, stored.version, stored.balance_alice) == (Phase.CLOSED, 0, 0, 0)
+
+
+@pytest.mark.parametrize(("version", "cash"), [
+    (0, (6 * ETHER, 4 * ETHER)),  # the initial cash: unlike close, not exempt from signatures
+    (1, (7 * ETHER, 3 * ETHER)),
+    (5, (0, 10 * ETHER)),  # a payout of 0 is skipped
+    (2**64 - 1, (10 * ETHER, 0)),
+])
+def test_cooperative_close_pays_out_at_once_in_open(any_ms_world: MSWorld, version: int,
+                                                    cash: tuple[int, int]) -> None:
+    """In Open any version will do: nothing is registered to compare it with."""
+    w = any_ms_world
+    params, s0 = w.open()
+    final = FinalChannelState(s0.channel_id, version, *cash)
+    before = balances(w)
+    receipt = cooperative_close(w, params, final)
+    assert [e.name for e in receipt.events] == ["CooperativelyClosed"]
+    assert receipt.event("CooperativelyClosed").args == {
+        "channelId": s0.channel_id, "version": version, "payoutAlice": cash[0], "payoutBob": cash[1],
+    }
+    assert_paid(w, before, params, *cash)
+    assert_closed(w, s0.channel_id)
+
+
+@pytest.mark.parametrize("offset", [-1, 0, 1, DELTA + 1])
+def test_cooperative_close_ends_a_dispute_even_after_the_deadline(any_ms_world: MSWorld, offset: int) -> None:
+    """docs/protocol.md §10.7, path 6. A hash time lock registered while Open and claimed on chain
+    during the dispute, a game registered during it: the final state's cash is paid as signed,
+    at D − 1, D, D + 1 and after D + Δ, as long as nobody has finalized."""
+    w = any_ms_world
+    t = pending_time(w) + 5
+    params, s1, htlc = with_htlc(w, timeout=t + 10 * DELTA)
+    s2, game = fund(w, s1, "TicTacToe", ETHER, ETHER, ttt_data(ALICE))
+    window_end = registered_at(w, params, htlc, w.bob, t)
+    at(w, t + 5)
+    deadline = close(w, params, s2, w.alice).event("CloseRegistered").args["deadline"]
+    assert deadline == window_end + 5
+    at(w, window_end + 1)
+    w.contract.execute(w.bob, params, htlc.nid, CLAIM, PREIMAGE)
+    at(w, window_end + 2)
+    register(w, params, game, w.alice)
+    at(w, deadline + offset)
+    final = FinalChannelState(s2.channel_id, 3, 2 * ETHER, 8 * ETHER)  # whatever the parties agreed
+    before = balances(w)
+    paid = cooperative_close(w, params, final).event("CooperativelyClosed").args
+    assert (paid["version"], paid["payoutAlice"], paid["payoutBob"]) == (3, 2 * ETHER, 8 * ETHER)
+    assert_paid(w, before, params, 2 * ETHER, 8 * ETHER)
+    assert_closed(w, s2.channel_id)
+    with unchanged(w, params, htlc.nid, game.nid):
+        with pytest.raises(errors.ChannelsWrongPhase) as exc:
+            w.contract.finalize(w.mallory, params, s2.nanocontracts)
+        assert exc.value.fields == {"channelId": s2.channel_id, "phase": Phase.CLOSED}
+        with pytest.raises(errors.ChannelsWrongPhase):
+            w.contract.execute(w.alice, params, game.nid, MOVE, cell(4))
+        with pytest.raises(errors.ChannelsWrongPhase):
+            register(w, params, replace(game, version=1), w.bob)
+
+
+@pytest.mark.parametrize("version", [0, 1, 2])
+def test_cooperative_close_at_or_below_the_registered_version_is_rejected(any_ms_world: MSWorld,
+                                                                          version: int) -> None:
+    w = any_ms_world
+    params, s0 = w.open()
+    s2 = ChannelState(s0.channel_id, 2, 5 * ETHER, 5 * ETHER)
+    deadline = close(w, params, s2, w.alice).event("CloseRegistered").args["deadline"]
+    stale = FinalChannelState(s0.channel_id, version, 4 * ETHER, 6 * ETHER)
+    for t in (deadline, deadline + 1):
+        at(w, t)
+        with unchanged(w, params):
+            with pytest.raises(errors.ChannelsStaleVersion) as exc:
+                cooperative_close(w, params, stale)
+            assert exc.value.fields == {"registered": 2, "submitted": version}
+            with pytest.raises(errors.ChannelsStaleVersion):  # checked before the signatures
+                w.contract.cooperative_close(w.mallory, params, stale, b"", b"")
+    before = balances(w)
+    cooperative_close(w, params, replace(stale, version=3))
+    assert_paid(w, before, params, 4 * ETHER, 6 * ETHER)
+
+
+@pytest.mark.parametrize("wrong", ["missing", "mallory", "the other party", "a channel state", "another contract",
+                                   "high s"])
+@pytest.mark.parametrize("whose", ["alice", "bob"])
+def test_cooperative_close_needs_both_parties_signatures_on_the_final_state(any_ms_world: MSWorld, whose: str,
+                                                                            wrong: str) -> None:
+    """Each signature must be its party's, on this FinalChannelState in this contract's domain: an
+    ordinary ChannelState signature on the same values is none."""
+    w = any_ms_world
+    params, s0 = w.open()
+    final = FinalChannelState(s0.channel_id, 1, 4 * ETHER, 6 * ETHER)
+    signer = w.alice if whose == "alice" else w.bob
+    if wrong == "missing":
+        bad = b""
+    elif wrong == "mallory":
+        bad = w.sign(final, w.mallory)
+    elif wrong == "the other party":
+        bad = w.sign(final, other(w, signer))
+    elif wrong == "a channel state":
+        bad = w.sign(ChannelState(final.channel_id, final.version, final.cash_alice, final.cash_bob), signer)
+    elif wrong == "another contract":
+        twin = MSContract.deploy(w.chain, w.chain.dev_accounts[0])
+        bad = sign(digest(twin.domain, final), signer.key)
+    else:  # the same signature with s mirrored: valid for the curve, refused as malleable
+        good = w.sign(final, signer)
+        high = SECP256K1_N - int.from_bytes(good[32:64], "big")
+        bad = good[:32] + high.to_bytes(32, "big") + bytes([55 - good[64]])
+    sigs = {"alice": w.sign(final, w.alice), "bob": w.sign(final, w.bob), whose: bad}
+    expected = ZERO_ADDRESS if wrong in ("missing", "high s") else recover(digest(w.contract.domain, final), bad)
+    with unchanged(w, params), pytest.raises(errors.ChannelsInvalidSignature) as exc:
+        w.contract.cooperative_close(w.mallory, params, final, sigs["alice"], sigs["bob"])
+    assert exc.value.fields == {"expectedSigner": signer.address, "recovered": expected}
+
+
+def test_final_and_channel_state_signatures_are_not_interchangeable(any_ms_world: MSWorld) -> None:
+    w = any_ms_world
+    params, s0 = w.open()
+    final = FinalChannelState(s0.channel_id, 1, 4 * ETHER, 6 * ETHER)
+    ordinary = ChannelState(s0.channel_id, 1, 4 * ETHER, 6 * ETHER)
+    with unchanged(w, params), pytest.raises(errors.ChannelsInvalidSignature) as exc:
+        w.contract.cooperative_close(w.mallory, params, final, w.sign(ordinary, w.alice), w.sign(ordinary, w.bob))
+    assert exc.value.fields["expectedSigner"] == w.alice.address
+    with unchanged(w, params), pytest.raises(errors.ChannelsInvalidSignature) as exc:
+        w.contract.close(w.bob, params, ordinary, w.sign(final, w.alice))
+    assert exc.value.fields["expectedSigner"] == w.alice.address
+
+
+@pytest.mark.parametrize("cash", [
+    (6 * ETHER, 4 * ETHER - 1),
+    (6 * ETHER, 4 * ETHER + 1),
+    (0, 0),
+    (10 * ETHER + 1, 2**256 - 1),  # Alice's cash above the total: no underflow in total - cashAlice
+    (2**256 - 1, 10 * ETHER + 1),  # adds up to the total in wrapping arithmetic
+    (2**255, 2**255),  # adds up to 0 in wrapping arithmetic
+])
+def test_cooperative_close_with_funds_not_conserved_is_rejected(any_ms_world: MSWorld,
+                                                                cash: tuple[int, int]) -> None:
+    w = any_ms_world
+    params, s0 = w.open()
+    raw = (s0.channel_id, 1, *cash)  # beyond what FinalChannelState accepts: through the ABI
+    d = bytes(w.contract.contract.functions.hashFinalChannelState(raw).call())
+    call = w.contract.contract.functions.cooperativeClose(params.as_abi(), raw, sign(d, w.alice.key),
+                                                          sign(d, w.bob.key))
+    with unchanged(w, params), pytest.raises(errors.ChannelsBalancesNotConserved) as exc:
+        w.chain.transact(w.mallory, call)
+    assert exc.value.fields == {"balanceAlice": cash[0], "balanceBob": cash[1], "total": params.total}
+
+
+def test_a_final_state_of_another_channel_or_contract_is_rejected(any_ms_world: MSWorld) -> None:
+    w = any_ms_world
+    params, s0 = w.open()
+    other_params, other_s0 = w.open()
+    foreign = FinalChannelState(other_s0.channel_id, 1, 4 * ETHER, 6 * ETHER)
+    with unchanged(w, params), pytest.raises(errors.ChannelsWrongChannel) as exc:
+        cooperative_close(w, params, foreign)
+    assert exc.value.fields == {"expected": s0.channel_id, "received": other_s0.channel_id}
+    # The same parameters open a channel of another id on another deployment: a final state of
+    # this one is of no use there, and one with that id signed for this contract neither.
+    twin = MSContract.deploy(w.chain, w.chain.dev_accounts[0])
+    twin.create(w.alice, params)
+    twin.confirm(w.bob, params)
+    twin_id = twin.channel_id(params)
+    final = FinalChannelState(s0.channel_id, 1, 4 * ETHER, 6 * ETHER)
+    sigs = (w.sign(final, w.alice), w.sign(final, w.bob))
+    with pytest.raises(errors.ChannelsWrongChannel) as exc:
+        twin.cooperative_close(w.mallory, params, final, *sigs)
+    assert exc.value.fields == {"expected": twin_id, "received": s0.channel_id}
+    retargeted = replace(final, channel_id=twin_id)
+    with pytest.raises(errors.ChannelsInvalidSignature):
+        twin.cooperative_close(w.mallory, params, retargeted, w.sign(retargeted, w.alice),
+                               w.sign(retargeted, w.bob))
+    assert twin.channel(twin_id).phase == Phase.OPEN
+    with unchanged(w, params), pytest.raises(errors.ChannelsWrongPhase) as exc:  # parameters of no channel
+        cooperative_close(w, replace(params, nonce=params.nonce + 10**6), final)
+    assert exc.value.fields["phase"] == Phase.NONE
+
+
+@pytest.mark.parametrize("phase", ["none", "initialising", "finalized", "cooperatively closed"])
+def test_cooperative_close_in_a_channel_that_is_neither_open_nor_closing_is_rejected(any_ms_world: MSWorld,
+                                                                                    phase: str) -> None:
+    w = any_ms_world
+    params = w.params()
+    channel_id = w.contract.channel_id(params)
+    if phase != "none":
+        w.contract.create(w.alice, params)
+    if phase in ("finalized", "cooperatively closed"):
+        w.contract.confirm(w.bob, params)
+    if phase == "finalized":
+        deadline = w.contract.close(w.alice, params, ChannelState.initial(params, channel_id)) \
+            .event("CloseRegistered").args["deadline"]
+        at(w, deadline + 1)
+        w.contract.finalize(w.mallory, params, ())
+    if phase == "cooperatively closed":
+        cooperative_close(w, params, FinalChannelState(channel_id, 1, 5 * ETHER, 5 * ETHER))
+    expected = {"none": Phase.NONE, "initialising": Phase.INITIALISING}.get(phase, Phase.CLOSED)
+    final = FinalChannelState(channel_id, 2, 3 * ETHER, 7 * ETHER)
+    with unchanged(w, params), pytest.raises(errors.ChannelsWrongPhase) as exc:
+        cooperative_close(w, params, final)
+    assert exc.value.fields == {"channelId": channel_id, "phase": expected}
+
+
+def test_after_a_cooperative_close_nothing_else_runs(any_ms_world: MSWorld) -> None:
+    """A hash time lock registered while Open, its window over: closed cooperatively first, the
+    channel takes no registration, execution, close, finalize or refund any more."""
+    w = any_ms_world
+    params, s1, htlc = with_htlc(w, timeout=2**40)
+    window_end = registered_at(w, params, htlc, w.bob, pending_time(w))
+    at(w, window_end + 1)
+    before = balances(w)
+    cooperative_close(w, params, FinalChannelState(s1.channel_id, 2, 5 * ETHER, 5 * ETHER))
+    assert_paid(w, before, params, 5 * ETHER, 5 * ETHER)
+    claimed = NanocontractState(htlc.channel_id, htlc.nid, htlc.app, 1, 0, 0, 0, ETHER, htlc.storage)
+    calls = {
+        "execute": lambda: w.contract.execute(w.bob, params, htlc.nid, CLAIM, PREIMAGE),
+        "register": lambda: register(w, params, claimed, w.bob),
+        "close": lambda: close(w, params, s1, w.alice),
+        "finalize": lambda: w.contract.finalize(w.mallory, params, s1.nanocontracts),
+        "refund": lambda: w.contract.refund(w.mallory, params),
+        "confirm": lambda: w.contract.confirm(w.bob, params),
+        "cooperativeClose": lambda: cooperative_close(w, params, FinalChannelState(s1.channel_id, 3, 0, 10 * ETHER)),
+    }
+    with unchanged(w, params, htlc.nid):
+        for name, call in calls.items():
+            with pytest.raises(errors.ChannelsWrongPhase) as exc:
+                call()
+            assert exc.value.fields == {"channelId": s1.channel_id, "phase": Phase.CLOSED}, name
+        with pytest.raises(errors.ChannelsChannelExists):  # the id is taken for good
+            w.contract.create(w.alice, params)
+
+
+def test_cooperative_close_deletes_the_registered_fundings(any_ms_world: MSWorld) -> None:
+    """The hash of the registered state's fundings goes with the channel (finalize deletes it
+    too): found in storage as keccak(abi.encode(fundings)), zero after the cooperative close."""
+    w = any_ms_world
+    params, s1, htlc = with_htlc(w, timeout=2**40)
+    close(w, params, s1, w.alice)
+    expected = keccak(encode(["(bytes32,uint256,uint256)[]"], [[f.as_abi() for f in s1.nanocontracts]]))
+
+    def stored(slot: int) -> bytes:
+        key = keccak(s1.channel_id + slot.to_bytes(32, "big"))
+        return bytes(w.chain.w3.eth.get_storage_at(w.contract.address, int.from_bytes(key, "big")))
+
+    [slot] = [i for i in range(16) if stored(i) == expected]
+    cooperative_close(w, params, FinalChannelState(s1.channel_id, 2, 5 * ETHER, 5 * ETHER))
+    assert stored(slot) == bytes(32)

@@ -1,5 +1,5 @@
-"""The Python EIP-712 digests of multistate channel and nanocontract states equal MSContract's
-and eth-account's, for many random states."""
+"""The Python EIP-712 digests of multistate channel, nanocontract and final channel states equal
+MSContract's and eth-account's, for many random states."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from perun.core.eip712 import sign
-from perun.core.multistate import ChannelState, Funding, NanocontractState, digest
+from perun.core.multistate import (
+    FINAL_CHANNEL_STATE_TYPEHASH,
+    ChannelState,
+    FinalChannelState,
+    Funding,
+    NanocontractState,
+    digest,
+)
 
 from tests.conftest import MSWorld
 
@@ -36,17 +43,32 @@ nanocontract_states = st.builds(
     released_bob=small,
     storage=st.binary(max_size=400),
 )
+final_states = st.builds(
+    FinalChannelState,
+    channel_id=b32,
+    version=st.integers(0, 2**64 - 1),
+    cash_alice=amounts,
+    cash_bob=amounts,
+)
+any_state = st.one_of(channel_states, nanocontract_states, final_states)
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @SETTINGS
-@given(state=st.one_of(channel_states, nanocontract_states))
-def test_python_digest_equals_the_contracts(ms_world: MSWorld, state: ChannelState | NanocontractState) -> None:
+@given(state=any_state)
+def test_python_digest_equals_the_contracts(ms_world: MSWorld,
+                                            state: ChannelState | NanocontractState | FinalChannelState) -> None:
     assert digest(ms_world.contract.domain, state) == ms_world.contract.contract_digest(state)
 
 
-def _typed(world: MSWorld, state: ChannelState | NanocontractState) -> dict:
+def _typed(world: MSWorld, state: ChannelState | NanocontractState | FinalChannelState) -> dict:
     domain = world.contract.domain
+    if isinstance(state, FinalChannelState):
+        types = {"FinalChannelState": [("channelId", "bytes32"), ("version", "uint64"), ("cashAlice", "uint256"),
+                                       ("cashBob", "uint256")]}
+        message = {"channelId": state.channel_id, "version": state.version, "cashAlice": state.cash_alice,
+                   "cashBob": state.cash_bob}
+        return domain.typed_message(types, "FinalChannelState", message)
     if isinstance(state, ChannelState):
         types = {
             "ChannelState": [("channelId", "bytes32"), ("version", "uint64"), ("cashAlice", "uint256"),
@@ -68,7 +90,7 @@ def _typed(world: MSWorld, state: ChannelState | NanocontractState) -> dict:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(state=st.one_of(channel_states, nanocontract_states))
+@given(state=any_state)
 def test_python_digest_and_signature_equal_eth_accounts(ms_world: MSWorld, state) -> None:
     signed = Account.sign_message(encode_typed_data(full_message=_typed(ms_world, state)), ms_world.alice.key)
     assert sign(digest(ms_world.contract.domain, state), ms_world.alice.key) == signed.signature
@@ -78,3 +100,9 @@ def test_a_payment_contract_signature_is_not_valid_on_msc(ms_world: MSWorld, wor
     """Different domains: the same struct hash signs to different digests on the two contracts."""
     state = ChannelState(b"\x01" * 32, 1, 1, 1)
     assert world.contract.domain.digest_of(state.struct_hash()) != digest(ms_world.contract.domain, state)
+
+
+def test_the_final_channel_state_typehash_is_the_contracts(ms_world: MSWorld) -> None:
+    assert bytes(ms_world.contract.contract.functions.FINAL_CHANNEL_STATE_TYPEHASH().call()) == \
+        FINAL_CHANNEL_STATE_TYPEHASH
+

@@ -7,13 +7,18 @@ import pytest
 from perun import errors
 from perun.core.apps import AppState
 from perun.core.channel import Params
+from perun.core.eip712 import Domain
 from perun.core.multistate import (
     MAX_NANOCONTRACTS,
     ChannelState,
+    FinalChannelState,
     Funding,
     NanocontractState,
     check_channel_state,
+    check_final_state,
     check_successor,
+    digest,
+    ms_domain,
     nanocontract_id,
     payouts,
 )
@@ -102,3 +107,33 @@ def test_payouts_use_registered_states_that_match_their_funding_else_the_funding
 
 def test_nids_are_unique_per_channel_version() -> None:
     assert nanocontract_id(CID, 1) != nanocontract_id(CID, 2) != nanocontract_id(b"\x08" * 32, 1)
+
+
+def test_a_final_state_is_the_cash_at_the_next_version_once_no_nanocontract_is_live() -> None:
+    nc = nanocontract(1, 10, 0)
+    c1 = C0.fund(nc)
+    with pytest.raises(errors.InvalidNanocontract):
+        c1.final()
+    c2 = c1.absorb(nc.successor(AppState(0, 0, 0, 10, b"")))
+    assert c2.final() == FinalChannelState(CID, 3, 50, 50)
+    check_final_state(PARAMS, c2.final(), CID)
+
+
+def test_check_final_state_rejects_another_channel_and_broken_sums() -> None:
+    with pytest.raises(errors.WrongChannel):
+        check_final_state(PARAMS, FinalChannelState(b"\x08" * 32, 1, 60, 40), CID)
+    for cash in ((60, 39), (61, 40), (0, 0), (100, 1)):
+        with pytest.raises(errors.BalancesNotConserved):
+            check_final_state(PARAMS, FinalChannelState(CID, 1, *cash), CID)
+
+
+def test_a_final_state_holds_amounts_in_range() -> None:
+    for fields in ((b"\x07" * 31, 1, 0, 0), (CID, 2**64, 0, 0), (CID, 1, -1, 0), (CID, 1, 0, 2**128)):
+        with pytest.raises((errors.AmountOutOfRange, errors.WrongChannel)):
+            FinalChannelState(*fields)
+
+
+def test_a_final_state_signs_to_another_digest_than_a_channel_state_of_the_same_values() -> None:
+    domain: Domain = ms_domain(1, "0x" + "dd" * 20)
+    final = FinalChannelState(CID, 1, 60, 40)
+    assert digest(domain, final) != digest(domain, ChannelState(CID, 1, 60, 40))

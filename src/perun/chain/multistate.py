@@ -10,7 +10,7 @@ from perun.chain.backend import Sender
 from perun.chain.channels import ChannelsContract, Receipt
 from perun.core.channel import Params
 from perun.core.eip712 import MS_CONTRACT_NAME
-from perun.core.multistate import ChannelState, Funding, NanocontractState
+from perun.core.multistate import ChannelState, FinalChannelState, Funding, NanocontractState
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,13 @@ class MSContract(ChannelsContract):
         call = self.contract.functions.finalize(params.as_abi(), [f.as_abi() for f in nanocontracts])
         return self._transact(sender, call)
 
+    def cooperative_close(
+        self, sender: Sender, params: Params, state: FinalChannelState, sig_alice: bytes, sig_bob: bytes
+    ) -> Receipt:
+        """Pays out a final channel state signed by both parties; anyone may send it."""
+        call = self.contract.functions.cooperativeClose(params.as_abi(), state.as_abi(), sig_alice, sig_bob)
+        return self._transact(sender, call)
+
     def executed_call(self, tx_hash: bytes) -> tuple[bytes, int, bytes] | None:
         """(nid, fun, z) of transaction `tx_hash` if it called this contract's `execute`
         directly (a contract wallet's call is not visible this way), else None."""
@@ -87,8 +94,10 @@ class MSContract(ChannelsContract):
             channel_id, nid).call()
         return RegisteredNanocontract(app, window_end, since, version, ba, bb, ra, rb, settle_by, bytes(data))
 
-    def contract_digest(self, state: ChannelState | NanocontractState) -> bytes:
+    def contract_digest(self, state: ChannelState | NanocontractState | FinalChannelState) -> bytes:
         """The contract's own EIP-712 digest of `state`, to check the Python one against."""
         if isinstance(state, ChannelState):
             return bytes(self.contract.functions.hashChannelState(state.as_abi()).call())
+        if isinstance(state, FinalChannelState):
+            return bytes(self.contract.functions.hashFinalChannelState(state.as_abi()).call())
         return bytes(self.contract.functions.hashNanocontractState(state.as_abi()).call())

@@ -5,7 +5,9 @@ channel (perun.core.channel); what the parties sign differs:
 
 * `ChannelState`: the parties' cash and the nanocontracts funded from it (`Funding`), signed for
   every creation and absorption of a nanocontract;
-* `NanocontractState`: one nanocontract, with its own version, signed for every update of it.
+* `NanocontractState`: one nanocontract, with its own version, signed for every update of it;
+* `FinalChannelState`: the parties' cash alone, signed by both to end the channel at once with
+  MSContract.cooperativeClose.
 
 The on-chain rules these mirror are in contracts/MSContract.sol and docs/protocol.md §10.
 """
@@ -33,9 +35,11 @@ NANOCONTRACT_STATE_TYPE = (
     "NanocontractState(bytes32 channelId,bytes32 nid,address app,uint64 version,uint256 blockedAlice,"
     "uint256 blockedBob,uint256 releasedAlice,uint256 releasedBob,bytes data)"
 )
+FINAL_CHANNEL_STATE_TYPE = "FinalChannelState(bytes32 channelId,uint64 version,uint256 cashAlice,uint256 cashBob)"
 FUNDING_TYPEHASH = keccak(text=FUNDING_TYPE)
 CHANNEL_STATE_TYPEHASH = keccak(text=CHANNEL_STATE_TYPE)
 NANOCONTRACT_STATE_TYPEHASH = keccak(text=NANOCONTRACT_STATE_TYPE)
+FINAL_CHANNEL_STATE_TYPEHASH = keccak(text=FINAL_CHANNEL_STATE_TYPE)
 
 
 def _word(value: int) -> bytes:
@@ -109,6 +113,14 @@ class ChannelState:
             + _word(self.cash_bob) + keccak(fundings)
         )
 
+    def final(self) -> FinalChannelState:
+        """The same cash as a final state at the next version, for a cooperative close.
+        InvalidNanocontract while a nanocontract is live: absorb every one first."""
+        if self.nanocontracts:
+            raise errors.InvalidNanocontract(
+                f"a final state lists no nanocontract; {len(self.nanocontracts)} are live: absorb them first")
+        return FinalChannelState(self.channel_id, self.version + 1, self.cash_alice, self.cash_bob)
+
     def funding(self, nid: bytes) -> Funding:
         """The funding of live nanocontract `nid`; UnknownNanocontract if it is not listed."""
         for f in self.nanocontracts:
@@ -158,6 +170,33 @@ class ChannelState:
             self.cash_alice + nanocontract.released_alice,
             self.cash_bob + nanocontract.released_bob,
             tuple(f for f in self.nanocontracts if f.nid != nanocontract.nid),
+        )
+
+
+@dataclass(frozen=True)
+class FinalChannelState:
+    """The last state of a channel: cash only, signed by both parties for MSContract's
+    cooperativeClose, which pays it out at once. A type of its own, so that no ChannelState
+    signature can be used as one (nor the other way round)."""
+
+    channel_id: bytes
+    version: int
+    cash_alice: int
+    cash_bob: int
+
+    def __post_init__(self) -> None:
+        _bytes32("channel_id", self.channel_id)
+        _amount("version", self.version, MAX_UINT64)
+        _amount("cash_alice", self.cash_alice)
+        _amount("cash_bob", self.cash_bob)
+
+    def as_abi(self) -> tuple:
+        return (self.channel_id, self.version, self.cash_alice, self.cash_bob)
+
+    def struct_hash(self) -> bytes:
+        return keccak(
+            FINAL_CHANNEL_STATE_TYPEHASH + self.channel_id + _word(self.version) + _word(self.cash_alice)
+            + _word(self.cash_bob)
         )
 
 
@@ -246,6 +285,15 @@ def check_channel_state(params: Params, state: ChannelState, channel_id: bytes) 
         raise errors.BalancesNotConserved(f"cash and nanocontracts do not add up to the deposits {params.total}")
 
 
+def check_final_state(params: Params, state: FinalChannelState, channel_id: bytes) -> None:
+    """The checks MSContract.cooperativeClose applies to a final state before its version and
+    signatures: this channel, and the cash adds up to the deposits."""
+    if state.channel_id != channel_id:
+        raise errors.WrongChannel(f"state is for channel 0x{state.channel_id.hex()}, not 0x{channel_id.hex()}")
+    if state.cash_alice + state.cash_bob != params.total:
+        raise errors.BalancesNotConserved(f"the cash does not add up to the deposits {params.total}")
+
+
 def check_successor(old: NanocontractState, new: NanocontractState) -> None:
     """The seed's update rule for a nanocontract: the same nanocontract at a higher version,
     blocking no more in total, releasing no less to either party, and conserving its funds."""
@@ -281,5 +329,6 @@ def ms_domain(chain_id: int, contract: str) -> Domain:
     return Domain(chain_id, to_checksum_address(contract), name=MS_CONTRACT_NAME)
 
 
-def digest(domain: Domain, state: ChannelState | NanocontractState) -> bytes:
+def digest(domain: Domain, state: ChannelState | NanocontractState | FinalChannelState) -> bytes:
+    """The 32 bytes a party signs for `state` in `domain` (see `ms_domain`)."""
     return domain.digest_of(state.struct_hash())
