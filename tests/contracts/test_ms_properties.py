@@ -6,11 +6,12 @@ Each example plays on two open channels. Alice and Bob sign an honest history fo
 nanocontracts may be registered from the start. Then, step by step, either party (and Mallory,
 who may not) registers nanocontract states, executes nanocontracts (random functions and
 arguments, and valid claims, reclaims, moves and timeouts on HashTimeLock and TicTacToe),
-closes and finalizes, with states from the history or forged on the spot and signed by one
-party: conflicting states at the same version, stale ones, channel states whose totals do not
+closes and finalizes, and anyone submits a final state for a cooperative close, with states from
+the history or forged on the spot and signed by one party: conflicting states at the same version, stale ones, channel states whose totals do not
 match their fundings, that list nanocontracts nobody created or too many, with huge amounts or
-another channel's id, and nanocontract states with other totals than their funding, unknown
-nids, foreign apps or malformed storage. Before each call the clock may jump to one second
+another channel's id, nanocontract states with other totals than their funding, unknown
+nids, foreign apps or malformed storage, and final states at a stale version, whose cash does not
+add up, of another channel, or with a signature missing, swapped or on an ordinary channel state. Before each call the clock may jump to one second
 before, at or after a deadline. Every example ends (teardown) with its channels paid out after
 deadline + Δ, so that the payout checks see whatever the steps left.
 
@@ -21,7 +22,8 @@ holds exactly the deposits of the channels not yet paid out, every payout equals
 deposits, and what the contract stores for the channel or nanocontract the step touched is what
 the model says (so a refused call changed nothing). At finalize, the payouts are those of the
 Finalized event, of the model, and of perun.core.multistate.payouts over what the chain holds,
-and they are what the parties' balances gained. `--hypothesis-show-statistics` shows how often
+and they are what the parties' balances gained; at a cooperative close, the final state's cash.
+`--hypothesis-show-statistics` shows how often
 each outcome (events "finalized with live nanocontract", "close refused: ...") was reached.
 """
 
@@ -48,6 +50,7 @@ from perun.core.eip712 import sign
 from perun.core.multistate import (
     MAX_NANOCONTRACTS,
     ChannelState,
+    FinalChannelState,
     Funding,
     NanocontractState,
     digest,
@@ -296,6 +299,12 @@ OFFSET = st.sampled_from([-1, 0, 1])
 
 CHANNEL_KINDS = ["conflict", "stale", "higher", "max version", "mismatch", "unlisted", "drop", "resplit",
                  "big", "many", "unsorted", "wrong channel"]
+# A final state: the parties' settlement of the honest history, or one at another version, with
+# cash that does not add up or out of range, or of another channel.
+FINAL_KINDS = ["settled"] * 5 + ["registered", "stale", "higher", "mismatch", "big", "wrong channel"]
+# Who signed it: both (the only valid case), or a signature is missing, swapped, repeated,
+# garbage, or both are on the ChannelState of the same values.
+FINAL_SIGNERS = ["both"] * 5 + ["alice twice", "mallory for alice", "swapped", "channel state", "garbage"]
 NANO_KINDS = ["conflict", "stale", "higher", "mismatch", "unlisted", "big", "app", "data", "fresh htlc",
               "fresh ttt", "wrong channel"]
 
@@ -1003,6 +1012,99 @@ class MultistateChannelMachine(RuleBasedStateMachine):
                 label(" with terminated nanocontract")
             if f.nid in ch.executed:
                 label(" with executed nanocontract")
+
+    @rule(c=CHAN, caller=st.sampled_from([ALICE, BOB, MALLORY]), kind=st.sampled_from(FINAL_KINDS),
+          signers=st.sampled_from(FINAL_SIGNERS), pick=PICK, amount=AMOUNT, dispute=st.booleans(),
+          when=WHEN_FINALIZE, offset=OFFSET)
+    def cooperative_close(self, c: int, caller: int, kind: str, signers: str, pick: int, amount: int,
+                          dispute: bool, when: str, offset: int) -> None:
+        """Anyone submits a final state, at any time: mostly the cash the parties settle on (the
+        honest history's latest cash plus what each live nanocontract's latest state gives each
+        party), above every channel version either party signed. With `dispute`, a party first
+        closes an open channel with the latest honest state, which the final state then ends,
+        around D or D + Δ."""
+        ch = self._chan(c)
+        if dispute and ch.phase == Phase.OPEN:
+            self._close(ch, pick % 2, next(s for s in reversed(ch.cstates) if s.state == ch.latest), False)
+        self._wait(ch, when, pick, offset)
+        latest = ch.latest
+        ca = latest.cash_alice + sum(ch.live[f.nid].payout(ALICE) for f in latest.nanocontracts)
+        cb = latest.cash_bob + sum(ch.live[f.nid].payout(BOB) for f in latest.nanocontracts)
+        registered = ch.registered.version if ch.registered is not None else latest.version
+        cid, v = ch.cid, min(UINT64_MAX, 1 + max(s.state.version for s in ch.cstates))
+        if kind == "registered":
+            v = registered
+        elif kind == "stale":
+            v = max(0, registered - 1 - amount % 3)
+        elif kind == "higher":
+            v = min(UINT64_MAX, registered + 1 + amount % 3)
+        elif kind == "mismatch":
+            d = 1 + amount % 5
+            ca, cb = (ca + d, cb) if pick % 2 else (ca, cb - d if cb >= d else cb + d)
+        elif kind == "big":
+            huge = BIG[amount % len(BIG)]
+            ca, cb = (huge, cb) if pick % 2 else (huge, (ca + cb - huge) % 2**256)  # the latter wraps to the total
+        elif kind == "wrong channel":
+            others = [o.cid for o in self.chans if o is not ch]
+            cid = others[0] if others and pick % 2 else keccak(b"elsewhere")
+        try:
+            final = FinalChannelState(cid, v, ca, cb)
+        except errors.PerunError:
+            final = _raw(FinalChannelState, channel_id=cid, version=v, cash_alice=ca, cash_bob=cb)
+        d = digest(self.c.domain, final)
+        by = {p: sign(d, self.parties[p].key) for p in (ALICE, BOB, MALLORY)}
+        sig_alice, sig_bob = {
+            "both": (by[ALICE], by[BOB]),
+            "alice twice": (by[ALICE], by[ALICE]),
+            "mallory for alice": (by[MALLORY], by[BOB]),
+            "swapped": (by[BOB], by[ALICE]),
+            "garbage": (by[ALICE], b"\x00" * 65) if pick % 2 else (b"\x00" * 65, by[BOB]),
+        }.get(signers, (None, None))
+        if signers == "channel state":
+            ordinary = digest(self.c.domain, channel_state(cid, v, ca, cb, ()))
+            sig_alice, sig_bob = (sign(ordinary, self.parties[p].key) for p in (ALICE, BOB))
+        self._cooperative_close(ch, caller, final, sig_alice, sig_bob)
+
+    def _cooperative_close(self, ch: Chan, caller: int, final: FinalChannelState, sig_alice: bytes,
+                           sig_bob: bytes) -> None:
+        p = ch.params
+        d = digest(self.c.domain, final)
+        t = self.now + 1
+        if ch.phase not in (Phase.OPEN, Phase.CLOSING):
+            error = "ChannelsWrongPhase"
+        elif final.channel_id != ch.cid:
+            error = "ChannelsWrongChannel"
+        elif final.cash_alice > p.total or final.cash_bob != p.total - final.cash_alice:
+            error = "ChannelsBalancesNotConserved"
+        elif ch.phase == Phase.CLOSING and final.version <= ch.registered.version:
+            error = "ChannelsStaleVersion"
+        elif sig_alice != sign(d, self.w.alice.key) or sig_bob != sign(d, self.w.bob.key):
+            error = "ChannelsInvalidSignature"  # (signatures are deterministic: the only valid ones)
+        else:
+            error = None
+        chain = self.w.chain
+        before = [chain.balance(a.address) for a in self.parties] if error is None else []
+        phase, deadline = ch.phase, ch.deadline
+        receipt = self._call("cooperative close", ch, None, error, lambda: self.c.cooperative_close(
+            self.parties[caller], p, final, sig_alice, sig_bob))
+        if receipt is None:
+            return
+        after = [chain.balance(a.address) for a in self.parties]
+        tx = receipt.transaction.receipt
+        fee = tx["gasUsed"] * tx["effectiveGasPrice"]
+        args = receipt.event("CooperativelyClosed").args
+        paid = (args["payoutAlice"], args["payoutBob"])
+        assert (args["channelId"], args["version"]) == (ch.cid, final.version)
+        assert paid == (final.cash_alice, final.cash_bob) and sum(paid) == p.total
+        for party, gained in ((ALICE, paid[0]), (BOB, paid[1]), (MALLORY, 0)):
+            assert after[party] - before[party] == gained - (fee if party == caller else 0)
+        ch.phase, ch.deadline, ch.paid = Phase.CLOSED, 0, paid
+        if phase == Phase.OPEN:
+            event("cooperatively closed in Open")
+        else:
+            event("cooperatively closed in Closing " + ("by D" if t <= deadline else "after D"))
+        if ch.onchain:
+            event("cooperatively closed with nanocontracts on chain")
 
     def _wait(self, ch: Chan, when: str, pick: int, offset: int) -> None:
         """Moves the clock before a call: by some seconds, or so that the call comes one second
