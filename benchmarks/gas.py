@@ -1,5 +1,6 @@
 """Gas of every PaymentContract step and of two ETH lifecycles, and of every MSContract step
-(nanocontracts registered, executed, closed over and paid out), on the embedded chain.
+(nanocontracts registered, executed, closed over and paid out, and the cooperative close), on the
+embedded chain.
 
 `make bench` (python -m benchmarks.gas) prints the table and writes benchmarks/gas.json, the
 snapshot that tests/contracts/test_gas.py holds the contract to (within 2 %). Keys are fixed,
@@ -26,7 +27,7 @@ from perun.core.apps import virtualchannel as vc
 from perun.core.channel import Params
 from perun.core.eip712 import sign as sign_digest
 from perun.core.eip712 import sign_state
-from perun.core.multistate import ChannelState, NanocontractState, digest, nanocontract_id
+from perun.core.multistate import ChannelState, FinalChannelState, NanocontractState, digest, nanocontract_id
 
 SNAPSHOT = Path(__file__).with_name("gas.json")
 
@@ -202,13 +203,32 @@ def measure_multistate(chain: EmbeddedChain, alice: LocalAccount, bob: LocalAcco
     chain.advance_time(DELTA + 1)
     gas["finalize (16 nanocontracts)"] = contract.finalize(bob, params, s.nanocontracts).gas_used
 
+    # A final state signed by both, submitted by Alice: in Open; and ending a dispute over a
+    # channel state with no nanocontract, or with one (whose stored fundings hash is deleted).
+    def cooperative_close(params: Params, final: FinalChannelState) -> int:
+        return contract.cooperative_close(alice, params, final, signed(final, alice), signed(final, bob)).gas_used
+
+    params, s0 = opened()
+    gas["cooperativeClose (Open)"] = cooperative_close(params, FinalChannelState(s0.channel_id, 1, 5 * ETHER,
+                                                                                 5 * ETHER))
+    params, s0 = opened()
+    s = ChannelState(s0.channel_id, 1, 5 * ETHER, 5 * ETHER)
+    contract.close(alice, params, s, signed(s, bob))
+    gas["cooperativeClose (Closing)"] = cooperative_close(params, s.final())
+    params, s0 = opened()
+    s = s0.fund(htlc_state(s0, ETHER, 2**40))
+    contract.close(alice, params, s, signed(s, bob))
+    gas["cooperativeClose (Closing, 1 nanocontract)"] = cooperative_close(
+        params, FinalChannelState(s.channel_id, 2, 5 * ETHER, 5 * ETHER))
+
     order = ("create", "confirm", "register (HashTimeLock)", "register (TicTacToe)", "register (higher version)",
              "execute HashTimeLock claim", "execute HashTimeLock reclaim", "execute TicTacToe move",
              "execute TicTacToe winning move", "register (VirtualChannel)", "execute VirtualChannel settle",
              "execute VirtualChannel settle (final, by Ingrid)", "execute VirtualChannel finalize",
              "close (no nanocontract)", "close (1 nanocontract)",
              "close (16 nanocontracts)", "finalize (no nanocontract)", "finalize (1 nanocontract)",
-             "finalize (16 nanocontracts)")
+             "finalize (16 nanocontracts)", "cooperativeClose (Open)", "cooperativeClose (Closing)",
+             "cooperativeClose (Closing, 1 nanocontract)")
     return {MS_PREFIX + name: gas[name] for name in order}
 
 

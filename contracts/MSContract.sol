@@ -358,13 +358,14 @@ contract MSContract is Channels {
         if (s.cashAlice > total || s.cashBob != total - s.cashAlice) {
             revert ChannelsBalancesNotConserved(s.cashAlice, s.cashBob, total);
         }
-        if (ch.phase == Phase.Closing && s.version <= ch.version) revert ChannelsStaleVersion(ch.version, s.version);
+        bool closing = ch.phase == Phase.Closing;
+        if (closing && s.version <= ch.version) revert ChannelsStaleVersion(ch.version, s.version);
         bytes32 digest = hashFinalChannelState(s);
         _checkSignature(digest, sigAlice, p.alice);
         _checkSignature(digest, sigBob, p.bob);
 
         _markClosed(ch);
-        delete _fundingsHash[channelId];
+        if (closing) delete _fundingsHash[channelId]; // only `close` writes it
         emit CooperativelyClosed(channelId, s.version, s.cashAlice, s.cashBob);
 
         _payout(p.token, p.alice, s.cashAlice);
