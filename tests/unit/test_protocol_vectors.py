@@ -5,6 +5,7 @@ from __future__ import annotations
 from perun.chain.compile import ROOT
 from perun.core.channel import Params
 from perun.core.eip712 import Domain, address_of, sign_state
+from perun.core.multistate import FINAL_CHANNEL_STATE_TYPE, FINAL_CHANNEL_STATE_TYPEHASH
 
 ALICE_KEY = (1).to_bytes(32, "big")
 BOB_KEY = (2).to_bytes(32, "big")
@@ -36,3 +37,9 @@ def test_appendix_a_vectors() -> None:
         sign_state(domain, final, BOB_KEY),
     ):
         assert in_doc(value), f"0x{value.hex()} is not in docs/protocol.md Appendix A"
+
+
+def test_the_final_channel_state_type_hash_of_section_10_1() -> None:
+    doc = (ROOT / "docs" / "protocol.md").read_text()
+    assert f'keccak256("{FINAL_CHANNEL_STATE_TYPE}")' in doc
+    assert f"0x{FINAL_CHANNEL_STATE_TYPEHASH.hex()}" in doc
