@@ -253,7 +253,7 @@ def cmd_node(args: argparse.Namespace) -> None:
     hub = _hub_policy(args)
     if hub is not None and "VirtualChannel" not in contracts.get("apps", {}):
         raise errors.DeploymentNotFound("a hub needs a deployment file with MSContract and the VirtualChannel app")
-    options = dict(poll_interval=args.poll, response_timeout=args.response_timeout,
+    options = dict(poll_interval=args.poll, response_timeout=args.response_timeout, reply_time=args.reply_time,
                    accept_virtual=lambda v: args.accept_virtual, hub=hub, **contracts)
     asyncio.run(_run_node(key, chain, data, host, port, options))
 
@@ -375,9 +375,13 @@ def cmd_virtual_open(args: argparse.Namespace) -> None:
 
 def cmd_virtual_close(args: argparse.Namespace) -> None:
     ch = _call(args, "virtual_close", channel=args.channel)
-    _emit(args, ch, f"closed virtual channel {ch['channel']} through {ch['ingrid']} at version {ch['version']}: "
-                    f"you {show_amount(ch['my_balance'], ch['token'])}, peer {show_amount(ch['peer_balance'], ch['token'])}, "
-                    "back in your multistate channel with Ingrid")
+    _emit(args, ch, _closed_virtual(ch))
+
+
+def _closed_virtual(ch: dict[str, Any]) -> str:
+    return (f"closed virtual channel {ch['channel']} through {ch['ingrid']} at version {ch['version']}: "
+            f"you {show_amount(ch['my_balance'], ch['token'])}, peer {show_amount(ch['peer_balance'], ch['token'])}, "
+            "back in your multistate channel with Ingrid")
 
 
 def cmd_pay(args: argparse.Namespace) -> None:
@@ -405,7 +409,8 @@ def cmd_status(args: argparse.Namespace) -> None:
 def cmd_close(args: argparse.Namespace) -> None:
     if not args.unilateral:
         ch = _call(args, "close", channel=args.channel)
-        _emit(args, ch, f"closed {ch['channel']} cooperatively: {_payouts(ch)}")
+        _emit(args, ch, _closed_virtual(ch) if ch["kind"] == "virtual"
+              else f"closed {ch['channel']} cooperatively: {_payouts(ch)}")
         return
     ch = _call(args, "register", channel=args.channel)
     if ch["stage"] == "closed":  # it held a final state signed by both: that pays out at once
@@ -621,6 +626,9 @@ def parser() -> argparse.ArgumentParser:
                       help="how often to read the chain (default 1)")
     node.add_argument("--response-timeout", type=_seconds_arg, default=10.0, metavar="SECONDS",
                       help="how long to wait for a peer's answer (default 10)")
+    node.add_argument("--reply-time", type=_seconds_arg, default=30.0, metavar="SECONDS",
+                      help="the seed's T: how long a peer has to answer a nanocontract update before it expires "
+                           "(default 30)")
     node.add_argument("--accept-virtual", action="store_true",
                       help="let virtual channels others open to this node block some of its cash (its deposit "
                            "in them); without it, only those that pay it are accepted")

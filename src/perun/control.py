@@ -289,10 +289,15 @@ class ControlServer:
         return {**self._node().describe(cid), "paid_version": state.version}
 
     async def _close(self, params: dict[str, Any]) -> Any:
+        """The cooperative close of a channel of any kind (a virtual one's is its fast close)."""
         (channel,) = _take(params, "channel")
         cid = _channel_id(channel)
-        await self._node().close(cid)
-        return self._channel_json(cid)
+        node = self._node()
+        holder = node.runtime.registry.holder(cid)
+        if holder is None:
+            raise errors.UnknownChannel(f"no channel 0x{cid.hex()}")
+        await holder.cooperative_close(cid)
+        return node.describe(cid)
 
     async def _register(self, params: dict[str, Any]) -> Any:
         (channel,) = _take(params, "channel")

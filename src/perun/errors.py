@@ -127,6 +127,11 @@ class PeerRejected(WireError):
         super().__init__(f"peer rejected it: {getattr(code, 'name', code)}: {reason}")
 
 
+class ProposalExpired(PeerTimeout, ValidationError):
+    """A multistate proposal was not answered within the reply time T (seed §3.2): the receiver
+    refuses it from then on, and the proposer goes on above its versions."""
+
+
 class NodeKilled(PerunError):
     """The node was killed (`Node.kill`) while the call was under way."""
 

@@ -28,7 +28,7 @@ from perun.core.apps.virtualchannel import VirtualChannelData
 from perun.core.channel import ETH, Params, PaymentState
 from perun.core.machine import ChannelRecord
 from perun.core.multistate import NanocontractState
-from perun.protocols.multistate import Multistate
+from perun.protocols.multistate import REPLY_TIME, Multistate
 from perun.protocols.payment import ChannelInfo, Payment
 from perun.protocols.virtual import APP as VIRTUAL_APP
 from perun.protocols.virtual import HubPolicy, Virtual
@@ -36,7 +36,7 @@ from perun.runtime import Runtime
 
 RESPONSE_TIMEOUT = 10.0
 
-__all__ = ["CRASH_POINTS", "ChannelInfo", "Node", "RESPONSE_TIMEOUT"]
+__all__ = ["CRASH_POINTS", "ChannelInfo", "Node", "REPLY_TIME", "RESPONSE_TIMEOUT"]
 
 # Every crash point a node may pass (perun.runtime.faults), for scenarios to name.
 CRASH_POINTS = tuple(dict.fromkeys((*Payment.crash_points, *Multistate.crash_points, *Virtual.crash_points)))
@@ -60,6 +60,7 @@ class Node:
         hub: HubPolicy | None = None,
         poll_interval: float = 0.25,
         response_timeout: float = RESPONSE_TIMEOUT,
+        reply_time: float = REPLY_TIME,
         name: str | None = None,
     ) -> None:
         self.runtime = rt = Runtime(key, chain, (chain.chain_id, to_checksum_address(contract)), store_path,
@@ -70,7 +71,7 @@ class Node:
         self.multistate: Multistate | None = None
         self.virtual: Virtual | None = None
         if ms_contract:
-            self.multistate = Multistate(rt, ms_contract, apps or {}, accept_channel, accept_nanocontract)
+            self.multistate = Multistate(rt, ms_contract, apps or {}, accept_channel, accept_nanocontract, reply_time)
             rt.registry.register(self.multistate)
             if VIRTUAL_APP in self.multistate.app_address:
                 self.virtual = Virtual(rt, self.multistate, self.payment, accept_virtual, hub)
@@ -171,7 +172,7 @@ class Node:
     async def close(self, cid: bytes, timeout: float | None = None) -> tuple[int, int]:
         """Cooperative close: both sign a final state, which pays out at once (also during a
         dispute). Returns the payout (alice, bob). If the peer does not answer, use `register`."""
-        return await self.payment.close(cid, timeout)
+        return await self.payment.cooperative_close(cid, timeout)
 
     async def register(self, cid: bytes) -> Receipt | None:
         """Unilateral close: registers the latest state the peer signed and starts Δ (or

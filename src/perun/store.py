@@ -24,7 +24,7 @@ from perun.core.channel import Params, PaymentState
 from perun.core.eip712 import Domain
 from perun.core.machine import ChannelRecord, Proposal, Role, Stage
 from perun.core.msmachine import Intent, Kind, MSProposal, MSRecord, OnChain, Signed
-from perun.core.multistate import ChannelState, Funding, NanocontractState
+from perun.core.multistate import ChannelState, FinalChannelState, Funding, NanocontractState
 from perun.core.virtual import Half, Position, Seen, VirtualRecord
 
 SCHEMA_VERSION = 1
@@ -264,8 +264,10 @@ def _funding_from(d: dict[str, Any]) -> Funding:
     return Funding(bytes.fromhex(d["nid"]), int(d["alice"]), int(d["bob"]))
 
 
-def _ms_state_json(state: ChannelState | NanocontractState) -> dict[str, Any]:
-    """A channel state, or a nanocontract state (told apart by its "nid")."""
+def _ms_state_json(state: ChannelState | NanocontractState | FinalChannelState) -> dict[str, Any]:
+    """A channel state, a final one ("final"), or a nanocontract state (told apart by its "nid")."""
+    if isinstance(state, FinalChannelState):
+        return {"version": state.version, "alice": str(state.cash_alice), "bob": str(state.cash_bob), "final": True}
     if isinstance(state, ChannelState):
         return {"version": state.version, "alice": str(state.cash_alice), "bob": str(state.cash_bob),
                 "nanocontracts": [_funding_json(f) for f in state.nanocontracts]}
@@ -275,7 +277,9 @@ def _ms_state_json(state: ChannelState | NanocontractState) -> dict[str, Any]:
             "storage": state.storage.hex()}
 
 
-def _ms_state_from(channel_id: bytes, d: dict[str, Any]) -> ChannelState | NanocontractState:
+def _ms_state_from(channel_id: bytes, d: dict[str, Any]) -> ChannelState | NanocontractState | FinalChannelState:
+    if d.get("final"):
+        return FinalChannelState(channel_id, d["version"], int(d["alice"]), int(d["bob"]))
     if "nid" not in d:
         return ChannelState(channel_id, d["version"], int(d["alice"]), int(d["bob"]),
                             tuple(_funding_from(f) for f in d["nanocontracts"]))
@@ -297,7 +301,8 @@ def _ms_proposal_json(p: MSProposal) -> dict[str, Any]:
             "channel": _ms_state_json(p.channel) if p.channel is not None else None,
             "nanocontract": _ms_state_json(p.nanocontract) if p.nanocontract is not None else None,
             "fun": p.fun, "z": p.z.hex(), "sig_channel": p.sig_channel.hex(),
-            "sig_nanocontract": p.sig_nanocontract.hex(), "prev": p.prev, "fee": str(p.fee)}
+            "sig_nanocontract": p.sig_nanocontract.hex(), "prev": p.prev, "fee": str(p.fee),
+            "final": _ms_state_json(p.final) if p.final is not None else None, "expires": p.expires}
 
 
 def _ms_proposal_from(channel_id: bytes, d: dict[str, Any]) -> MSProposal:
@@ -312,6 +317,8 @@ def _ms_proposal_from(channel_id: bytes, d: dict[str, Any]) -> MSProposal:
         sig_nanocontract=bytes.fromhex(d["sig_nanocontract"]),
         prev=d["prev"],
         fee=int(d.get("fee", 0)),  # absent in stores written before fees
+        final=_ms_state_from(channel_id, d["final"]) if d.get("final") else None,  # type: ignore[arg-type]
+        expires=d.get("expires", 0),  # absent before the reply time
     )
 
 
@@ -335,6 +342,9 @@ def _ms_record_to_json(rec: MSRecord) -> str:
         "outcome": [str(x) for x in rec.outcome] if rec.outcome else None,
         "intents": [{"nid": i.nid.hex(), "fun": i.fun, "z": i.z.hex()} for i in rec.intents],
         "peer_signed": [[slot.hex(), version] for slot, version in rec.peer_signed],
+        "expired": [_ms_proposal_json(p) for p in rec.expired],
+        "final": _signed_json(rec.final) if rec.final is not None else None,
+        "proposed_final": rec.proposed_final,
     })
 
 
@@ -362,6 +372,10 @@ def _ms_record_from_json(text: str) -> MSRecord:
         outcome=tuple(int(x) for x in d["outcome"]) if d["outcome"] else None,
         intents=tuple(Intent(bytes.fromhex(i["nid"]), i["fun"], bytes.fromhex(i["z"])) for i in d["intents"]),
         peer_signed=tuple((bytes.fromhex(slot), v) for slot, v in d.get("peer_signed", [])),  # absent before hints
+        # absent before the reply time and the cooperative close
+        expired=tuple(_ms_proposal_from(cid, p) for p in d.get("expired", [])),
+        final=_signed_from(cid, d["final"]) if d.get("final") else None,
+        proposed_final=d.get("proposed_final", False),
     )
 
 

@@ -289,7 +289,7 @@ def test_every_bad_nanocontract_message_is_refused_with_its_code_and_changes_not
                 (_message(unknown_app), E.INVALID_NANOCONTRACT),
                 (_message(malformed), E.APP_REJECTED),
                 (_message(game), E.BALANCE_DECREASED),  # Bob never agreed to stake
-                (m.NanocontractCall(cid, bytes(32), 1, 0, htlc.CLAIM, PREIMAGE, bytes(65)), E.UNKNOWN_NANOCONTRACT),
+                (m.NanocontractCall(cid, bytes(32), 1, 0, 0, htlc.CLAIM, PREIMAGE, bytes(65)), E.UNKNOWN_NANOCONTRACT),
                 (m.NanocontractAck(cid, bytes(32), 1, bytes(65), bytes(65)), E.STALE_VERSION),
             ]
             for message, code in bad:
@@ -305,9 +305,105 @@ def test_every_bad_nanocontract_message_is_refused_with_its_code_and_changes_not
             mine, _ = msm.receive_ack(mine, b"", ack.sig_channel, ack.sig_nanocontract)
             assert bob.multistate.channel(cid).channel == mine.channel
             _, claim = msm.call(mine, good.nid, htlc.RECLAIM, b"", 10**12, APPS["HashTimeLock"], mallory.key)
-            conn.send(m.NanocontractCall(cid, good.nid, 1, 0, htlc.CLAIM, PREIMAGE, claim.sig_nanocontract))
+            conn.send(m.NanocontractCall(cid, good.nid, 1, 0, 0, htlc.CLAIM, PREIMAGE, claim.sig_nanocontract))
             reply = await answer(conn)
             assert isinstance(reply, m.Error) and E(reply.code) is E.APP_REJECTED and reply.channel_id == good.nid
             assert "HashTimeLockWrongCaller" in reply.reason
             conn.close()
+    run(scenario())
+
+
+# ---------------------------------------------------------------------- the cooperative close
+
+
+@pytest.mark.parametrize("dispute", [None, -1, 0, 1], ids=["open", "deadline-1", "deadline", "deadline+1"])
+def test_a_cooperative_close_pays_out_at_once_also_ending_a_dispute(net, dispute):
+    """A lock claimed and absorbed, then both sign the cash as a final state: paid out in the
+    block where it is submitted, also when Bob had registered a close, before, at or after its
+    deadline D (until someone finalizes)."""
+    async def scenario():
+        async with ms_pair(net) as (alice, bob, cid):
+            pay = await alice.multistate.create(cid, "HashTimeLock", lock(ETHER, net=net))
+            with pytest.raises(errors.InvalidNanocontract, match="absorb them first"):
+                await alice.multistate.cooperative_close(cid)
+            await bob.multistate.call(cid, pay, htlc.CLAIM, PREIMAGE)
+            await alice.multistate.absorb(cid, pay)
+            if dispute is not None:
+                await bob.multistate.close(cid)
+                rec = await alice.wait_for(cid, lambda r: r.stage is Stage.CLOSING)
+                net.chain.set_next_block_timestamp(rec.deadline + dispute)
+            assert await alice.multistate.cooperative_close(cid) == (9 * ETHER, 6 * ETHER)
+            await bob.wait_for(cid, lambda r: r.stage is Stage.CLOSED)
+            assert bob.multistate.channel(cid).outcome == (9 * ETHER, 6 * ETHER)
+    run(scenario())
+    names = [e.name for e in net.ms.contract.events() if e.name in ("CloseRegistered", "CooperativelyClosed",
+                                                                      "Finalized")]
+    assert names == ([] if dispute is None else ["CloseRegistered"]) + ["CooperativelyClosed"]
+
+
+# ---------------------------------------------------------------------- the reply time T
+
+
+@contextlib.contextmanager
+def held(node, message_type):
+    """`node` takes in no message of `message_type` until the returned event is set."""
+    gate = asyncio.Event()
+    receive = node.multistate.receive
+
+    async def gated(conn, msg):
+        if isinstance(msg, message_type):
+            await gate.wait()
+        await receive(conn, msg)
+    node.multistate.receive = gated
+    try:
+        yield gate
+    finally:
+        node.multistate.receive = receive
+
+
+def test_a_proposal_not_answered_within_the_reply_time_expires_and_the_next_goes_above_it(net):
+    """Bob is slow: Alice's creation expires after T, which frees the slot; Bob, when he gets to
+    it, refuses it as expired (nothing changes); Alice's next creation goes above its version."""
+    async def scenario():
+        async with ms_pair(net, reply_time=0.5) as (alice, bob, cid):
+            with held(bob, m.NanocontractCreate) as gate:
+                with pytest.raises(errors.ProposalExpired, match="within the reply time"):
+                    await alice.multistate.create(cid, "HashTimeLock", lock(ETHER, net=net))
+                rec = alice.multistate.channel(cid)
+                assert rec.pending == () and [p.version for p in rec.expired] == [1]
+                gate.set()
+                await alice.wait_for(cid, lambda r: r.expired == ())  # Bob's refusal: EXPIRED
+            assert bob.multistate.channel(cid).state.version == 0 and bob.multistate.channel(cid).channel_signed == 0
+            await alice.multistate.create(cid, "HashTimeLock", lock(ETHER, net=net))
+            assert alice.multistate.channel(cid).state == bob.multistate.channel(cid).state
+            assert alice.multistate.channel(cid).state.version == 2
+    run(scenario())
+
+
+def test_an_answer_given_in_time_but_received_late_still_completes_the_proposal(net):
+    async def scenario():
+        async with ms_pair(net, reply_time=0.5) as (alice, bob, cid):
+            with held(alice, m.NanocontractAck) as gate:
+                with pytest.raises(errors.ProposalExpired):
+                    await alice.multistate.create(cid, "HashTimeLock", lock(ETHER, net=net))
+                assert bob.multistate.channel(cid).state.version == 1  # Bob countersigned in time
+                gate.set()
+                rec = await alice.wait_for(cid, lambda r: r.state.version == 1)
+            assert rec.expired == () and rec.state == bob.multistate.channel(cid).state and len(rec.nanocontracts) == 1
+    run(scenario())
+
+
+def test_expired_proposals_are_asked_about_again_after_a_restart(net):
+    """Alice's creation expires while Bob is offline and she restarts; when he is back, she asks
+    him again: he refuses it as expired, and her record forgets it."""
+    async def scenario():
+        async with ms_pair(net, reply_time=0.5) as (alice, bob, cid):
+            with held(bob, m.NanocontractCreate):
+                with pytest.raises(errors.ProposalExpired):
+                    await alice.multistate.create(cid, "HashTimeLock", lock(ETHER, net=net))
+        async with net.running("alice", "bob", reply_time=0.5, accept_nanocontract=consent) as (alice, bob):
+            assert [p.version for p in alice.multistate.channel(cid).expired] == [1]
+            await alice.connect(bob.address, "127.0.0.1", bob.port)  # Bob listens on a new port
+            await alice.wait_for(cid, lambda r: r.expired == ())
+            assert bob.multistate.channel(cid).state.version == 0
     run(scenario())

@@ -4,6 +4,7 @@ messages, pay each other directly and close through her, or without her on chain
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 import pytest
@@ -14,6 +15,7 @@ from perun.core.machine import Stage
 from perun.protocols.virtual import HubPolicy
 from perun.wire import messages as m
 from tests.node.conftest import DELTA, run
+from tests.node.test_multistate_nodes import held
 
 WINDOW = 4 * DELTA
 VALIDITY_IN = 20 * DELTA
@@ -419,4 +421,46 @@ def test_an_end_killed_after_countersigning_disputes_with_that_state_after_its_r
                 assert stored(net, half(bob, gid, 1)) == latest  # Bob's submission
                 assert stored(net, half(ingrid, gid, 0)) == latest  # Ingrid's copy to ν_a
                 assert bob.virtual.info(gid).settled and ingrid.virtual.info(gid).settled
+    run(scenario())
+
+
+def test_an_opening_that_outlasts_alices_reply_time_still_completes_when_bob_answers(net):
+    """Bob is slow to countersign ν_b: Alice's ν_a expires at her end after T, but Ingrid, who
+    took it in time, holds it and countersigns it once Bob has answered ν_b; Alice adopts that
+    late answer, and γ is open at all three."""
+    async def scenario():
+        async with triangle(net) as (alice, ingrid, bob, a, b):
+            alice.multistate.reply_time = 0.5  # T is Alice's setting: Ingrid's and Bob's are longer
+            validity = net.chain.timestamp() + VALIDITY_IN
+            with held(bob, m.NanocontractCreate) as gate:
+                with pytest.raises(errors.ProposalExpired):
+                    await alice.virtual.open(a, bob.address, b, 3 * ETHER, ETHER, validity, WINDOW)
+                assert alice.virtual.records == {} and [p.version for p in alice.multistate.channel(a).expired] == [1]
+                gate.set()
+                await alice.wait_for(a, lambda r: r.nanocontracts)
+            (gid,) = alice.virtual.records
+            assert {n.virtual.info(gid).position for n in (alice, ingrid, bob)} == {"alice", "ingrid", "bob"}
+            await alice.pay(gid, ETHER)
+            assert bob.virtual.info(gid).my_balance == 2 * ETHER
+    run(scenario())
+
+
+def test_an_opening_whose_half_expires_before_bob_answers_is_refused_to_alice(net):
+    """Ingrid's ν_b expires while Bob is slow; when he answers he refuses it as expired, and
+    Ingrid then refuses the ν_a she held: nothing is blocked anywhere."""
+    async def scenario():
+        async with triangle(net) as (alice, ingrid, bob, a, b):
+            ingrid.multistate.reply_time = 0.5
+            validity = net.chain.timestamp() + VALIDITY_IN
+            with held(bob, m.NanocontractCreate) as gate:
+                opening = asyncio.ensure_future(alice.virtual.open(a, bob.address, b, 3 * ETHER, ETHER, validity,
+                                                                   WINDOW))
+                await ingrid.wait_for(b, lambda r: r.expired)
+                gate.set()
+                with pytest.raises(errors.PeerRejected, match="CHANNEL_REFUSED.*EXPIRED"):
+                    await opening
+            for node, cid in ((alice, a), (ingrid, a), (ingrid, b), (bob, b)):
+                rec = node.multistate.channel(cid)
+                assert (rec.nanocontracts, rec.pending, rec.expired, rec.state.version) == ((), (), (), 0)
+            assert alice.virtual.records == ingrid.virtual.records == bob.virtual.records == {}
     run(scenario())

@@ -15,12 +15,17 @@ from perun.core.apps import tictactoe as ttt
 from perun.core.channel import Params
 from perun.core.machine import Role, Stage
 from perun.core.msmachine import (
+    Duty,
     Intent,
     MSRecord,
     absorb,
     adopted,
+    apply_event,
     call,
+    close,
     create,
+    duties,
+    expire,
     intend,
     new_record,
     receive,
@@ -374,3 +379,90 @@ def test_a_fee_moves_with_the_creation_and_the_receiver_recomputes_it() -> None:
                 app_of, NOW, B.key)
     with pytest.raises(errors.AmountOutOfRange):
         create(alice, HTLC, htlc.initial(ALICE, 30, htlc.hashlock_of(PREIMAGE), NOW + 100), A.key, 43)
+
+
+# ---------------------------------------------------------------------- the cooperative close
+
+
+def test_the_cooperative_close_signs_the_cash_once_no_nanocontract_is_live() -> None:
+    alice, bob = pair()
+    alice, bob, made = exchange(alice, bob, lock, A.key, B.key)
+    with pytest.raises(errors.InvalidNanocontract, match="absorb them first"):
+        close(alice, A.key)
+    bob, alice, _ = exchange(bob, alice, lambda r, k: call(r, made.nid, htlc.CLAIM, PREIMAGE, NOW, APPS["HashTimeLock"], k),
+                             B.key, A.key)
+    alice, bob, _ = exchange(alice, bob, lambda r, k: absorb(r, made.nid, k), A.key, B.key)
+    alice, bob, closing = exchange(alice, bob, close, A.key, B.key)
+    final = closing.final
+    assert (final.version, final.cash_alice, final.cash_bob) == (3, 70, 80)
+    assert alice.final == bob.final and alice.is_fully_signed_final and alice.proposed_final and not bob.proposed_final
+    assert duties(alice, NOW) == ((Duty.COOPERATIVE_CLOSE, b""),) and duties(bob, NOW) == ()
+    with pytest.raises(errors.AlreadyFinal):  # nothing more is signed
+        lock(bob, B.key)
+    with pytest.raises(errors.AlreadyFinal):
+        close(alice, A.key)
+    paid = apply_event(alice, "CooperativelyClosed", {"payoutAlice": 70, "payoutBob": 80})
+    assert (paid.stage, paid.outcome) == (Stage.CLOSED, (70, 80))
+
+
+def test_a_final_state_goes_above_every_burned_version_and_ends_a_dispute() -> None:
+    alice, bob = pair()
+    _, refused = lock(bob, B.key)  # Bob signed channel version 1; Alice refused it
+    alice, _ = receive_reject(alice, b"", peer_signed=refused.channel.version)
+    alice = replace(alice, stage=Stage.CLOSING, registered_version=0, deadline=NOW)
+    bob = replace(bob, stage=Stage.CLOSING, registered_version=0, deadline=NOW)
+    with pytest.raises(errors.WrongStage):
+        lock(alice, A.key)  # in a dispute only a final state is signed
+    alice, bob, closing = exchange(alice, bob, close, A.key, B.key)
+    assert closing.final.version == 2
+    assert duties(alice, NOW + 10**6) == duties(bob, NOW + 10**6) == ((Duty.COOPERATIVE_CLOSE, b""),)
+
+
+def test_a_receiver_refuses_a_final_state_that_is_not_its_cash() -> None:
+    alice, bob = pair()
+    _, closing = close(alice, A.key)
+    for forged, error in [(replace(closing.final, cash_alice=99, cash_bob=51), errors.InvalidNanocontract),
+                          (replace(closing.final, cash_alice=101), errors.BalancesNotConserved),
+                          (replace(closing.final, version=0), errors.StaleVersion)]:
+        with pytest.raises(error):
+            receive(bob, replace(closing, final=forged), app_of, NOW, B.key)
+    _, own = close(bob, B.key)  # Bob's own signature on the same final state is not Alice's
+    with pytest.raises(errors.InvalidSignature):
+        receive(bob, replace(closing, sig_channel=own.sig_channel), app_of, NOW, B.key)
+
+
+# ---------------------------------------------------------------------- the reply time T
+
+
+def test_an_expired_proposal_frees_its_slot_and_its_version_stays_burned() -> None:
+    alice, bob = pair()
+    alice, first = lock(alice, A.key)
+    with pytest.raises(errors.UpdateConflict):
+        lock(alice, A.key)  # one proposal per slot
+    alice = expire(alice, b"")
+    assert alice.pending == () and alice.expired == (first,)
+    alice, second = lock(alice, A.key)
+    assert (second.channel.version, second.prev) == (2, 0)  # above the expired one, on the same state
+    # The peer refuses the expired one: it is gone; the second goes through.
+    alice, dropped = receive_reject(alice, b"", version=1)
+    assert dropped == first and alice.expired == ()
+    bob, mine = receive(bob, second, app_of, NOW, B.key)
+    alice, _ = receive_ack(alice, b"", mine.sig_channel, mine.sig_nanocontract, version=2)
+    assert alice.state == bob.state and alice.state.version == 2
+
+
+def test_a_late_acknowledgement_of_an_expired_proposal_still_counts_unless_the_slot_moved_on() -> None:
+    alice, bob = pair()
+    alice, first = lock(alice, A.key)
+    bob, mine = receive(bob, first, app_of, NOW, B.key)  # Bob countersigned in time; his answer is late
+    alice = expire(alice, b"")
+    late, _ = receive_ack(alice, b"", mine.sig_channel, mine.sig_nanocontract, version=1)
+    assert late.state == bob.state and late.expired == ()
+    # Had another proposal on the slot been countersigned meanwhile (by a Bob who never saw the
+    # first: he could not have signed both), an answer to the first finds no state to build on.
+    alice, second = lock(alice, A.key)
+    _, again = receive(new_record(PARAMS, DOMAIN, Role.BOB, Stage.OPEN), second, app_of, NOW, B.key)
+    moved, _ = receive_ack(alice, b"", again.sig_channel, again.sig_nanocontract, version=2)
+    assert moved.state.version == 2 and moved.expired == ()  # the first can never be adopted now
+    with pytest.raises(errors.StaleVersion):
+        receive_ack(moved, b"", mine.sig_channel, mine.sig_nanocontract, version=1)

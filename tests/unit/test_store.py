@@ -16,7 +16,7 @@ from perun.core.apps import virtualchannel as vc
 from perun.core.channel import Params, PaymentState
 from perun.core.eip712 import Domain
 from perun.core.machine import Role, Stage, new_record, payment, propose
-from perun.core.multistate import ChannelState, ms_domain
+from perun.core.multistate import ChannelState, FinalChannelState, ms_domain
 from perun.store import SignedState, Store
 
 ALICE = Account.from_key(b"\x01" * 32)
@@ -110,10 +110,14 @@ def busy_ms_record() -> ms.MSRecord:
     _, reclaimed = reclaim(alice, second.nid)
     _, absorbed = ms.absorb(bob, first.nid, BOB.key)
     bob, claimed = claim(bob, second.nid)
+    _, closing = ms.close(ms.new_record(params, MS_DOMAIN, Role.BOB, Stage.OPEN), BOB.key, expires=2**63)
     return replace(
         bob,
         stage=Stage.CLOSED,
-        pending=(created, claimed, reclaimed, absorbed),
+        pending=(created, claimed, reclaimed, absorbed, closing),
+        expired=(replace(claimed, expires=2**40),),
+        final=ms.Signed(closing.final, b"\x05" * 65, closing.sig_channel),
+        proposed_final=True,
         deadline=2**40,
         registered_version=bob.state.version,
         registered_fundings=bob.state.nanocontracts,
@@ -139,7 +143,7 @@ def test_a_multistate_record_round_trips_exactly(tmp_path):
     assert_every_field_set(ms.Signed, rec.nanocontracts)
     assert_every_field_set(ms.OnChain, rec.on_chain)
     assert_every_field_set(ms.Intent, rec.intents)
-    assert [p.kind for p in rec.pending] == [ms.Kind.CREATE, ms.Kind.CALL, ms.Kind.CALL, ms.Kind.ABSORB]
+    assert [p.kind for p in rec.pending] == [ms.Kind.CREATE, ms.Kind.CALL, ms.Kind.CALL, ms.Kind.ABSORB, ms.Kind.CLOSE]
     assert len(rec.nanocontracts) == 2 and len(rec.nano_signed) == 2
     store = Store(tmp_path / "a.db", BOB.address, 1337, DOMAIN.verifying_contract)
     store.commit([rec])
@@ -151,21 +155,22 @@ def test_a_multistate_record_round_trips_exactly(tmp_path):
 
 def test_multistate_states_round_trip_channel_first_then_by_nid_and_version(tmp_path):
     rec = busy_ms_record()
-    created, claimed, _, absorbed = rec.pending
+    created, claimed, _, absorbed, _ = rec.pending
     later = replace(absorbed.channel, version=10)  # "10" < "3" as text: the versions sort as numbers
-    channel_states = [rec.channel, ms.Signed(absorbed.channel, b"", absorbed.sig_channel), ms.Signed(later, b"", b"")]
+    channel_states = [rec.final, rec.channel, ms.Signed(absorbed.channel, b"", absorbed.sig_channel),
+                      ms.Signed(later, b"", b"")]
     nanocontracts = sorted(
         [*rec.nanocontracts, ms.Signed(claimed.nanocontract, b"", claimed.sig_nanocontract),
          ms.Signed(created.nanocontract, created.sig_nanocontract)],
         key=lambda s: (s.state.nid, s.state.version),
     )
-    assert [s.state.version for s in channel_states] == [2, 3, 10]
+    assert [s.state.version for s in channel_states] == [1, 2, 3, 10]
     store = Store(tmp_path / "a.db", BOB.address, 1337, DOMAIN.verifying_contract)
     store.commit(states=[*reversed(nanocontracts), *reversed(channel_states)])
     store.close()
     found = Store(tmp_path / "a.db", BOB.address, 1337, DOMAIN.verifying_contract).ms_states(rec.channel_id)
     assert found == channel_states + nanocontracts
-    assert [type(s.state) for s in found[:3]] == [ChannelState] * 3
+    assert [type(s.state) for s in found[:4]] == [FinalChannelState] + [ChannelState] * 3
 
 
 def test_a_failed_commit_writes_no_multistate_rows(tmp_path):

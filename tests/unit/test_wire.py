@@ -25,15 +25,16 @@ SAMPLES = [
     m.Reestablish(CID, 6, 7),
     m.StateSync(CID, 7, 1, 2, False, SIG, SIG),
     m.ProposeMultistate("0x" + "12" * 20, "0x" + "56" * 20, "0x" + "00" * 20, 10**18, 5, 3600, 2**256 - 1),
-    m.NanocontractCreate(CID, 3, 2, APP, 2**128 - 1, 0, 7, b"\xff" * m.MAX_BYTES, SIG, SIG),
-    m.NanocontractCreate(CID, 1, 0, APP, 0, 1, 0, b"", SIG, SIG),
-    m.NanocontractCall(CID, NID, 2**64 - 1, 2**64 - 2, 255, b"\x42" * m.MAX_BYTES, SIG),
-    m.NanocontractCall(CID, NID, 1, 0, 0, b"", SIG),
-    m.NanocontractAbsorb(CID, NID, 4, 3, SIG),
+    m.NanocontractCreate(CID, 3, 2, 2**64 - 1, APP, 2**128 - 1, 0, 7, b"\xff" * m.MAX_BYTES, SIG, SIG),
+    m.NanocontractCreate(CID, 1, 0, 0, APP, 0, 1, 0, b"", SIG, SIG),
+    m.NanocontractCall(CID, NID, 2**64 - 1, 2**64 - 2, 1_800_000_000_000, 255, b"\x42" * m.MAX_BYTES, SIG),
+    m.NanocontractCall(CID, NID, 1, 0, 0, 0, b"", SIG),
+    m.NanocontractAbsorb(CID, NID, 4, 3, 1_800_000_000_000, SIG),
     m.NanocontractAck(CID, bytes(32), 3, SIG, SIG),
     m.NanocontractAck(CID, bytes(32), 4, SIG, b""),
     m.NanocontractAck(CID, NID, 1, b"", SIG),
     m.VirtualClose(CID, 7, 2**128 - 1, 0, SIG, SIG),
+    m.MultistateClose(CID, 9, 4, 1_800_000_000_000, SIG),
 ]
 
 
@@ -59,14 +60,15 @@ def test_unknown_type_version_flag_and_oversize():
     body = m.AcceptChannel(CID).encode()[m.HEADER.size:]
     with pytest.raises(errors.MalformedMessage, match="unknown message type 99"):
         m.decode(m.PROTOCOL_VERSION, 99, body)
-    with pytest.raises(errors.MalformedMessage, match="protocol version 2"):
-        m.decode(2, m.AcceptChannel.TYPE, body)
+    for version in (1, 3):
+        with pytest.raises(errors.MalformedMessage, match=f"protocol version {version}"):
+            m.decode(version, m.AcceptChannel.TYPE, body)
     bad_flag = bytearray(m.Update(CID, 1, 0, 1, 2, False, SIG).encode())
     bad_flag[m.HEADER.size + 32 + 8 + 8 + 64] = 2
     with pytest.raises(errors.MalformedMessage, match="flag"):
         m.decode_frame(bytes(bad_flag))
     with pytest.raises(errors.MessageTooLarge):
-        m.decode_frame(struct.pack(">IBB", m.MAX_FRAME + 1, 1, 5) + bytes(m.MAX_FRAME - 1))
+        m.decode_frame(struct.pack(">IBB", m.MAX_FRAME + 1, m.PROTOCOL_VERSION, 5) + bytes(m.MAX_FRAME - 1))
     with pytest.raises(errors.MalformedMessage):
         m.decode_frame(b"\x00\x00")
 
@@ -89,14 +91,14 @@ def test_a_long_reason_is_cut_on_a_character_boundary():
 
 def test_bytes_fields_are_bounded():
     with pytest.raises(ValueError, match="1025 bytes"):
-        m.NanocontractCall(CID, NID, 1, 0, 0, bytes(m.MAX_BYTES + 1), SIG).encode()
-    head = m.NanocontractCall(CID, NID, 1, 0, 0, b"", SIG).encode()[m.HEADER.size:-67]
+        m.NanocontractCall(CID, NID, 1, 0, 0, 0, bytes(m.MAX_BYTES + 1), SIG).encode()
+    head = m.NanocontractCall(CID, NID, 1, 0, 0, 0, b"", SIG).encode()[m.HEADER.size:-67]
     body = head + struct.pack(">H", m.MAX_BYTES + 1) + bytes(m.MAX_BYTES + 1) + SIG
     with pytest.raises(errors.MalformedMessage, match="bytes field of 1025 bytes"):
         m.decode(m.PROTOCOL_VERSION, m.NanocontractCall.TYPE, body)
     with pytest.raises(errors.MalformedMessage, match="truncated"):  # the length says more than there is
         m.decode(m.PROTOCOL_VERSION, m.NanocontractCall.TYPE, head + struct.pack(">H", 70) + SIG)
-    largest = m.NanocontractCreate(CID, 1, 0, APP, 1, 1, 2**256 - 1, bytes(m.MAX_BYTES), SIG, SIG).encode()
+    largest = m.NanocontractCreate(CID, 1, 0, 2**64 - 1, APP, 1, 1, 2**256 - 1, bytes(m.MAX_BYTES), SIG, SIG).encode()
     assert len(largest) - 4 <= m.MAX_FRAME
 
 
@@ -126,11 +128,12 @@ def test_every_refusal_has_its_own_code():
     assert m.code_of(errors.TooManyNanocontracts("x")) is m.ErrorCode.INVALID_NANOCONTRACT
     assert m.code_of(errors.HashTimeLockWrongPreimage({})) is m.ErrorCode.APP_REJECTED
     assert m.code_of(errors.TicTacToeNotYourTurn({"caller": 1})) is m.ErrorCode.APP_REJECTED
+    assert m.code_of(errors.ProposalExpired("x")) is m.ErrorCode.EXPIRED
     assert m.code_of(ValueError("bug")) is m.ErrorCode.INTERNAL
 
 
 def test_every_message_type_is_listed_once():
-    assert sorted(m.MESSAGES) == list(range(1, 16))
+    assert sorted(m.MESSAGES) == list(range(1, 17))
     assert {type(x) for x in SAMPLES} == set(m.MESSAGES.values())
 
 

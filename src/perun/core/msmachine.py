@@ -13,12 +13,20 @@ changes nothing. The rules are docs/protocol.md §10.2:
   app's Python mirror for a call, with the proposer as caller and the receiver's clock as time.
 - A creation signs two structs at once (the channel state and the nanocontract at version 0),
   so a party never holds one without the other.
+- The cooperative close is a proposal on the channel slot too: a `FinalChannelState` with the
+  cash, once no nanocontract is live, at a version above every channel version either party
+  signed; after signing one a party signs no other proposal of the channel.
+- The seed's reply time T: a proposal carries when it expires (`expires`, set by the proposer's
+  node); a receiver refuses one it gets later. The proposer then frees the slot (`expire`) and
+  goes above the proposal's versions, which stay burned; it keeps the proposal until the peer
+  says what became of it, since an acknowledgement sent just before the end still counts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from functools import partial
 from typing import Callable
 
 from perun import errors
@@ -28,9 +36,11 @@ from perun.core.eip712 import Domain, check_digest_signature, sign
 from perun.core.machine import Role, Sides, Stage, monotonic
 from perun.core.multistate import (
     ChannelState,
+    FinalChannelState,
     Funding,
     NanocontractState,
     check_channel_state,
+    check_final_state,
     check_successor,
     digest,
     nanocontract_id,
@@ -41,18 +51,23 @@ class Kind(str, Enum):
     CREATE = "create"  # a new nanocontract, funded from the cash: channel state + ν at version 0
     CALL = "call"  # one function of a nanocontract's app: the next version of ν
     ABSORB = "absorb"  # a terminated nanocontract's releases back into the cash: channel state
+    CLOSE = "close"  # the cooperative close: a final channel state, cash only
 
 
 @dataclass(frozen=True)
 class Signed:
     """A channel or nanocontract state with the signatures this party holds on it."""
 
-    state: ChannelState | NanocontractState
+    state: ChannelState | NanocontractState | FinalChannelState
     sig_alice: bytes = b""
     sig_bob: bytes = b""
 
     def by(self, role: Role) -> bytes:
         return self.sig_alice if role is Role.ALICE else self.sig_bob
+
+    @property
+    def by_both(self) -> bool:
+        return bool(self.sig_alice) and bool(self.sig_bob)
 
 
 @dataclass(frozen=True)
@@ -70,11 +85,20 @@ class MSProposal:
     sig_nanocontract: bytes = b""
     prev: int = 0  # the version of the slot's state it builds on (versions skip burned ones)
     fee: int = 0  # CREATE: cash the proposer pays the receiver in the same channel state
+    final: FinalChannelState | None = None  # CLOSE
+    expires: int = 0  # Unix time in ms after which the receiver refuses it (the seed's T); 0: never
 
     @property
     def slot(self) -> bytes:
         """b"" for the channel state, else the nid: one proposal per slot at a time."""
         return self.nid if self.kind is Kind.CALL else b""
+
+    @property
+    def version(self) -> int:
+        """The version its messages name: the nanocontract's for a call, else the channel's."""
+        if self.kind is Kind.CALL:
+            return self.nanocontract.version  # type: ignore[union-attr]
+        return (self.final or self.channel).version  # type: ignore[union-attr]
 
 
 @dataclass(frozen=True)
@@ -116,6 +140,9 @@ class MSRecord(Sides):
     outcome: tuple[int, int] | None = None  # (alice, bob) paid out, once CLOSED
     intents: tuple[Intent, ...] = ()  # calls to execute on chain, oldest first
     peer_signed: tuple[tuple[bytes, int], ...] = ()  # (slot, highest version the peer said it signed there)
+    expired: tuple[MSProposal, ...] = ()  # own proposals past T whose fate the peer has not told yet
+    final: Signed | None = None  # the final channel state, with the signatures this party holds
+    proposed_final: bool = False  # this party proposed it, so it submits it
 
     channel_id: bytes = field(init=False, repr=False, compare=False)
 
@@ -145,6 +172,18 @@ class MSRecord(Sides):
     def pending_on(self, slot: bytes) -> MSProposal | None:
         return next((p for p in self.pending if p.slot == slot), None)
 
+    def expired_on(self, slot: bytes, version: int) -> MSProposal | None:
+        return next((p for p in self.expired if p.slot == slot and p.version == version), None)
+
+    @property
+    def final_signed(self) -> bool:
+        """This party signed a final channel state: it signs no other proposal of the channel."""
+        return self.final is not None
+
+    @property
+    def is_fully_signed_final(self) -> bool:
+        return self.final is not None and self.final.by_both
+
     def registered(self, nid: bytes) -> OnChain | None:
         return next((r for r in self.on_chain if r.nid == nid), None)
 
@@ -160,20 +199,23 @@ AppOf = Callable[[str], App]  # the app mirror for an app address; KeyError if u
 # ---------------------------------------------------------------------- proposer
 
 
-def create(rec: MSRecord, app: str, initial: AppState, key: bytes, fee: int = 0) -> tuple[MSRecord, MSProposal]:
+def create(rec: MSRecord, app: str, initial: AppState, key: bytes, fee: int = 0,
+           expires: int = 0) -> tuple[MSRecord, MSProposal]:
     """Propose a new nanocontract of `app` holding `initial` (what it blocks of each party),
-    paying the peer `fee` of this party's cash with it (an intermediary's fee, say)."""
+    paying the peer `fee` of this party's cash with it (an intermediary's fee, say). The peer
+    refuses it after `expires` (Unix ms; 0: never)."""
     _check_open(rec)
     _check_slot_free(rec, b"")
     version = max(rec.burned(b""), rec.state.version) + 1
     nc = NanocontractState.create(rec.channel_id, nanocontract_id(rec.channel_id, version), app, initial)
     channel = replace(rec.state.fund(nc).transfer(fee, from_alice=rec.role is Role.ALICE), version=version)
     proposal = MSProposal(Kind.CREATE, nc.nid, channel=channel, nanocontract=nc, sig_channel=_sign(rec, channel, key),
-                          sig_nanocontract=_sign(rec, nc, key), prev=rec.state.version, fee=fee)
+                          sig_nanocontract=_sign(rec, nc, key), prev=rec.state.version, fee=fee, expires=expires)
     return _proposed(rec, proposal), proposal
 
 
-def call(rec: MSRecord, nid: bytes, fun: int, z: bytes, now: int, app: App, key: bytes) -> tuple[MSRecord, MSProposal]:
+def call(rec: MSRecord, nid: bytes, fun: int, z: bytes, now: int, app: App, key: bytes,
+         expires: int = 0) -> tuple[MSRecord, MSProposal]:
     """Propose calling function `fun` of nanocontract `nid` with argument `z`, as this party."""
     _check_open(rec)
     _check_slot_free(rec, nid)
@@ -183,20 +225,46 @@ def call(rec: MSRecord, nid: bytes, fun: int, z: bytes, now: int, app: App, key:
     nc = replace(current.successor(result), version=max(rec.burned(nid), current.version) + 1)
     check_successor(current, nc)
     proposal = MSProposal(Kind.CALL, nid, nanocontract=nc, fun=fun, z=z, sig_nanocontract=_sign(rec, nc, key),
-                          prev=current.version)
+                          prev=current.version, expires=expires)
     return _proposed(rec, proposal), proposal
 
 
-def absorb(rec: MSRecord, nid: bytes, key: bytes) -> tuple[MSRecord, MSProposal]:
+def absorb(rec: MSRecord, nid: bytes, key: bytes, expires: int = 0) -> tuple[MSRecord, MSProposal]:
     """Propose removing terminated nanocontract `nid`, its releases going back to the cash."""
     _check_open(rec)
     _check_slot_free(rec, b"")
     _check_slot_free(rec, nid)
+    if any(p.slot == nid for p in rec.expired):
+        raise errors.UpdateConflict("a call of the nanocontract may still be countersigned: wait for the peer's answer")
     version = max(rec.burned(b""), rec.state.version) + 1
     channel = replace(rec.state.absorb(rec.nanocontract(nid).state), version=version)  # type: ignore[arg-type]
     proposal = MSProposal(Kind.ABSORB, nid, channel=channel, sig_channel=_sign(rec, channel, key),
-                          prev=rec.state.version)
+                          prev=rec.state.version, expires=expires)
     return _proposed(rec, proposal), proposal
+
+
+def close(rec: MSRecord, key: bytes, expires: int = 0) -> tuple[MSRecord, MSProposal]:
+    """Propose the cooperative close: the cash as a final state, above every channel version
+    either party signed (so above any registered one: it also ends a running dispute)."""
+    _check_closable(rec)
+    _check_slot_free(rec, b"")
+    if rec.pending or rec.expired:
+        raise errors.UpdateConflict("updates are still waiting for the peer: close once they are answered")
+    final = rec.state.final()  # InvalidNanocontract while a nanocontract is live
+    final = replace(final, version=max(rec.burned(b""), rec.state.version) + 1)
+    proposal = MSProposal(Kind.CLOSE, b"", final=final, sig_channel=_sign(rec, final, key), prev=rec.state.version,
+                          expires=expires)
+    rec = _proposed(rec, proposal)
+    return replace(rec, final=_signed(rec, final, proposal.sig_channel, b""), proposed_final=True), proposal
+
+
+def expire(rec: MSRecord, slot: bytes) -> MSRecord:
+    """This party's proposal on `slot` is past its reply time: the slot is free for another
+    proposal, above its versions; it stays among the expired until the peer answers it."""
+    proposal = rec.pending_on(slot)
+    if proposal is None:
+        return rec
+    return replace(rec, pending=tuple(p for p in rec.pending if p is not proposal), expired=rec.expired + (proposal,))
 
 
 def intend(rec: MSRecord, nid: bytes, fun: int, z: bytes) -> MSRecord:
@@ -209,30 +277,52 @@ def intend(rec: MSRecord, nid: bytes, fun: int, z: bytes) -> MSRecord:
     return rec if intent in rec.intents else replace(rec, intents=rec.intents + (intent,))
 
 
+def _own(rec: MSRecord, slot: bytes, version: int | None) -> MSProposal | None:
+    """This party's proposal on `slot`: the one in flight, or, at `version`, an expired one."""
+    pending = rec.pending_on(slot)
+    if pending is not None and version in (None, pending.version):
+        return pending
+    return rec.expired_on(slot, version) if version is not None else None
+
+
+def slot_version(rec: MSRecord, slot: bytes) -> int:
+    """The version of the latest state signed by both on `slot` (-1 for a nanocontract it lacks)."""
+    if slot == b"":
+        return rec.state.version
+    return next((s.state.version for s in rec.nanocontracts if s.state.nid == slot), -1)  # type: ignore[union-attr]
+
+
 def _proposed(rec: MSRecord, proposal: MSProposal) -> MSRecord:
     rec = _mark_signed(rec, proposal)
     return replace(rec, pending=rec.pending + (proposal,))
 
 
-def receive_ack(rec: MSRecord, slot: bytes, sig_channel: bytes, sig_nanocontract: bytes) -> tuple[MSRecord, MSProposal]:
-    """The peer countersigned this party's proposal on `slot`: it becomes the latest state."""
-    proposal = rec.pending_on(slot)
-    if proposal is None:
-        raise errors.StaleVersion(f"acknowledgement for slot 0x{slot.hex()} with nothing pending there")
-    if proposal.channel is not None:
-        _check_peer(rec, proposal.channel, sig_channel)
-    if proposal.nanocontract is not None:
-        _check_peer(rec, proposal.nanocontract, sig_nanocontract)
-    rec = replace(rec, pending=tuple(p for p in rec.pending if p is not proposal))
+def receive_ack(rec: MSRecord, slot: bytes, sig_channel: bytes, sig_nanocontract: bytes,
+                version: int | None = None) -> tuple[MSRecord, MSProposal]:
+    """The peer countersigned this party's proposal on `slot` (at `version`, if given): it
+    becomes the latest state. One that expired counts still, if the slot has not moved on since
+    (the peer countersigned it in time; its answer came late)."""
+    proposal = _own(rec, slot, version)
+    if proposal is None or (proposal in rec.expired and slot_version(rec, slot) != proposal.prev):
+        raise errors.StaleVersion(f"no proposal of version {version} in flight on that slot")
+    for state, sig in ((proposal.channel, sig_channel), (proposal.nanocontract, sig_nanocontract),
+                       (proposal.final, sig_channel)):
+        if state is not None:
+            _check_peer(rec, state, sig)
+    rec = replace(rec, pending=tuple(p for p in rec.pending if p is not proposal),
+                  expired=tuple(p for p in rec.expired if p is not proposal))
     peers = replace(proposal, sig_channel=sig_channel, sig_nanocontract=sig_nanocontract)
     return _adopt(rec, proposal, proposal, peers), proposal
 
 
-def receive_reject(rec: MSRecord, slot: bytes, peer_signed: int = -1) -> tuple[MSRecord, MSProposal | None]:
-    """The peer refused the proposal on `slot`: dropped; its versions stay burned, as do those up
-    to `peer_signed`, the highest the peer says it signed there (refused proposals of its own)."""
-    proposal = rec.pending_on(slot)
-    rec = replace(rec, pending=tuple(p for p in rec.pending if p is not proposal))
+def receive_reject(rec: MSRecord, slot: bytes, peer_signed: int = -1,
+                   version: int | None = None) -> tuple[MSRecord, MSProposal | None]:
+    """The peer refused the proposal on `slot` (at `version`, if given; in flight or expired):
+    dropped; its versions stay burned, as do those up to `peer_signed`, the highest the peer says
+    it signed there (refused proposals of its own)."""
+    proposal = _own(rec, slot, version)
+    rec = replace(rec, pending=tuple(p for p in rec.pending if p is not proposal),
+                  expired=tuple(p for p in rec.expired if p is not proposal))
     live = slot == b"" or any(s.state.nid == slot for s in rec.nanocontracts)  # type: ignore[union-attr]
     if live and peer_signed > rec.burned(slot):
         hints = dict(rec.peer_signed)
@@ -255,24 +345,31 @@ def receive(
 
     A creation that blocks any of this party's cash needs its `consents` (a game it agreed to);
     one that blocks only the proposer's (a conditional payment to this party) does not."""
-    _check_open(rec)
+    if proposal.kind is Kind.CLOSE:
+        _check_closable(rec)
+    else:
+        _check_open(rec)
     if rec.pending_on(proposal.slot) is not None or (proposal.kind is Kind.ABSORB and rec.pending_on(proposal.nid)):
         raise errors.UpdateConflict("this party has its own proposal in flight on the same slot")
     if proposal.kind is Kind.CREATE:
         expected = _expected_create(rec, proposal, app_of, consents)
     elif proposal.kind is Kind.CALL:
         expected = _expected_call(rec, proposal, app_of, now)
-    else:
+    elif proposal.kind is Kind.ABSORB:
         expected = _expected_absorb(rec, proposal)
-    if (expected.channel, expected.nanocontract) != (proposal.channel, proposal.nanocontract):
+    else:
+        expected = _expected_close(rec, proposal)
+    if (expected.channel, expected.nanocontract, expected.final) != (proposal.channel, proposal.nanocontract,
+                                                                      proposal.final):
         raise errors.InvalidNanocontract(f"the proposed {proposal.kind.value} is not what its rules give")
-    if proposal.channel is not None:
-        _check_peer(rec, proposal.channel, proposal.sig_channel)
+    channel = proposal.channel or proposal.final
+    if channel is not None:
+        _check_peer(rec, channel, proposal.sig_channel)
     if proposal.nanocontract is not None:
         _check_peer(rec, proposal.nanocontract, proposal.sig_nanocontract)
     mine = replace(
         proposal,
-        sig_channel=_sign(rec, proposal.channel, key) if proposal.channel else b"",
+        sig_channel=_sign(rec, channel, key) if channel else b"",
         sig_nanocontract=_sign(rec, proposal.nanocontract, key) if proposal.nanocontract else b"",
     )
     return _adopt(_mark_signed(rec, proposal), proposal, mine, proposal), mine
@@ -283,6 +380,11 @@ def adopted(rec: MSRecord, proposal: MSProposal) -> MSProposal | None:
     its slot (countersigned before, the acknowledgement lost to a crash or a dropped
     connection), else None. Acknowledging it again completes it exactly once; the peer's
     signatures are checked all the same (InvalidSignature)."""
+    if proposal.kind is Kind.CLOSE:
+        if rec.final is None or rec.final.state != proposal.final:
+            return None
+        _check_peer(rec, rec.final.state, proposal.sig_channel)
+        return replace(proposal, sig_channel=rec.final.by(rec.role))
     held = next((s for s in rec.nanocontracts if s.state.nid == proposal.nid), None)
     if proposal.kind is Kind.CALL:
         if held is None or held.state != proposal.nanocontract:
@@ -356,6 +458,15 @@ def _expected_absorb(rec: MSRecord, p: MSProposal) -> MSProposal:
     return MSProposal(Kind.ABSORB, p.nid, channel=channel)
 
 
+def _expected_close(rec: MSRecord, p: MSProposal) -> MSProposal:
+    if p.final is None or p.channel is not None or p.nanocontract is not None:
+        raise errors.InvalidNanocontract("a cooperative close carries a final channel state only")
+    _check_channel_version(rec, p.final.version)
+    check_final_state(rec.params, p.final, rec.channel_id)
+    final = replace(rec.state.final(), version=p.final.version)  # InvalidNanocontract while one is live
+    return MSProposal(Kind.CLOSE, b"", final=final)
+
+
 def _check_channel_version(rec: MSRecord, version: int) -> None:
     if version <= max(rec.channel_signed, rec.state.version):
         raise errors.StaleVersion(f"channel version {version} is not above {max(rec.channel_signed, rec.state.version)}")
@@ -367,6 +478,16 @@ def _check_channel_version(rec: MSRecord, version: int) -> None:
 def _check_open(rec: MSRecord) -> None:
     if rec.stage is not Stage.OPEN:
         raise errors.WrongStage(f"channel 0x{rec.channel_id.hex()} is {rec.stage.value}, not open")
+    if rec.final_signed:
+        raise errors.AlreadyFinal(f"channel 0x{rec.channel_id.hex()} has a signed final state: no more updates")
+
+
+def _check_closable(rec: MSRecord) -> None:
+    # A final state may also end a running dispute: the contract pays it out over the registered one.
+    if rec.stage not in (Stage.OPEN, Stage.CLOSING):
+        raise errors.WrongStage(f"channel 0x{rec.channel_id.hex()} is {rec.stage.value}, not open or closing")
+    if rec.is_fully_signed_final:
+        raise errors.AlreadyFinal(f"channel 0x{rec.channel_id.hex()} has a final state signed by both")
 
 
 def _check_off_chain(rec: MSRecord, nid: bytes) -> None:
@@ -381,17 +502,23 @@ def _check_slot_free(rec: MSRecord, slot: bytes) -> None:
         raise errors.UpdateConflict("an update of the same state is still waiting for the peer")
 
 
-def _sign(rec: MSRecord, state: ChannelState | NanocontractState, key: bytes) -> bytes:
+def _sign(rec: MSRecord, state: ChannelState | NanocontractState | FinalChannelState, key: bytes) -> bytes:
     return sign(digest(rec.domain, state), key)
 
 
-def _check_peer(rec: MSRecord, state: ChannelState | NanocontractState, signature: bytes) -> None:
+def _check_peer(rec: MSRecord, state: ChannelState | NanocontractState | FinalChannelState, signature: bytes) -> None:
     check_digest_signature(digest(rec.domain, state), signature, rec.peer)
 
 
+def _signed(rec: MSRecord, state: ChannelState | NanocontractState | FinalChannelState, own: bytes,
+            peers: bytes) -> Signed:
+    return Signed(state, own, peers) if rec.role is Role.ALICE else Signed(state, peers, own)
+
+
 def _mark_signed(rec: MSRecord, proposal: MSProposal) -> MSRecord:
-    if proposal.channel is not None:
-        rec = replace(rec, channel_signed=max(rec.channel_signed, proposal.channel.version))
+    channel = proposal.channel or proposal.final
+    if channel is not None:
+        rec = replace(rec, channel_signed=max(rec.channel_signed, channel.version))
     if proposal.nanocontract is not None:
         signed = dict(rec.nano_signed)
         signed[proposal.nid] = max(signed.get(proposal.nid, -1), proposal.nanocontract.version)
@@ -400,11 +527,12 @@ def _mark_signed(rec: MSRecord, proposal: MSProposal) -> MSRecord:
 
 
 def _adopt(rec: MSRecord, p: MSProposal, own: MSProposal, peers: MSProposal) -> MSRecord:
-    """Adopt proposal `p`, which both parties signed: `own` and `peers` carry the signatures."""
-
-    def signed(state: ChannelState | NanocontractState, own_sig: bytes, peer_sig: bytes) -> Signed:
-        return Signed(state, own_sig, peer_sig) if rec.role is Role.ALICE else Signed(state, peer_sig, own_sig)
-
+    """Adopt proposal `p`, which both parties signed: `own` and `peers` carry the signatures.
+    Expired proposals on its slot can no longer be: they built on the state `p` replaces."""
+    rec = replace(rec, expired=tuple(e for e in rec.expired if e.slot != p.slot))
+    if p.kind is Kind.CLOSE:
+        return replace(rec, final=_signed(rec, p.final, own.sig_channel, peers.sig_channel))  # type: ignore[arg-type]
+    signed = partial(_signed, rec)
     channel = signed(p.channel, own.sig_channel, peers.sig_channel) if p.channel else rec.channel
     nanocontracts = [s for s in rec.nanocontracts if s.state.nid != p.nid]  # type: ignore[union-attr]
     if p.nanocontract is not None:  # created or called; absorbed ones just leave
@@ -463,7 +591,7 @@ def _after_event(rec: MSRecord, name: str, args: dict) -> MSRecord:
                          for f in args["nanocontracts"])
         return replace(rec, stage=Stage.CLOSING, registered_version=args["version"], deadline=args["deadline"],
                        registered_fundings=fundings)
-    if name == "Finalized":
+    if name in ("Finalized", "CooperativelyClosed"):
         return replace(rec, stage=Stage.CLOSED, outcome=(args["payoutAlice"], args["payoutBob"]))
     if name == "Refunded":
         return replace(rec, stage=Stage.CLOSED, outcome=(args["amount"], 0))
@@ -477,6 +605,7 @@ class Duty(str, Enum):
     CONFIRM = "confirm"
     REFUND = "refund"
     DISPUTE = "dispute"  # a channel state older than ours is registered: replace it by D
+    COOPERATIVE_CLOSE = "cooperative-close"  # a final state signed by both
     REGISTER = "register"  # the chain holds an older version of a nanocontract, or none, and must not
     EXECUTE = "execute"  # a nanocontract on chain may be executed: what this party intends, or the app's automatic
     FINALIZE = "finalize"
@@ -509,6 +638,9 @@ def duties(rec: MSRecord, now: int) -> tuple[tuple[Duty, bytes], ...]:
         return ()
     if rec.stage not in (Stage.OPEN, Stage.CLOSING):
         return ()
+    # The proposer of a final state submits it; the other party only if a dispute started.
+    if rec.is_fully_signed_final and (rec.stage is Stage.CLOSING or rec.proposed_final):
+        return ((Duty.COOPERATIVE_CLOSE, b""),)
     found: list[tuple[Duty, bytes]] = []
     closing = rec.stage is Stage.CLOSING
     if closing and now < rec.deadline and rec.registered_version is not None \

@@ -203,7 +203,7 @@ class Payment(ChannelProtocol):
                 host.check_update(cid)
             await self.update(rec, machine.final(rec))
 
-    async def close(self, cid: bytes, timeout: float | None = None) -> tuple[int, int]:
+    async def cooperative_close(self, cid: bytes, timeout: float | None = None) -> tuple[int, int]:
         """Cooperative close: both sign a final state, which pays out at once, also in a running
         dispute. Returns the payout (alice, bob). If the peer does not answer, use `register`."""
         self.channel(cid)

@@ -37,6 +37,7 @@ class Pending:
             return
         if isinstance(outcome, BaseException):
             future.set_exception(outcome)
+            future.exception()  # retrieved: the caller may have stopped waiting
         else:
             future.set_result(outcome)
 

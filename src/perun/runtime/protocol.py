@@ -98,6 +98,11 @@ class Protocol:
         """Where `rec`'s channel is, by the name the operator waits for (control's wait)."""
         return rec.stage.value
 
+    async def cooperative_close(self, cid: bytes, timeout: float | None = None) -> tuple[int, int]:
+        """The kind's cooperative close of channel `cid` (the operator's `close`): its payout
+        (alice, bob) once done."""
+        raise errors.WrongStage(f"{self.kind} channels are not closed cooperatively")
+
     def about(self) -> dict[str, Any]:
         """What the node's info shows of this kind (its contract, say)."""
         return {}

@@ -19,7 +19,7 @@ from eth_utils import to_checksum_address
 from perun import errors
 from perun.core.channel import Params
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_FRAME = 4096  # the largest messages, NanocontractCreate / NanocontractCall with 1024 bytes of data, are below
 MAX_REASON = 256
 MAX_BYTES = 1024  # a nanocontract's storage or a call's argument
@@ -49,10 +49,12 @@ class ErrorCode(IntEnum):
     UNKNOWN_NANOCONTRACT = 18
     INVALID_NANOCONTRACT = 19
     APP_REJECTED = 20
+    EXPIRED = 21
 
 
 # The most specific class first: a subclass must map before its base.
 _CODE_OF: tuple[tuple[type[errors.PerunError], ErrorCode], ...] = (
+    (errors.ProposalExpired, ErrorCode.EXPIRED),
     (errors.MessageTooLarge, ErrorCode.TOO_LARGE),
     (errors.UnknownMessageType, ErrorCode.UNKNOWN_TYPE),
     (errors.UnsupportedVersion, ErrorCode.UNSUPPORTED_VERSION),
@@ -288,13 +290,15 @@ class NanocontractCreate(Message):
     as its storage: the proposer's signatures on the channel state at `version` (built on channel
     version `prev`) that funds it and moves `fee` of the proposer's cash to the receiver, and on
     the nanocontract at version 0, whose nid is nanocontract_id(channel_id, version). The
-    receiver rebuilds both from its own latest channel state."""
+    receiver rebuilds both from its own latest channel state. Like every multistate proposal, it
+    is refused after `expires` (Unix time in ms; 0: never), the end of the seed's reply time T."""
 
     TYPE = 11
-    LAYOUT = ("b32", "u64", "u64", "addr", "u256", "u256", "u256", "bytes", "sig", "sig")
+    LAYOUT = ("b32", "u64", "u64", "u64", "addr", "u256", "u256", "u256", "bytes", "sig", "sig")
     channel_id: bytes
     version: int
     prev: int
+    expires: int
     app: str
     blocked_alice: int
     blocked_bob: int
@@ -310,11 +314,12 @@ class NanocontractCall(Message):
     on the nanocontract at `version`, built on version `prev`, which the receiver recomputes."""
 
     TYPE = 12
-    LAYOUT = ("b32", "b32", "u64", "u64", "u8", "bytes", "sig")
+    LAYOUT = ("b32", "b32", "u64", "u64", "u64", "u8", "bytes", "sig")
     channel_id: bytes
     nid: bytes
     version: int
     prev: int
+    expires: int
     fun: int
     z: bytes
     sig_nanocontract: bytes
@@ -326,11 +331,12 @@ class NanocontractAbsorb(Message):
     terminated nanocontract `nid` and returns what it released to the cash."""
 
     TYPE = 13
-    LAYOUT = ("b32", "b32", "u64", "u64", "sig")
+    LAYOUT = ("b32", "b32", "u64", "u64", "u64", "sig")
     channel_id: bytes
     nid: bytes
     version: int
     prev: int
+    expires: int
     sig_channel: bytes
 
 
@@ -370,10 +376,27 @@ class VirtualClose(Message):
     sig_bob: bytes
 
 
+@dataclass(frozen=True)
+class MultistateClose(Message):
+    """The cooperative close of a multistate channel: the proposer's signature on the
+    FinalChannelState at `version` with the cash of its channel state at `prev` (no nanocontract
+    live), which the receiver rebuilds from its own. Acknowledged with a NanocontractAck on the
+    channel's slot; refused after `expires`, as the other multistate proposals."""
+
+    TYPE = 16
+    LAYOUT = ("b32", "u64", "u64", "u64", "sig")
+    channel_id: bytes
+    version: int
+    prev: int
+    expires: int
+    sig_final: bytes
+
+
 MESSAGES: dict[int, type[Message]] = {
     cls.TYPE: cls for cls in (
         Hello, Auth, Error, ProposeChannel, AcceptChannel, Update, UpdateAck, Reestablish, StateSync,
         ProposeMultistate, NanocontractCreate, NanocontractCall, NanocontractAbsorb, NanocontractAck, VirtualClose,
+        MultistateClose,
     )
 }
 

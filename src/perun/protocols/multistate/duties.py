@@ -49,6 +49,8 @@ class Duties:
             return Duty(due.value, cid, lambda: self.execute_due(cid, nid))
         if due is ms.Duty.FINALIZE:
             return Duty(due.value, cid, lambda: p.finalize(cid))
+        if due is ms.Duty.COOPERATIVE_CLOSE:
+            return Duty(due.value, cid, lambda: p.cooperative_close_on_chain(cid))
         duty = p.opening_duties(rec, due.value)
         assert duty is not None, due
         return duty

@@ -18,6 +18,7 @@ from perun.wire import messages as m
 from perun.wire.transport import Connection
 
 if TYPE_CHECKING:
+    from perun.errors import PeerRejected
     from perun.chain.channels import Event
     from perun.chain.multistate import RegisteredNanocontract
 
@@ -41,6 +42,10 @@ class AppHooks:
     def adopted(self, ledger: MSRecord, nc: NanocontractState) -> None:
         """A creation of the app's nanocontract `nc` is signed by both (`ledger` is the channel's
         new record): stage what follows from it, in the same commit."""
+
+    def refused(self, ledger: MSRecord, proposal: MSProposal, failure: PeerRejected) -> None:
+        """The peer refused this party's creation of one of the app's nanocontracts after it
+        expired here (while it was in flight, the caller of `create` learns it)."""
 
     async def submissions(self, ledger: MSRecord, nid: bytes, registered: RegisteredNanocontract,
                           now: int) -> list[tuple[int, bytes]]:

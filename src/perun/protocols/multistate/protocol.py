@@ -17,7 +17,9 @@ Functions an app marks `automatic` (a timeout's consequence) the follower calls 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -44,11 +46,19 @@ from perun.wire.transport import Connection
 
 log = logging.getLogger("perun.node")
 
+REPLY_TIME = 30.0  # the seed's T: seconds a peer has to answer a proposal (Node(reply_time=...))
+
+
+def now_ms() -> int:
+    """The wall clock that `expires` is read against, in Unix milliseconds."""
+    return time.time_ns() // 1_000_000
+
 
 class Multistate(ChannelProtocol):
     """The multistate channels of a node, on the MSContract at `contract`; `apps` maps each app
     name the node knows to its deployed address (Deployment.apps). A creation that blocks this
-    node's cash needs `accept_nanocontract` (a conditional payment to it does not)."""
+    node's cash needs `accept_nanocontract` (a conditional payment to it does not). A proposal
+    the peer does not answer within `reply_time` seconds (the seed's T) expires."""
 
     kind = "multistate"
     messages = (m.ProposeMultistate, m.AcceptChannel, *wire.PROPOSALS, m.NanocontractAck)
@@ -58,8 +68,9 @@ class Multistate(ChannelProtocol):
                     "nano-acked", "nano-registered")
 
     def __init__(self, ctx: Runtime, contract: str, apps: Mapping[str, str], accept_channel: Callable[[Params], bool],
-                 accept_nanocontract: Callable[[NanocontractState], bool]) -> None:
+                 accept_nanocontract: Callable[[NanocontractState], bool], reply_time: float = REPLY_TIME) -> None:
         super().__init__(ctx, MSContract(ctx.chain, contract), accept_channel)
+        self.reply_time = reply_time
         self.app_address = {name: to_checksum_address(address) for name, address in apps.items()}
         self.apps: dict[str, App] = {address: app_named(name).at(self.domain.chain_id, address)
                                      for name, address in self.app_address.items()}
@@ -117,7 +128,7 @@ class Multistate(ChannelProtocol):
             raise errors.InvalidNanocontract(f"this node knows no app {app!r}; it knows {', '.join(self.app_address)}")
         address = self.app_address[app]
         self.apps[address].check_initial(initial)
-        proposal = await self._update(cid, b"", lambda rec: ms.create(rec, address, initial, self.ctx.key, fee))
+        proposal = await self._update(cid, b"", lambda rec, t: ms.create(rec, address, initial, self.ctx.key, fee, t))
         return proposal.nid
 
     async def call(self, cid: bytes, nid: bytes, fun: int, z: bytes = b"") -> NanocontractState:
@@ -125,12 +136,12 @@ class Multistate(ChannelProtocol):
         new state once the peer has countersigned it. The app's errors are raised as they are."""
         app = self.app_of(self.channel(cid).nanocontract(nid).state.app)  # type: ignore[union-attr]
         now = await self.ctx.on_chain(self.ctx.chain.timestamp)
-        await self._update(cid, nid, lambda rec: ms.call(rec, nid, fun, z, now, app, self.ctx.key))
+        await self._update(cid, nid, lambda rec, t: ms.call(rec, nid, fun, z, now, app, self.ctx.key, t))
         return self.nanocontract(cid, nid)
 
     async def absorb(self, cid: bytes, nid: bytes) -> ChannelState:
         """Removes terminated nanocontract `nid`: what it released goes back to the cash."""
-        await self._update(cid, b"", lambda rec: ms.absorb(rec, nid, self.ctx.key))
+        await self._update(cid, b"", lambda rec, t: ms.absorb(rec, nid, self.ctx.key, t))
         return self.channel(cid).state
 
     async def register(self, cid: bytes, nid: bytes) -> Receipt | None:
@@ -174,29 +185,75 @@ class Multistate(ChannelProtocol):
         rec = self.channel(cid)
         return await self.closing(cid, self.contract.finalize, rec.params, rec.registered_fundings)
 
+    async def cooperative_close(self, cid: bytes, timeout: float | None = None) -> tuple[int, int]:
+        """Both sign the cash as a final state, which pays out at once, also in a running dispute
+        (every nanocontract must be absorbed first). Returns the payout (alice, bob). If the peer
+        does not answer, use `close` (unilateral)."""
+        if not self.channel(cid).is_fully_signed_final:
+            await self._update(cid, b"", lambda rec, t: ms.close(rec, self.ctx.key, t))
+        if await self.cooperative_close_on_chain(cid) is None:
+            await self.ctx.follower.poll()  # the peer's transaction closed it: read its payout
+        rec = await self.ctx.wait_for(cid, lambda r: r.stage is Stage.CLOSED, timeout or self.ctx.response_timeout)
+        return rec.outcome
+
+    async def cooperative_close_on_chain(self, cid: bytes) -> Receipt | None:
+        rec = self.channel(cid)
+        if rec.final is None or not rec.is_fully_signed_final:
+            raise errors.WrongStage(f"channel 0x{cid.hex()} has no final state signed by both")
+        return await self.closing(cid, self.contract.cooperative_close, rec.params, rec.final.state,
+                                  rec.final.sig_alice, rec.final.sig_bob)
+
     # ------------------------------------------------------------------ proposing
 
-    async def _update(self, cid: bytes, slot: bytes, step: Callable[[MSRecord], tuple[MSRecord, MSProposal]]
+    async def _update(self, cid: bytes, slot: bytes, step: Callable[[MSRecord, int], tuple[MSRecord, MSProposal]]
                       ) -> MSProposal:
-        """Proposes what `step` makes of the channel's record, again if the peer refuses it as
-        stale or conflicting (the versions it burned go into the next one)."""
+        """Proposes what `step` makes of the channel's record (with the time the proposal
+        expires), again if the peer refuses it as stale or conflicting (the versions it burned go
+        into the next one)."""
         async def attempt(rec: MSRecord) -> MSProposal:
-            new, proposal = step(rec)
+            self._expire_due(rec)
+            new, proposal = step(self.channel(cid), now_ms() + int(self.reply_time * 1000))
             await self._propose(rec, new, proposal)
             return proposal
-        return await self.retried(cid, attempt, lambda r: wire.slot_version(r, slot))
+        return await self.retried(cid, attempt, lambda r: ms.slot_version(r, slot))
 
     async def _propose(self, rec: MSRecord, new: MSRecord, proposal: MSProposal) -> None:
         ctx = self.ctx
         conn = ctx.peers.connection(rec.peer)
-        acked = ctx.pending.expect((rec.channel_id, proposal.slot))
+        key = (rec.channel_id, proposal.slot)
+        acked = ctx.pending.expect(key)
         def send() -> None:
             ctx.faults.point("nano-proposed")
             conn.send(wire.message(proposal))
         ctx.save([new], wire.signed_states(new, proposal, proposal), then=send)
+        timer = asyncio.get_running_loop().call_later(self.reply_time, self._expire, rec.channel_id, proposal)
+        acked.add_done_callback(lambda _: timer.cancel())
         await Pending.wait(acked, ctx.response_timeout, lambda: errors.PeerTimeout(
-            f"{rec.peer} did not countersign the {proposal.kind.value} in time; it stays pending and completes "
-            "if the peer countersigns it after reconnecting"))
+            f"{rec.peer} did not countersign the {proposal.kind.value} in time; it stays pending until its reply "
+            f"time ends ({self.reply_time:g} s after it was proposed) and completes if the peer countersigns it by then"))
+
+    def _expire(self, cid: bytes, proposal: MSProposal) -> None:
+        """The reply time of `proposal` is over: the slot is free again, and whoever waits for
+        the proposal learns that it expired."""
+        rec = self.records.get(cid)
+        if not self.ctx.serving or rec is None or rec.pending_on(proposal.slot) != proposal:
+            return
+        expired = errors.ProposalExpired(
+            f"{rec.peer} did not answer the {proposal.kind.value} within the reply time ({self.reply_time:g} s): "
+            "it refuses it from now on, and this node proposes above its version. If the peer countersigned it "
+            "in time, its answer still completes it")
+        self.ctx.save([ms.expire(rec, proposal.slot)],
+                      then=lambda: self.ctx.pending.resolve((cid, proposal.slot), expired))
+
+    def _expire_due(self, rec: MSRecord) -> MSRecord:
+        """Expires the proposals of `rec` whose reply time is over (after a restart, say)."""
+        now = now_ms()
+        due = [p for p in rec.pending if p.expires and p.expires <= now]
+        for proposal in due:
+            rec = ms.expire(rec, proposal.slot)
+        if due:
+            self.ctx.save([rec])
+        return rec
 
     def signed_on(self, peer: str, ref: bytes) -> int:
         """What a refusal of `peer`'s proposal on `ref` (a channel id, or a nid for a call) tells
@@ -239,15 +296,18 @@ class Multistate(ChannelProtocol):
 
     def connected(self, conn: Connection) -> None:
         """After (re)connecting: repeat what the peer may have missed. An unanswered channel
-        proposal, and every proposal in flight (the peer acknowledges one it already signed)."""
+        proposal, and every proposal in flight or expired: the peer acknowledges one it signed
+        already, and refuses one that expired before it signed it, which tells this node its fate."""
         self.repropose(conn)
-        for rec in self.records.values():
+        for rec in list(self.records.values()):
             if rec.peer == conn.peer and rec.stage is not Stage.CLOSED:
-                for proposal in rec.pending:
+                rec = self._expire_due(rec)
+                for proposal in (*rec.expired, *rec.pending):
                     self.ctx.peers.send(conn, wire.message(proposal))
 
-    def on_proposal(self, conn: Connection, msg: m.Message, now: int) -> None:
-        """The peer's proposal: checked by recomputing it, countersigned, stored, acknowledged."""
+    def on_proposal(self, conn: Connection, msg: m.Message, now: int, held: bool = False) -> None:
+        """The peer's proposal: checked by recomputing it, countersigned, stored, acknowledged.
+        `held`: one an app's protocol held when it came, within its reply time."""
         ctx = self.ctx
         ctx.faults.point("nano-received")
         rec = self.channel_with(conn, msg.channel_id)  # type: ignore[attr-defined]
@@ -255,7 +315,9 @@ class Multistate(ChannelProtocol):
         if done is not None:  # countersigned before: acknowledge it again
             ctx.peers.send(conn, wire.ack(done))
             return
-        if any(h.intercept(conn, rec, msg, proposal, now) for h in self.hooks):
+        if not held and proposal.expires and now_ms() > proposal.expires:
+            raise errors.ProposalExpired(f"the {proposal.kind.value} came after its reply time ended")
+        if not held and any(h.intercept(conn, rec, msg, proposal, now) for h in self.hooks):
             return  # held by an app's protocol
         new, mine = ms.receive(rec, proposal, self.app_of, now, ctx.key, self._consents(rec))
         self._adopted(new, proposal)
@@ -283,10 +345,7 @@ class Multistate(ChannelProtocol):
     def _on_ack(self, conn: Connection, msg: m.NanocontractAck) -> None:
         rec = self.channel_with(conn, msg.channel_id)
         slot = b"" if msg.slot == wire.CHANNEL_SLOT else msg.slot
-        pending = rec.pending_on(slot)
-        if pending is None or wire.version(pending) != msg.version:
-            raise errors.StaleVersion(f"no proposal of version {msg.version} in flight on that slot")
-        new, proposal = ms.receive_ack(rec, slot, msg.sig_channel, msg.sig_nanocontract)
+        new, proposal = ms.receive_ack(rec, slot, msg.sig_channel, msg.sig_nanocontract, msg.version)
         self._adopted(new, proposal)
         def done() -> None:
             self.ctx.faults.point("nano-acked")
@@ -306,10 +365,12 @@ class Multistate(ChannelProtocol):
         for rec in self.records.values():
             if rec.peer != conn.peer or (slot == b"" and rec.channel_id != msg.channel_id):
                 continue
-            pending = rec.pending_on(slot)
-            if pending is None or wire.version(pending) != msg.version:
+            new, dropped = ms.receive_reject(rec, slot, msg.signed, msg.version)
+            if dropped is None:
                 continue
-            new, _ = ms.receive_reject(rec, slot, msg.signed)
+            hooks = self.hooks_of(dropped.nanocontract) if dropped in rec.expired else None
+            if hooks is not None:
+                hooks.refused(new, dropped, failure)
             self.ctx.save([new], then=lambda key=(rec.channel_id, slot): self.ctx.pending.resolve(key, failure))
             return
 

@@ -76,6 +76,11 @@ class Halves(AppHooks):
         then = virtual.hub.released(v.id) if rec.position is Position.INGRID and v.side == SIDE_B else None
         virtual.ctx.save([rec], then=then)
 
+    def refused(self, ledger: MSRecord, proposal: MSProposal, failure: errors.PeerRejected) -> None:
+        """Bob refused the ν_b that expired at Ingrid's end: so does she the ν_a she held."""
+        v = vc.decode(proposal.nanocontract.storage)  # type: ignore[union-attr]
+        self.virtual.hub.release_refused(v.id, failure)
+
     # ------------------------------------------------------------------ on chain
 
     async def submissions(self, ledger: MSRecord, nid: bytes, registered: RegisteredNanocontract,

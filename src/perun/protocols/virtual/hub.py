@@ -99,17 +99,22 @@ class Hub:
 
     async def _propose_b(self, gid: bytes, ledger_b: bytes, half_b: VirtualChannelData) -> None:
         """Message 2: ν_b to Bob. His countersignature (Halves.adopted) releases Alice's ν_a; his
-        refusal is hers. If he does not answer in time, ν_a waits: it completes if he does."""
+        refusal is hers. If he does not answer in time, ν_a waits until he does, even after ν_b's
+        reply time: a countersignature he gave in time counts, and he refuses it otherwise."""
         virtual = self.virtual
         try:
             await virtual.ms.create(ledger_b, "VirtualChannel", vc.initial_of(half_b))
-        except errors.PeerTimeout as exc:
+        except errors.PeerTimeout as exc:  # expired too: its fate comes with Bob's answer
             log.warning("%s: virtual channel 0x%s: %s", virtual.ctx.name, gid.hex()[:12], exc)
         except errors.PerunError as exc:
-            held = self.waiting.pop(gid, None)
-            if held is not None:
-                conn, msg = held
-                virtual.ctx.peers.refuse(conn, msg, errors.ChannelRefused(f"Bob's node refused ν_b: {exc}"))
+            self.release_refused(gid, exc)
+
+    def release_refused(self, gid: bytes, exc: errors.PerunError) -> None:
+        """ν_b will not be signed: Ingrid refuses the ν_a she held (message 4 as a refusal)."""
+        held = self.waiting.pop(gid, None)
+        if held is not None:
+            conn, msg = held
+            self.virtual.ctx.peers.refuse(conn, msg, errors.ChannelRefused(f"Bob's node refused ν_b: {exc}"))
 
     def consents(self, v: VirtualChannelData) -> bool:
         """Ingrid lets ν_a block her cash once ν_b is signed by both (and only then)."""
@@ -125,7 +130,7 @@ class Hub:
 
         def countersign() -> None:
             try:
-                ms.on_proposal(conn, msg, self.virtual.ctx.follower.chain_time)
+                ms.on_proposal(conn, msg, self.virtual.ctx.follower.chain_time, held=True)
             except errors.ValidationError as exc:
                 self.virtual.ctx.peers.refuse(conn, msg, exc, ms)
         return countersign

@@ -198,6 +198,10 @@ class Virtual(Protocol):
         assert final is not None
         return final.state.balance_alice, final.state.balance_bob
 
+    async def cooperative_close(self, gid: bytes, timeout: float | None = None) -> tuple[int, int]:
+        """γ's cooperative close is its fast close (`close`)."""
+        return await self.close(gid, timeout)
+
     # ------------------------------------------------------------------ views
 
     def settled(self, rec: VirtualRecord) -> bool:
