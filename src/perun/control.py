@@ -53,7 +53,6 @@ import re
 import socket
 import stat
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 

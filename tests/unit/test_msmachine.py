@@ -233,8 +233,6 @@ def test_nothing_is_signed_unless_the_channel_is_open() -> None:
 
 # ---------------------------------------------------------------------- the chain's side
 
-from perun.core.msmachine import Duty, apply_event, duties  # noqa: E402
-
 
 def with_lock_claimed() -> tuple[MSRecord, MSRecord, bytes]:
     alice, bob = pair()

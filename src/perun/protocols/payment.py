@@ -13,6 +13,7 @@ Other kinds whose updates are a payment channel's (a virtual channel's ends) reg
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -179,16 +180,17 @@ class Payment(ChannelProtocol):
             self.ctx.faults.point("final-signed" if state.is_final else "update-signed")
             conn.send(_update_message(proposal))
         self._save(new, [mine], then=send)
-        return await self.countersigned(rec, state.version)
+        return await self.countersigned(rec, state.version, acked)
 
-    async def countersigned(self, rec: ChannelRecord, version: int) -> PaymentState:
+    async def countersigned(self, rec: ChannelRecord, version: int, acked: asyncio.Future | None = None
+                            ) -> PaymentState:
         """The state at `version` that this party proposed, once the peer has countersigned it."""
         def late() -> errors.PeerTimeout:
             return errors.PeerTimeout(
                 f"{rec.peer} did not countersign version {version} in time; it stays pending and completes "
                 "if the peer countersigns it after reconnecting")
-        return await self.ctx.pending.wait(self.ctx.pending.expect((rec.channel_id, version)),
-                                           self.ctx.response_timeout, late)
+        acked = acked or self.ctx.pending.expect((rec.channel_id, version))
+        return await self.ctx.pending.wait(acked, self.ctx.response_timeout, late)
 
     async def sign_final(self, cid: bytes) -> None:
         """Signs a final state with the peer (unless done before): the cooperative close's."""

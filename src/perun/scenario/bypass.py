@@ -1,0 +1,113 @@
+"""What a party sends on chain with its key alone, bypassing its node: a state it chose from its
+own store (a stale close, an old nanocontract version, a SETTLE by hand), which is what a party
+does when it runs something other than an honest node; or a duty while its node is down.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from perun import errors
+from perun.core.apps import virtualchannel as vc
+from perun.core.channel import PaymentState
+from perun.core.multistate import ChannelState, Funding, NanocontractState
+from perun.scenario.spec import VirtualSpec
+from perun.scenario.world import World
+
+
+class Bypass:
+    """Transactions with a party's key, built from what its store holds."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def close(self, channel: str, by: str, version: int) -> None:
+        """Closes a payment channel with a non-final version `by` holds, signed by the other
+        party; 0 is the opening state (the deposits), which needs no signature."""
+        cid = self.world.cid(channel)
+        party = self.world.parties[by]
+        spec = self.world.scenario.channels[channel]
+        params = self.world.params[channel]
+        if version == 0:
+            state, signature = PaymentState(cid, 0, *spec.deposits, False), b""
+        else:
+            stored = {s.state.version: s for s in party.states(cid) if not s.state.is_final}
+            if version not in stored:
+                raise errors.StaleVersion(f"{by}'s store holds no state at version {version} "
+                                          f"(it has {_listed(stored)})")
+            s = stored[version]
+            signature = s.sig_bob if by == spec.alice else s.sig_alice
+            state = s.state
+            if not signature:
+                raise errors.InvalidSignature(f"{by} holds no signature of the other party on version {version}")
+        self.world.contract.close(party.account, params, state, signature)
+
+    def close_multistate(self, channel: str, by: str, version: int) -> None:
+        """Closes a multistate channel with a channel state `by` holds (its cash and the
+        nanocontracts it lists), signed by the other party; 0 is the opening state."""
+        cid = self.world.cid(channel)
+        params = self.world.params[channel]
+        if version == 0:
+            state, signature = ChannelState.initial(params, cid), b""
+        else:
+            stored = {s.state.version: s for s in self.world.parties[by].ms_states(cid)
+                      if isinstance(s.state, ChannelState)}
+            if version not in stored:
+                raise errors.StaleVersion(f"{by}'s store holds no channel state at version {version} "
+                                          f"(it has {_listed(stored)})")
+            state, signature = stored[version].state, self._peer_signature(channel, by, stored[version])
+        self.world.ms.close(self.world.parties[by].account, params, state, signature)  # type: ignore[union-attr]
+
+    def register(self, channel: str, by: str, name: str, version: int) -> None:
+        """Registers a version of a nanocontract that `by` holds, signed by the other party."""
+        cid, nid = self.world.cid(channel), self.world.nid(name)
+        stored = {s.state.version: s for s in self.world.parties[by].ms_states(cid)
+                  if isinstance(s.state, NanocontractState) and s.state.nid == nid}
+        if version not in stored:
+            raise errors.StaleVersion(f"{by}'s store holds no version {version} of {name} "
+                                      f"(it has {_listed(stored)})")
+        signed = stored[version]
+        self.world.ms.register(self.world.parties[by].account, self.world.params[channel],  # type: ignore[union-attr]
+                               signed.state, self._peer_signature(channel, by, signed))
+
+    def submit(self, gamma: VirtualSpec, by: str, version: int) -> None:
+        """SETTLE on `by`'s half with a state of γ from its store, signed by both ends."""
+        gid = self.world.cid(gamma.name)
+        stored = {s.state.version: s for s in self.world.parties[by].states(gid)}
+        if version not in stored:
+            raise errors.StaleVersion(f"{by}'s store holds no state of {gamma.name} at version {version} "
+                                      f"(it has {_listed(stored)})")
+        s = stored[version]
+        if not (s.sig_alice and s.sig_bob):
+            raise errors.InvalidSignature(f"{by} holds no signature of the other end on version {version}")
+        ledger = gamma.ledgers[gamma.ends.index(by)]
+        z = vc.settle_arg(vc.as_virtual(s.state), s.sig_alice, s.sig_bob)
+        self.world.ms.execute(self.world.parties[by].account, self.world.params[ledger],  # type: ignore[union-attr]
+                              self.world.nids[f"{gamma.name}@{ledger}"], vc.SETTLE, z)
+
+    def on_chain(self, action: str, channel: str, by: str) -> None:
+        """`finalize` or `refund` while the node is down: the key alone is enough on chain."""
+        account, params = self.world.parties[by].account, self.world.params[channel]
+        if self.world.is_multistate(channel) and action == "finalize":  # with the registered state's nanocontracts
+            closes = [e for e in self.world.events(channel) if e.name == "CloseRegistered"]
+            fundings = tuple(Funding(*f) for f in closes[-1].args["nanocontracts"]) if closes else ()
+            self.world.ms.finalize(account, params, fundings)  # type: ignore[union-attr]
+        else:
+            getattr(self.world.contract_of(channel), action)(account, params)
+
+    def execute(self, channel: str, by: str, nid: bytes, fun: int, z: bytes) -> None:
+        """Executes a registered nanocontract's function while the node is down."""
+        self.world.ms.execute(self.world.parties[by].account, self.world.params[channel],  # type: ignore[union-attr]
+                              nid, fun, z)
+
+    def _peer_signature(self, channel: str, by: str, signed: Any) -> bytes:
+        spec = self.world.scenario.channels[channel]
+        signature = signed.sig_bob if by == spec.alice else signed.sig_alice
+        if not signature:
+            raise errors.InvalidSignature(f"{by} holds no signature of the other party on that version")
+        return signature
+
+
+def _listed(stored: dict[int, Any]) -> str:
+    """The versions a store holds, for an error: `1, 2, 4` or `none`."""
+    return ", ".join(map(str, sorted(stored))) or "none"
