@@ -430,7 +430,7 @@ def test_an_opening_that_outlasts_alices_reply_time_still_completes_when_bob_ans
     late answer, and γ is open at all three."""
     async def scenario():
         async with triangle(net) as (alice, ingrid, bob, a, b):
-            alice.multistate.reply_time = 0.5  # T is Alice's setting: Ingrid's and Bob's are longer
+            alice.multistate.proposer.reply_time = 0.5  # T is Alice's setting: Ingrid's and Bob's are longer
             validity = net.chain.timestamp() + VALIDITY_IN
             with held(bob, m.NanocontractCreate) as gate:
                 with pytest.raises(errors.ProposalExpired):
@@ -450,7 +450,7 @@ def test_an_opening_whose_half_expires_before_bob_answers_is_refused_to_alice(ne
     Ingrid then refuses the ν_a she held: nothing is blocked anywhere."""
     async def scenario():
         async with triangle(net) as (alice, ingrid, bob, a, b):
-            ingrid.multistate.reply_time = 0.5
+            ingrid.multistate.proposer.reply_time = 0.5
             validity = net.chain.timestamp() + VALIDITY_IN
             with held(bob, m.NanocontractCreate) as gate:
                 opening = asyncio.ensure_future(alice.virtual.open(a, bob.address, b, 3 * ETHER, ETHER, validity,

@@ -17,9 +17,7 @@ Functions an app marks `automatic` (a timeout's consequence) the follower calls 
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -39,19 +37,13 @@ from perun.protocols.channels import ChannelProtocol
 from perun.protocols.multistate import views, wire
 from perun.protocols.multistate.duties import Duties
 from perun.protocols.multistate.hooks import AppHooks
+from perun.protocols.multistate.proposer import REPLY_TIME, Proposer, now_ms
 from perun.runtime import Duty, Runtime
-from perun.runtime.pending import Pending
 from perun.wire import messages as m
 from perun.wire.transport import Connection
 
 log = logging.getLogger("perun.node")
 
-REPLY_TIME = 30.0  # the seed's T: seconds a peer has to answer a proposal (Node(reply_time=...))
-
-
-def now_ms() -> int:
-    """The wall clock that `expires` is read against, in Unix milliseconds."""
-    return time.time_ns() // 1_000_000
 
 
 class Multistate(ChannelProtocol):
@@ -70,7 +62,7 @@ class Multistate(ChannelProtocol):
     def __init__(self, ctx: Runtime, contract: str, apps: Mapping[str, str], accept_channel: Callable[[Params], bool],
                  accept_nanocontract: Callable[[NanocontractState], bool], reply_time: float = REPLY_TIME) -> None:
         super().__init__(ctx, MSContract(ctx.chain, contract), accept_channel)
-        self.reply_time = reply_time
+        self.proposer = Proposer(self, reply_time)
         self.app_address = {name: to_checksum_address(address) for name, address in apps.items()}
         self.apps: dict[str, App] = {address: app_named(name).at(self.domain.chain_id, address)
                                      for name, address in self.app_address.items()}
@@ -128,7 +120,7 @@ class Multistate(ChannelProtocol):
             raise errors.InvalidNanocontract(f"this node knows no app {app!r}; it knows {', '.join(self.app_address)}")
         address = self.app_address[app]
         self.apps[address].check_initial(initial)
-        proposal = await self._update(cid, b"", lambda rec, t: ms.create(rec, address, initial, self.ctx.key, fee, t))
+        proposal = await self.proposer.update(cid, b"", lambda rec, t: ms.create(rec, address, initial, self.ctx.key, fee, t))
         return proposal.nid
 
     async def call(self, cid: bytes, nid: bytes, fun: int, z: bytes = b"") -> NanocontractState:
@@ -136,12 +128,12 @@ class Multistate(ChannelProtocol):
         new state once the peer has countersigned it. The app's errors are raised as they are."""
         app = self.app_of(self.channel(cid).nanocontract(nid).state.app)  # type: ignore[union-attr]
         now = await self.ctx.on_chain(self.ctx.chain.timestamp)
-        await self._update(cid, nid, lambda rec, t: ms.call(rec, nid, fun, z, now, app, self.ctx.key, t))
+        await self.proposer.update(cid, nid, lambda rec, t: ms.call(rec, nid, fun, z, now, app, self.ctx.key, t))
         return self.nanocontract(cid, nid)
 
     async def absorb(self, cid: bytes, nid: bytes) -> ChannelState:
         """Removes terminated nanocontract `nid`: what it released goes back to the cash."""
-        await self._update(cid, b"", lambda rec, t: ms.absorb(rec, nid, self.ctx.key, t))
+        await self.proposer.update(cid, b"", lambda rec, t: ms.absorb(rec, nid, self.ctx.key, t))
         return self.channel(cid).state
 
     async def register(self, cid: bytes, nid: bytes) -> Receipt | None:
@@ -190,7 +182,7 @@ class Multistate(ChannelProtocol):
         (every nanocontract must be absorbed first). Returns the payout (alice, bob). If the peer
         does not answer, use `close` (unilateral)."""
         if not self.channel(cid).is_fully_signed_final:
-            await self._update(cid, b"", lambda rec, t: ms.close(rec, self.ctx.key, t))
+            await self.proposer.update(cid, b"", lambda rec, t: ms.close(rec, self.ctx.key, t))
         if await self.cooperative_close_on_chain(cid) is None:
             await self.ctx.follower.poll()  # the peer's transaction closed it: read its payout
         rec = await self.ctx.wait_for(cid, lambda r: r.stage is Stage.CLOSED, timeout or self.ctx.response_timeout)
@@ -204,56 +196,6 @@ class Multistate(ChannelProtocol):
                                   rec.final.sig_alice, rec.final.sig_bob)
 
     # ------------------------------------------------------------------ proposing
-
-    async def _update(self, cid: bytes, slot: bytes, step: Callable[[MSRecord, int], tuple[MSRecord, MSProposal]]
-                      ) -> MSProposal:
-        """Proposes what `step` makes of the channel's record (with the time the proposal
-        expires), again if the peer refuses it as stale or conflicting (the versions it burned go
-        into the next one)."""
-        async def attempt(rec: MSRecord) -> MSProposal:
-            self._expire_due(rec)
-            new, proposal = step(self.channel(cid), now_ms() + int(self.reply_time * 1000))
-            await self._propose(rec, new, proposal)
-            return proposal
-        return await self.retried(cid, attempt, lambda r: ms.slot_version(r, slot))
-
-    async def _propose(self, rec: MSRecord, new: MSRecord, proposal: MSProposal) -> None:
-        ctx = self.ctx
-        conn = ctx.peers.connection(rec.peer)
-        key = (rec.channel_id, proposal.slot)
-        acked = ctx.pending.expect(key)
-        def send() -> None:
-            ctx.faults.point("nano-proposed")
-            conn.send(wire.message(proposal))
-        ctx.save([new], wire.signed_states(new, proposal, proposal), then=send)
-        timer = asyncio.get_running_loop().call_later(self.reply_time, self._expire, rec.channel_id, proposal)
-        acked.add_done_callback(lambda _: timer.cancel())
-        await Pending.wait(acked, ctx.response_timeout, lambda: errors.PeerTimeout(
-            f"{rec.peer} did not countersign the {proposal.kind.value} in time; it stays pending until its reply "
-            f"time ends ({self.reply_time:g} s after it was proposed) and completes if the peer countersigns it by then"))
-
-    def _expire(self, cid: bytes, proposal: MSProposal) -> None:
-        """The reply time of `proposal` is over: the slot is free again, and whoever waits for
-        the proposal learns that it expired."""
-        rec = self.records.get(cid)
-        if not self.ctx.serving or rec is None or rec.pending_on(proposal.slot) != proposal:
-            return
-        expired = errors.ProposalExpired(
-            f"{rec.peer} did not answer the {proposal.kind.value} within the reply time ({self.reply_time:g} s): "
-            "it refuses it from now on, and this node proposes above its version. If the peer countersigned it "
-            "in time, its answer still completes it")
-        self.ctx.save([ms.expire(rec, proposal.slot)],
-                      then=lambda: self.ctx.pending.resolve((cid, proposal.slot), expired))
-
-    def _expire_due(self, rec: MSRecord) -> MSRecord:
-        """Expires the proposals of `rec` whose reply time is over (after a restart, say)."""
-        now = now_ms()
-        due = [p for p in rec.pending if p.expires and p.expires <= now]
-        for proposal in due:
-            rec = ms.expire(rec, proposal.slot)
-        if due:
-            self.ctx.save([rec])
-        return rec
 
     def signed_on(self, peer: str, ref: bytes) -> int:
         """What a refusal of `peer`'s proposal on `ref` (a channel id, or a nid for a call) tells
@@ -301,7 +243,7 @@ class Multistate(ChannelProtocol):
         self.repropose(conn)
         for rec in list(self.records.values()):
             if rec.peer == conn.peer and rec.stage is not Stage.CLOSED:
-                rec = self._expire_due(rec)
+                rec = self.proposer.expire_due(rec)
                 for proposal in (*rec.expired, *rec.pending):
                     self.ctx.peers.send(conn, wire.message(proposal))
 
