@@ -131,8 +131,8 @@ class Payment(ChannelProtocol):
         return self.ctx.save([host.with_updates(rec) if host else rec], states, then=then)
 
     def _progress(self, rec: Any) -> int:
-        """The version of a channel's record as `wait_for` sees it (a host's record too)."""
-        updates = rec if isinstance(rec, ChannelRecord) else self.updates(rec.channel_id)
+        """The version of the updates of a channel whose record `wait_for` sees (a host's too)."""
+        updates = self.updates(rec.channel_id)
         return updates.current.version if updates is not None else -1
 
     # ================================================================== the API
