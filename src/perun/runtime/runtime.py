@@ -185,7 +185,9 @@ class Runtime:
                 action()
             except errors.PerunError as exc:
                 log.warning("%s: after commit: %s", self.name, exc)
-            except Killed:
+            except Killed:  # an action reached a crash point: whoever awaits the commit learns it
+                done.set_exception(errors.NodeKilled(f"{self.name} was killed"))
+                done.exception()
                 return
         done.set_result(None)
 
