@@ -13,8 +13,9 @@ tests/node/test_crashes.py).
 
 `Run` is the coordinator: the world it stands on (perun.scenario.world, the parties and their
 nodes in perun.scenario.party), the narrator that records and prints (perun.scenario.narrator),
-the actions that do each step (perun.scenario.actions, perun.scenario.bypass) and the checks
-that judge each `expect` (perun.scenario.checks).
+the actions that do each step (perun.scenario.actions, perun.scenario.bypass, and
+perun.scenario.environment for the network and time) and the checks that judge each `expect`
+(perun.scenario.checks).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from perun.scenario import record as r
 from perun.scenario.actions import STEP_TIMEOUT, Actions
 from perun.scenario.bypass import Bypass
 from perun.scenario.checks import Checks
+from perun.scenario.environment import Environment
 from perun.scenario.narrator import Narrator
 from perun.scenario.network import Network
 from perun.scenario.spec import Scenario, Step
@@ -53,6 +55,7 @@ class Run:
         self.network = Network({}, self.narrator.message)  # it learns the parties' addresses at setup
         self.bypass = Bypass(self.world)
         self.actions = Actions(self.world, self.narrator, self.network, self.bypass, self._died)
+        self.environment = Environment(self.world, self.narrator, self.network)
         self.checks = Checks(self.world, self.narrator)
         self._death = asyncio.Event()
 
@@ -132,7 +135,7 @@ class Run:
         return True
 
     async def _act(self, step: Step) -> None:
-        a, act = step.args, self.actions
+        a, act, env = step.args, self.actions, self.environment
         gamma = self.scenario.virtual.get(a.get("channel", ""))
         match step.action:
             case "open" if gamma:
@@ -170,13 +173,13 @@ class Run:
             case "crash":
                 act.crash(a["party"], a.get("at"))
             case "drop" | "delay":
-                act.fault(step.action, a["from"], a["message"], a.get("count", 1), a.get("seconds", 0.0))
+                env.fault(step.action, a["from"], a["message"], a.get("count", 1), a.get("seconds", 0.0))
             case "replay":
-                await act.replay(a["from"], a["message"])
+                await env.replay(a["from"], a["message"])
             case "forge":
-                await act.forge(a["from"], a["channel"], a["amount"], a.get("signer"))
+                await env.forge(a["from"], a["channel"], a["amount"], a.get("signer"))
             case "wait":
-                act.wait(a)
+                env.wait(a)
             case "expect":
                 self.checks.expect(step)
 
