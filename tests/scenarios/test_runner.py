@@ -165,3 +165,41 @@ steps:
     assert rec.channels["g"].kind == "virtual" and rec.channels["g"].id.startswith("0x")
     assert rec.samples[-1].channels["g"] == {"alice": 15 * 10**17, "bob": 5 * 10**17}
     assert "      · bob: ingrid settled g: 1.5 ETH / 0.5 ETH" in lines
+
+
+def test_ledger_channels_closed_cooperatively_one_in_a_dispute_pay_out_the_virtual_channel(tmp_path: Path) -> None:
+    path = tmp_path / "v.yaml"
+    path.write_text("""title: t
+parties: {alice: {}, ingrid: {hub: {}}, bob: {}}
+channels:
+  ai: {kind: multistate, alice: alice, bob: ingrid, deposits: [10eth, 10eth]}
+  ib: {kind: multistate, alice: ingrid, bob: bob, deposits: [10eth, 10eth]}
+virtual:
+  g: {alice: alice, ingrid: ingrid, bob: bob, ledgers: [ai, ib], deposits: [3eth, 1eth], validity: 3600, window: 1200}
+steps:
+  - open: ai
+  - open: ib
+  - open: g
+  - pay: {channel: g, from: alice, amount: 1eth}
+  - close: {channel: g, by: bob}
+  - close: {channel: ai, by: ingrid}
+  - cooperative_close: {channel: ai, by: alice}
+  - cooperative_close: {channel: ib, by: bob}
+  - expect:
+      channel: g
+      payout: {alice: 9eth, ingrid: 20eth, bob: 11eth}
+      wallets: {alice: -1eth, ingrid: 0, bob: +1eth}
+      held: 0
+""")
+    lines: list[str] = []
+    [rec] = run([path], out=lines.append)
+    assert rec.passed, lines
+    # The final states are signed in the report (the frame carries no cash: the channel state's),
+    # and the ledger channels' CooperativelyClosed events are γ's payout.
+    finals = [(m.sender, m.summary) for m in rec.messages if m.type == "MultistateClose"]
+    assert finals == [("alice", "ai v3 final: 9 ETH / 11 ETH"), ("bob", "ib v3 final: 9 ETH / 11 ETH")]
+    assert [(t.sender, t.function, t.events) for t in rec.transactions][-3:] == [
+        ("ingrid", "close", ("CloseRegistered(version=2)",)),
+        ("alice", "cooperativeClose", ("CooperativelyClosed(version=3)",)),
+        ("bob", "cooperativeClose", ("CooperativelyClosed(version=3)",))]
+    assert "      · alice: ingrid countersigned the final state; paid out 9 ETH / 11 ETH" in lines

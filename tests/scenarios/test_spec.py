@@ -163,8 +163,10 @@ LOCK = "name: lock, app: HashTimeLock, amount: 1eth, preimage: 's', timeout: 60"
      ":8: step 3 (expect): state: expected a nanocontract created by an earlier step: one of pay, game, got"),
     ("  - pay: {from: alice, amount: 1eth}\n",
      ":8: step 3 (pay): channel ab is a multistate channel: pay is for payment channels"),
-    ("  - cooperative_close: {by: alice}\n",
-     ":8: step 3 (cooperative_close): channel ab is a multistate channel: cooperative_close is for payment channels"),
+    ("  - forge: {from: alice, amount: 1eth}\n",
+     ":8: step 3 (forge): channel ab is a multistate channel: forge is for payment channels (a multistate channel "
+     "moves money with nanocontracts)"),
+    ("  - cooperative_close: {by: carol}\n", ":8: step 3 (cooperative_close): carol is not a party of channel ab"),
 ])
 def test_a_wrong_multistate_step_names_its_line_field_and_expectation(tmp_path: Path, steps: str, message: str) -> None:
     path = write(tmp_path, MS_HEAD + steps)
@@ -235,6 +237,14 @@ def test_multistate_steps_and_their_defaults(tmp_path: Path) -> None:
     assert expect.lines["nanocontract"] == 19
 
 
+def test_a_multistate_channel_closes_cooperatively_also_after_a_stale_close(tmp_path: Path) -> None:
+    path = write(tmp_path, MS_HEAD + "  - close: {by: bob, version: 1}\n  - cooperative_close: {by: alice}\n")
+    *_, close, cooperative = load(path).steps
+    assert close.args == {"by": "bob", "version": 1, "channel": "ab"}
+    assert (cooperative.action, cooperative.args, cooperative.line) == ("cooperative_close",
+                                                                        {"by": "alice", "channel": "ab"}, 9)
+
+
 # ------------------------------------------------------------------------------- virtual channels
 
 V_PARTIES = "parties: {alice: {}, ingrid: {hub: {}}, bob: {}, carol: {}}\n"
@@ -261,6 +271,11 @@ V_HEAD = f"title: t\n{V_PARTIES}{V_CHANNELS}virtual:\n  g: {{{GAMMA}}}\nsteps:\n
      ":10: step 1 (close): timeout: expected a number of seconds > 0, got 0"),
     ("  - close: {channel: ab, by: alice, timeout: 1}\n",
      ":10: step 1 (close): timeout goes with a virtual channel, and ab is not one"),
+    ("  - cooperative_close: {channel: g, by: alice}\n",
+     ":10: step 1 (cooperative_close): channel: expected a channel: one of ai, ib, ab (virtual channel g closes "
+     "cooperatively with close, the fast close through ingrid), got 'g'"),
+    ("  - cooperative_close: {channel: h, by: alice}\n",
+     ":10: step 1 (cooperative_close): channel: expected a channel: one of ai, ib, ab, got 'h'"),
     ("  - finalize: {channel: g, by: alice}\n",
      ":10: step 1 (finalize): channel: expected a channel: one of ai, ib, ab (g is a virtual channel), got 'g'"),
     ("  - submit: {channel: ai, by: alice, version: 1}\n",

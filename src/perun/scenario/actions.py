@@ -106,7 +106,16 @@ class Actions:
         self.narrator.note(payer, "the payment stays unanswered")
 
     async def cooperative_close(self, channel: str, by: str) -> None:
-        await self.world.parties[by].running_node().close(self.world.cid(channel))
+        """Both sign a final state, which `by`'s node submits: open or closing, the channel is paid
+        out at once."""
+        cid, party = self.world.cid(channel), self.world.parties[by]
+        if self.world.is_multistate(channel):
+            paid = await party.multistate().cooperative_close(cid)
+        else:
+            paid = await party.running_node().close(cid)
+        alice, bob = self.world.ends(channel)
+        self.narrator.note(by, f"{bob if by == alice else alice} countersigned the final state; paid out "
+                               f"{self.world.amounts(*paid)}")
 
     async def close(self, channel: str, by: str, version: int | str) -> None:
         """A unilateral close: `by`'s node registers the latest state, or `by` sends a version

@@ -203,18 +203,19 @@ class Checks:
     # ------------------------------------------------------------------ virtual channels
 
     def _virtual_payout(self, gamma: VirtualSpec, want: dict[str, int]) -> list[Check]:
-        """What γ's ledger channels paid each party (Ingrid: both), from their Finalized events."""
+        """What γ's ledger channels paid each party (Ingrid: both), from their Finalized or
+        CooperativelyClosed events."""
         events = self.world.ms.events()  # type: ignore[union-attr]
         paid: dict[str, int] = {}
         closed = 0
         for ledger in gamma.ledgers:
             cid = self.world.cids.get(ledger)
-            finalized = [e for e in events if e.name == "Finalized" and e.args["channelId"] == cid]
-            if finalized:
+            closing = [e for e in events if e.name in CLOSING_EVENTS and e.args["channelId"] == cid]
+            if closing:
                 closed += 1
                 channel = self.world.scenario.channels[ledger]
                 for party, key in ((channel.alice, "payoutAlice"), (channel.bob, "payoutBob")):
-                    paid[party] = paid.get(party, 0) + finalized[-1].args[key]
+                    paid[party] = paid.get(party, 0) + closing[-1].args[key]
         what = f"payout of {' and '.join(gamma.ledgers)} to"
         return [("payout", f"{what} {party}", self.world.amount(amount),
                  self.world.amount(paid[party]) if closed == len(gamma.ledgers) else "no payout yet")

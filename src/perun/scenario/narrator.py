@@ -206,6 +206,8 @@ class Narrator:
             return f"{where} {nc} v{message.version}: {self._call_text(message.nid, message.fun, message.z)}"
         if isinstance(message, m.NanocontractAbsorb):
             return f"{where} v{message.version}: absorbs {nano_name(message.nid)}"
+        if isinstance(message, m.MultistateClose):
+            return f"{where} v{message.version} final: {self._final_cash(message)}"
         if isinstance(message, m.NanocontractAck):
             slot = "" if message.slot == bytes(32) else f" {nano_name(message.slot)}"
             return f"{where}{slot} v{message.version} countersigned"
@@ -218,6 +220,17 @@ class Narrator:
         if isinstance(message, (m.Hello, m.Auth)):
             return "handshake"
         return where
+
+    def _final_cash(self, message: m.MultistateClose) -> str:
+        """The cash a multistate channel's final state pays out. The frame carries none: it is
+        that of the channel state at `prev`, which both parties hold; read from Alice's record, or
+        named by its version if that record is elsewhere (a relay's observer must not raise)."""
+        name = self.world.channel_name(message.channel_id)
+        spec = self.world.scenario.channels.get(name)
+        rec = self.world.parties[spec.alice].record(message.channel_id) if spec else None
+        if isinstance(rec, MSRecord) and rec.state.version == message.prev:
+            return self.world.amounts(rec.state.cash_alice, rec.state.cash_bob)
+        return f"the cash of v{message.prev}"
 
     def _call_text(self, nid: bytes, fun: int, z: bytes) -> str:
         """A nanocontract call as a frame carries it: `move to cell 4`, `settle with v3: ...`."""

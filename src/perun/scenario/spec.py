@@ -187,6 +187,15 @@ def _channel(value: Any, scenario: Scenario) -> str:
     return value
 
 
+def _closable(value: Any, scenario: Scenario) -> str:
+    """The channel of a `cooperative_close`: one on chain, of either kind."""
+    gamma = scenario.virtual.get(value) if isinstance(value, str) else None
+    if gamma is not None:  # its final state goes to Ingrid, not to a contract
+        raise _Bad(f"a channel: one of {', '.join(scenario.channels)} (virtual channel {value} closes cooperatively "
+                   f"with close, the fast close through {gamma.ingrid})")
+    return _channel(value, scenario)
+
+
 def _virtual(value: Any, scenario: Scenario) -> str:
     if value not in scenario.virtual:
         raise _Bad(f"a virtual channel: one of {', '.join(scenario.virtual) or 'none (the file has no virtual:)'}")
@@ -435,7 +444,7 @@ ACTIONS: dict[str, tuple[Fields, str | None]] = {
     "open": ({**ANY_CHANNEL, "confirm": (_bool, False)}, "channel"),
     "pay": ({**ANY_CHANNEL, "from": (_party, True), "amount": (_amount, True), "send": (_bool, False),
              "answer": (_bool, False)}, None),
-    "cooperative_close": ({**CHANNEL, "by": (_party, True)}, None),
+    "cooperative_close": ({"channel": (_closable, False), "by": (_party, True)}, None),
     "close": ({**ANY_CHANNEL, "by": (_party, True), "version": (_version, False),
                "timeout": (_positive_seconds, False)}, None),
     "finalize": ({**CHANNEL, "by": (_party, True)}, None),
@@ -724,9 +733,9 @@ class _Loader:
         if action == "expect" and {"final", "settled"} & set(args.get("state", {})):
             raise self.fail(fields["state"], f"{where}: state: final and settled go with a virtual channel, and "
                                              f"{channel.name} is not one")
-        if action in ("pay", "forge", "cooperative_close") and channel.kind == "multistate":
+        if action in ("pay", "forge") and channel.kind == "multistate":
             raise self.fail(node, f"{where}: channel {channel.name} is a multistate channel: {action} is for payment "
-                                  "channels (a multistate channel moves money with nanocontracts, and closes with close)")
+                                  "channels (a multistate channel moves money with nanocontracts)")
         if action == "nanocontract" and channel.kind != "multistate":
             raise self.fail(node, f"{where}: channel {channel.name} is a payment channel: nanocontracts live in "
                                   "multistate channels (kind: multistate)")
