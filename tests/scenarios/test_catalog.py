@@ -39,11 +39,12 @@ def test_the_catalog_has_what_the_issue_asks_for() -> None:
                      "replay-and-forgery", "erc20-channel", "tictactoe-timeout", "stale-nanocontract-refuted",
                      "close-with-live-nanocontracts", "conditional-payments", "virtual-fast-close",
                      "virtual-close-refused", "virtual-ingrid-offline", "virtual-stale-state", "virtual-silent-end",
-                     "virtual-ledger-closed"}
+                     "virtual-ledger-closed", "cooperative-close-in-dispute", "multistate-cooperative-close"}
     scenarios = {p.stem: load(p) for p in CATALOG}
     assert [name for name, s in scenarios.items() if any(c.kind == "multistate" for c in s.channels.values())] == [
         "11-tictactoe-timeout", "12-stale-nanocontract-refuted", "13-close-with-live-nanocontracts",
-        "14-conditional-payments", *(name for name in scenarios if name[:2] >= "15")]
+        "14-conditional-payments", *(name for name in scenarios if "15" <= name[:2] <= "20"),
+        "22-multistate-cooperative-close"]
     # 15 to 20: one virtual channel each, through an Ingrid who ends with exactly her deposits.
     virtual = {name: s for name, s in scenarios.items() if s.virtual}
     assert list(virtual) == [f"{n}-virtual-{what}" for n, what in zip(range(15, 21), (
@@ -55,6 +56,14 @@ def test_the_catalog_has_what_the_issue_asks_for() -> None:
         ledgers = [s.channels[name] for name in gamma.ledgers]
         deposits = sum(c.deposits[0 if c.alice == gamma.ingrid else 1] for c in ledgers)
         assert last["payout"][gamma.ingrid] == deposits
+    # 21 and 22: a cooperative close ends a running dispute, on each kind of channel: the last
+    # events expected are a registered close, then CooperativelyClosed, and never Finalized.
+    for name, kind in (("21-cooperative-close-in-dispute", "payment"),
+                       ("22-multistate-cooperative-close", "multistate")):
+        s = scenarios[name]
+        assert [c.kind for c in s.channels.values()] == [kind]
+        events = [event for event, _ in [step for step in s.steps if "events" in step.args][-1].args["events"]]
+        assert "CloseRegistered" in events and events[-1] == "CooperativelyClosed" and "Finalized" not in events
 
 
 def test_a_real_report_in_chromium(chromium: str, tmp_path: Path) -> None:
