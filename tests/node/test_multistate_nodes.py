@@ -324,7 +324,7 @@ def test_a_cooperative_close_pays_out_at_once_also_ending_a_dispute(net, dispute
     async def scenario():
         async with ms_pair(net) as (alice, bob, cid):
             pay = await alice.multistate.create(cid, "HashTimeLock", lock(ETHER, net=net))
-            with pytest.raises(errors.InvalidNanocontract, match="absorb them first"):
+            with pytest.raises(errors.InvalidNanocontract, match="still blocks"):
                 await alice.multistate.cooperative_close(cid)
             await bob.multistate.call(cid, pay, htlc.CLAIM, PREIMAGE)
             await alice.multistate.absorb(cid, pay)

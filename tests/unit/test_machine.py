@@ -211,3 +211,18 @@ def test_a_stale_registration_is_disputed_until_the_deadline(now, expected):
     alice, bob = exchange(alice, bob, ALICE.key, BOB.key, 10)
     bob = replace(bob, stage=Stage.CLOSING, registered_version=0, deadline=100)
     assert duties(bob, now) == expected
+
+
+@pytest.mark.parametrize("proposed, stage, now, due", [
+    (True, Stage.OPEN, 0, True), (False, Stage.OPEN, 10**9, False),
+    (True, Stage.CLOSING, 0, True),
+    (False, Stage.CLOSING, 1000 - 300 - 1, False), (False, Stage.CLOSING, 1000 - 300, True),
+])
+def test_a_final_state_is_submitted_by_its_proposer_and_in_a_dispute_by_the_other_after_half_the_window(
+        proposed, stage, now, due):
+    alice, bob = pair()
+    alice, p = propose(alice, final(alice), ALICE.key)
+    bob, sig = receive_update(bob, p.state, p.prev, p.signature, BOB.key)
+    alice, _ = receive_ack(alice, p.state.version, sig)
+    rec = replace(alice if proposed else bob, stage=stage, deadline=1000, registered_version=0)  # Δ = 600
+    assert duties(rec, now) == ((Duty.COOPERATIVE_CLOSE,) if due else ())

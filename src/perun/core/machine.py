@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from enum import Enum, IntEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from perun import errors
 from perun.core.channel import Params, PaymentState, check_state
@@ -330,6 +330,18 @@ def _after_event(rec: ChannelRecord, name: str, args: dict) -> ChannelRecord:
     return rec
 
 
+def final_due(rec: Any, now: int) -> bool:
+    """A final state signed by both is submitted by its proposer, and by the other party only in a
+    dispute (the proposer may be gone) once half its window has passed: the proposer's
+    submission, usually made at once, would make it revert in vain (a record payment or
+    multistate)."""
+    if rec.stage not in (Stage.OPEN, Stage.CLOSING):
+        return False
+    if rec.proposed_final:
+        return True
+    return rec.stage is Stage.CLOSING and now >= rec.deadline - rec.params.delta // 2
+
+
 class Duty(str, Enum):
     """A transaction this party should send now."""
 
@@ -356,9 +368,8 @@ def duties(rec: ChannelRecord, now: int) -> tuple[Duty, ...]:
         if rec.role is Role.ALICE and now >= rec.deadline:
             return (Duty.REFUND,)
         return ()
-    # The proposer of a final state submits it; the other party only if a dispute started.
-    if rec.is_fully_signed_final and (rec.stage is Stage.CLOSING or (rec.stage is Stage.OPEN and rec.proposed_final)):
-        return (Duty.COOPERATIVE_CLOSE,)
+    if rec.is_fully_signed_final:
+        return (Duty.COOPERATIVE_CLOSE,) if final_due(rec, now) else ()
     if rec.stage is Stage.CLOSING:
         if now >= rec.deadline:
             return (Duty.FINALIZE,)

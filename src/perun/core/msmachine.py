@@ -33,7 +33,7 @@ from perun import errors
 from perun.core.apps import App, AppState, Context
 from perun.core.channel import Params
 from perun.core.eip712 import Domain, check_digest_signature, sign
-from perun.core.machine import Role, Sides, Stage, monotonic
+from perun.core.machine import Role, Sides, Stage, final_due, monotonic
 from perun.core.multistate import (
     ChannelState,
     FinalChannelState,
@@ -250,12 +250,26 @@ def close(rec: MSRecord, key: bytes, expires: int = 0) -> tuple[MSRecord, MSProp
     _check_slot_free(rec, b"")
     if rec.pending or rec.expired:
         raise errors.UpdateConflict("updates are still waiting for the peer: close once they are answered")
-    final = rec.state.final()  # InvalidNanocontract while a nanocontract is live
-    final = replace(final, version=max(rec.burned(b""), rec.state.version) + 1)
+    final = final_state(rec, max(rec.burned(b""), rec.state.version) + 1)
     proposal = MSProposal(Kind.CLOSE, b"", final=final, sig_channel=_sign(rec, final, key), prev=rec.state.version,
                           expires=expires)
     rec = _proposed(rec, proposal)
     return replace(rec, final=_signed(rec, final, proposal.sig_channel, b""), proposed_final=True), proposal
+
+
+def final_state(rec: MSRecord, version: int) -> FinalChannelState:
+    """The channel's final state at `version`: its cash with what every nanocontract released,
+    as if each were absorbed (no need: a final state ends the channel, in a dispute too, where
+    nothing is absorbed). InvalidNanocontract while one still blocks funds."""
+    state = rec.state
+    for signed in rec.nanocontracts:
+        nc: NanocontractState = signed.state  # type: ignore[assignment]
+        if not nc.terminated:
+            raise errors.InvalidNanocontract(
+                f"nanocontract 0x{nc.nid.hex()} still blocks {nc.blocked}: settle it (off chain, or on chain) "
+                "before the cooperative close")
+        state = state.absorb(nc)
+    return replace(state.final(), version=version)
 
 
 def expire(rec: MSRecord, slot: bytes) -> MSRecord:
@@ -463,8 +477,7 @@ def _expected_close(rec: MSRecord, p: MSProposal) -> MSProposal:
         raise errors.InvalidNanocontract("a cooperative close carries a final channel state only")
     _check_channel_version(rec, p.final.version)
     check_final_state(rec.params, p.final, rec.channel_id)
-    final = replace(rec.state.final(), version=p.final.version)  # InvalidNanocontract while one is live
-    return MSProposal(Kind.CLOSE, b"", final=final)
+    return MSProposal(Kind.CLOSE, b"", final=final_state(rec, p.final.version))
 
 
 def _check_channel_version(rec: MSRecord, version: int) -> None:
@@ -638,9 +651,8 @@ def duties(rec: MSRecord, now: int) -> tuple[tuple[Duty, bytes], ...]:
         return ()
     if rec.stage not in (Stage.OPEN, Stage.CLOSING):
         return ()
-    # The proposer of a final state submits it; the other party only if a dispute started.
-    if rec.is_fully_signed_final and (rec.stage is Stage.CLOSING or rec.proposed_final):
-        return ((Duty.COOPERATIVE_CLOSE, b""),)
+    if rec.is_fully_signed_final:
+        return ((Duty.COOPERATIVE_CLOSE, b""),) if final_due(rec, now) else ()
     found: list[tuple[Duty, bytes]] = []
     closing = rec.stage is Stage.CLOSING
     if closing and now < rec.deadline and rec.registered_version is not None \

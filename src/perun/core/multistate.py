@@ -118,7 +118,7 @@ class ChannelState:
         InvalidNanocontract while a nanocontract is live: absorb every one first."""
         if self.nanocontracts:
             raise errors.InvalidNanocontract(
-                f"a final state lists no nanocontract; {len(self.nanocontracts)} are live: absorb them first")
+                f"a final state lists no nanocontract, and this state lists {len(self.nanocontracts)}: absorb them first")
         return FinalChannelState(self.channel_id, self.version + 1, self.cash_alice, self.cash_bob)
 
     def funding(self, nid: bytes) -> Funding:

@@ -57,7 +57,7 @@ def proposal_of(rec: MSRecord, msg: m.Message, app_of: AppOf, now: int) -> tuple
             again = MSProposal(Kind.CLOSE, b"", final=rec.final.state, sig_channel=msg.sig_final)  # type: ignore[arg-type]
             return again, _adopted(rec, again)
         _check_prev(msg.prev, rec.state.version, "channel")
-        final = replace(rec.state.final(), version=msg.version)
+        final = ms.final_state(rec, msg.version)
         return MSProposal(Kind.CLOSE, b"", final=final, sig_channel=msg.sig_final, expires=msg.expires), None
     if isinstance(msg, m.NanocontractCall):
         held: NanocontractState = rec.nanocontract(msg.nid).state  # type: ignore[assignment]
