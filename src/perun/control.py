@@ -25,9 +25,10 @@ Methods and their params:
     channels    {}                                          every channel
     status      {channel?}                                  one channel, or every channel
     sync        {}                                          read the chain now and do what is due
-    wait        {channel, stage?, version?, timeout?}       answer once the channel (a payment or a
-                                                            multistate one) reaches a stage
-                                                            (comma-separated) or version
+    wait        {channel, stage?, version?, registered?, timeout?}
+                                                            answer once the channel (of any kind) reaches
+                                                            a stage (comma-separated), a version, or a
+                                                            registered version on chain (a close's)
     wait_peer   {peer, timeout?}                            answer once connected to the peer
 
 Multistate (ledger) and virtual channels, when the node runs them (a deployment with MSContract
@@ -41,6 +42,21 @@ and the VirtualChannel app):
     virtual_close {channel}                                 close it fast through Ingrid
     virtuals      {}                                        every virtual channel
 `pay` and `status` take a virtual channel's id as well, and `status` a multistate channel's.
+
+Nanocontracts of a multistate channel (nids are 0x and 64 hex digits, `data` and `z` 0x-hex bytes):
+    nanocontract_create   {channel, app, blocked_mine, blocked_peer, data}
+                                                            create one of `app` (a name of the deployment's
+                                                            apps) holding the app state `data` that blocks
+                                                            these amounts (the node checks it is one the app
+                                                            starts from); the reply has its `nid`
+    nanocontract_call     {channel, nid, fun, z?}           call function `fun` (its name, or its number)
+                                                            off chain with argument `z`
+    nanocontract_absorb   {channel, nid}                    put a terminated one's releases back into the cash
+    nanocontract_register {channel, nid}                    register the latest version on chain (its window
+                                                            starts; the watcher answers and executes)
+Each answers with the channel (as `status`) once the peer has countersigned, or the transaction is
+mined. `wait` takes a `nid` too: then `version` is that nanocontract's, and `registered` the version
+the chain holds of it; without, `registered` is the channel version a close registered on chain.
 """
 
 from __future__ import annotations
@@ -133,6 +149,10 @@ class ControlServer:
             "virtual_open": self._virtual_open,
             "virtual_close": self._virtual_close,
             "virtuals": self._virtuals,
+            "nanocontract_create": self._nanocontract_create,
+            "nanocontract_call": self._nanocontract_call,
+            "nanocontract_absorb": self._nanocontract_absorb,
+            "nanocontract_register": self._nanocontract_register,
         }
 
     async def bind(self) -> None:
@@ -329,18 +349,29 @@ class ControlServer:
     async def _wait(self, params: dict[str, Any]) -> Any:
         """Answers when the channel (of any kind) reaches one of `stage` (comma-separated), or
         its version reaches `version`; PeerTimeout after `timeout` seconds (default 30)."""
-        channel, stage, version, timeout = _take(params, "channel", optional=("stage", "version", "timeout"))
+        channel, stage, version, registered, nid, timeout = _take(
+            params, "channel", optional=("stage", "version", "registered", "nid", "timeout"))
         cid = _channel_id(channel)
+        stages = set(_text(stage, "stage").split(",")) if stage is not None else None
+        least = _int(version, "version") if version is not None else None
+        on_chain = _int(registered, "registered") if registered is not None else None
+        slot = _bytes32(nid, "nid") if nid is not None else None
+        seconds = float(_int(timeout, "timeout")) if timeout is not None else 30.0
         node = self._node()
         holder = node.runtime.registry.holder(cid)
         if holder is None:
             raise errors.UnknownChannel(f"no channel 0x{cid.hex()}")
-        stages = set(_text(stage, "stage").split(",")) if stage is not None else None
-        least = _int(version, "version") if version is not None else None
+        version_of, registered_of = holder.version_of, holder.registered_of
+        if slot is not None:
+            if holder is not node.runtime.registry.get("multistate"):
+                raise BadRequest(f"nid names a nanocontract, and channel 0x{cid.hex()} is a {holder.kind} channel")
+            version_of = lambda rec: holder.nanocontract_version(rec, slot)  # noqa: E731
+            registered_of = lambda rec: holder.nanocontract_registered(rec, slot)  # noqa: E731
         def reached(rec) -> bool:
-            return ((stages is None or holder.stage_of(rec) in stages)
-                    and (least is None or holder.version_of(rec) >= least))
-        await node.wait_for(cid, reached, float(_int(timeout, "timeout")) if timeout is not None else 30.0)
+            if on_chain is not None and ((known := registered_of(rec)) is None or known < on_chain):
+                return False
+            return (stages is None or holder.stage_of(rec) in stages) and (least is None or version_of(rec) >= least)
+        await node.wait_for(cid, reached, seconds)
         return node.describe(cid)
 
     async def _channels(self, params: dict[str, Any]) -> Any:
@@ -386,6 +417,51 @@ class ControlServer:
     async def _virtuals(self, params: dict[str, Any]) -> Any:
         _take(params)
         return self._listed("virtual")
+
+    async def _nanocontract_create(self, params: dict[str, Any]) -> Any:
+        from perun.core.apps import AppState
+        from perun.core.machine import Role
+
+        channel, app, blocked_mine, blocked_peer, data = _take(
+            params, "channel", "app", "blocked_mine", "blocked_peer", "data")
+        cid, app, data = _channel_id(channel), _text(app, "app"), _hex(data, "data")
+        mine, peer = _amount(blocked_mine, "blocked_mine"), _amount(blocked_peer, "blocked_peer")
+        ms = self._protocol("multistate")
+        if app not in ms.app_address:
+            raise BadRequest(f"app must be one of this node's apps ({', '.join(sorted(ms.app_address))}), "
+                             f"got {_shown(app)}")
+        role = ms.channel(cid).role
+        blocked = (mine, peer) if role is Role.ALICE else (peer, mine)
+        nid = await ms.create(cid, app, AppState(*blocked, 0, 0, data))
+        return {**self._node().describe(cid), "nid": "0x" + nid.hex()}
+
+    async def _nanocontract_call(self, params: dict[str, Any]) -> Any:
+        channel, nid, fun, z = _take(params, "channel", "nid", "fun", optional=("z",))
+        cid, nid = _channel_id(channel), _bytes32(nid, "nid")
+        z = _hex(z, "z") if z is not None else b""
+        if not (isinstance(fun, str) and fun) and not (isinstance(fun, int) and not isinstance(fun, bool)):
+            raise BadRequest(f"fun must be a function's name or number, got {_shown(fun)}")
+        ms = self._protocol("multistate")
+        app = ms.app_of(ms.channel(cid).nanocontract(nid).state.app)
+        if isinstance(fun, str) and fun in app.functions:
+            fun = app.functions[fun]
+        elif isinstance(fun, str) or not 0 <= fun <= 255:
+            raise BadRequest(f"fun must be one of {app.name}'s functions ({', '.join(app.functions)}) or a "
+                             f"number 0..255, got {_shown(fun)}")
+        await ms.call(cid, nid, fun, z)
+        return self._node().describe(cid)
+
+    async def _nanocontract_absorb(self, params: dict[str, Any]) -> Any:
+        channel, nid = _take(params, "channel", "nid")
+        cid, nid = _channel_id(channel), _bytes32(nid, "nid")
+        await self._protocol("multistate").absorb(cid, nid)
+        return self._node().describe(cid)
+
+    async def _nanocontract_register(self, params: dict[str, Any]) -> Any:
+        channel, nid = _take(params, "channel", "nid")
+        cid, nid = _channel_id(channel), _bytes32(nid, "nid")
+        receipt = await self._protocol("multistate").register(cid, nid)
+        return {**self._node().describe(cid), "transaction": _transaction(receipt)}
 
     # ------------------------------------------------------------------ views
 
@@ -500,6 +576,31 @@ def _channel_id(value: Any) -> bytes:
         except ValueError:
             pass
     raise BadRequest(f"a channel id is 0x and 64 hex digits, got {_shown(value)}")
+
+
+def _bytes32(value: Any, name: str) -> bytes:
+    if isinstance(value, str) and value[:2].lower() == "0x" and len(value) == 66:
+        try:
+            return bytes.fromhex(value[2:])
+        except ValueError:
+            pass
+    raise BadRequest(f"{name} must be 0x and 64 hex digits, got {_shown(value)}")
+
+
+def _hex(value: Any, name: str) -> bytes:
+    """0x-prefixed hex bytes, at most what a message carries (MAX_BYTES)."""
+    from perun.wire.messages import MAX_BYTES
+
+    if isinstance(value, str) and value[:2].lower() == "0x" and len(value) % 2 == 0:
+        try:
+            data = bytes.fromhex(value[2:])
+        except ValueError:
+            pass
+        else:
+            if len(data) <= MAX_BYTES:
+                return data
+            raise BadRequest(f"{name} must be at most {MAX_BYTES} bytes, got {len(data)}")
+    raise BadRequest(f"{name} must be 0x and an even number of hex digits, got {_shown(value)}")
 
 
 # =========================================================================== client

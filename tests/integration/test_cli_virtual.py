@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
-from perun import control, keystore
+from perun import control, errors, keystore
 from perun.chain.anvil import Anvil
 from perun.chain.backend import ETHER, RpcChain
 from perun.chain.deploy import Deployment, deploy
+from perun.core.apps import ALICE
+from perun.core.apps import hashtimelock as htlc
 from tests.integration.test_cli_node import (
     PASSWORD,
     NodeProcess,
@@ -140,3 +142,88 @@ def test_a_hub_needs_the_virtual_channel_app(tmp_path: Path) -> None:
                  "--hub-max-channels", "0")
     assert one_line_failure(zero) == ("perun node: argument --hub-max-channels: expected a positive whole number, "
                                       "got '0' (see `perun node --help`)")
+
+
+def test_nanocontracts_through_the_control_socket(triangle) -> None:
+    """Alice locks a payment to Bob in a multistate channel, Bob claims it, Alice absorbs it, and
+    Bob registers a second lock on chain: each through the control socket, whose requests are
+    checked field by field first."""
+    alice, _, bob = triangle
+
+    def call(node: NodeProcess, method: str, **params: Any) -> Any:
+        return control.call(node.data, method, params)
+
+    call(alice, "connect", peer=bob.address, host="127.0.0.1", port=bob.port)
+    cid = call(alice, "ledger_open", peer=bob.address, deposit=str(3 * ETHER), peer_deposit=str(ETHER),
+               delta=3600)["channel"]
+    call(bob, "wait", channel=cid, stage="open")
+    preimage = bytes(range(32))
+    timeout = call(alice, "info")["chain_time"] + 7200
+    data = "0x" + htlc.encode(ALICE, htlc.hashlock_of(preimage), timeout).hex()
+    good = {"channel": cid, "app": "HashTimeLock", "blocked_mine": str(ETHER), "blocked_peer": "0", "data": data}
+
+    for params, refused in [
+        ({**good, "channel": "0x12"}, "a channel id is 0x and 64 hex digits, got '0x12'"),
+        ({**good, "app": 7}, "app must be a non-empty string"),
+        ({**good, "app": "Lottery"}, "app must be one of this node's apps (HashTimeLock, TicTacToe, VirtualChannel), "
+                                     "got 'Lottery'"),
+        ({**good, "blocked_mine": "-1"}, "blocked_mine must be a non-negative integer, got '-1'"),
+        ({**good, "blocked_peer": 0.5}, "blocked_peer must be a non-negative integer, got 0.5"),
+        ({**good, "data": data[2:]}, "data must be 0x and an even number of hex digits"),
+        ({**good, "data": data + "0"}, "data must be 0x and an even number of hex digits"),
+        ({**good, "data": "0x" + "zz" * 96}, "data must be 0x and an even number of hex digits"),
+        ({**good, "data": "0x" + "00" * 1025}, "data must be at most 1024 bytes, got 1025"),
+        ({k: v for k, v in good.items() if k != "data"}, "missing parameter data"),
+        ({**good, "fee": "1"}, "unknown parameter fee"),
+    ]:
+        with pytest.raises(control.BadRequest) as refusal:
+            call(alice, "nanocontract_create", **params)
+        assert str(refusal.value).startswith(refused)
+    with pytest.raises(errors.UnknownChannel):  # a payment channel's id, or none at all
+        call(alice, "nanocontract_create", **{**good, "channel": "0x" + "00" * 32})
+    with pytest.raises(errors.InvalidNanocontract, match="blocks a positive amount of the sender's only"):
+        call(alice, "nanocontract_create", **{**good, "blocked_peer": "1"})  # the app's own check
+    assert status(alice, cid)["version"] == 0  # nothing was proposed
+
+    created = call(alice, "nanocontract_create", **good)
+    nid = created["nid"]
+    assert [(nc["nid"], nc["app"], nc["blocked"]) for nc in created["nanocontracts"]] == [
+        (nid, "HashTimeLock", [str(ETHER), "0"])]
+
+    claim = {"channel": cid, "nid": nid, "fun": "claim", "z": "0x" + preimage.hex()}
+    for params, refused in [
+        ({**claim, "nid": nid[:-2]}, "nid must be 0x and 64 hex digits"),
+        ({**claim, "fun": True}, "fun must be a function's name or number, got True"),
+        ({**claim, "fun": "steal"}, "fun must be one of HashTimeLock's functions (claim, reclaim) or a number 0..255, "
+                                    "got 'steal'"),
+        ({**claim, "fun": 256}, "fun must be one of HashTimeLock's functions (claim, reclaim) or a number 0..255, "
+                                "got 256"),
+        ({**claim, "z": "0x0"}, "z must be 0x and an even number of hex digits, got '0x0'"),
+    ]:
+        with pytest.raises(control.BadRequest) as refusal:
+            call(bob, "nanocontract_call", **params)
+        assert str(refusal.value).startswith(refused)
+    with pytest.raises(errors.UnknownNanocontract):
+        call(bob, "nanocontract_call", **{**claim, "nid": "0x" + "00" * 32})
+    with pytest.raises(errors.HashTimeLockWrongPreimage):  # the app's rules, by Bob's own mirror
+        call(bob, "nanocontract_call", **{**claim, "z": "0x" + bytes(32).hex()})
+    claimed = call(bob, "nanocontract_call", **{**claim, "fun": htlc.CLAIM})  # a number will do
+    assert [(nc["version"], nc["released"]) for nc in claimed["nanocontracts"]] == [(1, [str(ETHER), "0"])]
+
+    with pytest.raises(control.BadRequest, match="^nid must be 0x and 64 hex digits"):
+        call(alice, "nanocontract_absorb", channel=cid, nid=17)
+    absorbed = call(alice, "nanocontract_absorb", channel=cid, nid=nid)
+    assert (absorbed["version"], absorbed["nanocontracts"], absorbed["my_cash"]) == (2, [], str(2 * ETHER))
+    assert call(bob, "wait", channel=cid, version=2)["my_cash"] == str(2 * ETHER)
+
+    # A second lock, which Bob registers on chain; Alice's watcher sees it there.
+    second = call(alice, "nanocontract_create", **good)["nid"]
+    with pytest.raises(control.BadRequest, match="^missing parameter nid$"):
+        call(bob, "nanocontract_register", channel=cid)
+    registered = call(bob, "nanocontract_register", channel=cid, nid=second)
+    assert registered["transaction"]["block"] > 0
+    assert [nc["on_chain_version"] for nc in registered["nanocontracts"]] == [0]
+    seen = call(alice, "wait", channel=cid, nid=second, registered=0)
+    assert [nc["on_chain_version"] for nc in seen["nanocontracts"]] == [0]
+    with pytest.raises(control.BadRequest, match="^nid must be 0x and 64 hex digits"):
+        call(alice, "wait", channel=cid, nid="0x", registered=0)

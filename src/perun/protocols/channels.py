@@ -62,6 +62,9 @@ class ChannelProtocol(Protocol):
         except KeyError:
             raise errors.UnknownChannel(f"no {self.kind} channel 0x{cid.hex()}") from None
 
+    def registered_of(self, rec: Any) -> int | None:
+        return rec.registered_version
+
     def channel_with(self, conn: Connection, cid: bytes) -> Any:
         """The record of `cid` if `conn`'s peer is its other party; UnknownChannel otherwise."""
         rec = self.records.get(cid)

@@ -94,6 +94,10 @@ class Protocol:
         """The version of `rec`'s latest state signed by both parties."""
         raise NotImplementedError
 
+    def registered_of(self, rec: Any) -> int | None:
+        """The version of `rec`'s channel that a close registered on chain, if any."""
+        return None
+
     def stage_of(self, rec: Any) -> str:
         """Where `rec`'s channel is, by the name the operator waits for (control's wait)."""
         return rec.stage.value

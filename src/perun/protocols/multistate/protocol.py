@@ -87,6 +87,15 @@ class Multistate(ChannelProtocol):
     def about(self) -> dict[str, Any]:
         return {"ms_contract": self.contract.address}
 
+    def nanocontract_version(self, rec: MSRecord, nid: bytes) -> int:
+        """The version of nanocontract `nid` signed by both in `rec` (-1 if it holds none)."""
+        return ms.slot_version(rec, nid)
+
+    def nanocontract_registered(self, rec: MSRecord, nid: bytes) -> int | None:
+        """The version of nanocontract `nid` registered on chain, as far as `rec` knows."""
+        onchain = rec.registered(nid)
+        return onchain.version if onchain is not None else None
+
     def add_hooks(self, hooks: AppHooks) -> None:
         self.hooks.append(hooks)
 
