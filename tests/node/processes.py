@@ -1,5 +1,6 @@
 """`perun node` processes for tests: started on free ports, driven through their control socket,
-killed or stopped, and always cleaned up (the `Processes` context stops every one)."""
+killed or stopped, restarted on the same store, and always cleaned up (the `Processes` context
+stops every one)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ class NodeProcess:
     address: str
     proc: subprocess.Popen
     port: int
+    account: LocalAccount | None = None
+    args: tuple[str, ...] = ()  # the options it was started with besides the common ones
 
     def call(self, method: str, **params: Any) -> Any:
         return control.call(self.data, method, params)
@@ -32,17 +35,49 @@ class NodeProcess:
     def wait_exit(self, timeout: float = 60) -> int:
         return self.proc.wait(timeout)
 
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
 
 @dataclass
 class Processes:
+    """Nodes on the chain at `rpc`: with payment channels only on the PaymentContract at
+    `contract`, or, given a `deployment` file, with MSContract and the apps too."""
+
     rpc: str
-    contract: str
+    contract: str | None
     tmp: Path
+    deployment: Path | None = None
     running: list[NodeProcess] = field(default_factory=list)
 
     def start(self, name: str, account: LocalAccount, *, crash_at: str | None = None, port: int = 0,
-              response_timeout: float = 5.0) -> NodeProcess:
-        """Starts `name`'s node (on `port`, or a free one); the same name reuses its store."""
+              response_timeout: float = 5.0, args: tuple[str, ...] = ()) -> NodeProcess:
+        """Starts `name`'s node (on `port`, or a free one); the same name reuses its store.
+        `args` are further `perun node` options (--hub, say)."""
+        return self.ready(self.launch(name, account, crash_at=crash_at, port=port, response_timeout=response_timeout,
+                                      args=args))
+
+    def start_all(self, *nodes: tuple[str, LocalAccount, dict[str, Any]]) -> list[NodeProcess]:
+        """Starts several nodes at once (their start-ups overlap): (name, account, start's options)."""
+        return [self.ready(launched) for launched in [self.launch(name, account, **options)
+                                                       for name, account, options in nodes]]
+
+    def restart(self, node: NodeProcess, crash_at: str | None = None) -> NodeProcess:
+        """Starts `node`, which has exited, again: the same key, store, port and options, and
+        this time `crash_at` (none by default)."""
+        assert not node.alive, f"{node.name} is still running"
+        assert node.account is not None
+        return self.start(node.name, node.account, crash_at=crash_at, port=node.port, args=node.args)
+
+    def stop(self, node: NodeProcess) -> int:
+        """Stops `node` as an operator does (SIGTERM); its exit code."""
+        node.proc.send_signal(signal.SIGTERM)
+        return node.wait_exit(20)
+
+    def launch(self, name: str, account: LocalAccount, *, crash_at: str | None = None, port: int = 0,
+               response_timeout: float = 5.0, args: tuple[str, ...] = ()) -> NodeProcess:
+        """Starts `name`'s node without waiting until it is ready (`ready`)."""
         data = self.tmp / name
         key_file = self.tmp / f"{name}.json"
         if not key_file.exists():
@@ -51,18 +86,27 @@ class Processes:
         env.pop("PERUN_CRASH_AT", None)
         if crash_at:
             env["PERUN_CRASH_AT"] = crash_at
+        where = ["--deployment", str(self.deployment)] if self.deployment else ["--contract", str(self.contract)]
         cmd = [sys.executable, "-m", "perun.cli", "node", "--data", str(data), "--keystore", str(key_file),
-               "--rpc", self.rpc, "--contract", self.contract, "--listen", f"127.0.0.1:{port}", "--poll", "0.05",
-               "--response-timeout", str(response_timeout)]
+               "--rpc", self.rpc, *where, "--listen", f"127.0.0.1:{port}", "--poll", "0.05",
+               "--response-timeout", str(response_timeout), *args]
         log = open(self.tmp / f"{name}.log", "a")
+        if crash_at:
+            log.write(f"---- started to die at {crash_at}\n")
+            log.flush()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
-        line = proc.stdout.readline()
-        if not line.startswith("node "):
-            proc.kill()
-            raise RuntimeError(f"{name} did not start: {line!r}; see {self.tmp / f'{name}.log'}")
-        port = int(line.split(" listening on ")[1].split(",")[0].rsplit(":", 1)[1])
-        node = NodeProcess(name, data, account.address, proc, port)
+        log.close()  # the child has its own descriptor
+        node = NodeProcess(name, data, account.address, proc, port, account, tuple(args))
         self.running.append(node)
+        return node
+
+    def ready(self, node: NodeProcess) -> NodeProcess:
+        """Waits for `node`'s ready line; its port."""
+        line = node.proc.stdout.readline()
+        if not line.startswith("node "):
+            node.proc.kill()
+            raise RuntimeError(f"{node.name} did not start: {line!r}; see {self.tmp / f'{node.name}.log'}")
+        node.port = int(line.split(" listening on ")[1].split(",")[0].rsplit(":", 1)[1])
         return node
 
     def stop_all(self) -> None:
