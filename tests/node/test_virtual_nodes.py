@@ -360,6 +360,48 @@ def test_an_opening_interrupted_by_ingrids_crash_completes_after_her_restart(net
     run(scenario())
 
 
+@pytest.mark.parametrize("bob_consents", [True, False])
+def test_an_opening_interrupted_once_ingrid_stored_nu_b_is_answered_by_bob_after_her_restart(net, bob_consents):
+    """Ingrid dies having stored ν_b, before sending it (she held ν_a in memory only). Restarted,
+    she proposes the same ν_b to Bob again; Alice repeats ν_a meanwhile. Ingrid must hold it for
+    Bob's answer, not propose a second ν_b (which her own in flight makes her refuse, and ν_a with
+    it, while Bob countersigns the first: ν_b alone would block his and her cash until validity);
+    and when Bob refuses ν_b, she refuses ν_a, which no caller waits for any more, so that ledger
+    channel a is free again."""
+    from perun.core.apps import hashtimelock as htlc
+
+    async def scenario():
+        async with triangle(net, response_timeout=1.0, accept_virtual=lambda v: bob_consents) \
+                as (alice, ingrid, bob, a, b):
+            ingrid.faults.kill_at("nano-proposed")  # ν_b stored, not sent
+            validity = net.chain.timestamp() + VALIDITY_IN
+            with pytest.raises(errors.PeerUnavailable):
+                await alice.virtual.open(a, bob.address, b, 2 * ETHER, ETHER, validity, WINDOW)
+            assert ingrid.killed and len(ingrid.multistate.channel(b).pending) == 1
+            await bob.stop()  # so that Alice's ν_a reaches Ingrid first
+            async with net.running("ingrid", port=ingrid.port, hub=HubPolicy()) as (ingrid,):
+                await alice.wait_connected(ingrid.address)
+                async with net.running("bob", port=bob.port, accept_virtual=lambda v: bob_consents) as (bob,):
+                    # Bob redials Ingrid, who proposes ν_b again; his answer is Alice's.
+                    await alice.wait_for(a, lambda r: not r.pending and not r.expired)
+                    await ingrid.wait_for(b, lambda r: not r.pending)
+                    if not bob_consents:
+                        assert alice.virtual.records == {} and ingrid.virtual.records == {}
+                        assert [alice.multistate.channel(a).nanocontracts, ingrid.multistate.channel(b).nanocontracts] \
+                            == [(), ()]
+                        # Ingrid holds nothing in ledger channel a: Alice's next proposal there goes through.
+                        lock = htlc.initial(0, ETHER, htlc.hashlock_of(bytes(32)), validity)
+                        await alice.multistate.create(a, "HashTimeLock", lock)
+                        return
+                    (gid,) = alice.virtual.records
+                    assert ingrid.virtual.record(gid).halves == (half(alice, gid, 0), half(bob, gid, 1))
+                    assert len(ingrid.multistate.channel(b).nanocontracts) == 1  # one ν_b, not two
+                    await alice.wait_connected(bob.address)
+                    await alice.pay(gid, ETHER)
+                    assert await alice.virtual.close(gid) == (ETHER, 2 * ETHER)
+    run(scenario())
+
+
 def test_a_bad_final_state_is_refused_by_ingrid_and_changes_nothing(net):
     from tests.node.test_malicious import answer, dial
 

@@ -44,8 +44,9 @@ class AppHooks:
         new record): stage what follows from it, in the same commit."""
 
     def refused(self, ledger: MSRecord, proposal: MSProposal, failure: PeerRejected) -> None:
-        """The peer refused this party's creation of one of the app's nanocontracts after it
-        expired here (while it was in flight, the caller of `create` learns it)."""
+        """The peer refused this party's creation of one of the app's nanocontracts (the caller of
+        `create`, if it still waits, learns it too: after the proposal expired, or after a
+        restart, none does)."""
 
     async def submissions(self, ledger: MSRecord, nid: bytes, registered: RegisteredNanocontract,
                           now: int) -> list[tuple[int, bytes]]:

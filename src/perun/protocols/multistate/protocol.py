@@ -319,7 +319,9 @@ class Multistate(ChannelProtocol):
             new, dropped = ms.receive_reject(rec, slot, msg.signed, msg.version)
             if dropped is None:
                 continue
-            hooks = self.hooks_of(dropped.nanocontract) if dropped in rec.expired else None
+            # An app's protocol learns of every refused creation of its nanocontracts: the caller of
+            # `create` may be gone (expired, or a restart since it was proposed).
+            hooks = self.hooks_of(dropped.nanocontract) if dropped.kind is ms.Kind.CREATE else None
             if hooks is not None:
                 hooks.refused(new, dropped, failure)
             self.ctx.save([new], then=lambda key=(rec.channel_id, slot): self.ctx.pending.resolve(key, failure))

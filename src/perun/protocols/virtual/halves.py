@@ -77,7 +77,8 @@ class Halves(AppHooks):
         virtual.ctx.save([rec], then=then)
 
     def refused(self, ledger: MSRecord, proposal: MSProposal, failure: errors.PeerRejected) -> None:
-        """Bob refused the ν_b that expired at Ingrid's end: so does she the ν_a she held."""
+        """Bob refused a ν_b: so does Ingrid the ν_a she held for it (once; her `_propose_b`, if it
+        still waits, finds it released)."""
         v = vc.decode(proposal.nanocontract.storage)  # type: ignore[union-attr]
         self.virtual.hub.release_refused(v.id, failure)
 

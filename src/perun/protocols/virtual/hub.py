@@ -17,7 +17,7 @@ from perun.core.apps import virtualchannel as vc
 from perun.core.apps.virtualchannel import SIDE_A, SIDE_B, VirtualChannelData
 from perun.core.channel import PaymentState
 from perun.core.machine import Stage
-from perun.core.msmachine import MSProposal, MSRecord
+from perun.core.msmachine import Kind, MSProposal, MSRecord
 from perun.core.virtual import Half, Position, Seen
 from perun.wire import messages as m
 from perun.wire.transport import Connection
@@ -65,6 +65,12 @@ class Hub:
         if v.id in self.waiting:
             self.waiting[v.id] = (conn, msg)  # Alice repeated it after a reconnection
             return True
+        if self._proposed_b(v):
+            # Ingrid proposed ν_b before a restart, and her node proposes it to Bob again on every
+            # reconnection: his answer releases ν_a (or refuses it), as it would have before.
+            virtual.ms.check_proposal(ledger, proposal, now)
+            self.waiting[v.id] = (conn, msg)
+            return True
         self._check_policy(v, proposal.fee)
         # Everything else Ingrid checks on ν_a before she commits anything to ν_b.
         virtual.ms.check_proposal(ledger, proposal, now)
@@ -76,6 +82,15 @@ class Hub:
         self.waiting[v.id] = (conn, msg)
         virtual.ctx.spawn(self._propose_b(v.id, ledger_b.channel_id, half_b))
         return True
+
+    def _proposed_b(self, v: VirtualChannelData) -> bool:
+        """Ingrid's ν_b for γ `v` is in flight to Bob (or expired, its fate unknown yet)."""
+        ledger_b = self.virtual.ms.records.get(v.channel_b)
+        if ledger_b is None:
+            return False
+        return any(p.kind is Kind.CREATE and p.nanocontract is not None
+                   and p.nanocontract.app == self.virtual.app_address and vc.decode(p.nanocontract.storage).id == v.id
+                   for p in (*ledger_b.pending, *ledger_b.expired))
 
     def holds_in(self, ledger: MSRecord) -> bool:
         """Ingrid holds a ν_a of `ledger`, which the channel state it builds on must outlive."""
