@@ -402,6 +402,46 @@ def test_an_opening_interrupted_once_ingrid_stored_nu_b_is_answered_by_bob_after
     run(scenario())
 
 
+def test_a_fast_close_interrupted_once_ingrid_stored_her_settle_calls_absorbs_the_halves_after_her_restart(net):
+    """Ingrid dies having stored her SETTLE of each half, before sending them. Restarted, she sends
+    them again as in-flight proposals; once each end has acknowledged its SETTLE she absorbs the half,
+    as she would have (not only at the next reconnection: settling does not give up on a SETTLE
+    that is in flight already)."""
+    async def scenario():
+        async with triangle(net, response_timeout=1.0) as (alice, ingrid, bob, a, b):
+            gid, _ = await opened(net, alice, bob, a, b)
+            ingrid.faults.kill_at("nano-proposed")
+            with pytest.raises(errors.PeerUnavailable):
+                await alice.virtual.close(gid)
+            assert ingrid.killed and [len(ingrid.multistate.channel(c).pending) for c in (a, b)] == [1, 1]
+            async with net.running("ingrid", port=ingrid.port, hub=HubPolicy()) as (ingrid,):
+                for ledger, end in ((a, alice), (b, bob)):
+                    for node in (ingrid, end):
+                        await node.wait_for(ledger, lambda r: not r.nanocontracts and not r.pending, 10)
+                    assert ingrid.multistate.channel(ledger).channel == end.multistate.channel(ledger).channel
+                    assert end.virtual.settled(end.virtual.record(gid))
+    run(scenario())
+
+
+def test_two_fast_closes_at_once_absorb_every_half(net):
+    """Ingrid settles two virtual channels through the same ledger channels at once: each
+    absorption waits for the other's, rather than failing as a conflict and leaving a half."""
+    async def scenario():
+        async with triangle(net) as (alice, ingrid, bob, a, b):
+            validity = net.chain.timestamp() + VALIDITY_IN
+            first = await alice.virtual.open(a, bob.address, b, ETHER, ETHER, validity, WINDOW)
+            second = await alice.virtual.open(a, bob.address, b, ETHER, ETHER, validity, WINDOW)
+            await alice.pay(first, ETHER // 2)
+            await bob.pay(second, ETHER // 4)
+            await asyncio.gather(alice.virtual.close(first), bob.virtual.close(second))
+            for ledger, end in ((a, alice), (b, bob)):
+                for node in (ingrid, end):
+                    await node.wait_for(ledger, lambda r: not r.nanocontracts and not r.pending, 10)
+            assert cash(alice, a) == (10 * ETHER - ETHER // 2 + ETHER // 4, 10 * ETHER + ETHER // 2 - ETHER // 4)
+            assert cash(bob, b) == (10 * ETHER + ETHER // 2 - ETHER // 4, 10 * ETHER - ETHER // 2 + ETHER // 4)
+    run(scenario())
+
+
 def test_a_bad_final_state_is_refused_by_ingrid_and_changes_nothing(net):
     from tests.node.test_malicious import answer, dial
 

@@ -189,15 +189,32 @@ class Hub:
             self._settling.discard(gid)
 
     async def _settle_half(self, half: Half, z: bytes) -> None:
+        """SETTLE, then absorb. A proposal of Ingrid's in flight on the slot is waited for, not
+        given up on: her SETTLE sent again after a restart, or the absorption of another γ's half
+        in the same ledger channel."""
         ms = self.virtual.ms
-        ledger = ms.records.get(half.ledger)
-        held = self.virtual.half_state(half)
-        if ledger is None or held is None or ledger.stage is not Stage.OPEN or ledger.registered(half.nid):
-            return  # absorbed, or on chain, where the follower submits the final state
         try:
-            if not held.terminated:
+            if not await self._slot_free(half, half.nid):
+                return
+            if not self.virtual.half_state(half).terminated:  # type: ignore[union-attr]
                 await ms.call(half.ledger, half.nid, vc.SETTLE, z)
-            await ms.absorb(half.ledger, half.nid)
+            if await self._slot_free(half, b""):
+                await ms.absorb(half.ledger, half.nid)
         except (errors.PeerUnavailable, errors.PeerRejected, errors.ValidationError) as exc:
             log.warning("%s: settling nanocontract 0x%s off chain: %s", self.virtual.ctx.name, half.nid.hex()[:12],
                         exc)
+
+    async def _slot_free(self, half: Half, slot: bytes) -> bool:
+        """Waits until Ingrid has no proposal in flight on `slot` of the half's ledger channel (the
+        channel state, or a nanocontract); False if the half needs nothing more off chain:
+        absorbed, or on chain, where the follower submits the final state. PeerTimeout if the
+        proposal stays unanswered (the end's next connection retries)."""
+        ctx = self.virtual.ctx
+
+        def settleable(ledger: MSRecord) -> bool:
+            return (ledger.stage is Stage.OPEN and ledger.registered(half.nid) is None
+                    and any(s.state.nid == half.nid for s in ledger.nanocontracts))  # type: ignore[union-attr]
+
+        ledger = await ctx.wait_for(half.ledger, lambda r: not settleable(r) or r.pending_on(slot) is None,
+                                    ctx.response_timeout)
+        return settleable(ledger)
