@@ -1,25 +1,31 @@
-"""Nodes in this process, on the embedded chain, over loopback TCP.
+"""Nodes in this process, on the embedded chain, over loopback TCP; or `perun node` processes
+on anvil.
 
 `net` gives a fresh deployment context per test (chain snapshot reverted afterwards); tests are
 plain functions that run one coroutine with `run`, so each has its own event loop, and every
-node they start is stopped when it ends, even on failure.
+node they start is stopped when it ends, even on failure. `deployed` is one anvil per module with
+every contract deployed, and `processes` the `perun node` processes a test starts on it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from eth_account.signers.local import LocalAccount
 
+from perun.chain.anvil import AnvilChain
 from perun.chain.backend import ETHER, Chain
+from perun.chain.deploy import deploy
+from perun.chain.multistate import MSContract
 from perun.chain.payment import PaymentContract
 from perun.node import Node
 from tests.conftest import MSWorld
+from tests.node.processes import Processes
 
 DELTA = 600
 
@@ -90,3 +96,37 @@ def net(embedded_world, embedded_ms_world, tmp_path) -> Net:
 
 def run(coro: Awaitable, timeout: float = 60.0):
     return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+@dataclass
+class Deployed:
+    """An anvil with every contract deployed, for `perun node` processes: MSContract's binding,
+    PaymentContract's address (a node's store belongs with it) and the deployment file."""
+
+    chain: AnvilChain
+    ms: MSContract
+    payment_contract: str
+    file: Path
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+    """One anvil per module."""
+    chain = AnvilChain()
+    try:
+        deployment = deploy(chain, chain.dev_accounts[0])
+        path = tmp_path_factory.mktemp("deployment") / "deployment.json"
+        deployment.write(path)
+        yield Deployed(chain, deployment.multistate(chain), deployment.payment_contract, path)
+    finally:
+        chain.close()
+
+
+@pytest.fixture
+def processes(deployed: Deployed, tmp_path: Path) -> Iterator[Processes]:
+    """`perun node` processes on `deployed`'s anvil with its deployment file; all stopped after the test."""
+    procs = Processes(deployed.chain.url, None, tmp_path, deployment=deployed.file)
+    try:
+        yield procs
+    finally:
+        procs.stop_all()

@@ -15,11 +15,12 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 
-from perun.chain.backend import Chain
+from perun import errors
 from perun.chain.multistate import MSContract
 from perun.core.channel import Params
 from perun.core.multistate import ChannelState, NanocontractState
 from perun.store import Store
+from tests.node.conftest import Deployed
 from tests.node.processes import NodeProcess, Processes
 
 DEATH_TIMEOUT = 30.0
@@ -112,6 +113,24 @@ class CrashPlan:
         return node
 
 
+def interrupted(request: Future) -> None:
+    """A request whose node died under it failed (what it started completes all the same)."""
+    try:
+        request.result(DEATH_TIMEOUT)
+    except errors.PerunError:
+        return
+    raise AssertionError("the request was answered: its node did not die under it")
+
+
+def answered(request: Future) -> Any:
+    """What a request answered, or the error it failed with: one whose peer died under it fails
+    or, if the peer was back within its wait, succeeds."""
+    try:
+        return request.result(DEATH_TIMEOUT)
+    except errors.PerunError as exc:
+        return exc
+
+
 def signed_states(db: Path) -> dict[tuple, str]:
     """What a store holds signed: (table, channel, nid, version) -> the state's contents."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
@@ -135,12 +154,12 @@ def assert_signed_once(*nodes: NodeProcess) -> int:
     return shared
 
 
-def held_state(holder: NodeProcess, chain: Chain, contract: str, cid: str, version: int, nid: str | None = None
+def held_state(holder: NodeProcess, deployed: Deployed, cid: str, version: int, nid: str | None = None
                ) -> tuple[Params, ChannelState | NanocontractState, bytes]:
     """(params, state, the peer's signature) of the state at `version` of multistate channel
     `cid` (or of its nanocontract `nid`) that `holder`, stopped, keeps in its store signed by its
-    peer. `contract` is the PaymentContract the store belongs with."""
-    store = Store(holder.data / "node.db", holder.address, chain.chain_id, contract)
+    peer."""
+    store = Store(holder.data / "node.db", holder.address, deployed.chain.chain_id, deployed.payment_contract)
     channel_id, slot = bytes.fromhex(cid[2:]), bytes.fromhex(nid[2:]) if nid else None
     try:
         params = next(r.params for r in store.ms_channels() if r.channel_id == channel_id)
@@ -154,13 +173,12 @@ def held_state(holder: NodeProcess, chain: Chain, contract: str, cid: str, versi
     return params, signed.state, peer_signature
 
 
-def close_behind_its_back(party: NodeProcess, chain: Chain, ms: MSContract, payment_contract: str, cid: str,
-                          version: int) -> ChannelState:
+def close_behind_its_back(party: NodeProcess, deployed: Deployed, cid: str, version: int) -> ChannelState:
     """`party`, its node stopped, closes channel `cid` on chain with the channel state at
     `version` from its store, signed by its peer (an older one, to cheat); returns that state."""
-    params, state, signature = held_state(party, chain, payment_contract, cid, version)
+    params, state, signature = held_state(party, deployed, cid, version)
     assert party.account is not None
-    ms.close(party.account, params, state, signature)
+    deployed.ms.close(party.account, params, state, signature)
     return state
 
 

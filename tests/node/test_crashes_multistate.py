@@ -8,19 +8,21 @@ the latest state's."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import Future
 
-import pytest
-
-from perun import errors
-from perun.chain.anvil import AnvilChain
 from perun.chain.backend import ETHER
-from perun.chain.deploy import deploy
-from perun.chain.multistate import MSContract
 from perun.core.apps import ALICE
 from perun.core.apps import hashtimelock as htlc
-from tests.node.crashing import CrashPlan, assert_signed_once, close_behind_its_back, events_of, finalized, held_state
+from tests.node.conftest import Deployed
+from tests.node.crashing import (
+    CrashPlan,
+    assert_signed_once,
+    close_behind_its_back,
+    events_of,
+    finalized,
+    held_state,
+    interrupted,
+)
 from tests.node.processes import NodeProcess, Processes
 
 DELTA = 3600
@@ -29,29 +31,10 @@ LOCKED = ETHER  # Alice's payment to Bob, locked in a HashTimeLock
 PREIMAGE = bytes(range(32))
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AnvilChain, MSContract, str, object]]:
-    chain = AnvilChain()
-    deployment = deploy(chain, chain.dev_accounts[0])
-    path = tmp_path_factory.mktemp("deployment") / "deployment.json"
-    deployment.write(path)
-    yield chain, deployment.multistate(chain), deployment.payment_contract, path
-    chain.close()
-
-
-@pytest.fixture
-def procs(world, tmp_path) -> Iterator[Processes]:
-    chain, _, _, path = world
-    processes = Processes(chain.url, None, tmp_path, deployment=path)
-    yield processes
-    processes.stop_all()
-
-
-def crash_plan(procs: Processes, world, plan: list[tuple[str, str]]) -> CrashPlan:
+def crash_plan(processes: Processes, deployed: Deployed, plan: list[tuple[str, str]]) -> CrashPlan:
     """Alice and Bob, funded, started armed with their first points of `plan`; Alice dials Bob."""
-    chain = world[0]
-    crashes = CrashPlan(procs, plan)
-    crashes.start(*((name, chain.new_account(10 * ETHER), ()) for name in ("alice", "bob")))
+    crashes = CrashPlan(processes, plan)
+    crashes.start(*((name, deployed.chain.new_account(10 * ETHER), ()) for name in ("alice", "bob")))
     crashes.connect("alice", "bob")
     return crashes
 
@@ -73,12 +56,6 @@ def create_lock(crashes: CrashPlan, cid: str) -> Future:
                            blocked_mine=str(LOCKED), blocked_peer="0", data=lock_data(crashes["alice"]))
 
 
-def interrupted(request: Future) -> None:
-    """A request whose node, or whose node's peer, died under it failed (it completes anyway)."""
-    with pytest.raises(errors.PerunError):
-        request.result(30)
-
-
 def agreed(alice: NodeProcess, bob: NodeProcess, cid: str, **reached) -> dict:
     """Both nodes' view of channel `cid` once each has reached `reached` (wait's parameters),
     which must mirror each other; Alice's. They are connected again, for what comes next."""
@@ -91,13 +68,13 @@ def agreed(alice: NodeProcess, bob: NodeProcess, cid: str, **reached) -> dict:
     return mine
 
 
-def stale_close_answered(procs: Processes, world, cheater: NodeProcess, victim: NodeProcess, cid: str,
-                         stale: int, latest: int, payout: tuple[int, int]) -> None:
+def stale_close_answered(processes: Processes, deployed: Deployed, cheater: NodeProcess, victim: NodeProcess,
+                         cid: str, stale: int, latest: int, payout: tuple[int, int]) -> None:
     """`cheater` stops its node and closes with its state at version `stale`; `victim`'s watcher
     registers `latest` within Δ and finalizes after it, paying out `payout` (Alice, Bob)."""
-    chain, ms, payment_contract, _ = world
-    assert procs.stop(cheater) == 0
-    close_behind_its_back(cheater, chain, ms, payment_contract, cid, stale)
+    chain, ms = deployed.chain, deployed.ms
+    assert processes.stop(cheater) == 0
+    close_behind_its_back(cheater, deployed, cid, stale)
     answered = victim.call("wait", channel=cid, registered=latest)
     assert (answered["stage"], answered["version"]) == ("closing", latest)
     chain.advance_time(DELTA + 1)
@@ -110,11 +87,11 @@ def stale_close_answered(procs: Processes, world, cheater: NodeProcess, victim: 
     assert registered == [stale, latest]
 
 
-def test_sigkill_at_each_step_of_a_multistate_opening_then_restart(procs, world):
+def test_sigkill_at_each_step_of_a_multistate_opening_then_restart(processes, deployed):
     """Each step of the opening kills its node in turn, and the restarted nodes carry it on: Alice
     proposes again, Bob accepts again, Bob's watcher confirms, Alice's sees the channel open."""
-    crashes = crash_plan(procs, world, [("alice", "propose-stored"), ("bob", "accept-stored"), ("alice", "created"),
-                                        ("bob", "confirmed")])
+    crashes = crash_plan(processes, deployed, [("alice", "propose-stored"), ("bob", "accept-stored"),
+                                               ("alice", "created"), ("bob", "confirmed")])
     try:
         opening = crashes.request("alice", "ledger_open", peer=crashes["bob"].address, deposit=str(DEPOSITS[0]),
                                   peer_deposit=str(DEPOSITS[1]), delta=DELTA)
@@ -130,7 +107,7 @@ def test_sigkill_at_each_step_of_a_multistate_opening_then_restart(procs, world)
     cid = listed["channel"]
     opened = agreed(alice, bob, cid, stage="open")
     assert (opened["my_cash"], opened["peer_cash"]) == (str(DEPOSITS[0]), str(DEPOSITS[1]))
-    created = events_of(world[1], "Initialised", lambda a: "0x" + a["channelId"].hex() == cid)
+    created = events_of(deployed.ms, "Initialised", lambda a: "0x" + a["channelId"].hex() == cid)
     assert len(created) == 1
 
     # The channel works: Alice locks a payment, Bob claims it, Alice absorbs it.
@@ -142,7 +119,7 @@ def test_sigkill_at_each_step_of_a_multistate_opening_then_restart(procs, world)
     assert (latest["my_cash"], latest["peer_cash"]) == (str(DEPOSITS[0] - LOCKED), str(DEPOSITS[1] + LOCKED))
     assert assert_signed_once(alice, bob) > 0
     # Alice closes with version 1, where her lock is still unclaimed; Bob's node answers with 2.
-    stale_close_answered(procs, world, alice, bob, cid, stale=1, latest=2,
+    stale_close_answered(processes, deployed, alice, bob, cid, stale=1, latest=2,
                          payout=(DEPOSITS[0] - LOCKED, DEPOSITS[1] + LOCKED))
 
 
@@ -157,8 +134,8 @@ NANO_PLAN = [
 ]
 
 
-def test_sigkill_at_each_step_of_a_nanocontract_creation_call_and_absorption_then_restart(procs, world):
-    crashes = crash_plan(procs, world, NANO_PLAN)
+def test_sigkill_at_each_step_of_a_nanocontract_creation_call_and_absorption_then_restart(processes, deployed):
+    crashes = crash_plan(processes, deployed, NANO_PLAN)
     try:
         cid = open_channel(crashes["alice"], crashes["bob"])
         creating = create_lock(crashes, cid)
@@ -193,17 +170,17 @@ def test_sigkill_at_each_step_of_a_nanocontract_creation_call_and_absorption_the
     assert crashes.reached == NANO_PLAN
     assert assert_signed_once(alice, bob) > 0
     # Alice closes with version 1, where her lock is unclaimed; Bob's node answers with version 2.
-    stale_close_answered(procs, world, alice, bob, cid, stale=1, latest=2,
+    stale_close_answered(processes, deployed, alice, bob, cid, stale=1, latest=2,
                          payout=(DEPOSITS[0] - LOCKED, DEPOSITS[1] + LOCKED))
 
 
-def test_sigkill_after_a_registration_is_mined_then_restart(procs, world):
+def test_sigkill_after_a_registration_is_mined_then_restart(processes, deployed):
     """Alice registers the lock at version 0, unclaimed, behind her node's back; Bob's watcher
     answers with version 1, claimed, and is killed once that registration is mined, before he
     applies its event. Restarted, his watcher finds it in the blocks he missed and registers
     nothing more; the lock pays Bob at the channel's payout."""
-    chain, ms, payment_contract, _ = world
-    crashes = crash_plan(procs, world, [("bob", "nano-registered")])
+    chain, ms = deployed.chain, deployed.ms
+    crashes = crash_plan(processes, deployed, [("bob", "nano-registered")])
     try:
         alice, bob = crashes["alice"], crashes["bob"]
         cid = open_channel(alice, bob)
@@ -212,8 +189,8 @@ def test_sigkill_after_a_registration_is_mined_then_restart(procs, world):
         bob.call("nanocontract_call", channel=cid, nid=nid, fun="claim", z="0x" + PREIMAGE.hex())
         agreed(alice, bob, cid, nid=nid, version=1)
 
-        assert procs.stop(alice) == 0
-        ms.register(alice.account, *held_state(alice, chain, payment_contract, cid, 0, nid))
+        assert processes.stop(alice) == 0
+        ms.register(alice.account, *held_state(alice, deployed, cid, 0, nid))
         bob = crashes.died("bob", "nano-registered")
     finally:
         crashes.close()
@@ -224,7 +201,7 @@ def test_sigkill_after_a_registration_is_mined_then_restart(procs, world):
 
     # Alice closes with the latest channel state, which lists the lock; after D the registered
     # version decides it: Bob is paid.
-    close_behind_its_back(alice, chain, ms, payment_contract, cid, 1)
+    close_behind_its_back(alice, deployed, cid, 1)
     chain.advance_time(DELTA + 1)
     closed = bob.call("wait", channel=cid, stage="closed")
     assert (closed["my_payout"], closed["peer_payout"]) == (str(DEPOSITS[1] + LOCKED), str(DEPOSITS[0] - LOCKED))
