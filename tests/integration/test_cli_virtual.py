@@ -220,6 +220,8 @@ def test_nanocontracts_through_the_control_socket(triangle) -> None:
     second = call(alice, "nanocontract_create", **good)["nid"]
     with pytest.raises(control.BadRequest, match="^missing parameter nid$"):
         call(bob, "nanocontract_register", channel=cid)
+    with pytest.raises(control.BadRequest, match="^nid must be 0x and 64 hex digits"):
+        call(bob, "nanocontract_register", channel=cid, nid=second + "00")
     registered = call(bob, "nanocontract_register", channel=cid, nid=second)
     assert registered["transaction"]["block"] > 0
     assert [nc["on_chain_version"] for nc in registered["nanocontracts"]] == [0]

@@ -50,11 +50,10 @@ class CrashPlan:
     def next_point(self, name: str) -> str | None:
         return next((point for victim, point in self.plan if victim == name), None)
 
-    def start(self, *nodes: tuple[str, LocalAccount, tuple[str, ...]], armed: bool = True) -> None:
-        """Starts (name, account, options) nodes, each armed with its first point (if `armed`)."""
-        started = self.procs.start_all(*(
-            (name, account, {"crash_at": self.next_point(name) if armed else None, "args": args})
-            for name, account, args in nodes))
+    def start(self, *nodes: tuple[str, LocalAccount, tuple[str, ...]]) -> None:
+        """Starts (name, account, options) nodes at once, each armed with its first point."""
+        started = self.procs.start_all(*((name, account, {"crash_at": self.next_point(name), "args": args})
+                                         for name, account, args in nodes))
         for node in started:
             self._watch(node)
 
