@@ -546,3 +546,24 @@ def test_an_opening_whose_half_expires_before_bob_answers_is_refused_to_alice(ne
                 assert (rec.nanocontracts, rec.pending, rec.expired, rec.state.version) == ((), (), (), 0)
             assert alice.virtual.records == ingrid.virtual.records == bob.virtual.records == {}
     run(scenario())
+
+
+def test_a_half_refused_once_as_conflicting_is_proposed_again_and_the_opening_completes(net):
+    """Bob's node refuses Ingrid's first ν_b as conflicting (as it does when its own proposal
+    is in flight on ledger channel b): Ingrid proposes ν_b again above the burned version, and
+    holds Alice's ν_a meanwhile instead of refusing it."""
+    async def scenario():
+        async with triangle(net) as (alice, ingrid, bob, a, b):
+            receive, refused = bob.multistate.receive, []
+
+            async def conflicting_once(conn, msg):
+                if isinstance(msg, m.NanocontractCreate) and not refused:
+                    refused.append(msg.version)
+                    raise errors.UpdateConflict("this party has its own proposal in flight on the same slot")
+                await receive(conn, msg)
+            bob.multistate.receive = conflicting_once
+            validity = net.chain.timestamp() + VALIDITY_IN
+            gid = await alice.virtual.open(a, bob.address, b, 3 * ETHER, ETHER, validity, WINDOW)
+            assert refused == [1] and bob.multistate.channel(b).state.version == 2
+            assert {n.virtual.info(gid).position for n in (alice, ingrid, bob)} == {"alice", "ingrid", "bob"}
+    run(scenario())

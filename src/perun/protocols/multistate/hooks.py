@@ -44,9 +44,10 @@ class AppHooks:
         new record): stage what follows from it, in the same commit."""
 
     def refused(self, ledger: MSRecord, proposal: MSProposal, failure: PeerRejected) -> None:
-        """The peer refused this party's creation of one of the app's nanocontracts (the caller of
-        `create`, if it still waits, learns it too: after the proposal expired, or after a
-        restart, none does)."""
+        """The peer refused this party's creation of one of the app's nanocontracts for good (not
+        as stale or conflicting while the caller of `create` waits, which then proposes again).
+        The caller, if it still waits, learns it too: after the proposal expired, or after a
+        restart, none does."""
 
     async def submissions(self, ledger: MSRecord, nid: bytes, registered: RegisteredNanocontract,
                           now: int) -> list[tuple[int, bytes]]:

@@ -34,6 +34,12 @@ class Proposer:
         self.protocol = protocol
         self.ctx = protocol.ctx
         self.reply_time = reply_time
+        self._awaited: set[tuple[bytes, bytes]] = set()  # (channel, slot) a caller waits on, and so retries
+
+    def retries(self, cid: bytes, slot: bytes) -> bool:
+        """A caller waits for the answer to this node's proposal on the slot: a refusal as stale
+        or conflicting makes it propose again."""
+        return (cid, slot) in self._awaited
 
     async def update(self, cid: bytes, slot: bytes, step: Callable[[MSRecord, int], tuple[MSRecord, MSProposal]]
                      ) -> MSProposal:
@@ -58,9 +64,14 @@ class Proposer:
         ctx.save([new], wire.signed_states(new, proposal, proposal), then=send)
         timer = asyncio.get_running_loop().call_later(self.reply_time, self._expire, rec.channel_id, proposal)
         acked.add_done_callback(lambda _: timer.cancel())
-        await Pending.wait(acked, ctx.response_timeout, lambda: errors.PeerTimeout(
-            f"{rec.peer} did not countersign the {proposal.kind.value} in time; it stays pending until its reply "
-            f"time ends ({self.reply_time:g} s after it was proposed) and completes if the peer countersigns it by then"))
+        self._awaited.add(key)
+        try:
+            await Pending.wait(acked, ctx.response_timeout, lambda: errors.PeerTimeout(
+                f"{rec.peer} did not countersign the {proposal.kind.value} in time; it stays pending until its "
+                f"reply time ends ({self.reply_time:g} s after it was proposed) and completes if the peer "
+                "countersigns it by then"))
+        finally:
+            self._awaited.discard(key)
 
     def _expire(self, cid: bytes, proposal: MSProposal) -> None:
         """The reply time of `proposal` is over: the slot is free again, and whoever waits for

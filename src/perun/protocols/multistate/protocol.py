@@ -319,9 +319,12 @@ class Multistate(ChannelProtocol):
             new, dropped = ms.receive_reject(rec, slot, msg.signed, msg.version)
             if dropped is None:
                 continue
-            # An app's protocol learns of every refused creation of its nanocontracts: the caller of
-            # `create` may be gone (expired, or a restart since it was proposed).
-            hooks = self.hooks_of(dropped.nanocontract) if dropped.kind is ms.Kind.CREATE else None
+            # An app's protocol learns of every final refusal of a creation of its nanocontracts:
+            # the caller of `create` may be gone (expired, or a restart since it was proposed);
+            # one that is still waiting proposes again after a stale or conflicting one.
+            again = failure.code in (m.ErrorCode.CONFLICT, m.ErrorCode.STALE_VERSION) \
+                and self.proposer.retries(rec.channel_id, slot)
+            hooks = self.hooks_of(dropped.nanocontract) if dropped.kind is ms.Kind.CREATE and not again else None
             if hooks is not None:
                 hooks.refused(new, dropped, failure)
             self.ctx.save([new], then=lambda key=(rec.channel_id, slot): self.ctx.pending.resolve(key, failure))
