@@ -1,0 +1,252 @@
+"""The methods of the control socket: each takes a request's params, checks them first, and
+acts on the node through its façade and its protocols (docs: perun.control)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from perun import errors
+from perun.control import params as check
+from perun.control.protocol import BadRequest, ControlError
+
+if TYPE_CHECKING:
+    from perun.chain.payment import Receipt
+    from perun.node import Node
+    from perun.runtime import Protocol
+
+
+class Methods:
+    """The methods on the node `node()` returns (ControlError while it is starting)."""
+
+    def __init__(self, node: Callable[[], Node]) -> None:
+        self.node = node
+
+    def table(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
+        """Each method by its name on the socket."""
+        return {name: getattr(self, name) for name in METHOD_NAMES}
+
+    async def info(self, params: dict[str, Any]) -> Any:
+        check.take(params)
+        node = self.node()
+        protocols = node.runtime.registry.protocols
+        return {
+            "address": node.address,
+            "host": node.host,
+            "port": node.port,
+            "chain_id": node.chain.chain_id,
+            **{key: value for p in protocols for key, value in p.about().items()},
+            "chain_time": node.watcher.chain_time,
+            "peers": sorted(peer for peer, conn in node.peers.items() if not conn.closed),
+            "channels": {p.kind: len(p.records) for p in protocols},
+        }
+
+    async def connect(self, params: dict[str, Any]) -> Any:
+        peer, host, port = check.take(params, "peer", "host", "port")
+        peer, host, port = check.address(peer, "peer"), check.text(host, "host"), check.port_number(port)
+        await self.node().connect(peer, host, port)
+        return {"peer": peer, "host": host, "port": port}
+
+    async def open(self, params: dict[str, Any]) -> Any:
+        cid = await self.node().open(*check.open_args(params))
+        return self._channel_json(cid)
+
+    async def pay(self, params: dict[str, Any]) -> Any:
+        channel, amount = check.take(params, "channel", "amount")
+        cid, amount = check.channel_id(channel), check.amount(amount, "amount")
+        state = await self.node().pay(cid, amount)
+        return {**self.node().describe(cid), "paid_version": state.version}
+
+    async def close(self, params: dict[str, Any]) -> Any:
+        """The cooperative close of a channel of any kind (a virtual one's is its fast close)."""
+        (channel,) = check.take(params, "channel")
+        cid = check.channel_id(channel)
+        node = self.node()
+        holder = node.runtime.registry.holder(cid)
+        if holder is None:
+            raise errors.UnknownChannel(f"no channel 0x{cid.hex()}")
+        await holder.cooperative_close(cid)
+        return node.describe(cid)
+
+    async def register(self, params: dict[str, Any]) -> Any:
+        (channel,) = check.take(params, "channel")
+        cid = check.channel_id(channel)
+        receipt = await self.node().register(cid)
+        return {**self._channel_json(cid), "transaction": transaction(receipt)}
+
+    async def finalize(self, params: dict[str, Any]) -> Any:
+        return await self._settle(params, "finalize")
+
+    async def refund(self, params: dict[str, Any]) -> Any:
+        return await self._settle(params, "refund")
+
+    async def _settle(self, params: dict[str, Any], action: str) -> Any:
+        """finalize or refund; no transaction if another one (the peer's, or this node's
+        watcher's, which does both as soon as they are due) closed the channel first."""
+        (channel,) = check.take(params, "channel")
+        cid = check.channel_id(channel)
+        node = self.node()
+        receipt = await getattr(node, action)(cid)
+        if receipt is None:
+            await node.sync()
+        return {**self._channel_json(cid), "transaction": transaction(receipt)}
+
+    async def wait_peer(self, params: dict[str, Any]) -> Any:
+        peer, timeout = check.take(params, "peer", optional=("timeout",))
+        await self.node().wait_connected(check.address(peer, "peer"), float(check.integer(timeout, "timeout")) if timeout else 30.0)
+        return None
+
+    async def wait(self, params: dict[str, Any]) -> Any:
+        """Answers when the channel (of any kind) reaches one of `stage` (comma-separated), or
+        its version reaches `version`; PeerTimeout after `timeout` seconds (default 30)."""
+        channel, stage, version, registered, nid, timeout = check.take(
+            params, "channel", optional=("stage", "version", "registered", "nid", "timeout"))
+        cid = check.channel_id(channel)
+        stages = set(check.text(stage, "stage").split(",")) if stage is not None else None
+        least = check.integer(version, "version") if version is not None else None
+        on_chain = check.integer(registered, "registered") if registered is not None else None
+        slot = check.bytes32(nid, "nid") if nid is not None else None
+        seconds = float(check.integer(timeout, "timeout")) if timeout is not None else 30.0
+        node = self.node()
+        holder = node.runtime.registry.holder(cid)
+        if holder is None:
+            raise errors.UnknownChannel(f"no channel 0x{cid.hex()}")
+        version_of, registered_of = holder.version_of, holder.registered_of
+        if slot is not None:
+            if holder is not node.runtime.registry.get("multistate"):
+                raise BadRequest(f"nid names a nanocontract, and channel 0x{cid.hex()} is a {holder.kind} channel")
+            version_of = lambda rec: holder.nanocontract_version(rec, slot)  # noqa: E731
+            registered_of = lambda rec: holder.nanocontract_registered(rec, slot)  # noqa: E731
+        def reached(rec) -> bool:
+            if on_chain is not None and ((known := registered_of(rec)) is None or known < on_chain):
+                return False
+            return (stages is None or holder.stage_of(rec) in stages) and (least is None or version_of(rec) >= least)
+        await node.wait_for(cid, reached, seconds)
+        return node.describe(cid)
+
+    async def channels(self, params: dict[str, Any]) -> Any:
+        check.take(params)
+        return self._listed("payment")
+
+    async def status(self, params: dict[str, Any]) -> Any:
+        """One channel of any kind, or every channel of every kind."""
+        (channel,) = check.take(params, optional=("channel",))
+        node = self.node()
+        if channel is None:
+            return [item for p in node.runtime.registry.protocols for item in self._listed(p.kind)]
+        return node.describe(check.channel_id(channel))
+
+    async def sync(self, params: dict[str, Any]) -> Any:
+        check.take(params)
+        await self.node().sync()
+        return None
+
+    async def ledger_open(self, params: dict[str, Any]) -> Any:
+        cid = await self._protocol("multistate").open(*check.open_args(params))
+        return self.node().describe(cid)
+
+    async def ledgers(self, params: dict[str, Any]) -> Any:
+        check.take(params)
+        return self._listed("multistate")
+
+    async def virtual_open(self, params: dict[str, Any]) -> Any:
+        ledger, peer, ledger_b, deposit, peer_deposit, validity, window, fee = check.take(
+            params, "ledger", "peer", "ledger_b", "deposit", "peer_deposit", "validity", "window", optional=("fee",))
+        gid = await self._protocol("virtual").open(
+            check.channel_id(ledger), check.address(peer, "peer"), check.channel_id(ledger_b), check.amount(deposit, "deposit"),
+            check.amount(peer_deposit, "peer_deposit"), check.integer(validity, "validity"), check.integer(window, "window"),
+            check.amount(fee, "fee") if fee is not None else 0)
+        return self.node().describe(gid)
+
+    async def virtual_close(self, params: dict[str, Any]) -> Any:
+        (channel,) = check.take(params, "channel")
+        gid = check.channel_id(channel)
+        await self._protocol("virtual").close(gid)
+        return self.node().describe(gid)
+
+    async def virtuals(self, params: dict[str, Any]) -> Any:
+        check.take(params)
+        return self._listed("virtual")
+
+    async def nanocontract_create(self, params: dict[str, Any]) -> Any:
+        from perun.core.apps import AppState
+        from perun.core.machine import Role
+
+        channel, app, blocked_mine, blocked_peer, data = check.take(
+            params, "channel", "app", "blocked_mine", "blocked_peer", "data")
+        cid, app, data = check.channel_id(channel), check.text(app, "app"), check.hexbytes(data, "data")
+        mine, peer = check.amount(blocked_mine, "blocked_mine"), check.amount(blocked_peer, "blocked_peer")
+        ms = self._protocol("multistate")
+        if app not in ms.app_address:
+            raise BadRequest(f"app must be one of this node's apps ({', '.join(sorted(ms.app_address))}), "
+                             f"got {check.shown(app)}")
+        role = ms.channel(cid).role
+        blocked = (mine, peer) if role is Role.ALICE else (peer, mine)
+        nid = await ms.create(cid, app, AppState(*blocked, 0, 0, data))
+        return {**self.node().describe(cid), "nid": "0x" + nid.hex()}
+
+    async def nanocontract_call(self, params: dict[str, Any]) -> Any:
+        channel, nid, fun, z = check.take(params, "channel", "nid", "fun", optional=("z",))
+        cid, nid = check.channel_id(channel), check.bytes32(nid, "nid")
+        z = check.hexbytes(z, "z") if z is not None else b""
+        if not (isinstance(fun, str) and fun) and not (isinstance(fun, int) and not isinstance(fun, bool)):
+            raise BadRequest(f"fun must be a function's name or number, got {check.shown(fun)}")
+        ms = self._protocol("multistate")
+        app = ms.app_of(ms.channel(cid).nanocontract(nid).state.app)
+        if isinstance(fun, str) and fun in app.functions:
+            fun = app.functions[fun]
+        elif isinstance(fun, str) or not 0 <= fun <= 255:
+            raise BadRequest(f"fun must be one of {app.name}'s functions ({', '.join(app.functions)}) or a "
+                             f"number 0..255, got {check.shown(fun)}")
+        await ms.call(cid, nid, fun, z)
+        return self.node().describe(cid)
+
+    async def nanocontract_absorb(self, params: dict[str, Any]) -> Any:
+        channel, nid = check.take(params, "channel", "nid")
+        cid, nid = check.channel_id(channel), check.bytes32(nid, "nid")
+        await self._protocol("multistate").absorb(cid, nid)
+        return self.node().describe(cid)
+
+    async def nanocontract_register(self, params: dict[str, Any]) -> Any:
+        channel, nid = check.take(params, "channel", "nid")
+        cid, nid = check.channel_id(channel), check.bytes32(nid, "nid")
+        receipt = await self._protocol("multistate").register(cid, nid)
+        return {**self.node().describe(cid), "transaction": transaction(receipt)}
+
+    def _protocol(self, kind: str) -> Any:
+        """The node's protocol of `kind`; ControlError if it does not run that kind."""
+        registry = self.node().runtime.registry
+        protocol = registry.get(kind)
+        if protocol is None:
+            missing = next((k for k in _NEEDS.get(kind, ()) if registry.get(k) is None), kind)
+            raise ControlError(f"this node runs no {missing} channels ({_MISSING[missing]})")
+        return protocol
+
+    def _listed(self, kind: str) -> list[dict[str, Any]]:
+        """Every channel of `kind`, described by its protocol (none if the node does not run it)."""
+        protocol: Protocol | None = self.node().runtime.registry.get(kind)
+        return [protocol.describe(cid) for cid in list(protocol.records)] if protocol is not None else []
+
+    def _channel_json(self, cid: bytes) -> dict[str, Any]:
+        return self.node().payment.describe(cid)
+
+
+# What a node lacks that runs no channels of a kind, and the kinds a kind is built on.
+_MISSING = {"multistate": "start it with a deployment file that has MSContract",
+            "virtual": "its deployment has no VirtualChannel app"}
+_NEEDS = {"virtual": ("multistate",)}
+
+
+def transaction(receipt: Receipt | None) -> dict[str, Any] | None:
+    if receipt is None:
+        return None
+    tx = receipt.transaction
+    return {"hash": "0x" + bytes(tx.receipt["transactionHash"]).hex(), "gas_used": tx.gas_used,
+            "block": tx.block_number}
+
+
+METHOD_NAMES = (  # in the order of the docstring of perun.control
+    "info", "connect", "open", "pay", "close", "register", "finalize", "refund", "wait_peer", "wait",
+    "channels", "status", "sync", "ledger_open", "ledgers", "virtual_open", "virtual_close", "virtuals",
+    "nanocontract_create", "nanocontract_call", "nanocontract_absorb", "nanocontract_register",
+)

@@ -1,0 +1,99 @@
+"""The checks of a control request's parameters: each raises BadRequest naming the parameter
+and what it must be."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from perun.control.protocol import BadRequest
+
+
+def take(params: dict[str, Any], *required: str, optional: tuple[str, ...] = ()) -> list[Any]:
+    missing = [name for name in required if name not in params]
+    if missing:
+        raise BadRequest(f"missing parameter {', '.join(missing)}")
+    unknown = sorted(set(params) - set(required) - set(optional))
+    if unknown:
+        raise BadRequest(f"unknown parameter {', '.join(unknown)}")
+    return [params[name] for name in required] + [params.get(name) for name in optional]
+
+
+def open_args(params: dict[str, Any]) -> tuple[str, int, int, int]:
+    """(peer, deposit, peer_deposit, delta) of an open request, checked."""
+    peer, deposit, peer_deposit, delta = take(params, "peer", "deposit", "peer_deposit", "delta")
+    return (address(peer, "peer"), amount(deposit, "deposit"), amount(peer_deposit, "peer_deposit"),
+            integer(delta, "delta"))
+
+
+def shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def text(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"{name} must be a non-empty string")
+    return value
+
+
+def integer(value: Any, name: str) -> int:
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,78}", value):  # 78 digits hold any uint256
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise BadRequest(f"{name} must be a non-negative integer, got {shown(value)}")
+
+
+def amount(value: Any, name: str) -> int:
+    """A decimal string of wei (plain JSON integers are accepted too)."""
+    return integer(value, name)
+
+
+def port_number(value: Any) -> int:
+    port = integer(value, "port")
+    if not 0 < port < 65536:
+        raise BadRequest(f"port must be in 1..65535, got {port}")
+    return port
+
+
+def address(value: Any, name: str) -> str:
+    from eth_utils import is_hex_address, to_checksum_address
+
+    if not isinstance(value, str) or not is_hex_address(value):
+        raise BadRequest(f"{name} must be a 0x-prefixed 20-byte hex address, got {shown(value)}")
+    return to_checksum_address(value)
+
+
+def channel_id(value: Any) -> bytes:
+    if isinstance(value, str) and value[:2].lower() == "0x" and len(value) == 66:
+        try:
+            return bytes.fromhex(value[2:])
+        except ValueError:
+            pass
+    raise BadRequest(f"a channel id is 0x and 64 hex digits, got {shown(value)}")
+
+
+def bytes32(value: Any, name: str) -> bytes:
+    if isinstance(value, str) and value[:2].lower() == "0x" and len(value) == 66:
+        try:
+            return bytes.fromhex(value[2:])
+        except ValueError:
+            pass
+    raise BadRequest(f"{name} must be 0x and 64 hex digits, got {shown(value)}")
+
+
+def hexbytes(value: Any, name: str) -> bytes:
+    """0x-prefixed hex bytes, at most what a message carries (MAX_BYTES)."""
+    from perun.wire.messages import MAX_BYTES
+
+    if isinstance(value, str) and value[:2].lower() == "0x" and len(value) % 2 == 0:
+        try:
+            data = bytes.fromhex(value[2:])
+        except ValueError:
+            pass
+        else:
+            if len(data) <= MAX_BYTES:
+                return data
+            raise BadRequest(f"{name} must be at most {MAX_BYTES} bytes, got {len(data)}")
+    raise BadRequest(f"{name} must be 0x and an even number of hex digits, got {shown(value)}")
