@@ -7,6 +7,7 @@ by the file's names (`register(pay v0)`, `g@ib`) and samples the balances after 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -15,10 +16,11 @@ from typing import Any
 
 from eth_utils import to_checksum_address
 
+from perun import errors
 from perun.chain.backend import Transaction
 from perun.chain.payment import Event
 from perun.core.apps import virtualchannel as vc
-from perun.core.msmachine import MSRecord
+from perun.core.msmachine import MSRecord, final_state
 from perun.core.multistate import nanocontract_id
 from perun.scenario import record as r
 from perun.scenario.spec import Step
@@ -223,13 +225,16 @@ class Narrator:
 
     def _final_cash(self, message: m.MultistateClose) -> str:
         """The cash a multistate channel's final state pays out. The frame carries none: it is
-        that of the channel state at `prev`, which both parties hold; read from Alice's record, or
-        named by its version if that record is elsewhere (a relay's observer must not raise)."""
+        that of the channel state at `prev`, which both parties hold, with what its nanocontracts
+        released; read from Alice's record, or named by its version if that record is elsewhere
+        or does not give it (a relay's observer must not raise)."""
         name = self.world.channel_name(message.channel_id)
         spec = self.world.scenario.channels.get(name)
         rec = self.world.parties[spec.alice].record(message.channel_id) if spec else None
         if isinstance(rec, MSRecord) and rec.state.version == message.prev:
-            return self.world.amounts(rec.state.cash_alice, rec.state.cash_bob)
+            with contextlib.suppress(errors.PerunError):
+                final = final_state(rec, message.version)
+                return self.world.amounts(final.cash_alice, final.cash_bob)
         return f"the cash of v{message.prev}"
 
     def _call_text(self, nid: bytes, fun: int, z: bytes) -> str:
