@@ -154,9 +154,6 @@ class Payment(ChannelProtocol):
         Payments on one channel are serialised by version and may be in flight together; a
         conflict with a payment the peer proposed at the same time is retried.
         """
-        if self.updates(cid) is None:
-            raise errors.UnknownChannel(f"no channel 0x{cid.hex()}")
-
         async def attempt(rec: ChannelRecord) -> PaymentState:
             host = self._host(cid)
             if host is not None:

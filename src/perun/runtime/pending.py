@@ -26,10 +26,6 @@ class Pending:
             future = self._futures[key] = asyncio.get_running_loop().create_future()
         return future
 
-    def waiting(self, key: Key) -> bool:
-        future = self._futures.get(key)
-        return future is not None and not future.done()
-
     def resolve(self, key: Key, outcome: Any = None) -> None:
         """Completes `key` with `outcome`, raised if it is an exception."""
         future = self._futures.pop(key, None)
