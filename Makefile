@@ -1,6 +1,7 @@
 # The two commands of the README: `make demo` and `make test`. Each installs what it needs on
 # first use (.venv from pyproject.toml + constraints.txt, node_modules from package-lock.json).
 
+SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -39,12 +40,16 @@ setup: $(VENV)/.installed node_modules/.installed .solc/solc-v$(SOLC_VERSION)
 	mkdir -p .solc
 	ln -sfn ../tools/solc-shim.js $@
 
+# The first run installs for a few minutes: each step says so, and pip lists what it fetches.
 $(VENV)/.installed: pyproject.toml constraints.txt
+	@echo "==> Python packages into $(VENV) (first run only; about 2 minutes)"
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	set -o pipefail; $(PY) -m pip install --disable-pip-version-check --progress-bar off -c constraints.txt \
+	  -e '.[dev]' | (grep --line-buffered -E '^(Collecting|Installing|Successfully)' || true)
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
+	@echo "==> anvil and the Solidity compiler into node_modules (first run only; about 30 s)"
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 

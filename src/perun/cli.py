@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -57,17 +58,38 @@ def _short_amount(amount: int | str, token: str = ETH_TOKEN) -> str:
 
 
 def _address_arg(text: str) -> str:
-    from eth_utils import is_hex_address, to_checksum_address
+    from perun.core.address import parse_address
 
-    if not is_hex_address(text):
-        raise argparse.ArgumentTypeError(f"not an address (0x and 40 hex digits): {text!r}")
-    return to_checksum_address(text)
+    try:
+        return parse_address(text)
+    except errors.InvalidAddress as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _channel_arg(text: str) -> str:
-    if not re.fullmatch(r"0x[0-9a-fA-F]{64}", text):
-        raise argparse.ArgumentTypeError(f"not a channel id (0x and 64 hex digits): {text!r}")
+    """A channel id, or a unique prefix of one (at least 4 hex digits), resolved by `_resolve`."""
+    if not re.fullmatch(r"0x[0-9a-fA-F]{4,64}", text):
+        raise argparse.ArgumentTypeError(f"not a channel id (0x and 64 hex digits, or at least the first 4): {text!r}")
     return text.lower()
+
+
+CHANNEL_ARGS = ("channel", "ledger", "ledger_b")
+
+
+def _resolve(args: argparse.Namespace) -> None:
+    """Replaces each channel id prefix in `args` by the one channel of the node's it names."""
+    short = [name for name in CHANNEL_ARGS if len(getattr(args, name, None) or "0x" + "0" * 64) < 66]
+    if not short:
+        return
+    known = [ch["channel"] for ch in _call(args, "status")]
+    for name in short:
+        prefix = getattr(args, name)
+        matches = [cid for cid in known if cid.startswith(prefix)]
+        if not matches:
+            raise errors.UnknownChannel(f"no channel of this node starts with {prefix}")
+        if len(matches) > 1:
+            raise errors.ValidationError(f"{prefix} is the start of {len(matches)} channels: give more digits")
+        setattr(args, name, matches[0])
 
 
 def _host_port_arg(text: str) -> tuple[str, int]:
@@ -175,18 +197,48 @@ def cmd_devnet(args: argparse.Namespace) -> None:
     # than killing this process and leaving anvil (in its own session) running.
     stop_signals = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-    with Anvil(args.port) as anvil:
+    with Anvil(args.port, block_time=args.block_time) as anvil:
         chain = RpcChain(anvil.url)
         deployment = deploy(chain, chain.dev_accounts[0])
         path = Path(args.out) if args.out else default_path(deployment.chain_id)
         deployment.write(path)
-        print(f"anvil listening on {anvil.url} (chain id {chain.chain_id})")
+        print(f"anvil listening on {anvil.url} (chain id {chain.chain_id}), a block every {args.block_time} s")
         print(f"PaymentContract {deployment.payment_contract}, MSContract {deployment.ms_contract}, recorded in {path}")
-        print("dev accounts (funded, unlocked):")
-        for account in chain.dev_accounts[:4]:
-            print(f"  {account}")
+        print("dev accounts, funded with 10000 ETH each; their keys are public test keys, never for real money:")
+        for address, key in dev_keys(chain.dev_accounts[:4]):
+            print(f"  {address}  key {key}")
+        print(f"`perun fund ADDRESS AMOUNT --rpc {anvil.url}` sends ETH to any address.")
         print("Ctrl-C stops it.", flush=True)
         signal.sigwait(stop_signals)
+
+
+# anvil's (and hardhat's) default accounts come from this well-known test mnemonic.
+DEV_MNEMONIC = "test test test test test test test test test test test junk"
+
+
+def dev_keys(addresses: list[str]) -> list[tuple[str, str]]:
+    """(address, private key) of each dev account that the test mnemonic derives."""
+    from eth_account import Account
+
+    Account.enable_unaudited_hdwallet_features()
+    derived = {}
+    for i in range(len(addresses)):
+        account = Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}")
+        derived[account.address] = "0x" + bytes(account.key).hex()
+    return [(address, derived[address]) for address in addresses if address in derived]
+
+
+def cmd_fund(args: argparse.Namespace) -> None:
+    from perun.chain.backend import RpcChain
+
+    chain = RpcChain(args.rpc)
+    if not chain.dev_accounts:
+        raise errors.ChainError(f"the chain at {args.rpc} unlocks no dev account to send from: "
+                                "`perun fund` is for a devnet; on a real network send ETH from your wallet")
+    chain.fund(args.address, args.amount)
+    balance = chain.balance(args.address)
+    _emit(args, {"address": args.address, "amount": str(args.amount), "balance": str(balance)},
+          f"sent {show_amount(args.amount)} to {args.address}; it has {show_amount(balance)}")
 
 
 def cmd_compile(args: argparse.Namespace) -> None:
@@ -323,6 +375,14 @@ async def _run_node(key: bytes, chain, data: Path, host: str, port: int, options
 # --------------------------------------------------------------------------- commands for a running node
 
 
+def _resolving(run: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.Namespace], Any]:
+    """`run` after the channel id prefixes in its arguments are resolved."""
+    def resolved(args: argparse.Namespace) -> Any:
+        _resolve(args)
+        return run(args)
+    return resolved
+
+
 def _call(args: argparse.Namespace, method: str, **params: Any) -> Any:
     from perun.control import call
 
@@ -356,11 +416,32 @@ def cmd_connect(args: argparse.Namespace) -> None:
 def cmd_open(args: argparse.Namespace) -> None:
     method = "ledger_open" if args.multistate else "open"
     ch = _call(args, method, peer=args.peer, deposit=str(args.deposit), peer_deposit=str(args.peer_deposit),
-               delta=args.delta)
+               delta=args.delta, timeout=args.timeout)
     kind, mine, peers = ("multistate channel", ch["my_cash"], ch["peer_cash"]) if args.multistate else (
         "channel", ch["my_balance"], ch["peer_balance"])
+    if ch["stage"] == "initialising":  # created, and the peer has not confirmed yet
+        now = _call(args, "info")["chain_time"]
+        _emit(args, ch, f"created {kind} {ch['channel']} on chain with your deposit of {show_amount(mine)}; "
+                        f"{ch['peer']} has not confirmed it yet and may until {_when(ch['deadline'], now)}. "
+                        f"If it does not, your node takes your deposit back then. `perun status {ch['channel']}` "
+                        "shows where it is.")
+        return
     _emit(args, ch, f"opened {kind} {ch['channel']} with {ch['peer']}: you {show_amount(mine)}, "
                     f"peer {show_amount(peers)}, dispute window {ch['delta']} s")
+
+
+def cmd_cancel(args: argparse.Namespace) -> None:
+    ch = _call(args, "cancel", channel=args.channel)
+    if ch["stage"] == "failed":
+        text = f"gave up the opening of {ch['channel']}: {ch['given_up']}; nothing is on chain, nothing will be sent"
+    elif ch["role"] == "alice":
+        now = _call(args, "info")["chain_time"]
+        text = (f"gave up {ch['channel']}, which is on chain with your deposit: {ch['peer']} may still confirm it "
+                f"until {_when(ch['deadline'], now)}; if it does not, your node takes your deposit back then")
+    else:
+        text = (f"gave up {ch['channel']}: your node will not confirm it, and {ch['peer']} takes its deposit back "
+                "after the confirm deadline")
+    _emit(args, ch, text)
 
 
 def cmd_virtual_open(args: argparse.Namespace) -> None:
@@ -397,17 +478,20 @@ def cmd_status(args: argparse.Namespace) -> None:
     if args.channel:
         ch = _call(args, "status", channel=args.channel)
         describe = {"payment": _describe, "multistate": _describe_ledger, "virtual": _describe_virtual}
-        _emit(args, ch, describe[ch["kind"]](ch))
+        _emit(args, ch, describe[ch["kind"]](ch, _call(args, "info")["chain_time"]))
         return
     every = _call(args, "status")
-    tables = [table(of_kind) for kind, table in (("payment", _table), ("multistate", _ledger_table),
-                                                 ("virtual", _virtual_table))
+    now = _call(args, "info")["chain_time"] if every else 0
+    tables = [table(of_kind, now) for kind, table in (("payment", _table), ("multistate", _ledger_table),
+                                                      ("virtual", _virtual_table))
               if (of_kind := [ch for ch in every if ch["kind"] == kind])]
     _emit(args, every, "\n\n".join(tables) or "no channels")
 
 
 def cmd_close(args: argparse.Namespace) -> None:
     if not args.unilateral:
+        if args.wait:
+            raise UsageError("perun close: --wait goes with --unilateral (a cooperative close waits anyway)")
         ch = _call(args, "close", channel=args.channel)
         _emit(args, ch, _closed_virtual(ch) if ch["kind"] == "virtual"
               else f"closed {ch['channel']} cooperatively: {_payouts(ch)}")
@@ -415,17 +499,46 @@ def cmd_close(args: argparse.Namespace) -> None:
     ch = _call(args, "register", channel=args.channel)
     if ch["stage"] == "closed":  # it held a final state signed by both: that pays out at once
         text = f"closed {ch['channel']} with the final state both signed: {_payouts(ch)}"
+    elif args.wait:
+        print(f"registered version {ch['registered_version']} of {ch['channel']} on chain{_tx(ch)}", file=sys.stderr)
+        ch = _wait_closed(args, ch)
+        text = f"closed {ch['channel']} after the dispute window: {_payouts(ch)}"
     else:
         text = (f"registered version {ch['registered_version']} of {ch['channel']} on chain{_tx(ch)}; "
-                f"the peer may answer until {_when(ch['deadline'])}, then `perun finalize` pays out "
-                "(the node also does it itself when it is due)")
+                f"the peer may answer until {_when(ch['deadline'], _call(args, 'info')['chain_time'])}, then your "
+                "node finalizes and pays out (`perun finalize --wait` waits for it)")
     _emit(args, ch, text)
 
 
 def cmd_finalize(args: argparse.Namespace) -> None:
+    if args.wait and (ch := _call(args, "status", channel=args.channel))["stage"] == "closing":
+        ch = _wait_closed(args, ch)
+        _emit(args, ch, f"{ch['channel']} is closed: {_payouts(ch)}")
+        return
     ch = _call(args, "finalize", channel=args.channel)
     done = f"finalized {ch['channel']}{_tx(ch)}" if ch["transaction"] else f"{ch['channel']} was closed already"
     _emit(args, ch, f"{done}: {_payouts(ch)}")
+
+
+def _wait_closed(args: argparse.Namespace, ch: dict[str, Any]) -> dict[str, Any]:
+    """Waits until a closing channel is paid out (its node finalizes once the window is over),
+    with a progress line on stderr: rewritten each second on a terminal, once otherwise."""
+    tty = sys.stderr.isatty()
+    shown = False
+    while True:
+        if tty or not shown:
+            now = _call(args, "info")["chain_time"]
+            line = f"waiting for the dispute window of {ch['channel'][:10]}… to end at {_when(ch['deadline'], now)}"
+            print(("\r\033[K" if tty else "") + line, end="" if tty else "\n", file=sys.stderr, flush=True)
+            shown = True
+        try:
+            ch = _call(args, "wait", channel=ch["channel"], stage="closed", timeout=1 if tty else 30)
+        except errors.PeerTimeout:
+            ch = _call(args, "status", channel=ch["channel"])
+            continue
+        if tty:
+            print(file=sys.stderr)
+        return ch
 
 
 def cmd_refund(args: argparse.Namespace) -> None:
@@ -446,12 +559,25 @@ def _tx(ch: dict[str, Any]) -> str:
     return f" (transaction {tx['hash']}, gas {tx['gas_used']:,})" if tx else ""
 
 
-def _when(timestamp: int) -> str:
+def _when(timestamp: int, now: int | None = None) -> str:
+    """A chain time in UTC; with the chain's `now`, also how far away it is."""
     utc = datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return f"chain time {timestamp} ({utc})"
+    if now is None:
+        return f"chain time {timestamp} ({utc})"
+    return f"{utc} ({_relative(timestamp - now)})"
 
 
-def _describe(ch: dict[str, Any]) -> str:
+def _relative(seconds: int) -> str:
+    """'in 4 min 10 s', 'now' or '2 h 5 min ago'."""
+    if seconds == 0:
+        return "now"
+    left = abs(seconds)
+    parts = [(left // 86400, "d"), (left % 86400 // 3600, "h"), (left % 3600 // 60, "min"), (left % 60, "s")]
+    shown = [f"{n} {unit}" for n, unit in parts if n][:2]
+    return f"in {' '.join(shown)}" if seconds > 0 else f"{' '.join(shown)} ago"
+
+
+def _describe(ch: dict[str, Any], now: int) -> str:
     token = ch["token"]
     lines = [
         f"channel   {ch['channel']}",
@@ -464,17 +590,46 @@ def _describe(ch: dict[str, Any]) -> str:
         f"Δ         {ch['delta']} s",
     ]
     if ch["stage"] == "closing":
-        lines.append(f"closing   version {ch['registered_version']} registered; dispute window ends at "
-                     f"{_when(ch['deadline'])}")
-    elif ch["stage"] == "initialising":
-        lines.append(f"confirm   by {_when(ch['deadline'])}")
+        lines.append(f"closing   version {ch['registered_version']} registered")
+    lines += _next_lines(ch, now)
     if ch["my_payout"] is not None:
         lines.append(f"paid out  you {show_amount(ch['my_payout'], token)}, "
                      f"peer {show_amount(ch['peer_payout'], token)}")
     return "\n".join(lines)
 
 
-def _describe_ledger(ch: dict[str, Any]) -> str:
+def _next_lines(ch: dict[str, Any], now: int) -> list[str]:
+    """What happens next to a payment or multistate channel, when, and what the node does then."""
+    peer, stage, mine = _short_address(ch["peer"]), ch["stage"], ch["role"] == "alice"
+    deposit = _short_amount(ch.get("my_deposit", 0), ch["token"]) if "my_deposit" in ch else "your deposit"
+    given_up = ch.get("given_up")
+    if stage == "failed":
+        return [f"not opened: {given_up}"]
+    if stage in ("proposed", "accepted"):
+        what = ("your node creates it on chain" if mine and stage == "accepted" else
+                f"waiting for {peer} to " + ("accept it" if stage == "proposed" else "create it on chain"))
+        if not ch["open_until"]:
+            return [f"next      {what}"]
+        return [f"next      {what}; the opening is given up at {_when(ch['open_until'], now)} if it is not on "
+                "chain by then"]
+    if stage == "initialising":
+        if mine:
+            return [f"next      {peer} may confirm until {_when(ch['deadline'], now)}; if it does not, your node "
+                    f"takes {deposit} back then" + (f" (you gave it up: {given_up})" if given_up else "")]
+        if given_up:
+            return [f"next      you gave it up ({given_up}): your node does not confirm, and {peer} takes its "
+                    f"deposit back after {_when(ch['deadline'], now)}"]
+        return [f"next      your node confirms it (deposit {deposit}) by {_when(ch['deadline'], now)}"]
+    if stage == "closing":
+        if ch["registered_version"] is not None and ch["registered_version"] < ch["version"]:
+            return [f"next      an older version is registered: your node disputes with version {ch['version']} "
+                    f"before {_when(ch['deadline'], now)}"]
+        return [f"next      the dispute window ends at {_when(ch['deadline'], now)}; then your node finalizes "
+                "and pays out"]
+    return []
+
+
+def _describe_ledger(ch: dict[str, Any], now: int) -> str:
     token = ch["token"]
     lines = [
         f"channel   {ch['channel']} (multistate)",
@@ -487,13 +642,14 @@ def _describe_ledger(ch: dict[str, Any]) -> str:
     for nc in ch["nanocontracts"]:
         lines.append(f"nanocontract {nc['nid']}: {nc['app']}, version {nc['version']}, blocked you "
                      f"{_short_amount(nc['blocked'][0], token)}, peer {_short_amount(nc['blocked'][1], token)}")
+    lines += _next_lines(ch, now)
     if ch["my_payout"] is not None:
         lines.append(f"paid out  you {show_amount(ch['my_payout'], token)}, "
                      f"peer {show_amount(ch['peer_payout'], token)}")
     return "\n".join(lines)
 
 
-def _describe_virtual(ch: dict[str, Any]) -> str:
+def _describe_virtual(ch: dict[str, Any], now: int) -> str:
     token = ch["token"]
     lines = [
         f"channel   {ch['channel']} (virtual, you are {ch['position']})",
@@ -505,7 +661,7 @@ def _describe_virtual(ch: dict[str, Any]) -> str:
     if ch["my_balance"] is not None:
         lines += [f"you       {show_amount(ch['my_balance'], token)}",
                   f"peer      {show_amount(ch['peer_balance'], token)}"]
-    lines.append(f"validity  {_when(ch['validity'])}, then {ch['window']} s for each end's latest state")
+    lines.append(f"validity  {_when(ch['validity'], now)}, then {ch['window']} s for each end's latest state")
     return "\n".join(lines)
 
 
@@ -513,24 +669,35 @@ def _short_address(address: str) -> str:
     return f"{address[:6]}…{address[-4:]}"
 
 
-def _table(channels: list[dict[str, Any]]) -> str:
-    rows = [("CHANNEL", "PEER", "ROLE", "STAGE", "VERSION", "MINE", "PEER'S")]
+def _table(channels: list[dict[str, Any]], now: int) -> str:
+    rows = [("CHANNEL", "PEER", "ROLE", "STAGE", "VERSION", "MINE", "PEER'S", "NEXT DEADLINE")]
     for ch in channels:
         rows.append((ch["channel"], _short_address(ch["peer"]), ch["role"], ch["stage"], str(ch["version"]),
-                     _short_amount(ch["my_balance"], ch["token"]), _short_amount(ch["peer_balance"], ch["token"])))
+                     _short_amount(ch["my_balance"], ch["token"]), _short_amount(ch["peer_balance"], ch["token"]),
+                     _due(ch, now)))
     return _grid(rows, right={4, 5, 6})
 
 
-def _ledger_table(ledgers: list[dict[str, Any]]) -> str:
-    rows = [("MULTISTATE CHANNEL", "PEER", "ROLE", "STAGE", "VERSION", "MY CASH", "PEER'S", "NANOCONTRACTS")]
+def _ledger_table(ledgers: list[dict[str, Any]], now: int) -> str:
+    rows = [("MULTISTATE CHANNEL", "PEER", "ROLE", "STAGE", "VERSION", "MY CASH", "PEER'S", "NANOCONTRACTS",
+             "NEXT DEADLINE")]
     for ch in ledgers:
         rows.append((ch["channel"], _short_address(ch["peer"]), ch["role"], ch["stage"], str(ch["version"]),
                      _short_amount(ch["my_cash"], ch["token"]), _short_amount(ch["peer_cash"], ch["token"]),
-                     str(len(ch["nanocontracts"]))))
+                     str(len(ch["nanocontracts"])), _due(ch, now)))
     return _grid(rows, right={4, 5, 6, 7})
 
 
-def _virtual_table(virtuals: list[dict[str, Any]]) -> str:
+def _due(ch: dict[str, Any], now: int) -> str:
+    """How far the deadline that matters in the channel's stage is (see `status CHANNEL`)."""
+    if ch["stage"] in ("initialising", "closing"):
+        return _relative(ch["deadline"] - now)
+    if ch["stage"] in ("proposed", "accepted") and ch["open_until"]:
+        return _relative(ch["open_until"] - now)
+    return ""
+
+
+def _virtual_table(virtuals: list[dict[str, Any]], now: int) -> str:
     rows = [("VIRTUAL CHANNEL", "YOU ARE", "ALICE", "BOB", "VERSION", "MINE", "PEER'S", "SETTLED")]
     for ch in virtuals:
         mine, peers = ((_short_amount(ch[key], ch["token"]) if ch[key] is not None else "-")
@@ -553,6 +720,7 @@ def _grid(rows: list[tuple[str, ...]], right: set[int]) -> str:
 
 def parser() -> argparse.ArgumentParser:
     top = _Parser(prog="perun", description="Perun state channels on Ethereum.")
+    top.add_argument("--version", action="version", version=f"perun {_version()}")
     top.add_argument("--json", action="store_true", help="print machine-readable JSON (amounts as decimal strings of wei)")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -587,8 +755,17 @@ def parser() -> argparse.ArgumentParser:
 
     dev = sub.add_parser("devnet", help="run anvil with the contracts deployed, until Ctrl-C")
     dev.add_argument("--port", type=int, default=8545)
+    dev.add_argument("--block-time", type=_count_arg, default=1, metavar="SECONDS",
+                     help="mine a block every SECONDS, so that deadlines pass without traffic (default 1)")
     dev.add_argument("--out", help="deployment file (default: deployments/31337.json)")
     dev.set_defaults(run=cmd_devnet)
+
+    fund = sub.add_parser("fund", parents=[json_flag], help="send ETH from a devnet's first dev account")
+    fund.add_argument("address", type=_address_arg, metavar="ADDRESS")
+    fund.add_argument("amount", type=_amount_arg, metavar="AMOUNT", help="wei, or with a unit: 10eth")
+    fund.add_argument("--rpc", default="http://127.0.0.1:8545", metavar="URL",
+                      help="JSON-RPC URL of the devnet (default: `perun devnet`'s, http://127.0.0.1:8545)")
+    fund.set_defaults(run=cmd_fund)
 
     comp = sub.add_parser("compile", help="recompile contracts/ into the package's artifacts")
     comp.set_defaults(run=cmd_compile)
@@ -644,7 +821,7 @@ def parser() -> argparse.ArgumentParser:
         """A command for a running node (`within` a group's subparsers: `perun virtual open`)."""
         cmd = within.add_parser(name, parents=[json_flag], help=summary, **kwargs)
         cmd.add_argument("--data", required=True, metavar="DIR", help="the node's data directory")
-        cmd.set_defaults(run=run)
+        cmd.set_defaults(run=_resolving(run))
         return cmd
 
     client("info", cmd_info, "show a running node's address, port, chain and contract")
@@ -656,8 +833,16 @@ def parser() -> argparse.ArgumentParser:
     opn.add_argument("--deposit", required=True, type=_amount_arg, metavar="AMOUNT", help="this node's deposit")
     opn.add_argument("--peer-deposit", required=True, type=_amount_arg, metavar="AMOUNT", help="the peer's deposit")
     opn.add_argument("--delta", required=True, type=int, metavar="SECONDS", help="the dispute window Δ")
+    opn.add_argument("--timeout", type=_count_arg, default=60, metavar="SECONDS",
+                     help="how long to wait for the peer to accept and confirm (default 60); after it, the command "
+                          "says where the opening stands")
     opn.add_argument("--multistate", action="store_true",
                      help="a multistate channel (nanocontracts; a ledger channel for virtual channels)")
+    can = client("cancel", cmd_cancel, "give up a channel's opening: no deposit is sent for it any more",
+                 description="Gives up the opening of CHANNEL: the node sends no create or confirm for it from "
+                 "now on. If this node (Alice) created it on chain already, it takes its deposit back at the "
+                 "confirm deadline, unless the peer confirms before. An open channel is closed, not cancelled.")
+    can.add_argument("channel", type=_channel_arg, metavar="CHANNEL")
     pay = client("pay", cmd_pay, "pay the peer on a channel")
     pay.add_argument("channel", type=_channel_arg, metavar="CHANNEL")
     pay.add_argument("amount", type=_amount_arg, metavar="AMOUNT", help="wei, or with a unit: 1.5eth, 20gwei, 100wei")
@@ -669,8 +854,10 @@ def parser() -> argparse.ArgumentParser:
     cls.add_argument("channel", type=_channel_arg, metavar="CHANNEL")
     cls.add_argument("--unilateral", action="store_true",
                      help="register the latest state on chain without the peer; finalize after Δ")
+    cls.add_argument("--wait", action="store_true", help="with --unilateral: wait until it is paid out")
     fin = client("finalize", cmd_finalize, "pay out a channel whose dispute window is over")
     fin.add_argument("channel", type=_channel_arg, metavar="CHANNEL")
+    fin.add_argument("--wait", action="store_true", help="if the window is not over yet, wait until it is paid out")
     ref = client("refund", cmd_refund, "take the deposit back when the peer never confirmed")
     ref.add_argument("channel", type=_channel_arg, metavar="CHANNEL")
 
@@ -699,11 +886,22 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("perun-channels")
+    except PackageNotFoundError:  # run from a source tree that was not installed
+        return "unknown (not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = None
     try:
         args = parser().parse_args(argv)
         code = args.run(args)
+    except SystemExit as exc:  # --help and --version print and exit 0
+        return exc.code if isinstance(exc.code, int) else 0
     except UsageError as exc:
         print(exc, file=sys.stderr)
         return 1

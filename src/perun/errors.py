@@ -23,6 +23,10 @@ class ValidationError(PerunError):
     """Input was rejected before anything changed."""
 
 
+class InvalidAddress(ValidationError):
+    """Not an address, or a mixed-case address whose EIP-55 checksum does not match."""
+
+
 class InvalidParams(ValidationError):
     """Channel parameters that no contract would accept (parties, Δ, deposit range)."""
 
@@ -79,6 +83,10 @@ class TooManyNanocontracts(InvalidNanocontract):
     """The channel already holds MSContract.MAX_NANOCONTRACTS nanocontracts."""
 
 
+class OpenFailed(PerunError):
+    """An opening was given up before it was on chain (it failed, expired or was cancelled)."""
+
+
 class ChannelRefused(ValidationError):
     """The peer's policy does not accept the proposed channel."""
 
@@ -127,6 +135,13 @@ class PeerRejected(WireError):
         super().__init__(f"peer rejected it: {getattr(code, 'name', code)}: {reason}")
 
 
+class ConfirmPending(PeerTimeout):
+    """The channel is created on chain but the peer has not confirmed it yet: it may until the
+    confirm deadline; if it does not, the node refunds the deposit then."""
+
+    channel_id: bytes = b""
+
+
 class ProposalExpired(PeerTimeout, ValidationError):
     """A multistate proposal was not answered within the reply time T (seed §3.2): the receiver
     refuses it from then on, and the proposer goes on above its versions."""
@@ -152,6 +167,10 @@ class KeystoreError(PerunError):
 
 class ChainError(PerunError):
     """The chain could not be reached, or did something unexpected."""
+
+
+class InsufficientFunds(ChainError):
+    """The account cannot pay a transaction's value plus its gas: nothing was sent."""
 
 
 class DeploymentNotFound(ChainError):

@@ -3,7 +3,8 @@
 A thin façade: it assembles the runtime (perun.runtime: peers, group commit, chain follower)
 and the protocols of the channel kinds it runs (perun.protocols: payment channels always,
 multistate channels when it is given an MSContract, virtual channels when the VirtualChannel
-app is deployed too), and keeps the API in one place.
+app is deployed too), and keeps the API in one place. Its key is a private key (bytes or hex)
+or an eth-account LocalAccount.
 
     async with Node(key, chain, contract_address, "alice.db") as alice:
         await alice.connect(bob_address, "127.0.0.1", bob_port)
@@ -20,6 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
 from perun.chain.backend import Chain
@@ -28,6 +30,7 @@ from perun.core.apps.virtualchannel import VirtualChannelData
 from perun.core.channel import ETH, Params, PaymentState
 from perun.core.machine import ChannelRecord
 from perun.core.multistate import NanocontractState
+from perun.protocols.channels import OPEN_TIME
 from perun.protocols.multistate import REPLY_TIME, Multistate
 from perun.protocols.payment import ChannelInfo, Payment
 from perun.protocols.virtual import APP as VIRTUAL_APP
@@ -36,7 +39,7 @@ from perun.runtime import Runtime
 
 RESPONSE_TIMEOUT = 10.0
 
-__all__ = ["CRASH_POINTS", "ChannelInfo", "Node", "REPLY_TIME", "RESPONSE_TIMEOUT"]
+__all__ = ["CRASH_POINTS", "ChannelInfo", "Node", "OPEN_TIME", "REPLY_TIME", "RESPONSE_TIMEOUT"]
 
 # Every crash point a node may pass (perun.runtime.faults), for scenarios to name.
 CRASH_POINTS = tuple(dict.fromkeys((*Payment.crash_points, *Multistate.crash_points, *Virtual.crash_points)))
@@ -45,7 +48,7 @@ CRASH_POINTS = tuple(dict.fromkeys((*Payment.crash_points, *Multistate.crash_poi
 class Node:
     def __init__(
         self,
-        key: bytes,
+        key: bytes | str | LocalAccount,
         chain: Chain,
         contract: str,
         store_path: Path | str,
@@ -61,6 +64,7 @@ class Node:
         poll_interval: float = 0.25,
         response_timeout: float = RESPONSE_TIMEOUT,
         reply_time: float = REPLY_TIME,
+        open_time: int = OPEN_TIME,
         name: str | None = None,
     ) -> None:
         self.runtime = rt = Runtime(key, chain, (chain.chain_id, to_checksum_address(contract)), store_path,
@@ -78,6 +82,9 @@ class Node:
                 rt.registry.register(self.virtual)
         for protocol in rt.registry.protocols:
             rt.faults.declare(protocol.crash_points)
+        for opening in (self.payment, self.multistate):
+            if opening is not None:
+                opening.open_time = open_time
         # What the runtime holds, under the names programs use.
         self.key, self.account, self.address, self.name = rt.key, rt.account, rt.address, rt.name
         self.chain, self.store, self.faults, self.watcher = rt.chain, rt.store, rt.faults, rt.follower
@@ -163,6 +170,12 @@ class Node:
         """Proposes a payment channel to `peer` (this node is Alice), creates it on chain once
         Bob accepts, and returns its id when Bob has confirmed. Raises what went wrong otherwise."""
         return await self.payment.open(peer, deposit, peer_deposit, delta, token, timeout)
+
+    async def cancel(self, cid: bytes) -> None:
+        """Gives up the opening of a payment or multistate channel: no create or confirm is sent
+        for it any more; one Alice created already is refunded at its confirm deadline."""
+        holder = self.runtime.registry.holder(cid)
+        await (holder or self.payment).cancel(cid)
 
     async def pay(self, cid: bytes, amount: int) -> PaymentState:
         """Pays `amount` to the peer on a payment channel, or on a virtual channel this node is an

@@ -103,8 +103,12 @@ class Store:
         return {address: (host, port) for address, host, port in self.db.execute("SELECT * FROM peers")}
 
     def last_block(self) -> int | None:
-        row = self.db.execute("SELECT value FROM meta WHERE key = 'last_block'").fetchone()
-        return int(row[0]) if row else None
+        value = self.meta("last_block")
+        return int(value) if value is not None else None
+
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
 
     def states(self, channel_id: bytes) -> list[SignedState]:
         """Every state of the channel this node signed or holds a signature on, oldest first."""
@@ -222,6 +226,8 @@ def _record_json(rec: ChannelRecord) -> dict[str, Any]:
         "deadline": rec.deadline,
         "outcome": [str(x) for x in rec.outcome] if rec.outcome else None,
         "peer_signed_hint": rec.peer_signed_hint,
+        "open_until": rec.open_until,
+        "given_up": rec.given_up,
     }
 
 
@@ -249,6 +255,9 @@ def _record_from(d: dict[str, Any], params: Params, domain: Domain, cid: bytes) 
         deadline=d["deadline"],
         outcome=tuple(int(x) for x in d["outcome"]) if d["outcome"] else None,
         peer_signed_hint=d["peer_signed_hint"],
+        # absent before openings expired
+        open_until=d.get("open_until", 0),
+        given_up=d.get("given_up", ""),
     )
 
 
@@ -345,6 +354,8 @@ def _ms_record_to_json(rec: MSRecord) -> str:
         "expired": [_ms_proposal_json(p) for p in rec.expired],
         "final": _signed_json(rec.final) if rec.final is not None else None,
         "proposed_final": rec.proposed_final,
+        "open_until": rec.open_until,
+        "given_up": rec.given_up,
     })
 
 
@@ -376,6 +387,8 @@ def _ms_record_from_json(text: str) -> MSRecord:
         expired=tuple(_ms_proposal_from(cid, p) for p in d.get("expired", [])),
         final=_signed_from(cid, d["final"]) if d.get("final") else None,
         proposed_final=d.get("proposed_final", False),
+        open_until=d.get("open_until", 0),  # absent before openings expired
+        given_up=d.get("given_up", ""),
     )
 
 

@@ -4,12 +4,15 @@ and its error messages."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from eth_account import Account
 
 from perun import errors
 from perun.chain.anvil import Anvil, free_port
@@ -94,9 +97,27 @@ def test_devnet_runs_until_interrupted(tmp_path: Path, stop: signal.Signals) -> 
             lines.append(line)
             if line.startswith("Ctrl-C stops it."):
                 break
-        assert f"anvil listening on http://127.0.0.1:{port}" in "".join(lines)
+        text = "".join(lines)
+        assert f"anvil listening on http://127.0.0.1:{port} (chain id 31337), a block every 1 s" in text
         chain = RpcChain(f"http://127.0.0.1:{port}")
         assert Deployment.read(out).payment(chain).address
+        # Its dev accounts with their (public, test) keys.
+        keys = re.findall(r"^  (0x[0-9a-fA-F]{40})  key (0x[0-9a-f]{64})$", text, re.M)
+        assert [address for address, _ in keys] == chain.dev_accounts[:4]
+        assert all(Account.from_key(key).address == address for address, key in keys)
+        if stop is signal.SIGINT:
+            # It mines without traffic, and `perun fund` sends ETH.
+            first = chain.block_number()
+            deadline = time.monotonic() + 10
+            while chain.block_number() == first:
+                assert time.monotonic() < deadline, "no block mined within 10 s"
+                time.sleep(0.1)
+            someone = Account.create().address
+            funded = subprocess.run([*PERUN, "fund", someone, "2.5eth", "--rpc", chain.url],
+                                    capture_output=True, text=True, timeout=60)
+            assert (funded.returncode, funded.stderr) == (0, "")
+            assert funded.stdout == (f"sent 2.5 ETH (2500000000000000000 wei) to {someone}; it has 2.5 ETH "
+                                     "(2500000000000000000 wei)\n")
         proc.send_signal(stop)
         assert proc.wait(timeout=20) == 0
     finally:

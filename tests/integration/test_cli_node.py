@@ -286,7 +286,7 @@ def test_connect_open_pay_both_ways_and_close_cooperatively(net: Net) -> None:
     assert theirs["role"] == "bob" and theirs["peer"] == alice.address
 
     table = ok("status", "--data", alice.data).splitlines()
-    assert table[0].split() == ["CHANNEL", "PEER", "ROLE", "STAGE", "VERSION", "MINE", "PEER'S"]
+    assert table[0].split() == ["CHANNEL", "PEER", "ROLE", "STAGE", "VERSION", "MINE", "PEER'S", "NEXT", "DEADLINE"]
     row = next(line for line in table if line.startswith(cid)).split()
     assert row[2:] == ["alice", "open", "4", "1.749999980000001234", "ETH", "1.750000019999998766", "ETH"]
     detail = ok("status", cid, "--data", bob.data)
@@ -470,7 +470,7 @@ def test_control_protocol_replies_with_typed_errors_never_tracebacks(
                       '{"method": "connect", "params": {"peer": "0x' + "22" * 20 + '", "host": "h", "port": "80"}}')
         assert [r["ok"] for r in replies] == [False, False, False, False, True]
         assert [r["error"]["type"] for r in replies[:4]] == ["BadRequest"] * 4
-        assert replies[1]["error"]["message"].startswith("unknown method 'nope'; known: channels, close, connect")
+        assert replies[1]["error"]["message"].startswith("unknown method 'nope'; known: cancel, channels, close, connect")
         assert replies[4]["result"] == {"peer": "0x" + "22" * 20, "host": "h", "port": 80}
 
         # The client raises the class the node named, with its message.

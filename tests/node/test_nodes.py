@@ -253,7 +253,7 @@ def test_a_refused_channel_raises_the_peers_reason(net):
             await alice.connect(bob.address, "127.0.0.1", bob.port)
             with pytest.raises(errors.PeerRejected, match="CHANNEL_REFUSED"):
                 await alice.open(bob.address, ETHER, 0, DELTA)
-            assert [c.stage for c in alice.channels()] == ["closed"]
+            assert [c.stage for c in alice.channels()] == ["failed"]
             assert bob.channels() == []
     run(scenario())
 
@@ -267,8 +267,8 @@ def test_a_refusal_names_the_proposal_it_refuses_and_fails_only_that_open(net):
                                                    return_exceptions=True)
             assert isinstance(refused, errors.PeerRejected) and refused.code is m.ErrorCode.CHANNEL_REFUSED
             assert isinstance(opened, bytes) and alice.channel(opened).stage is Stage.OPEN
-            (closed,) = [c for c in alice.channels() if c.stage == "closed"]
-            assert f"channel {closed.channel}" in refused.reason  # Bob's reason names it too
+            (failed,) = [c for c in alice.channels() if c.stage == "failed"]
+            assert f"channel {failed.channel}" in refused.reason  # Bob's reason names it too
     run(scenario())
 
 

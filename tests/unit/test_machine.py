@@ -9,7 +9,7 @@ from perun import errors
 from perun.core.channel import Params, PaymentState
 from perun.core.eip712 import Domain, sign_state
 from perun.core.machine import (
-    Duty, Role, Stage, apply_event, duties, final, new_record, payment, propose, receive_ack,
+    Duty, Role, Stage, apply_event, duties, final, give_up, new_record, payment, propose, receive_ack,
     receive_reject, receive_sync, receive_update, reestablish,
 )
 
@@ -203,6 +203,44 @@ def test_duties_at_each_deadline(role, stage, deadline, now, expected):
     rec = new_record(PARAMS, DOMAIN, role, stage)
     rec = replace(rec, deadline=deadline, registered_version=0 if stage is Stage.CLOSING else None)
     assert duties(rec, now) == expected
+
+
+@pytest.mark.parametrize("role, stage, now, expected", [
+    # Alice creates until the opening's expiry (chain time 500), and gives it up from then on.
+    (Role.ALICE, Stage.ACCEPTED, 499, (Duty.CREATE,)),
+    (Role.ALICE, Stage.ACCEPTED, 500, (Duty.EXPIRE,)),
+    (Role.ALICE, Stage.ACCEPTED, 501, (Duty.EXPIRE,)),
+    (Role.ALICE, Stage.PROPOSED, 499, ()),
+    (Role.ALICE, Stage.PROPOSED, 500, (Duty.EXPIRE,)),
+    (Role.BOB, Stage.ACCEPTED, 499, ()),
+    (Role.BOB, Stage.ACCEPTED, 500, (Duty.EXPIRE,)),
+    (Role.ALICE, Stage.FAILED, 10**9, ()),
+    (Role.BOB, Stage.FAILED, 10**9, ()),
+])
+def test_an_opening_expires_at_its_open_until(role, stage, now, expected):
+    rec = replace(new_record(PARAMS, DOMAIN, role, stage), open_until=500)
+    assert duties(rec, now) == expected
+    assert duties(replace(rec, open_until=0), now) == ((Duty.CREATE,) if (role, stage) == (Role.ALICE, Stage.ACCEPTED)
+                                                      else ())  # no limit
+
+
+def test_an_opening_given_up_sends_nothing_but_alices_refund():
+    for stage in (Stage.PROPOSED, Stage.ACCEPTED):
+        for role in Role:
+            failed = give_up(new_record(PARAMS, DOMAIN, role, stage), "cancelled")
+            assert (failed.stage, failed.given_up) == (Stage.FAILED, "cancelled")
+            assert give_up(failed, "again") is failed
+            assert duties(failed, 0) == ()
+            # The chain shows it created after all: Bob never confirms, Alice refunds at the deadline.
+            created = apply_event(failed, "Initialising", {"deadline": 100})
+            assert (created.stage, created.given_up) == (Stage.INITIALISING, "cancelled")
+            assert [duties(created, now) for now in (99, 100, 101)] == (
+                [(), (Duty.REFUND,), (Duty.REFUND,)] if role is Role.ALICE else [(), (), ()])
+    bob = give_up(replace(new_record(PARAMS, DOMAIN, Role.BOB, Stage.INITIALISING), deadline=100), "cancelled")
+    assert (bob.stage, duties(bob, 99)) == (Stage.INITIALISING, ())
+    for stage in (Stage.OPEN, Stage.CLOSING, Stage.CLOSED):
+        with pytest.raises(errors.WrongStage, match=f"is {stage.value}: close it instead"):
+            give_up(new_record(PARAMS, DOMAIN, Role.ALICE, stage), "cancelled")
 
 
 @pytest.mark.parametrize("now, expected", [(98, (Duty.DISPUTE,)), (99, (Duty.DISPUTE,)), (100, (Duty.FINALIZE,))])

@@ -118,6 +118,8 @@ def busy_ms_record() -> ms.MSRecord:
         expired=(replace(claimed, expires=2**40),),
         final=ms.Signed(closing.final, b"\x05" * 65, closing.sig_channel),
         proposed_final=True,
+        open_until=2**40 + 1,
+        given_up="cancelled by the operator",
         deadline=2**40,
         registered_version=bob.state.version,
         registered_fundings=bob.state.nanocontracts,
@@ -204,7 +206,8 @@ def test_a_virtual_channel_record_round_trips_exactly(tmp_path):
     ingrid = replace(vr.new_record(other, vr.Position.INGRID, vr.Half(vc.SIDE_A, b"\x0a" * 32, b"\x0d" * 32), domain),
                      seen=(seen, vr.Seen(replace(final, is_final=False), b"", b"\x03" * 65)))
     ingrid = vr.with_half(ingrid, vr.Half(vc.SIDE_B, b"\x0b" * 32, b"\x0c" * 32))
-    records = [replace(end, channel=replace(ch, sig_alice=b"\x04" * 65, peer_signed_hint=3)), ingrid]
+    records = [replace(end, channel=replace(ch, sig_alice=b"\x04" * 65, peer_signed_hint=3, open_until=7,
+                                            given_up="expired")), ingrid]
     for cls, instances in ((vr.VirtualRecord, records), (vr.Seen, ingrid.seen)):
         for f in fields(cls):
             if f.init and f.default is not MISSING:

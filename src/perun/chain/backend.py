@@ -137,6 +137,10 @@ class Chain:
 
     # ------------------------------------------------------------------ time
 
+    def genesis_hash(self) -> str:
+        """The hash of block 0: a chain that was reset under the same chain id has another."""
+        return "0x" + bytes(self.w3.eth.get_block(0)["hash"]).hex()
+
     def timestamp(self) -> int:
         """The timestamp of the latest block."""
         return self.w3.eth.get_block("latest")["timestamp"]

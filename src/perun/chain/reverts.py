@@ -91,6 +91,9 @@ def translate(exc: BaseException) -> errors.PerunError:
     data = revert_data(exc)
     if data:
         return decode_revert(data)
-    if "revert" in str(exc).lower():
+    text = str(exc).lower()
+    if "insufficient funds" in text:  # geth, anvil and eth-tester all say so
+        return errors.InsufficientFunds("the account cannot pay the transaction's value plus gas; nothing was sent")
+    if "revert" in text:
         return errors.TransactionFailed(str(exc))
     return errors.ChainError(f"{type(exc).__name__}: {exc}")

@@ -48,8 +48,29 @@ class Methods:
         return {"peer": peer, "host": host, "port": port}
 
     async def open(self, params: dict[str, Any]) -> Any:
-        cid = await self.node().open(*check.open_args(params))
-        return self._channel_json(cid)
+        return await self._opened(self.node().payment, params)
+
+    async def _opened(self, protocol: Protocol, params: dict[str, Any]) -> Any:
+        """The channel once open, or once created on chain with the peer's confirmation still
+        to come (stage initialising: the caller says what happens at the deadline)."""
+        peer, deposit, peer_deposit, delta, timeout = check.open_args(params)
+        try:
+            cid = await protocol.open(peer, deposit, peer_deposit, delta, timeout=timeout)  # type: ignore[attr-defined]
+        except errors.ConfirmPending as exc:
+            cid = exc.channel_id
+        return self.node().describe(cid)
+
+    async def cancel(self, params: dict[str, Any]) -> Any:
+        """Gives up an opening: no create or confirm from now on (a created one is refunded at its
+        deadline)."""
+        (channel,) = check.take(params, "channel")
+        cid = check.channel_id(channel)
+        node = self.node()
+        holder = node.runtime.registry.holder(cid)
+        if holder is None:
+            raise errors.UnknownChannel(f"no channel 0x{cid.hex()}")
+        await holder.cancel(cid)
+        return node.describe(cid)
 
     async def pay(self, params: dict[str, Any]) -> Any:
         channel, amount = check.take(params, "channel", "amount")
@@ -142,8 +163,7 @@ class Methods:
         return None
 
     async def ledger_open(self, params: dict[str, Any]) -> Any:
-        cid = await self._protocol("multistate").open(*check.open_args(params))
-        return self.node().describe(cid)
+        return await self._opened(self._protocol("multistate"), params)
 
     async def ledgers(self, params: dict[str, Any]) -> Any:
         check.take(params)
@@ -246,7 +266,7 @@ def transaction(receipt: Receipt | None) -> dict[str, Any] | None:
 
 
 METHOD_NAMES = (  # in the order of the docstring of perun.control
-    "info", "connect", "open", "pay", "close", "register", "finalize", "refund", "wait_peer", "wait",
+    "info", "connect", "open", "cancel", "pay", "close", "register", "finalize", "refund", "wait_peer", "wait",
     "channels", "status", "sync", "ledger_open", "ledgers", "virtual_open", "virtual_close", "virtuals",
     "nanocontract_create", "nanocontract_call", "nanocontract_absorb", "nanocontract_register",
 )

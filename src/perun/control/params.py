@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from perun import errors
 from perun.control.protocol import BadRequest
+from perun.core.address import parse_address
 
 
 def take(params: dict[str, Any], *required: str, optional: tuple[str, ...] = ()) -> list[Any]:
@@ -19,11 +21,13 @@ def take(params: dict[str, Any], *required: str, optional: tuple[str, ...] = ())
     return [params[name] for name in required] + [params.get(name) for name in optional]
 
 
-def open_args(params: dict[str, Any]) -> tuple[str, int, int, int]:
-    """(peer, deposit, peer_deposit, delta) of an open request, checked."""
-    peer, deposit, peer_deposit, delta = take(params, "peer", "deposit", "peer_deposit", "delta")
+def open_args(params: dict[str, Any]) -> tuple[str, int, int, int, float | None]:
+    """(peer, deposit, peer_deposit, delta, timeout) of an open request, checked; timeout (whole
+    seconds to wait for the peer's confirmation) is optional."""
+    peer, deposit, peer_deposit, delta, timeout = take(params, "peer", "deposit", "peer_deposit", "delta",
+                                                       optional=("timeout",))
     return (address(peer, "peer"), amount(deposit, "deposit"), amount(peer_deposit, "peer_deposit"),
-            integer(delta, "delta"))
+            integer(delta, "delta"), float(integer(timeout, "timeout")) if timeout else None)
 
 
 def shown(value: Any) -> str:
@@ -58,11 +62,10 @@ def port_number(value: Any) -> int:
 
 
 def address(value: Any, name: str) -> str:
-    from eth_utils import is_hex_address, to_checksum_address
-
-    if not isinstance(value, str) or not is_hex_address(value):
-        raise BadRequest(f"{name} must be a 0x-prefixed 20-byte hex address, got {shown(value)}")
-    return to_checksum_address(value)
+    try:
+        return parse_address(value)
+    except errors.InvalidAddress as exc:
+        raise BadRequest(f"{name}: {exc}") from None
 
 
 def channel_id(value: Any) -> bytes:

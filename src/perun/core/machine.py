@@ -38,10 +38,15 @@ class Stage(str, Enum):
 
     PROPOSED = "proposed"  # Alice sent the parameters, Bob has not answered
     ACCEPTED = "accepted"  # Bob agreed; Alice is to create it on chain
+    # This party gave the opening up (it failed, expired, was refused or cancelled) before it saw
+    # the channel on chain; it sends no transaction for it. Should the channel appear on chain
+    # after all, the events move the record on, and it stays given up (see `give_up`).
+    FAILED = "failed"
     INITIALISING = "initialising"  # created on chain; Bob is to confirm
     OPEN = "open"  # confirmed: updates flow
     CLOSING = "closing"  # a state is registered on chain; the dispute window runs
     CLOSED = "closed"  # paid out (finalized, closed cooperatively, or refunded)
+    LOST = "lost"  # the chain it was on was reset (a devnet restarted): it no longer exists
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,8 @@ class ChannelRecord(Sides):
     deadline: int = 0  # confirm deadline while INITIALISING, dispute deadline while CLOSING
     outcome: tuple[int, int] | None = None  # (alice, bob) paid out, once CLOSED
     peer_signed_hint: int = 0  # the highest version the peer said it signed
+    open_until: int = 0  # chain time by which the opening must be on chain (0: no limit)
+    given_up: str = ""  # why this party gave the opening up ("" while it goes on)
 
     channel_id: bytes = field(init=False, repr=False, compare=False)
 
@@ -330,6 +337,34 @@ def _after_event(rec: ChannelRecord, name: str, args: dict) -> ChannelRecord:
     return rec
 
 
+def give_up(rec: Any, why: str) -> Any:
+    """The record of an opening this party gives up (a record payment or multistate): Failed if
+    nothing is on chain yet; once created, Alice still refunds at the confirm deadline and Bob
+    never confirms. An open channel is closed, not given up."""
+    if rec.stage in (Stage.OPEN, Stage.CLOSING, Stage.CLOSED):
+        raise errors.WrongStage(f"channel 0x{rec.channel_id.hex()} is {rec.stage.value}: close it instead")
+    if rec.given_up:
+        return rec
+    return replace(rec, stage=rec.stage if rec.stage is Stage.INITIALISING else Stage.FAILED, given_up=why)
+
+
+def opening_due(rec: Any, now: int) -> str | None:
+    """The opening's duty, as its name (create, confirm, refund, expire), or None (a record
+    payment or multistate). An opening not on chain by `open_until` expires; Alice creates only
+    before then, and Bob confirms only an opening he has not given up."""
+    expires = rec.open_until and now >= rec.open_until and not rec.given_up
+    if rec.stage is Stage.PROPOSED or (rec.stage is Stage.ACCEPTED and rec.role is Role.BOB):
+        return "expire" if expires else None
+    if rec.stage is Stage.ACCEPTED:  # Alice
+        return "expire" if expires else "create"
+    if rec.stage is Stage.INITIALISING:
+        if rec.role is Role.BOB and now < rec.deadline and not rec.given_up:
+            return "confirm"
+        if rec.role is Role.ALICE and now >= rec.deadline:
+            return "refund"
+    return None
+
+
 def final_due(rec: Any, now: int) -> bool:
     """A final state signed by both is submitted by its proposer, and by the other party only in a
     dispute (the proposer may be gone) once half its window has passed: the proposer's
@@ -345,6 +380,7 @@ def final_due(rec: Any, now: int) -> bool:
 class Duty(str, Enum):
     """A transaction this party should send now."""
 
+    EXPIRE = "expire"  # an opening not on chain by its `open_until`: give it up (no transaction)
     CREATE = "create"  # Alice: Bob accepted, the channel is not on chain yet
     CONFIRM = "confirm"  # Bob: Alice created the channel he accepted
     REFUND = "refund"  # Alice: Bob did not confirm in time
@@ -360,14 +396,9 @@ def duties(rec: ChannelRecord, now: int) -> tuple[Duty, ...]:
     deadline" for refund and finalize; `now < deadline` leaves at least the deadline's own
     second for confirm and dispute.
     """
-    if rec.stage is Stage.ACCEPTED and rec.role is Role.ALICE:
-        return (Duty.CREATE,)
-    if rec.stage is Stage.INITIALISING:
-        if rec.role is Role.BOB and now < rec.deadline:
-            return (Duty.CONFIRM,)
-        if rec.role is Role.ALICE and now >= rec.deadline:
-            return (Duty.REFUND,)
-        return ()
+    if rec.stage in (Stage.PROPOSED, Stage.ACCEPTED, Stage.FAILED, Stage.INITIALISING):
+        opening = opening_due(rec, now)
+        return (Duty(opening),) if opening else ()
     if rec.is_fully_signed_final:
         return (Duty.COOPERATIVE_CLOSE,) if final_due(rec, now) else ()
     if rec.stage is Stage.CLOSING:

@@ -33,7 +33,7 @@ from perun import errors
 from perun.core.apps import App, AppState, Context
 from perun.core.channel import Params
 from perun.core.eip712 import Domain, check_digest_signature, sign
-from perun.core.machine import Role, Sides, Stage, final_due, monotonic
+from perun.core.machine import Role, Sides, Stage, final_due, monotonic, opening_due
 from perun.core.multistate import (
     ChannelState,
     FinalChannelState,
@@ -143,6 +143,8 @@ class MSRecord(Sides):
     expired: tuple[MSProposal, ...] = ()  # own proposals past T whose fate the peer has not told yet
     final: Signed | None = None  # the final channel state, with the signatures this party holds
     proposed_final: bool = False  # this party proposed it, so it submits it
+    open_until: int = 0  # chain time by which the opening must be on chain (0: no limit)
+    given_up: str = ""  # why this party gave the opening up ("" while it goes on)
 
     channel_id: bytes = field(init=False, repr=False, compare=False)
 
@@ -614,6 +616,7 @@ def _after_event(rec: MSRecord, name: str, args: dict) -> MSRecord:
 class Duty(str, Enum):
     """A transaction this party should send now; REGISTER names its nanocontract."""
 
+    EXPIRE = "expire"
     CREATE = "create"
     CONFIRM = "confirm"
     REFUND = "refund"
@@ -641,14 +644,9 @@ def duties(rec: MSRecord, now: int) -> tuple[tuple[Duty, bytes], ...]:
     - Finalize after D when every listed nanocontract is settled on chain, else after D + Δ (or
       an unsettled nanocontract's later settleBy).
     """
-    if rec.stage is Stage.ACCEPTED and rec.role is Role.ALICE:
-        return ((Duty.CREATE, b""),)
-    if rec.stage is Stage.INITIALISING:
-        if rec.role is Role.BOB and now < rec.deadline:
-            return ((Duty.CONFIRM, b""),)
-        if rec.role is Role.ALICE and now >= rec.deadline:
-            return ((Duty.REFUND, b""),)
-        return ()
+    if rec.stage in (Stage.PROPOSED, Stage.ACCEPTED, Stage.FAILED, Stage.INITIALISING):
+        opening = opening_due(rec, now)
+        return ((Duty(opening), b""),) if opening else ()
     if rec.stage not in (Stage.OPEN, Stage.CLOSING):
         return ()
     if rec.is_fully_signed_final:

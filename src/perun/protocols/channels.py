@@ -18,7 +18,7 @@ from perun import errors
 from perun.chain.channels import ChannelsContract, Event, Receipt
 from perun.core.channel import ETH, Params, Phase
 from perun.core.eip712 import Domain
-from perun.core.machine import CONFLICT_RETRIES, Role, Stage
+from perun.core.machine import CONFLICT_RETRIES, Role, Stage, give_up
 from perun.runtime import Duty, Protocol, Runtime
 from perun.runtime.pending import Pending
 from perun.wire import messages as m
@@ -28,6 +28,9 @@ log = logging.getLogger("perun.node")
 T = TypeVar("T")
 
 ACCEPTED = "accepted"  # the pending slot of a proposed channel: Bob's acceptance
+# Chain seconds an opening has to get on chain (Alice's proposal to her create mined); Bob keeps
+# his acceptance twice as long, so that a create sent just in time still finds it.
+OPEN_TIME = 600
 
 
 class ChannelProtocol(Protocol):
@@ -43,6 +46,7 @@ class ChannelProtocol(Protocol):
         self.contract = contract
         self.domain: Domain = contract.domain
         self.accept_channel = accept_channel
+        self.open_time = OPEN_TIME
         self.records: dict[bytes, Any] = {}
 
     # ------------------------------------------------------------------ what a kind defines
@@ -89,11 +93,14 @@ class ChannelProtocol(Protocol):
     async def open(self, peer: str, deposit: int, peer_deposit: int, delta: int, token: str = ETH,
                    timeout: float | None = None) -> bytes:
         """Proposes a channel to `peer` (this node is Alice), creates it on chain once Bob
-        accepts, and returns its id when Bob has confirmed it. Raises what went wrong otherwise."""
+        accepts, and returns its id when Bob has confirmed it. Raises what went wrong otherwise;
+        an opening that fails before it is on chain is given up (stage failed), so nothing moves
+        money for it later. One created on chain that Bob has not confirmed in time raises
+        ConfirmPending: he may still confirm until the deadline, else the node refunds then."""
         ctx = self.ctx
         conn = ctx.peers.connection(peer)
         params = Params(ctx.address, conn.peer, deposit, peer_deposit, delta, secrets.randbits(64), token)
-        rec = self.new_record(params, Role.ALICE, Stage.PROPOSED)
+        rec = replace(self.new_record(params, Role.ALICE, Stage.PROPOSED), open_until=self.open_until())
         cid = rec.channel_id
         accepted = ctx.pending.expect((cid, ACCEPTED))
         def propose() -> None:
@@ -103,17 +110,44 @@ class ChannelProtocol(Protocol):
             await ctx.save([rec], then=propose)
             await Pending.wait(accepted, timeout or ctx.response_timeout,
                                lambda: errors.PeerTimeout(f"{conn.peer} did not answer the channel proposal"))
-        except errors.PeerRejected:
-            await ctx.save([replace(self.records[cid], stage=Stage.CLOSED, outcome=(0, 0))])
+            # Bob's confirmation may take up to Δ of chain time: the caller's timeout bounds the wait.
+            rec = await ctx.wait_for(cid, lambda r: r.stage in (Stage.FAILED, Stage.OPEN, Stage.CLOSING, Stage.CLOSED),
+                                     timeout or max(ctx.response_timeout, 30.0))
+        except errors.PerunError as exc:
+            rec = self.records[cid]
+            if rec.stage in (Stage.PROPOSED, Stage.ACCEPTED) and not isinstance(exc, errors.NodeKilled):
+                await ctx.save([give_up(rec, str(exc))])
+            elif rec.stage is Stage.INITIALISING and isinstance(exc, errors.PeerTimeout):
+                pending = errors.ConfirmPending(f"channel 0x{cid.hex()} is created on chain; {rec.peer} has not "
+                                                f"confirmed it yet and may until chain time {rec.deadline}")
+                pending.channel_id = cid
+                raise pending from exc
             raise
         finally:
             ctx.pending.discard((cid, ACCEPTED))
-        # Bob's confirmation may take up to Δ of chain time: the caller's timeout bounds the wait.
-        rec = await ctx.wait_for(cid, lambda r: r.stage in (Stage.OPEN, Stage.CLOSING, Stage.CLOSED),
-                                 timeout or max(ctx.response_timeout, 30.0))
+        if rec.stage is Stage.FAILED:
+            raise errors.OpenFailed(f"channel 0x{cid.hex()} was not opened: {rec.given_up}")
         if rec.stage is not Stage.OPEN:
             raise errors.WrongStage(f"channel 0x{cid.hex()} was {rec.stage.value} before it opened (refunded?)")
         return cid
+
+    def lost_with_chain(self) -> list[Any]:
+        return [replace(rec, stage=Stage.LOST) for rec in self.records.values()
+                if rec.stage not in (Stage.CLOSED, Stage.FAILED, Stage.LOST)]
+
+    def open_until(self) -> int:
+        """The chain time by which an opening proposed or accepted now must be on chain."""
+        return self.ctx.follower.chain_time + self.open_time
+
+    async def cancel(self, cid: bytes) -> Any:
+        """Gives an opening up on the operator's word: no create or confirm is sent for it from
+        now on; if Alice created it already, she takes her deposit back at the confirm deadline
+        (the contract allows no refund before). WrongStage once it is open."""
+        rec = self.channel(cid)
+        given_up = give_up(rec, "cancelled by the operator")
+        if given_up is not rec:
+            await self.ctx.save([given_up])
+        return given_up
 
     def on_propose(self, conn: Connection, msg: m.ProposeChannel | m.ProposeMultistate) -> None:
         params = msg.params()
@@ -128,7 +162,7 @@ class ChannelProtocol(Protocol):
             return
         if not self.accept_channel(params):
             raise errors.ChannelRefused(f"this node does not accept {self.kind} channel 0x{cid.hex()}")
-        new = self.new_record(params, Role.BOB, Stage.ACCEPTED)
+        new = replace(self.new_record(params, Role.BOB, Stage.ACCEPTED), open_until=self.open_until() + self.open_time)
         def accept() -> None:
             self.ctx.faults.point("accept-stored")
             conn.send(m.AcceptChannel(cid))
@@ -159,12 +193,24 @@ class ChannelProtocol(Protocol):
                 self.ctx.peers.send(conn, self.proposal_type.of(rec.params))
 
     async def create_on_chain(self, cid: bytes) -> None:
+        """Alice's deposit. A create that cannot be sent gives the opening up: it is never sent
+        again by itself (the operator opens anew)."""
         params = self.channel(cid).params
         if (await self.ctx.on_chain(self.contract.channel, cid)).phase is not Phase.NONE:
             return  # created before a crash; the follower applies its event
-        if params.token != ETH:
-            await self.ctx.transact(self.contract.approve, params.token, params.deposit_alice)
-        receipt = await self.ctx.transact(self.contract.create, params)
+        if self.channel(cid).stage is not Stage.ACCEPTED:
+            return  # given up while the chain was read
+        try:
+            if params.token != ETH:
+                await self.ctx.transact(self.contract.approve, params.token, params.deposit_alice)
+            receipt = await self.ctx.transact(self.contract.create, params)
+        except (errors.ChannelsChannelExists, errors.NodeKilled):
+            raise
+        except errors.PerunError as exc:
+            rec = self.channel(cid)
+            if rec.stage is Stage.ACCEPTED:
+                await self.ctx.save([give_up(rec, f"the create transaction failed: {exc}")])
+            raise
         self.ctx.faults.point("created")
         await self.apply(receipt)
 
@@ -172,6 +218,8 @@ class ChannelProtocol(Protocol):
         params = self.channel(cid).params
         if (await self.ctx.on_chain(self.contract.channel, cid)).phase is not Phase.INITIALISING:
             return
+        if self.channel(cid).given_up:
+            return  # cancelled while the chain was read
         if params.token != ETH:
             await self.ctx.transact(self.contract.approve, params.token, params.deposit_bob)
         receipt = await self.ctx.transact(self.contract.confirm, params)
@@ -183,9 +231,16 @@ class ChannelProtocol(Protocol):
         was refunded already."""
         return await self.closing(cid, self.contract.refund, self.channel(cid).params)
 
+    async def expire(self, cid: bytes) -> None:
+        rec = self.channel(cid)
+        if rec.stage in (Stage.PROPOSED, Stage.ACCEPTED):
+            log.warning("%s: the opening of 0x%s expired", self.ctx.name, cid.hex()[:12])
+            await self.ctx.save([give_up(rec, f"not on chain by chain time {rec.open_until}: expired")])
+
     def opening_duties(self, rec: Any, duty: str) -> Duty | None:
-        """The opening's transactions: create, confirm and refund (None for another duty)."""
-        steps = {"create": self.create_on_chain, "confirm": self.confirm_on_chain, "refund": self.refund}
+        """The opening's duties: create, confirm, refund and expire (None for another duty)."""
+        steps = {"create": self.create_on_chain, "confirm": self.confirm_on_chain, "refund": self.refund,
+                 "expire": self.expire}
         step = steps.get(duty)
         return Duty(duty, rec.channel_id, lambda: step(rec.channel_id)) if step else None
 

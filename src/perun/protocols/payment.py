@@ -57,6 +57,8 @@ class ChannelInfo:
     my_payout: int | None
     peer_payout: int | None
     pending: int  # own proposals not yet countersigned
+    open_until: int  # chain time by which the opening must be on chain (0: no limit)
+    given_up: str  # why this node gave the opening up ("" if it did not)
 
 
 class UpdateHost(Protocol):
@@ -163,9 +165,15 @@ class Payment(ChannelProtocol):
 
     def _known_updates(self, cid: bytes) -> ChannelRecord:
         rec = self.updates(cid)
-        if rec is None:
-            raise errors.UnknownChannel(f"no channel 0x{cid.hex()}")
-        return rec
+        if rec is not None:
+            return rec
+        holder = self.ctx.registry.holder(cid)
+        if holder is not None:  # a channel of a kind that is not paid on directly
+            raise errors.WrongChannel(
+                f"channel 0x{cid.hex()} is a {holder.kind} channel, and payments go on payment and virtual "
+                f"channels: open a virtual channel through it (`perun virtual open`), or a payment channel "
+                "(`perun open`)")
+        raise errors.UnknownChannel(f"no channel 0x{cid.hex()}")
 
     async def update(self, rec: ChannelRecord, state: PaymentState) -> PaymentState:
         """Signs `state` (the next one of `rec`), sends it, and returns it once countersigned."""
@@ -262,7 +270,7 @@ class Payment(ChannelProtocol):
         """Repeats an unanswered proposal, and says where each shared channel is (Reestablish)."""
         self.repropose(conn)
         for rec in [*self.records.values(), *(r for h in self.hosts for r in h.all_updates())]:
-            if rec.peer == conn.peer and rec.stage not in (Stage.CLOSED, Stage.PROPOSED):
+            if rec.peer == conn.peer and rec.stage not in (Stage.CLOSED, Stage.PROPOSED, Stage.FAILED):
                 self.ctx.peers.send(conn, m.Reestablish(rec.channel_id, rec.current.version, rec.signed))
 
     def refused(self, conn: Connection, msg: m.Error, failure: errors.PeerRejected) -> None:
@@ -391,4 +399,6 @@ def _info(rec: ChannelRecord) -> ChannelInfo:
         my_payout=None if rec.outcome is None else rec.outcome[mine],
         peer_payout=None if rec.outcome is None else rec.outcome[peers],
         pending=len(rec.pending),
+        open_until=rec.open_until,
+        given_up=rec.given_up,
     )

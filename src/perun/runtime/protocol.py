@@ -107,6 +107,15 @@ class Protocol:
         (alice, bob) once done."""
         raise errors.WrongStage(f"{self.kind} channels are not closed cooperatively")
 
+    def lost_with_chain(self) -> list[Any]:
+        """The records of the channels that a reset of the chain took with it, marked so."""
+        return []
+
+    async def cancel(self, cid: bytes) -> Any:
+        """Gives up the opening of channel `cid` on the operator's word (`perun cancel`); returns
+        its record."""
+        raise errors.WrongStage(f"{self.kind} channels open at once, off chain: there is no opening to cancel")
+
     def about(self) -> dict[str, Any]:
         """What the node's info shows of this kind (its contract, say)."""
         return {}

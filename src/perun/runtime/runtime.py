@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
 
 from perun import errors
 from perun.chain.backend import Chain, EmbeddedChain
@@ -36,10 +37,11 @@ class Runtime:
     """One party's runtime. `identity` is the (chain id, contract address) its handshake
     announces; a peer on another deployment is refused."""
 
-    def __init__(self, key: bytes, chain: Chain, identity: tuple[int, str], store_path: Path | str, *,
-                 host: str, port: int, name: str | None, poll_interval: float, response_timeout: float) -> None:
-        self.key = key
-        self.account = Account.from_key(key)
+    def __init__(self, key: bytes | str | LocalAccount, chain: Chain, identity: tuple[int, str],
+                 store_path: Path | str, *, host: str, port: int, name: str | None, poll_interval: float,
+                 response_timeout: float) -> None:
+        self.account: LocalAccount = key if isinstance(key, LocalAccount) else Account.from_key(key)
+        self.key = bytes(self.account.key)
         self.address: str = self.account.address
         self.name = name or self.address[:10]
         self.chain = chain
@@ -65,10 +67,28 @@ class Runtime:
 
     async def start(self) -> None:
         await self.peers.listen()
+        await self._check_genesis()
         await self.follower.poll()
         self.follower.start()
         self.peers.redial_all()
         log.info("%s: listening on %s:%s", self.name, self.peers.host, self.peers.port)
+
+    async def _check_genesis(self) -> None:
+        """A devnet restarted under the same chain id (and so the same contract addresses) holds
+        none of the channels the store has: they are marked lost, not shown open."""
+        genesis = await self.on_chain(self.chain.genesis_hash)
+        known = self.store.meta("genesis")
+        if known == genesis:
+            return
+        meta = {"genesis": genesis}
+        if known is not None:
+            lost = [rec for protocol in self.registry.protocols for rec in protocol.lost_with_chain()]
+            log.warning("%s: the chain was reset (its block 0 is %s, not %s): %d channel(s) went with it and are "
+                        "marked lost", self.name, genesis[:12], known[:12], len(lost))
+            meta["last_block"] = str(await self.on_chain(self.chain.block_number))
+            await self.save(lost, meta=meta)
+        else:
+            await self.save(meta=meta)
 
     async def stop(self) -> None:
         await self.follower.stop()

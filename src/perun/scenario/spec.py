@@ -248,7 +248,7 @@ def _party_amounts(value: Any, scenario: Scenario) -> dict[str, int]:
 def _party_stages(value: Any, scenario: Scenario) -> dict[str, str]:
     if not isinstance(value, dict) or not value:
         raise _Bad("a mapping of party to stage, e.g. {alice: closed, bob: closed}")
-    stages = ("proposed", "accepted", "initialising", "open", "closing", "closed")
+    stages = ("proposed", "accepted", "failed", "initialising", "open", "closing", "closed", "lost")
     return {_party(k, scenario): _choice(*stages)(v, scenario) for k, v in value.items()}
 
 

@@ -251,7 +251,7 @@ class Multistate(ChannelProtocol):
         already, and refuses one that expired before it signed it, which tells this node its fate."""
         self.repropose(conn)
         for rec in list(self.records.values()):
-            if rec.peer == conn.peer and rec.stage is not Stage.CLOSED:
+            if rec.peer == conn.peer and rec.stage not in (Stage.CLOSED, Stage.FAILED):
                 rec = self.proposer.expire_due(rec)
                 for proposal in (*rec.expired, *rec.pending):
                     self.ctx.peers.send(conn, wire.message(proposal))

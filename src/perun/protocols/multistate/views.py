@@ -36,6 +36,8 @@ class MultistateInfo:
     my_payout: int | None
     peer_payout: int | None
     pending: int
+    open_until: int  # chain time by which the opening must be on chain (0: no limit)
+    given_up: str  # why this node gave the opening up ("" if it did not)
 
 
 def info(rec: MSRecord, apps: dict[str, App]) -> MultistateInfo:
@@ -56,6 +58,7 @@ def info(rec: MSRecord, apps: dict[str, App]) -> MultistateInfo:
         deadline=rec.deadline, registered_version=rec.registered_version,
         my_payout=None if rec.outcome is None else rec.outcome[mine],
         peer_payout=None if rec.outcome is None else rec.outcome[1 - mine], pending=len(rec.pending),
+        open_until=rec.open_until, given_up=rec.given_up,
     )
 
 

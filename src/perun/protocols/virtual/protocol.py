@@ -107,7 +107,7 @@ class Virtual(Protocol):
 
     # ================================================================== records
 
-    def record(self, gid: bytes) -> VirtualRecord:  # type: ignore[override]
+    def channel(self, gid: bytes) -> VirtualRecord:
         try:
             return self.records[gid]
         except KeyError:
@@ -146,12 +146,12 @@ class Virtual(Protocol):
         return [self._info(rec) for rec in self.records.values()]
 
     def info(self, gid: bytes) -> VirtualInfo:
-        return self._info(self.record(gid))
+        return self._info(self.channel(gid))
 
     def describe(self, gid: bytes) -> dict[str, Any]:
         shown = asdict(self.info(gid))
         json_amounts(shown, "my_balance", "peer_balance")
-        ledger = self.ms.records.get(self.record(gid).halves[0].ledger)
+        ledger = self.ms.records.get(self.channel(gid).halves[0].ledger)
         return {"kind": self.kind, **shown, "token": ledger.params.token if ledger else ETH}
 
     async def open(self, ledger: bytes, bob: str, ledger_b: bytes, deposit: int, peer_deposit: int, validity: int,
@@ -176,7 +176,7 @@ class Virtual(Protocol):
         with it. If Ingrid refuses (PeerRejected) or does not in time (PeerTimeout), nothing is
         lost: the follower registers the half by validity − Δ − 1 and submits the final state
         after validity."""
-        rec = self.record(gid)
+        rec = self.channel(gid)
         if rec.channel is None:
             raise errors.WrongStage("only γ's ends close it; Ingrid settles when they ask")
         ctx = self.ctx
@@ -194,7 +194,7 @@ class Virtual(Protocol):
             settled.cancel()
             raise refused.exception()  # type: ignore[misc]
         await settled
-        final = self.record(gid).final
+        final = self.channel(gid).final
         assert final is not None
         return final.state.balance_alice, final.state.balance_bob
 
@@ -249,11 +249,11 @@ class Virtual(Protocol):
 
     def check_update(self, gid: bytes) -> None:
         """Before signing an update of γ: not past validity."""
-        vr.live_for_updates(self.record(gid), self.ctx.follower.chain_time)
+        vr.live_for_updates(self.channel(gid), self.ctx.follower.chain_time)
 
     def final_signed(self, gid: bytes) -> None:
         """An end now holds a final state signed by both: give it to Ingrid."""
-        self.give_final(self.record(gid))
+        self.give_final(self.channel(gid))
 
     def give_final(self, rec: VirtualRecord) -> None:
         final = rec.final
