@@ -108,8 +108,11 @@ def test_a_cooperative_close_ends_a_running_dispute_at_once(net, offset):
             rec = await alice.wait_for(cid, lambda r: r.stage is Stage.CLOSING)
             with pytest.raises(errors.WrongStage):
                 await alice.pay(cid, ETHER)  # nothing but a final state is signed in a dispute
+            # From the deadline on either watcher would finalize: none does here, so the close meets D + 1.
+            await asyncio.gather(alice.watcher.stop(), bob.watcher.stop())
             net.chain.set_next_block_timestamp(rec.deadline + offset)
             assert await alice.close(cid) == (9 * ETHER, 6 * ETHER)
+            await bob.sync()
             await bob.wait_for(cid, lambda r: r.stage is Stage.CLOSED)
             return cid, rec.deadline
     cid, deadline = run(scenario())
