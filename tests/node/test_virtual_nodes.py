@@ -471,7 +471,9 @@ def test_ingrid_charges_her_fee_with_nu_a_and_refuses_less(net):
             with pytest.raises(errors.PeerRejected) as refused:
                 await alice.virtual.open(a, bob.address, b, 2 * ETHER, 0, validity, WINDOW, fee=ETHER // 200)
             assert refused.value.code is m.ErrorCode.CHANNEL_REFUSED
-            assert f"a fee of {ETHER // 100} per virtual channel" in refused.value.reason
+            assert refused.value.reason == (
+                "Ingrid charges a fee of 0.01 ETH per virtual channel, not 0.005 ETH: pass --fee 0.01eth to "
+                f"`perun virtual open` (fee={ETHER // 100} in Python)")
             assert ledger_states((alice, a), (ingrid, a)) == before
             gid = await alice.virtual.open(a, bob.address, b, 2 * ETHER, 0, validity, WINDOW, fee=ETHER // 100)
             # One channel state blocks Alice's 2 ether in ν_a and pays Ingrid her fee.

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from perun import errors
 from perun.core import virtual as vr
 from perun.core.apps import virtualchannel as vc
+from perun.core.amounts import ether
 from perun.core.apps.virtualchannel import SIDE_A, SIDE_B, VirtualChannelData
 from perun.core.channel import PaymentState
 from perun.core.machine import Stage
@@ -97,18 +98,29 @@ class Hub:
         return any(msg.channel_id == ledger.channel_id for _, msg in self.waiting.values())
 
     def _check_policy(self, v: VirtualChannelData, fee: int) -> None:
-        hub = self.policy
+        """Ingrid's policy on γ, each refusal a sentence for Alice: what to pass, or what Ingrid's
+        operator would have to change."""
+        hub, me = self.policy, self.virtual.ctx.address
         if hub is None:
-            raise errors.ChannelRefused("this node does not serve virtual channels (no HubPolicy)")
+            raise errors.ChannelRefused(f"{me} does not serve as Ingrid for virtual channels; its operator can "
+                                        "make it one with --hub (config key hub)")
         if fee < hub.fee:
-            raise errors.ChannelRefused(f"Ingrid charges a fee of {hub.fee} per virtual channel, not {fee}")
+            raise errors.ChannelRefused(
+                f"Ingrid charges a fee of {ether(hub.fee)} ETH per virtual channel, not {ether(fee)} ETH: pass "
+                f"--fee {ether(hub.fee)}eth to `perun virtual open` (fee={hub.fee} in Python)")
         live = [r for r in self.virtual.live() if r.position is Position.INGRID]
         if hub.max_channels is not None and len(live) + len(self.waiting) >= hub.max_channels:
-            raise errors.ChannelRefused(f"Ingrid serves at most {hub.max_channels} virtual channels at once")
+            raise errors.ChannelRefused(
+                f"Ingrid serves at most {hub.max_channels} virtual channels at once and serves that many now; "
+                "try again after one closes, or her operator can raise --hub-max-channels (config key "
+                "hub_max_channels)")
         opening = [vc.decode(msg.data) for _, msg in self.waiting.values()]
         blocked = sum(v.cash_alice + v.cash_bob for v in [*(r.data for r in live), *opening])
         if hub.capacity is not None and blocked + v.cash_alice + v.cash_bob > hub.capacity:
-            raise errors.ChannelRefused(f"Ingrid's capacity {hub.capacity} would be exceeded ({blocked} blocked)")
+            raise errors.ChannelRefused(
+                f"Ingrid blocks at most {ether(hub.capacity)} ETH in virtual channels, {ether(blocked)} ETH now, "
+                f"and this one needs {ether(v.cash_alice + v.cash_bob)} ETH more; open a smaller one, or her "
+                "operator can raise --hub-capacity (config key hub_capacity)")
         if not hub.accept(v):
             raise errors.ChannelRefused("Ingrid's policy refuses this virtual channel")
 
