@@ -36,6 +36,7 @@ from perun.chain.backend import ETHER, RpcChain
 from perun.chain.deploy import deploy
 from perun.core.machine import Stage
 from perun.node import Node
+from perun.protocols.policy import ACCEPT_ALL
 from perun.protocols.virtual import HubPolicy
 
 OUT = Path(__file__).with_name("virtual.json")
@@ -46,7 +47,8 @@ async def triangle(chain: RpcChain, deployment, keys: dict[str, bytes], tmp: Pat
                    window: int) -> list[dict]:
     def node(name: str, **kwargs) -> Node:
         return Node(keys[name], chain, deployment.payment_contract, tmp / f"{name}.db", poll_interval=0.1, name=name,
-                    ms_contract=deployment.ms_contract, apps=deployment.apps, accept_virtual=lambda v: True, **kwargs)
+                    ms_contract=deployment.ms_contract, apps=deployment.apps, accept_virtual=lambda v: True,
+                    policy=ACCEPT_ALL, **kwargs)  # Ingrid and Bob deposit in the ledger channels
 
     async with node("alice") as alice, node("ingrid", hub=HubPolicy()) as ingrid, node("bob") as bob:
         for end in (alice, bob):

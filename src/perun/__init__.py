@@ -22,6 +22,7 @@ _HOMES = {
     "Node": "perun.node", "MSContract": "perun.chain.multistate", "ChannelState": "perun.core.multistate",
     "NanocontractState": "perun.core.multistate", "AppState": "perun.core.apps",
     "deploy": "perun.chain.deploy", "HubPolicy": "perun.protocols.virtual",
+    "ChannelPolicy": "perun.protocols.policy", "ACCEPT_ALL": "perun.protocols.policy",
 }
 __all__ = sorted(_HOMES)
 

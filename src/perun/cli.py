@@ -16,6 +16,7 @@ import re
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -283,6 +284,137 @@ def cmd_keystore_address(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- the node
 
 
+@dataclass(frozen=True)
+class NodeOption:
+    """A setting of `perun node`: its flag, and its key in the config file (the flag without
+    the leading dashes, with - or _). `type` reads the flag's text (None: a switch); a file's
+    value is read the same way, as text, so "1.5eth" means the same in both places."""
+
+    flag: str
+    type: Callable[[str], Any] | None
+    default: Any
+    help: str
+    metavar: str | None = None
+    repeat: bool = False  # the flag may be given several times; in the file, a list
+    path: bool = False  # relative to the config file's folder when it comes from the file
+
+    @property
+    def key(self) -> str:
+        return self.flag[2:].replace("-", "_")
+
+
+NODE_OPTIONS = (
+    NodeOption("--data", str, None, "data directory (node.db, control.sock); required", "DIR", path=True),
+    NodeOption("--keystore", Path, None, "the node's key file; required", "FILE", path=True),
+    NodeOption("--rpc", str, None, "JSON-RPC URL of the chain; required", "URL"),
+    NodeOption("--deployment", str, None, "deployment file (default: deployments/<chain id>.json)", "FILE",
+               path=True),
+    NodeOption("--contract", _address_arg, None, "PaymentContract address (payment channels only)", "ADDRESS"),
+    NodeOption("--listen", _host_port_arg, ("127.0.0.1", 0), "where peers connect (default 127.0.0.1:0, a free port)",
+               "HOST:PORT"),
+    NodeOption("--poll", _seconds_arg, 1.0, "how often to read the chain (default 1)", "SECONDS"),
+    NodeOption("--response-timeout", _seconds_arg, 10.0, "how long to wait for a peer's answer (default 10)",
+               "SECONDS"),
+    NodeOption("--reply-time", _seconds_arg, 30.0, "the seed's T: how long a peer has to answer a nanocontract "
+               "update before it expires (default 30)", "SECONDS"),
+    # Which channels a peer may open with this node (perun.protocols.policy.ChannelPolicy).
+    NodeOption("--max-own-deposit", _amount_arg, 0, "the most this node deposits in a channel a peer proposes "
+               "(default 0: it accepts only channels in which it deposits nothing)", "AMOUNT"),
+    NodeOption("--min-peer-deposit", _amount_arg, 0, "the least a proposer must deposit (default 0)", "AMOUNT"),
+    NodeOption("--max-peer-deposit", _amount_arg, None, "the most a proposer may deposit (default: no limit)",
+               "AMOUNT"),
+    NodeOption("--min-delta", _count_arg, 0, "the shortest dispute window Δ accepted (default: any)", "SECONDS"),
+    NodeOption("--max-delta", _count_arg, None, "the longest dispute window Δ accepted (default: any)", "SECONDS"),
+    NodeOption("--allow-peer", _address_arg, (), "accept channels only from this peer (repeat for several; "
+               "default: from anyone)", "ADDRESS", repeat=True),
+    NodeOption("--allow-token", _address_arg, (), "accept ERC-20 channels in this token (repeat for several; "
+               "default: ETH channels only)", "ADDRESS", repeat=True),
+    NodeOption("--accept-virtual", None, False, "let virtual channels others open to this node block some of "
+               "its cash (its deposit in them); without it, only those that pay it are accepted"),
+    NodeOption("--hub", None, False, "serve as Ingrid: relay virtual channels through this node's multistate "
+               "channels"),
+    NodeOption("--hub-fee", _amount_arg, None, "a hub's fee per virtual channel", "AMOUNT"),
+    NodeOption("--hub-capacity", _amount_arg, None, "the most a hub blocks in virtual channels at once", "AMOUNT"),
+    NodeOption("--hub-max-channels", _count_arg, None, "the most virtual channels a hub serves at once", "N"),
+)
+_EXCLUSIVE = ("deployment", "contract")  # where the contracts are: one or the other
+
+
+def node_settings(args: argparse.Namespace) -> argparse.Namespace:
+    """`perun node`'s settings: each flag given on the command line, else its key in --config,
+    else its default. Raises ConfigError for a bad config file, UsageError for a missing setting."""
+    given = {option.key: getattr(args, option.key) for option in NODE_OPTIONS if hasattr(args, option.key)}
+    from_file = _read_config(args.config) if hasattr(args, "config") else {}
+    if any(key in given for key in _EXCLUSIVE):  # the command line's choice replaces the file's
+        from_file = {key: value for key, value in from_file.items() if key not in _EXCLUSIVE}
+    settings = {option.key: option.default for option in NODE_OPTIONS} | from_file | given
+    for key in ("data", "keystore", "rpc"):
+        if settings[key] is None:
+            raise UsageError(f"perun node: --{key} is required, on the command line or as {key} in the --config "
+                             "file (see `perun node --help`)")
+    return argparse.Namespace(**{**vars(args), **settings})
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """The settings in the TOML file at `path`, by key, each read as its flag reads it."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as file:
+            table = tomllib.load(file)
+    except OSError as exc:
+        raise errors.ConfigError(f"cannot read the config file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise errors.ConfigError(f"{path}: not a TOML file: {exc}") from None
+    options = {option.key: option for option in NODE_OPTIONS}
+    settings: dict[str, Any] = {}
+    for name, value in table.items():
+        key = name.replace("-", "_")
+        option = options.get(key)
+        if option is None:
+            raise errors.ConfigError(f"{path}: unknown key {name!r}: the keys are the flags of `perun node --help`, "
+                                     "without the leading --")
+        if key in settings:
+            raise errors.ConfigError(f"{path}: {key} is given twice (with - and with _)")
+        try:
+            settings[key] = _config_value(option, value)
+        except (argparse.ArgumentTypeError, ValueError) as exc:
+            raise errors.ConfigError(f"{path}: {name}: {exc}") from None
+        if option.path:
+            settings[key] = type(settings[key])(path.parent / settings[key])  # absolute stays absolute
+    if all(key in settings for key in _EXCLUSIVE):
+        raise errors.ConfigError(f"{path}: deployment and contract exclude each other: give one")
+    return settings
+
+
+def _config_value(option: NodeOption, value: Any) -> Any:
+    if option.type is None:
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {value!r}")
+        return value
+    if option.repeat:
+        if not isinstance(value, list):
+            raise ValueError(f"expected a list, as in [\"0x…\"], got {value!r}")
+        return [option.type(_text(item)) for item in value]
+    return option.type(_text(value))
+
+
+def _text(value: Any) -> str:
+    """A TOML value as the text a flag would be given: strings and numbers only."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"expected a string or a number, got {value!r}")
+    return str(value)
+
+
+def _channel_policy(args: argparse.Namespace):
+    from perun.protocols.policy import ChannelPolicy
+
+    return ChannelPolicy(max_own_deposit=args.max_own_deposit, min_peer_deposit=args.min_peer_deposit,
+                         max_peer_deposit=args.max_peer_deposit, min_delta=args.min_delta,
+                         max_delta=args.max_delta, allow_peers=frozenset(args.allow_peer),
+                         allow_tokens=frozenset(args.allow_token))
+
+
 def cmd_node(args: argparse.Namespace) -> None:
     import asyncio
     import logging
@@ -290,6 +422,8 @@ def cmd_node(args: argparse.Namespace) -> None:
     from perun import keystore
     from perun.chain.backend import RpcChain
 
+    args = node_settings(args)
+    policy = _channel_policy(args)  # its errors before the password prompt
     host, port = args.listen
     data = Path(args.data)
     key = keystore.load(args.keystore, keystore.read_password(prompt=f"Password for {args.keystore}: "))
@@ -306,7 +440,7 @@ def cmd_node(args: argparse.Namespace) -> None:
     if hub is not None and "VirtualChannel" not in contracts.get("apps", {}):
         raise errors.DeploymentNotFound("a hub needs a deployment file with MSContract and the VirtualChannel app")
     options = dict(poll_interval=args.poll, response_timeout=args.response_timeout, reply_time=args.reply_time,
-                   accept_virtual=lambda v: args.accept_virtual, hub=hub, **contracts)
+                   policy=policy, accept_virtual=lambda v: args.accept_virtual, hub=hub, **contracts)
     asyncio.run(_run_node(key, chain, data, host, port, options))
 
 
@@ -790,31 +924,18 @@ def parser() -> argparse.ArgumentParser:
     node = sub.add_parser(
         "node", help="run a node until SIGINT or SIGTERM",
         description="Runs a node: its key from --keystore (password from $PERUN_PASSWORD or a prompt), its "
-        "store and control socket in --data. Prints one line when ready, then logs to stderr.")
-    node.add_argument("--data", required=True, metavar="DIR", help="data directory (node.db, control.sock)")
-    node.add_argument("--keystore", required=True, type=Path, metavar="FILE", help="the node's key file")
-    node.add_argument("--rpc", required=True, metavar="URL", help="JSON-RPC URL of the chain")
+        "store and control socket in --data. Prints one line when ready, then logs to stderr. Every flag can "
+        "also be a key of the --config file (see docs/node.toml.example); a flag given here wins over the file.",
+        argument_default=argparse.SUPPRESS)  # absent unless given: the config file fills the rest
+    node.add_argument("--config", type=Path, metavar="FILE", help="a TOML file of settings: the flags below as keys")
     where = node.add_mutually_exclusive_group()
-    where.add_argument("--deployment", metavar="FILE", help="deployment file (default: deployments/<chain id>.json)")
-    where.add_argument("--contract", type=_address_arg, metavar="ADDRESS", help="PaymentContract address")
-    node.add_argument("--listen", type=_host_port_arg, default=("127.0.0.1", 0), metavar="HOST:PORT",
-                      help="where peers connect (default 127.0.0.1:0, a free port)")
-    node.add_argument("--poll", type=_seconds_arg, default=1.0, metavar="SECONDS",
-                      help="how often to read the chain (default 1)")
-    node.add_argument("--response-timeout", type=_seconds_arg, default=10.0, metavar="SECONDS",
-                      help="how long to wait for a peer's answer (default 10)")
-    node.add_argument("--reply-time", type=_seconds_arg, default=30.0, metavar="SECONDS",
-                      help="the seed's T: how long a peer has to answer a nanocontract update before it expires "
-                           "(default 30)")
-    node.add_argument("--accept-virtual", action="store_true",
-                      help="let virtual channels others open to this node block some of its cash (its deposit "
-                           "in them); without it, only those that pay it are accepted")
-    node.add_argument("--hub", action="store_true",
-                      help="serve as Ingrid: relay virtual channels through this node's multistate channels")
-    node.add_argument("--hub-fee", type=_amount_arg, metavar="AMOUNT", help="a hub's fee per virtual channel")
-    node.add_argument("--hub-capacity", type=_amount_arg, metavar="AMOUNT",
-                      help="the most a hub blocks in virtual channels at once")
-    node.add_argument("--hub-max-channels", type=_count_arg, metavar="N", help="the most virtual channels a hub serves at once")
+    for option in NODE_OPTIONS:
+        kwargs: dict[str, Any] = {"help": option.help}
+        if option.type is None:
+            kwargs["action"] = "store_true"
+        else:
+            kwargs.update(type=option.type, metavar=option.metavar, action="append" if option.repeat else "store")
+        (where if option.key in _EXCLUSIVE else node).add_argument(option.flag, **kwargs)
     node.set_defaults(run=cmd_node)
 
     def client(name: str, run, summary: str, within=sub, **kwargs: Any) -> argparse.ArgumentParser:

@@ -151,6 +151,14 @@ class NodeKilled(PerunError):
     """The node was killed (`Node.kill`) while the call was under way."""
 
 
+# --------------------------------------------------------------------------- settings
+
+
+class ConfigError(PerunError):
+    """A node setting is invalid: a policy whose limits contradict each other, a bad key or value
+    in a config file."""
+
+
 # --------------------------------------------------------------------------- storage and keys
 
 

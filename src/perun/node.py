@@ -13,6 +13,8 @@ or an eth-account LocalAccount.
         await alice.close(cid)
 
 Multistate and virtual channels are `node.multistate` and `node.virtual` (None when not run).
+`policy` (perun.protocols.policy.ChannelPolicy) says which channels the node accepts when a peer
+proposes one; by default any in which it deposits nothing of its own.
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ from eth_utils import to_checksum_address
 from perun.chain.backend import Chain
 from perun.chain.channels import Receipt
 from perun.core.apps.virtualchannel import VirtualChannelData
-from perun.core.channel import ETH, Params, PaymentState
+from perun.core.channel import ETH, PaymentState
 from perun.core.machine import ChannelRecord
 from perun.core.multistate import NanocontractState
 from perun.protocols.channels import OPEN_TIME
 from perun.protocols.multistate import REPLY_TIME, Multistate
 from perun.protocols.payment import ChannelInfo, Payment
+from perun.protocols.policy import ChannelPolicy
 from perun.protocols.virtual import APP as VIRTUAL_APP
 from perun.protocols.virtual import HubPolicy, Virtual
 from perun.runtime import Runtime
@@ -55,7 +58,7 @@ class Node:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
-        accept_channel: Callable[[Params], bool] = lambda params: True,
+        policy: ChannelPolicy = ChannelPolicy(),
         ms_contract: str | None = None,
         apps: Mapping[str, str] | None = None,
         accept_nanocontract: Callable[[NanocontractState], bool] = lambda nc: False,
@@ -70,12 +73,12 @@ class Node:
         self.runtime = rt = Runtime(key, chain, (chain.chain_id, to_checksum_address(contract)), store_path,
                                     host=host, port=port, name=name, poll_interval=poll_interval,
                                     response_timeout=response_timeout)
-        self.payment = Payment(rt, contract, accept_channel)
+        self.payment = Payment(rt, contract, policy)
         rt.registry.register(self.payment)
         self.multistate: Multistate | None = None
         self.virtual: Virtual | None = None
         if ms_contract:
-            self.multistate = Multistate(rt, ms_contract, apps or {}, accept_channel, accept_nanocontract, reply_time)
+            self.multistate = Multistate(rt, ms_contract, apps or {}, policy, accept_nanocontract, reply_time)
             rt.registry.register(self.multistate)
             if VIRTUAL_APP in self.multistate.app_address:
                 self.virtual = Virtual(rt, self.multistate, self.payment, accept_virtual, hub)

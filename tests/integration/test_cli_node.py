@@ -222,7 +222,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
             chain.fund(keystore.address(tmp / f"{name}.json"), 100 * ETHER)
 
         alice = start_node(tmp / "alice", tmp / "alice.json", anvil.url, deployment_file)
-        bob = start_node(tmp / "bob", tmp / "bob.json", anvil.url, deployment_file)
+        bob = start_node(tmp / "bob", tmp / "bob.json", anvil.url, deployment_file, "--max-own-deposit", "10eth")
         with running(alice, bob):
             alice.wait_ready()
             bob.wait_ready()

@@ -45,8 +45,9 @@ def triangle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodePro
             chain.fund(keystore.address(keys[name]), 100 * ETHER)
         nodes = (start_node(tmp / "alice", keys["alice"], anvil.url, deployment),
                  start_node(tmp / "ingrid", keys["ingrid"], anvil.url, deployment, "--hub", "--hub-fee", "0.01eth",
-                            "--hub-capacity", "3eth"),
-                 start_node(tmp / "bob", keys["bob"], anvil.url, deployment, "--accept-virtual"))
+                            "--hub-capacity", "3eth", "--max-own-deposit", "5eth"),
+                 start_node(tmp / "bob", keys["bob"], anvil.url, deployment, "--accept-virtual",
+                            "--max-own-deposit", "5eth"))
         with running(*nodes):
             for node in nodes:
                 node.wait_ready()
@@ -82,6 +83,14 @@ def test_a_virtual_channel_opened_used_and_closed_through_a_hub(triangle) -> Non
               "--delta", "3600", "--data", ingrid.data).json()["channel"]
     for node, ledger in ((ingrid, a), (bob, b)):  # the peer's watcher sees it confirmed
         control.call(node.data, "wait", {"channel": ledger, "stage": "open"})
+
+    # Without Ingrid's fee: refused with the fee in ETH and the flag that pays it; nothing blocked.
+    no_fee = one_line_failure(perun("virtual", "open", a, bob.address, b, "--deposit", "2eth", "--validity", "86400",
+                                    "--window", "7200", "--data", alice.data))
+    assert no_fee.startswith("perun virtual open: ") and no_fee.endswith(
+        "Ingrid charges a fee of 0.01 ETH per virtual channel, not 0 ETH: pass --fee 0.01eth to "
+        f"`perun virtual open` (fee={FEE} in Python)"), no_fee
+    assert (held(alice, a), status(alice, a)["my_cash"]) == (5 * ETHER, str(5 * ETHER))
 
     opened = perun("--json", "virtual", "open", a, bob.address, b, "--deposit", "2eth", "--peer-deposit", "0.5eth",
                    "--validity", "86400", "--window", "7200", "--fee", "0.01eth", "--data", alice.data).json()

@@ -24,6 +24,7 @@ from perun.chain.deploy import deploy
 from perun.chain.multistate import MSContract
 from perun.chain.payment import PaymentContract
 from perun.node import Node
+from perun.protocols.policy import ACCEPT_ALL
 from tests.conftest import MSWorld
 from tests.node.processes import Processes
 
@@ -49,6 +50,7 @@ class Net:
         kwargs.setdefault("response_timeout", 5.0)
         kwargs.setdefault("ms_contract", self.ms.contract.address)
         kwargs.setdefault("apps", self.ms.apps)
+        kwargs.setdefault("policy", ACCEPT_ALL)  # the tests script both parties, their deposits too
         return Node(self.account(name).key, self.chain, self.contract.address, self.tmp / f"{name}.db",
                     name=name, **kwargs)
 

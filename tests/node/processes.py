@@ -89,7 +89,9 @@ class Processes:
         where = ["--deployment", str(self.deployment)] if self.deployment else ["--contract", str(self.contract)]
         cmd = [sys.executable, "-m", "perun.cli", "node", "--data", str(data), "--keystore", str(key_file),
                "--rpc", self.rpc, *where, "--listen", f"127.0.0.1:{port}", "--poll", "0.05",
-               "--response-timeout", str(response_timeout), *args]
+               "--response-timeout", str(response_timeout),
+               "--max-own-deposit", "1000eth",  # the tests script both parties, their deposits too
+               *args]
         log = open(self.tmp / f"{name}.log", "a")
         if crash_at:
             log.write(f"---- started to die at {crash_at}\n")

@@ -10,10 +10,12 @@ import pytest
 from perun import errors
 from perun.chain.backend import ETHER
 from perun.core.machine import Stage
+from perun.protocols.policy import ChannelPolicy
 from perun.wire import messages as m
 from tests.node.conftest import DELTA, run
 
 GWEI = 10**9
+LONG_DELTA = ChannelPolicy(max_own_deposit=None, min_delta=10**4 + 1)
 
 
 def payouts(net, cid):
@@ -252,10 +254,14 @@ def test_an_update_adopted_while_the_watcher_reads_the_chain_is_not_overwritten(
 
 def test_a_refused_channel_raises_the_peers_reason(net):
     async def scenario():
-        async with net.running("alice") as (alice,), net.running("bob", accept_channel=lambda p: p.delta > 10**4) as (bob,):
+        async with net.running("alice") as (alice,), net.running("bob", policy=LONG_DELTA) as (bob,):
             await alice.connect(bob.address, "127.0.0.1", bob.port)
-            with pytest.raises(errors.PeerRejected, match="CHANNEL_REFUSED"):
+            with pytest.raises(errors.PeerRejected) as refused:
                 await alice.open(bob.address, ETHER, 0, DELTA)
+            assert refused.value.code is m.ErrorCode.CHANNEL_REFUSED
+            assert refused.value.reason == (
+                f"{bob.address} accepts a dispute window Δ of at least 10001 s, not {DELTA} s; its operator can "
+                "lower that with --min-delta (config key min_delta)")
             assert [c.stage for c in alice.channels()] == ["failed"]
             assert bob.channels() == []
     run(scenario())
@@ -263,7 +269,7 @@ def test_a_refused_channel_raises_the_peers_reason(net):
 
 def test_a_refusal_names_the_proposal_it_refuses_and_fails_only_that_open(net):
     async def scenario():
-        async with net.running("alice") as (alice,), net.running("bob", accept_channel=lambda p: p.delta > 10**4) as (bob,):
+        async with net.running("alice") as (alice,), net.running("bob", policy=LONG_DELTA) as (bob,):
             await alice.connect(bob.address, "127.0.0.1", bob.port)
             refused, opened = await asyncio.gather(alice.open(bob.address, ETHER, 0, DELTA),
                                                    alice.open(bob.address, ETHER, 0, 2 * 10**4),
@@ -271,7 +277,7 @@ def test_a_refusal_names_the_proposal_it_refuses_and_fails_only_that_open(net):
             assert isinstance(refused, errors.PeerRejected) and refused.code is m.ErrorCode.CHANNEL_REFUSED
             assert isinstance(opened, bytes) and alice.channel(opened).stage is Stage.OPEN
             (failed,) = [c for c in alice.channels() if c.stage == "failed"]
-            assert f"channel {failed.channel}" in refused.reason  # Bob's reason names it too
+            assert f"not {DELTA} s" in refused.reason and refused.reason in failed.given_up  # Bob's policy says why
     run(scenario())
 
 

@@ -19,6 +19,7 @@ from perun.chain.channels import ChannelsContract, Event, Receipt
 from perun.core.channel import ETH, Params, Phase
 from perun.core.eip712 import Domain
 from perun.core.machine import CONFLICT_RETRIES, Role, Stage, give_up
+from perun.protocols.policy import ChannelPolicy
 from perun.runtime import Duty, Protocol, Runtime
 from perun.runtime.pending import Pending
 from perun.wire import messages as m
@@ -35,17 +36,16 @@ OPEN_TIME = 600
 
 class ChannelProtocol(Protocol):
     """Channels on `contract`. A subclass names its proposal message and how to make a record
-    and apply an event to one; `accept_channel` is this party's policy for channels it is
-    offered."""
+    and apply an event to one; `policy` says which channels this party accepts when offered one."""
 
     proposal_type: ClassVar[type[m.ProposeChannel] | type[m.ProposeMultistate]]
     crash_points: ClassVar[tuple[str, ...]] = ("propose-stored", "accept-stored", "created", "confirmed")
 
-    def __init__(self, ctx: Runtime, contract: ChannelsContract, accept_channel: Callable[[Params], bool]) -> None:
+    def __init__(self, ctx: Runtime, contract: ChannelsContract, policy: ChannelPolicy) -> None:
         self.ctx = ctx
         self.contract = contract
         self.domain: Domain = contract.domain
-        self.accept_channel = accept_channel
+        self.policy = policy
         self.open_time = OPEN_TIME
         self.records: dict[bytes, Any] = {}
 
@@ -160,9 +160,8 @@ class ChannelProtocol(Protocol):
                 raise errors.InvalidParams(f"channel 0x{cid.hex()} exists with other parameters")
             self.ctx.peers.send(conn, m.AcceptChannel(cid))  # Alice lost our answer: repeat it
             return
-        if not self.accept_channel(params):
-            raise errors.ChannelRefused(f"this node does not accept {self.kind} channel 0x{cid.hex()}")
-        new = replace(self.new_record(params, Role.BOB, Stage.ACCEPTED), open_until=self.open_until() + self.open_time)
+        self.policy = policy
+        self.open_time = OPEN_TIME
         def accept() -> None:
             self.ctx.faults.point("accept-stored")
             conn.send(m.AcceptChannel(cid))

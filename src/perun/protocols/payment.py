@@ -26,6 +26,7 @@ from perun.core import machine
 from perun.core.channel import Params, PaymentState
 from perun.core.machine import ChannelRecord, Duty as Due, Proposal, Role, Stage
 from perun.protocols.channels import ChannelProtocol
+from perun.protocols.policy import ChannelPolicy
 from perun.runtime import Duty, Runtime
 from perun.runtime.protocol import json_amounts
 from perun.store import SignedState
@@ -90,8 +91,8 @@ class Payment(ChannelProtocol):
     crash_points = (*ChannelProtocol.crash_points, "update-signed", "update-received", "update-countersigned",
                     "ack-stored", "final-signed", "final-countersigned", "final-acked", "close-sent")
 
-    def __init__(self, ctx: Runtime, contract: str, accept_channel: Callable[[Params], bool]) -> None:
-        super().__init__(ctx, PaymentContract(ctx.chain, contract), accept_channel)
+    def __init__(self, ctx: Runtime, contract: str, policy: ChannelPolicy) -> None:
+        super().__init__(ctx, PaymentContract(ctx.chain, contract), policy)
         self.records = {r.channel_id: r for r in ctx.store.channels()}
         self.hosts: list[UpdateHost] = []
 

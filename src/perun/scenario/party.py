@@ -21,6 +21,7 @@ from perun.core.msmachine import MSRecord
 from perun.core.virtual import VirtualRecord
 from perun.node import Node
 from perun.protocols.multistate import Multistate
+from perun.protocols.policy import ACCEPT_ALL
 from perun.protocols.virtual import Virtual
 from perun.scenario.spec import Party as PartySpec
 from perun.store import Store
@@ -59,8 +60,9 @@ class Party:
             "accept_nanocontract": lambda nc: True,  # every party agrees to the games the file creates
             "accept_virtual": lambda v: spec.accept_virtual, "hub": spec.hub,
         }
+        # The file scripts both parties of every channel: what each deposits is the file's say.
         node = Node(self.account.key, self._chain, self._contract, self.store, poll_interval=POLL,
-                    response_timeout=RESPONSE_TIMEOUT, name=self.name, **multistate)
+                    response_timeout=RESPONSE_TIMEOUT, name=self.name, policy=ACCEPT_ALL, **multistate)
         node.on_kill = lambda killed: on_kill(self.name, killed.faults.armed)
         await node.start()
         self.node = node

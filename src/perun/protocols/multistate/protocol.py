@@ -38,6 +38,7 @@ from perun.protocols.multistate import views, wire
 from perun.protocols.multistate.duties import Duties
 from perun.protocols.multistate.hooks import AppHooks
 from perun.protocols.multistate.proposer import REPLY_TIME, Proposer, now_ms
+from perun.protocols.policy import ChannelPolicy
 from perun.runtime import Duty, Runtime
 from perun.wire import messages as m
 from perun.wire.transport import Connection
@@ -59,9 +60,9 @@ class Multistate(ChannelProtocol):
     crash_points = (*ChannelProtocol.crash_points, "nano-proposed", "nano-received", "nano-countersigned",
                     "nano-acked", "nano-registered")
 
-    def __init__(self, ctx: Runtime, contract: str, apps: Mapping[str, str], accept_channel: Callable[[Params], bool],
+    def __init__(self, ctx: Runtime, contract: str, apps: Mapping[str, str], policy: ChannelPolicy,
                  accept_nanocontract: Callable[[NanocontractState], bool], reply_time: float = REPLY_TIME) -> None:
-        super().__init__(ctx, MSContract(ctx.chain, contract), accept_channel)
+        super().__init__(ctx, MSContract(ctx.chain, contract), policy)
         self.proposer = Proposer(self, reply_time)
         self.app_address = {name: to_checksum_address(address) for name, address in apps.items()}
         self.apps: dict[str, App] = {address: app_named(name).at(self.domain.chain_id, address)
