@@ -4,7 +4,10 @@ Scenarios: demo (the catalog), scenario run. Chain and contract: deploy, devnet,
 `perun node` runs one until SIGINT or SIGTERM; connect, open, pay, status, close, finalize,
 refund and info drive it through its control socket (perun.control) in its data directory.
 
-Every expected failure prints one line to stderr and exits 1; Ctrl-C exits 130.
+Every expected failure prints one line to stderr, `perun COMMAND: what happened and what to do`
+(with --json, one object {"error": {"code", "category", "message", ...}} on stdout instead), and
+exits by its category (perun.control.explain): 2 for a user error, 3 for a refusal by the peer or
+the chain, 1 for an internal error or an unreachable node or chain. Ctrl-C exits 130.
 """
 
 from __future__ import annotations
@@ -25,13 +28,9 @@ from perun import errors
 from perun.core.amounts import ether, parse_amount
 from perun.core.channel import ETH as ETH_TOKEN
 
-class UsageError(errors.PerunError):
-    """A command line argparse refused; the message names the command already."""
-
-
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 1 (see main), not usage and exit 2
-        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+    def error(self, message: str) -> None:  # one line (see main), not the usage text
+        raise errors.UsageError(self.prog, message)
 
 
 # --------------------------------------------------------------------------- amounts
@@ -1017,24 +1016,37 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = None
     try:
         args = parser().parse_args(argv)
         code = args.run(args)
     except SystemExit as exc:  # --help and --version print and exit 0
         return exc.code if isinstance(exc.code, int) else 0
-    except UsageError as exc:
-        print(exc, file=sys.stderr)
-        return 1
     except errors.PerunError as exc:
-        print(f"perun {getattr(args, 'name', args.command)}: {exc}", file=sys.stderr)
-        return 1
+        return _failed(exc, args, argv)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # the reader went away (perun status | head -1): nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     return code or 0
+
+
+def _failed(exc: errors.PerunError, args: argparse.Namespace | None, argv: list[str]) -> int:
+    """Says what went wrong, as one line on stderr or (--json) one object on stdout, and
+    returns the exit code of its category."""
+    from perun.control.explain import explain
+
+    explained = explain(exc)
+    # A command line the parser refused has no args: look for --json before any `--`.
+    wants_json = args.json if args is not None else "--json" in argv[:argv.index("--") if "--" in argv else None]
+    if wants_json:
+        print(json.dumps({"error": explained.as_json()}))
+    else:
+        command = exc.command if isinstance(exc, errors.UsageError) else f"perun {getattr(args, 'name', args.command)}"
+        print(f"{command}: {' '.join(explained.message.splitlines())}", file=sys.stderr)
+    return explained.exit_code
 
 
 if __name__ == "__main__":

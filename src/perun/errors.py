@@ -67,6 +67,22 @@ class AlreadyFinal(WrongStage):
     """This party signed a final state for the channel and signs nothing after it."""
 
 
+class BalanceExceeded(AmountOutOfRange):
+    """A payment asks more than the payer's balance in the channel."""
+
+    def __init__(self, amount: int, balance: int) -> None:
+        self.amount, self.balance = amount, balance
+        super().__init__(f"paying {amount} exceeds the payer's balance {balance}")
+
+
+class UsageError(ValidationError):
+    """A command line that `perun`'s parser refused; `command` is the (sub)command it was for."""
+
+    def __init__(self, command: str, message: str) -> None:
+        self.command = command
+        super().__init__(f"{message} (see `{command} --help`)")
+
+
 class UnknownChannel(WrongChannel):
     """No channel with this id is known to this node, or not with this peer."""
 
@@ -170,6 +186,10 @@ class KeystoreError(PerunError):
     """A keystore file cannot be read, written or decrypted."""
 
 
+class WrongPassword(KeystoreError):
+    """The password does not decrypt the key file."""
+
+
 # --------------------------------------------------------------------------- chain
 
 
@@ -179,6 +199,10 @@ class ChainError(PerunError):
 
 class InsufficientFunds(ChainError):
     """The account cannot pay a transaction's value plus its gas: nothing was sent."""
+
+
+class ChainUnreachable(ChainError):
+    """No JSON-RPC node answers at the URL."""
 
 
 class DeploymentNotFound(ChainError):

@@ -121,25 +121,18 @@ def load(path: Path | str, password: str) -> bytes:
 
     Refused if the file's group or others may read or write it (chmod 600 fixes that)."""
     path = Path(path)
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        raise errors.KeystoreError(f"no keystore file at {path}") from None
-    except OSError as exc:
-        raise errors.KeystoreError(f"cannot read {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as file:
-        mode = stat.S_IMODE(os.fstat(fd).st_mode)
-        if mode & 0o077:
-            raise errors.KeystoreError(
-                f"permissions {mode:04o} for {path} are too open: a key file must be readable by its "
-                f"owner only (chmod 600 {path})"
-            )
-        keyfile = _parse(path, file.read())
+    raw, mode = _read(path)
+    if mode & 0o077:
+        raise errors.KeystoreError(
+            f"permissions {mode:04o} for {path} are too open: a key file must be readable by its "
+            f"owner only (chmod 600 {path})"
+        )
+    keyfile = _parse(path, raw)
     try:
         return bytes(Account.decrypt(keyfile, password))
     except ValueError as exc:
         if "MAC mismatch" in str(exc):
-            raise errors.KeystoreError(f"wrong password for {path}") from None
+            raise errors.WrongPassword(f"wrong password for {path}") from None
         raise errors.KeystoreError(f"{path} is not a keystore file this program can decrypt: {exc}") from None
     except (KeyError, TypeError):
         raise errors.KeystoreError(f"{path} is not a keystore file (a field is missing or malformed)") from None
@@ -148,16 +141,23 @@ def load(path: Path | str, password: str) -> bytes:
 def address(path: Path | str) -> str:
     """The address a key file names, read without the password."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise errors.KeystoreError(f"no keystore file at {path}") from None
-    except OSError as exc:
-        raise errors.KeystoreError(f"cannot read {path}: {exc.strerror}") from None
-    value = _parse(path, raw).get("address")
+    value = _parse(path, _read(path)[0]).get("address")
     if not isinstance(value, str) or not is_hex_address(value if value.startswith("0x") else "0x" + value):
         raise errors.KeystoreError(f"{path} names no address (a keystore file need not; load it to see the key's)")
     return to_checksum_address(value if value.startswith("0x") else "0x" + value)
+
+
+def _read(path: Path) -> tuple[bytes, int]:
+    """A key file's bytes and permission bits; any OSError becomes a KeystoreError."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(), stat.S_IMODE(os.fstat(file.fileno()).st_mode)
+    except FileNotFoundError:
+        raise errors.KeystoreError(f"no keystore file at {path} (`perun keystore new` makes one)") from None
+    except IsADirectoryError:
+        raise errors.KeystoreError(f"{path} is a directory: name the key file itself (a .json file)") from None
+    except OSError as exc:
+        raise errors.KeystoreError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _parse(path: Path, raw: bytes) -> dict[str, Any]:

@@ -48,7 +48,7 @@ def test_scenario_run_exits_1_when_an_assertion_fails(capsys: pytest.CaptureFixt
 def test_scenario_run_names_the_line_of_a_wrong_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text("title: x\nparties: {alice: {}}\nsteps:\n  - pay: {from: carol, amount: 1eth}\n")
-    assert main(["scenario", "run", str(wrong)]) == 1
+    assert main(["scenario", "run", str(wrong)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (f"perun scenario run: {wrong}:4: step 1 (pay): from: expected a party: one of alice, "
                    "got 'carol'")
@@ -80,9 +80,10 @@ def test_deploy_with_a_key_from_the_environment(tmp_path: Path, monkeypatch: pyt
 
 def test_user_errors_are_one_line_without_traceback(capsys: pytest.CaptureFixture[str]) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    assert main(["deploy", "--rpc", url]) == 1
+    assert main(["deploy", "--rpc", url]) == 1  # out of reach
     err = capsys.readouterr().err
-    assert err.strip() == f"perun deploy: no JSON-RPC node answers at {url}"
+    assert err.strip() == f"perun deploy: no JSON-RPC node answers at {url}: is the chain running? (`perun devnet` " \
+                          "starts a local one)"
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])

@@ -37,6 +37,7 @@ from perun.chain.backend import ETHER, RpcChain
 from perun.chain.deploy import deploy
 from perun.chain.payment import PaymentContract
 from perun.cli import main
+from perun.wire.messages import ErrorCode
 
 PERUN = [sys.executable, "-m", "perun.cli"]
 PASSWORD = "node password for the tests"
@@ -82,9 +83,10 @@ def ok(*args: Any) -> str:
     return result.out
 
 
-def one_line_failure(result: Result) -> str:
-    """Asserts the command failed as a user error: exit 1, one line on stderr, no traceback."""
-    assert result.code == 1, (result.out, result.err)
+def one_line_failure(result: Result, exit_code: int) -> str:
+    """Asserts the command failed with `exit_code` (2 a user error, 3 refused by the peer or the
+    chain, 1 internal or out of reach), one line on stderr, no traceback."""
+    assert result.code == exit_code, (result.out, result.err)
     assert "Traceback" not in result.err
     assert result.err.endswith("\n") and result.err.count("\n") == 1, result.err
     return result.err.rstrip("\n")
@@ -325,10 +327,10 @@ def test_unilateral_close_then_finalize_after_delta(net: Net) -> None:
     alice_view = net.status(alice, cid, sync=True)
     assert (alice_view["stage"], alice_view["registered_version"]) == ("closing", 2)  # nothing to dispute
 
-    too_early = one_line_failure(perun("finalize", cid, "--data", alice.data))
-    assert too_early.startswith(f"perun finalize: ChannelsFinalizeTooEarly(deadline={event['deadline']}")
-    no_more = one_line_failure(perun("pay", cid, "1wei", "--data", alice.data))
-    assert no_more == f"perun pay: channel {cid} is closing, not open"
+    too_early = one_line_failure(perun("finalize", cid, "--data", alice.data), 3)
+    assert too_early.startswith(f"perun finalize: channel {cid} can be finalized only once its dispute window ends")
+    no_more = one_line_failure(perun("pay", cid, "1wei", "--data", alice.data), 2)
+    assert no_more.startswith(f"perun pay: channel {cid} is closing on chain (version 2 registered), not open")
 
     net.chain.advance_time(delta + 1)
     # Whoever is first pays out: this command, or either node's watcher, which finalizes as
@@ -345,17 +347,19 @@ def test_unilateral_close_then_finalize_after_delta(net: Net) -> None:
     assert (alice_view["my_payout"], alice_view["peer_payout"]) == (str(8 * ETHER // 10), str(12 * ETHER // 10))
 
 
-def test_user_errors_exit_1_with_one_line(net: Net) -> None:
+def test_user_errors_exit_2_with_one_line(net: Net) -> None:
     alice = net.alice
     unknown = "0x" + "ab" * 32
-    assert one_line_failure(perun_process("pay", unknown, "1wei", "--data", alice.data)) == (
-        f"perun pay: no channel {unknown}")
+    assert one_line_failure(perun_process("pay", unknown, "1wei", "--data", alice.data), 2) == (
+        f"perun pay: this node has no channel {unknown}: `perun status` lists its channels")
 
     cid = net.open("1eth", "0")["channel"]
-    too_much = one_line_failure(perun_process("pay", cid, "1.000000000000000001eth", "--data", alice.data))
-    assert too_much == "perun pay: paying 1000000000000000001 exceeds the payer's balance"
-    assert one_line_failure(perun("pay", cid, "1wei", "--data", net.bob.data)) == (
-        "perun pay: paying 1 exceeds the payer's balance")
+    too_much = one_line_failure(perun_process("pay", cid, "1.000000000000000001eth", "--data", alice.data), 2)
+    assert too_much == (f"perun pay: paying 1.000000000000000001 ETH exceeds your balance in channel {cid}, which "
+                        "is 1 ETH: pay at most that")
+    assert one_line_failure(perun("pay", cid, "1wei", "--data", net.bob.data), 2) == (
+        f"perun pay: paying 0.000000000000000001 ETH exceeds your balance in channel {cid}, which is 0 ETH: pay at "
+        "most that")
     assert net.status(alice, cid)["version"] == 0  # nothing changed
 
     for bad, message in [("1.5", "1.5 is not a whole number of wei (a plain number is wei: say 1.5eth for ether)"),
@@ -363,16 +367,17 @@ def test_user_errors_exit_1_with_one_line(net: Net) -> None:
                          ("5usd", "unknown unit 'usd' in '5usd': use wei, gwei, eth or ether"),
                          ("1e18", "not an amount: '1e18' (say 1000, 100wei, 20gwei or 1.5eth)"),
                          ("-1eth", "not an amount: '-1eth' (say 1000, 100wei, 20gwei or 1.5eth)")]:
-        assert one_line_failure(perun("pay", "--data", alice.data, "--", cid, bad)) == (
+        assert one_line_failure(perun("pay", "--data", alice.data, "--", cid, bad), 2) == (
             f"perun pay: argument AMOUNT: {message} (see `perun pay --help`)")
 
     nowhere = net.tmp / "nowhere"
-    assert one_line_failure(perun_process("status", "--data", nowhere)) == (
-        f"perun status: no node is running at {nowhere} (nothing listens on {nowhere}/control.sock)")
+    assert one_line_failure(perun_process("status", "--data", nowhere), 1) == (
+        f"perun status: no node is running at {nowhere} (nothing listens on {nowhere}/control.sock): start one "
+        "with `perun node --data` and this directory, or pass the --data of a running node")
 
     wrong = perun_process("node", "--data", net.tmp / "wrong", "--keystore", net.tmp / "alice.json", "--rpc", net.rpc,
                           "--deployment", net.deployment, password="not the password")
-    assert one_line_failure(wrong) == f"perun node: wrong password for {net.tmp / 'alice.json'}"
+    assert one_line_failure(wrong, 2).startswith(f"perun node: wrong password for {net.tmp / 'alice.json'}: ")
     assert PASSWORD not in wrong.out + wrong.err and "not the password" not in wrong.out + wrong.err
     assert not (net.tmp / "wrong").exists()
 
@@ -385,13 +390,13 @@ def test_a_data_directory_serves_one_node_and_survives_a_crash(net: Net) -> None
         carol.wait_ready()
         twin = perun_process("node", "--data", data, "--keystore", key_file, "--rpc", net.rpc,
                              "--deployment", net.deployment, password=PASSWORD)
-        assert one_line_failure(twin) == f"perun node: a node is already running at {data}"
+        assert one_line_failure(twin, 1) == f"perun node: a node is already running at {data}"
         assert perun("--json", "info", "--data", data).json()["address"] == carol.address
 
         carol.stop(signal.SIGKILL)  # leaves a stale control.sock behind
         assert (data / "control.sock").exists()
-        assert one_line_failure(perun("info", "--data", data)) == (
-            f"perun info: no node is running at {data} (nothing listens on {data}/control.sock)")
+        assert one_line_failure(perun("info", "--data", data), 1).startswith(
+            f"perun info: no node is running at {data} (nothing listens on {data}/control.sock): ")
 
     with running(start_node(data, key_file, net.rpc, net.deployment)) as (carol,):
         carol.wait_ready()
@@ -430,7 +435,10 @@ class StubNode:
 
     def __init__(self) -> None:
         self.connected: tuple[str, str, int] | None = None
-        self.runtime = SimpleNamespace(registry=Registry())  # no protocol: not even multistate channels
+        self.runtime = SimpleNamespace(registry=Registry(),  # no protocol: not even multistate channels
+                                       peers=SimpleNamespace(remembers=lambda peer: False, get=lambda peer: None,
+                                                             reconnecting=lambda peer: False))
+        self.watcher = SimpleNamespace(chain_time=0)  # no poll yet
 
     def describe(self, cid: bytes) -> Any:
         raise errors.UnknownChannel(f"no channel 0x{cid.hex()}")
@@ -442,7 +450,7 @@ class StubNode:
         raise ValueError("a bug")
 
     async def sync(self) -> None:
-        raise errors.PeerRejected("CONFLICT", "another state at this version")
+        raise errors.PeerRejected(ErrorCode.CONFLICT, "another state at this version")
 
 
 def test_control_protocol_replies_with_typed_errors_never_tracebacks(
@@ -474,10 +482,18 @@ def test_control_protocol_replies_with_typed_errors_never_tracebacks(
         assert replies[4]["result"] == {"peer": "0x" + "22" * 20, "host": "h", "port": 80}
 
         # The client raises the class the node named, with its message.
-        with pytest.raises(errors.UnknownChannel, match="^no channel 0x00"):
+        with pytest.raises(errors.UnknownChannel, match="^this node has no channel 0x00") as unknown:
             control.call(tmp_path, "status", {"channel": "0x" + "00" * 32})
-        with pytest.raises(errors.PeerRejected, match="^peer rejected it: CONFLICT: another state"):
+        assert (unknown.value.explained.code, unknown.value.explained.category.value) == ("UNKNOWN_CHANNEL", "user")
+        assert unknown.value.explained.fields == {"channel": "0x" + "00" * 32}
+        with pytest.raises(errors.PeerRejected, match=r"^the peer refused it \(conflict\): another state") as refused:
             control.call(tmp_path, "sync")
+        assert (refused.value.explained.code, refused.value.explained.fields["reason"]) == (
+            "PEER_REJECTED", "another state at this version")
+        assert raw('{"method": "sync"}')[0]["error"] == {
+            "type": "PeerRejected", "code": "PEER_REJECTED", "category": "refused",
+            "message": "the peer refused it (conflict): another state at this version",
+            "fields": {"reason": "another state at this version", "peer_code": "CONFLICT"}}
         with pytest.raises(control.BadRequest, match="^missing parameter amount$"):
             control.call(tmp_path, "pay", {"channel": "0x" + "00" * 32})
         with pytest.raises(control.InternalError, match=r"^internal error in the node: ValueError: a bug$"):

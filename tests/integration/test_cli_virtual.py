@@ -120,7 +120,7 @@ def test_a_virtual_channel_opened_used_and_closed_through_a_hub(triangle) -> Non
     # Beyond Ingrid's capacity (3 ether blocked at once): refused, and nothing is blocked.
     before = held(alice, a), status(alice, a)["version"]
     refused = one_line_failure(perun("virtual", "open", a, bob.address, b, "--deposit", "1eth", "--validity", "86400",
-                                     "--window", "7200", "--fee", "0.01eth", "--data", alice.data))
+                                     "--window", "7200", "--fee", "0.01eth", "--data", alice.data), 3)
     assert refused.startswith("perun virtual open: ") and "capacity" in refused
     assert (held(alice, a), status(alice, a)["my_cash"]) == (before[0], str(before[0] - 2 * ETHER))
 
@@ -145,11 +145,11 @@ def test_a_hub_needs_the_virtual_channel_app(tmp_path: Path) -> None:
         payment_only.write(tmp_path / "payment-only.json")
         failed = perun_process("node", "--data", tmp_path / "n", "--keystore", key, "--rpc", anvil.url,
                                "--deployment", tmp_path / "payment-only.json", "--hub", password=PASSWORD)
-        assert one_line_failure(failed) == (
+        assert one_line_failure(failed, 2) == (
             "perun node: a hub needs a deployment file with MSContract and the VirtualChannel app")
     zero = perun("node", "--data", tmp_path / "n", "--keystore", key, "--rpc", "http://127.0.0.1:1",
                  "--hub-max-channels", "0")
-    assert one_line_failure(zero) == ("perun node: argument --hub-max-channels: expected a positive whole number, "
+    assert one_line_failure(zero, 2) == ("perun node: argument --hub-max-channels: expected a positive whole number, "
                                       "got '0' (see `perun node --help`)")
 
 

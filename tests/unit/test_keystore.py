@@ -106,10 +106,13 @@ def test_refuses_a_file_others_may_read(tmp_path: Path, too_open: int) -> None:
 
 
 def test_missing_file_and_files_that_are_not_keystores(tmp_path: Path) -> None:
-    with pytest.raises(errors.KeystoreError, match=r"^no keystore file at .*missing\.json$"):
+    with pytest.raises(errors.KeystoreError, match=r"^no keystore file at .*missing\.json \(`perun keystore new` makes one\)$"):
         keystore.load(tmp_path / "missing.json", PASSWORD)
     with pytest.raises(errors.KeystoreError, match="^no keystore file at"):
         keystore.address(tmp_path / "missing.json")
+    for read in (lambda path: keystore.load(path, PASSWORD), keystore.address):  # not IsADirectoryError
+        with pytest.raises(errors.KeystoreError, match=f"^{tmp_path} is a directory: name the key file itself"):
+            read(tmp_path)
     for name, content in [("text", "hello"), ("list", "[1, 2]"), ("v1", '{"version": 1, "crypto": {}}')]:
         path = tmp_path / name
         path.write_text(content)
@@ -193,10 +196,10 @@ def test_cli_never_shows_the_password_or_the_key(
     assert capsys.readouterr().out == f"imported {KEY_ADDRESS} into {imported}\n"
     assert main(["--json", "keystore", "address", str(imported)]) == 0
     assert json.loads(capsys.readouterr().out) == {"address": KEY_ADDRESS, "file": str(imported)}
-    assert main(["keystore", "new", "--out", str(new)]) == 1
+    assert main(["keystore", "new", "--out", str(new)]) == 2
     assert capsys.readouterr().err == f"perun keystore new: {new} exists: refusing to overwrite it\n"
     monkeypatch.setenv("MY_KEY", KEY[:-1] + "x")
-    assert main(["keystore", "import", "--out", str(tmp_path / "bad.json"), "--key-env", "MY_KEY"]) == 1
+    assert main(["keystore", "import", "--out", str(tmp_path / "bad.json"), "--key-env", "MY_KEY"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("perun keystore import: not a valid private key") and err.count("\n") == 1
     monkeypatch.setenv("PERUN_PASSWORD", "wrong")

@@ -208,7 +208,7 @@ class RpcChain(Chain):
     def __init__(self, url: str) -> None:
         w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 30}))
         if not w3.is_connected():
-            raise errors.ChainError(f"no JSON-RPC node answers at {url}")
+            raise errors.ChainUnreachable(f"no JSON-RPC node answers at {url}")
         self.url = url
         super().__init__(w3)
 

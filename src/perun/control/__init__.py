@@ -5,12 +5,15 @@ Each request is one line, each reply one line, in order; a connection may send s
 
     request  {"method": "pay", "params": {"channel": "0x…", "amount": "1000000000000000000"}}
     reply    {"ok": true, "result": {...}}
-    or       {"ok": false, "error": {"type": "UnknownChannel", "message": "no channel 0x…"}}
+    or       {"ok": false, "error": {"type": "UnknownChannel", "code": "UNKNOWN_CHANNEL", "category": "user",
+                                 "message": "this node has no channel 0x…: …", "fields": {"channel": "0x…"}}}
 
 Channel ids are 0x-prefixed hex strings; amounts are decimal strings of wei (or token units),
 in requests and replies alike, since JSON numbers lose precision above 2**53. The error type is
 the name of the exception class (perun.errors, or this module's ControlError and its
-subclasses); `call` raises that class again on the client's side.
+subclasses); `call` raises that class again on the client's side, saying the message, with the
+code, category and fields as its `explained` (perun.control.explain: the stable codes, the
+categories user / refused / internal, and the sentence, written where the node knows the context).
 
 Methods and their params:
     info        {}                                          the node: address, host, port, chain, contracts,

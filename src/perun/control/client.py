@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from perun import errors
+from perun.control.explain import Category, Explained
 from perun.control.protocol import CLIENT_TIMEOUT, LOCAL_ERRORS, ControlError, NodeNotRunning, socket_path
 
 
@@ -46,11 +47,14 @@ def call(data_dir: Path | str, method: str, params: dict[str, Any] | None = None
     if ok:
         return reply_obj.get("result")
     error = reply_obj.get("error") or {}
-    raise remote_error(str(error.get("type", "PerunError")), str(error.get("message", "unknown error")))
+    raise remote_error(str(error.get("type", "PerunError")), str(error.get("message", "unknown error")),
+                       error.get("code"), error.get("category"), error.get("fields"))
 
 
-def remote_error(type_name: str, message: str) -> errors.PerunError:
-    """An exception of the PerunError subclass called `type_name`, saying `message`."""
+def remote_error(type_name: str, message: str, code: Any = None, category: Any = None,
+                 fields: Any = None) -> errors.PerunError:
+    """An exception of the PerunError subclass called `type_name`, saying `message`; with the
+    node's `code` and `category`, its `explained` is what the node said (perun.control.explain)."""
     cls = getattr(errors, type_name, None) or LOCAL_ERRORS.get(type_name)
     if not (isinstance(cls, type) and issubclass(cls, errors.PerunError)):
         cls = errors.PerunError
@@ -61,4 +65,6 @@ def remote_error(type_name: str, message: str) -> errors.PerunError:
     if isinstance(exc, errors.PeerRejected):
         exc.code, exc.reason = None, message
     exc.remote_type = type_name
+    if isinstance(code, str) and category in {c.value for c in Category}:
+        exc.explained = Explained(code, Category(category), message, dict(fields) if isinstance(fields, dict) else {})
     return exc

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from perun import errors
+
+if TYPE_CHECKING:
+    from perun.control.explain import Explained
 
 SOCKET_NAME = "control.sock"
 MAX_LINE = 1 << 16  # bytes in one request line
@@ -41,5 +44,9 @@ def encode(reply: dict[str, Any]) -> bytes:
     return json.dumps(reply, separators=(",", ":")).encode() + b"\n"
 
 
-def failure(exc: errors.PerunError) -> dict[str, Any]:
-    return {"ok": False, "error": {"type": type(exc).__name__, "message": str(exc)}}
+def failure(exc: errors.PerunError, explained: Explained) -> dict[str, Any]:
+    """The reply to a failed request: the exception's class (the client raises it again), and its
+    code, category, sentence and fields (perun.control.explain)."""
+    return {"ok": False, "error": {"type": type(exc).__name__, "code": explained.code,
+                                   "category": explained.category.value, "message": explained.message,
+                                   "fields": explained.fields}}

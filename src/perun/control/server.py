@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perun import errors
+from perun.control.explain import context, explain
 from perun.control.methods import Methods
 from perun.control.protocol import MAX_LINE, BadRequest, ControlError, InternalError, encode, failure
 
@@ -112,7 +113,8 @@ class ControlServer:
                 try:
                     line = await reader.readline()
                 except ValueError:  # longer than MAX_LINE: the stream cannot be resynchronised
-                    writer.write(encode(failure(BadRequest(f"a request is at most {MAX_LINE} bytes"))))
+                    too_long = BadRequest(f"a request is at most {MAX_LINE} bytes")
+                    writer.write(encode(failure(too_long, explain(too_long))))
                     await writer.drain()
                     return
                 if not line:
@@ -133,7 +135,7 @@ class ControlServer:
 
     async def handle(self, line: bytes | str) -> dict[str, Any]:
         """One request line in, one reply object out; never raises (but for cancellation)."""
-        method = "?"
+        method, params = "?", {}
         try:
             try:
                 request = json.loads(line)
@@ -151,10 +153,11 @@ class ControlServer:
             result = await handler(dict(params))
         except errors.PerunError as exc:
             log.info("control: %s failed: %s: %s", method, type(exc).__name__, exc)
-            return failure(exc)
+            return failure(exc, explain(exc, context(self.node, method, params)))
         except Exception as exc:
             log.exception("control: %s failed unexpectedly", method)
-            return failure(InternalError(f"internal error in the node: {type(exc).__name__}: {exc}"))
+            bug = InternalError(f"internal error in the node: {type(exc).__name__}: {exc}")
+            return failure(bug, explain(bug))
         log.debug("control: %s done", method)
         return {"ok": True, "result": result}
 

@@ -131,7 +131,7 @@ class PaymentState:
         alice = self.balance_alice - amount if from_alice else self.balance_alice + amount
         bob = self.balance_bob + amount if from_alice else self.balance_bob - amount
         if alice < 0 or bob < 0:
-            raise errors.AmountOutOfRange(f"paying {amount} exceeds the payer's balance")
+            raise errors.BalanceExceeded(amount, self.balance_alice if from_alice else self.balance_bob)
         return PaymentState(self.channel_id, self.version + 1, alice, bob)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import TYPE_CHECKING
 
 from eth_utils import to_checksum_address
@@ -80,6 +81,14 @@ class Peers:
             raise errors.PeerUnavailable(f"not connected to {peer}: connect first")
         return conn
 
+    def remembers(self, peer: str) -> bool:
+        """Whether the node knows where to dial `peer` (it connected to it once)."""
+        return checksum(peer) in self._dial
+
+    def reconnecting(self, peer: str) -> bool:
+        """Whether the node is redialling `peer`: it remembers its address and has no connection."""
+        return self.remembers(peer) and self.get(checksum(peer)) is None
+
     def get(self, peer: str) -> Connection | None:
         """The open connection to `peer`, if any."""
         conn = self.connections.get(peer)
@@ -99,7 +108,8 @@ class Peers:
         try:
             reader, writer = await asyncio.open_connection(host, port)
         except OSError as exc:
-            raise errors.PeerUnavailable(f"cannot reach {peer} at {host}:{port}: {exc}") from exc
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)  # not asyncio's "Connect call failed (...)"
+            raise errors.PeerUnavailable(f"cannot reach {peer} at {host}:{port}: {reason}") from exc
         try:
             conn = await handshake(reader, writer, self.runtime.key, *self.identity, expected_peer=peer)
         except BaseException:

@@ -32,7 +32,7 @@ APP_FIELDS = {"HashTimeLock": ("amount", "preimage", "timeout"), "TicTacToe": ("
 FUNCTIONS = {name: tuple(APPS[name].functions) for name in APP_FIELDS}  # app -> its function names
 
 
-class ScenarioError(errors.PerunError):
+class ScenarioError(errors.ValidationError):
     """A scenario file that does not follow the schema."""
 
 
