@@ -162,6 +162,11 @@ ROWS = [
         1, "CHAIN_UNREACHABLE",
         lambda w: f"perun node: no JSON-RPC node answers at {w.rpc_down}: is the chain running? (`perun devnet` "
                   "starts a local one)", env={"PERUN_PASSWORD": PASSWORD}),
+    Row("node", "a missing deployment file",
+        lambda w: ["node", "--data", w.tmp / "n", "--keystore", w.cheap_key, "--rpc", w.net.rpc, "--deployment",
+                   w.tmp / "none.json"], 2, "DEPLOYMENT_NOT_FOUND",
+        lambda w: f"perun node: cannot read deployment file {w.tmp / 'none.json'}: No such file or directory "
+                  "(`perun deploy` or `perun devnet` writes one)", env={"PERUN_PASSWORD": PASSWORD}),
     Row("info", "no node running", lambda w: ["info", "--data", w.tmp / "nowhere"], 1, "NODE_NOT_RUNNING",
         lambda w: f"perun info: no node is running at {w.tmp / 'nowhere'} (nothing listens on "
                   f"{w.tmp / 'nowhere' / 'control.sock'}): start one with `perun node --data` and this directory, "
@@ -171,7 +176,8 @@ ROWS = [
         lambda w: re.compile(rf"perun connect: cannot reach {STRANGER} at 127\.0\.0\.1:{w.closed_port}: "
                              "Connection refused", re.I)),
     Row("connect", "not HOST:PORT", lambda w: ["connect", STRANGER, "localhost", "--data", w.alice.data], 2, "USAGE",
-        lambda w: "perun connect: argument HOST:PORT: expected HOST:PORT, got 'localhost' (see `perun connect --help`)"),
+        lambda w: "perun connect: argument HOST:PORT: expected HOST:PORT, got 'localhost' (see `perun connect "
+                  "--help`)"),
     Row("open", "an unknown peer",
         lambda w: ["open", STRANGER, "--deposit", "1eth", "--peer-deposit", "0", "--delta", "60", "--data",
                    w.alice.data], 2, "UNKNOWN_PEER",

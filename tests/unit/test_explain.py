@@ -40,7 +40,8 @@ def test_token_amounts_and_the_balance() -> None:
                              f"1000 units of token {TOKEN}: pay at most that")
     assert (short.code, short.exit_code, short.fields["amount"], short.fields["balance"]) == (
         "INSUFFICIENT_BALANCE", 2, "1500", "1000")
-    deposits = explain(errors.ChannelsBalancesNotConserved({"balanceAlice": 10**18, "balanceBob": 0, "total": 2 * 10**18}))
+    deposits = explain(errors.ChannelsBalancesNotConserved(
+        {"balanceAlice": 10**18, "balanceBob": 0, "total": 2 * 10**18}))
     assert "balances 1 ETH and 0 ETH do not add up to the deposits, 2 ETH" in deposits.message
     assert (deposits.fields["balanceAlice"], deposits.fields["total"]) == (str(10**18), str(2 * 10**18))
 
@@ -57,6 +58,20 @@ def test_peer_offline_unknown_or_reconnecting() -> None:
     assert redialled.message.endswith(f"or close without it: `perun close --unilateral {CID}`")
 
 
+def test_a_stale_registration_says_what_is_registered() -> None:
+    ctx = Context(channel_id=CID, channel={"kind": "payment", "stage": "closing", "deadline": DEADLINE},
+                  now=DEADLINE - 600)
+    same = explain(errors.ChannelsStaleVersion({"registered": 1, "submitted": 1}), ctx)
+    assert (same.code, same.exit_code) == ("STALE_VERSION", 3)
+    assert same.message == (f"version 1 of channel {CID} is registered on chain already, and this node holds no later "
+                            "state: nothing to register; the dispute window ends at 2026-12-04 18:19:07 UTC, in 10 min, "
+                            f"then `perun finalize {CID}` pays out (the node also does it itself)")
+    assert (same.fields["registered"], same.fields["submitted"], same.fields["deadline"]) == (1, 1, DEADLINE)
+    higher = explain(errors.ChannelsStaleVersion({"registered": 3, "submitted": 2}), ctx)
+    assert higher.message == (f"version 3 of channel {CID} is registered on chain already, above the version 2 this "
+                              "node submitted: its watcher answers with a later state if it holds one")
+
+
 def test_the_client_keeps_what_the_node_explained() -> None:
     exc = remote_error("ChannelsStaleVersion", "version 1 of ... is registered", "STALE_VERSION", "refused",
                        {"registered": 1})
@@ -64,4 +79,5 @@ def test_the_client_keeps_what_the_node_explained() -> None:
     assert explain(exc).as_json() == {"code": "STALE_VERSION", "category": "refused",
                                       "message": "version 1 of ... is registered", "registered": 1}
     old_node = remote_error("UnknownChannel", "no channel 0x12")  # no code: explained here, as it is
-    assert (explain(old_node).code, explain(old_node).message) == ("UNKNOWN_CHANNEL", "no channel 0x12: `perun status` lists its channels")
+    assert (explain(old_node).code, explain(old_node).message) == (
+        "UNKNOWN_CHANNEL", "no channel 0x12: `perun status` lists its channels")

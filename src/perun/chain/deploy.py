@@ -30,7 +30,10 @@ class Deployment:
     def read(cls, path: Path) -> Deployment:
         try:
             return cls(**json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError) as exc:
+        except OSError as exc:
+            raise errors.DeploymentNotFound(f"cannot read deployment file {path}: {exc.strerror or exc} (`perun "
+                                            "deploy` or `perun devnet` writes one)") from exc
+        except (ValueError, TypeError) as exc:
             raise errors.DeploymentNotFound(f"cannot read deployment file {path}: {exc}") from exc
 
     def payment(self, chain: Chain) -> PaymentContract:

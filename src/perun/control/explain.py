@@ -104,7 +104,8 @@ def explain(exc: errors.PerunError, ctx: Context | None = None) -> Explained:
     if isinstance(exc, errors.ContractRejected):
         code, sentence = CONTRACT.get(exc.name, ("CONTRACT_REJECTED", _contract_as_is))
         message, fields = sentence(exc, ctx)
-        return Explained(code, Category.REFUSED, message, {"contract_error": exc.name, **_chain_fields(exc.fields), **fields})
+        fields = {"contract_error": exc.name, **_chain_fields(exc.fields), **fields}
+        return Explained(code, Category.REFUSED, message, fields)
     for cls, applies, code, category, sentence in RULES:
         if isinstance(exc, cls) and applies(ctx):
             message, fields = sentence(exc, ctx)
@@ -165,8 +166,16 @@ def _as_is(exc: errors.PerunError, ctx: Context) -> tuple[str, dict[str, Any]]:
     return str(exc), {}
 
 
-def _with_channel(exc: errors.PerunError, ctx: Context) -> dict[str, Any]:
+def _with_channel(ctx: Context) -> dict[str, Any]:
     return {"channel": ctx.channel_id} if ctx.channel_id else {}
+
+
+def _with_peer(ctx: Context) -> dict[str, Any]:
+    return {**_with_channel(ctx), "peer": ctx.peer} if ctx.peer else _with_channel(ctx)
+
+
+def _with_now(ctx: Context) -> dict[str, Any]:
+    return {"now": ctx.now} if ctx.now else {}
 
 
 # --------------------------------------------------------------------------- the node's refusals
@@ -174,7 +183,7 @@ def _with_channel(exc: errors.PerunError, ctx: Context) -> dict[str, Any]:
 
 def _unknown_channel(exc: errors.UnknownChannel, ctx: Context) -> tuple[str, dict[str, Any]]:
     what = f"this node has no channel {ctx.channel_id}" if ctx.channel_id else str(exc)
-    return f"{what}: `perun status` lists its channels", _with_channel(exc, ctx)
+    return f"{what}: `perun status` lists its channels", _with_channel(ctx)
 
 
 _OPENING = {"proposed", "accepted", "initialising"}
@@ -183,14 +192,14 @@ _OPENING = {"proposed", "accepted", "initialising"}
 def _wrong_stage(exc: errors.WrongStage, ctx: Context) -> tuple[str, dict[str, Any]]:
     stage = (ctx.channel or {}).get("stage")
     if stage is None:
-        return str(exc), _with_channel(exc, ctx)
-    fields = {**_with_channel(exc, ctx), "stage": stage}
+        return str(exc), _with_channel(ctx)
+    fields = {**_with_channel(ctx), "stage": stage}
     if stage == "closing" and ctx.channel.get("deadline"):
         deadline = ctx.channel["deadline"]
         return (f"{_channel(ctx)} is closing on chain (version {ctx.channel.get('registered_version')} "
                 f"registered), not open: its dispute window ends at {when(deadline, ctx.now)}; then "
                 f"`perun finalize {_cid(ctx)}` pays out (the node also does it itself)",
-                {**fields, "deadline": deadline, **({"now": ctx.now} if ctx.now else {})})
+                {**fields, "deadline": deadline, **_with_now(ctx)})
     if stage == "closed":
         return f"{_channel(ctx)} is closed and paid out already: `perun status {_cid(ctx)}` shows the payout", fields
     if stage in _OPENING:
@@ -201,7 +210,7 @@ def _wrong_stage(exc: errors.WrongStage, ctx: Context) -> tuple[str, dict[str, A
 
 def _already_final(exc: errors.AlreadyFinal, ctx: Context) -> tuple[str, dict[str, Any]]:
     return (f"this node signed a final state for {_channel(ctx)}, so it makes no more payments on it: "
-            f"`perun close {_cid(ctx)}` pays it out{_unilateral(ctx)}", _with_channel(exc, ctx))
+            f"`perun close {_cid(ctx)}` pays it out{_unilateral(ctx)}", _with_channel(ctx))
 
 
 def _balance_exceeded(exc: errors.BalanceExceeded, ctx: Context) -> tuple[str, dict[str, Any]]:
@@ -209,11 +218,11 @@ def _balance_exceeded(exc: errors.BalanceExceeded, ctx: Context) -> tuple[str, d
     where = f" in {_channel(ctx)}" if ctx.channel_id else ""
     return (f"paying {amount(exc.amount, token)} exceeds your balance{where}, which is {amount(exc.balance, token)}: "
             "pay at most that",
-            {**_with_channel(exc, ctx), "amount": str(exc.amount), "balance": str(exc.balance), "token": token})
+            {**_with_channel(ctx), "amount": str(exc.amount), "balance": str(exc.balance), "token": token})
 
 
 def _peer_offline(exc: errors.PeerUnavailable, ctx: Context) -> tuple[str, dict[str, Any]]:
-    fields = {"peer": ctx.peer, **_with_channel(exc, ctx)} if ctx.peer else _with_channel(exc, ctx)
+    fields = _with_peer(ctx)
     if ctx.reconnecting:
         return (f"the node is not connected to {ctx.peer} and keeps reconnecting to it (its node is down or "
                 f"unreachable): try again once it is back (`perun info` lists the connected peers)"
@@ -222,21 +231,20 @@ def _peer_offline(exc: errors.PeerUnavailable, ctx: Context) -> tuple[str, dict[
 
 
 def _peer_timeout(exc: errors.PeerTimeout, ctx: Context) -> tuple[str, dict[str, Any]]:
-    fields = {"peer": ctx.peer, **_with_channel(exc, ctx)} if ctx.peer else _with_channel(exc, ctx)
-    return f"{exc}: try again{_unilateral(ctx)}", fields
+    return f"{exc}: try again{_unilateral(ctx)}", _with_peer(ctx)
 
 
 def _peer_rejected(exc: errors.PeerRejected, ctx: Context) -> tuple[str, dict[str, Any]]:
     who = f"the peer {ctx.peer}" if ctx.peer else "the peer"
     reason = getattr(exc.code, "name", None)
-    fields = {**_with_channel(exc, ctx), **({"peer": ctx.peer} if ctx.peer else {}), "reason": exc.reason}
+    fields = {**_with_peer(ctx), "reason": exc.reason}
     if reason is not None:
         return f"{who} refused it ({reason.lower().replace('_', ' ')}): {exc.reason}", {**fields, "peer_code": reason}
     return f"{who} refused it: {exc.reason}", fields
 
 
 def _channel_refused(exc: errors.ChannelRefused, ctx: Context) -> tuple[str, dict[str, Any]]:
-    return f"refused: {exc}", {**({"peer": ctx.peer} if ctx.peer else {}), "reason": str(exc)}
+    return f"refused: {exc}", {**_with_peer(ctx), "reason": str(exc)}
 
 
 def _wrong_password(exc: errors.WrongPassword, ctx: Context) -> tuple[str, dict[str, Any]]:
@@ -339,21 +347,22 @@ def _says(text: str) -> Sentence:
         values.update({f"amount_{name}": amount(v, _token(ctx)) for name, v in exc.fields.items()
                        if name in _AMOUNT_FIELDS and isinstance(v, int)})
         values.update(channel=_channel(ctx), cid=_cid(ctx))
-        return text.format(**values), {**_with_channel(exc, ctx), **({"now": ctx.now} if ctx.now else {})}
+        return text.format(**values), {**_with_channel(ctx), **_with_now(ctx)}
     return sentence
 
 
 def _stale(exc: errors.ContractRejected, ctx: Context) -> tuple[str, dict[str, Any]]:
     registered = exc.fields.get("registered")
-    text, fields = f"version {registered} of {_channel(ctx)} is registered on chain already", _with_channel(exc, ctx)
+    text, fields = f"version {registered} of {_channel(ctx)} is registered on chain already", _with_channel(ctx)
     if exc.fields.get("submitted") != registered:
-        return f"{text}, above the {exc.fields.get('submitted')} submitted: the node answers it if it holds a later state", fields
+        return (f"{text}, above the version {exc.fields.get('submitted')} this node submitted: its watcher answers "
+                "with a later state if it holds one", fields)
     deadline = (ctx.channel or {}).get("deadline") if (ctx.channel or {}).get("stage") == "closing" else None
     if not deadline:
         return f"{text}, and this node holds no later state: nothing to register", fields
     return (f"{text}, and this node holds no later state: nothing to register; the dispute window ends at "
             f"{when(deadline, ctx.now)}, then `perun finalize {_cid(ctx)}` pays out (the node also does it itself)",
-            {**fields, "deadline": deadline, **({"now": ctx.now} if ctx.now else {})})
+            {**fields, "deadline": deadline, **_with_now(ctx)})
 
 
 CONTRACT: dict[str, tuple[str, Sentence]] = {
