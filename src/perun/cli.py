@@ -26,6 +26,7 @@ from typing import Any
 
 from perun import errors
 from perun.core.amounts import ether, parse_amount
+from perun.control.explain import relative, when
 from perun.core.channel import ETH as ETH_TOKEN
 
 class _Parser(argparse.ArgumentParser):
@@ -349,8 +350,8 @@ def node_settings(args: argparse.Namespace) -> argparse.Namespace:
     settings = {option.key: option.default for option in NODE_OPTIONS} | from_file | given
     for key in ("data", "keystore", "rpc"):
         if settings[key] is None:
-            raise UsageError(f"perun node: --{key} is required, on the command line or as {key} in the --config "
-                             "file (see `perun node --help`)")
+            raise errors.UsageError("perun node", f"--{key} is required, on the command line or as {key} in the "
+                                    "--config file")
     return argparse.Namespace(**{**vars(args), **settings})
 
 
@@ -555,7 +556,7 @@ def cmd_open(args: argparse.Namespace) -> None:
     if ch["stage"] == "initialising":  # created, and the peer has not confirmed yet
         now = _call(args, "info")["chain_time"]
         _emit(args, ch, f"created {kind} {ch['channel']} on chain with your deposit of {show_amount(mine)}; "
-                        f"{ch['peer']} has not confirmed it yet and may until {_when(ch['deadline'], now)}. "
+                        f"{ch['peer']} has not confirmed it yet and may until {when(ch['deadline'], now)}. "
                         f"If it does not, your node takes your deposit back then. `perun status {ch['channel']}` "
                         "shows where it is.")
         return
@@ -570,7 +571,7 @@ def cmd_cancel(args: argparse.Namespace) -> None:
     elif ch["role"] == "alice":
         now = _call(args, "info")["chain_time"]
         text = (f"gave up {ch['channel']}, which is on chain with your deposit: {ch['peer']} may still confirm it "
-                f"until {_when(ch['deadline'], now)}; if it does not, your node takes your deposit back then")
+                f"until {when(ch['deadline'], now)}; if it does not, your node takes your deposit back then")
     else:
         text = (f"gave up {ch['channel']}: your node will not confirm it, and {ch['peer']} takes its deposit back "
                 "after the confirm deadline")
@@ -584,7 +585,7 @@ def cmd_virtual_open(args: argparse.Namespace) -> None:
                window=args.window, fee=str(args.fee))
     _emit(args, ch, f"opened virtual channel {ch['channel']} with {ch['bob']} through {ch['ingrid']}: "
                     f"you {show_amount(ch['my_balance'], ch['token'])}, peer {show_amount(ch['peer_balance'], ch['token'])}; "
-                    f"it closes by {_when(ch['validity'])}")
+                    f"it closes by {when(ch['validity'], now)}")
 
 
 def cmd_virtual_close(args: argparse.Namespace) -> None:
@@ -624,7 +625,7 @@ def cmd_status(args: argparse.Namespace) -> None:
 def cmd_close(args: argparse.Namespace) -> None:
     if not args.unilateral:
         if args.wait:
-            raise UsageError("perun close: --wait goes with --unilateral (a cooperative close waits anyway)")
+            raise errors.UsageError("perun close", "--wait goes with --unilateral (a cooperative close waits anyway)")
         ch = _call(args, "close", channel=args.channel)
         _emit(args, ch, _closed_virtual(ch) if ch["kind"] == "virtual"
               else f"closed {ch['channel']} cooperatively: {_payouts(ch)}")
@@ -638,7 +639,7 @@ def cmd_close(args: argparse.Namespace) -> None:
         text = f"closed {ch['channel']} after the dispute window: {_payouts(ch)}"
     else:
         text = (f"registered version {ch['registered_version']} of {ch['channel']} on chain{_tx(ch)}; "
-                f"the peer may answer until {_when(ch['deadline'], _call(args, 'info')['chain_time'])}, then your "
+                f"the peer may answer until {when(ch['deadline'], _call(args, 'info')['chain_time'])}, then your "
                 "node finalizes and pays out (`perun finalize --wait` waits for it)")
     _emit(args, ch, text)
 
@@ -661,7 +662,7 @@ def _wait_closed(args: argparse.Namespace, ch: dict[str, Any]) -> dict[str, Any]
     while True:
         if tty or not shown:
             now = _call(args, "info")["chain_time"]
-            line = f"waiting for the dispute window of {ch['channel'][:10]}… to end at {_when(ch['deadline'], now)}"
+            line = f"waiting for the dispute window of {ch['channel'][:10]}… to end at {when(ch['deadline'], now)}"
             print(("\r\033[K" if tty else "") + line, end="" if tty else "\n", file=sys.stderr, flush=True)
             shown = True
         try:
@@ -690,24 +691,6 @@ def _payouts(ch: dict[str, Any]) -> str:
 def _tx(ch: dict[str, Any]) -> str:
     tx = ch.get("transaction")
     return f" (transaction {tx['hash']}, gas {tx['gas_used']:,})" if tx else ""
-
-
-def _when(timestamp: int, now: int | None = None) -> str:
-    """A chain time in UTC; with the chain's `now`, also how far away it is."""
-    utc = datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    if now is None:
-        return f"chain time {timestamp} ({utc})"
-    return f"{utc} ({_relative(timestamp - now)})"
-
-
-def _relative(seconds: int) -> str:
-    """'in 4 min 10 s', 'now' or '2 h 5 min ago'."""
-    if seconds == 0:
-        return "now"
-    left = abs(seconds)
-    parts = [(left // 86400, "d"), (left % 86400 // 3600, "h"), (left % 3600 // 60, "min"), (left % 60, "s")]
-    shown = [f"{n} {unit}" for n, unit in parts if n][:2]
-    return f"in {' '.join(shown)}" if seconds > 0 else f"{' '.join(shown)} ago"
 
 
 def _describe(ch: dict[str, Any], now: int) -> str:
@@ -743,21 +726,21 @@ def _next_lines(ch: dict[str, Any], now: int) -> list[str]:
                 f"waiting for {peer} to " + ("accept it" if stage == "proposed" else "create it on chain"))
         if not ch["open_until"]:
             return [f"next      {what}"]
-        return [f"next      {what}; the opening is given up at {_when(ch['open_until'], now)} if it is not on "
+        return [f"next      {what}; the opening is given up at {when(ch['open_until'], now)} if it is not on "
                 "chain by then"]
     if stage == "initialising":
         if mine:
-            return [f"next      {peer} may confirm until {_when(ch['deadline'], now)}; if it does not, your node "
+            return [f"next      {peer} may confirm until {when(ch['deadline'], now)}; if it does not, your node "
                     f"takes {deposit} back then" + (f" (you gave it up: {given_up})" if given_up else "")]
         if given_up:
             return [f"next      you gave it up ({given_up}): your node does not confirm, and {peer} takes its "
-                    f"deposit back after {_when(ch['deadline'], now)}"]
-        return [f"next      your node confirms it (deposit {deposit}) by {_when(ch['deadline'], now)}"]
+                    f"deposit back after {when(ch['deadline'], now)}"]
+        return [f"next      your node confirms it (deposit {deposit}) by {when(ch['deadline'], now)}"]
     if stage == "closing":
         if ch["registered_version"] is not None and ch["registered_version"] < ch["version"]:
             return [f"next      an older version is registered: your node disputes with version {ch['version']} "
-                    f"before {_when(ch['deadline'], now)}"]
-        return [f"next      the dispute window ends at {_when(ch['deadline'], now)}; then your node finalizes "
+                    f"before {when(ch['deadline'], now)}"]
+        return [f"next      the dispute window ends at {when(ch['deadline'], now)}; then your node finalizes "
                 "and pays out"]
     return []
 
@@ -794,7 +777,7 @@ def _describe_virtual(ch: dict[str, Any], now: int) -> str:
     if ch["my_balance"] is not None:
         lines += [f"you       {show_amount(ch['my_balance'], token)}",
                   f"peer      {show_amount(ch['peer_balance'], token)}"]
-    lines.append(f"validity  {_when(ch['validity'], now)}, then {ch['window']} s for each end's latest state")
+    lines.append(f"validity  {when(ch['validity'], now)}, then {ch['window']} s for each end's latest state")
     return "\n".join(lines)
 
 
@@ -824,9 +807,9 @@ def _ledger_table(ledgers: list[dict[str, Any]], now: int) -> str:
 def _due(ch: dict[str, Any], now: int) -> str:
     """How far the deadline that matters in the channel's stage is (see `status CHANNEL`)."""
     if ch["stage"] in ("initialising", "closing"):
-        return _relative(ch["deadline"] - now)
+        return relative(ch["deadline"] - now)
     if ch["stage"] in ("proposed", "accepted") and ch["open_until"]:
-        return _relative(ch["open_until"] - now)
+        return relative(ch["open_until"] - now)
     return ""
 
 

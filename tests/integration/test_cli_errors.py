@@ -132,6 +132,9 @@ ROWS = [
                   "starts a local one)"),
     Row("devnet", "a port that is no number", lambda w: ["devnet", "--port", "eighty"], 2, "USAGE",
         lambda w: "perun devnet: argument --port: invalid int value: 'eighty' (see `perun devnet --help`)"),
+    Row("fund", "RPC down", lambda w: ["fund", STRANGER, "1eth", "--rpc", w.rpc_down], 1, "CHAIN_UNREACHABLE",
+        lambda w: f"perun fund: no JSON-RPC node answers at {w.rpc_down}: is the chain running? (`perun devnet` "
+                  "starts a local one)"),
     Row("compile", "an argument it does not take", lambda w: ["compile", "contracts/"], 2, "USAGE",
         lambda w: "perun: unrecognized arguments: contracts/ (see `perun --help`)"),
     Row("keystore new", "a file that exists", lambda w: ["keystore", "new", "--out", w.cheap_key], 2, "KEYSTORE",
@@ -188,6 +191,12 @@ ROWS = [
                    w.alice.data], 2, "USAGE",
         lambda w: "perun open: argument --deposit: 1.5 is not a whole number of wei (a plain number is wei: say "
                   "1.5eth for ether) (see `perun open --help`)"),
+    Row("cancel", "an open channel", lambda w: ["cancel", w.open, "--data", w.alice.data], 2, "WRONG_STAGE",
+        lambda w: f"perun cancel: channel {w.open} is open, past its opening: there is nothing to cancel; "
+                  f"`perun close {w.open}` closes it"),
+    Row("cancel", "a prefix of no channel", lambda w: ["cancel", ABSENT[:10], "--data", w.alice.data], 2,
+        "UNKNOWN_CHANNEL", lambda w: f"perun cancel: no channel of this node starts with {ABSENT[:10]}: `perun status` "
+                                     "lists its channels"),
     Row("pay", "an unknown channel", lambda w: ["pay", ABSENT, "1wei", "--data", w.alice.data], 2, "UNKNOWN_CHANNEL",
         lambda w: f"perun pay: this node has no channel {ABSENT}: `perun status` lists its channels"),
     Row("pay", "more than the balance", lambda w: ["pay", w.open, "1.5eth", "--data", w.alice.data], 2,
@@ -219,6 +228,9 @@ ROWS = [
     Row("status", "no node running", lambda w: ["status", "--data", w.tmp / "nowhere"], 1, "NODE_NOT_RUNNING",
         lambda w: re.compile(re.escape(f"perun status: no node is running at {w.tmp / 'nowhere'} ") + ".*"),
         process=True),
+    Row("close", "--wait without --unilateral", lambda w: ["close", w.open, "--wait", "--data", w.alice.data], 2,
+        "USAGE", lambda w: "perun close: --wait goes with --unilateral (a cooperative close waits anyway) (see "
+                           "`perun close --help`)"),
     Row("close", "a double close", lambda w: ["close", w.closed, "--unilateral", "--data", w.alice.data], 2,
         "WRONG_STAGE", lambda w: f"perun close: channel {w.closed} is closed and paid out already: `perun status "
                                  f"{w.closed}` shows the payout"),

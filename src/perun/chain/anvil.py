@@ -43,12 +43,15 @@ def free_port() -> int:
 class Anvil:
     """A running anvil process. Use as a context manager, or call stop()."""
 
-    def __init__(self, port: int | None = None, block_time: int | None = None, startup_timeout: float = 30) -> None:
+    def __init__(self, port: int | None = None, block_time: int | None = None, startup_timeout: float = 30,
+                 genesis_time: int | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [str(anvil_binary()), "--host", "127.0.0.1", "--port", str(self.port), "--silent"]
         if block_time:
             args += ["--block-time", str(block_time)]
+        if genesis_time is not None:
+            args += ["--timestamp", str(genesis_time)]
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
         try:
             self._wait_ready(startup_timeout)

@@ -124,10 +124,12 @@ def amount(value: int | str, token: str = ETH) -> str:
 def when(timestamp: int, now: int | None = None) -> str:
     """`2026-12-04 23:15:00 UTC, in 5 min` (relative to `now`, the chain's time, if known)."""
     utc = datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    if now is None:
-        return utc
-    left = timestamp - now
-    return f"{utc}, {'now' if left == 0 else f'in {_span(left)}' if left > 0 else f'{_span(-left)} ago'}"
+    return utc if now is None else f"{utc}, {relative(timestamp - now)}"
+
+
+def relative(seconds: int) -> str:
+    """`in 5 min`, `now` or `2 h 5 min ago`."""
+    return "now" if seconds == 0 else f"in {_span(seconds)}" if seconds > 0 else f"{_span(-seconds)} ago"
 
 
 def _span(seconds: int) -> str:
@@ -194,6 +196,9 @@ def _wrong_stage(exc: errors.WrongStage, ctx: Context) -> tuple[str, dict[str, A
     if stage is None:
         return str(exc), _with_channel(ctx)
     fields = {**_with_channel(ctx), "stage": stage}
+    if ctx.method == "cancel" and stage in ("open", "closing", "closed"):
+        return (f"{_channel(ctx)} is {stage}, past its opening: there is nothing to cancel"
+                + (f"; `perun close {_cid(ctx)}` closes it" if stage == "open" else ""), fields)
     if stage == "closing" and ctx.channel.get("deadline"):
         deadline = ctx.channel["deadline"]
         return (f"{_channel(ctx)} is closing on chain (version {ctx.channel.get('registered_version')} "
@@ -202,6 +207,11 @@ def _wrong_stage(exc: errors.WrongStage, ctx: Context) -> tuple[str, dict[str, A
                 {**fields, "deadline": deadline, **_with_now(ctx)})
     if stage == "closed":
         return f"{_channel(ctx)} is closed and paid out already: `perun status {_cid(ctx)}` shows the payout", fields
+    if stage == "failed":
+        return (f"{_channel(ctx)} was never opened ({ctx.channel.get('given_up')}); nothing is sent for it: "
+                "`perun open` opens a new one", fields)
+    if stage == "lost":
+        return f"{_channel(ctx)} was on a chain that has been reset since: it no longer exists", fields
     if stage in _OPENING:
         return (f"{_channel(ctx)} is {stage}, not open yet: `perun status {_cid(ctx)}` shows when it is open",
                 fields)
@@ -265,6 +275,15 @@ def _chain_unreachable(exc: errors.ChainUnreachable, ctx: Context) -> tuple[str,
     return f"{exc}: is the chain running? (`perun devnet` starts a local one)", {}
 
 
+def _insufficient_funds(exc: errors.InsufficientFunds, ctx: Context) -> tuple[str, dict[str, Any]]:
+    return (f"{exc}: send the node's account enough ETH for it and its gas (`perun info` shows the account; "
+            "`perun fund ADDRESS AMOUNT` on a devnet), then try again", {})
+
+
+def _open_failed(exc: errors.OpenFailed, ctx: Context) -> tuple[str, dict[str, Any]]:
+    return f"{exc}. The node sends nothing more for it: open again when that is fixed", _with_channel(ctx)
+
+
 def _always(ctx: Context) -> bool:
     return True
 
@@ -291,6 +310,7 @@ RULES: tuple[tuple[type[errors.PerunError], Callable[[Context], bool], str, Cate
     (errors.WrongPassword, _always, "WRONG_PASSWORD", Category.USER, _wrong_password),
     (errors.KeystoreError, _always, "KEYSTORE", Category.USER, _as_is),
     (errors.DeploymentNotFound, _always, "DEPLOYMENT_NOT_FOUND", Category.USER, _as_is),
+    (errors.ConfigError, _always, "CONFIG", Category.USER, _as_is),
     # what the peer said, or did not
     (errors.ChannelRefused, _always, "CHANNEL_REFUSED", Category.REFUSED, _channel_refused),
     (errors.PeerRejected, _always, "PEER_REJECTED", Category.REFUSED, _peer_rejected),
@@ -301,6 +321,8 @@ RULES: tuple[tuple[type[errors.PerunError], Callable[[Context], bool], str, Cate
     (errors.HandshakeFailed, _always, "HANDSHAKE_FAILED", Category.REFUSED, _as_is),
     (errors.WireError, _always, "PROTOCOL_ERROR", Category.REFUSED, _as_is),
     (errors.TransactionFailed, _always, "TRANSACTION_REVERTED", Category.REFUSED, _as_is),
+    (errors.OpenFailed, _always, "OPEN_FAILED", Category.REFUSED, _open_failed),
+    (errors.InsufficientFunds, _always, "INSUFFICIENT_FUNDS", Category.USER, _insufficient_funds),
     # other checks of the user's input
     (errors.ValidationError, _always, "INVALID_INPUT", Category.USER, _as_is),
     # internal, or out of reach

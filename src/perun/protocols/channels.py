@@ -160,8 +160,10 @@ class ChannelProtocol(Protocol):
                 raise errors.InvalidParams(f"channel 0x{cid.hex()} exists with other parameters")
             self.ctx.peers.send(conn, m.AcceptChannel(cid))  # Alice lost our answer: repeat it
             return
-        self.policy = policy
-        self.open_time = OPEN_TIME
+        reason = self.policy.refusal(params)
+        if reason is not None:  # the proposer's `open` raises PeerRejected with this reason
+            raise errors.ChannelRefused(reason)
+        new = replace(self.new_record(params, Role.BOB, Stage.ACCEPTED), open_until=self.open_until() + self.open_time)
         def accept() -> None:
             self.ctx.faults.point("accept-stored")
             conn.send(m.AcceptChannel(cid))
