@@ -10,7 +10,8 @@ import pytest
 from eth_utils import to_checksum_address
 
 from perun import errors
-from perun.cli import NODE_OPTIONS, UsageError, _channel_policy, main, node_settings, parser
+from perun.cli import NODE_OPTIONS, _channel_policy, main, node_settings, parser
+from perun.errors import UsageError
 from perun.protocols.policy import ChannelPolicy
 
 ETHER = 10**18
@@ -107,15 +108,15 @@ def test_a_bad_key_or_value_is_refused_naming_it_and_the_file(tmp_path: Path, to
 
 def test_the_command_reports_config_errors_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "node.toml").write_text('data = "d"\nkeystore = "k"\nrpc = "r"\nmin_delta = 600\nmax_delta = 60\n')
-    assert main(["node", "--config", str(tmp_path / "node.toml")]) == 1
+    assert main(["node", "--config", str(tmp_path / "node.toml")]) == 2
     assert capsys.readouterr().err == "perun node: min_delta 600 exceeds max_delta 60\n"
-    assert main(["node", "--config", str(tmp_path / "missing.toml")]) == 1
+    assert main(["node", "--config", str(tmp_path / "missing.toml")]) == 2
     assert capsys.readouterr().err == (
         f"perun node: cannot read the config file {tmp_path / 'missing.toml'}: No such file or directory\n")
 
 
 def test_the_required_settings_may_come_from_either_place(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match=r"^perun node: --rpc is required, on the command line or as rpc in the "
+    with pytest.raises(UsageError, match=r"^--rpc is required, on the command line or as rpc in the "
                                          r"--config file \(see `perun node --help`\)$"):
         settings(tmp_path, 'data = "d"\n', "--keystore", "k")
     with pytest.raises(UsageError, match="--data is required"):

@@ -19,7 +19,13 @@ Methods and their params:
     info        {}                                          the node: address, host, port, chain, contracts,
                                                             the chain time it last read
     connect     {peer, host, port}                          dial a peer and remember it
-    open        {peer, deposit, peer_deposit, delta}        open a channel (this node is Alice)
+    open        {peer, deposit, peer_deposit, delta, timeout?}
+                                                            open a channel (this node is Alice); the reply
+                                                            is the channel once open, or once created on
+                                                            chain when the peer has not confirmed within
+                                                            `timeout` seconds (stage initialising)
+    cancel      {channel}                                   give up an opening: no create or confirm from
+                                                            now on (a created one is refunded at its deadline)
     pay         {channel, amount}                           pay the peer off chain
     close       {channel}                                   cooperative close (pays out at once)
     register    {channel}                                   unilateral close: register the latest state
@@ -36,7 +42,8 @@ Methods and their params:
 
 Multistate (ledger) and virtual channels, when the node runs them (a deployment with MSContract
 and the VirtualChannel app):
-    ledger_open   {peer, deposit, peer_deposit, delta}      open a multistate channel (this node is Alice)
+    ledger_open   {peer, deposit, peer_deposit, delta, timeout?}
+                                                            open a multistate channel (this node is Alice)
     ledgers       {}                                        every multistate channel
     virtual_open  {ledger, peer, ledger_b, deposit, peer_deposit, validity, window, fee?}
                                                             open a virtual channel to `peer` through the
