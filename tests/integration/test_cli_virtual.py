@@ -86,7 +86,7 @@ def test_a_virtual_channel_opened_used_and_closed_through_a_hub(triangle) -> Non
 
     # Without Ingrid's fee: refused with the fee in ETH and the flag that pays it; nothing blocked.
     no_fee = one_line_failure(perun("virtual", "open", a, bob.address, b, "--deposit", "2eth", "--validity", "86400",
-                                    "--window", "7200", "--data", alice.data))
+                                    "--window", "7200", "--data", alice.data), 3)
     assert no_fee.startswith("perun virtual open: ") and no_fee.endswith(
         "Ingrid charges a fee of 0.01 ETH per virtual channel, not 0 ETH: pass --fee 0.01eth to "
         f"`perun virtual open` (fee={FEE} in Python)"), no_fee

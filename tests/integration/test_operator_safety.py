@@ -115,7 +115,7 @@ def test_cancel_gives_up_an_opening_on_both_sides_and_alice_is_refunded(net: Net
     cid = CID.findall(out)[0]
     assert out.startswith(f"created channel {cid} on chain with your deposit of 1 ETH (1000000000000000000 wei); "
                           f"{carol.address} has not confirmed it yet and may until "), out
-    assert re.search(r"UTC, in 9 min\. If it does not, your node takes your deposit back then\.", out), out
+    assert re.search(r"UTC, in (9|10) min\. If it does not, your node takes your deposit back then\.", out), out
 
     # Both give it up: Carol will not confirm even once she can pay, Alice takes her deposit back.
     assert ok("cancel", cid[:12], "--data", carol.data) == (
@@ -125,7 +125,7 @@ def test_cancel_gives_up_an_opening_on_both_sides_and_alice_is_refunded(net: Net
     assert out.startswith(f"gave up {cid}, which is on chain with your deposit: {carol.address} may still confirm "
                           "it until "), out
     status = ok("status", cid, "--data", alice.data)
-    assert re.search(r"next      0x\w{4}…\w{4} may confirm until .* UTC, in 9 min; if it does not, your node "
+    assert re.search(r"next      0x\w{4}…\w{4} may confirm until .* UTC, in (9|10) min; if it does not, your node "
                      r"takes 1 ETH back then \(you gave it up: cancelled by the operator\)", status), status
     net.chain.fund(carol.address, ETHER)
     net.chain.mine()
@@ -144,7 +144,7 @@ def test_cancel_gives_up_an_opening_on_both_sides_and_alice_is_refunded(net: Net
 
 def test_deadlines_pass_on_an_idle_chain_and_the_commands_wait_for_the_payout(net: Net) -> None:
     alice, bob = net.alice, net.bob
-    cid = perun("--json", "open", bob.address, "--deposit", "1eth", "--peer-deposit", "0", "--delta", 3,
+    cid = perun("--json", "open", bob.address, "--deposit", "1eth", "--peer-deposit", "0", "--delta", 2,
                 "--data", alice.data).json()["channel"]
     ok("pay", cid, "0.25eth", "--data", alice.data)
     registered = perun("close", cid, "--unilateral", "--wait", "--data", bob.data)
@@ -156,16 +156,16 @@ def test_deadlines_pass_on_an_idle_chain_and_the_commands_wait_for_the_payout(ne
     assert net.events(cid)[-2:] == ["CloseRegistered", "Finalized"]
 
     # The same with a look at `status` in between, and `finalize --wait`.
-    cid = perun("--json", "open", bob.address, "--deposit", "1eth", "--peer-deposit", "0", "--delta", 5,
+    cid = perun("--json", "open", bob.address, "--deposit", "1eth", "--peer-deposit", "0", "--delta", 6,
                 "--data", alice.data).json()["channel"]
     ok("close", cid, "--unilateral", "--data", alice.data)
     status = ok("status", cid, "--sync", "--data", bob.data)
-    assert re.search(r"next      the dispute window ends at .* UTC, in [1-5] s; then your node finalizes and pays "
+    assert re.search(r"next      the dispute window ends at .* UTC, in [1-6] s; then your node finalizes and pays "
                      "out", status), status
     table = ok("status", "--data", bob.data)
-    assert re.search(rf"{cid} .* closing .* in [1-5] s$", table, re.M), table
+    assert re.search(rf"{cid} .* closing .* in [1-6] s$", table, re.M), table
     waited = perun("finalize", cid, "--wait", "--data", bob.data)
-    assert re.fullmatch(rf"waiting for the dispute window of {cid[:10]}… to end at .* UTC, (in [1-5] s|now)\n",
+    assert re.fullmatch(rf"waiting for the dispute window of {cid[:10]}… to end at .* UTC, (in [1-6] s|now)\n",
                         waited.err), waited.err
     assert (waited.code, waited.out) == (
         0, f"{cid} is closed: paid out you 0 ETH (0 wei), peer 1 ETH (1000000000000000000 wei)\n")

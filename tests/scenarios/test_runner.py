@@ -28,7 +28,7 @@ def play(tmp_path: Path, steps: str) -> tuple[r.Recording, list[str]]:
 def test_an_unexpected_failure_stops_the_run_and_names_its_line(tmp_path: Path) -> None:
     rec, lines = play(tmp_path, "  - pay: {from: alice, amount: 11eth}\n  - pay: {from: alice, amount: 1eth}\n")
     assert not rec.passed
-    assert rec.error.startswith("line 7: step 2 (pay) failed: AmountOutOfRange")
+    assert rec.error.startswith("line 7: step 2 (pay) failed: BalanceExceeded")
     assert not any("step 3" in line or "3. alice" in line for line in lines)  # step 3 never ran
     ends = [e for e in rec.entries if isinstance(e, r.Step) and e.outcome]
     assert [e.outcome for e in ends] == ["ok", "failed"]
@@ -38,7 +38,7 @@ def test_an_expected_error_that_does_not_come_is_a_failed_verdict(tmp_path: Path
     rec, _ = play(tmp_path, "  - pay: {from: alice, amount: 1eth}\n    fails: AmountOutOfRange\n"
                             "  - pay: {from: bob, amount: 7eth}\n    fails: AmountOutOfRange\n")
     assert [(v.line, v.passed, v.found) for v in rec.verdicts][0] == (7, False, "expected AmountOutOfRange, but it succeeded")
-    assert rec.verdicts[1].passed and rec.verdicts[1].found.startswith("AmountOutOfRange")
+    assert rec.verdicts[1].passed and rec.verdicts[1].found.startswith("BalanceExceeded")  # an AmountOutOfRange
     assert rec.error is None and not rec.passed
 
 

@@ -65,12 +65,8 @@ class Methods:
         deadline)."""
         (channel,) = check.take(params, "channel")
         cid = check.channel_id(channel)
-        node = self.node()
-        holder = node.runtime.registry.holder(cid)
-        if holder is None:
-            raise errors.UnknownChannel(f"no channel 0x{cid.hex()}")
-        await holder.cancel(cid)
-        return node.describe(cid)
+        await self._holder(cid).cancel(cid)
+        return self.node().describe(cid)
 
     async def pay(self, params: dict[str, Any]) -> Any:
         channel, amount = check.take(params, "channel", "amount")
@@ -82,12 +78,8 @@ class Methods:
         """The cooperative close of a channel of any kind (a virtual one's is its fast close)."""
         (channel,) = check.take(params, "channel")
         cid = check.channel_id(channel)
-        node = self.node()
-        holder = node.runtime.registry.holder(cid)
-        if holder is None:
-            raise errors.UnknownChannel(f"no channel 0x{cid.hex()}")
-        await holder.cooperative_close(cid)
-        return node.describe(cid)
+        await self._holder(cid).cooperative_close(cid)
+        return self.node().describe(cid)
 
     async def register(self, params: dict[str, Any]) -> Any:
         (channel,) = check.take(params, "channel")
@@ -129,9 +121,7 @@ class Methods:
         slot = check.bytes32(nid, "nid") if nid is not None else None
         seconds = float(check.integer(timeout, "timeout")) if timeout is not None else 30.0
         node = self.node()
-        holder = node.runtime.registry.holder(cid)
-        if holder is None:
-            raise errors.UnknownChannel(f"no channel 0x{cid.hex()}")
+        holder = self._holder(cid)
         version_of, registered_of = holder.version_of, holder.registered_of
         if slot is not None:
             if holder is not node.runtime.registry.get("multistate"):
@@ -232,6 +222,13 @@ class Methods:
         cid, nid = check.channel_id(channel), check.bytes32(nid, "nid")
         receipt = await self._protocol("multistate").register(cid, nid)
         return {**self.node().describe(cid), "transaction": transaction(receipt)}
+
+    def _holder(self, cid: bytes) -> Protocol:
+        """The protocol that holds channel `cid`, of any kind; UnknownChannel if none does."""
+        holder = self.node().runtime.registry.holder(cid)
+        if holder is None:
+            raise errors.UnknownChannel(f"no channel 0x{cid.hex()}")
+        return holder
 
     def _protocol(self, kind: str) -> Any:
         """The node's protocol of `kind`; ControlError if it does not run that kind."""
