@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from perun import cli, errors, keystore
+from perun import errors, keystore
 from perun.chain.anvil import Anvil, free_port
+from perun.cli import client
 from perun.chain.backend import ETHER, RpcChain
 from perun.chain.deploy import deploy
 from perun.chain.payment import PaymentContract
@@ -196,12 +197,12 @@ def test_addresses_with_a_bad_checksum_and_ambiguous_prefixes_are_refused(net: N
 
 def test_a_channel_prefix_names_one_channel(monkeypatch: pytest.MonkeyPatch) -> None:
     known = ["0xabcd" + "1" * 60, "0xabcd" + "2" * 60, "0xef01" + "3" * 60]
-    monkeypatch.setattr(cli, "_call", lambda args, method: [{"channel": cid} for cid in known])
+    monkeypatch.setattr(client, "call", lambda args, method: [{"channel": cid} for cid in known])
     args = argparse.Namespace(channel="0xabcd2", ledger="0xef01", ledger_b=known[0])
-    cli._resolve(args)
+    client._resolve(args)
     assert (args.channel, args.ledger, args.ledger_b) == (known[1], known[2], known[0])
     with pytest.raises(errors.ValidationError, match="^0xabcd is the start of 2 channels: give more digits$"):
-        cli._resolve(argparse.Namespace(channel="0xabcd"))
+        client._resolve(argparse.Namespace(channel="0xabcd"))
 
 
 def test_version() -> None:

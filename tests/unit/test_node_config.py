@@ -10,7 +10,8 @@ import pytest
 from eth_utils import to_checksum_address
 
 from perun import errors
-from perun.cli import NODE_OPTIONS, _channel_policy, main, node_settings, parser
+from perun.cli import main, parser
+from perun.cli.node import NODE_OPTIONS, _channel_policy, node_settings
 from perun.errors import UsageError
 from perun.protocols.policy import ChannelPolicy
 

@@ -1,0 +1,190 @@
+"""How `perun` shows what a node answered: amounts, channels, tables, and what happens next."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from perun.control.explain import relative, when
+from perun.core.amounts import ether
+from perun.core.channel import ETH as ETH_TOKEN
+
+
+
+def show_amount(amount: int | str, token: str = ETH_TOKEN) -> str:
+    amount = int(amount)
+    if token != ETH_TOKEN:
+        return f"{amount} units of token {token}"
+    return f"{ether(amount)} ETH ({amount} wei)"
+
+
+def short_amount(amount: int | str, token: str = ETH_TOKEN) -> str:
+    return f"{ether(int(amount))} ETH" if token == ETH_TOKEN else f"{int(amount)} units"
+
+
+def host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def emit(args: argparse.Namespace, result: Any, text: str) -> None:
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(text)
+
+
+def closed_virtual(ch: dict[str, Any]) -> str:
+    return (f"closed virtual channel {ch['channel']} through {ch['ingrid']} at version {ch['version']}: "
+            f"you {show_amount(ch['my_balance'], ch['token'])}, peer {show_amount(ch['peer_balance'], ch['token'])}, "
+            "back in your multistate channel with Ingrid")
+
+
+def payouts(ch: dict[str, Any]) -> str:
+    if ch["my_payout"] is None:
+        return f"not paid out yet ({ch['stage']})"
+    return (f"paid out you {show_amount(ch['my_payout'], ch['token'])}, "
+            f"peer {show_amount(ch['peer_payout'], ch['token'])}")
+
+
+def tx(ch: dict[str, Any]) -> str:
+    tx = ch.get("transaction")
+    return f" (transaction {tx['hash']}, gas {tx['gas_used']:,})" if tx else ""
+
+
+def describe_payment(ch: dict[str, Any], now: int) -> str:
+    token = ch["token"]
+    lines = [
+        f"channel   {ch['channel']}",
+        f"peer      {ch['peer']} (you are {ch['role']})",
+        f"stage     {ch['stage']}, version {ch['version']}{' (final)' if ch['final'] else ''}"
+        + (f", {ch['pending']} pending" if ch["pending"] else ""),
+        f"you       {show_amount(ch['my_balance'], token)}",
+        f"peer      {show_amount(ch['peer_balance'], token)}",
+        f"deposits  you {short_amount(ch['my_deposit'], token)}, peer {short_amount(ch['peer_deposit'], token)}",
+        f"Δ         {ch['delta']} s",
+    ]
+    if ch["stage"] == "closing":
+        lines.append(f"closing   version {ch['registered_version']} registered")
+    lines += _next_lines(ch, now)
+    if ch["my_payout"] is not None:
+        lines.append(f"paid out  you {show_amount(ch['my_payout'], token)}, "
+                     f"peer {show_amount(ch['peer_payout'], token)}")
+    return "\n".join(lines)
+
+
+def _next_lines(ch: dict[str, Any], now: int) -> list[str]:
+    """What happens next to a payment or multistate channel, when, and what the node does then."""
+    peer, stage, mine = _short_address(ch["peer"]), ch["stage"], ch["role"] == "alice"
+    deposit = short_amount(ch.get("my_deposit", 0), ch["token"]) if "my_deposit" in ch else "your deposit"
+    given_up = ch.get("given_up")
+    if stage == "failed":
+        return [f"not opened: {given_up}"]
+    if stage in ("proposed", "accepted"):
+        what = ("your node creates it on chain" if mine and stage == "accepted" else
+                f"waiting for {peer} to " + ("accept it" if stage == "proposed" else "create it on chain"))
+        if not ch["open_until"]:
+            return [f"next      {what}"]
+        return [f"next      {what}; the opening is given up at {when(ch['open_until'], now)} if it is not on "
+                "chain by then"]
+    if stage == "initialising":
+        if mine:
+            return [f"next      {peer} may confirm until {when(ch['deadline'], now)}; if it does not, your node "
+                    f"takes {deposit} back then" + (f" (you gave it up: {given_up})" if given_up else "")]
+        if given_up:
+            return [f"next      you gave it up ({given_up}): your node does not confirm, and {peer} takes its "
+                    f"deposit back after {when(ch['deadline'], now)}"]
+        return [f"next      your node confirms it (deposit {deposit}) by {when(ch['deadline'], now)}"]
+    if stage == "closing":
+        if ch["registered_version"] is not None and ch["registered_version"] < ch["version"]:
+            return [f"next      an older version is registered: your node disputes with version {ch['version']} "
+                    f"before {when(ch['deadline'], now)}"]
+        return [f"next      the dispute window ends at {when(ch['deadline'], now)}; then your node finalizes "
+                "and pays out"]
+    return []
+
+
+def describe_ledger(ch: dict[str, Any], now: int) -> str:
+    token = ch["token"]
+    lines = [
+        f"channel   {ch['channel']} (multistate)",
+        f"peer      {ch['peer']} (you are {ch['role']})",
+        f"stage     {ch['stage']}, version {ch['version']}" + (f", {ch['pending']} pending" if ch["pending"] else ""),
+        f"you       {show_amount(ch['my_cash'], token)} free",
+        f"peer      {show_amount(ch['peer_cash'], token)} free",
+        f"Δ         {ch['delta']} s",
+    ]
+    for nc in ch["nanocontracts"]:
+        lines.append(f"nanocontract {nc['nid']}: {nc['app']}, version {nc['version']}, blocked you "
+                     f"{short_amount(nc['blocked'][0], token)}, peer {short_amount(nc['blocked'][1], token)}")
+    lines += _next_lines(ch, now)
+    if ch["my_payout"] is not None:
+        lines.append(f"paid out  you {show_amount(ch['my_payout'], token)}, "
+                     f"peer {show_amount(ch['peer_payout'], token)}")
+    return "\n".join(lines)
+
+
+def describe_virtual(ch: dict[str, Any], now: int) -> str:
+    token = ch["token"]
+    lines = [
+        f"channel   {ch['channel']} (virtual, you are {ch['position']})",
+        f"alice     {ch['alice']}",
+        f"bob       {ch['bob']}",
+        f"through   {ch['ingrid']} (Ingrid)",
+        f"version   {ch['version']}{' (final)' if ch['final'] else ''}{', settled' if ch['settled'] else ''}",
+    ]
+    if ch["my_balance"] is not None:
+        lines += [f"you       {show_amount(ch['my_balance'], token)}",
+                  f"peer      {show_amount(ch['peer_balance'], token)}"]
+    lines.append(f"validity  {when(ch['validity'], now)}, then {ch['window']} s for each end's latest state")
+    return "\n".join(lines)
+
+
+def _short_address(address: str) -> str:
+    return f"{address[:6]}…{address[-4:]}"
+
+
+def payment_table(channels: list[dict[str, Any]], now: int) -> str:
+    rows = [("CHANNEL", "PEER", "ROLE", "STAGE", "VERSION", "MINE", "PEER'S", "NEXT DEADLINE")]
+    for ch in channels:
+        rows.append((ch["channel"], _short_address(ch["peer"]), ch["role"], ch["stage"], str(ch["version"]),
+                     short_amount(ch["my_balance"], ch["token"]), short_amount(ch["peer_balance"], ch["token"]),
+                     _due(ch, now)))
+    return _grid(rows, right={4, 5, 6})
+
+
+def ledger_table(ledgers: list[dict[str, Any]], now: int) -> str:
+    rows = [("MULTISTATE CHANNEL", "PEER", "ROLE", "STAGE", "VERSION", "MY CASH", "PEER'S", "NANOCONTRACTS",
+             "NEXT DEADLINE")]
+    for ch in ledgers:
+        rows.append((ch["channel"], _short_address(ch["peer"]), ch["role"], ch["stage"], str(ch["version"]),
+                     short_amount(ch["my_cash"], ch["token"]), short_amount(ch["peer_cash"], ch["token"]),
+                     str(len(ch["nanocontracts"])), _due(ch, now)))
+    return _grid(rows, right={4, 5, 6, 7})
+
+
+def _due(ch: dict[str, Any], now: int) -> str:
+    """How far the deadline that matters in the channel's stage is (see `status CHANNEL`)."""
+    if ch["stage"] in ("initialising", "closing"):
+        return relative(ch["deadline"] - now)
+    if ch["stage"] in ("proposed", "accepted") and ch["open_until"]:
+        return relative(ch["open_until"] - now)
+    return ""
+
+
+def virtual_table(virtuals: list[dict[str, Any]], now: int) -> str:
+    rows = [("VIRTUAL CHANNEL", "YOU ARE", "ALICE", "BOB", "VERSION", "MINE", "PEER'S", "SETTLED")]
+    for ch in virtuals:
+        mine, peers = ((short_amount(ch[key], ch["token"]) if ch[key] is not None else "-")
+                       for key in ("my_balance", "peer_balance"))
+        rows.append((ch["channel"], ch["position"], _short_address(ch["alice"]), _short_address(ch["bob"]),
+                     str(ch["version"]), mine, peers, "yes" if ch["settled"] else "no"))
+    return _grid(rows, right={4, 5, 6})
+
+
+def _grid(rows: list[tuple[str, ...]], right: set[int]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
+        for row in rows
+    )
