@@ -40,12 +40,13 @@ setup: $(VENV)/.installed node_modules/.installed .solc/solc-v$(SOLC_VERSION)
 	mkdir -p .solc
 	ln -sfn ../tools/solc-shim.js $@
 
-# The first run installs for a few minutes: each step says so, and pip lists what it fetches.
+# The first run installs for a few minutes: each step says so, and pip lists what it fetches
+# (and its errors, if any; the recipe fails with pip).
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@echo "==> Python packages into $(VENV) (first run only; about 2 minutes)"
 	$(PYTHON) -m venv $(VENV)
 	set -o pipefail; $(PY) -m pip install --disable-pip-version-check --progress-bar off -c constraints.txt \
-	  -e '.[dev]' | (grep --line-buffered -E '^(Collecting|Installing|Successfully)' || true)
+	  -e '.[dev]' 2>&1 | (grep --line-buffered -E '^(Collecting|Installing|Successfully|ERROR)' || true)
 	touch $@
 
 node_modules/.installed: package.json package-lock.json

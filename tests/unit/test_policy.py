@@ -125,9 +125,9 @@ def test_accept_all_accepts_any_deposit_and_token() -> None:
     ({"min_peer_deposit": 2, "max_peer_deposit": 1}, "min_peer_deposit 2 exceeds max_peer_deposit 1"),
     ({"min_delta": 601, "max_delta": 600}, "min_delta 601 exceeds max_delta 600"),
     ({"allow_peers": ALICE}, f"allow_peers is a set of addresses, got the string '{ALICE}'"),
-    ({"allow_peers": {"0x12"}}, "allow_peers: not an address (0x and 40 hex digits, with a valid checksum if "
-                                "mixed-case): '0x12'"),
-    ({"allow_tokens": {TOKEN_BAD_CHECKSUM}}, "allow_tokens: not an address"),
+    ({"allow_peers": {"0x12"}}, "allow_peers: not an address (0x and 40 hex digits): '0x12'"),
+    ({"allow_tokens": {TOKEN_BAD_CHECKSUM}}, f"allow_tokens: {TOKEN_BAD_CHECKSUM} has a wrong checksum (its mixed "
+                                             "case): check it for a typo, or give it in lower case"),
 ])
 def test_a_policy_with_bad_limits_is_refused(kwargs, message) -> None:
     with pytest.raises(errors.ConfigError) as refused:

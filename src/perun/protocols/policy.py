@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from eth_utils import is_checksum_address, is_hex_address, to_checksum_address
-
 from perun import errors
+from perun.core.address import parse_address
 from perun.core.amounts import ether
 from perun.core.channel import ETH, MAX_AMOUNT, MAX_DELTA, Params
 
@@ -92,19 +91,13 @@ def _check_int(name: str, value: int | None, low: int, high: int) -> None:
         raise errors.ConfigError(f"{name} must be a whole number in {low}..{high}, got {value!r}")
 
 
-def _is_address(text: str) -> bool:
-    """0x and 40 hex digits; in mixed case, a valid EIP-55 checksum (a typo's likely sign)."""
-    digits = text[2:]
-    return is_hex_address(text) and (digits in (digits.lower(), digits.upper()) or is_checksum_address(text))
-
-
 def _addresses(name: str, values: frozenset[str]) -> frozenset[str]:
     if isinstance(values, str):  # a lone address would pass as a set of characters
         raise errors.ConfigError(f"{name} is a set of addresses, got the string {values!r}")
-    bad = [v for v in values if not (isinstance(v, str) and _is_address(v))]
-    if bad:
-        raise errors.ConfigError(f"{name}: not an address (0x and 40 hex digits, with a valid checksum if mixed-case): {bad[0]!r}")
-    return frozenset(to_checksum_address(v) for v in values)
+    try:
+        return frozenset(parse_address(value) for value in values)
+    except errors.InvalidAddress as exc:
+        raise errors.ConfigError(f"{name}: {exc}") from None
 
 
 # Accepts every channel it is offered, its own deposit included: for programs that script both
