@@ -9,6 +9,7 @@ and the contract is deployed once per chain.
 from __future__ import annotations
 
 import itertools
+import signal
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -28,6 +29,13 @@ _nonces = itertools.count(1)
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: long-running tests")
+    # `kill` (SIGTERM) stops a run as Ctrl-C does, so that the fixtures still stop the anvils and
+    # nodes they started (each in a session of its own, which the signal does not reach).
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 @pytest.fixture(scope="session")
