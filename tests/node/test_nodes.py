@@ -179,6 +179,36 @@ def test_the_seeds_asymmetry(net):
     assert payouts(net, cid) == ("Finalized", (8 * ETHER, 7 * ETHER))
 
 
+@pytest.mark.parametrize("back_after", [59, 60], ids=["before-expiry", "at-expiry"])
+def test_an_opening_a_crash_left_behind_goes_on_until_its_expiry_and_no_longer(net, back_after):
+    """Alice's node dies right after storing its proposal, and comes back `back_after` seconds of
+    chain time later: before the opening's expiry (60 s here) it proposes again and the channel
+    opens; from the expiry on it gives the opening up, and nothing is sent for it."""
+    async def scenario():
+        async with net.running("bob") as (bob,):
+            alice = await net.node("alice", open_time=60).start()
+            await alice.connect(bob.address, "127.0.0.1", bob.port)
+            alice.faults.kill_at("propose-stored")
+            with pytest.raises(errors.NodeKilled):
+                await alice.open(bob.address, ETHER, 0, DELTA)
+            net.chain.set_next_block_timestamp(alice.watcher.chain_time + back_after)
+            net.chain.mine()
+            async with net.running("alice", open_time=60) as (alice,):
+                (rec,) = alice.payment.records.values()
+                if back_after < 60:
+                    await alice.wait_for(rec.channel_id, lambda r: r.stage is Stage.OPEN)
+                    return rec.channel_id
+                assert (rec.stage, rec.given_up) == (Stage.FAILED, f"not on chain by chain time {rec.open_until}: "
+                                                                   "expired")
+                await alice.wait_connected(bob.address)
+                await alice.sync()
+                assert alice.channel(rec.channel_id).stage is Stage.FAILED and bob.channels() == []
+                return rec.channel_id
+    cid = run(scenario())
+    events = [e.name for e in net.contract.events() if e.args["channelId"] == cid]
+    assert events == (["Initialising", "Initialised"] if back_after < 60 else [])
+
+
 def test_unconfirmed_channel_is_refunded_by_alices_watcher(net):
     async def scenario():
         # Bob agrees to the channel but never looks at the chain again, so never confirms.
