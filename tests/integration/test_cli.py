@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,15 +25,22 @@ from perun.core.channel import Phase
 PERUN = [sys.executable, "-m", "perun.cli"]
 
 
-def test_demo_plays_the_catalog_and_prints_the_summary(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    assert main(["demo", "--out", str(tmp_path)]) == 0
+def test_demo_plays_the_catalog_and_prints_the_summary(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`perun demo` plays the scenarios/ of the folder it runs in. Here a catalog of two (the
+    catalog test plays every scenario of the real one, tests/scenarios/test_catalog.py)."""
+    catalog = ["01-cooperative-close", "03-stale-close-refuted"]
+    (tmp_path / "scenarios").mkdir()
+    for name in catalog:
+        shutil.copy(Path("scenarios") / f"{name}.yaml", tmp_path / "scenarios")
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--out", "reports"]) == 0
     out = capsys.readouterr().out
-    catalog = sorted(p.stem for p in Path("scenarios").glob("*.yaml"))
     table = out[out.index("scenario  "):]
     for name in catalog:
-        assert f"{name} " in table and (tmp_path / f"{name}.html").is_file()
+        assert f"{name} " in table and (tmp_path / "reports" / f"{name}.html").is_file()
     assert f"{len(catalog)} passed, 0 failed" in table
-    assert f"reports: {tmp_path / 'index.html'}" in out
+    assert f"reports: {Path('reports') / 'index.html'}" in out
 
 
 def test_scenario_run_exits_1_when_an_assertion_fails(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -415,6 +415,7 @@ def test_ctrl_c_at_a_prompt_exits_130_quietly(tmp_path: Path) -> None:
         err = _read_until(proc.stderr, lambda data: data.endswith(b"Keystore password: "), 30)
         assert err.endswith(b"Keystore password: "), err
         proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)  # before communicate closes stdin: an end of input at the prompt is another failure
         out, rest = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
