@@ -408,9 +408,10 @@ def test_a_data_directory_serves_one_node_and_survives_a_crash(net: Net) -> None
 def test_ctrl_c_at_a_prompt_exits_130_quietly(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PERUN_PASSWORD"}
     # A session of its own: no controlling terminal, so getpass prompts on stderr and reads stdin.
+    # Ctrl-C's own disposition, also when this run was started in the background (which ignores SIGINT).
     proc = subprocess.Popen([*PERUN, "keystore", "new", "--out", str(tmp_path / "k.json")], env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         err = _read_until(proc.stderr, lambda data: data.endswith(b"Keystore password: "), 30)
         assert err.endswith(b"Keystore password: "), err
