@@ -14,9 +14,11 @@ demo: setup
 	$(VENV)/bin/perun demo
 
 # Without eth-ape's pytest plugin (`ape test` still loads it): it costs 3.5 s per run and turns
-# tracebacks into frame-by-frame dumps of .venv internals.
+# tracebacks into frame-by-frame dumps of .venv internals. Two workers, each test file on one of
+# them (its module's anvil and nodes start once): half the time on two cores, as much of the suite
+# waits for processes and blocks.
 test: setup browser
-	$(PY) -m pytest -q -p no:ape_test $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:ape_test -n 2 --dist loadfile $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m benchmarks.gas
