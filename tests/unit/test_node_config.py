@@ -23,7 +23,7 @@ TOKEN = to_checksum_address("0x" + "7c" * 20)
 EVERY_KEY = {
     "data": ('"node-data"', "node-data"),  # relative: to the file's folder
     "keystore": ('"/keys/bob.json"', Path("/keys/bob.json")),  # absolute stays
-    "rpc": ('"http://127.0.0.1:8545"', "http://127.0.0.1:8545"),
+    "rpc": ('["http://127.0.0.1:8545", "http://fallback:8545"]', ["http://127.0.0.1:8545", "http://fallback:8545"]),
     "deployment": ('"deployments/31337.json"', "deployments/31337.json"),
     "listen": ('"0.0.0.0:7001"', ("0.0.0.0", 7001)),
     "poll": ("0.5", 0.5),
@@ -66,7 +66,7 @@ def test_every_flag_can_live_in_the_file(tmp_path: Path) -> None:
 def test_defaults_then_the_file_then_the_command_line(tmp_path: Path) -> None:
     toml = 'data = "d"\nkeystore = "k"\nrpc = "http://file"\nmax_own_deposit = "2eth"\nallow_peer = ["%s"]\n' % PEER
     got = settings(tmp_path, toml, "--rpc", "http://flag", "--max-own-deposit", "3eth", "--allow-peer", TOKEN)
-    assert (got.rpc, got.max_own_deposit, got.allow_peer) == ("http://flag", 3 * ETHER, [TOKEN])  # replaced
+    assert (got.rpc, got.max_own_deposit, got.allow_peer) == (["http://flag"], 3 * ETHER, [TOKEN])  # replaced
     assert (got.data, got.poll, got.listen, got.hub) == (str(tmp_path / "d"), 1.0, ("127.0.0.1", 0), False)
     # The contracts' choice on the command line replaces the file's.
     got = settings(tmp_path, toml + 'deployment = "dep.json"\n', "--contract", PEER)
@@ -94,9 +94,10 @@ def test_without_a_file_the_defaults_are_the_safe_policy() -> None:
     ('poll = "often"\n', "poll: expected a positive number of seconds, got 'often'"),
     ('listen = "7001"\n', "listen: expected HOST:PORT, got '7001'"),
     ('hub = "yes"\n', "hub: expected true or false, got 'yes'"),
-    ('allow_peer = "0x12"\n', "allow_peer: expected a list, as in [\"0x…\"], got '0x12'"),
+    ('allow_peer = {a = 1}\n', "allow_peer: expected a list, as in [\"ADDRESS\", ...], got {'a': 1}"),
     ('allow_peer = ["0x12"]\n', "allow_peer: not an address (0x and 40 hex digits): '0x12'"),
-    ("rpc = true\n", "rpc: expected a string or a number, got True"),
+    ("rpc = true\n", "rpc: expected a list, as in [\"URL\", ...], got True"),
+    ("rpc = [true]\n", "rpc: expected a string or a number, got True"),
     ('max_own_deposit = "1eth"\nmax-own-deposit = "2eth"\n', "max_own_deposit is given twice (with - and with _)"),
     ('deployment = "d.json"\ncontract = "%s"\n' % PEER, "deployment and contract exclude each other: give one"),
     ("max_own_deposit = \n", "not a TOML file: "),

@@ -7,15 +7,19 @@ it can also move time. Both offer the same interface, so code and tests run on e
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import requests
+
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_typing import URI
 from eth_utils import to_checksum_address
-from web3 import Web3
+from web3 import HTTPProvider, Web3
 from web3.contract.contract import ContractFunction
-from web3.types import TxReceipt
+from web3.types import RPCEndpoint, TxReceipt
 
 from perun import errors
 from perun.chain import reverts
@@ -202,14 +206,38 @@ class EmbeddedChain(Chain):
         self.tester.revert_to_snapshot(snapshot)
 
 
-class RpcChain(Chain):
-    """Any JSON-RPC node. Time control needs a dev node (anvil, hardhat)."""
+class Endpoints(HTTPProvider):
+    """JSON-RPC over HTTP to the first of `urls` that answers, tried in the order given (the
+    others are fallbacks), each request anew. No retries of its own: a node's follower retries
+    with back-off, and a command fails at once. ChainUnreachable when none answers."""
 
-    def __init__(self, url: str) -> None:
-        w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 30}))
-        if not w3.is_connected():
-            raise errors.ChainUnreachable(f"no JSON-RPC node answers at {url}")
-        self.url = url
+    def __init__(self, urls: Sequence[str], timeout: float) -> None:
+        super().__init__(urls[0], request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
+        self.urls = [URI(url) for url in urls]
+
+    def _make_request(self, method: RPCEndpoint, request_data: bytes) -> bytes:
+        for url in self.urls:
+            try:
+                return self._request_session_manager.make_post_request(url, request_data,
+                                                                       **self.get_request_kwargs())
+            except (requests.ConnectionError, requests.Timeout, requests.HTTPError):
+                continue
+        raise errors.ChainUnreachable(f"no JSON-RPC node answers at {', '.join(self.urls)}")
+
+
+class RpcChain(Chain):
+    """Any JSON-RPC node, or the first that answers of several (fallbacks, in order). Time
+    control needs a dev node (anvil, hardhat)."""
+
+    def __init__(self, url: str | Sequence[str], timeout: float = 30) -> None:
+        urls = [url] if isinstance(url, str) else list(url)
+        w3 = Web3(Endpoints(urls, timeout))
+        try:
+            w3.eth.chain_id
+        except errors.ChainUnreachable:
+            raise errors.ChainUnreachable(f"no JSON-RPC node answers at {', '.join(urls)}") from None
+        self.url = urls[0]
+        self.urls = urls
         super().__init__(w3)
 
     def _dev_rpc(self, method: str, params: list[Any]) -> Any:

@@ -43,7 +43,8 @@ class NodeOption:
 NODE_OPTIONS = (
     NodeOption("--data", str, None, "data directory (node.db, control.sock); required", "DIR", path=True),
     NodeOption("--keystore", Path, None, "the node's key file; required", "FILE", path=True),
-    NodeOption("--rpc", str, None, "JSON-RPC URL of the chain; required", "URL"),
+    NodeOption("--rpc", str, (), "JSON-RPC URL of the chain; required. Given more than once, the others are "
+               "fallbacks, tried in order when the first does not answer", "URL", repeat=True),
     NodeOption("--deployment", str, None, "deployment file (default: deployments/<chain id>.json)", "FILE",
                path=True),
     NodeOption("--contract", address_arg, None, "PaymentContract address (payment channels only)", "ADDRESS"),
@@ -86,7 +87,7 @@ def node_settings(args: argparse.Namespace) -> argparse.Namespace:
         from_file = {key: value for key, value in from_file.items() if key not in _EXCLUSIVE}
     settings = {option.key: option.default for option in NODE_OPTIONS} | from_file | given
     for key in ("data", "keystore", "rpc"):
-        if settings[key] is None:
+        if not settings[key]:
             raise errors.UsageError("perun node", f"--{key} is required, on the command line or as {key} in the "
                                     "--config file")
     return argparse.Namespace(**{**vars(args), **settings})
@@ -130,8 +131,10 @@ def _config_value(option: NodeOption, value: Any) -> Any:
             raise ValueError(f"expected true or false, got {value!r}")
         return value
     if option.repeat:
+        if isinstance(value, str):  # one value needs no list: rpc = "http://..."
+            value = [value]
         if not isinstance(value, list):
-            raise ValueError(f"expected a list, as in [\"0x…\"], got {value!r}")
+            raise ValueError(f"expected a list, as in [\"{option.metavar or 'VALUE'}\", ...], got {value!r}")
         return [option.type(_text(item)) for item in value]
     return option.type(_text(value))
 

@@ -11,7 +11,9 @@ JSON-RPC node.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from perun import errors
@@ -30,6 +32,51 @@ _RACED = (errors.ChannelsWrongPhase, errors.ChannelsChannelExists, errors.Transa
 _EARLY = (errors.ChannelsFinalizeTooEarly, errors.ChannelsRefundTooEarly, errors.MSContractWindowOpen)
 
 
+# Set in the follower's own task: its reads go to the chain even while it is unreachable (they
+# find out when it is back); every other caller fails at once then (Runtime.on_chain).
+PROBING: contextvars.ContextVar[bool] = contextvars.ContextVar("perun_probing", default=False)
+MAX_BACKOFF = 30.0  # seconds between polls while the chain is unreachable, at the most
+STILL_DOWN_EVERY = 60.0  # seconds between the log lines of an outage
+
+
+class ChainStatus:
+    """Whether the chain's endpoint answered the node's last request: one log line when it stops
+    answering, one a minute while it does not, one when it answers again."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.down_since: float | None = None  # time.monotonic() of the first failure
+        self.error: errors.ChainUnreachable | None = None
+        self._told = 0.0
+
+    @property
+    def down(self) -> bool:
+        return self.down_since is not None
+
+    def failed(self, exc: errors.ChainUnreachable) -> None:
+        now = time.monotonic()
+        self.error = exc
+        if self.down_since is None:
+            self.down_since = self._told = now
+            log.warning("%s: the chain is unreachable (%s); the node keeps trying", self.name, exc)
+        elif now - self._told >= STILL_DOWN_EVERY:
+            self._told = now
+            log.warning("%s: the chain is still unreachable, for %d min now", self.name, (now - self.down_since) // 60)
+
+    def answered(self) -> None:
+        if self.down_since is not None:
+            log.warning("%s: the chain answers again after %d s; catching up", self.name,
+                        time.monotonic() - self.down_since)
+            self.down_since = self.error = None
+
+    def refusal(self) -> errors.ChainUnreachable:
+        """What a command is told while the chain is unreachable."""
+        assert self.down_since is not None
+        return errors.ChainUnreachable(
+            f"the chain has not answered for {time.monotonic() - self.down_since:.0f} s ({self.error}); the node "
+            "keeps trying and catches up once it is back")
+
+
 class Follower:
     def __init__(self, runtime: Runtime, poll_interval: float) -> None:
         self.runtime = runtime
@@ -39,6 +86,7 @@ class Follower:
         self._task: asyncio.Task | None = None
         self.failures: dict[bytes, errors.PerunError] = {}  # the last failed duty per channel
         self.chain_time = 0  # the latest block's time at the last poll
+        self.unreachable_polls = 0  # polls in a row that found the chain unreachable
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="perun-watcher")
@@ -59,15 +107,19 @@ class Follower:
         self._wake.set()
 
     async def _run(self) -> None:
+        PROBING.set(True)
         while True:
             try:
                 await self.poll()
+                self.unreachable_polls = 0
+            except errors.ChainUnreachable:  # ChainStatus said so; back off
+                self.unreachable_polls += 1
             except errors.PerunError as exc:
                 log.warning("%s: chain poll failed: %s", self.runtime.name, exc)
-            except Exception:  # an unreachable RPC, say: keep watching
+            except Exception:  # a bug, or an error of the chain's that is not ours: keep watching
                 log.exception("%s: chain poll failed", self.runtime.name)
             try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                await asyncio.wait_for(self._wake.wait(), min(self.poll_interval * 2**self.unreachable_polls, MAX_BACKOFF))
             except asyncio.TimeoutError:
                 pass
             # Python 3.11's wait_for drops a cancellation that races with the wake-up or the

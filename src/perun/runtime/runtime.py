@@ -23,7 +23,7 @@ from eth_account.signers.local import LocalAccount
 from perun import errors
 from perun.chain.backend import Chain, EmbeddedChain
 from perun.runtime.faults import Faults, Killed
-from perun.runtime.follower import Follower
+from perun.runtime.follower import PROBING, ChainStatus, Follower
 from perun.runtime.peers import Peers
 from perun.runtime.pending import Pending
 from perun.runtime.protocol import Registry
@@ -52,6 +52,7 @@ class Runtime:
         self.faults = Faults(self.kill)
         self.peers = Peers(self, identity, host, port)
         self.follower = Follower(self, poll_interval)
+        self.chain_status = ChainStatus(self.name)
         self.killed = False
         self.failed: BaseException | None = None
         self.on_kill: Callable[[], None] | None = None  # told when `kill` ran
@@ -149,10 +150,20 @@ class Runtime:
 
     async def on_chain(self, fn: Callable[..., T], *args: Any) -> T:
         """Runs a blocking chain call: inline on the embedded chain (it is in this process and
-        not thread-safe), else on this node's one chain thread, which also orders its nonces."""
-        if self._executor is None:
-            return fn(*args)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        not thread-safe), else on this node's one chain thread, which also orders its nonces.
+        While the chain is unreachable, only the follower tries it: other callers fail at once."""
+        if self.chain_status.down and not PROBING.get():
+            raise self.chain_status.refusal()
+        try:
+            if self._executor is None:
+                result = fn(*args)
+            else:
+                result = await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except errors.ChainUnreachable as exc:
+            self.chain_status.failed(exc)
+            raise
+        self.chain_status.answered()
+        return result
 
     async def transact(self, fn: Callable[..., T], *args: Any) -> T:
         """Sends a transaction from this node's account: `fn(account, *args)` on the chain thread."""
