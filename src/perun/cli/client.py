@@ -58,7 +58,8 @@ def cmd_info(args: argparse.Namespace) -> None:
     emit(args, info, "\n".join([
         f"node      {info['address']}",
         f"listening {host_port(info['host'], info['port'])}",
-        f"chain     {info['chain_id']}, PaymentContract {info['contract']}",
+        f"chain     {info['chain_id']}, PaymentContract {info['contract']}"
+        + ("" if info["chain_reachable"] else " (unreachable now: the node keeps trying)"),
         f"peers     {', '.join(info['peers']) or 'none connected'}",
         f"channels  {', '.join(f'{n} {kind}' for kind, n in info['channels'].items())}",
     ]))

@@ -17,7 +17,8 @@ categories user / refused / internal, and the sentence, written where the node k
 
 Methods and their params:
     info        {}                                          the node: address, host, port, chain, contracts,
-                                                            the chain time it last read
+                                                            the chain time it last read, whether the
+                                                            chain answers now (chain_reachable)
     connect     {peer, host, port}                          dial a peer and remember it
     open        {peer, deposit, peer_deposit, delta, timeout?}
                                                             open a channel (this node is Alice); the reply

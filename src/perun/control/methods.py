@@ -37,6 +37,7 @@ class Methods:
             "chain_id": node.chain.chain_id,
             **{key: value for p in protocols for key, value in p.about().items()},
             "chain_time": node.watcher.chain_time,
+            "chain_reachable": not node.runtime.chain_status.down,
             "peers": sorted(peer for peer, conn in node.peers.items() if not conn.closed),
             "channels": {p.kind: len(p.records) for p in protocols},
         }
