@@ -67,9 +67,10 @@ class Runtime:
     # ================================================================== lifecycle
 
     async def start(self) -> None:
-        await self.peers.listen()
+        # The chain first: a message handled before the first poll would see chain time 0.
         await self._check_genesis()
         await self.follower.poll()
+        await self.peers.listen()
         self.follower.start()
         self.peers.redial_all()
         log.info("%s: listening on %s:%s", self.name, self.peers.host, self.peers.port)
