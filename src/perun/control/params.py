@@ -69,21 +69,27 @@ def address(value: Any, name: str) -> str:
 
 
 def channel_id(value: Any) -> bytes:
-    if isinstance(value, str) and value[:2].lower() == "0x" and len(value) == 66:
-        try:
-            return bytes.fromhex(value[2:])
-        except ValueError:
-            pass
-    raise BadRequest(f"a channel id is 0x and 64 hex digits, got {shown(value)}")
+    cid = _hex32(value)
+    if cid is None:
+        raise BadRequest(f"a channel id is 0x and 64 hex digits, got {shown(value)}")
+    return cid
 
 
 def bytes32(value: Any, name: str) -> bytes:
+    data = _hex32(value)
+    if data is None:
+        raise BadRequest(f"{name} must be 0x and 64 hex digits, got {shown(value)}")
+    return data
+
+
+def _hex32(value: Any) -> bytes | None:
+    """The 32 bytes `value` spells as 0x and 64 hex digits, else None."""
     if isinstance(value, str) and value[:2].lower() == "0x" and len(value) == 66:
         try:
             return bytes.fromhex(value[2:])
         except ValueError:
             pass
-    raise BadRequest(f"{name} must be 0x and 64 hex digits, got {shown(value)}")
+    return None
 
 
 def hexbytes(value: Any, name: str) -> bytes:

@@ -131,13 +131,7 @@ class Party:
         """The party's record of γ: its node's, or its store's when the node is down."""
         if self.running:
             return self.node.virtual.records.get(gid)  # type: ignore[union-attr]
-        if not self.store.exists():
-            return None
-        store = self._open_store()
-        try:
-            return next((v for v in store.virtual_channels() if v.id == gid), None)
-        finally:
-            store.close()
+        return self._from_file(lambda store: next((v for v in store.virtual_channels() if v.id == gid), None), None)
 
     def virtual_settled(self, gid: bytes) -> bool | None:
         """Whether the running node sees each of γ's halves settled, off chain or on chain; None
@@ -148,21 +142,25 @@ class Party:
 
     def states(self, cid: bytes) -> list[Any]:
         """Every state of a payment or virtual channel the party's store holds, with signatures."""
-        if self.running:
-            return self.node.store.states(cid)  # type: ignore[union-attr]
-        store = self._open_store()
-        try:
-            return store.states(cid)
-        finally:
-            store.close()
+        return self._stored(lambda store: store.states(cid), [])
 
     def ms_states(self, cid: bytes) -> list[Any]:
         """Every channel and nanocontract state of a multistate channel the party's store holds."""
+        return self._stored(lambda store: store.ms_states(cid), [])
+
+    def _stored(self, read: Callable[[Store], Any], missing: Any) -> Any:
+        """`read` on the party's store: its node's while it runs, else the file's (`missing` if
+        there is none)."""
         if self.running:
-            return self.node.store.ms_states(cid)  # type: ignore[union-attr]
-        store = self._open_store()
+            return read(self.node.store)  # type: ignore[union-attr]
+        return self._from_file(read, missing)
+
+    def _from_file(self, read: Callable[[Store], Any], missing: Any) -> Any:
+        if not self.store.exists():
+            return missing
+        store = Store(self.store, self.address, self._chain.chain_id, self._contract)
         try:
-            return store.ms_states(cid)
+            return read(store)
         finally:
             store.close()
 
@@ -178,17 +176,8 @@ class Party:
         elif kind == "virtual" or cid in node.records:
             await _same_latest((node, other), cid, timeout)
 
-    def _open_store(self) -> Store:
-        return Store(self.store, self.address, self._chain.chain_id, self._contract)
-
     def _stored_records(self) -> list[ChannelRecord | MSRecord]:
-        if not self.store.exists():
-            return []
-        store = self._open_store()
-        try:
-            return [*store.channels(), *store.ms_channels()]
-        finally:
-            store.close()
+        return self._from_file(lambda store: [*store.channels(), *store.ms_channels()], [])
 
 
 async def _same_latest(pair: tuple[Node, Node], cid: bytes, timeout: float) -> None:
