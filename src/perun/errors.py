@@ -209,6 +209,11 @@ class DeploymentNotFound(ChainError):
     """No contract is deployed where the deployment file or the caller said."""
 
 
+class TransactionNotMined(ChainError):
+    """A transaction was sent, and bid up to the fee limit, but not mined in time (its duty's
+    deadline, or the wallet's give_up_after)."""
+
+
 class TransactionFailed(ChainError):
     """A transaction was mined but reverted, without a custom error to say why."""
 

@@ -14,7 +14,9 @@ or an eth-account LocalAccount.
 
 Multistate and virtual channels are `node.multistate` and `node.virtual` (None when not run).
 `policy` (perun.protocols.policy.ChannelPolicy) says which channels the node accepts when a peer
-proposes one; by default any in which it deposits nothing of its own.
+proposes one; by default any in which it deposits nothing of its own. `confirmations` is how deep
+an event must be to be final (by default 0 on a dev chain, 12 elsewhere); `fees` limits what its
+transactions bid (perun.chain.wallet.FeePolicy).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from eth_utils import to_checksum_address
 
 from perun.chain.backend import Chain
 from perun.chain.channels import Receipt
+from perun.chain.wallet import FeePolicy
 from perun.core.apps.virtualchannel import VirtualChannelData
 from perun.core.channel import ETH, PaymentState
 from perun.core.machine import ChannelRecord
@@ -39,6 +42,7 @@ from perun.protocols.policy import ChannelPolicy
 from perun.protocols.virtual import APP as VIRTUAL_APP
 from perun.protocols.virtual import HubPolicy, Virtual
 from perun.runtime import Runtime
+from perun.runtime.follower import default_confirmations
 
 RESPONSE_TIMEOUT = 10.0
 
@@ -69,10 +73,14 @@ class Node:
         reply_time: float = REPLY_TIME,
         open_time: int = OPEN_TIME,
         name: str | None = None,
+        confirmations: int | None = None,
+        fees: FeePolicy = FeePolicy(),
     ) -> None:
+        if confirmations is None:
+            confirmations = default_confirmations(chain.chain_id)
         self.runtime = rt = Runtime(key, chain, (chain.chain_id, to_checksum_address(contract)), store_path,
                                     host=host, port=port, name=name, poll_interval=poll_interval,
-                                    response_timeout=response_timeout)
+                                    response_timeout=response_timeout, confirmations=confirmations, fees=fees)
         self.payment = Payment(rt, contract, policy)
         rt.registry.register(self.payment)
         self.multistate: Multistate | None = None

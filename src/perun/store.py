@@ -4,9 +4,11 @@ One database per node. It holds each payment channel's record (perun.core.machin
 and every state this node signed or received a signature on; each multistate channel's record
 (perun.core.msmachine.MSRecord) and every channel and nanocontract state it signed or received a
 signature on; each virtual channel's record (perun.core.virtual.VirtualRecord: an end's γ states
-are in the states table too); the peers it dials, and the last block the watcher processed. `commit` writes any
-mix of these in one transaction; the node sends nothing that depends on a change before that
-change's commit has returned.
+are in the states table too); the peers it dials, and the last final block the follower read
+(with its hash and a few before it, to find a reorganisation). `commit` writes any mix of these
+in one transaction; the node sends nothing that depends on a change before that change's commit
+has returned. The wallet's transactions in flight (`TxJournal`) are in the same file, written
+through a connection of their own from the node's sender thread.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from perun import errors
+from perun.chain.wallet import InFlight
 from perun.core.apps import virtualchannel as vc
 from perun.core.channel import Params, PaymentState
 from perun.core.eip712 import Domain
@@ -28,6 +31,7 @@ from perun.core.multistate import ChannelState, FinalChannelState, Funding, Nano
 from perun.core.virtual import Half, Position, Seen, VirtualRecord
 
 SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 10_000  # how long a write waits for the other connection's
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -53,6 +57,7 @@ CREATE TABLE IF NOT EXISTS ms_states (
     sig_bob BLOB NOT NULL,
     PRIMARY KEY (channel_id, nid, version)
 );
+CREATE TABLE IF NOT EXISTS transactions (nonce INTEGER PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS virtual_channels (id BLOB PRIMARY KEY, record TEXT NOT NULL);
 """
 
@@ -79,6 +84,7 @@ class Store:
             if mode.lower() != "wal":
                 raise errors.StoreError(f"{self.path}: SQLite refused WAL mode ({mode})")
             self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")  # the wallet's journal writes too
             self.db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise errors.StoreError(f"cannot open the store {self.path}: {exc}") from exc
@@ -182,6 +188,37 @@ class Store:
         self.db.close()
 
 
+class TxJournal:
+    """The wallet's transactions in flight (perun.chain.wallet.Journal), each write durable when
+    it returns."""
+
+    def __init__(self, path: Path | str) -> None:
+        try:
+            self.db = sqlite3.connect(Path(path), isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        except sqlite3.Error as exc:
+            raise errors.StoreError(f"cannot open the store {path}: {exc}") from exc
+
+    def in_flight(self) -> list[InFlight]:
+        return [InFlight.from_json(row[0]) for row in self.db.execute("SELECT record FROM transactions ORDER BY nonce")]
+
+    def put(self, tx: InFlight) -> None:
+        self._write("INSERT OR REPLACE INTO transactions VALUES (?, ?)", (tx.nonce, tx.to_json()))
+
+    def drop(self, nonce: int) -> None:
+        self._write("DELETE FROM transactions WHERE nonce = ?", (nonce,))
+
+    def _write(self, sql: str, args: tuple) -> None:
+        try:
+            self.db.execute(sql, args)
+        except sqlite3.Error as exc:
+            raise errors.StoreError(f"cannot write the transactions in flight: {exc}") from exc
+
+    def close(self) -> None:
+        self.db.close()
+
+
 # ---------------------------------------------------------------------- record encoding
 
 
@@ -228,6 +265,7 @@ def _record_json(rec: ChannelRecord) -> dict[str, Any]:
         "peer_signed_hint": rec.peer_signed_hint,
         "open_until": rec.open_until,
         "given_up": rec.given_up,
+        "close_requested": rec.close_requested,
     }
 
 
@@ -356,6 +394,7 @@ def _ms_record_to_json(rec: MSRecord) -> str:
         "proposed_final": rec.proposed_final,
         "open_until": rec.open_until,
         "given_up": rec.given_up,
+        "close_requested": rec.close_requested,
     })
 
 
@@ -389,6 +428,7 @@ def _ms_record_from_json(text: str) -> MSRecord:
         proposed_final=d.get("proposed_final", False),
         open_until=d.get("open_until", 0),  # absent before openings expired
         given_up=d.get("given_up", ""),
+        close_requested=d.get("close_requested", False),
     )
 
 

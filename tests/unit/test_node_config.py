@@ -29,6 +29,10 @@ EVERY_KEY = {
     "poll": ("0.5", 0.5),
     "response-timeout": ("20", 20.0),
     "reply_time": ("45.5", 45.5),
+    "confirmations": ("3", 3),
+    "max_fee_gwei": ("150", 150 * 10**9),
+    "priority-fee-gwei": ("0.5", 5 * 10**8),  # decimals of a gwei
+    "bump_after": ("12", 12.0),
     "max_own_deposit": ('"2eth"', 2 * ETHER),
     "min-peer-deposit": ("1000", 1000),  # a bare number is wei, as on the command line
     "max_peer_deposit": ('"100.5eth"', 1005 * ETHER // 10),

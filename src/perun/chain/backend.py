@@ -19,13 +19,28 @@ from eth_typing import URI
 from eth_utils import to_checksum_address
 from web3 import HTTPProvider, Web3
 from web3.contract.contract import ContractFunction
+from web3.exceptions import BlockNotFound
 from web3.types import RPCEndpoint, TxReceipt
 
 from perun import errors
 from perun.chain import reverts
 from perun.chain.artifacts import load
 
-Sender = LocalAccount | str  # a key we hold, or an account the node unlocks (dev chains only)
+
+
+class Signer:
+    """A sender that sends transactions itself (perun.chain.wallet.Wallet: nonce, fees, re-sends)."""
+
+    address: str
+
+    def send(self, chain: Chain, tx: dict[str, Any]) -> TxReceipt:
+        """Signs and sends `tx` (built and simulated, without nonce or fees); returns its receipt
+        once mined."""
+        raise NotImplementedError
+
+
+# A key we hold, an account the node unlocks (dev chains only), or a node's wallet.
+Sender = LocalAccount | str | Signer
 
 ETHER = 10**18
 
@@ -43,6 +58,15 @@ class Transaction:
     @property
     def block_number(self) -> int:
         return self.receipt["blockNumber"]
+
+
+@dataclass(frozen=True)
+class Head:
+    """The latest block, as one request reads it."""
+
+    number: int
+    hash: bytes
+    timestamp: int
 
 
 class Chain:
@@ -119,6 +143,8 @@ class Chain:
         return self.w3.eth.contract(address=to_checksum_address(address), abi=load(name)["abi"])
 
     def _send(self, sender: Sender, tx: dict[str, Any]) -> Transaction:
+        if isinstance(sender, Signer):
+            return self._mined(tx, sender.send(self, tx))
         try:
             if isinstance(sender, str):
                 tx_hash = self.w3.eth.send_transaction(tx)
@@ -128,12 +154,14 @@ class Chain:
                 tx_hash = self.w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction)
         except Exception as exc:
             raise reverts.translate(exc) from exc
-        receipt = self._wait(tx_hash)
+        return self._mined(tx, self._wait(tx_hash))
+
+    def _mined(self, tx: dict[str, Any], receipt: TxReceipt) -> Transaction:
         mined = Transaction(receipt)
         for observe in self.observers:  # a reverted transaction was mined, and its gas paid, too
             observe(tx, mined)
         if receipt["status"] != 1:
-            raise errors.TransactionFailed(f"transaction 0x{bytes(tx_hash).hex()} reverted")
+            raise errors.TransactionFailed(f"transaction 0x{bytes(receipt['transactionHash']).hex()} reverted")
         return mined
 
     def _wait(self, tx_hash: bytes) -> TxReceipt:
@@ -151,6 +179,17 @@ class Chain:
 
     def block_number(self) -> int:
         return self.w3.eth.block_number
+
+    def head(self) -> Head:
+        block = self.w3.eth.get_block("latest")
+        return Head(block["number"], bytes(block["hash"]), block["timestamp"])
+
+    def block_hash(self, number: int) -> bytes | None:
+        """The hash of block `number` on the chain as it is now; None above the head."""
+        try:
+            return bytes(self.w3.eth.get_block(number)["hash"])
+        except BlockNotFound:
+            return None
 
     def set_next_block_timestamp(self, timestamp: int) -> None:
         """The next block, and so the next transaction, gets exactly `timestamp`."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from decimal import Decimal
 
 from perun import errors
 from perun.core.amounts import parse_amount
@@ -56,6 +57,23 @@ def seconds_arg(text: str) -> float:
     if not 0 < value < 86400:
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
     return value
+
+
+def depth_arg(text: str) -> int:
+    if not text.isdigit() or int(text) > 1000:
+        raise argparse.ArgumentTypeError(f"expected a number of blocks from 0 to 1000, got {text!r}")
+    return int(text)
+
+
+def gwei_arg(text: str) -> int:
+    """A fee per gas in gwei (decimals allowed), as wei."""
+    try:
+        wei = Decimal(text) * 10**9
+    except ArithmeticError:
+        wei = Decimal(-1)
+    if not 0 < wei <= 10**9 * 10**6 or wei != wei.to_integral_value():
+        raise argparse.ArgumentTypeError(f"expected a fee in gwei per gas (above 0, up to 1000000), got {text!r}")
+    return int(wei)
 
 
 def count_arg(text: str) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from perun import errors
-from perun.cli.args import address_arg, amount_arg, count_arg, host_port_arg, seconds_arg
+from perun.cli.args import address_arg, amount_arg, count_arg, depth_arg, gwei_arg, host_port_arg, seconds_arg
 from perun.cli.show import host_port
 
 
@@ -55,6 +55,15 @@ NODE_OPTIONS = (
                "SECONDS"),
     NodeOption("--reply-time", seconds_arg, 30.0, "the seed's T: how long a peer has to answer a nanocontract "
                "update before it expires (default 30)", "SECONDS"),
+    # The chain: when an event is final, and what transactions may bid (perun.chain.wallet.FeePolicy).
+    NodeOption("--confirmations", depth_arg, None, "blocks on top of an event before it is final (default 0 on a "
+               "dev chain, 12 elsewhere); a close is answered at once all the same", "BLOCKS"),
+    NodeOption("--max-fee-gwei", gwei_arg, 500 * 10**9, "the most a transaction pays per gas, base fee and tip "
+               "(default 500)", "GWEI"),
+    NodeOption("--priority-fee-gwei", gwei_arg, 2 * 10**9, "the tip of a transaction's first bid (default 2)",
+               "GWEI"),
+    NodeOption("--bump-after", seconds_arg, 30.0, "seconds a transaction waits to be mined before the node bids "
+               "25 %% more (default 30)", "SECONDS"),
     # Which channels a peer may open with this node (perun.protocols.policy.ChannelPolicy).
     NodeOption("--max-own-deposit", amount_arg, 0, "the most this node deposits in a channel a peer proposes "
                "(default 0: it accepts only channels in which it deposits nothing)", "AMOUNT"),
@@ -155,6 +164,12 @@ def _channel_policy(args: argparse.Namespace):
                          allow_tokens=frozenset(args.allow_token))
 
 
+def _fee_policy(args: argparse.Namespace):
+    from perun.chain.wallet import FeePolicy
+
+    return FeePolicy(max_fee=args.max_fee_gwei, priority_fee=args.priority_fee_gwei, bump_after=args.bump_after)
+
+
 def cmd_node(args: argparse.Namespace) -> None:
     import asyncio
     import logging
@@ -164,6 +179,7 @@ def cmd_node(args: argparse.Namespace) -> None:
 
     args = node_settings(args)
     policy = _channel_policy(args)  # its errors before the password prompt
+    fees = _fee_policy(args)
     host, port = args.listen
     data = Path(args.data)
     key = keystore.load(args.keystore, keystore.read_password(prompt=f"Password for {args.keystore}: "))
@@ -180,7 +196,8 @@ def cmd_node(args: argparse.Namespace) -> None:
     if hub is not None and "VirtualChannel" not in contracts.get("apps", {}):
         raise errors.DeploymentNotFound("a hub needs a deployment file with MSContract and the VirtualChannel app")
     options = dict(poll_interval=args.poll, response_timeout=args.response_timeout, reply_time=args.reply_time,
-                   policy=policy, accept_virtual=lambda v: args.accept_virtual, hub=hub, **contracts)
+                   policy=policy, accept_virtual=lambda v: args.accept_virtual, hub=hub,
+                   confirmations=args.confirmations, fees=fees, **contracts)
     asyncio.run(_run_node(key, chain, data, host, port, options))
 
 

@@ -280,6 +280,11 @@ def _insufficient_funds(exc: errors.InsufficientFunds, ctx: Context) -> tuple[st
             "`perun fund ADDRESS AMOUNT` on a devnet), then try again", {})
 
 
+def _not_mined(exc: errors.TransactionNotMined, ctx: Context) -> tuple[str, dict[str, Any]]:
+    return (f"{exc}. The node replaces it with its next transaction; if fees are this high, restart the node "
+            "with a higher --max-fee-gwei", {})
+
+
 def _open_failed(exc: errors.OpenFailed, ctx: Context) -> tuple[str, dict[str, Any]]:
     return f"{exc}. The node sends nothing more for it: open again when that is fixed", _with_channel(ctx)
 
@@ -321,6 +326,7 @@ RULES: tuple[tuple[type[errors.PerunError], Callable[[Context], bool], str, Cate
     (errors.HandshakeFailed, _always, "HANDSHAKE_FAILED", Category.REFUSED, _as_is),
     (errors.WireError, _always, "PROTOCOL_ERROR", Category.REFUSED, _as_is),
     (errors.TransactionFailed, _always, "TRANSACTION_REVERTED", Category.REFUSED, _as_is),
+    (errors.TransactionNotMined, _always, "TRANSACTION_NOT_MINED", Category.REFUSED, _not_mined),
     (errors.OpenFailed, _always, "OPEN_FAILED", Category.REFUSED, _open_failed),
     (errors.InsufficientFunds, _always, "INSUFFICIENT_FUNDS", Category.USER, _insufficient_funds),
     # other checks of the user's input

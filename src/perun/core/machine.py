@@ -92,6 +92,9 @@ class ChannelRecord(Sides):
     peer_signed_hint: int = 0  # the highest version the peer said it signed
     open_until: int = 0  # chain time by which the opening must be on chain (0: no limit)
     given_up: str = ""  # why this party gave the opening up ("" while it goes on)
+    # The operator closed it unilaterally: the close is sent until one is on chain, so one that a
+    # reorganisation takes away is sent again.
+    close_requested: bool = False
 
     channel_id: bytes = field(init=False, repr=False, compare=False)
 
@@ -384,6 +387,7 @@ class Duty(str, Enum):
     CREATE = "create"  # Alice: Bob accepted, the channel is not on chain yet
     CONFIRM = "confirm"  # Bob: Alice created the channel he accepted
     REFUND = "refund"  # Alice: Bob did not confirm in time
+    CLOSE = "close"  # the operator's unilateral close is not on chain (any more)
     COOPERATIVE_CLOSE = "cooperative-close"  # a final state signed by both
     DISPUTE = "dispute"  # a state older than ours is registered: replace it within Δ
     FINALIZE = "finalize"  # the dispute window is over
@@ -401,6 +405,8 @@ def duties(rec: ChannelRecord, now: int) -> tuple[Duty, ...]:
         return (Duty(opening),) if opening else ()
     if rec.is_fully_signed_final:
         return (Duty.COOPERATIVE_CLOSE,) if final_due(rec, now) else ()
+    if rec.stage is Stage.OPEN and rec.close_requested:
+        return (Duty.CLOSE,)
     if rec.stage is Stage.CLOSING:
         if now >= rec.deadline:
             return (Duty.FINALIZE,)

@@ -145,6 +145,7 @@ class MSRecord(Sides):
     proposed_final: bool = False  # this party proposed it, so it submits it
     open_until: int = 0  # chain time by which the opening must be on chain (0: no limit)
     given_up: str = ""  # why this party gave the opening up ("" while it goes on)
+    close_requested: bool = False  # as ChannelRecord's: the operator's unilateral close, until on chain
 
     channel_id: bytes = field(init=False, repr=False, compare=False)
 
@@ -621,6 +622,7 @@ class Duty(str, Enum):
     CONFIRM = "confirm"
     REFUND = "refund"
     DISPUTE = "dispute"  # a channel state older than ours is registered: replace it by D
+    CLOSE = "close"  # the operator's unilateral close is not on chain (any more)
     COOPERATIVE_CLOSE = "cooperative-close"  # a final state signed by both
     REGISTER = "register"  # the chain holds an older version of a nanocontract, or none, and must not
     EXECUTE = "execute"  # a nanocontract on chain may be executed: what this party intends, or the app's automatic
@@ -653,6 +655,8 @@ def duties(rec: MSRecord, now: int) -> tuple[tuple[Duty, bytes], ...]:
         return ((Duty.COOPERATIVE_CLOSE, b""),) if final_due(rec, now) else ()
     found: list[tuple[Duty, bytes]] = []
     closing = rec.stage is Stage.CLOSING
+    if not closing and rec.close_requested:
+        found.append((Duty.CLOSE, b""))
     if closing and now < rec.deadline and rec.registered_version is not None \
             and rec.registered_version < rec.state.version:
         found.append((Duty.DISPUTE, b""))

@@ -277,6 +277,11 @@ class ChannelProtocol(Protocol):
             return None
         try:
             receipt = await self.ctx.transact(fn, *args)
+        except errors.ChannelsStaleVersion:
+            # The chain holds this version already, or a newer one (both signed by this party):
+            # the follower's duty and the operator's command sent the same close at once.
+            self.ctx.follower.wake()
+            return None
         except (errors.ChannelsWrongPhase, errors.TransactionFailed):
             if (await self.ctx.on_chain(self.contract.channel, cid)).phase is not Phase.CLOSED:
                 raise
@@ -285,15 +290,27 @@ class ChannelProtocol(Protocol):
         await self.apply(receipt)
         return receipt
 
+    async def request_close(self, cid: bytes) -> None:
+        """Records the operator's unilateral close of an open channel, before it is sent: the
+        follower sends it until one is on chain (`close_requested`)."""
+        rec = self.channel(cid)
+        if rec.stage is Stage.OPEN and not rec.close_requested:
+            await self.ctx.save([replace(rec, close_requested=True)])
+
     async def apply(self, receipt: Receipt) -> None:
-        """Applies a transaction's events at once; the follower will see them again, harmlessly."""
+        """Applies a transaction's events at once when every event is final at once (no
+        confirmations); the follower will see them again, harmlessly. Else the follower applies
+        them once they are final: until then, they count for the duties only."""
+        if self.ctx.follower.confirmations:
+            self.ctx.follower.wake()
+            return
         await self.ctx.save(self.applied(receipt.events))
 
     async def read_chain(self, start: int, end: int) -> list[Event]:
         return await self.ctx.on_chain(self.contract.events, start, end)
 
     def apply_chain(self, read: list[Event]) -> list[Any]:
-        return self.applied(read, log_changes=True)
+        return self.applied(read, log_changes=not self.ctx.follower.speculating)
 
     def applied(self, events: Iterable[Event], log_changes: bool = False) -> list[Any]:
         """The records that `events` change, from the records as they are now."""

@@ -223,7 +223,12 @@ class Payment(ChannelProtocol):
 
     async def register(self, cid: bytes) -> Receipt | None:
         """Unilateral close: registers the latest state the peer signed and starts Δ (or
-        replaces an older registered state within Δ). None if the channel closed meanwhile."""
+        replaces an older registered state within Δ). None if the channel closed meanwhile.
+        Durable: until the close is on chain, the follower sends it (again)."""
+        await self.request_close(cid)
+        return await self._register(cid)
+
+    async def _register(self, cid: bytes) -> Receipt | None:
         rec = self.channel(cid)
         if rec.stage not in (Stage.OPEN, Stage.CLOSING):
             raise errors.WrongStage(f"channel 0x{cid.hex()} is {rec.stage.value}")
@@ -364,8 +369,10 @@ class Payment(ChannelProtocol):
             async def dispute() -> None:
                 log.warning("%s: stale close of 0x%s (version %s); submitting version %s", self.ctx.name,
                             cid.hex()[:12], rec.registered_version, rec.current.version)
-                await self.register(cid)
-            return Duty(due.value, cid, dispute)
+                await self._register(cid)
+            return Duty(due.value, cid, dispute, deadline=rec.deadline)
+        if due is Due.CLOSE:
+            return Duty(due.value, cid, lambda: self._register(cid))
         if due is Due.FINALIZE:
             return Duty(due.value, cid, lambda: self.finalize(cid))
         duty = self.opening_duties(rec, due.value)

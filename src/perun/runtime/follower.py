@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from perun import errors
+from perun.chain.backend import Head
+from perun.chain.wallet import DUTY
 from perun.runtime.protocol import Duty
 
 if TYPE_CHECKING:
@@ -25,6 +28,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("perun.watcher")
 
 LOG_CHUNK = 5_000  # blocks per eth_getLogs request
+# Chains that only one machine mines (anvil, hardhat, geth --dev, the embedded chain) reorganise
+# only when told to: their events are final at once. Elsewhere a node waits for this many blocks.
+DEV_CHAIN_IDS = frozenset({1337, 31337, 131277322940537})
+CONFIRMATIONS = 12
+CHECKPOINTS = 16  # the last final blocks read whose hashes the store keeps, to find a fork
 # Errors that mean another transaction got there first; the next poll sees its event.
 _RACED = (errors.ChannelsWrongPhase, errors.ChannelsChannelExists, errors.TransactionFailed,
           errors.ChannelsStaleVersion, errors.MSContractTerminated)
@@ -37,6 +45,11 @@ _EARLY = (errors.ChannelsFinalizeTooEarly, errors.ChannelsRefundTooEarly, errors
 PROBING: contextvars.ContextVar[bool] = contextvars.ContextVar("perun_probing", default=False)
 MAX_BACKOFF = 30.0  # seconds between polls while the chain is unreachable, at the most
 STILL_DOWN_EVERY = 60.0  # seconds between the log lines of an outage
+
+
+def default_confirmations(chain_id: int) -> int:
+    """The confirmation depth a node uses unless told otherwise."""
+    return 0 if chain_id in DEV_CHAIN_IDS else CONFIRMATIONS
 
 
 class ChainStatus:
@@ -78,15 +91,26 @@ class ChainStatus:
 
 
 class Follower:
-    def __init__(self, runtime: Runtime, poll_interval: float) -> None:
+    """Reads the chain for the node's protocols. Events `confirmations` blocks deep or deeper are
+    final: applied to the records and stored. The ones above are read again at every poll and
+    applied to copies only, from which the duties are derived with the final ones: a close seen
+    at depth 0 is answered at once, and a reorganisation that takes it away takes the need with
+    it. Nothing unconfirmed is stored, so there is nothing to roll back (docs/protocol.md, "The
+    chain")."""
+
+    def __init__(self, runtime: Runtime, poll_interval: float, confirmations: int = 0) -> None:
         self.runtime = runtime
         self.poll_interval = poll_interval
+        self.confirmations = confirmations
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
         self.failures: dict[bytes, errors.PerunError] = {}  # the last failed duty per channel
         self.chain_time = 0  # the latest block's time at the last poll
+        self.head: Head | None = None  # the latest block at the last poll
         self.unreachable_polls = 0  # polls in a row that found the chain unreachable
+        self.reorgs = 0  # reorganisations seen
+        self.speculating = False  # applying unconfirmed events to copies (the protocols log no change)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="perun-watcher")
@@ -130,34 +154,98 @@ class Follower:
             self._wake.clear()
 
     async def poll(self) -> None:
-        """Read new events, apply them, then do what is due. One poll at a time."""
+        """Read new events, apply the final ones, then do what is due. One poll at a time."""
         runtime = self.runtime
         async with self._lock:
-            await self._read_events()
-            now = await runtime.on_chain(runtime.chain.timestamp)
-            self.chain_time = now
-            for protocol in list(runtime.registry.protocols):
-                for duty in list(protocol.duties(now)):
-                    await self.perform(duty)
+            head = await runtime.on_chain(runtime.chain.head)
+            await self._check_reorg(head)
+            final = head.number - self.confirmations
+            await self._read_final(final, head)
+            protocols = list(runtime.registry.protocols)
+            reads = [await protocol.read_chain(final + 1, head.number) for protocol in protocols] \
+                if final < head.number else []
+            self.head, self.chain_time = head, head.timestamp
+            # No await from the read to the duties: the copies are of the records as they are now.
+            self.speculating = True
+            try:
+                unconfirmed = [rec for protocol, read in zip(protocols, reads) for rec in protocol.apply_chain(read)]
+            finally:
+                self.speculating = False
+            due = self._duties(unconfirmed, head.timestamp)
+            for duty in due:
+                await self.perform(duty)
 
-    async def _read_events(self) -> None:
+    def _duties(self, unconfirmed: list[Any], now: int) -> list[Duty]:
+        """The protocols' duties at chain time `now`, as if the unconfirmed events were final:
+        their records are put in place for the call only, and the final ones put back."""
+        registry = self.runtime.registry
+        final = [(registry.owner(rec), registry.owner(rec).record(rec.channel_id)) for rec in unconfirmed]
+        for rec in unconfirmed:
+            registry.owner(rec).put(rec)
+        try:
+            return [duty for protocol in registry.protocols for duty in protocol.duties(now)]
+        finally:
+            for owner, rec in final:
+                owner.put(rec)
+
+    async def _check_reorg(self, head: Head) -> None:
+        """A reorganisation replaced the block the last poll saw as the head: the unconfirmed
+        events are read again anyway. If it reaches below the final blocks, what the node applied
+        from them cannot be taken back: it says so, and reads again from where the chains fork."""
         runtime = self.runtime
-        head = await runtime.on_chain(runtime.chain.block_number)
+        last = self.head
+        if last is not None:
+            if last.number == head.number and last.hash == head.hash:
+                return
+            if await runtime.on_chain(runtime.chain.block_hash, last.number) == last.hash:
+                return
+            self.reorgs += 1
+            log.warning("%s: a reorganisation replaced block #%d (the head now is #%d); reading the unconfirmed "
+                        "blocks again", runtime.name, last.number, head.number)
+        checkpoints = self._checkpoints()
+        if not checkpoints:
+            return
+        fork = None
+        for number, known in reversed(checkpoints):
+            if await runtime.on_chain(runtime.chain.block_hash, number) == known:
+                fork = number
+                break
+        if fork == checkpoints[-1][0]:
+            return
+        fork = fork if fork is not None else max(checkpoints[0][0] - LOG_CHUNK, 0)
+        log.error("%s: a reorganisation deeper than %d confirmation(s) replaced final blocks above #%d: what the node "
+                  "applied from them stays applied; reading from there again. Give the node more --confirmations",
+                  runtime.name, self.confirmations, fork)
+        kept = [[n, h.hex()] for n, h in checkpoints if n <= fork]
+        await runtime.save(meta={"last_block": str(fork), "checkpoints": json.dumps(kept)})
+
+    def _checkpoints(self) -> list[tuple[int, bytes]]:
+        """(block number, hash) of the last final blocks read, oldest first."""
+        text = self.runtime.store.meta("checkpoints")
+        return [(n, bytes.fromhex(h)) for n, h in json.loads(text)] if text else []
+
+    async def _read_final(self, final: int, head: Head) -> None:
+        runtime = self.runtime
         start = runtime.store.last_block()
-        start = head if start is None else start + 1
-        while start <= head:
-            end = min(head, start + LOG_CHUNK - 1)
+        start = max(final, 0) if start is None else start + 1
+        while start <= final:
+            end = min(final, start + LOG_CHUNK - 1)
             protocols = list(runtime.registry.protocols)
             reads = [await protocol.read_chain(start, end) for protocol in protocols]
+            end_hash = head.hash if end == head.number else await runtime.on_chain(runtime.chain.block_hash, end)
+            if end_hash is None:  # reorganised below `end` since the head was read: the next poll sees it
+                return
             # No await from here to the save: each record is read as it is now, so nothing the
             # node changed while the chain was read (an update adopted meanwhile) is overwritten.
             changed = [rec for protocol, read in zip(protocols, reads) for rec in protocol.apply_chain(read)]
-            await runtime.save(changed, meta={"last_block": str(end)})
+            checkpoints = [[n, h.hex()] for n, h in self._checkpoints()][-(CHECKPOINTS - 1):] + [[end, end_hash.hex()]]
+            await runtime.save(changed, meta={"last_block": str(end), "checkpoints": json.dumps(checkpoints)})
             start = end + 1
 
     async def perform(self, duty: Duty) -> None:
         """Runs a duty: a lost race or "too early" is no failure; anything else is recorded for
-        the channel's `wait_for` callers."""
+        the channel's `wait_for` callers. Its transactions carry its deadline (DUTY)."""
+        serving = DUTY.set((f"{duty.what} of 0x{duty.channel.hex()[:12]}", duty.deadline))
         try:
             await duty.run()
             self.failures.pop(duty.channel, None)
@@ -167,3 +255,5 @@ class Follower:
             log.warning("%s: %s of 0x%s failed: %s", self.runtime.name, duty.what, duty.channel.hex()[:12], exc)
             self.failures[duty.channel] = exc
             self.runtime.notify()
+        finally:
+            DUTY.reset(serving)

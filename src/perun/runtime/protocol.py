@@ -22,11 +22,13 @@ from perun.wire.transport import Connection
 @dataclass(frozen=True)
 class Duty:
     """A transaction a protocol wants sent now for `channel` (`what` names it in the log and in
-    a failure's report); `run` sends it. A lost race or "too early" is no failure."""
+    a failure's report); `run` sends it. A lost race or "too early" is no failure. The wallet
+    bids up until `deadline` (chain time; 0 for none), after which the duty is moot."""
 
     what: str
     channel: bytes
     run: Callable[[], Awaitable[object]]
+    deadline: int = 0
 
 
 class Protocol:

@@ -11,6 +11,7 @@ messages and chain events to the protocols of its registry (runtime/protocol.py)
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,12 +23,13 @@ from eth_account.signers.local import LocalAccount
 
 from perun import errors
 from perun.chain.backend import Chain, EmbeddedChain
+from perun.chain.wallet import FeePolicy, Wallet
 from perun.runtime.faults import Faults, Killed
 from perun.runtime.follower import PROBING, ChainStatus, Follower
 from perun.runtime.peers import Peers
 from perun.runtime.pending import Pending
 from perun.runtime.protocol import Registry
-from perun.store import Store
+from perun.store import Store, TxJournal
 
 log = logging.getLogger("perun.node")
 T = TypeVar("T")
@@ -39,25 +41,32 @@ class Runtime:
 
     def __init__(self, key: bytes | str | LocalAccount, chain: Chain, identity: tuple[int, str],
                  store_path: Path | str, *, host: str, port: int, name: str | None, poll_interval: float,
-                 response_timeout: float) -> None:
+                 response_timeout: float, confirmations: int = 0, fees: FeePolicy = FeePolicy()) -> None:
         self.account: LocalAccount = key if isinstance(key, LocalAccount) else Account.from_key(key)
         self.key = bytes(self.account.key)
         self.address: str = self.account.address
         self.name = name or self.address[:10]
         self.chain = chain
         self.store = Store(store_path, self.address, *identity)
+        self.journal = TxJournal(store_path)
+        self.wallet = Wallet(self.account, self.journal, fees)
         self.response_timeout = response_timeout
         self.registry = Registry()
         self.pending = Pending()
         self.faults = Faults(self.kill)
         self.peers = Peers(self, identity, host, port)
-        self.follower = Follower(self, poll_interval)
+        self.follower = Follower(self, poll_interval, confirmations)
         self.chain_status = ChainStatus(self.name)
         self.killed = False
         self.failed: BaseException | None = None
         self.on_kill: Callable[[], None] | None = None  # told when `kill` ran
         self._tasks: set[asyncio.Task] = set()
-        self._executor = None if isinstance(chain, EmbeddedChain) else ThreadPoolExecutor(1, "perun-chain")
+        # Reads on one thread, transactions on another: a transaction waits until it is mined,
+        # and the follower goes on reading meanwhile. The embedded chain runs inline (it mines
+        # at once, and is not thread-safe).
+        embedded = isinstance(chain, EmbeddedChain)
+        self._executor = None if embedded else ThreadPoolExecutor(1, "perun-chain")
+        self._sender = None if embedded else ThreadPoolExecutor(1, "perun-sender")
         self._waiters: list[tuple[bytes, Callable[[Any], bool], asyncio.Future]] = []
         # the group commit
         self._batch: dict[str, Any] | None = None
@@ -88,22 +97,26 @@ class Runtime:
             log.warning("%s: the chain was reset (its block 0 is %s, not %s): %d channel(s) went with it and are "
                         "marked lost", self.name, genesis[:12], known[:12], len(lost))
             meta["last_block"] = str(await self.on_chain(self.chain.block_number))
+            meta["checkpoints"] = "[]"  # the old chain's
             await self.save(lost, meta=meta)
         else:
             await self.save(meta=meta)
 
     async def stop(self) -> None:
+        self.wallet.stop()
         await self.follower.stop()
         self.peers.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.peers.wait_closed()
-        if self._executor:
-            self._executor.shutdown(wait=True)
+        for executor in (self._executor, self._sender):
+            if executor:
+                executor.shutdown(wait=True, cancel_futures=True)
         if self._batch is not None:  # staged but not yet committed: commit it now
             self._flush()
         self.store.close()
+        self.journal.close()
 
     @property
     def serving(self) -> bool:
@@ -119,6 +132,7 @@ class Runtime:
         self._batch, self._after = None, []
         self.peers.abort()
         self.follower.kill()
+        self.wallet.stop()
         for task in list(self._tasks):
             task.cancel()
         dead = errors.NodeKilled(f"{self.name} was killed")
@@ -128,9 +142,11 @@ class Runtime:
                 future.set_exception(dead)
                 future.exception()  # retrieved: nobody may be waiting
         self._batch_done = None
-        if self._executor:
-            self._executor.shutdown(wait=False)
+        for executor in (self._executor, self._sender):
+            if executor:
+                executor.shutdown(wait=False, cancel_futures=True)
         self.store.close()
+        self.journal.close()
         log.warning("%s: killed", self.name)
         if self.on_kill:
             self.on_kill()
@@ -151,24 +167,30 @@ class Runtime:
 
     async def on_chain(self, fn: Callable[..., T], *args: Any) -> T:
         """Runs a blocking chain call: inline on the embedded chain (it is in this process and
-        not thread-safe), else on this node's one chain thread, which also orders its nonces.
-        While the chain is unreachable, only the follower tries it: other callers fail at once."""
+        not thread-safe), else on this node's chain thread. While the chain is unreachable, only
+        the follower tries it: other callers fail at once."""
+        return await self._call(self._executor, fn, *args)
+
+    async def transact(self, fn: Callable[..., T], *args: Any) -> T:
+        """Sends a transaction from this node's wallet: `fn(wallet, *args)`, on the sender thread,
+        the only one that sends (so the wallet owns the account's nonces). What the transaction
+        serves (perun.chain.wallet.DUTY) goes with it."""
+        return await self._call(self._sender, fn, self.wallet, *args)
+
+    async def _call(self, executor: ThreadPoolExecutor | None, fn: Callable[..., T], *args: Any) -> T:
         if self.chain_status.down and not PROBING.get():
             raise self.chain_status.refusal()
         try:
-            if self._executor is None:
+            if executor is None:
                 result = fn(*args)
             else:
-                result = await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+                context = contextvars.copy_context()
+                result = await asyncio.get_running_loop().run_in_executor(executor, context.run, fn, *args)
         except errors.ChainUnreachable as exc:
             self.chain_status.failed(exc)
             raise
         self.chain_status.answered()
         return result
-
-    async def transact(self, fn: Callable[..., T], *args: Any) -> T:
-        """Sends a transaction from this node's account: `fn(account, *args)` on the chain thread."""
-        return await self.on_chain(fn, self.account, *args)
 
     # ================================================================== the group commit
 

@@ -37,8 +37,10 @@ class Duties:
             async def dispute() -> None:
                 log.warning("%s: stale close of 0x%s (version %s); submitting version %s", p.ctx.name, cid.hex()[:12],
                             rec.registered_version, rec.state.version)
-                await p.close(cid)
-            return Duty(due.value, cid, dispute)
+                await p.register_close(cid)
+            return Duty(due.value, cid, dispute, deadline=rec.deadline)
+        if due is ms.Duty.CLOSE:
+            return Duty(due.value, cid, lambda: p.register_close(cid))
         if due is ms.Duty.REGISTER:
             async def register() -> None:
                 log.warning("%s: nanocontract 0x%s: registering version %s", p.ctx.name, nid.hex()[:12],
@@ -48,7 +50,7 @@ class Duties:
         if due is ms.Duty.EXECUTE:
             return Duty(due.value, cid, lambda: self.execute_due(cid, nid))
         if due is ms.Duty.FINALIZE:
-            return Duty(due.value, cid, lambda: p.finalize(cid))
+            return Duty(due.value, cid, lambda: p.finalize(cid, rec.registered_fundings))
         if due is ms.Duty.COOPERATIVE_CLOSE:
             return Duty(due.value, cid, lambda: p.cooperative_close_on_chain(cid))
         duty = p.opening_duties(rec, due.value)
@@ -63,7 +65,7 @@ class Duties:
         ctx, rec = p.ctx, p.channel(cid)
         # What may be executed changes only with a new block, an intent, or what an app's
         # protocol submits: until then a look that found nothing is not repeated.
-        inputs = (ctx.store.last_block(), tuple(i for i in rec.intents if i.nid == nid),
+        inputs = (ctx.follower.head, tuple(i for i in rec.intents if i.nid == nid),
                   tuple(h.inputs(nid) for h in p.hooks))
         if self._idle.get((cid, nid)) == inputs:
             return

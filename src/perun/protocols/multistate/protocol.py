@@ -32,7 +32,7 @@ from perun.core.apps import App, AppState, app_named
 from perun.core.channel import Params, checksum
 from perun.core.machine import Role, Stage
 from perun.core.msmachine import MSProposal, MSRecord
-from perun.core.multistate import ChannelState, NanocontractState
+from perun.core.multistate import ChannelState, Funding, NanocontractState
 from perun.protocols.channels import ChannelProtocol
 from perun.protocols.multistate import views, wire
 from perun.protocols.multistate.duties import Duties
@@ -176,16 +176,25 @@ class Multistate(ChannelProtocol):
     async def close(self, cid: bytes) -> Receipt | None:
         """Closes on chain with the latest channel state the peer signed (or replaces an older
         registered one before D). The follower then registers the nanocontracts it lists, runs
-        their automatic functions and finalizes. None if the channel closed meanwhile."""
+        their automatic functions and finalizes. None if the channel closed meanwhile. Durable:
+        until the close is on chain, the follower sends it (again)."""
+        await self.request_close(cid)
+        return await self.register_close(cid)
+
+    async def register_close(self, cid: bytes) -> Receipt | None:
+        """The close transaction itself (the follower's duties: a dispute, a requested close)."""
         rec = self.channel(cid)
         if rec.stage not in (Stage.OPEN, Stage.CLOSING):
             raise errors.WrongStage(f"channel 0x{cid.hex()} is {rec.stage.value}")
         return await self.closing(cid, self.contract.close, rec.params, rec.state, wire.by_peer(rec, rec.channel))
 
-    async def finalize(self, cid: bytes) -> Receipt | None:
-        """Pays out the registered channel state (after D, or D + Δ with unsettled nanocontracts)."""
+    async def finalize(self, cid: bytes, fundings: tuple[Funding, ...] | None = None) -> Receipt | None:
+        """Pays out the registered channel state (after D, or D + Δ with unsettled nanocontracts).
+        `fundings`: its nanocontracts, when the close that listed them is not final yet (the
+        follower's duty knows them); else the record's."""
         rec = self.channel(cid)
-        return await self.closing(cid, self.contract.finalize, rec.params, rec.registered_fundings)
+        return await self.closing(cid, self.contract.finalize, rec.params,
+                                  rec.registered_fundings if fundings is None else fundings)
 
     async def cooperative_close(self, cid: bytes, timeout: float | None = None) -> tuple[int, int]:
         """Both sign the cash as a final state, which pays out at once, also in a running dispute
