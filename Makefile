@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export SOLCX_BINARY_PATH := $(CURDIR)/.solc
 SOLC_VERSION := $(shell sed -n 's/.*"solc": "\(.*\)".*/\1/p' package.json)
 
-.PHONY: demo test bench bench-updates bench-virtual build devnet setup browser clean
+.PHONY: demo test test-hardhat hardhat bench bench-updates bench-virtual build devnet setup browser clean
 
 demo: setup
 	$(VENV)/bin/perun demo
@@ -19,6 +19,13 @@ demo: setup
 # waits for processes and blocks.
 test: setup browser
 	$(PY) -m pytest -q -p no:ape_test -n 2 --dist loadfile $(PYTEST_ARGS)
+
+# The contract and node suites again, on Hardhat's node instead of anvil (a second, independent
+# JSON-RPC client; tests/chains.py reads PERUN_TEST_CHAIN). Hardhat installs on first use only.
+test-hardhat: setup hardhat
+	PERUN_TEST_CHAIN=hardhat $(PY) -m pytest -q -p no:ape_test -n 2 --dist loadfile tests/contracts tests/node $(PYTEST_ARGS)
+
+hardhat: tools/hardhat/node_modules/.installed
 
 bench: setup
 	$(PY) -m benchmarks.gas
@@ -56,6 +63,14 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# Hardhat pinned in tools/hardhat/package-lock.json, apart from node_modules so that `make setup`
+# stays quick. npm prints nothing for a while: count its downloads instead (and show the rest).
+tools/hardhat/node_modules/.installed: tools/hardhat/package.json tools/hardhat/package-lock.json
+	@echo "==> Hardhat's node into tools/hardhat/node_modules (first use only; about 300 MB, under a minute)"
+	set -o pipefail; cd tools/hardhat && npm ci --no-audit --no-fund --loglevel=http 2>&1 \
+	  | awk '/http fetch/ { if (++n % 50 == 0) { print "    " n " downloads"; fflush() } next } { print; fflush() }'
+	touch $@
+
 # A test opens a scenario report in Debian's headless chromium. Installed when missing and this
 # user may (root, or sudo without a password); otherwise that test is skipped with the reason
 # (CI sets PERUN_REQUIRE_CHROMIUM=1, which turns the skip into a failure).
@@ -68,4 +83,4 @@ browser:
 	  || echo "could not install chromium: the report's browser test will be skipped"; }
 
 clean:
-	rm -rf $(VENV) node_modules .solc .build
+	rm -rf $(VENV) node_modules tools/hardhat/node_modules .solc .build

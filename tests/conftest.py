@@ -1,4 +1,5 @@
-"""Shared fixtures: a chain (embedded py-evm, and anvil for the contract tests), a deployed
+"""Shared fixtures: a chain (embedded py-evm, and anvil for the contract tests, or Hardhat's node
+with PERUN_TEST_CHAIN=hardhat: tests/chains.py), a deployed
 PaymentContract, MSContract and apps, funded parties, and helpers to open channels and sign
 states.
 
@@ -22,6 +23,7 @@ from perun.chain.payment import PaymentContract
 from perun.core.channel import ETH, Params, PaymentState
 from perun.core.eip712 import sign, sign_state
 from perun.core.multistate import ChannelState, FinalChannelState, NanocontractState, digest
+from tests.chains import TEST_CHAIN, start_dev_chain
 
 DELTA = 100
 _nonces = itertools.count(1)
@@ -47,11 +49,12 @@ def embedded_chain() -> Iterator[Chain]:
 
 @pytest.fixture(scope="session")
 def anvil_chain() -> Iterator[Chain]:
-    from perun.chain.anvil import AnvilChain
-
-    chain = AnvilChain()
-    yield chain
-    chain.close()
+    """anvil, or the dev node PERUN_TEST_CHAIN names (tests/chains.py)."""
+    chain = start_dev_chain()
+    try:
+        yield chain
+    finally:
+        chain.close()
 
 
 @dataclass
@@ -104,9 +107,9 @@ def world(embedded_world: World) -> Iterator[World]:
     embedded_world.chain.revert_to(snapshot)
 
 
-@pytest.fixture(params=["embedded", "anvil"])
+@pytest.fixture(params=["embedded", "anvil"], ids=["embedded", TEST_CHAIN])
 def any_world(request: pytest.FixtureRequest) -> Iterator[World]:
-    """The same test on the embedded chain and on anvil, reverted after the test."""
+    """The same test on the embedded chain and on anvil (or Hardhat), reverted after the test."""
     world_ = request.getfixturevalue(f"{request.param}_world")
     snapshot = world_.chain.snapshot()
     yield world_
@@ -164,9 +167,9 @@ def ms_world(embedded_ms_world: MSWorld) -> Iterator[MSWorld]:
     embedded_ms_world.chain.revert_to(snapshot)
 
 
-@pytest.fixture(params=["embedded", "anvil"])
+@pytest.fixture(params=["embedded", "anvil"], ids=["embedded", TEST_CHAIN])
 def any_ms_world(request: pytest.FixtureRequest) -> Iterator[MSWorld]:
-    """The same multistate test on the embedded chain and on anvil, reverted after the test."""
+    """The same multistate test on the embedded chain and on anvil (or Hardhat), reverted after the test."""
     world_ = request.getfixturevalue(f"{request.param}_ms_world")
     snapshot = world_.chain.snapshot()
     yield world_

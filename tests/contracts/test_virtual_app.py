@@ -24,6 +24,7 @@ from perun.core.apps import ALICE, BOB, AppState, Context
 from perun.core.apps import virtualchannel as vc
 from perun.core.apps.virtualchannel import FINALIZE, SETTLE, SIDE_A, SIDE_B, VirtualChannel, VirtualState
 from perun.core.eip712 import address_of
+from tests.chains import TEST_CHAIN
 
 A_KEY, B_KEY, M_KEY = bytes([0xA1]) * 32, bytes([0xB0]) * 32, bytes([0x66]) * 32
 V_ALICE, V_BOB, V_INGRID = address_of(A_KEY), address_of(B_KEY), address_of(bytes([0x16]) * 32)
@@ -92,7 +93,7 @@ def anvil_app(anvil_chain: Chain) -> Iterator[App]:
     yield from _deploy(anvil_chain)
 
 
-@pytest.fixture(params=["embedded", "anvil"])
+@pytest.fixture(params=["embedded", "anvil"], ids=["embedded", TEST_CHAIN])
 def any_app(request: pytest.FixtureRequest) -> App:
     return request.getfixturevalue("app" if request.param == "embedded" else "anvil_app")
 

@@ -1,5 +1,5 @@
 """Nodes in this process, on the embedded chain, over loopback TCP; or `perun node` processes
-on anvil.
+on anvil (or Hardhat's node with PERUN_TEST_CHAIN=hardhat: tests/chains.py).
 
 `net` gives a fresh deployment context per test (chain snapshot reverted afterwards); tests are
 plain functions that run one coroutine with `run`, so each has its own event loop, and every
@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 from eth_account.signers.local import LocalAccount
 
-from perun.chain.anvil import AnvilChain
-from perun.chain.backend import ETHER, Chain
+from perun.chain.backend import ETHER, Chain, RpcChain
 from perun.chain.deploy import deploy
 from perun.chain.multistate import MSContract
 from perun.chain.payment import PaymentContract
 from perun.node import Node
 from perun.protocols.policy import ACCEPT_ALL
+from tests.chains import start_dev_chain
 from tests.conftest import MSWorld
 from tests.node.processes import Processes
 
@@ -105,7 +105,7 @@ class Deployed:
     """An anvil with every contract deployed, for `perun node` processes: MSContract's binding,
     PaymentContract's address (a node's store belongs with it) and the deployment file."""
 
-    chain: AnvilChain
+    chain: RpcChain
     ms: MSContract
     payment_contract: str
     file: Path
@@ -113,8 +113,8 @@ class Deployed:
 
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
-    """One anvil per module."""
-    chain = AnvilChain()
+    """One anvil (or Hardhat node) per module."""
+    chain = start_dev_chain()
     try:
         deployment = deploy(chain, chain.dev_accounts[0])
         path = tmp_path_factory.mktemp("deployment") / "deployment.json"

@@ -3,7 +3,7 @@ traceback; commands that need the chain fail at once with a clear message while 
 fallback endpoints are used in order; and the node catches up when the chain is back, in time
 to refute a stale close made during the outage.
 
-Alice's node reaches anvil through a TCP relay the test closes and opens again (`Relay`).
+Alice's node reaches anvil (or Hardhat's node: tests/chains.py) through a TCP relay the test closes and opens again (`Relay`).
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ from pathlib import Path
 import pytest
 
 from perun import errors
-from perun.chain.anvil import AnvilChain, free_port
+from perun.chain.devnode import free_port
 from perun.chain.backend import ETHER, RpcChain
 from perun.chain.deploy import deploy
 from perun.chain.payment import PaymentContract
 from perun.core.machine import Stage
 from perun.node import Node
 from perun.protocols.policy import ACCEPT_ALL
+from tests.chains import port, start_dev_chain
 from tests.node.conftest import run
 from tests.relay import Relay
 
@@ -31,8 +32,8 @@ DELTA = 600
 
 
 @pytest.fixture(scope="module")
-def chain() -> Iterator[tuple[AnvilChain, str]]:
-    anvil = AnvilChain()
+def chain() -> Iterator[tuple[RpcChain, str]]:
+    anvil = start_dev_chain()
     try:
         yield anvil, deploy(anvil, anvil.dev_accounts[0]).payment_contract
     finally:
@@ -40,7 +41,7 @@ def chain() -> Iterator[tuple[AnvilChain, str]]:
 
 
 @contextlib.asynccontextmanager
-async def nodes(anvil: AnvilChain, contract: str, tmp: Path, alice_rpc: list[str]) -> AsyncIterator[tuple[Node, Node]]:
+async def nodes(anvil: RpcChain, contract: str, tmp: Path, alice_rpc: list[str]) -> AsyncIterator[tuple[Node, Node]]:
     """Alice's node on `alice_rpc` (in order), Bob's on anvil directly; connected."""
     keys = [anvil.new_account(10 * ETHER) for _ in range(2)]
     async with Node(keys[0], RpcChain(alice_rpc, timeout=5), contract, tmp / "alice.db", poll_interval=0.05,
@@ -56,7 +57,7 @@ def test_an_outage_is_told_once_fails_commands_at_once_and_the_node_catches_up_i
     anvil, contract = chain
 
     async def scenario() -> tuple[bytes, int]:
-        relay = Relay(anvil.anvil.port)
+        relay = Relay(port(anvil))
         relay.open()
         try:
             async with nodes(anvil, contract, tmp_path, [relay.url]) as (alice, bob):

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from perun import errors
-from perun.chain.anvil import AnvilChain
 from perun.chain.backend import ETHER
 from perun.chain.deploy import deploy
 from perun.chain.payment import PaymentContract
+from tests.chains import start_dev_chain
 from tests.node.processes import Processes
 
 GWEI = 10**9
@@ -24,10 +24,12 @@ DEPOSITS = (3 * ETHER, ETHER)
 
 @pytest.fixture(scope="module")
 def anvil():
-    chain = AnvilChain()
-    deployment = deploy(chain, chain.dev_accounts[0])
-    yield chain, deployment.payment_contract
-    chain.close()
+    chain = start_dev_chain()
+    try:
+        deployment = deploy(chain, chain.dev_accounts[0])
+        yield chain, deployment.payment_contract
+    finally:
+        chain.close()
 
 
 @pytest.fixture

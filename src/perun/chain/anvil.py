@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import platform
-import signal
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 from perun import errors
 from perun.chain.backend import RpcChain
+from perun.chain.devnode import DevNode, free_port
+
+__all__ = ["ANVIL_CHAIN_ID", "Anvil", "AnvilChain", "anvil_binary", "free_port"]
 
 ROOT = Path(__file__).resolve().parents[3]
 ANVIL_CHAIN_ID = 31337
@@ -34,57 +33,23 @@ def anvil_binary() -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Anvil:
+class Anvil(DevNode):
     """A running anvil process. Use as a context manager, or call stop()."""
+
+    name = "anvil"
 
     def __init__(self, port: int | None = None, block_time: int | None = None, startup_timeout: float = 30,
                  genesis_time: int | None = None) -> None:
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        args = [str(anvil_binary()), "--host", "127.0.0.1", "--port", str(self.port), "--silent"]
+        port = port or free_port()
+        args = [str(anvil_binary()), "--host", "127.0.0.1", "--port", str(port), "--silent"]
         if block_time:
             args += ["--block-time", str(block_time)]
         if genesis_time is not None:
             args += ["--timestamp", str(genesis_time)]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
-        try:
-            self._wait_ready(startup_timeout)
-        except BaseException:
-            self.stop()
-            raise
-
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise errors.ChainError(f"anvil exited with code {self.process.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise errors.ChainError(f"anvil did not listen on port {self.port} within {timeout} s")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        super().__init__(args, port, startup_timeout)
 
     def __enter__(self) -> Anvil:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 class AnvilChain(RpcChain):
