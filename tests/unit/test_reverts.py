@@ -1,4 +1,5 @@
-"""Reverts reported by eth-tester and by anvil (through web3) decode to the same exception."""
+"""Reverts reported by eth-tester, by anvil and by Hardhat's node (through web3) decode to the same
+exception."""
 
 from __future__ import annotations
 
@@ -16,10 +17,14 @@ CHANNEL = b"\x07" * 32
 WRONG_PHASE = keccak(text="ChannelsWrongPhase(bytes32,uint8)")[:4] + encode(["bytes32", "uint8"], [CHANNEL, 2])
 
 
-def test_eth_tester_and_anvil_reverts_decode_alike() -> None:
+def test_eth_tester_anvil_and_hardhat_reverts_decode_alike() -> None:
     from_tester = translate(EthTesterFailed(f"execution reverted: {WRONG_PHASE!r}"))
     from_anvil = translate(ContractCustomError("0x" + WRONG_PHASE.hex(), data="0x" + WRONG_PHASE.hex()))
-    for exc in (from_tester, from_anvil):
+    # What web3 raises for Hardhat's error {"message": ..., "data": {"message": ..., "data": "0x..."}}.
+    nested = {"message": "Error: VM Exception while processing transaction: reverted with an unrecognized "
+                         "custom error", "data": "0x" + WRONG_PHASE.hex()}
+    from_hardhat = translate(ContractLogicError(f"execution reverted: {nested['message']}", data=nested))
+    for exc in (from_tester, from_anvil, from_hardhat):
         assert isinstance(exc, errors.ChannelsWrongPhase)
         assert exc.fields == {"channelId": CHANNEL, "phase": Phase.OPEN}
     assert str(from_tester) == f"ChannelsWrongPhase(channelId=0x{CHANNEL.hex()}, phase=OPEN)"

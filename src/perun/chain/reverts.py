@@ -1,8 +1,9 @@
 """Turns a revert, however the node reported it, into the package's own exception.
 
-eth-tester raises `TransactionFailed` with the raw revert bytes in its message; anvil answers
-with a JSON-RPC error that web3 raises as `ContractCustomError` / `ContractLogicError` carrying
-the hex data. Both end here, in one place, and come out as the class from perun.errors named
+eth-tester raises `TransactionFailed` with the raw revert bytes in its message; anvil (and geth)
+answer with a JSON-RPC error whose `data` is the hex revert data, which web3 raises as
+`ContractCustomError` / `ContractLogicError` carrying it; Hardhat's node nests it one level
+deeper, `data: {message, data}`, which web3 passes on as that dict. All end here, in one place, and come out as the class from perun.errors named
 like the contract's custom error.
 """
 
@@ -44,6 +45,8 @@ def _known_errors() -> dict[bytes, tuple[str, list[dict]]]:
 def revert_data(exc: BaseException) -> bytes | None:
     """The raw revert data carried by a web3 or eth-tester exception, if any."""
     data = getattr(exc, "data", None)
+    if isinstance(data, dict):  # Hardhat: {"message": ..., "data": "0x..."}
+        data = data.get("data")
     if isinstance(data, str) and data.startswith("0x"):
         return bytes.fromhex(data[2:])
     if isinstance(data, bytes):
