@@ -1,4 +1,4 @@
-"""One time-control interface over the embedded chain and anvil."""
+"""One time-control interface over the embedded chain and anvil (or Hardhat's node)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,12 @@ def test_mine_and_snapshots(any_world: World) -> None:
     chain.revert_to(snapshot)
     assert chain.balance(account.address) == 0
     assert chain.block_number() == number + 3
+
+
+def test_reverting_to_a_snapshot_the_chain_does_not_have_fails(any_world: World) -> None:
+    chain = any_world.chain
+    with pytest.raises(errors.ChainError, match="^no snapshot"):
+        chain.revert_to(chain.snapshot() + 1000)
 
 
 def test_time_cannot_move_back_on_the_embedded_chain(world: World) -> None:

@@ -242,7 +242,12 @@ class EmbeddedChain(Chain):
         return self.tester.take_snapshot()
 
     def revert_to(self, snapshot: int) -> None:
-        self.tester.revert_to_snapshot(snapshot)
+        from eth_tester.exceptions import SnapshotNotFound
+
+        try:
+            self.tester.revert_to_snapshot(snapshot)
+        except SnapshotNotFound:
+            raise errors.ChainError(f"no snapshot {snapshot} to revert to") from None
 
 
 class Endpoints(HTTPProvider):
@@ -296,4 +301,7 @@ class RpcChain(Chain):
         return int(self._dev_rpc("evm_snapshot", []), 16)
 
     def revert_to(self, snapshot: int) -> None:
-        self._dev_rpc("evm_revert", [hex(snapshot)])
+        # anvil and Hardhat answer false, not an error, for a snapshot they do not have (one
+        # already reverted to, or taken after it): the chain would go on unreverted.
+        if self._dev_rpc("evm_revert", [hex(snapshot)]) is not True:
+            raise errors.ChainError(f"no snapshot {snapshot} to revert to")
