@@ -27,7 +27,7 @@ def free_port() -> int:
 class DevNode:
     """A running dev node started with `args`, listening on 127.0.0.1:`port`. Use as a context
     manager, or call stop(). Its own session, so that a Ctrl-C meant for the tests does not kill
-    it midway; stop() ends the group (Hardhat runs under node, anvil alone)."""
+    it midway; stop() ends the whole group, whatever the node started."""
 
     name = "dev node"
 
@@ -65,24 +65,44 @@ class DevNode:
         raise errors.ChainError(f"{self.name} did not answer on port {self.port} within {timeout} s")
 
     def stop(self) -> None:
-        """Ends the whole group, also when its leader is already gone (a child of it may not be)."""
+        """Ends the whole group: SIGTERM, SIGKILL for what is left after 5 s."""
         if self._stopped:  # once only: the group's id may since belong to another process
             return
         self._stopped = True
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            self.process.wait()
-            return
+        pgid = self.process.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
         try:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+                os.killpg(pgid, signal.SIGKILL)
             self.process.wait()
+        # Other members, if any, are not our children: no exit of theirs to wait for, so look
+        # until the group is empty (they had the SIGTERM too, and usually are gone by now).
+        for last_signal in (signal.SIGKILL, None):
+            deadline = time.monotonic() + 5
+            while _group_alive(pgid) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if not _group_alive(pgid):
+                return
+            if last_signal is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, last_signal)
+        raise errors.ChainError(f"{self.name}'s process group {pgid} outlived SIGKILL")
 
     def __enter__(self) -> DevNode:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member we may not signal is a member all the same
+        return True
+    return True
