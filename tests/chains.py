@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 from urllib.parse import urlsplit
 
-import pytest
-
 from perun.chain.backend import RpcChain
 
 CHAINS = ("anvil", "hardhat")
@@ -37,8 +35,3 @@ def port(chain: RpcChain) -> int:
     assert value is not None, chain.url
     return value
 
-
-def anvil_only(reason: str) -> pytest.MarkDecorator:
-    """Skips a test on any other dev node, saying why (`reason`: which anvil-only method or
-    behaviour the test needs)."""
-    return pytest.mark.skipif(TEST_CHAIN != "anvil", reason=f"anvil only: {reason}")
