@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export SOLCX_BINARY_PATH := $(CURDIR)/.solc
 SOLC_VERSION := $(shell sed -n 's/.*"solc": "\(.*\)".*/\1/p' package.json)
 
-.PHONY: demo test test-hardhat hardhat bench bench-updates bench-virtual build devnet setup browser clean
+.PHONY: demo test chaos test-hardhat hardhat bench bench-updates bench-virtual build devnet setup browser clean
 
 demo: setup
 	$(VENV)/bin/perun demo
@@ -26,6 +26,12 @@ test-hardhat: setup hardhat
 	PERUN_TEST_CHAIN=hardhat $(PY) -m pytest -q -p no:ape_test -n 2 --dist loadfile tests/contracts tests/node $(PYTEST_ARGS)
 
 hardhat: tools/hardhat/node_modules/.installed
+
+# The long chaos run (README, "Chaos on anvil"): 200 randomised rounds of faults over payment,
+# multistate and virtual channels, and 1, 4 and 12 s blocks. PERUN_CHAOS_SEED=N replays a run.
+chaos: setup
+	PERUN_CHAOS_ROUNDS=$${PERUN_CHAOS_ROUNDS:-200} PERUN_CHAOS_LONG=1 $(PY) -m pytest -q -p no:ape_test -n 2 \
+	  --dist loadfile tests/chaos $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m benchmarks.gas

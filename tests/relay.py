@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import threading
 
-from perun.chain.anvil import free_port
+from perun.chain.devnode import free_port
 
 
 class Relay:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from perun.chain.anvil import AnvilChain
@@ -53,6 +54,11 @@ class World:
     confirmations: int = CONFIRMATIONS
 
     @property
+    def patience(self) -> float:
+        """How long to wait for something the chain must confirm: more with slow blocks."""
+        return 30.0 + (self.block_time or 0) * (self.confirmations + 6)
+
+    @property
     def payment(self) -> PaymentContract:
         return PaymentContract(self.chain, self.deployment.payment_contract)
 
@@ -61,8 +67,15 @@ class World:
         return self.deployment.multistate(self.chain)
 
     def account(self, name: str) -> LocalAccount:
+        """`name`'s key, funded with 30 ETH from anvil's dev accounts in turn (a long run funds
+        hundreds of parties)."""
         if name not in self.accounts:
-            self.accounts[name] = self.chain.new_account(100 * ETHER)
+            account = Account.create()
+            devs = self.chain.dev_accounts
+            tx = self.chain.w3.eth.send_transaction({"from": devs[len(self.accounts) % len(devs)],
+                                                     "to": account.address, "value": 30 * ETHER})
+            self.chain.w3.eth.wait_for_transaction_receipt(tx)
+            self.accounts[name] = account
         return self.accounts[name]
 
     def node(self, name: str, **kwargs: Any) -> Node:
@@ -98,13 +111,18 @@ class World:
 
     def reorg(self, depth: int) -> None:
         """The last `depth` blocks replaced by as many empty ones: their transactions are gone.
-        anvil stamps the new blocks with its own clock, which knows nothing of the time the tests
-        moved: one more block brings the chain's time back to where it was."""
+        The new blocks come a second after the old head, so that each differs from the one it
+        replaces (an empty block at the same time would be the same block) and time goes on."""
         time = self.chain.timestamp()
-        self.rpc_call("anvil_reorg", depth, [])
-        if self.chain.timestamp() <= time:
-            self.chain.set_next_block_timestamp(time + 1)
-            self.mine()
+        self.rpc_call("anvil_rollback", depth)
+        self.chain.set_next_block_timestamp(time + 1)
+        self.mine(depth)
+
+    def reorg_from(self, block: int, depth: int) -> None:
+        """A reorganisation that replaces block `block` and the blocks after it, `depth` blocks
+        at least (blocks are mined first to make it so deep)."""
+        self.mine(max(block + depth - 1 - self.chain.block_number(), 0))
+        self.reorg(self.chain.block_number() - block + 1)
 
     def automine(self, on: bool) -> None:
         self.rpc_call("evm_setAutomine", on)
@@ -143,6 +161,19 @@ class World:
 
     def contract_balances(self) -> tuple[int, int]:
         return self.chain.balance(self.deployment.payment_contract), self.chain.balance(self.deployment.ms_contract)
+
+    @contextlib.asynccontextmanager
+    async def unwatched(self, node: Node) -> AsyncIterator[None]:
+        """`node`'s follower paused while the test strikes and looks at the chain (it would set
+        right at once what the test is to see struck), once its wallet has seen its last
+        transaction mined (else it sends it again, rightly, when the strike takes it away); it
+        reads the chain again after."""
+        await node.watcher.stop()
+        await self.until(lambda: not node.runtime.journal.in_flight())
+        try:
+            yield
+        finally:
+            node.watcher.start()
 
     async def until(self, condition: Callable[[], bool], timeout: float = 30.0, mine: bool = False) -> None:
         """Waits until `condition()` holds, looking every few milliseconds (mining meanwhile if
@@ -184,6 +215,14 @@ class Dispute:
     def contract(self) -> PaymentContract | MSContract:
         return self.world.payment if self.kind == "payment" else self.world.ms
 
+    def block_of(self, event: str, version: int | None = None) -> int:
+        """The block of this channel's latest `event` (with `version`, if given)."""
+        found = [e.block_number for e in self.contract.events(max(self.world.chain.block_number() - 100, 0))
+                 if e.name == event and e.args.get("channelId") == self.cid
+                 and (version is None or e.args.get("version") == version)]
+        assert found, f"no {event} of the channel"
+        return found[-1]
+
     def registered(self) -> int:
         """The version the chain holds registered now."""
         return self.contract.channel(self.cid).version
@@ -196,7 +235,7 @@ class Dispute:
         """Time past the dispute window; Alice's node finalizes; the payout once final."""
         end = self.contract.channel(self.cid).deadline
         await self.world.at(max(end, self.world.chain.timestamp()) + 1, self.alice)
-        await self.world.until(lambda: self.outcome() is not None, mine=True)
+        await self.world.until(lambda: self.outcome() is not None, self.world.patience, mine=True)
         return self.outcome()  # type: ignore[return-value]
 
 
@@ -207,8 +246,8 @@ async def stale_close(world: World, kind: str, alice: Node, bob: Node,
     (after `before_close`)."""
     await alice.connect(bob.address, "127.0.0.1", bob.port)
     if kind == "payment":
-        cid = await world.mining(alice.open(bob.address, 2 * ETHER, ETHER, DELTA))
-        await world.mining(bob.wait_for(cid, lambda r: r.stage is Stage.OPEN))
+        cid = await world.mining(alice.open(bob.address, 2 * ETHER, ETHER, DELTA, timeout=world.patience))
+        await world.mining(bob.wait_for(cid, lambda r: r.stage is Stage.OPEN, world.patience))
         await alice.pay(cid, ETHER // 2)  # version 1: 1.5 / 1.5
         old = bob.channel(cid)
         await bob.pay(cid, ETHER)  # version 2: 2.5 / 0.5
@@ -217,8 +256,8 @@ async def stale_close(world: World, kind: str, alice: Node, bob: Node,
             await before_close()
         world.payment.close(bob.account, old.params, old.current, old.peer_signature)
         return Dispute(kind, alice, cid, (5 * ETHER // 2, ETHER // 2), 1, 2, world)
-    cid = await world.mining(alice.multistate.open(bob.address, 2 * ETHER, ETHER, DELTA))
-    await world.mining(bob.wait_for(cid, lambda r: r.stage is Stage.OPEN))
+    cid = await world.mining(alice.multistate.open(bob.address, 2 * ETHER, ETHER, DELTA, timeout=world.patience))
+    await world.mining(bob.wait_for(cid, lambda r: r.stage is Stage.OPEN, world.patience))
     # Bob pays Alice 0.5 ETH with a hash-time lock she claims, absorbed into the cash.
     nid = await bob.multistate.create(cid, "HashTimeLock", htlc.initial(BOB, ETHER // 2, htlc.hashlock_of(PREIMAGE),
                                                                          world.chain.timestamp() + 10 * DELTA))
@@ -237,35 +276,40 @@ async def stale_close(world: World, kind: str, alice: Node, bob: Node,
 
 
 async def refutation_reorganised_out(world: World, dispute: Dispute, depth: int) -> None:
-    """Alice's refutation, and the blocks after it (`depth` in all), replaced by empty blocks."""
+    """Alice's refutation, and the blocks after it (`depth` at least), replaced by empty blocks."""
     await world.until(lambda: dispute.registered() == dispute.latest_version)  # refuted at depth 0
-    world.mine(depth - 1)
-    world.reorg(depth)
-    assert dispute.registered() == dispute.stale_version
+    async with world.unwatched(dispute.alice):
+        world.reorg_from(dispute.block_of("CloseRegistered", dispute.latest_version), depth)
+        assert dispute.registered() == dispute.stale_version
     await world.until(lambda: dispute.registered() == dispute.latest_version)  # and again
 
 
 async def close_reorganised_out(world: World, dispute: Dispute, depth: int) -> None:
-    """Bob's close and Alice's refutation, and the blocks after them (`depth` >= 2 in all),
+    """Bob's close and the blocks after it (Alice's refutation among them; `depth` at least),
     replaced by empty blocks: the channel is open, and Alice's record never stopped saying so."""
     await world.until(lambda: dispute.registered() == dispute.latest_version)
-    world.mine(depth - 2)
-    world.reorg(depth)
-    assert dispute.contract.channel(dispute.cid).phase is Phase.OPEN
+    async with world.unwatched(dispute.alice):
+        block = dispute.block_of("CloseRegistered", dispute.stale_version)
+        head = world.chain.block_number()
+        world.reorg_from(block, depth)
+        assert dispute.contract.channel(dispute.cid).phase is Phase.OPEN, (
+            block, head, world.chain.block_number(), dispute.contract.channel(dispute.cid),
+            [(e.name, e.block_number, e.args.get("version")) for e in dispute.contract.events(block - 5)
+             if e.args.get("channelId") == dispute.cid])
     await world.final(dispute.alice)
     assert dispute.alice.runtime.registry.record(dispute.cid).stage is Stage.OPEN
 
 
 async def finalize_reorganised_out(world: World, dispute: Dispute, depth: int) -> None:
-    """Alice's finalize, and the blocks after it (`depth` in all), replaced by empty blocks."""
+    """Alice's finalize, and the blocks after it (`depth` at least), replaced by empty blocks."""
     await world.until(lambda: dispute.registered() == dispute.latest_version)
     await world.final(dispute.alice)
     world.chain.set_next_block_timestamp(dispute.contract.channel(dispute.cid).deadline + 1)
     world.mine()
     await world.until(lambda: dispute.contract.channel(dispute.cid).phase is Phase.CLOSED)  # finalized
-    world.mine(depth - 1)
-    world.reorg(depth)
-    assert dispute.contract.channel(dispute.cid).phase is Phase.CLOSING
+    async with world.unwatched(dispute.alice):
+        world.reorg_from(dispute.block_of("Finalized"), depth)
+        assert dispute.contract.channel(dispute.cid).phase is Phase.CLOSING
 
 
 async def refutation_held_out(world: World, dispute: Dispute, how: str) -> None:

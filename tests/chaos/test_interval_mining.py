@@ -36,8 +36,7 @@ def test_a_stale_close_is_refuted_and_finalized_on_a_chain_with_block_times(inte
     async def scenario() -> tuple[int, int]:
         async with world.running("alice", "bob") as (alice, bob):
             dispute = await stale_close(world, kind, alice, bob)
-            timeout = 3 * world.block_time  # type: ignore[operator]
-            await world.until(lambda: dispute.registered() == dispute.latest_version, timeout=timeout)
+            await world.until(lambda: dispute.registered() == dispute.latest_version, world.patience)
             await world.final(alice)
             return await dispute.settle()
     assert run(scenario(), timeout=60 * world.block_time) == (5 * 10**18 // 2, 10**18 // 2)  # type: ignore[operator]

@@ -35,8 +35,6 @@ def test_random_chaos_rounds(world: World) -> None:
     rng = random.Random(SEED)
     for n in range(ROUNDS):
         kind, fault, depth = rng.choice(KINDS), rng.choice(FAULTS), rng.randint(1, 5)
-        if fault == "close reorganised out":
-            depth = max(depth, 2)  # the close and the refutation after it
         before = world.contract_balances()
         try:
             if kind == "virtual":

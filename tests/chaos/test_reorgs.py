@@ -80,3 +80,26 @@ def test_an_operators_close_reorganised_out_is_sent_again(world: World, kind: st
             rec = await world.mining(alice.wait_for(cid, lambda r: r.stage is Stage.CLOSED))
             return rec.outcome
     assert run(scenario()) == ((3 * 10**18 // 2, 3 * 10**18 // 2) if kind == "payment" else (2 * 10**18, 10**18))
+
+
+def test_a_reorganisation_below_the_final_blocks_is_told_and_read_again_from_the_fork(
+        world: World, caplog: pytest.LogCaptureFixture) -> None:
+    world.confirmations = 1
+
+    async def scenario() -> int:
+        async with world.running("alice") as (alice,):
+            for _ in range(3):  # three polls, three checkpoints
+                await world.final(alice)
+            fork = alice.store.last_block() - 2
+            replaced = world.chain.block_hash(fork + 1)
+            world.reorg(world.chain.block_number() - fork)  # the final blocks above `fork` replaced
+            assert world.chain.block_hash(fork + 1) != replaced
+            await alice.sync()
+            assert alice.store.last_block() == world.chain.block_number() - 1  # read again, up to the head − 1
+            return fork
+    with caplog.at_level("INFO", logger="perun"):
+        fork = run(scenario())
+    said = [r.getMessage() for r in caplog.records if "deeper than 1 confirmation(s)" in r.getMessage()]
+    assert len(said) == 1, said
+    assert f"replaced final blocks above #{fork - 1}" in said[0] or f"above #{fork}" in said[0], said
+    assert "what the node applied from them stays applied" in said[0]

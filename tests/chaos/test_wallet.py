@@ -205,12 +205,12 @@ def test_a_duty_s_transaction_is_given_up_at_its_deadline(chain, token) -> None:
     pool, sent = in_background(dispute)
     try:
         journal.wait_sent(chain, 1)
-        # A base fee above the operator's limit: the bid goes up to the limit, no higher.
-        chain._dev_rpc("anvil_setNextBlockBaseFeePerGas", [hex(50 * GWEI)])
-        chain.mine()
+        # No block for a while: the bid goes up to the operator's limit, no higher.
         clock.bump_time()
-        assert journal.wait_versions(2).tx["maxFeePerGas"] == 3 * GWEI  # anvil refuses it: below the base fee
+        assert journal.wait_sent(chain, 2).tx["maxFeePerGas"] == 3 * GWEI
         clock.bump_time()  # and again: there is no higher bid to make
+        # The deadline's block, with a base fee above the limit: it is left out.
+        chain._dev_rpc("anvil_setNextBlockBaseFeePerGas", [hex(50 * GWEI)])
         chain.set_next_block_timestamp(deadline)
         chain.mine()
         with pytest.raises(errors.TransactionNotMined, match=rf"dispute of 0xabc was not mined by its deadline "

@@ -4,11 +4,12 @@ fees, the wait until one is mined, and the re-sends with a higher bid.
 A `Wallet` sends one transaction at a time, from one account, and waits until it is mined:
 - Its bid is the latest block's base fee twice, plus a tip (`FeePolicy`), never above the
   operator's limit (`max_fee`).
-- Not mined after `bump_after` seconds, or gone from the node's pool, it is signed again with
-  the same nonce and a bid `bump_percent` higher (the pool's replacement rule asks for 10 %
-  more at least), and sent again, until the chain time reaches the deadline of the duty it
-  serves (`DUTY`), or `give_up_after` seconds for one that serves none. Same nonce: whichever
-  version is mined, only one is.
+- Not mined after `bump_after` seconds, it is signed again with the same nonce and a bid
+  `bump_percent` higher (the pool's replacement rule asks for 10 % more at least), and sent
+  again, until the chain time reaches the deadline of the duty it serves (`DUTY`), or
+  `give_up_after` seconds for one that serves none. Same nonce: whichever version is mined,
+  only one is. One gone from the node's pool unmined is sent again at once if it serves no
+  duty; a duty's is given up, as the duty itself is derived again at the follower's next poll.
 - Every version is written to a `Journal` before it is sent, so a restarted node knows it.
   A transaction the wallet gave up on, or that a crash left behind, is replaced by the next one
   it sends (the same nonce again): it can no longer be mined behind the caller's back, except
@@ -164,14 +165,20 @@ class Wallet(Signer):
                 self.journal.drop(flight.nonce)
                 return receipt if tx_hash in mine else None  # else a version of a given-up call took the nonce
             if deadline and chain.timestamp() >= deadline:
-                raise errors.TransactionNotMined(
-                    f"{duty or 'a transaction'} was not mined by its deadline (chain time {deadline}); last bid "
-                    f"{_gwei(flight.tx['maxFeePerGas'])} gwei per gas")
+                raise self._late(duty, deadline, flight)
             if not deadline and self.clock() - started >= self.fees.give_up_after:
                 raise errors.TransactionNotMined(
                     f"a transaction was not mined within {self.fees.give_up_after:.0f} s; last bid "
                     f"{_gwei(flight.tx['maxFeePerGas'])} gwei per gas (the limit is --max-fee-gwei)")
             gone = self._gone(chain, flight)
+            if gone and duty and not self._nonce_used(chain, flight):
+                # Dropped, or mined and reorganised out before the wallet saw it: whether the duty
+                # still needs it is the follower's to say (a close gone takes its answer's need).
+                if deadline and chain.timestamp() >= deadline:
+                    raise self._late(duty, deadline, flight)
+                raise errors.TransactionNotMined(
+                    f"{duty}: its transaction left the pool unmined (dropped, or reorganised out); the duty is "
+                    "tried again at the next poll")
             if gone or self.clock() - sent_at >= self.fees.bump_after:
                 if self._nonce_used(chain, flight):
                     if not any(self._mined(chain, h) for h in flight.hashes):
@@ -185,6 +192,11 @@ class Wallet(Signer):
             if self._stopped.wait(wait):
                 raise errors.TransactionNotMined("the node stopped before the transaction was mined")
             wait = min(wait * 2, self.fees.poll)
+
+    def _late(self, duty: str, deadline: int, flight: InFlight) -> errors.TransactionNotMined:
+        return errors.TransactionNotMined(
+            f"{duty or 'a transaction'} was not mined by its deadline (chain time {deadline}); last bid "
+            f"{_gwei(flight.tx['maxFeePerGas'])} gwei per gas")
 
     def _leftover(self, chain: Chain) -> InFlight | None:
         """The one transaction a given-up call or a crash left in flight, if it is not mined; it
