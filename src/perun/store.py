@@ -296,6 +296,7 @@ def _record_from(d: dict[str, Any], params: Params, domain: Domain, cid: bytes) 
         # absent before openings expired
         open_until=d.get("open_until", 0),
         given_up=d.get("given_up", ""),
+        close_requested=d.get("close_requested", False),  # absent before reorganisations were handled
     )
 
 

@@ -32,7 +32,7 @@ def test_records_states_peers_and_block_round_trip(tmp_path):
     params = Params(ALICE.address, BOB.address, 2**128 - 2, 1, 600, 2**256 - 1)
     rec = new_record(params, DOMAIN, Role.ALICE, Stage.OPEN)
     rec, proposal = propose(rec, payment(rec, 2**100), ALICE.key)
-    rec = replace(rec, registered_version=0, deadline=99, outcome=(1, 2**127))
+    rec = replace(rec, registered_version=0, deadline=99, outcome=(1, 2**127), close_requested=True)
     store.commit([rec], [SignedState(proposal.state, proposal.signature, b"")], [(BOB.address, "::1", 9)],
                  {"last_block": "42"})
     store.close()
@@ -120,6 +120,7 @@ def busy_ms_record() -> ms.MSRecord:
         proposed_final=True,
         open_until=2**40 + 1,
         given_up="cancelled by the operator",
+        close_requested=True,
         deadline=2**40,
         registered_version=bob.state.version,
         registered_fundings=bob.state.nanocontracts,

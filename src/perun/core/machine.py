@@ -92,8 +92,7 @@ class ChannelRecord(Sides):
     peer_signed_hint: int = 0  # the highest version the peer said it signed
     open_until: int = 0  # chain time by which the opening must be on chain (0: no limit)
     given_up: str = ""  # why this party gave the opening up ("" while it goes on)
-    # The operator closed it unilaterally: the close is sent until one is on chain, so one that a
-    # reorganisation takes away is sent again.
+    # The operator closed it unilaterally: a close that a reorganisation takes away is sent again.
     close_requested: bool = False
 
     channel_id: bytes = field(init=False, repr=False, compare=False)

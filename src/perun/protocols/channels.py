@@ -277,11 +277,6 @@ class ChannelProtocol(Protocol):
             return None
         try:
             receipt = await self.ctx.transact(fn, *args)
-        except errors.ChannelsStaleVersion:
-            # The chain holds this version already, or a newer one (both signed by this party):
-            # the follower's duty and the operator's command sent the same close at once.
-            self.ctx.follower.wake()
-            return None
         except (errors.ChannelsWrongPhase, errors.TransactionFailed):
             if (await self.ctx.on_chain(self.contract.channel, cid)).phase is not Phase.CLOSED:
                 raise
@@ -291,8 +286,9 @@ class ChannelProtocol(Protocol):
         return receipt
 
     async def request_close(self, cid: bytes) -> None:
-        """Records the operator's unilateral close of an open channel, before it is sent: the
-        follower sends it until one is on chain (`close_requested`)."""
+        """Records the operator's unilateral close, once it is mined, while the channel is open
+        in the records (its close is not final yet): should a reorganisation take it away, the
+        follower sends it again (`close_requested`)."""
         rec = self.channel(cid)
         if rec.stage is Stage.OPEN and not rec.close_requested:
             await self.ctx.save([replace(rec, close_requested=True)])

@@ -224,9 +224,10 @@ class Payment(ChannelProtocol):
     async def register(self, cid: bytes) -> Receipt | None:
         """Unilateral close: registers the latest state the peer signed and starts Δ (or
         replaces an older registered state within Δ). None if the channel closed meanwhile.
-        Durable: until the close is on chain, the follower sends it (again)."""
+        Durable: should a reorganisation take it away, the follower sends it again."""
+        receipt = await self._register(cid)
         await self.request_close(cid)
-        return await self._register(cid)
+        return receipt
 
     async def _register(self, cid: bytes) -> Receipt | None:
         rec = self.channel(cid)

@@ -177,9 +177,10 @@ class Multistate(ChannelProtocol):
         """Closes on chain with the latest channel state the peer signed (or replaces an older
         registered one before D). The follower then registers the nanocontracts it lists, runs
         their automatic functions and finalizes. None if the channel closed meanwhile. Durable:
-        until the close is on chain, the follower sends it (again)."""
+        should a reorganisation take it away, the follower sends it again."""
+        receipt = await self.register_close(cid)
         await self.request_close(cid)
-        return await self.register_close(cid)
+        return receipt
 
     async def register_close(self, cid: bytes) -> Receipt | None:
         """The close transaction itself (the follower's duties: a dispute, a requested close)."""
