@@ -27,7 +27,6 @@ from perun.chain import reverts
 from perun.chain.artifacts import load
 
 
-
 class Signer:
     """A sender that sends transactions itself (perun.chain.wallet.Wallet: nonce, fees, re-sends)."""
 
