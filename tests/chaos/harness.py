@@ -142,7 +142,7 @@ class World:
         """Every block mined so far is final for `nodes`, and they have read it."""
         if self.block_time:
             top = self.chain.block_number() + self.confirmations
-            await self.until(lambda: self.chain.block_number() >= top, timeout=self.block_time * (top + 2))
+            await self.until(lambda: self.chain.block_number() >= top, self.block_time * (self.confirmations + 2))
         else:
             self.mine(self.confirmations)
         for node in nodes:
@@ -189,10 +189,6 @@ class World:
         pool = self.rpc_call("txpool_content")["pending"]
         found = next((txs for who, txs in pool.items() if who.lower() == address.lower()), {})
         return list(found.values())
-
-
-def run(coro: Awaitable[T], timeout: float = 120.0) -> T:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 # ---------------------------------------------------------------------- disputes, by kind

@@ -11,7 +11,8 @@ import asyncio
 
 import pytest
 
-from tests.chaos.harness import World, refutation_held_out, run, stale_close
+from tests.chaos.harness import World, refutation_held_out, stale_close
+from tests.node.conftest import run
 
 
 @pytest.mark.parametrize("kind", ["payment", "multistate"])

@@ -12,7 +12,8 @@ import pytest
 
 from perun.chain.anvil import AnvilChain
 from perun.chain.deploy import deploy
-from tests.chaos.harness import World, run, stale_close
+from tests.chaos.harness import World, stale_close
+from tests.node.conftest import run
 
 BLOCK_TIMES = [1, 4, 12] if os.environ.get("PERUN_CHAOS_LONG") else [1]
 

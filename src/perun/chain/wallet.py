@@ -126,7 +126,7 @@ class Wallet(Signer):
         self.journal: Journal = journal if journal is not None else MemoryJournal()
         self.fees = fees
         self.clock = clock
-        self.sent = 0  # versions broadcast, re-sends included (for tests and the log)
+        self.sent = 0  # versions broadcast, re-sends included
         self._stopped = threading.Event()
 
     def stop(self) -> None:

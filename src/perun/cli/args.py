@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import re
-from decimal import Decimal
 
 from perun import errors
 from perun.core.amounts import parse_amount
@@ -68,12 +67,12 @@ def depth_arg(text: str) -> int:
 def gwei_arg(text: str) -> int:
     """A fee per gas in gwei (decimals allowed), as wei."""
     try:
-        wei = Decimal(text) * 10**9
-    except ArithmeticError:
-        wei = Decimal(-1)
-    if not 0 < wei <= 10**9 * 10**6 or wei != wei.to_integral_value():
+        wei = parse_amount(text + "gwei") if re.fullmatch(r"[0-9.]+", text.strip()) else -1
+    except ValueError:
+        wei = -1
+    if not 0 < wei <= 10**15:
         raise argparse.ArgumentTypeError(f"expected a fee in gwei per gas (above 0, up to 1000000), got {text!r}")
-    return int(wei)
+    return wei
 
 
 def count_arg(text: str) -> int:
