@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export SOLCX_BINARY_PATH := $(CURDIR)/.solc
 SOLC_VERSION := $(shell sed -n 's/.*"solc": "\(.*\)".*/\1/p' package.json)
 
-.PHONY: demo test chaos test-hardhat hardhat bench bench-updates bench-virtual build devnet setup browser clean
+.PHONY: demo test chaos test-hardhat hardhat bench bench-updates bench-virtual build devnet setup browser capture-tool clean
 
 demo: setup
 	$(VENV)/bin/perun demo
@@ -17,7 +17,7 @@ demo: setup
 # tracebacks into frame-by-frame dumps of .venv internals. Two workers, each test file on one of
 # them (its module's anvil and nodes start once): half the time on two cores, as much of the suite
 # waits for processes and blocks.
-test: setup browser
+test: setup browser capture-tool
 	$(PY) -m pytest -q -p no:ape_test -n 2 --dist loadfile $(PYTEST_ARGS)
 
 # The contract and node suites again, on Hardhat's node instead of anvil (a second, independent
@@ -87,6 +87,17 @@ browser:
 	  echo "installing Debian's chromium (once)"; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null \
 	  || echo "could not install chromium: the report's browser test will be skipped"; }
+
+# A test captures the nodes' peer traffic on loopback with Debian's tcpdump, to show that no channel
+# secret crosses the wire in clear. Installed like chromium above; capturing needs root (CAP_NET_RAW),
+# otherwise that test is skipped with the reason (CI sets PERUN_REQUIRE_CAPTURE=1: a failure then).
+capture-tool:
+	@command -v tcpdump >/dev/null || [ -x /usr/sbin/tcpdump ] || [ -x /usr/bin/tcpdump ] || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO=sudo; \
+	  else echo "tcpdump is not installed and this user cannot install it: the wire capture test will be skipped"; exit 0; fi; \
+	  echo "installing Debian's tcpdump (once)"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq tcpdump >/dev/null \
+	  || echo "could not install tcpdump: the wire capture test will be skipped"; }
 
 clean:
 	rm -rf $(VENV) node_modules tools/hardhat/node_modules .solc .build

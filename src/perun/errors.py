@@ -130,6 +130,15 @@ class MessageTooLarge(MalformedMessage):
     """A frame is larger than the protocol allows; the connection is closed."""
 
 
+class FrameRejected(WireError):
+    """A frame fails authentication (tampered with, replayed, reordered or cut short), or the
+    peer broke a limit: the connection is closed."""
+
+
+class RateLimited(FrameRejected):
+    """The peer sent frames faster than the limit allows (perun.wire.limits)."""
+
+
 class HandshakeFailed(WireError):
     """The peer did not prove it holds its key, or is on another chain or contract."""
 

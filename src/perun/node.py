@@ -43,6 +43,7 @@ from perun.protocols.virtual import APP as VIRTUAL_APP
 from perun.protocols.virtual import HubPolicy, Virtual
 from perun.runtime import Runtime
 from perun.runtime.follower import default_confirmations
+from perun.wire.limits import Limits
 
 RESPONSE_TIMEOUT = 10.0
 
@@ -75,12 +76,14 @@ class Node:
         name: str | None = None,
         confirmations: int | None = None,
         fees: FeePolicy = FeePolicy(),
+        limits: Limits = Limits(),
     ) -> None:
         if confirmations is None:
             confirmations = default_confirmations(chain.chain_id)
         self.runtime = rt = Runtime(key, chain, (chain.chain_id, to_checksum_address(contract)), store_path,
                                     host=host, port=port, name=name, poll_interval=poll_interval,
-                                    response_timeout=response_timeout, confirmations=confirmations, fees=fees)
+                                    response_timeout=response_timeout, confirmations=confirmations, fees=fees,
+                                    limits=limits)
         self.payment = Payment(rt, contract, policy)
         rt.registry.register(self.payment)
         self.multistate: Multistate | None = None

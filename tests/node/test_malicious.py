@@ -1,5 +1,6 @@
-"""A malicious peer, Mallory, speaking raw frames to Bob's node: every bad message gets its own
-error code, changes nothing, and Bob keeps serving Mallory and his honest channel with Alice."""
+"""A malicious peer, Mallory, sending Bob's node raw messages over a valid session: every bad
+message gets its own error code, changes nothing, and Bob keeps serving Mallory and his honest
+channel with Alice. And peers that fail the handshake."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from perun.core.channel import Params, PaymentState
 from perun.core.eip712 import sign, sign_state
 from perun.core.machine import Stage
 from perun.wire import messages as m
-from perun.wire.transport import Connection, handshake, handshake_digest, read_message
+from perun.wire import noise
+from perun.wire.transport import DIALER, LENGTH, MAX_CIPHERTEXT, PROLOGUE, Connection, Hello, handshake, read_frame
 from tests.node.conftest import DELTA, run
 
 E = m.ErrorCode
@@ -26,8 +28,8 @@ async def dial(net, node, key) -> Connection:
     return await handshake(reader, writer, key, net.chain.chain_id, net.contract.address, expected_peer=node.address)
 
 
-def frame(type_: int, body: bytes, version: int = m.PROTOCOL_VERSION) -> bytes:
-    return struct.pack(">IBB", len(body) + 2, version, type_) + body
+def raw(type_: int, body: bytes, version: int = m.PROTOCOL_VERSION) -> bytes:
+    return bytes((version, type_)) + body
 
 
 async def answer(conn: Connection) -> m.Message:
@@ -57,10 +59,11 @@ def test_every_bad_message_is_refused_with_its_code_and_changes_nothing(net):
                                 final, sig)
 
             bad = [
-                (frame(99, b""), E.UNKNOWN_TYPE),
-                (frame(m.AcceptChannel.TYPE, cid, version=7), E.UNSUPPORTED_VERSION),
-                (frame(m.Update.TYPE, update(1, ETHER, 2 * ETHER).encode()[6:-3]), E.MALFORMED),  # truncated
-                (m.Hello(mallory.address, 1, net.contract.address, bytes(32)).encode(), E.MALFORMED),
+                (raw(99, b""), E.UNKNOWN_TYPE),
+                (raw(1, bytes(20)), E.UNKNOWN_TYPE),  # version 2's plaintext Hello
+                (raw(m.AcceptChannel.TYPE, cid, version=2), E.UNSUPPORTED_VERSION),
+                (raw(m.Update.TYPE, update(1, ETHER, 2 * ETHER).encode()[2:-3]), E.MALFORMED),  # truncated
+                (b"\x03", E.MALFORMED),  # no type
                 (update(1, ETHER, 2 * ETHER, channel=honest).encode(), E.UNKNOWN_CHANNEL),
                 (update(1, ETHER, 2 * ETHER, channel=os.urandom(32)).encode(), E.UNKNOWN_CHANNEL),
                 (update(1, ETHER, 2 * ETHER, key=net.account("alice").key).encode(), E.INVALID_SIGNATURE),
@@ -73,8 +76,8 @@ def test_every_bad_message_is_refused_with_its_code_and_changes_nothing(net):
                 (m.Reestablish(honest, 0, 0).encode(), E.UNKNOWN_CHANNEL),
                 (m.ProposeChannel.of(Params(mallory.address, alice.address, 1, 1, DELTA, 2)).encode(), E.INVALID_PARAMS),
             ]
-            for raw, code in bad:
-                conn.send_raw(raw)
+            for message, code in bad:
+                conn.send_plaintext(message)
                 reply = await answer(conn)
                 assert isinstance(reply, m.Error), reply
                 assert E(reply.code) is code, (reply, code)
@@ -95,7 +98,7 @@ def test_every_bad_message_is_refused_with_its_code_and_changes_nothing(net):
             assert bob.channel(honest).my_balance == 5 * ETHER + 5
 
             # An oversized frame ends the connection, after an error.
-            conn.send_raw(struct.pack(">I", m.MAX_FRAME + 1) + bytes(16))
+            conn.writer.write(LENGTH.pack(MAX_CIPHERTEXT + 1) + bytes(16))
             reply = await answer(conn)
             assert E(reply.code) is E.TOO_LARGE
             with pytest.raises(errors.PeerUnavailable):
@@ -109,15 +112,20 @@ def test_a_peer_that_cannot_prove_its_key_is_refused(net):
 
     async def scenario():
         async with net.running("bob") as (bob,):
+            # Mallory claims to be Alice, with her own signature on the handshake hash.
             reader, writer = await asyncio.open_connection("127.0.0.1", bob.port)
-            hello = m.Hello(alice.address, net.chain.chain_id, net.contract.address, os.urandom(32))
-            writer.write(hello.encode())  # claims to be Alice
-            theirs = await read_message(reader)
-            forged = sign(handshake_digest(0, hello, theirs), mallory.key)
-            writer.write(m.Auth(forged).encode())
-            await read_message(reader)  # Bob's own Auth
+            state = noise.Handshake(True, PROLOGUE, noise.private_key())
+            writer.write(LENGTH.pack(32) + state.write_message())
+            state.read_message(await read_frame(reader))
+
+            def forged(h: bytes) -> bytes:
+                claim = Hello(alice.address, net.chain.chain_id, net.contract.address, b"")
+                return Hello(alice.address, claim.chain_id, claim.contract,
+                             sign(claim.digest(DIALER, h), mallory.key)).encode()
+            third = state.write_message(forged)
+            writer.write(LENGTH.pack(len(third)) + third)
             with pytest.raises(errors.PeerUnavailable):
-                await asyncio.wait_for(read_message(reader), 5)  # then Bob hangs up
+                await asyncio.wait_for(read_frame(reader), 5)  # Bob hangs up
             assert alice.address not in bob.peers
             writer.close()
 
@@ -130,4 +138,11 @@ def test_a_peer_that_cannot_prove_its_key_is_refused(net):
                 await handshake(reader, writer, mallory.key, net.chain.chain_id, net.contract.address,
                                 expected_peer=alice.address)
             writer.close()
+            # A version 2 node's plaintext Hello is not a Noise message.
+            reader, writer = await asyncio.open_connection("127.0.0.1", bob.port)
+            writer.write(struct.pack(">IBB", 80, 2, 1) + bytes(78))
+            with pytest.raises(errors.PeerUnavailable):
+                await asyncio.wait_for(read_frame(reader), 5)
+            writer.close()
+            assert not bob.peers
     run(scenario())

@@ -33,6 +33,11 @@ EVERY_KEY = {
     "max_fee_gwei": ("150", 150 * 10**9),
     "priority-fee-gwei": ("0.5", 5 * 10**8),  # decimals of a gwei
     "bump_after": ("12", 12.0),
+    "handshake_timeout": ("2.5", 2.5),
+    "max-connections-per-address": ("4", 4),
+    "max_connections": ("64", 64),
+    "max_frames_per_second": ("800", 800),
+    "max_pending_proposals": ("3", 3),
     "max_own_deposit": ('"2eth"', 2 * ETHER),
     "min-peer-deposit": ("1000", 1000),  # a bare number is wei, as on the command line
     "max_peer_deposit": ('"100.5eth"', 1005 * ETHER // 10),

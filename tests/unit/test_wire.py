@@ -1,4 +1,4 @@
-"""The wire codec (perun.wire.messages): round trips, and every way a frame can be wrong."""
+"""The wire codec (perun.wire.messages): round trips, and every way a message can be wrong."""
 
 import struct
 
@@ -14,8 +14,6 @@ NID = b"\x22" * 32
 SIG = b"\x11" * 65
 APP = "0x" + "33" * 20
 SAMPLES = [
-    m.Hello("0x" + "12" * 20, 31337, "0x" + "34" * 20, b"\x05" * 32),
-    m.Auth(SIG),
     m.Error(m.ErrorCode.CONFLICT, m.Update.TYPE, CID, 4, 5, "conflict at version 4 ✓"),
     m.ProposeChannel("0x" + "12" * 20, "0x" + "56" * 20, "0x" + "00" * 20, 10**18, 5, 3600, 2**64 - 1),
     m.AcceptChannel(CID),
@@ -40,82 +38,83 @@ SAMPLES = [
 
 @pytest.mark.parametrize("message", SAMPLES, ids=lambda x: type(x).__name__)
 def test_round_trip(message):
-    frame = message.encode()
-    assert struct.unpack(">I", frame[:4])[0] == len(frame) - 4
-    assert m.decode_frame(frame) == message
+    raw = message.encode()
+    assert raw[:2] == bytes((m.PROTOCOL_VERSION, message.TYPE))
+    assert m.decode_message(raw) == message
 
 
 @pytest.mark.parametrize("message", SAMPLES, ids=lambda x: type(x).__name__)
 def test_truncated_and_padded_bodies_are_malformed(message):
-    frame = message.encode()
-    _, version, type_ = m.HEADER.unpack_from(frame)
-    body = frame[m.HEADER.size:]
+    raw = message.encode()
+    version, type_, body = raw[0], raw[1], raw[2:]
     with pytest.raises(errors.MalformedMessage):
         m.decode(version, type_, body[:-1])
     with pytest.raises(errors.MalformedMessage):
         m.decode(version, type_, body + b"\x00")
 
 
-def test_unknown_type_version_flag_and_oversize():
-    body = m.AcceptChannel(CID).encode()[m.HEADER.size:]
+def test_unknown_type_version_flag_and_short():
+    body = m.AcceptChannel(CID).encode()[2:]
     with pytest.raises(errors.MalformedMessage, match="unknown message type 99"):
         m.decode(m.PROTOCOL_VERSION, 99, body)
-    for version in (1, 3):
+    for version in (2, 4):
         with pytest.raises(errors.MalformedMessage, match=f"protocol version {version}"):
             m.decode(version, m.AcceptChannel.TYPE, body)
     bad_flag = bytearray(m.Update(CID, 1, 0, 1, 2, False, SIG).encode())
-    bad_flag[m.HEADER.size + 32 + 8 + 8 + 64] = 2
+    bad_flag[2 + 32 + 8 + 8 + 64] = 2
     with pytest.raises(errors.MalformedMessage, match="flag"):
-        m.decode_frame(bytes(bad_flag))
-    with pytest.raises(errors.MessageTooLarge):
-        m.decode_frame(struct.pack(">IBB", m.MAX_FRAME + 1, m.PROTOCOL_VERSION, 5) + bytes(m.MAX_FRAME - 1))
-    with pytest.raises(errors.MalformedMessage):
-        m.decode_frame(b"\x00\x00")
+        m.decode_message(bytes(bad_flag))
+    for short in (b"", b"\x03"):
+        with pytest.raises(errors.MalformedMessage, match="no version and type"):
+            m.decode_message(short)
+    for handshake_type in (1, 2):  # the plaintext handshake of protocol version 2, gone since 3
+        with pytest.raises(errors.UnknownMessageType):
+            m.decode(m.PROTOCOL_VERSION, handshake_type, b"")
 
 
 def test_reason_must_be_bounded_utf8():
-    frame = bytearray(m.Error(1, 6, CID, 0, 0, "ab").encode())
-    frame[-1] = 0xFF
+    raw = bytearray(m.Error(1, 6, CID, 0, 0, "ab").encode())
+    raw[-1] = 0xFF
     with pytest.raises(errors.MalformedMessage, match="UTF-8"):
-        m.decode_frame(bytes(frame))
-    too_long = m.Error(1, 6, CID, 0, 0, "").encode()[m.HEADER.size:-2] + struct.pack(">H", 257) + b"a" * 257
+        m.decode_message(bytes(raw))
+    too_long = m.Error(1, 6, CID, 0, 0, "").encode()[2:-2] + struct.pack(">H", 257) + b"a" * 257
     with pytest.raises(errors.MalformedMessage, match="more than 256"):
         m.decode(m.PROTOCOL_VERSION, m.Error.TYPE, too_long)
 
 
 def test_a_long_reason_is_cut_on_a_character_boundary():
     sent = m.Error(1, 6, CID, 0, 0, "é" * 200)  # 400 bytes of UTF-8
-    assert m.decode_frame(sent.encode()).reason == "é" * (m.MAX_REASON // 2)
-    assert m.decode_frame(m.Error(1, 6, CID, 0, 0, "a" + "é" * 200).encode()).reason == "a" + "é" * 127
+    assert m.decode_message(sent.encode()).reason == "é" * (m.MAX_REASON // 2)
+    assert m.decode_message(m.Error(1, 6, CID, 0, 0, "a" + "é" * 200).encode()).reason == "a" + "é" * 127
 
 
 def test_bytes_fields_are_bounded():
     with pytest.raises(ValueError, match="1025 bytes"):
         m.NanocontractCall(CID, NID, 1, 0, 0, 0, bytes(m.MAX_BYTES + 1), SIG).encode()
-    head = m.NanocontractCall(CID, NID, 1, 0, 0, 0, b"", SIG).encode()[m.HEADER.size:-67]
+    head = m.NanocontractCall(CID, NID, 1, 0, 0, 0, b"", SIG).encode()[2:-67]
     body = head + struct.pack(">H", m.MAX_BYTES + 1) + bytes(m.MAX_BYTES + 1) + SIG
     with pytest.raises(errors.MalformedMessage, match="bytes field of 1025 bytes"):
         m.decode(m.PROTOCOL_VERSION, m.NanocontractCall.TYPE, body)
     with pytest.raises(errors.MalformedMessage, match="truncated"):  # the length says more than there is
         m.decode(m.PROTOCOL_VERSION, m.NanocontractCall.TYPE, head + struct.pack(">H", 70) + SIG)
     largest = m.NanocontractCreate(CID, 1, 0, 2**64 - 1, APP, 1, 1, 2**256 - 1, bytes(m.MAX_BYTES), SIG, SIG).encode()
-    assert len(largest) - 4 <= m.MAX_FRAME
+    assert len(largest) <= m.MAX_FRAME
 
 
 @pytest.mark.parametrize("sigs", [(SIG[:64], b""), (b"", SIG[:64]), (SIG + b"\x00", SIG), (b"\x00", b"")])
 def test_an_ack_signature_is_empty_or_65_bytes(sigs):
-    frame = m.NanocontractAck(CID, bytes(32), 1, *sigs).encode()
+    raw = m.NanocontractAck(CID, bytes(32), 1, *sigs).encode()
     with pytest.raises(errors.MalformedMessage, match="NanocontractAck has a signature"):
-        m.decode_frame(frame)
+        m.decode_message(raw)
 
 
 def test_a_multistate_proposal_is_not_a_channel_proposal():
     params = Params("0x" + "12" * 20, "0x" + "56" * 20, 10, 5, 3600, 7)
     multistate, payment = m.ProposeMultistate.of(params), m.ProposeChannel.of(params)
     assert type(multistate) is m.ProposeMultistate and not isinstance(multistate, m.ProposeChannel)
-    assert multistate != payment and multistate.encode()[6:] == payment.encode()[6:]
+    assert multistate != payment and multistate.encode()[2:] == payment.encode()[2:]
     assert (m.ProposeMultistate.TYPE, m.ProposeChannel.TYPE) == (10, 4)
-    assert type(m.decode_frame(multistate.encode())) is m.ProposeMultistate
+    assert type(m.decode_message(multistate.encode())) is m.ProposeMultistate
     assert multistate.params() == payment.params() == params
 
 
@@ -133,7 +132,7 @@ def test_every_refusal_has_its_own_code():
 
 
 def test_every_message_type_is_listed_once():
-    assert sorted(m.MESSAGES) == list(range(1, 17))
+    assert sorted(m.MESSAGES) == list(range(3, 17))  # 1 and 2 were version 2's handshake
     assert {type(x) for x in SAMPLES} == set(m.MESSAGES.values())
 
 
@@ -145,4 +144,4 @@ def test_random_bytes_decode_or_raise_malformed(body, version, type_):
         return
     except errors.ValidationError:  # a well-formed frame whose params are invalid
         return
-    assert m.decode_frame(message.encode()) == message
+    assert m.decode_message(message.encode()) == message

@@ -64,6 +64,16 @@ NODE_OPTIONS = (
                "GWEI"),
     NodeOption("--bump-after", seconds_arg, 30.0, "seconds a transaction waits to be mined before the node bids "
                "25 %% more (default 30)", "SECONDS"),
+    # What a connection and a peer are granted before the node hangs up (perun.wire.limits.Limits).
+    NodeOption("--handshake-timeout", seconds_arg, 10.0, "seconds a connection has to complete the handshake "
+               "(default 10)", "SECONDS"),
+    NodeOption("--max-connections-per-address", count_arg, 16, "inbound connections open at once from one IP "
+               "address (default 16)", "N"),
+    NodeOption("--max-connections", count_arg, 512, "inbound connections open at once in all (default 512)", "N"),
+    NodeOption("--max-frames-per-second", count_arg, 5000, "frames a peer may send on a connection per second, "
+               "averaged over a second (default 5000)", "N"),
+    NodeOption("--max-pending-proposals", count_arg, 16, "channels one peer proposed that are not on chain yet "
+               "(default 16, per kind of channel)", "N"),
     # Which channels a peer may open with this node (perun.protocols.policy.ChannelPolicy).
     NodeOption("--max-own-deposit", amount_arg, 0, "the most this node deposits in a channel a peer proposes "
                "(default 0: it accepts only channels in which it deposits nothing)", "AMOUNT"),
@@ -170,6 +180,14 @@ def _fee_policy(args: argparse.Namespace):
     return FeePolicy(max_fee=args.max_fee_gwei, priority_fee=args.priority_fee_gwei, bump_after=args.bump_after)
 
 
+def _limits(args: argparse.Namespace):
+    from perun.wire.limits import Limits
+
+    return Limits(handshake_timeout=args.handshake_timeout, connections_per_address=args.max_connections_per_address,
+                  connections=args.max_connections, frames_per_second=args.max_frames_per_second,
+                  pending_proposals=args.max_pending_proposals)
+
+
 def cmd_node(args: argparse.Namespace) -> None:
     import asyncio
     import logging
@@ -180,6 +198,7 @@ def cmd_node(args: argparse.Namespace) -> None:
     args = node_settings(args)
     policy = _channel_policy(args)  # its errors before the password prompt
     fees = _fee_policy(args)
+    limits = _limits(args)
     host, port = args.listen
     data = Path(args.data)
     key = keystore.load(args.keystore, keystore.read_password(prompt=f"Password for {args.keystore}: "))
@@ -197,7 +216,7 @@ def cmd_node(args: argparse.Namespace) -> None:
         raise errors.DeploymentNotFound("a hub needs a deployment file with MSContract and the VirtualChannel app")
     options = dict(poll_interval=args.poll, response_timeout=args.response_timeout, reply_time=args.reply_time,
                    policy=policy, accept_virtual=lambda v: args.accept_virtual, hub=hub,
-                   confirmations=args.confirmations, fees=fees, **contracts)
+                   confirmations=args.confirmations, fees=fees, limits=limits, **contracts)
     asyncio.run(_run_node(key, chain, data, host, port, options))
 
 

@@ -160,7 +160,7 @@ class ChannelProtocol(Protocol):
                 raise errors.InvalidParams(f"channel 0x{cid.hex()} exists with other parameters")
             self.ctx.peers.send(conn, m.AcceptChannel(cid))  # Alice lost our answer: repeat it
             return
-        reason = self.policy.refusal(params)
+        reason = self.policy.refusal(params) or self._too_many_pending(conn.peer)
         if reason is not None:  # the proposer's `open` raises PeerRejected with this reason
             raise errors.ChannelRefused(reason)
         new = replace(self.new_record(params, Role.BOB, Stage.ACCEPTED), open_until=self.open_until() + self.open_time)
@@ -168,6 +168,16 @@ class ChannelProtocol(Protocol):
             self.ctx.faults.point("accept-stored")
             conn.send(m.AcceptChannel(cid))
         self.ctx.save([new], then=accept)
+
+    def _too_many_pending(self, peer: str) -> str | None:
+        """Each accepted proposal is stored and watched until it is on chain or expires."""
+        limit = self.ctx.limits.pending_proposals
+        pending = sum(1 for rec in self.records.values()
+                      if rec.peer == peer and rec.role is Role.BOB and rec.stage is Stage.ACCEPTED and not rec.given_up)
+        if pending >= limit:
+            return (f"{pending} channels you proposed are not on chain yet, the most this node holds for one peer "
+                    f"(its --max-pending-proposals); create them or let them expire first")
+        return None
 
     def on_accept(self, conn: Connection, msg: m.AcceptChannel) -> None:
         rec = self.channel_with(conn, msg.channel_id)

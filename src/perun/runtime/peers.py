@@ -1,5 +1,6 @@
-"""The node's peers: listening, dialling and redialling, the handshake, and each connection's
-loop that reads messages and hands them to the protocol that owns their type.
+"""The node's peers: listening, dialling and redialling, the handshake, each connection's loop
+that reads messages and hands them to the protocol that owns their type, and the limits a
+connection is held to (perun.wire.limits).
 
 A message a protocol refuses (a ValidationError) is answered with an Error that names what it
 refuses; nothing else changes. An Error from the peer goes to the protocol that sent what it
@@ -19,6 +20,8 @@ from eth_utils import to_checksum_address
 from perun import errors
 from perun.core.channel import checksum
 from perun.wire import messages as m
+from perun.wire import noise
+from perun.wire.limits import Limits
 from perun.wire.transport import Connection, handshake
 
 if TYPE_CHECKING:
@@ -28,11 +31,17 @@ log = logging.getLogger("perun.node")
 
 
 class Peers:
-    def __init__(self, runtime: Runtime, identity: tuple[int, str], host: str, port: int) -> None:
+    def __init__(self, runtime: Runtime, identity: tuple[int, str], host: str, port: int, limits: Limits) -> None:
         self.runtime = runtime
         self.identity = identity
         self.host, self.port = host, port
+        self.limits = limits
+        # This run's Noise static key: the Ethereum key is the identity, and the handshake binds the two.
+        self._static = noise.private_key()
         self.connections: dict[str, Connection] = {}
+        self._inbound: dict[str, int] = {}  # remote IP address -> inbound connections open from it
+        self._inbound_of: dict[Connection, str] = {}
+        self._over: set[str] = set()  # addresses told (in the log) that they are over a limit
         self._connected: dict[str, asyncio.Event] = {}
         self._dial: dict[str, tuple[str, int]] = runtime.store.peers()
         self._server: asyncio.Server | None = None
@@ -111,7 +120,8 @@ class Peers:
             reason = os.strerror(exc.errno) if exc.errno else str(exc)  # not asyncio's "Connect call failed (...)"
             raise errors.PeerUnavailable(f"cannot reach {peer} at {host}:{port}: {reason}") from exc
         try:
-            conn = await handshake(reader, writer, self.runtime.key, *self.identity, expected_peer=peer)
+            conn = await handshake(reader, writer, self.runtime.key, *self.identity, expected_peer=peer,
+                                   static=self._static, limits=self.limits)
         except BaseException:
             writer.close()
             raise
@@ -144,13 +154,46 @@ class Peers:
                 delay = min(delay * 2, 1.0)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            conn = await handshake(reader, writer, self.runtime.key, *self.identity)
-        except errors.PerunError as exc:
-            log.warning("%s: refused a connection: %s", self.runtime.name, exc)
-            writer.close()
+        address = (writer.get_extra_info("peername") or ("unknown",))[0]
+        over = self._over_limit(address)
+        if over:
+            if address not in self._over:
+                self._over.add(address)
+                log.warning("%s: refusing connections from %s: %s (logged once while it lasts)",
+                            self.runtime.name, address, over)
+            writer.transport.abort()
             return
+        self._inbound[address] = self._inbound.get(address, 0) + 1
+        try:
+            conn = await handshake(reader, writer, self.runtime.key, *self.identity, static=self._static,
+                                   limits=self.limits)
+        except errors.PerunError as exc:
+            log.warning("%s: refused a connection from %s: %s", self.runtime.name, address, exc)
+            writer.close()
+            self._release(address)
+            return
+        except BaseException:
+            self._release(address)
+            raise
+        self._inbound_of[conn] = address
         self._adopt(conn)
+
+    def _over_limit(self, address: str) -> str | None:
+        """Why a new inbound connection from `address` is refused, if it is."""
+        if self._inbound.get(address, 0) >= self.limits.connections_per_address:
+            return f"{self.limits.connections_per_address} connections from one address are open (the limit)"
+        if sum(self._inbound.values()) >= self.limits.connections:
+            return f"{self.limits.connections} inbound connections are open (the limit)"
+        return None
+
+    def _release(self, address: str) -> None:
+        left = self._inbound[address] - 1
+        if left:
+            self._inbound[address] = left
+        else:
+            del self._inbound[address]
+        if self._over:  # an address back below the limits: its next refusal is news
+            self._over = {a for a in self._over if self._over_limit(a) is not None}
 
     def _adopt(self, conn: Connection) -> None:
         old = self.connections.get(conn.peer)
@@ -172,6 +215,11 @@ class Peers:
                     message = await conn.read()
                 except errors.MessageTooLarge as exc:
                     self._refuse_frame(conn, exc)
+                    return
+                except errors.FrameRejected as exc:
+                    log.warning("%s: disconnected %s: %s", self.runtime.name, conn.peer, exc)
+                    if isinstance(exc, errors.RateLimited):
+                        self._refuse_frame(conn, exc)
                     return
                 except errors.MalformedMessage as exc:
                     self._refuse_frame(conn, exc)
@@ -236,6 +284,9 @@ class Peers:
 
     def _lost(self, conn: Connection) -> None:
         conn.close()
+        address = self._inbound_of.pop(conn, None)
+        if address is not None:
+            self._release(address)
         if self.connections.get(conn.peer) is not conn:
             return
         del self.connections[conn.peer]

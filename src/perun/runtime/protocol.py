@@ -149,8 +149,6 @@ class Registry:
         one holding its channel."""
         owners = self._by_type.get(msg.TYPE, [])
         if not owners:
-            if isinstance(msg, (m.Hello, m.Auth)):
-                raise errors.MalformedMessage(f"{type(msg).__name__} is only valid in the handshake")
             raise errors.ChannelRefused(f"this node runs no channels that use {type(msg).__name__}")
         return self._of(owners, getattr(msg, "channel_id", None))
 

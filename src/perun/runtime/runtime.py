@@ -30,6 +30,7 @@ from perun.runtime.peers import Peers
 from perun.runtime.pending import Pending
 from perun.runtime.protocol import Registry
 from perun.store import Store, TxJournal
+from perun.wire.limits import Limits
 
 log = logging.getLogger("perun.node")
 T = TypeVar("T")
@@ -41,7 +42,8 @@ class Runtime:
 
     def __init__(self, key: bytes | str | LocalAccount, chain: Chain, identity: tuple[int, str],
                  store_path: Path | str, *, host: str, port: int, name: str | None, poll_interval: float,
-                 response_timeout: float, confirmations: int = 0, fees: FeePolicy = FeePolicy()) -> None:
+                 response_timeout: float, confirmations: int = 0, fees: FeePolicy = FeePolicy(),
+                 limits: Limits = Limits()) -> None:
         self.account: LocalAccount = key if isinstance(key, LocalAccount) else Account.from_key(key)
         self.key = bytes(self.account.key)
         self.address: str = self.account.address
@@ -54,7 +56,8 @@ class Runtime:
         self.registry = Registry()
         self.pending = Pending()
         self.faults = Faults(self.kill)
-        self.peers = Peers(self, identity, host, port)
+        self.limits = limits
+        self.peers = Peers(self, identity, host, port, limits)
         self.follower = Follower(self, poll_interval, confirmations)
         self.chain_status = ChainStatus(self.name)
         self.killed = False

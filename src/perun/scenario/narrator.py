@@ -219,8 +219,6 @@ class Narrator:
             return f"{where} v{message.version}: {amounts(message.balance_alice, message.balance_bob)}"
         if isinstance(message, m.VirtualClose):
             return f"{where} v{message.version} final: {amounts(message.balance_alice, message.balance_bob)}"
-        if isinstance(message, (m.Hello, m.Auth)):
-            return "handshake"
         return where
 
     def _final_cash(self, message: m.MultistateClose) -> str:

@@ -1,10 +1,13 @@
 """The scenario's network: every party's node is reached through a relay that the runner owns.
 
 Nodes dial each other at the relay's port; the relay connects on to the node's real port and
-passes frames along, as a switch would. It sees every frame (the wire is not encrypted: see
-docs/protocol.md §9), so it records the sequence diagram, and it plays the network's part in a
-scenario: it drops or delays the next frame of a type, replays one, or injects a forged one.
-The nodes are not changed for any of this.
+passes messages along. The wire is encrypted and authenticated (docs/protocol.md §9), so no real
+network can read, drop, replay or forge a single message; the relay can because it holds every
+party's key (the runner made them): it ends the dialer's session as the party dialled and opens
+another to that party's node as the dialer. It records the sequence diagram, and it plays the
+network the scenario describes, to test the nodes' own checks behind the transport: it drops
+or delays the next message of a type, replays one, or injects a forged one. The nodes are not
+changed for any of this.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from perun import errors
-from perun.core.eip712 import Domain, sign_state
 from perun.core.channel import PaymentState
+from perun.core.eip712 import Domain, address_of, sign_state
 from perun.wire import messages as m
+from perun.wire.transport import Connection, handshake
 
 Fate = str  # delivered, dropped, delayed, replayed, forged
 
@@ -37,10 +41,9 @@ class Rule:
 
 @dataclass
 class _Link:
-    """One TCP connection through the relay."""
+    """One connection through the relay: its two sessions, by the name of the party each reaches."""
 
-    a: asyncio.StreamWriter  # towards the dialer, whose name its Hello tells
-    parties: dict[str, asyncio.StreamWriter] = field(default_factory=dict)  # name -> writer to it
+    parties: dict[str, Connection]
 
 
 class Network:
@@ -48,12 +51,14 @@ class Network:
 
     def __init__(self, names: dict[str, str], observe: Callable[[str, str, m.Message, Fate], None]) -> None:
         self.names = names  # address -> party name
+        self.keys: dict[str, bytes] = {}  # party name -> its key (the runner fills these in)
+        self.identity: tuple[int, str] = (0, "")  # the nodes' chain id and contract
         self.observe = observe
         self.ports: dict[str, int] = {}  # party -> the node's real port
         self.relays: dict[str, asyncio.Server] = {}
         self.rules: list[Rule] = []
-        self.last: dict[tuple[str, str], tuple[str, bytes]] = {}  # (sender, type) -> (receiver, frame)
-        self.last_update: dict[tuple[str, bytes], tuple[str, bytes]] = {}  # (sender, channel) -> (receiver, frame)
+        self.last: dict[tuple[str, str], tuple[str, bytes]] = {}  # (sender, type) -> (receiver, message)
+        self.last_update: dict[tuple[str, bytes], tuple[str, bytes]] = {}  # (sender, channel) -> (receiver, message)
         self.alice_of: dict[bytes, str] = {}  # channel id -> its Alice's name (the runner fills it in)
         self._tasks: set[asyncio.Task] = set()
         self._links: list[_Link] = []
@@ -83,12 +88,12 @@ class Network:
     # ------------------------------------------------------------------ injection
 
     def replay(self, sender: str, type_name: str) -> str:
-        """Sends `sender`'s last frame of this type to its receiver once more; returns the
+        """Sends `sender`'s last message of this type to its receiver once more; returns the
         receiver."""
         if (sender, type_name) not in self.last:
             raise errors.PerunError(f"{sender} has sent no {type_name} to replay")
-        receiver, frame = self.last[(sender, type_name)]
-        self._inject(sender, receiver, frame, "replayed")
+        receiver, raw = self.last[(sender, type_name)]
+        self._inject(sender, receiver, raw, "replayed")
         return receiver
 
     def forge(self, sender: str, channel_id: bytes, amount: int, domain: Domain, signer_key: bytes | None) -> str:
@@ -97,8 +102,8 @@ class Network:
         Returns the receiver."""
         if (sender, channel_id) not in self.last_update:
             raise errors.PerunError(f"{sender} has sent no Update on this channel to build a forgery on")
-        receiver, frame = self.last_update[(sender, channel_id)]
-        last = _decode(frame)
+        receiver, raw = self.last_update[(sender, channel_id)]
+        last = _decode(raw)
         assert isinstance(last, m.Update)
         to_bob = self._is_alice(sender, last)
         state = PaymentState(last.channel_id, last.version + 1,
@@ -113,12 +118,12 @@ class Network:
     def _is_alice(self, sender: str, update: m.Update) -> bool:
         return self.alice_of.get(update.channel_id) == sender
 
-    def _inject(self, sender: str, receiver: str, frame: bytes, fate: Fate) -> None:
+    def _inject(self, sender: str, receiver: str, raw: bytes, fate: Fate) -> None:
         for link in self._links:
-            writer = link.parties.get(receiver)
-            if writer is not None and sender in link.parties and not writer.is_closing():
-                writer.write(frame)
-                self.observe(sender, receiver, _decode(frame), fate)
+            conn = link.parties.get(receiver)
+            if conn is not None and sender in link.parties and not conn.closed:
+                conn.send_plaintext(raw)
+                self.observe(sender, receiver, _decode(raw), fate)
                 return
         raise errors.PeerUnavailable(f"no connection between {sender} and {receiver} to inject into")
 
@@ -133,40 +138,38 @@ class Network:
         except (OSError, KeyError):  # the node is down: so is its address
             dialer_w.close()
             return
-        link = _Link(dialer_w, {party: listener_w})
-        self._links.append(link)
         try:
-            await asyncio.gather(self._pump(link, dialer_r, listener_w, None, party),
-                                 self._pump(link, listener_r, dialer_w, party, None))
-        finally:
-            self._links.remove(link)
+            to_dialer = await handshake(dialer_r, dialer_w, self.keys[party], *self.identity)
+            dialer = self.names.get(to_dialer.peer, to_dialer.peer)
+            to_listener = await handshake(listener_r, listener_w, self.keys[dialer], *self.identity,
+                                          expected_peer=address_of(self.keys[party]))
+        except (errors.PerunError, KeyError):
             dialer_w.close()
             listener_w.close()
+            return
+        link = _Link({dialer: to_dialer, party: to_listener})
+        self._links.append(link)
+        try:
+            await asyncio.gather(self._pump(to_dialer, to_listener, dialer, party),
+                                 self._pump(to_listener, to_dialer, party, dialer))
+        finally:
+            self._links.remove(link)
+            to_dialer.close()
+            to_listener.close()
 
-    async def _pump(self, link: _Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    sender: str | None, receiver: str | None) -> None:
-        """Frames from one side to the other. The dialer's name is learnt from its Hello."""
+    async def _pump(self, src: Connection, dst: Connection, sender: str, receiver: str) -> None:
+        """Messages from one side to the other."""
         try:
             while True:
-                header = await reader.readexactly(4)
-                body = await reader.readexactly(min(int.from_bytes(header, "big"), m.MAX_FRAME + 1))
-                frame = header + body
-                message = _decode(frame)
-                if sender is None:
-                    if not isinstance(message, m.Hello):
-                        raise ConnectionError("the dialer did not start with Hello")
-                    sender = self.names.get(message.address, message.address)
-                    link.parties[sender] = link.a
-                if receiver is None:
-                    receiver = next(p for p, w in link.parties.items() if w is writer)
-                await self._forward(sender, receiver, frame, message, writer)
-        except (asyncio.IncompleteReadError, ConnectionError, StopIteration):
+                raw = await src.read_plaintext()
+                await self._forward(sender, receiver, raw, _decode(raw), dst)
+        except errors.PerunError:
             pass
         finally:
-            writer.close()
+            dst.close()
 
-    async def _forward(self, sender: str, receiver: str, frame: bytes, message: m.Message | None,
-                       writer: asyncio.StreamWriter) -> None:
+    async def _forward(self, sender: str, receiver: str, raw: bytes, message: m.Message | None,
+                       dst: Connection) -> None:
         type_name = type(message).__name__ if message else "Malformed"
         rule = next((r for r in self.rules if r.sender == sender and r.type == type_name and r.count > 0), None)
         fate: Fate = "delivered"
@@ -176,24 +179,24 @@ class Network:
                 self.rules.remove(rule)
             fate = {"drop": "dropped", "delay": "delayed"}.get(rule.action, "delivered")
         if message is not None:
-            self.last[(sender, type_name)] = (receiver, frame)
+            self.last[(sender, type_name)] = (receiver, raw)
             if isinstance(message, m.Update):
-                self.last_update[(sender, message.channel_id)] = (receiver, frame)
+                self.last_update[(sender, message.channel_id)] = (receiver, raw)
             self.observe(sender, receiver, message, fate)
         if rule is not None:
             rule.seen.set()
             if rule.action == "drop":
                 return
-            await asyncio.sleep(rule.seconds)  # the link is slow: later frames wait too
-        with contextlib.suppress(ConnectionError):
-            writer.write(frame)
+            await asyncio.sleep(rule.seconds)  # the link is slow: later messages wait too
+        with contextlib.suppress(errors.PeerUnavailable):
+            dst.send_plaintext(raw)
             if rule is not None and rule.then:
                 rule.then()
-            await writer.drain()
+            await dst.drain()
 
 
-def _decode(frame: bytes) -> m.Message | None:
+def _decode(raw: bytes) -> m.Message | None:
     try:
-        return m.decode_frame(frame)
+        return m.decode_message(raw)
     except errors.PerunError:
         return None

@@ -75,6 +75,8 @@ class Run:
         self.narrator.introduce()
         self.chain.observers.append(self.narrator.transaction)
         self.network.names.update({p.address: p.name for p in self.world.parties.values()})
+        self.network.keys.update({p.name: p.account.key for p in self.world.parties.values()})
+        self.network.identity = (self.chain.chain_id, self.world.contract.address)
         for name in self.scenario.parties:
             await self.network.add(name)
             await self.actions.start(name)

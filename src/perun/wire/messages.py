@@ -1,15 +1,14 @@
 """Peer messages and their binary encoding (docs/protocol.md §9).
 
-A frame is `length (u32) | protocol version (u8) | message type (u8) | body`, big-endian;
-`length` counts the bytes after itself. Every body has a fixed layout of fields; all have a fixed
-size except the length-prefixed ones: an Error's UTF-8 reason and the data of the nanocontract
-messages. Decoding checks every length, range and flag, and raises MalformedMessage (or
-MessageTooLarge) for anything else.
+A message is `protocol version (u8) | message type (u8) | body`, big-endian; the transport
+(perun.wire.transport) encrypts each into one frame. Every body has a fixed layout of fields; all
+have a fixed size except the length-prefixed ones: an Error's UTF-8 reason and the data of the
+nanocontract messages. Decoding checks every length, range and flag, and raises
+MalformedMessage for anything else.
 """
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, fields
 from enum import IntEnum
 from typing import Any, ClassVar, Self
@@ -19,11 +18,10 @@ from eth_utils import to_checksum_address
 from perun import errors
 from perun.core.channel import Params
 
-PROTOCOL_VERSION = 2
-MAX_FRAME = 4096  # the largest messages, NanocontractCreate / NanocontractCall with 1024 bytes of data, are below
+PROTOCOL_VERSION = 3
+MAX_FRAME = 4096  # a message's bytes; the largest, NanocontractCreate with 1024 bytes of data, has 1322
 MAX_REASON = 256
 MAX_BYTES = 1024  # a nanocontract's storage or a call's argument
-HEADER = struct.Struct(">IBB")  # length, version, type
 
 
 class ErrorCode(IntEnum):
@@ -50,12 +48,14 @@ class ErrorCode(IntEnum):
     INVALID_NANOCONTRACT = 19
     APP_REJECTED = 20
     EXPIRED = 21
+    RATE_LIMITED = 22
 
 
 # The most specific class first: a subclass must map before its base.
 _CODE_OF: tuple[tuple[type[errors.PerunError], ErrorCode], ...] = (
     (errors.ProposalExpired, ErrorCode.EXPIRED),
     (errors.MessageTooLarge, ErrorCode.TOO_LARGE),
+    (errors.RateLimited, ErrorCode.RATE_LIMITED),
     (errors.UnknownMessageType, ErrorCode.UNKNOWN_TYPE),
     (errors.UnsupportedVersion, ErrorCode.UNSUPPORTED_VERSION),
     (errors.MalformedMessage, ErrorCode.MALFORMED),
@@ -135,31 +135,10 @@ class Message:
 
     def encode(self) -> bytes:
         body = b"".join(_enc(kind, getattr(self, f.name)) for kind, f in zip(self.LAYOUT, fields(self)))
-        return HEADER.pack(len(body) + 2, PROTOCOL_VERSION, self.TYPE) + body
+        return bytes((PROTOCOL_VERSION, self.TYPE)) + body
 
     def _check(self) -> None:
         """Rules across a decoded message's fields that their kinds cannot state; MalformedMessage."""
-
-
-@dataclass(frozen=True)
-class Hello(Message):
-    """First message each way: who I am, on which chain and contract, and a fresh challenge."""
-
-    TYPE = 1
-    LAYOUT = ("addr", "u64", "addr", "b32")
-    address: str
-    chain_id: int
-    contract: str
-    nonce: bytes
-
-
-@dataclass(frozen=True)
-class Auth(Message):
-    """The signature on the handshake transcript (transport.handshake_digest)."""
-
-    TYPE = 2
-    LAYOUT = ("sig",)
-    signature: bytes
 
 
 @dataclass(frozen=True)
@@ -394,7 +373,7 @@ class MultistateClose(Message):
 
 MESSAGES: dict[int, type[Message]] = {
     cls.TYPE: cls for cls in (
-        Hello, Auth, Error, ProposeChannel, AcceptChannel, Update, UpdateAck, Reestablish, StateSync,
+        Error, ProposeChannel, AcceptChannel, Update, UpdateAck, Reestablish, StateSync,
         ProposeMultistate, NanocontractCreate, NanocontractCall, NanocontractAbsorb, NanocontractAck, VirtualClose,
         MultistateClose,
     )
@@ -432,13 +411,8 @@ def decode(version: int, type_: int, body: bytes) -> Message:
     return message
 
 
-def decode_frame(frame: bytes) -> Message:
-    """A whole frame, header included (for tests and tools; the transport reads streams)."""
-    if len(frame) < HEADER.size:
-        raise errors.MalformedMessage("a frame is at least 6 bytes")
-    length, version, type_ = HEADER.unpack_from(frame)
-    if length > MAX_FRAME:
-        raise errors.MessageTooLarge(f"frame of {length} bytes exceeds {MAX_FRAME}")
-    if length != len(frame) - 4:
-        raise errors.MalformedMessage(f"frame says {length} bytes, has {len(frame) - 4}")
-    return decode(version, type_, frame[HEADER.size:])
+def decode_message(raw: bytes) -> Message:
+    """A message from its bytes: version, type and body."""
+    if len(raw) < 2:
+        raise errors.MalformedMessage(f"a message of {len(raw)} bytes has no version and type")
+    return decode(raw[0], raw[1], raw[2:])
