@@ -95,6 +95,8 @@ class Payment(ChannelProtocol):
         super().__init__(ctx, PaymentContract(ctx.chain, contract), policy)
         self.records = {r.channel_id: r for r in ctx.store.channels()}
         self.hosts: list[UpdateHost] = []
+        # After a (re)connection, per channel: set once the peer's Reestablish is answered.
+        self._reestablishing: dict[bytes, tuple[Connection, asyncio.Event]] = {}
 
     def new_record(self, params: Params, role: Role, stage: Stage) -> ChannelRecord:
         return machine.new_record(params, self.domain, role, stage)
@@ -157,6 +159,8 @@ class Payment(ChannelProtocol):
         Payments on one channel are serialised by version and may be in flight together; a
         conflict with a payment the peer proposed at the same time is retried.
         """
+        await self.reestablished(cid)
+
         async def attempt(rec: ChannelRecord) -> PaymentState:
             host = self._host(cid)
             if host is not None:
@@ -175,6 +179,20 @@ class Payment(ChannelProtocol):
                 f"channels: open a virtual channel through it (`perun virtual open`), or a payment channel "
                 "(`perun open`)")
         raise errors.UnknownChannel(f"no channel 0x{cid.hex()}")
+
+    async def reestablished(self, cid: bytes) -> None:
+        """Waits, after a (re)connection, until the peer's Reestablish of the channel is answered:
+        a proposal sent before it would race the proposals resent for it and be refused as stale
+        (docs/protocol.md §9, "Reestablishing")."""
+        entry = self._reestablishing.get(cid)
+        if entry is None or entry[0].closed:
+            return
+        peer = entry[0].peer
+        try:
+            await asyncio.wait_for(entry[1].wait(), self.ctx.response_timeout)
+        except asyncio.TimeoutError as exc:
+            raise errors.PeerTimeout(f"{peer} did not reestablish channel 0x{cid.hex()} within "
+                                     f"{self.ctx.response_timeout:g} s of reconnecting") from exc
 
     async def update(self, rec: ChannelRecord, state: PaymentState) -> PaymentState:
         """Signs `state` (the next one of `rec`), sends it, and returns it once countersigned."""
@@ -206,6 +224,8 @@ class Payment(ChannelProtocol):
         if pending_final is not None:  # proposed before (and before a restart, perhaps)
             await self.countersigned(rec, pending_final)
         elif not rec.is_fully_signed_final:
+            await self.reestablished(cid)
+            rec = self.updates(cid)
             host = self._host(cid)
             if host is not None:
                 host.check_update(cid)
@@ -278,6 +298,7 @@ class Payment(ChannelProtocol):
         self.repropose(conn)
         for rec in [*self.records.values(), *(r for h in self.hosts for r in h.all_updates())]:
             if rec.peer == conn.peer and rec.stage not in (Stage.CLOSED, Stage.PROPOSED, Stage.FAILED):
+                self._reestablishing[rec.channel_id] = (conn, asyncio.Event())
                 self.ctx.peers.send(conn, m.Reestablish(rec.channel_id, rec.current.version, rec.signed))
 
     def refused(self, conn: Connection, msg: m.Error, failure: errors.PeerRejected) -> None:
@@ -338,6 +359,10 @@ class Payment(ChannelProtocol):
             for proposal in resync.dropped:
                 self.ctx.pending.resolve((msg.channel_id, proposal.state.version),
                                          errors.UpdateConflict("the peer signed another state at this version"))
+            entry = self._reestablishing.get(msg.channel_id)
+            if entry is not None and entry[0] is conn:
+                del self._reestablishing[msg.channel_id]
+                entry[1].set()  # new proposals go out behind the resent ones
         self._save(new, then=act)
 
     def _on_sync(self, conn: Connection, msg: m.StateSync) -> None:
