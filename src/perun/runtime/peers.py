@@ -213,13 +213,13 @@ class Peers:
             while True:
                 try:
                     message = await conn.read()
-                except errors.MessageTooLarge as exc:
-                    self._refuse_frame(conn, exc)
-                    return
-                except errors.FrameRejected as exc:
+                except (errors.MessageTooLarge, errors.RateLimited) as exc:
                     log.warning("%s: disconnected %s: %s", self.runtime.name, conn.peer, exc)
-                    if isinstance(exc, errors.RateLimited):
-                        self._refuse_frame(conn, exc)
+                    conn.send(self._frame_error(exc))  # at once: the connection closes next
+                    await conn.linger()
+                    return
+                except errors.FrameRejected as exc:  # nothing more can be read, or said
+                    log.warning("%s: disconnected %s: %s", self.runtime.name, conn.peer, exc)
                     return
                 except errors.MalformedMessage as exc:
                     self._refuse_frame(conn, exc)
@@ -267,9 +267,13 @@ class Peers:
             return None
 
     def _refuse_frame(self, conn: Connection, exc: errors.PerunError) -> None:
-        """A frame that does not decode: refused as type 0, about no channel."""
+        """A message that does not decode: refused as type 0, about no channel."""
         log.warning("%s: refused a frame from %s: %s", self.runtime.name, conn.peer, exc)
-        self.send(conn, m.Error(m.code_of(exc), 0, bytes(32), 0, 0, str(exc)))
+        self.send(conn, self._frame_error(exc))
+
+    @staticmethod
+    def _frame_error(exc: errors.PerunError) -> m.Error:
+        return m.Error(m.code_of(exc), 0, bytes(32), 0, 0, str(exc))
 
     def _on_error(self, conn: Connection, msg: m.Error) -> None:
         try:

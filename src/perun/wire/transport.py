@@ -121,6 +121,20 @@ class Connection:
     def close(self) -> None:
         self.writer.close()
 
+    async def linger(self, seconds: float = 1.0) -> None:
+        """Sends what is queued, half-closes, and discards what the peer still sends until it
+        closes or `seconds` pass. Closing with unread bytes would reset the connection, and a
+        reset can destroy what was just sent (the Error that says why)."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self.writer.drain()
+                if self.writer.can_write_eof():
+                    self.writer.write_eof()
+                while await self.reader.read(65536):
+                    pass
+        except (TimeoutError, ConnectionError):
+            pass  # the peer is gone or goes on sending: close all the same
+
     def abort(self) -> None:
         """Drops what is not yet sent and resets the connection, as a killed process does."""
         self.writer.transport.abort()
