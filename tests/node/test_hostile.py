@@ -80,7 +80,7 @@ def test_a_flood_of_half_open_connections(net, caplog):
 
     async def scenario():
         async with net.pair() as (alice, bob, cid):
-            bob.runtime.peers.limits = limits  # the limits of Bob's listener from now on
+            bob.runtime.limits = limits  # Bob's limits from now on
             async with Payer(alice, bob, cid).running() as payer:
                 flood = [await connect_from(bob.port) for _ in range(40)]  # they send nothing
                 await payer.progress(20)
@@ -99,7 +99,7 @@ def test_connections_in_all_are_limited_and_freed(net, caplog):
 
     async def scenario():
         async with net.pair() as (alice, bob, cid):
-            bob.runtime.peers.limits = limits
+            bob.runtime.limits = limits
             async with Payer(alice, bob, cid).running() as payer:
                 flood = [await connect_from(bob.port, a) for a in attackers for _ in range(4)]
                 await payer.progress(20)
@@ -124,7 +124,7 @@ def test_a_slowloris_handshake_is_cut_at_the_timeout(net, caplog):
 
     async def scenario():
         async with net.pair() as (alice, bob, cid):
-            bob.runtime.peers.limits = limits
+            bob.runtime.limits = limits
             async with Payer(alice, bob, cid).running() as payer:
                 reader, writer = await connect_from(bob.port)
                 first = LENGTH.pack(32) + bytes(range(32))  # message 1, a byte at a time
@@ -151,7 +151,7 @@ def test_a_peer_sending_frames_as_fast_as_it_can_is_cut_off(net, caplog):
 
     async def scenario():
         async with net.pair() as (alice, bob, cid):
-            bob.runtime.peers.limits = limits
+            bob.runtime.limits = limits
             reader, writer = await connect_from(bob.port)
             conn = await handshake(reader, writer, mallory.key, net.chain.chain_id, net.contract.address,
                                    expected_peer=bob.address)

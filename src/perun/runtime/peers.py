@@ -21,7 +21,6 @@ from perun import errors
 from perun.core.channel import checksum
 from perun.wire import messages as m
 from perun.wire import noise
-from perun.wire.limits import Limits
 from perun.wire.transport import Connection, handshake
 
 if TYPE_CHECKING:
@@ -31,11 +30,10 @@ log = logging.getLogger("perun.node")
 
 
 class Peers:
-    def __init__(self, runtime: Runtime, identity: tuple[int, str], host: str, port: int, limits: Limits) -> None:
+    def __init__(self, runtime: Runtime, identity: tuple[int, str], host: str, port: int) -> None:
         self.runtime = runtime
         self.identity = identity
         self.host, self.port = host, port
-        self.limits = limits
         # This run's Noise static key: the Ethereum key is the identity, and the handshake binds the two.
         self._static = noise.private_key()
         self.connections: dict[str, Connection] = {}
@@ -121,7 +119,7 @@ class Peers:
             raise errors.PeerUnavailable(f"cannot reach {peer} at {host}:{port}: {reason}") from exc
         try:
             conn = await handshake(reader, writer, self.runtime.key, *self.identity, expected_peer=peer,
-                                   static=self._static, limits=self.limits)
+                                   static=self._static, limits=self.runtime.limits)
         except BaseException:
             writer.close()
             raise
@@ -166,7 +164,7 @@ class Peers:
         self._inbound[address] = self._inbound.get(address, 0) + 1
         try:
             conn = await handshake(reader, writer, self.runtime.key, *self.identity, static=self._static,
-                                   limits=self.limits)
+                                   limits=self.runtime.limits)
         except errors.PerunError as exc:
             log.warning("%s: refused a connection from %s: %s", self.runtime.name, address, exc)
             writer.close()
@@ -180,10 +178,11 @@ class Peers:
 
     def _over_limit(self, address: str) -> str | None:
         """Why a new inbound connection from `address` is refused, if it is."""
-        if self._inbound.get(address, 0) >= self.limits.connections_per_address:
-            return f"{self.limits.connections_per_address} connections from one address are open (the limit)"
-        if sum(self._inbound.values()) >= self.limits.connections:
-            return f"{self.limits.connections} inbound connections are open (the limit)"
+        limits = self.runtime.limits
+        if self._inbound.get(address, 0) >= limits.connections_per_address:
+            return f"{limits.connections_per_address} connections from one address are open (the limit)"
+        if sum(self._inbound.values()) >= limits.connections:
+            return f"{limits.connections} inbound connections are open (the limit)"
         return None
 
     def _release(self, address: str) -> None:

@@ -57,7 +57,7 @@ class Runtime:
         self.pending = Pending()
         self.faults = Faults(self.kill)
         self.limits = limits
-        self.peers = Peers(self, identity, host, port, limits)
+        self.peers = Peers(self, identity, host, port)
         self.follower = Follower(self, poll_interval, confirmations)
         self.chain_status = ChainStatus(self.name)
         self.killed = False
