@@ -187,11 +187,13 @@ class Payment(ChannelProtocol):
         entry = self._reestablishing.get(cid)
         if entry is None or entry[0].closed:
             return
-        peer = entry[0].peer
+        conn, answered = entry
         try:
-            await asyncio.wait_for(entry[1].wait(), self.ctx.response_timeout)
+            await asyncio.wait_for(answered.wait(), self.ctx.response_timeout)
         except asyncio.TimeoutError as exc:
-            raise errors.PeerTimeout(f"{peer} did not reestablish channel 0x{cid.hex()} within "
+            if self._reestablishing.get(cid) is entry:  # the next payment asks the peer as it is
+                del self._reestablishing[cid]
+            raise errors.PeerTimeout(f"{conn.peer} did not reestablish channel 0x{cid.hex()} within "
                                      f"{self.ctx.response_timeout:g} s of reconnecting") from exc
 
     async def update(self, rec: ChannelRecord, state: PaymentState) -> PaymentState:

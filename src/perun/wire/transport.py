@@ -109,8 +109,7 @@ class Connection:
         """Encrypts and sends one frame (any bytes: tests send what a misbehaving peer can)."""
         if self.writer.is_closing():
             raise errors.PeerUnavailable(f"connection to {self.peer} is closed")
-        ciphertext = self._send.encrypt(plaintext)
-        self.writer.write(LENGTH.pack(len(ciphertext)) + ciphertext)
+        _write_frame(self.writer, self._send.encrypt(plaintext))
 
     async def drain(self) -> None:
         try:
