@@ -1,17 +1,30 @@
-"""Off-chain updates between two node processes over loopback: updates/s and latency.
+"""Off-chain updates between two node processes over loopback: updates/s and latency, and what
+the transport's encryption costs of them.
 
-`make bench-updates` (python -m benchmarks.updates) starts anvil, deploys, runs Bob as a
-`perun node` process and Alice's node in this process, opens 9 channels, and times payments
-from Alice to Bob. Every payment counted is mutually signed and durably stored by both nodes
-(SQLite WAL, synchronous=FULL) before its `pay` returns. Runs:
+`make bench-updates` (python -m benchmarks.updates) starts anvil, deploys, runs two Bobs as
+`perun node` processes and Alice's node in this process, opens 9 channels with each Bob, and
+times payments from Alice to Bob. Every payment counted is mutually signed and durably stored by
+both nodes (SQLite WAL, synchronous=FULL) before its `pay` returns. Runs:
 
 - sequential: one payment at a time on one channel (latency of a lone update);
 - pipelined: up to --window payments in flight on one channel (serialised by version), for a
   window of 8 and of 32;
 - 8 channels: one payment at a time on each of 8 channels at once.
 
-It prints a table and writes benchmarks/updates.json. Timings depend on the machine and its
-load: they are measured here, never asserted by a test.
+Each run is made in two modes, on a connection of its own to a Bob of its own: "encrypted", the
+transport as it is (every frame ChaCha20-Poly1305), and "plaintext", the same frames with the
+per-frame AEAD replaced by an identity stand-in (benchmarks/plaintext.py; the handshake still
+runs). The modes alternate within each run, in --rounds blocks each, in the order PE EP PE EP
+..., so that the machine's load weighs on both alike; the ratio encrypted / plaintext of p50 and
+of updates/s is reported per run. Next to it, what the crypto itself costs an update (an Update
+and an UpdateAck, each encrypted once and decrypted once by the two nodes together): its floor,
+timed on frames of their real sizes in a hot loop, and its cost in place, from Alice's encrypt and
+decrypt calls timed during the runs (each mode's, so that the timing costs both alike). A call in
+place costs several times one in the hot loop, its code and data no longer in the caches.
+
+It prints a table and writes benchmarks/updates.json ("results": the encrypted runs, as the
+node runs; "plaintext"; "encryption": the comparison, the floor and the cost in place). Timings
+depend on the machine and its load: they are measured here, never asserted by a test.
 """
 
 from __future__ import annotations
@@ -26,25 +39,36 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from eth_account import Account
 
+from benchmarks.plaintext import IdentityCipherState, identity_cipher
 from perun import control, keystore
 from perun.chain.anvil import Anvil
 from perun.chain.backend import ETHER, RpcChain
 from perun.chain.deploy import deploy
 from perun.node import Node
+from perun.wire import messages as m
+from perun.wire import noise
 
 OUT = Path(__file__).with_name("updates.json")
+ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "benchmark"
+MODES = ("plaintext", "encrypted")
 
 
-def start_bob(data: Path, key_file: Path, url: str, contract: str) -> tuple[subprocess.Popen, int]:
-    cmd = [sys.executable, "-m", "perun.cli", "node", "--data", str(data), "--keystore", str(key_file),
+def start_bob(data: Path, key_file: Path, url: str, contract: str,
+              plaintext: bool = False) -> tuple[subprocess.Popen, int]:
+    """Bob's `perun node`; with `plaintext`, through benchmarks.plaintext (the identity stand-in)."""
+    module = "benchmarks.plaintext" if plaintext else "perun.cli"
+    cmd = [sys.executable, "-m", module, "node", "--data", str(data), "--keystore", str(key_file),
            "--rpc", url, "--contract", contract, "--listen", "127.0.0.1:0"]
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "PERUN_PASSWORD": PASSWORD})
+                            env={**os.environ, "PERUN_PASSWORD": PASSWORD, "PYTHONPATH": path})
     line = proc.stdout.readline()
     if not line.startswith("node "):
         proc.kill()
@@ -91,63 +115,246 @@ async def pipelined(alice: Node, cid: bytes, n: int, window: int) -> tuple[list[
     return latencies, time.perf_counter() - start
 
 
-async def alice_side(chain: RpcChain, contract: str, alice_key: bytes, bob: str, port: int, tmp: Path,
-                     n: int, windows: list[int]) -> list[dict]:
-    async with Node(alice_key, chain, contract, tmp / "alice.db", poll_interval=0.1, name="alice") as alice:
-        await alice.connect(bob, "127.0.0.1", port)
-        cids = await asyncio.gather(*(alice.open(bob, 10 * ETHER, 0, 3600) for _ in range(9)))
-        one, eight = cids[0], cids[1:]
-        await sequential(alice, one, 200)  # warm-up
-        results = [summary("1 channel, sequential", *await sequential(alice, one, n))]
-        for w in windows:
-            results.append(summary(f"1 channel, pipelined (window {w})", *await pipelined(alice, one, n, w)))
-        latencies: list[float] = []
-        start = time.perf_counter()
-        await asyncio.gather(*(sequential_into(alice, cid, n // 8, latencies) for cid in eight))
-        results.append(summary("8 channels, sequential each", latencies, time.perf_counter() - start))
-        # Bob's node holds the same latest state of every channel.
-        bobs = {c["channel"]: c for c in control.call(tmp / "bob", "channels")}
-        for cid in cids:
-            ours = alice.channel(cid).current
-            theirs = bobs["0x" + cid.hex()]
-            assert int(theirs["version"]) == ours.version and int(theirs["my_balance"]) == ours.balance_bob, theirs
-        return results
-
-
 async def sequential_into(alice: Node, cid: bytes, n: int, latencies: list[float]) -> None:
     for _ in range(n):
         await timed(alice, cid, latencies)
 
 
+async def each_sequential(alice: Node, cids: list[bytes], n: int) -> tuple[list[float], float]:
+    """n payments, one at a time on each of `cids` at once."""
+    latencies: list[float] = []
+    start = time.perf_counter()
+    await asyncio.gather(*(sequential_into(alice, cid, k, latencies) for cid, k in zip(cids, parts(n, len(cids)))))
+    return latencies, time.perf_counter() - start
+
+
+def parts(n: int, k: int) -> list[int]:
+    """n split into k near-equal whole parts."""
+    return [n // k + (i < n % k) for i in range(k)]
+
+
+Run = Callable[[list[bytes], int], Awaitable[tuple[list[float], float]]]
+
+
+async def alternated(run: Run, cids: dict[str, list[bytes]], n: int, rounds: int
+                     ) -> tuple[dict[str, tuple[list[float], float]], dict[str, list[float]]]:
+    """n payments in each mode, in `rounds` blocks each, the modes alternating PE EP PE ...:
+    each mode's latencies and seconds, and the ratios encrypted / plaintext of each round (a
+    burst of load elsewhere on the machine skews a round or two, not their median)."""
+    totals: dict[str, tuple[list[float], float]] = {mode: ([], 0.0) for mode in MODES}
+    by_round: dict[str, list[float]] = {"updates_per_s": [], "p50": []}
+    for r, k in enumerate(parts(n, rounds)):
+        rate, p50 = {}, {}
+        for mode in MODES if r % 2 == 0 else MODES[::-1]:
+            latencies, seconds = await run(cids[mode], k)
+            rate[mode], p50[mode] = len(latencies) / seconds, statistics.median(latencies)
+            totals[mode] = (totals[mode][0] + latencies, totals[mode][1] + seconds)
+        by_round["updates_per_s"].append(round(rate["encrypted"] / rate["plaintext"], 3))
+        by_round["p50"].append(round(p50["encrypted"] / p50["plaintext"], 3))
+    return totals, by_round
+
+
+@contextmanager
+def timed_ciphers(stats: dict[str, dict[str, list[float]]]) -> Iterator[None]:
+    """Counts and times every encrypt and decrypt of this process's transport cipher states (Alice's
+    end), the stand-in's as the AEAD's, so that the timing costs both modes alike; undone on leaving."""
+    undo = []
+    for cls, mode in ((noise.CipherState, "encrypted"), (IdentityCipherState, "plaintext")):
+        for name in ("encrypt", "decrypt"):
+            undo.append((cls, name, cls.__dict__[name]))
+            setattr(cls, name, _timed(cls.__dict__[name], stats[mode].setdefault(name, [])))
+    try:
+        yield
+    finally:
+        for cls, name, method in undo:
+            setattr(cls, name, method)
+
+
+def _timed(method: Callable[..., bytes], into: list[float]) -> Callable[..., bytes]:
+    def timed_call(self: noise.CipherState, data: bytes, ad: bytes = b"") -> bytes:
+        start = time.perf_counter()
+        try:
+            return method(self, data, ad)
+        finally:
+            into.append(time.perf_counter() - start)
+    return timed_call
+
+
+def in_place(stats: dict[str, dict[str, list[float]]]) -> dict:
+    """The median µs of a call at Alice's end during the runs (the mean counts the calls that the
+    scheduler or the collector happened to interrupt), and per update at both ends: an Update and an
+    UpdateAck are each encrypted and decrypted once, twice Alice's encrypt + decrypt. "net": the
+    AEAD's per update less the stand-in's, what the plaintext runs save."""
+    out: dict = {}
+    for mode in MODES:
+        calls = stats[mode]
+        median = {name: statistics.median(t) * 1e6 if t else 0.0 for name, t in calls.items()}
+        out[mode] = {"calls": {name: len(t) for name, t in calls.items()},
+                     **{f"{name}_us": round(us, 2) for name, us in median.items()},
+                     **{f"{name}_mean_us": round(statistics.fmean(t) * 1e6, 2) if t else 0.0
+                        for name, t in calls.items()},
+                     "us_per_update": round(2 * sum(median.values()), 2)}
+    out["net_us_per_update"] = round(out["encrypted"]["us_per_update"] - out["plaintext"]["us_per_update"], 2)
+    return out
+
+
+async def alice_side(chain: RpcChain, contract: str, alice_key: bytes, bobs: dict[str, tuple[str, int, Path]],
+                     tmp: Path, n: int, windows: list[int], rounds: int) -> dict:
+    async with Node(alice_key, chain, contract, tmp / "alice.db", poll_interval=0.1, name="alice") as alice:
+        cids: dict[str, list[bytes]] = {}
+        for mode, (bob, port, _) in bobs.items():
+            if mode == "plaintext":  # this connection's cipher states are the stand-in; the other's are real
+                with identity_cipher():
+                    await alice.connect(bob, "127.0.0.1", port)
+            else:
+                await alice.connect(bob, "127.0.0.1", port)
+            # The stand-in on Alice's end of this connection, and frames that decrypt at Bob's: his end
+            # is in the same mode.
+            conn = alice.runtime.peers.connection(bob)
+            assert isinstance(conn._send, IdentityCipherState) == (mode == "plaintext"), mode
+            cids[mode] = list(await asyncio.gather(*(alice.open(bob, 10 * ETHER, 0, 3600) for _ in range(9))))
+        for mode in MODES:
+            await sequential(alice, cids[mode][0], 200)  # warm-up
+        runs: list[tuple[str, Run]] = [("1 channel, sequential", lambda c, k: sequential(alice, c[0], k))]
+        for w in windows:
+            runs.append((f"1 channel, pipelined (window {w})", lambda c, k, w=w: pipelined(alice, c[0], k, w)))
+        runs.append(("8 channels, sequential each", lambda c, k: each_sequential(alice, c[1:], k)))
+        report: dict = {mode: [] for mode in MODES}
+        report["by_round"] = []
+        stats: dict[str, dict[str, list[float]]] = {mode: {} for mode in MODES}
+        with timed_ciphers(stats):
+            for name, run in runs:
+                totals, by_round = await alternated(run, cids, n, rounds)
+                for mode in MODES:
+                    report[mode].append(summary(name, *totals[mode]))
+                report["by_round"].append(by_round)
+        report["in_place"] = in_place(stats)
+        # Each Bob's node holds the same latest state of every channel as Alice's.
+        for mode, (_, _, data) in bobs.items():
+            bobs_view = {c["channel"]: c for c in control.call(data, "channels")}
+            for cid in cids[mode]:
+                ours = alice.channel(cid).current
+                theirs = bobs_view["0x" + cid.hex()]
+                assert int(theirs["version"]) == ours.version and int(theirs["my_balance"]) == ours.balance_bob, theirs
+        return report
+
+
+def crypto_floor(iterations: int, repeats: int = 5) -> dict:
+    """µs per update to encrypt and decrypt its two frames once each (Alice's Update, Bob's
+    UpdateAck, of their real sizes), with the transport's CipherState and with the stand-in:
+    the median of `repeats` timings of `iterations` updates."""
+    update = m.Update(os.urandom(32), 5000, 4999, 9 * ETHER, ETHER, False, os.urandom(65)).encode()
+    ack = m.UpdateAck(os.urandom(32), 5000, os.urandom(65)).encode()
+
+    def per_update(cls: type[noise.CipherState]) -> float:
+        out_key, back_key = os.urandom(32), os.urandom(32)
+        alice_out, bob_in, bob_out, alice_in = cls(out_key), cls(out_key), cls(back_key), cls(back_key)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(iterations):
+                bob_in.decrypt(alice_out.encrypt(update))
+                alice_in.decrypt(bob_out.encrypt(ack))
+            times.append((time.perf_counter() - start) / iterations)
+        return statistics.median(times) * 1e6
+
+    aead, stand_in = per_update(noise.CipherState), per_update(IdentityCipherState)
+    return {"frames_bytes": {"Update": len(update) + noise.TAGLEN, "UpdateAck": len(ack) + noise.TAGLEN},
+            "iterations": iterations, "repeats": repeats,
+            "aead_us_per_update": round(aead, 2), "stand_in_us_per_update": round(stand_in, 2)}
+
+
+def compare(encrypted: dict, plaintext: dict, by_round: dict[str, list[float]], floor_us: float,
+            in_place_us: float) -> dict:
+    """Encrypted / plaintext: over all rounds, the median of the rounds', and each round's."""
+    return {
+        "run": encrypted["run"],
+        "updates_per_s_ratio": round(encrypted["updates_per_s"] / plaintext["updates_per_s"], 3),
+        "updates_per_s_ratio_median_of_rounds": round(statistics.median(by_round["updates_per_s"]), 3),
+        "updates_per_s_ratio_by_round": by_round["updates_per_s"],
+        "p50_ratio": round(encrypted["p50_ms"] / plaintext["p50_ms"], 3),
+        "p50_ratio_median_of_rounds": round(statistics.median(by_round["p50"]), 3),
+        "p50_ratio_by_round": by_round["p50"],
+        "p50_delta_us": round((encrypted["p50_ms"] - plaintext["p50_ms"]) * 1e3, 1),
+        "floor_share_of_p50_pct": round(floor_us / (encrypted["p50_ms"] * 1e3) * 100, 2),
+        "in_place_share_of_p50_pct": round(in_place_us / (encrypted["p50_ms"] * 1e3) * 100, 2),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--payments", type=int, default=4000, help="payments per run (default 4000)")
+    parser.add_argument("--payments", type=int, default=4000, help="payments per run and mode (default 4000)")
     parser.add_argument("--window", type=int, nargs="+", default=[8, 32],
                         help="payments in flight when pipelined, one run each (default 8 32)")
+    parser.add_argument("--rounds", type=int, default=8,
+                        help="blocks per run and mode, the modes alternating (default 8)")
+    parser.add_argument("--crypto-iterations", type=int, default=20000,
+                        help="updates per timing of the crypto floor (default 20000)")
     args = parser.parse_args(argv)
-    alice, bob = Account.create(), Account.create()
+    alice = Account.create()
+    bob_accounts = {mode: Account.create() for mode in MODES}
+    procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory() as tmp_name, Anvil() as anvil:
         tmp = Path(tmp_name)
         chain = RpcChain(anvil.url)
         contract = deploy(chain, chain.dev_accounts[0]).payment_contract
-        for party in (alice, bob):
-            chain.fund(party.address, 100 * ETHER)
-        key_file = tmp / "bob.json"
-        keystore.import_key(key_file, bob.key.hex(), PASSWORD)
-        proc, port = start_bob(tmp / "bob", key_file, anvil.url, contract)
+        chain.fund(alice.address, 200 * ETHER)  # 9 channels of 10 ETH with each Bob
+        for bob in bob_accounts.values():
+            chain.fund(bob.address, 100 * ETHER)
         try:
-            results = asyncio.run(alice_side(chain, contract, bytes(alice.key), bob.address, port, tmp,
-                                             args.payments, args.window))
+            bobs = {}
+            for mode, bob in bob_accounts.items():
+                key_file = tmp / f"bob-{mode}.json"
+                keystore.import_key(key_file, bob.key.hex(), PASSWORD)
+                proc, port = start_bob(tmp / f"bob-{mode}", key_file, anvil.url, contract, mode == "plaintext")
+                procs.append(proc)
+                bobs[mode] = (bob.address, port, tmp / f"bob-{mode}")
+            measured = asyncio.run(alice_side(chain, contract, bytes(alice.key), bobs, tmp, args.payments,
+                                              args.window, args.rounds))
         finally:
-            proc.terminate()
-            proc.wait(10)
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(10)
+    floor = crypto_floor(args.crypto_iterations)
+    floor_us = floor["aead_us_per_update"]
+    placed = measured["in_place"]
+    placed_us = placed["net_us_per_update"]
+    comparison = [compare(e, p, r, floor_us, placed_us)
+                  for e, p, r in zip(measured["encrypted"], measured["plaintext"], measured["by_round"])]
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-              "results": results}
+              "results": measured["encrypted"],
+              "plaintext": measured["plaintext"],
+              "encryption": {"rounds": args.rounds, "order": "plaintext, encrypted; then encrypted, plaintext; ...",
+                             "crypto_floor": floor, "in_place": placed, "runs": comparison}}
     OUT.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{'run':40} {'updates/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
-    for r in results:
-        print(f"{r['run']:40} {r['updates_per_s']:>10,} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f}")
-    print(f"({report['machine']}; written to {OUT})")
+    print(f"{'run':34} {'mode':10} {'updates/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    for e, p in zip(measured["encrypted"], measured["plaintext"]):
+        for mode, r in (("encrypted", e), ("plaintext", p)):
+            print(f"{r['run'] if mode == 'encrypted' else '':34} {mode:10} {r['updates_per_s']:>10,} "
+                  f"{r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f}")
+    print()
+    print(f"{'encrypted / plaintext':34} {'updates/s':^15} {'p50':^27} {'p50 enc-plain':>13}  crypto per update:")
+    print(f"{'':34} {'all':>7} {'median':>7} {'all':>7} {'median':>7} {'range':>11} {'':>13}  hot loop, in place"
+          " (share of p50)")
+    for c in comparison:
+        p50s = c["p50_ratio_by_round"]
+        spread = f"{min(p50s):.2f}-{max(p50s):.2f}"
+        print(f"{c['run']:34} {c['updates_per_s_ratio']:>7.3f} {c['updates_per_s_ratio_median_of_rounds']:>7.3f} "
+              f"{c['p50_ratio']:>7.3f} {c['p50_ratio_median_of_rounds']:>7.3f} {spread:>11} "
+              f"{c['p50_delta_us']:>+10.1f} µs  {floor_us:.1f} µs ({c['floor_share_of_p50_pct']:.2f} %), "
+              f"{placed_us:.1f} µs ({c['in_place_share_of_p50_pct']:.2f} %)")
+    print("(all: over every round; median: of the rounds' ratios; range: of the rounds' p50 ratios)")
+    sizes = floor["frames_bytes"]
+    print(f"hot loop: an Update ({sizes['Update']}-byte frame) and an UpdateAck ({sizes['UpdateAck']}-byte frame), "
+          f"each encrypted and decrypted once, {floor_us:.1f} µs per update (the stand-in: "
+          f"{floor['stand_in_us_per_update']:.1f} µs); median of {floor['repeats']} x {floor['iterations']:,} updates")
+    enc, plain = placed["encrypted"], placed["plaintext"]
+    print(f"in place: Alice's encrypt {enc['encrypt_us']:.1f} µs and decrypt {enc['decrypt_us']:.1f} µs a call "
+          f"during the runs (medians; the stand-in's {plain['encrypt_us']:.1f} and {plain['decrypt_us']:.1f}), "
+          f"twice per update as Bob's end does the same: {enc['us_per_update']:.1f} µs, "
+          f"{placed_us:.1f} µs more than the stand-in")
+    print(f"({args.rounds} rounds per run and mode, alternating; {report['machine']}; written to {OUT})")
 
 
 if __name__ == "__main__":

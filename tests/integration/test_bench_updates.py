@@ -9,8 +9,16 @@ from benchmarks import updates
 
 def test_update_benchmark_runs_and_reports(tmp_path, monkeypatch):
     monkeypatch.setattr(updates, "OUT", tmp_path / "updates.json")
-    updates.main(["--payments", "48", "--window", "4"])
+    updates.main(["--payments", "48", "--window", "4", "--rounds", "2", "--crypto-iterations", "100"])
     report = json.loads((tmp_path / "updates.json").read_text())
-    assert [r["run"] for r in report["results"]] == [
-        "1 channel, sequential", "1 channel, pipelined (window 4)", "8 channels, sequential each"]
-    assert [r["updates"] for r in report["results"]] == [48, 48, 48]
+    runs = ["1 channel, sequential", "1 channel, pipelined (window 4)", "8 channels, sequential each"]
+    for mode in ("results", "plaintext"):  # results: the encrypted runs
+        assert [r["run"] for r in report[mode]] == runs
+        assert [r["updates"] for r in report[mode]] == [48, 48, 48]
+    encryption = report["encryption"]
+    assert [c["run"] for c in encryption["runs"]] == runs
+    assert all(len(c["p50_ratio_by_round"]) == 2 for c in encryption["runs"])
+    assert encryption["crypto_floor"]["frames_bytes"] == {"Update": 196, "UpdateAck": 123}
+    # Alice's end of each connection timed in its own mode: one encrypt and one decrypt per update at least.
+    for mode in ("encrypted", "plaintext"):
+        assert min(encryption["in_place"][mode]["calls"].values()) >= 3 * 48
