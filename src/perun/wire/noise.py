@@ -30,10 +30,9 @@ class CipherState:
     """One direction of a session: ChaCha20-Poly1305 with the nonce counted in the message order,
     so that a dropped, replayed or reordered message fails to decrypt."""
 
-    __slots__ = ("_aead", "_key", "n")
+    __slots__ = ("_aead", "n")
 
     def __init__(self, key: bytes) -> None:
-        self._key = key
         self._aead = ChaCha20Poly1305(key)
         self.n = 0
 
@@ -58,8 +57,7 @@ class CipherState:
 
     def rekey(self) -> None:
         """Noise's Rekey(): k = ENCRYPT(k, 2^64 - 1, empty, 32 zero bytes)[:32]; n goes on."""
-        self._key = self._aead.encrypt(_nonce(MAX_NONCE), bytes(32), b"")[:32]
-        self._aead = ChaCha20Poly1305(self._key)
+        self._aead = ChaCha20Poly1305(self._aead.encrypt(_nonce(MAX_NONCE), bytes(32), b"")[:32])
 
 
 def _nonce(n: int) -> bytes:
