@@ -3,8 +3,9 @@ the transport's encryption costs of them.
 
 `make bench-updates` (python -m benchmarks.updates) starts anvil, deploys, runs two Bobs as
 `perun node` processes and Alice's node in this process, opens 9 channels with each Bob, and
-times payments from Alice to Bob. Every payment counted is mutually signed and durably stored by
-both nodes (SQLite WAL, synchronous=FULL) before its `pay` returns. Runs:
+times payments from Alice to Bob. Every payment counted is mutually signed, and durably stored
+by Bob (SQLite WAL, synchronous=FULL), before its `pay` returns; Alice stores it in her next
+group commit (docs/protocol.md §9, "Updates"). Runs:
 
 - sequential: one payment at a time on one channel (latency of a lone update);
 - pipelined: up to --window payments in flight on one channel (serialised by version), for a

@@ -193,7 +193,8 @@ class Node:
 
     async def pay(self, cid: bytes, amount: int) -> PaymentState:
         """Pays `amount` to the peer on a payment channel, or on a virtual channel this node is an
-        end of; returns the new state once both signatures are stored."""
+        end of; returns the new state once the peer countersigned and stored it (this node stores
+        it in its next group commit, behind the answer; docs/protocol.md §9, "Updates")."""
         return await self.payment.pay(cid, amount)
 
     async def close(self, cid: bytes, timeout: float | None = None) -> tuple[int, int]:

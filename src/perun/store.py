@@ -266,6 +266,7 @@ def _record_json(rec: ChannelRecord) -> dict[str, Any]:
         "open_until": rec.open_until,
         "given_up": rec.given_up,
         "close_requested": rec.close_requested,
+        "reserved": rec.reserved,
     }
 
 
@@ -297,6 +298,7 @@ def _record_from(d: dict[str, Any], params: Params, domain: Domain, cid: bytes) 
         open_until=d.get("open_until", 0),
         given_up=d.get("given_up", ""),
         close_requested=d.get("close_requested", False),  # absent before reorganisations were handled
+        reserved=d.get("reserved", d["signed"]),  # absent before proposals went out ahead of their commit
     )
 
 

@@ -56,8 +56,10 @@ CRASHES = [
     ("alice", "created"),
     ("bob", "confirmed"),
     ("alice", "update-signed"),
+    ("alice", "update-sent"),  # sent before Alice's commit of it
     ("bob", "update-received"),
     ("bob", "update-countersigned"),
+    ("alice", "ack-received"),  # the payment answered, Alice's commit of it not yet made
     ("alice", "ack-stored"),
     ("alice", "final-signed"),
     ("bob", "final-countersigned"),

@@ -94,6 +94,9 @@ class ChannelRecord(Sides):
     given_up: str = ""  # why this party gave the opening up ("" while it goes on)
     # The operator closed it unilaterally: a close that a reorganisation takes away is sent again.
     close_requested: bool = False
+    # Durable bound on the versions this party signed: a proposal up to it goes out before its
+    # own commit (docs/protocol.md §9, "Updates"); a restarted node takes it as `signed`.
+    reserved: int = 0
 
     channel_id: bytes = field(init=False, repr=False, compare=False)
 
@@ -171,8 +174,13 @@ def _next_version(rec: ChannelRecord) -> int:
     return max(rec.signed, rec.peer_signed_hint, rec.tip[1]) + 1
 
 
+RESERVE = 1024  # versions reserved at a time: one commit before sending per RESERVE proposals
+
+
 def propose(rec: ChannelRecord, state: PaymentState, key: bytes) -> tuple[ChannelRecord, Proposal]:
-    """Sign `state` (from `payment` or `final`) and queue it as pending."""
+    """Sign `state` (from `payment` or `final`) and queue it as pending. A version above
+    `reserved` raises it by RESERVE (`needs_reserve`): the caller makes that durable before
+    the proposal leaves."""
     _check_can_sign(rec, state)
     _, prev = rec.tip
     check_state(rec.params, state, rec.channel_id)
@@ -181,9 +189,21 @@ def propose(rec: ChannelRecord, state: PaymentState, key: bytes) -> tuple[Channe
     proposal = Proposal(state, prev, sign_state(rec.domain, state, key))
     return (
         replace(rec, signed=state.version, pending=rec.pending + (proposal,), final_signed=state.is_final,
-                proposed_final=state.is_final),
+                proposed_final=state.is_final,
+                reserved=rec.reserved if state.version <= rec.reserved else state.version - 1 + RESERVE),
         proposal,
     )
+
+
+def needs_reserve(old: ChannelRecord, new: ChannelRecord) -> bool:
+    """Whether `propose` raised the durable bound: then the proposal must wait for the commit."""
+    return new.reserved != old.reserved
+
+
+def restored(rec: ChannelRecord) -> ChannelRecord:
+    """A record as a restarted node takes it: it may have signed any version up to `reserved`
+    and lost it in the crash, so it signs none of them again."""
+    return replace(rec, signed=max(rec.signed, rec.reserved))
 
 
 def receive_ack(rec: ChannelRecord, version: int, signature: bytes) -> tuple[ChannelRecord, Proposal]:

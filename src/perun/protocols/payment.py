@@ -88,12 +88,13 @@ class Payment(ChannelProtocol):
     messages = (m.ProposeChannel, m.AcceptChannel, m.Update, m.UpdateAck, m.Reestablish, m.StateSync)
     record_type = ChannelRecord
     proposal_type = m.ProposeChannel
-    crash_points = (*ChannelProtocol.crash_points, "update-signed", "update-received", "update-countersigned",
-                    "ack-stored", "final-signed", "final-countersigned", "final-acked", "close-sent")
+    crash_points = (*ChannelProtocol.crash_points, "update-signed", "update-sent", "update-received",
+                    "update-countersigned", "ack-received", "ack-stored", "final-signed", "final-countersigned",
+                    "final-acked", "close-sent")
 
     def __init__(self, ctx: Runtime, contract: str, policy: ChannelPolicy) -> None:
         super().__init__(ctx, PaymentContract(ctx.chain, contract), policy)
-        self.records = {r.channel_id: r for r in ctx.store.channels()}
+        self.records = {r.channel_id: machine.restored(r) for r in ctx.store.channels()}
         self.hosts: list[UpdateHost] = []
         # After a (re)connection, per channel: set once the peer's Reestablish is answered.
         self._reestablishing: dict[bytes, tuple[Connection, asyncio.Event]] = {}
@@ -131,9 +132,10 @@ class Payment(ChannelProtocol):
     def _host(self, cid: bytes) -> UpdateHost | None:
         return None if cid in self.records else next((h for h in self.hosts if h.updates(cid) is not None), None)
 
-    def _save(self, rec: ChannelRecord, states: Iterable[SignedState] = (), then: Callable[[], None] | None = None):
+    def _save(self, rec: ChannelRecord, states: Iterable[SignedState] = (), then: Callable[[], None] | None = None,
+              behind: bool = False):
         host = self._host(rec.channel_id)
-        return self.ctx.save([host.with_updates(rec) if host else rec], states, then=then)
+        return self.ctx.save([host.with_updates(rec) if host else rec], states, then=then, behind=behind)
 
     def _progress(self, rec: Any) -> int:
         """The version of the updates of a channel whose record `wait_for` sees (a host's too)."""
@@ -154,7 +156,8 @@ class Payment(ChannelProtocol):
         return {"kind": self.kind, **info}
 
     async def pay(self, cid: bytes, amount: int) -> PaymentState:
-        """Pays `amount` to the peer; returns the new state once both signatures are stored.
+        """Pays `amount` to the peer; returns the new state once the peer countersigned and stored
+        it (this node stores it in its next group commit: docs/protocol.md §9, "Updates").
 
         Payments on one channel are serialised by version and may be in flight together; a
         conflict with a payment the peer proposed at the same time is retried.
@@ -197,7 +200,12 @@ class Payment(ChannelProtocol):
                                      f"{self.ctx.response_timeout:g} s of reconnecting") from exc
 
     async def update(self, rec: ChannelRecord, state: PaymentState) -> PaymentState:
-        """Signs `state` (the next one of `rec`), sends it, and returns it once countersigned."""
+        """Signs `state` (the next one of `rec`), sends it, and returns it once countersigned.
+
+        A payment on a payment channel leaves before this node's commit of it, within the
+        versions reserved (docs/protocol.md §9, "Updates"): its loss in a crash loses only a
+        state worse for this node, and the version stays burned. A final state, a proposal
+        that reserves more versions, and a virtual channel's update are committed first."""
         conn = self.ctx.peers.connection(rec.peer)
         new, proposal = machine.propose(rec, state, self.ctx.key)
         acked = self.ctx.pending.expect((rec.channel_id, state.version))
@@ -205,7 +213,14 @@ class Payment(ChannelProtocol):
         def send() -> None:
             self.ctx.faults.point("final-signed" if state.is_final else "update-signed")
             conn.send(_update_message(proposal))
-        self._save(new, [mine], then=send)
+        if state.is_final or machine.needs_reserve(rec, new) or self._host(rec.channel_id) is not None:
+            self._save(new, [mine], then=send)
+        else:
+            self._save(new, [mine])
+            def send_ahead() -> None:
+                send()
+                self.ctx.faults.point("update-sent")
+            self.ctx.ahead_of_commit(send_ahead)
         return await self.countersigned(rec, state.version, acked)
 
     async def countersigned(self, rec: ChannelRecord, version: int, acked: asyncio.Future | None = None
@@ -339,14 +354,24 @@ class Payment(ChannelProtocol):
         new, proposal = machine.receive_ack(rec, msg.version, msg.signature)
         state = proposal.state
         host = self._host(msg.channel_id)
-        def done() -> None:
-            self.ctx.faults.point("final-acked" if state.is_final else "ack-stored")
-            self.ctx.pending.resolve((msg.channel_id, msg.version), state)
-            if state.is_final and host is not None:
-                host.final_signed(msg.channel_id)
-        self._save(new, [SignedState(state, new.sig_alice, new.sig_bob)], then=done)
-        if state.is_final:
-            self.ctx.follower.wake()
+        countersigned = SignedState(state, new.sig_alice, new.sig_bob)
+        if state.is_final or host is not None:
+            def done() -> None:
+                self.ctx.faults.point("final-acked" if state.is_final else "ack-stored")
+                self.ctx.pending.resolve((msg.channel_id, msg.version), state)
+                if state.is_final and host is not None:
+                    host.final_signed(msg.channel_id)
+            self._save(new, [countersigned], then=done)
+            if state.is_final:
+                self.ctx.follower.wake()
+            return
+        # A payment this node made: the payee stored it before answering. This node's copy
+        # goes into the next group commit, behind the answer; the next payment joins it. (The
+        # crash point is no `then`: that would hold back the next payment's send.)
+        self.ctx.pending.resolve((msg.channel_id, msg.version), state)
+        stored = self._save(new, [countersigned], behind=True)
+        stored.add_done_callback(lambda f: f.cancelled() or f.exception() or self.ctx.faults.point("ack-stored"))
+        self.ctx.faults.point("ack-received")
 
     def _on_reestablish(self, conn: Connection, msg: m.Reestablish) -> None:
         rec = self._updates_with(conn, msg.channel_id)

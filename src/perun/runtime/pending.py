@@ -43,11 +43,28 @@ class Pending:
     @staticmethod
     async def wait(future: asyncio.Future, timeout: float, timed_out: Callable[[], Exception]) -> Any:
         """The outcome of `future` (from `expect`); `timed_out()` is raised after `timeout`
-        seconds. The future stays: an answer that comes later still completes what it answers."""
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except asyncio.TimeoutError as exc:
-            raise timed_out() from exc
+        seconds. The future stays: an answer that comes later still completes what it answers.
+
+        One waiter future and one timer, not wait_for(shield()): the answer wakes the caller
+        two turns of the event loop after it came, before a commit staged with it
+        (Runtime.save(behind=True)) runs."""
+        if not future.done():
+            loop = asyncio.get_running_loop()
+            waiter = loop.create_future()
+
+            def wake(_: object = None) -> None:
+                if not waiter.done():
+                    waiter.set_result(None)
+            future.add_done_callback(wake)
+            timer = loop.call_later(timeout, wake)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                future.remove_done_callback(wake)
+            if not future.done():
+                raise timed_out()
+        return future.result()
 
     def fail_all(self, exc: BaseException) -> None:
         for future in self._futures.values():

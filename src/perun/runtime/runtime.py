@@ -198,18 +198,24 @@ class Runtime:
     # ================================================================== the group commit
 
     def save(self, records: Iterable[Any] = (), states: Iterable[Any] = (), peers: Iterable[tuple[str, str, int]] = (),
-             meta: dict[str, str] | None = None, then: Callable[[], None] | None = None) -> asyncio.Future:
+             meta: dict[str, str] | None = None, then: Callable[[], None] | None = None,
+             behind: bool = False) -> asyncio.Future:
         """Stages changes for the next group commit and returns a future of it. Each record goes
         into its protocol's memory at once (Protocol.put); `then` runs right after the commit, in
-        staging order."""
+        staging order. `behind`: nothing waits for these changes, so a new batch's commit waits
+        a turn of the event loop more, and what the caller wakes (the next payment) joins it."""
         if self.killed:
             raise errors.NodeKilled(f"{self.name} was killed")
         if self.failed:
             raise errors.StoreError(f"the node stopped after a store failure: {self.failed}")
         if self._batch is None:
             self._batch = {"records": {}, "states": [], "peers": [], "meta": {}}
-            self._batch_done = asyncio.get_running_loop().create_future()
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop = asyncio.get_running_loop()
+            self._batch_done = loop.create_future()
+            if behind:
+                loop.call_soon(loop.call_soon, self._flush)
+            else:
+                loop.call_soon(self._flush)
         for rec in records:
             self.registry.owner(rec).put(rec)
             self._batch["records"][type(rec), rec.channel_id] = rec
@@ -247,6 +253,14 @@ class Runtime:
                 done.exception()
                 return
         done.set_result(None)
+
+    def ahead_of_commit(self, action: Callable[[], None]) -> None:
+        """Runs `action` (a send that need not wait for the staged changes) at once, unless an
+        action already waits for the commit: then behind it, so that sends keep their order."""
+        if self._after:
+            self._after.append(action)
+        else:
+            action()
 
     def after_commit(self, action: Callable[[], None]) -> None:
         """Runs `action` once every change staged so far is durable (at once if none is staged)."""
