@@ -134,8 +134,13 @@ class Message:
     LAYOUT: ClassVar[tuple[str, ...]]  # one kind per dataclass field, in order
 
     def encode(self) -> bytes:
-        body = b"".join(_enc(kind, getattr(self, f.name)) for kind, f in zip(self.LAYOUT, fields(self)))
-        return bytes((PROTOCOL_VERSION, self.TYPE)) + body
+        cls = type(self)
+        named = cls.__dict__.get("_NAMED")
+        if named is None:  # each class's (kind, field) pairs, looked up once, not per message
+            named = tuple(zip(cls.LAYOUT, (f.name for f in fields(cls))))
+            cls._NAMED = named
+        body = b"".join(_enc(kind, getattr(self, name)) for kind, name in named)
+        return bytes((PROTOCOL_VERSION, cls.TYPE)) + body
 
     def _check(self) -> None:
         """Rules across a decoded message's fields that their kinds cannot state; MalformedMessage."""
