@@ -43,6 +43,31 @@ def test_records_states_peers_and_block_round_trip(tmp_path):
     assert again.last_block() == 42
 
 
+def test_loading_takes_each_channel_id_from_its_row_and_checks_no_params_again(tmp_path, monkeypatch):
+    """The channel id is the row's key, stored, not recomputed (an eth_abi hash per channel was
+    most of a restart's loading), and parameters are not checked again: the store holds only
+    checked ones. Records of one domain share one Domain, and so its cached separator."""
+    store = Store(tmp_path / "a.db", ALICE.address, 1337, DOMAIN.verifying_contract)
+    written = [new_record(Params(ALICE.address, BOB.address, 5, 6, 600, nonce), DOMAIN, Role.ALICE, Stage.OPEN)
+               for nonce in range(3)]
+    ms_written = busy_ms_record()
+    store.commit([*written, ms_written])
+    store.close()
+
+    def refused(*_):
+        raise AssertionError("recomputed or re-checked while loading")
+
+    monkeypatch.setattr(Params, "channel_id", refused)
+    monkeypatch.setattr(Params, "__post_init__", refused)
+    again = Store(tmp_path / "a.db", ALICE.address, 1337, DOMAIN.verifying_contract)
+    loaded = again.channels()
+    assert sorted(loaded, key=lambda r: r.channel_id) == sorted(written, key=lambda r: r.channel_id)
+    assert len({id(r.domain) for r in loaded}) == 1
+    assert again.ms_channels() == [ms_written]
+    monkeypatch.undo()
+    assert all(r.params == Params(ALICE.address, BOB.address, 5, 6, 600, r.params.nonce) for r in loaded)
+
+
 @pytest.mark.parametrize("who, chain, contract", [
     (BOB.address, 1337, DOMAIN.verifying_contract),
     (ALICE.address, 1, DOMAIN.verifying_contract),

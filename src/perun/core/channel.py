@@ -79,6 +79,18 @@ class Params:
             raise errors.InvalidParams(f"delta must be an int in 1..{MAX_DELTA} seconds, got {self.delta!r}")
         _amount("nonce", self.nonce, 2**256 - 1)
 
+    @classmethod
+    def known(cls, alice: str, bob: str, deposit_alice: int, deposit_bob: int, delta: int, nonce: int,
+              token: str) -> Params:
+        """Parameters checked when they were first made, read back from the node's own store
+        (perun.store), which holds only such: built without the checks of `__post_init__`, whose
+        checksumming of an address not seen lately (about 75 µs) dominated loading a node's channels."""
+        params = object.__new__(cls)
+        for name, value in (("alice", alice), ("bob", bob), ("deposit_alice", deposit_alice),
+                            ("deposit_bob", deposit_bob), ("delta", delta), ("nonce", nonce), ("token", token)):
+            object.__setattr__(params, name, value)
+        return params
+
     @property
     def total(self) -> int:
         return self.deposit_alice + self.deposit_bob
