@@ -91,12 +91,13 @@ def test_a_reorganisation_below_the_final_blocks_is_told_and_read_again_from_the
         async with world.running("alice") as (alice,):
             for _ in range(3):  # three polls, three checkpoints
                 await world.final(alice)
-            fork = alice.store.last_block() - 2
+            fork = alice.watcher.last_final - 2
             replaced = world.chain.block_hash(fork + 1)
             world.reorg(world.chain.block_number() - fork)  # the final blocks above `fork` replaced
             assert world.chain.block_hash(fork + 1) != replaced
             await alice.sync()
-            assert alice.store.last_block() == world.chain.block_number() - 1  # read again, up to the head − 1
+            # read again, up to the head − 1
+            assert alice.watcher.last_final == world.chain.block_number() - 1
             return fork
     with caplog.at_level("INFO", logger="perun"):
         fork = run(scenario())

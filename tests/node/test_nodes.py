@@ -153,6 +153,39 @@ def test_offline_node_catches_up_from_its_last_block(net, back_before_deadline):
     assert payouts(net, cid) == ("Finalized", expected)
 
 
+def test_a_poll_that_finds_nothing_new_looks_at_no_channel_and_writes_nothing(net):
+    """The watcher's index: no channel has a duty, so a poll asks about none; blocks without an
+    event for the node's channels are read but not stored (a restart reads them again), and the
+    block of an event that changes a record is stored with it."""
+    async def scenario():
+        async with net.pair() as (alice, bob, cid):
+            await alice.sync()
+            stored = alice.store.last_block()
+            commits, asked = [], []
+            commit, next_due = alice.store.commit, alice.payment.next_due
+            alice.store.commit = lambda *a, **k: (commits.append(a), commit(*a, **k))[1]
+            alice.payment.next_due = lambda rec, now: (asked.append(rec.channel_id), next_due(rec, now))[1]
+            net.chain.mine(5)
+            for _ in range(3):
+                await alice.sync()
+            assert (commits, asked) == ([], [])
+            assert alice.watcher.last_final == net.chain.block_number() > stored == alice.store.last_block()
+            await bob.register(cid)
+            rec = await alice.wait_for(cid, lambda r: r.stage is Stage.CLOSING)
+            assert alice.store.last_block() == alice.watcher.last_final == net.chain.block_number()
+            assert alice.store.channels() == [rec] and asked == [cid]
+            net.chain.mine(5)
+            await alice.sync()
+            return rec
+    rec = run(scenario())
+
+    async def again():  # Alice restarted reads the five blocks after the stored one again: nothing changes
+        async with net.running("alice") as (alice,):
+            assert alice.watcher.last_final == net.chain.block_number() == alice.store.last_block() + 5
+            assert alice.channel(rec.channel_id) == rec
+    run(again())
+
+
 def test_the_seeds_asymmetry(net):
     """Alice signs v+1; Bob keeps it and never answers. Alice closes with v, the last state she
     holds Bob's signature on; Bob replaces it with v+1. v+1 is paid out: Alice signed it, and

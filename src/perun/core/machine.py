@@ -15,6 +15,7 @@ The rules (docs/protocol.md §4 and §9):
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from enum import Enum, IntEnum
 from typing import Any, TypeVar
@@ -397,6 +398,24 @@ def final_due(rec: Any, now: int) -> bool:
     if rec.proposed_final:
         return True
     return rec.stage is Stage.CLOSING and now >= rec.deadline - rec.params.delta // 2
+
+
+def next_due(rec: ChannelRecord, now: int) -> int | None:
+    """The earliest chain time at or after `now` at which `duties(rec, t)` is not empty, or None
+    if it never is for this record: when the watcher looks at the channel again (perun.runtime.due)."""
+    return first_due(lambda t: bool(duties(rec, t)), now,
+                     (rec.open_until, rec.deadline, rec.deadline - rec.params.delta // 2))
+
+
+def first_due(has_duty: Callable[[int], bool], now: int, times: Iterable[int]) -> int | None:
+    """The earliest chain time at or after `now` at which `has_duty(t)` holds, or None, for a
+    `has_duty` that changes with `t` only where `t` reaches one of `times` (each of its conditions
+    on the time reads `t >= x` or `t < x`, with `x` in `times`): then it is enough to try `now`
+    and every one of `times` after it (a record payment or multistate)."""
+    for t in sorted({now, *(x for x in times if x > now)}):
+        if has_duty(t):
+            return t
+    return None
 
 
 class Duty(str, Enum):

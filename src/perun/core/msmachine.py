@@ -33,7 +33,7 @@ from perun import errors
 from perun.core.apps import App, AppState, Context
 from perun.core.channel import Params
 from perun.core.eip712 import Domain, check_digest_signature, sign
-from perun.core.machine import Role, Sides, Stage, final_due, monotonic, opening_due
+from perun.core.machine import Role, Sides, Stage, final_due, first_due, monotonic, opening_due
 from perun.core.multistate import (
     ChannelState,
     FinalChannelState,
@@ -682,6 +682,15 @@ def duties(rec: MSRecord, now: int) -> tuple[tuple[Duty, bytes], ...]:
         if all(done(f.nid) for f in rec.registered_fundings):
             found.append((Duty.FINALIZE, b""))
     return tuple(found)
+
+
+def next_due(rec: MSRecord, now: int) -> int | None:
+    """The earliest chain time at or after `now` at which `duties(rec, t)` is not empty, or None
+    if it never is for this record: when the watcher looks at the channel again (perun.runtime.due)."""
+    times = [rec.open_until, rec.deadline, rec.deadline - rec.params.delta // 2, rec.deadline + rec.params.delta]
+    for onchain in rec.on_chain:
+        times += (onchain.window_end, _settlement_end(rec, onchain))
+    return first_due(lambda t: bool(duties(rec, t)), now, times)
 
 
 def _settlement_end(rec: MSRecord, onchain: OnChain) -> int:

@@ -182,7 +182,12 @@ def live_for_updates(rec: VirtualRecord, now: int) -> None:
 def register_due(rec: VirtualRecord, delta: int, now: int) -> bool:
     """A half still live off chain is registered by validity − Δ − 1, so that its registration
     window has passed when submissions open after validity."""
-    return now >= rec.data.validity - delta - 1
+    return now >= register_from(rec, delta)
+
+
+def register_from(rec: VirtualRecord, delta: int) -> int:
+    """The chain time from which `register_due` holds."""
+    return rec.data.validity - delta - 1
 
 
 def submission(rec: VirtualRecord, side: int, stored: VirtualChannelData, other: VirtualChannelData | None,

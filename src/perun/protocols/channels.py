@@ -21,6 +21,7 @@ from perun.core.eip712 import Domain
 from perun.core.machine import CONFLICT_RETRIES, Role, Stage, give_up
 from perun.protocols.policy import ChannelPolicy
 from perun.runtime import Duty, Protocol, Runtime
+from perun.runtime.due import DueIndex
 from perun.runtime.pending import Pending
 from perun.wire import messages as m
 from perun.wire.transport import Connection
@@ -48,6 +49,8 @@ class ChannelProtocol(Protocol):
         self.policy = policy
         self.open_time = OPEN_TIME
         self.records: dict[bytes, Any] = {}
+        # The channels by the chain time of their next duty: a poll looks only at those due.
+        self.due_index = DueIndex(lambda: self.records, lambda cid, now: self.next_due(self.records[cid], now))
 
     # ------------------------------------------------------------------ what a kind defines
 
@@ -57,6 +60,16 @@ class ChannelProtocol(Protocol):
     def apply_event(self, rec: Any, name: str, args: dict) -> Any:
         """The record after one of the contract's events (idempotent and monotonic)."""
         raise NotImplementedError
+
+    def next_due(self, rec: Any, now: int) -> int | None:
+        """The earliest chain time at or after `now` at which `rec`, unchanged, has a duty (None: never)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ records
+
+    def put(self, rec: Any) -> None:
+        self.records[rec.channel_id] = rec
+        self.due_index.changed(rec.channel_id)
 
     # ------------------------------------------------------------------ views
 

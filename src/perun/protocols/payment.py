@@ -409,8 +409,12 @@ class Payment(ChannelProtocol):
 
     # ================================================================== the chain
 
+    def next_due(self, rec: ChannelRecord, now: int) -> int | None:
+        return machine.next_due(rec, now)
+
     def duties(self, now: int) -> Iterable[Duty]:
-        for rec in list(self.records.values()):
+        for cid in self.due_index.due(now):
+            rec = self.records[cid]
             for due in machine.duties(rec, now):
                 yield self._duty(rec, due)
 

@@ -3,8 +3,9 @@ block and to apply them to its channels, then sends the transactions the protoco
 for (create, confirm, refund, dispute a stale close, register and execute nanocontracts,
 finalize, ...). It knows no kind: each protocol says what it reads and what is due.
 
-The last processed block is stored in the same commit as the records it changed, so a node that
-was offline catches up from where it stopped. Polling, not subscriptions: it works on every
+The last processed block is stored in the same commit as the records it changed (and, when
+nothing changed, every STORE_FINAL_EVERY blocks), so a node that was offline catches up from
+about where it stopped. Polling, not subscriptions: it works on every
 JSON-RPC node.
 """
 
@@ -33,6 +34,11 @@ LOG_CHUNK = 5_000  # blocks per eth_getLogs request
 DEV_CHAIN_IDS = frozenset({1337, 31337, 131277322940537})
 CONFIRMATIONS = 12
 CHECKPOINTS = 16  # the last final blocks read whose hashes the store keeps, to find a fork
+# The last final block read is stored with the changes its events made; with none, only once it
+# is this many blocks past the stored one (so an idle poll writes nothing). A restarted node
+# reads those blocks again: their events changed nothing, and applying an event again changes
+# nothing either.
+STORE_FINAL_EVERY = 1_000
 # Errors that mean another transaction got there first; the next poll sees its event.
 _RACED = (errors.ChannelsWrongPhase, errors.ChannelsChannelExists, errors.TransactionFailed,
           errors.ChannelsStaleVersion, errors.MSContractTerminated)
@@ -111,6 +117,12 @@ class Follower:
         self.unreachable_polls = 0  # polls in a row that found the chain unreachable
         self.reorgs = 0  # reorganisations seen
         self.speculating = False  # applying unconfirmed events to copies (the protocols log no change)
+        # The last final block read, and the checkpoints (the last final blocks read, with their
+        # hashes, oldest first), as read (the store's may be older: STORE_FINAL_EVERY); loaded at
+        # the first poll, after the runtime's check of block 0 (which may reset them).
+        self._final: int | None = None
+        self._stored: int | None = None  # the last final block in the store
+        self._checkpoints: list[tuple[int, bytes]] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="perun-watcher")
@@ -202,7 +214,8 @@ class Follower:
             self.reorgs += 1
             log.warning("%s: a reorganisation replaced block #%d (the head now is #%d); reading the unconfirmed "
                         "blocks again", runtime.name, last.number, head.number)
-        checkpoints = self._checkpoints()
+        self._load()
+        checkpoints = self._checkpoints
         if not checkpoints:
             return
         fork = None
@@ -216,18 +229,33 @@ class Follower:
         log.error("%s: a reorganisation deeper than %d confirmation(s) replaced final blocks above #%d: what the node "
                   "applied from them stays applied; reading from there again. Give the node more --confirmations",
                   runtime.name, self.confirmations, fork)
-        kept = [[n, h.hex()] for n, h in checkpoints if n <= fork]
-        await runtime.save(meta={"last_block": str(fork), "checkpoints": json.dumps(kept)})
+        self._final, self._checkpoints = fork, [(n, h) for n, h in checkpoints if n <= fork]
+        await runtime.save(meta=self._meta())
 
-    def _checkpoints(self) -> list[tuple[int, bytes]]:
-        """(block number, hash) of the last final blocks read, oldest first."""
-        text = self.runtime.store.meta("checkpoints")
-        return [(n, bytes.fromhex(h)) for n, h in json.loads(text)] if text else []
+    @property
+    def last_final(self) -> int | None:
+        """The last final block read (the store's may be older: STORE_FINAL_EVERY)."""
+        self._load()
+        return self._final
+
+    def _load(self) -> None:
+        if self._checkpoints is None:
+            store = self.runtime.store
+            self._final = self._stored = store.last_block()
+            text = store.meta("checkpoints")
+            self._checkpoints = [(n, bytes.fromhex(h)) for n, h in json.loads(text)] if text else []
+
+    def _meta(self) -> dict[str, str]:
+        """The last final block read and the checkpoints, to store."""
+        assert self._checkpoints is not None
+        self._stored = self._final
+        return {"last_block": str(self._final),
+                "checkpoints": json.dumps([[n, h.hex()] for n, h in self._checkpoints])}
 
     async def _read_final(self, final: int, head: Head) -> None:
         runtime = self.runtime
-        start = runtime.store.last_block()
-        start = max(final, 0) if start is None else start + 1
+        self._load()
+        start = max(final, 0) if self._final is None else self._final + 1
         while start <= final:
             end = min(final, start + LOG_CHUNK - 1)
             protocols = list(runtime.registry.protocols)
@@ -237,9 +265,15 @@ class Follower:
                 return
             # No await from here to the save: each record is read as it is now, so nothing the
             # node changed while the chain was read (an update adopted meanwhile) is overwritten.
-            changed = [rec for protocol, read in zip(protocols, reads) for rec in protocol.apply_chain(read)]
-            checkpoints = [[n, h.hex()] for n, h in self._checkpoints()][-(CHECKPOINTS - 1):] + [[end, end_hash.hex()]]
-            await runtime.save(changed, meta={"last_block": str(end), "checkpoints": json.dumps(checkpoints)})
+            # Only what differs from the records as they are is stored: a transaction's events
+            # were applied from its receipt already, and an event applied again changes nothing.
+            owner = runtime.registry.owner
+            changed = [rec for protocol, read in zip(protocols, reads) for rec in protocol.apply_chain(read)
+                       if rec != owner(rec).record(rec.channel_id)]
+            assert self._checkpoints is not None
+            self._final, self._checkpoints = end, self._checkpoints[-(CHECKPOINTS - 1):] + [(end, end_hash)]
+            if changed or self._stored is None or end - self._stored >= STORE_FINAL_EVERY:
+                await runtime.save(changed, meta=self._meta())
             start = end + 1
 
     async def perform(self, duty: Duty) -> None:

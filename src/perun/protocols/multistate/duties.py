@@ -27,7 +27,9 @@ class Duties:
         self._idle: dict[tuple[bytes, bytes], tuple] = {}  # (channel, nid) -> what `execute_due` found nothing for
 
     def due(self, now: int) -> Iterator[Duty]:
-        for rec in list(self.protocol.records.values()):
+        records = self.protocol.records
+        for cid in self.protocol.due_index.due(now):
+            rec = records[cid]
             for due, nid in ms.duties(rec, now):
                 yield self._duty(rec, due, nid)
 

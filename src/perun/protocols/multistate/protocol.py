@@ -82,6 +82,9 @@ class Multistate(ChannelProtocol):
     def apply_event(self, rec: MSRecord, name: str, args: dict) -> MSRecord:
         return ms.apply_event(rec, name, args)
 
+    def next_due(self, rec: MSRecord, now: int) -> int | None:
+        return ms.next_due(rec, now)
+
     def version_of(self, rec: MSRecord) -> int:
         return rec.state.version
 

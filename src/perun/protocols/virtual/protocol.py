@@ -41,6 +41,7 @@ from perun.protocols.payment import Payment
 from perun.protocols.virtual.halves import Halves
 from perun.protocols.virtual.hub import Hub, HubPolicy
 from perun.runtime import Duty, Protocol, Runtime
+from perun.runtime.due import DueIndex
 from perun.runtime.protocol import json_amounts
 from perun.wire import messages as m
 from perun.wire.transport import Connection
@@ -94,6 +95,8 @@ class Virtual(Protocol):
         # every half's γ, and the γ not known to be settled yet (pruned as they are found settled).
         self._by_nid: dict[bytes, bytes] = {}
         self._live: set[bytes] = set()
+        # The γ by the chain time from which a half may be due for registration (`duties`).
+        self.due_index = DueIndex(lambda: self.records, self._next_due)
         for rec in ctx.store.virtual_channels():
             self.put(rec)
         self.hub = Hub(self, hub)
@@ -117,6 +120,7 @@ class Virtual(Protocol):
         self.records[rec.id] = rec
         self._by_nid.update((h.nid, rec.id) for h in rec.halves)
         self._live.add(rec.id)
+        self.due_index.changed(rec.id)
 
     def holding(self, nid: bytes) -> VirtualRecord | None:
         """The record of the γ that nanocontract `nid` is a half of, if any."""
@@ -289,9 +293,22 @@ class Virtual(Protocol):
 
     # ================================================================== the chain
 
+    def _next_due(self, gid: bytes, now: int) -> int | None:
+        """From when a half of γ may be due for registration: validity − Δ − 1 of its ledger
+        channel's Δ (which never changes), the earliest of its halves'; never once γ is settled
+        (that is final). Whether a half is due then also depends on its ledger channel's record,
+        which changes without γ's: so a γ found due is looked at at every poll until it is settled."""
+        rec = self.records[gid]
+        if self.settled(rec):
+            return None
+        times = [vr.register_from(rec, ledger.params.delta) for h in rec.halves
+                 if (ledger := self.ms.records.get(h.ledger)) is not None]
+        return max(min(times), now) if times else None
+
     def duties(self, now: int) -> Iterable[Duty]:
         """The halves to register now: live ones at validity − Δ − 1."""
-        for rec in self.live():
+        for gid in self.due_index.due(now):
+            rec = self.records[gid]
             for half in rec.halves:
                 ledger = self.ms.records.get(half.ledger)
                 held = self.half_state(half)
