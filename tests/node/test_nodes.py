@@ -9,9 +9,11 @@ import pytest
 
 from perun import errors
 from perun.chain.backend import ETHER
+from perun.core import machine
 from perun.core.machine import Stage
 from perun.protocols.policy import ChannelPolicy
 from perun.wire import messages as m
+from perun.wire.transport import Connection
 from tests.node.conftest import DELTA, run
 
 GWEI = 10**9
@@ -357,6 +359,90 @@ def test_a_dropped_connection_is_redialled_and_pending_updates_complete(net):
             assert [s.version for s in results] == [1, 2, 3, 4, 5]
             assert alice.channel(cid).current == bob.channel(cid).current
     run(scenario())
+
+
+async def reconnected(alice, bob, before=None) -> None:
+    """Until Alice and Bob are connected again (not through `before`) and each has the other's
+    answer for every shared payment channel."""
+    def up(node, peer) -> bool:
+        conn = node.peers.get(peer.address)
+        return conn is not None and conn is not before and not conn.closed
+    async with asyncio.timeout(10):
+        while not (up(alice, bob) and up(bob, alice)) or alice.payment._reestablishing or bob.payment._reestablishing:
+            await asyncio.sleep(0.005)
+
+
+def test_a_reconnection_exchanges_one_summary_and_reestablishes_only_the_channels_that_differ(net, monkeypatch):
+    sent: list[m.Message] = []
+    send = Connection.send
+    monkeypatch.setattr(Connection, "send", lambda conn, msg: (sent.append(msg), send(conn, msg))[1])
+
+    async def scenario():
+        async with net.running("alice", "bob") as (alice, bob):
+            await alice.connect(bob.address, "127.0.0.1", bob.port)
+            cids = [await alice.open(bob.address, ETHER, ETHER, DELTA) for _ in range(6)]
+            for cid in cids:
+                await bob.wait_for(cid, lambda r: r.stage is Stage.OPEN)
+                await alice.pay(cid, 1)
+                await bob.pay(cid, 2)
+            # Quiet channels: one ReestablishDone and one ReestablishSummary each way, and nothing else.
+            sent.clear()
+            before = bob.peers[alice.address]
+            before.close()
+            await reconnected(alice, bob, before)
+            assert sorted(type(msg).__name__ for msg in sent) == ["ReestablishDone"] * 2 + ["ReestablishSummary"] * 2
+            await alice.pay(cids[0], 1)
+            # Alice loses her last payment on one channel, as a crash before her commit would
+            # (Bob stored it; the versions she reserved stay burned).
+            lost = cids[1]
+            before = alice.channel(lost)
+            await alice.pay(lost, 1)
+            latest = bob.channel(lost).current
+        alice_store = net.node("alice").runtime.store
+        alice_store.commit([before])
+        alice_store.close()
+        async with net.running("bob", "alice") as (bob, alice):
+            sent.clear()
+            await alice.connect(bob.address, "127.0.0.1", bob.port)  # Bob listens on another port now
+            await reconnected(alice, bob)
+            await alice.wait_for(lost, lambda r: r.current == latest, 5)  # Bob's StateSync
+            # Only the channels in its bucket got a Reestablish, from each party.
+            bucket = {cid for cid in cids if machine.bucket_of(cid) == machine.bucket_of(lost)}
+            assert sorted(msg.channel_id for msg in sent if isinstance(msg, m.Reestablish)) == sorted([*bucket] * 2)
+            # Restarted, Alice burned the versions she had reserved; the summary told Bob so, and
+            # his next payments go above them: none is refused.
+            burned = {cid: alice.channel(cid).signed for cid in cids}
+            assert all(burned[cid] >= machine.RESERVE for cid in cids)
+            for cid in cids:
+                assert (await bob.pay(cid, 1)).version > burned[cid]
+            assert not [msg for msg in sent if isinstance(msg, m.Error)]
+    run(scenario())
+
+
+def test_a_node_behind_its_peer_after_a_reconnection_proposes_only_once_it_has_the_peers_state(net, monkeypatch):
+    """Alice lost her last payment (a crash before her commit); reconnected, her close waits for
+    Bob's StateSync, however late it comes: a final state built on the state Bob has passed would
+    be refused, and she could sign no other."""
+    send = Connection.send
+    def late(conn, msg):
+        if isinstance(msg, m.StateSync):
+            asyncio.get_running_loop().call_later(0.3, send, conn, msg)
+        else:
+            send(conn, msg)
+
+    async def scenario():
+        async with net.pair() as (alice, bob, cid):
+            await alice.pay(cid, GWEI)
+            before = alice.channel(cid)
+            await alice.pay(cid, GWEI)
+        store = net.node("alice").runtime.store
+        store.commit([before])
+        store.close()
+        monkeypatch.setattr(Connection, "send", late)
+        async with net.running("bob", "alice") as (bob, alice):
+            await alice.connect(bob.address, "127.0.0.1", bob.port)
+            return await alice.close(cid)
+    assert run(scenario()) == (10 * ETHER - 2 * GWEI, 5 * ETHER + 2 * GWEI)
 
 
 def test_an_erc20_channel_from_approve_to_payout(net):

@@ -33,6 +33,8 @@ SAMPLES = [
     m.NanocontractAck(CID, NID, 1, b"", SIG),
     m.VirtualClose(CID, 7, 2**128 - 1, 0, SIG, SIG),
     m.MultistateClose(CID, 9, 4, 1_800_000_000_000, SIG),
+    m.ReestablishDone(),
+    m.ReestablishSummary(2**64 - 1, bytes(range(256)) * 4),
 ]
 
 
@@ -47,8 +49,9 @@ def test_round_trip(message):
 def test_truncated_and_padded_bodies_are_malformed(message):
     raw = message.encode()
     version, type_, body = raw[0], raw[1], raw[2:]
-    with pytest.raises(errors.MalformedMessage):
-        m.decode(version, type_, body[:-1])
+    if body:  # ReestablishDone has none
+        with pytest.raises(errors.MalformedMessage):
+            m.decode(version, type_, body[:-1])
     with pytest.raises(errors.MalformedMessage):
         m.decode(version, type_, body + b"\x00")
 
@@ -131,8 +134,16 @@ def test_every_refusal_has_its_own_code():
     assert m.code_of(ValueError("bug")) is m.ErrorCode.INTERNAL
 
 
+def test_a_summary_holds_64_digests_of_16_bytes():
+    body = (7).to_bytes(8, "big") + (1023).to_bytes(2, "big") + bytes(1023)
+    with pytest.raises(errors.MalformedMessage, match="1023 bytes of digests, not 1024"):
+        m.decode(m.PROTOCOL_VERSION, m.ReestablishSummary.TYPE, body)
+    with pytest.raises(errors.MalformedMessage, match="too many"):
+        m.decode(m.PROTOCOL_VERSION, m.ReestablishDone.TYPE, b"\x00")
+
+
 def test_every_message_type_is_listed_once():
-    assert sorted(m.MESSAGES) == list(range(3, 17))  # 1 and 2 were version 2's handshake
+    assert sorted(m.MESSAGES) == list(range(3, 19))  # 1 and 2 were version 2's handshake
     assert {type(x) for x in SAMPLES} == set(m.MESSAGES.values())
 
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, replace
 from enum import Enum, IntEnum
 from typing import Any, TypeVar
 
+from eth_utils import keccak
+
 from perun import errors
 from perun.core.channel import Params, PaymentState, check_state
 from perun.core.eip712 import Domain, check_signature, sign_state
@@ -318,6 +320,34 @@ def reestablish(rec: ChannelRecord, peer_current: int, peer_signed: int) -> tupl
         peer_signed_hint=max(rec.peer_signed_hint, peer_signed),
     )
     return new, Resync(send_current, resend, dropped)
+
+
+# A reconnection's summary (docs/protocol.md §9, "Reestablishing after a reconnection"): the
+# channels are split into buckets by their id's first byte, and each bucket's digest compared.
+SUMMARY_BUCKETS = 64
+SUMMARY_DIGEST = 16  # bytes of each bucket's digest: 64 of them fill a message's `bytes` field
+
+
+def bucket_of(cid: bytes) -> int:
+    return cid[0] % SUMMARY_BUCKETS
+
+
+def summary(recs: Iterable[ChannelRecord]) -> tuple[int, bytes]:
+    """What a ReestablishSummary says of these channels (none with a proposal in flight): the
+    most any of them signed above its current version, and per bucket the first SUMMARY_DIGEST
+    bytes of keccak256 of its channels' ids and current versions (32 + 8 bytes each), by id."""
+    buckets: list[list[bytes]] = [[] for _ in range(SUMMARY_BUCKETS)]
+    offset = 0
+    for rec in recs:
+        buckets[bucket_of(rec.channel_id)].append(rec.channel_id + rec.current.version.to_bytes(8, "big"))
+        offset = max(offset, rec.signed - rec.current.version)
+    return offset, b"".join(keccak(b"".join(sorted(b)))[:SUMMARY_DIGEST] for b in buckets)
+
+
+def differing_buckets(mine: bytes, theirs: bytes) -> set[int]:
+    """The buckets whose digests differ between two summaries' `digests`."""
+    d = SUMMARY_DIGEST
+    return {i for i in range(SUMMARY_BUCKETS) if mine[i * d:(i + 1) * d] != theirs[i * d:(i + 1) * d]}
 
 
 # ---------------------------------------------------------------------- the chain's side

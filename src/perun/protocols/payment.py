@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from perun import errors
@@ -85,7 +85,8 @@ class Payment(ChannelProtocol):
     """The payment channels of a node, on the PaymentContract at `contract`."""
 
     kind = "payment"
-    messages = (m.ProposeChannel, m.AcceptChannel, m.Update, m.UpdateAck, m.Reestablish, m.StateSync)
+    messages = (m.ProposeChannel, m.AcceptChannel, m.Update, m.UpdateAck, m.Reestablish, m.StateSync,
+                m.ReestablishDone, m.ReestablishSummary)
     record_type = ChannelRecord
     proposal_type = m.ProposeChannel
     crash_points = (*ChannelProtocol.crash_points, "update-signed", "update-sent", "update-received",
@@ -98,6 +99,7 @@ class Payment(ChannelProtocol):
         self.hosts: list[UpdateHost] = []
         # After a (re)connection, per channel: set once the peer's Reestablish is answered.
         self._reestablishing: dict[bytes, tuple[Connection, asyncio.Event]] = {}
+        self._reconnections: dict[Connection, _Reconnection] = {}  # per connection, until it closes
 
     def new_record(self, params: Params, role: Role, stage: Stage) -> ChannelRecord:
         return machine.new_record(params, self.domain, role, stage)
@@ -303,6 +305,10 @@ class Payment(ChannelProtocol):
             self._on_reestablish(conn, msg)
         elif isinstance(msg, m.StateSync):
             self._on_sync(conn, msg)
+        elif isinstance(msg, m.ReestablishDone):
+            self._on_done(conn)
+        elif isinstance(msg, m.ReestablishSummary):
+            self._on_summary(conn, msg)
 
     def refusal(self, conn: Connection, msg: m.Message, exc: errors.PerunError) -> m.Error:
         error = super().refusal(conn, msg, exc)
@@ -311,12 +317,76 @@ class Payment(ChannelProtocol):
         return m.Error(error.code, error.ref_type, error.channel_id, error.version, signed, error.reason)
 
     def connected(self, conn: Connection) -> None:
-        """Repeats an unanswered proposal, and says where each shared channel is (Reestablish)."""
+        """Repeats an unanswered proposal, and says where each shared channel with a proposal in
+        flight is (Reestablish); the others go in one summary (docs/protocol.md §9)."""
         self.repropose(conn)
-        for rec in [*self.records.values(), *(r for h in self.hosts for r in h.all_updates())]:
-            if rec.peer == conn.peer and rec.stage not in (Stage.CLOSED, Stage.PROPOSED, Stage.FAILED):
-                self._reestablishing[rec.channel_id] = (conn, asyncio.Event())
-                self.ctx.peers.send(conn, m.Reestablish(rec.channel_id, rec.current.version, rec.signed))
+        self._reconnections = {c: r for c, r in self._reconnections.items() if not c.closed}
+        reconnection = self._reconnections[conn] = _Reconnection()
+        shared = self._shared(conn)
+        for rec in shared:
+            self._reestablishing[rec.channel_id] = (conn, asyncio.Event())
+            if rec.pending:
+                self._send_reestablish(conn, rec)
+        if shared:  # else only in answer to the peer's (a peer that shares no channel hears nothing)
+            self._send_done(conn, reconnection)
+
+    def _shared(self, conn: Connection) -> list[ChannelRecord]:
+        """The update records of the channels with `conn`'s peer that a reconnection reestablishes."""
+        return [rec for rec in [*self.records.values(), *(r for h in self.hosts for r in h.all_updates())]
+                if rec.peer == conn.peer and rec.stage not in (Stage.CLOSED, Stage.PROPOSED, Stage.FAILED)]
+
+    def _send_reestablish(self, conn: Connection, rec: ChannelRecord) -> None:
+        reconnection = self._reconnections.get(conn)
+        if reconnection is not None:
+            reconnection.sent.add(rec.channel_id)
+        self.ctx.peers.send(conn, m.Reestablish(rec.channel_id, rec.current.version, rec.signed))
+
+    def _send_done(self, conn: Connection, reconnection: _Reconnection) -> None:
+        reconnection.done = True
+        self.ctx.peers.send(conn, m.ReestablishDone())
+
+    def _on_done(self, conn: Connection) -> None:
+        """The peer sent its Reestablish messages: summarise the channels neither side sent one
+        of (one with a proposal of ours in flight by now gets a Reestablish instead)."""
+        reconnection = self._reconnections.get(conn)
+        if reconnection is None or reconnection.digests is not None:
+            return  # not after a connect, or a second one: nothing to answer
+        if not reconnection.done:
+            self._send_done(conn, reconnection)
+        skip = reconnection.sent | reconnection.received
+        recs = []
+        for rec in self._shared(conn):
+            if rec.channel_id in skip:
+                continue
+            if rec.pending:
+                self._send_reestablish(conn, rec)
+            else:
+                recs.append(rec)
+        offset, reconnection.digests = machine.summary(recs)
+        reconnection.channels = tuple(rec.channel_id for rec in recs)
+        self.ctx.peers.send(conn, m.ReestablishSummary(offset, reconnection.digests))
+
+    def _on_summary(self, conn: Connection, msg: m.ReestablishSummary) -> None:
+        """The channels in a bucket whose digests agree are reestablished at once (their current
+        versions agree, and neither party had a proposal in flight on them); those in another get
+        a Reestablish each, as the peer's do."""
+        reconnection = self._reconnections.get(conn)
+        if reconnection is None or reconnection.digests is None or reconnection.summarised:
+            return  # not after the peer's ReestablishDone, or a second one: nothing to compare
+        reconnection.summarised = True
+        differ = machine.differing_buckets(reconnection.digests, msg.digests)
+        for cid in reconnection.channels:
+            rec = self.updates(cid)
+            if rec is None or cid in reconnection.sent or cid in reconnection.received:
+                continue  # gone, or reestablished by Reestablish messages since the summary
+            signed = rec.current.version + msg.offset  # at least what the peer signed
+            if machine.bucket_of(cid) in differ or rec.pending:
+                # A proposal made since the summary needs the peer's exact `signed`: it answers.
+                self._send_reestablish(conn, rec)
+            elif signed > max(rec.signed, rec.peer_signed_hint):
+                self._resync(conn, rec, rec.current.version, signed)  # as the peer's Reestablish would
+            else:  # nothing to send or store (a hint at or below our own `signed` changes no version we choose)
+                self._reestablished(conn, cid)
 
     def refused(self, conn: Connection, msg: m.Error, failure: errors.PeerRejected) -> None:
         if msg.ref_type == m.ProposeChannel.TYPE:
@@ -375,7 +445,18 @@ class Payment(ChannelProtocol):
 
     def _on_reestablish(self, conn: Connection, msg: m.Reestablish) -> None:
         rec = self._updates_with(conn, msg.channel_id)
-        new, resync = machine.reestablish(rec, msg.current, msg.signed)
+        reconnection = self._reconnections.get(conn)
+        if reconnection is not None:
+            reconnection.received.add(msg.channel_id)
+            if msg.channel_id not in reconnection.sent:  # the peer has proposals in flight: it needs ours
+                self._send_reestablish(conn, rec)
+        self._resync(conn, rec, msg.current, msg.signed)
+
+    def _resync(self, conn: Connection, rec: ChannelRecord, current: int, signed: int) -> None:
+        """The peer's latest fully signed version is `current` and the highest it signed `signed`."""
+        cid = rec.channel_id
+        new, resync = machine.reestablish(rec, current, signed)
+        behind = current > new.current.version  # the peer's StateSync is on its way: reestablished with it
         def act() -> None:
             if resync.send_current:
                 c = new.current
@@ -384,13 +465,20 @@ class Payment(ChannelProtocol):
             for proposal in resync.resend:
                 conn.send(_update_message(proposal))
             for proposal in resync.dropped:
-                self.ctx.pending.resolve((msg.channel_id, proposal.state.version),
+                self.ctx.pending.resolve((cid, proposal.state.version),
                                          errors.UpdateConflict("the peer signed another state at this version"))
-            entry = self._reestablishing.get(msg.channel_id)
-            if entry is not None and entry[0] is conn:
-                del self._reestablishing[msg.channel_id]
-                entry[1].set()  # new proposals go out behind the resent ones
-        self._save(new, then=act)
+            if not behind:
+                self._reestablished(conn, cid)  # new proposals go out behind the resent ones
+        if new == rec:
+            self.ctx.after_commit(act)  # nothing to store: behind what is staged, as the sends are
+        else:
+            self._save(new, then=act)
+
+    def _reestablished(self, conn: Connection, cid: bytes) -> None:
+        entry = self._reestablishing.get(cid)
+        if entry is not None and entry[0] is conn:
+            del self._reestablishing[cid]
+            entry[1].set()
 
     def _on_sync(self, conn: Connection, msg: m.StateSync) -> None:
         rec = self._updates_with(conn, msg.channel_id)
@@ -403,6 +491,7 @@ class Payment(ChannelProtocol):
                 self.ctx.pending.resolve((msg.channel_id, proposal.state.version), proposal.state)
             if new.is_fully_signed_final and host is not None:
                 host.final_signed(msg.channel_id)
+            self._reestablished(conn, msg.channel_id)  # a proposal now builds on the peer's latest state
         self._save(new, [SignedState(state, msg.sig_alice, msg.sig_bob)], then=done)
         if new.is_fully_signed_final:
             self.ctx.follower.wake()
@@ -435,6 +524,20 @@ class Payment(ChannelProtocol):
         duty = self.opening_duties(rec, due.value)
         assert duty is not None, due
         return duty
+
+
+@dataclass
+class _Reconnection:
+    """A connection's reestablishment (docs/protocol.md §9): the channels each side sent a
+    Reestablish of on it (each side sends one per channel at most, and answers the peer's with
+    its own), and, once the peer's ReestablishDone came, this side's summary of the others."""
+
+    sent: set[bytes] = field(default_factory=set)
+    received: set[bytes] = field(default_factory=set)
+    done: bool = False  # this side sent its ReestablishDone
+    channels: tuple[bytes, ...] = ()
+    digests: bytes | None = None
+    summarised: bool = False  # the peer's summary came
 
 
 def _update_message(proposal: Proposal) -> m.Update:

@@ -17,6 +17,7 @@ from eth_utils import to_checksum_address
 
 from perun import errors
 from perun.core.channel import Params
+from perun.core.machine import SUMMARY_BUCKETS, SUMMARY_DIGEST
 
 PROTOCOL_VERSION = 3
 MAX_FRAME = 4096  # a message's bytes; the largest, NanocontractCreate with 1024 bytes of data, has 1322
@@ -254,6 +255,32 @@ class Reestablish(Message):
 
 
 @dataclass(frozen=True)
+class ReestablishDone(Message):
+    """After (re)connecting: the sender sent a Reestablish for each shared channel it has proposals
+    in flight on; a ReestablishSummary of the others follows once the peer's ReestablishDone came."""
+
+    TYPE = 17
+    LAYOUT = ()
+
+
+@dataclass(frozen=True)
+class ReestablishSummary(Message):
+    """The shared channels neither party sent a Reestablish of: per bucket of channel ids, a
+    digest of their ids and current versions; and `offset`, the most any of them signed above
+    its current version."""
+
+    TYPE = 18
+    LAYOUT = ("u64", "bytes")
+    offset: int
+    digests: bytes
+
+    def _check(self) -> None:
+        if len(self.digests) != SUMMARY_BUCKETS * SUMMARY_DIGEST:
+            raise errors.MalformedMessage(f"ReestablishSummary has {len(self.digests)} bytes of digests, not "
+                                          f"{SUMMARY_BUCKETS * SUMMARY_DIGEST}")
+
+
+@dataclass(frozen=True)
 class StateSync(Message):
     """A fully signed state the peer lacks."""
 
@@ -380,7 +407,7 @@ MESSAGES: dict[int, type[Message]] = {
     cls.TYPE: cls for cls in (
         Error, ProposeChannel, AcceptChannel, Update, UpdateAck, Reestablish, StateSync,
         ProposeMultistate, NanocontractCreate, NanocontractCall, NanocontractAbsorb, NanocontractAck, VirtualClose,
-        MultistateClose,
+        MultistateClose, ReestablishDone, ReestablishSummary,
     )
 }
 
