@@ -1,5 +1,5 @@
-"""Off-chain updates between two node processes over loopback: updates/s and latency, and what
-the transport's encryption costs of them.
+"""Off-chain updates between two node processes over loopback: updates/s and latency, how far
+they are from this machine's floor, and what the transport's encryption costs of them.
 
 `make bench-updates` (python -m benchmarks.updates) starts anvil, deploys, runs two Bobs as
 `perun node` processes and Alice's node in this process, opens 9 channels with each Bob, and
@@ -10,7 +10,14 @@ group commit (docs/protocol.md §9, "Updates"). Runs:
 - sequential: one payment at a time on one channel (latency of a lone update);
 - pipelined: up to --window payments in flight on one channel (serialised by version), for a
   window of 8 and of 32;
-- 8 channels: one payment at a time on each of 8 channels at once.
+- 8 channels: one payment at a time on each of 8 channels at once, and up to --channel-window
+  payments in flight on each of them.
+
+Next to them, the floor of one sequential update on this machine (benchmarks/floor.py): its
+primitives (sign, recover, an fsynced SQLite commit of the node's own rows, a loopback round trip,
+the frames' encryption) timed before the runs and after, and what they add up to on today's
+critical path (2 sign + 2 recover + 3 commits + 1 round trip + crypto) and on one with a single
+fsync, each with the ratio of the measured sequential p50 (encrypted) to it.
 
 Each run is made in two modes, on a connection of its own to a Bob of its own: "encrypted", the
 transport as it is (every frame ChaCha20-Poly1305), and "plaintext", the same frames with the
@@ -23,9 +30,10 @@ timed on frames of their real sizes in a hot loop, and its cost in place, from A
 decrypt calls timed during the runs (each mode's, so that the timing costs both alike). A call in
 place costs several times one in the hot loop, its code and data no longer in the caches.
 
-It prints a table and writes benchmarks/updates.json ("results": the encrypted runs, as the
-node runs; "plaintext"; "encryption": the comparison, the floor and the cost in place). Timings
-depend on the machine and its load: they are measured here, never asserted by a test.
+It prints tables and writes benchmarks/updates.json ("results": the encrypted runs, as the
+node runs; "plaintext"; "floor": the primitives, the floors and the ratios; "encryption": the
+comparison, the crypto's floor and its cost in place). Timings depend on the machine and its
+load: they are measured here, never asserted by a test.
 """
 
 from __future__ import annotations
@@ -46,13 +54,13 @@ from pathlib import Path
 
 from eth_account import Account
 
+from benchmarks import floor as floors
 from benchmarks.plaintext import IdentityCipherState, identity_cipher
 from perun import control, keystore
 from perun.chain.anvil import Anvil
 from perun.chain.backend import ETHER, RpcChain
 from perun.chain.deploy import deploy
 from perun.node import Node
-from perun.wire import messages as m
 from perun.wire import noise
 
 OUT = Path(__file__).with_name("updates.json")
@@ -113,6 +121,16 @@ async def pipelined(alice: Node, cid: bytes, n: int, window: int) -> tuple[list[
 
     start = time.perf_counter()
     await asyncio.gather(*(one() for _ in range(n)))
+    return latencies, time.perf_counter() - start
+
+
+async def each_pipelined(alice: Node, cids: list[bytes], n: int, window: int) -> tuple[list[float], float]:
+    """n payments, up to `window` in flight on each of `cids` at once."""
+    latencies: list[float] = []
+    start = time.perf_counter()
+    runs = await asyncio.gather(*(pipelined(alice, cid, k, window) for cid, k in zip(cids, parts(n, len(cids)))))
+    for run_latencies, _ in runs:
+        latencies += run_latencies
     return latencies, time.perf_counter() - start
 
 
@@ -200,7 +218,7 @@ def in_place(stats: dict[str, dict[str, list[float]]]) -> dict:
 
 
 async def alice_side(chain: RpcChain, contract: str, alice_key: bytes, bobs: dict[str, tuple[str, int, Path]],
-                     tmp: Path, n: int, windows: list[int], rounds: int) -> dict:
+                     tmp: Path, n: int, windows: list[int], channel_window: int, rounds: int) -> dict:
     async with Node(alice_key, chain, contract, tmp / "alice.db", poll_interval=0.1, name="alice") as alice:
         cids: dict[str, list[bytes]] = {}
         for mode, (bob, port, _) in bobs.items():
@@ -220,6 +238,8 @@ async def alice_side(chain: RpcChain, contract: str, alice_key: bytes, bobs: dic
         for w in windows:
             runs.append((f"1 channel, pipelined (window {w})", lambda c, k, w=w: pipelined(alice, c[0], k, w)))
         runs.append(("8 channels, sequential each", lambda c, k: each_sequential(alice, c[1:], k)))
+        runs.append((f"8 channels, pipelined (window {channel_window} each)",
+                     lambda c, k: each_pipelined(alice, c[1:], k, channel_window)))
         report: dict = {mode: [] for mode in MODES}
         report["by_round"] = []
         stats: dict[str, dict[str, list[float]]] = {mode: {} for mode in MODES}
@@ -238,31 +258,6 @@ async def alice_side(chain: RpcChain, contract: str, alice_key: bytes, bobs: dic
                 theirs = bobs_view["0x" + cid.hex()]
                 assert int(theirs["version"]) == ours.version and int(theirs["my_balance"]) == ours.balance_bob, theirs
         return report
-
-
-def crypto_floor(iterations: int, repeats: int = 5) -> dict:
-    """µs per update to encrypt and decrypt its two frames once each (Alice's Update, Bob's
-    UpdateAck, of their real sizes), with the transport's CipherState and with the stand-in:
-    the median of `repeats` timings of `iterations` updates."""
-    update = m.Update(os.urandom(32), 5000, 4999, 9 * ETHER, ETHER, False, os.urandom(65)).encode()
-    ack = m.UpdateAck(os.urandom(32), 5000, os.urandom(65)).encode()
-
-    def per_update(cls: type[noise.CipherState]) -> float:
-        out_key, back_key = os.urandom(32), os.urandom(32)
-        alice_out, bob_in, bob_out, alice_in = cls(out_key), cls(out_key), cls(back_key), cls(back_key)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for _ in range(iterations):
-                bob_in.decrypt(alice_out.encrypt(update))
-                alice_in.decrypt(bob_out.encrypt(ack))
-            times.append((time.perf_counter() - start) / iterations)
-        return statistics.median(times) * 1e6
-
-    aead, stand_in = per_update(noise.CipherState), per_update(IdentityCipherState)
-    return {"frames_bytes": {"Update": len(update) + noise.TAGLEN, "UpdateAck": len(ack) + noise.TAGLEN},
-            "iterations": iterations, "repeats": repeats,
-            "aead_us_per_update": round(aead, 2), "stand_in_us_per_update": round(stand_in, 2)}
 
 
 def compare(encrypted: dict, plaintext: dict, by_round: dict[str, list[float]], floor_us: float,
@@ -291,6 +286,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="blocks per run and mode, the modes alternating (default 8)")
     parser.add_argument("--crypto-iterations", type=int, default=20000,
                         help="updates per timing of the crypto floor (default 20000)")
+    parser.add_argument("--channel-window", type=int, default=8,
+                        help="payments in flight on each of the 8 channels when pipelined (default 8)")
+    parser.add_argument("--floor-iterations", type=int, default=2000,
+                        help="calls timed of sign, recover and the round trip for the floor, before the runs "
+                             "and after (default 2000)")
+    parser.add_argument("--floor-commits", type=int, default=500,
+                        help="commits timed for the floor, before the runs and after (default 500)")
     args = parser.parse_args(argv)
     alice = Account.create()
     bob_accounts = {mode: Account.create() for mode in MODES}
@@ -310,46 +312,66 @@ def main(argv: list[str] | None = None) -> None:
                 proc, port = start_bob(tmp / f"bob-{mode}", key_file, anvil.url, contract, mode == "plaintext")
                 procs.append(proc)
                 bobs[mode] = (bob.address, port, tmp / f"bob-{mode}")
+            # The floor's primitives, before the runs and after (the machine's load at both times
+            # weighs on it); its commits on the disk the nodes' stores are on.
+            before = floors.samples(args.floor_iterations, args.floor_commits, args.crypto_iterations, tmp)
             measured = asyncio.run(alice_side(chain, contract, bytes(alice.key), bobs, tmp, args.payments,
-                                              args.window, args.rounds))
+                                              args.window, args.channel_window, args.rounds))
+            crypto = floors.crypto_floor(args.crypto_iterations)
+            after = floors.samples(args.floor_iterations, args.floor_commits, directory=tmp, crypto=crypto)
         finally:
             for proc in procs:
                 proc.terminate()
             for proc in procs:
                 proc.wait(10)
-    floor = crypto_floor(args.crypto_iterations)
-    floor_us = floor["aead_us_per_update"]
+    crypto.pop("aead_times")
+    crypto_us = crypto["aead_us_per_update"]
     placed = measured["in_place"]
     placed_us = placed["net_us_per_update"]
-    comparison = [compare(e, p, r, floor_us, placed_us)
+    comparison = [compare(e, p, r, crypto_us, placed_us)
                   for e, p, r in zip(measured["encrypted"], measured["plaintext"], measured["by_round"])]
+    sequential_p50 = measured["encrypted"][0]["p50_ms"]
+    floor = floors.summary(before, after)
+    floor["before_runs_us"] = floors.summary(before)["floor_us"]
+    floor["after_runs_us"] = floors.summary(after)["floor_us"]
+    floor["sequential_p50_ms"] = sequential_p50
+    floor["p50_over_floor"] = {k: round(sequential_p50 * 1e3 / us, 2) for k, us in floor["floor_us"].items()}
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
               "results": measured["encrypted"],
               "plaintext": measured["plaintext"],
+              "floor": floor,
               "encryption": {"rounds": args.rounds, "order": "plaintext, encrypted; then encrypted, plaintext; ...",
-                             "crypto_floor": floor, "in_place": placed, "runs": comparison}}
+                             "crypto_floor": crypto, "in_place": placed, "runs": comparison}}
     OUT.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{'run':34} {'mode':10} {'updates/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'run':40} {'mode':10} {'updates/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
     for e, p in zip(measured["encrypted"], measured["plaintext"]):
         for mode, r in (("encrypted", e), ("plaintext", p)):
-            print(f"{r['run'] if mode == 'encrypted' else '':34} {mode:10} {r['updates_per_s']:>10,} "
+            print(f"{r['run'] if mode == 'encrypted' else '':40} {mode:10} {r['updates_per_s']:>10,} "
                   f"{r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f}")
     print()
-    print(f"{'encrypted / plaintext':34} {'updates/s':^15} {'p50':^27} {'p50 enc-plain':>13}  crypto per update:")
-    print(f"{'':34} {'all':>7} {'median':>7} {'all':>7} {'median':>7} {'range':>11} {'':>13}  hot loop, in place"
+    print(f"The floor of one sequential update, its primitives timed in this run on this machine (before the runs "
+          f"and after, pooled), next to the measured sequential p50 (encrypted) of {sequential_p50:.3f} ms:")
+    for line in floors.table(floor, sequential_p50):
+        print("  " + line)
+    b, a = floor["before_runs_us"], floor["after_runs_us"]
+    print(f"  (today's floor before the runs {b['today'] / 1e3:.3f} ms, after {a['today'] / 1e3:.3f} ms; with one "
+          f"fsync {b['one_fsync'] / 1e3:.3f} and {a['one_fsync'] / 1e3:.3f} ms)")
+    print()
+    print(f"{'encrypted / plaintext':40} {'updates/s':^15} {'p50':^27} {'p50 enc-plain':>13}  crypto per update:")
+    print(f"{'':40} {'all':>7} {'median':>7} {'all':>7} {'median':>7} {'range':>11} {'':>13}  hot loop, in place"
           " (share of p50)")
     for c in comparison:
         p50s = c["p50_ratio_by_round"]
         spread = f"{min(p50s):.2f}-{max(p50s):.2f}"
-        print(f"{c['run']:34} {c['updates_per_s_ratio']:>7.3f} {c['updates_per_s_ratio_median_of_rounds']:>7.3f} "
+        print(f"{c['run']:40} {c['updates_per_s_ratio']:>7.3f} {c['updates_per_s_ratio_median_of_rounds']:>7.3f} "
               f"{c['p50_ratio']:>7.3f} {c['p50_ratio_median_of_rounds']:>7.3f} {spread:>11} "
-              f"{c['p50_delta_us']:>+10.1f} µs  {floor_us:.1f} µs ({c['floor_share_of_p50_pct']:.2f} %), "
+              f"{c['p50_delta_us']:>+10.1f} µs  {crypto_us:.1f} µs ({c['floor_share_of_p50_pct']:.2f} %), "
               f"{placed_us:.1f} µs ({c['in_place_share_of_p50_pct']:.2f} %)")
     print("(all: over every round; median: of the rounds' ratios; range: of the rounds' p50 ratios)")
-    sizes = floor["frames_bytes"]
+    sizes = crypto["frames_bytes"]
     print(f"hot loop: an Update ({sizes['Update']}-byte frame) and an UpdateAck ({sizes['UpdateAck']}-byte frame), "
-          f"each encrypted and decrypted once, {floor_us:.1f} µs per update (the stand-in: "
-          f"{floor['stand_in_us_per_update']:.1f} µs); median of {floor['repeats']} x {floor['iterations']:,} updates")
+          f"each encrypted and decrypted once, {crypto_us:.1f} µs per update (the stand-in: "
+          f"{crypto['stand_in_us_per_update']:.1f} µs); median of {crypto['repeats']} x {crypto['iterations']:,} updates")
     enc, plain = placed["encrypted"], placed["plaintext"]
     print(f"in place: Alice's encrypt {enc['encrypt_us']:.1f} µs and decrypt {enc['decrypt_us']:.1f} µs a call "
           f"during the runs (medians; the stand-in's {plain['encrypt_us']:.1f} and {plain['decrypt_us']:.1f}), "

@@ -1,0 +1,51 @@
+"""The update benchmark's floor (benchmarks/floor.py): each primitive is timed, and the floors add
+them up as the critical path counts them. No time is asserted, only that there is one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import floor
+
+
+def test_each_primitive_is_timed_call_by_call(tmp_path) -> None:
+    rows = floor.node_rows(tmp_path)
+    measured = {"sign": floor.sign_times(5), "recover": floor.recover_times(5),
+                "commit": floor.commit_times(rows, 6, tmp_path), "rtt": floor.rtt_times(5, warm_up=1)}
+    for name, times in measured.items():
+        assert len(times) in (5, 6) and all(t > 0 for t in times), name
+    assert floor.median_us(measured["commit"]) > 0
+
+
+def test_the_commits_write_the_nodes_own_rows(tmp_path) -> None:
+    """Alice's proposal, Bob's countersignature, Alice's acknowledgement: a record as the store
+    encodes it and a state row with one signature, then both."""
+    rows = floor.node_rows(tmp_path)
+    assert len(rows) == 3
+    records = [json.loads(record) for record, _ in rows]
+    assert [r["role"] for r in records] == ["ALICE", "BOB", "ALICE"]
+    assert [len(r["pending"]) for r in records] == [1, 0, 0]
+    assert [r["current"]["version"] for r in records] == [floor.VERSION - 1, floor.VERSION, floor.VERSION]
+    sigs = [(len(row[5]), len(row[6])) for _, row in rows]
+    assert sigs == [(65, 0), (65, 65), (65, 65)]
+    assert all(n > 1000 for n in floor.row_bytes(rows))
+
+
+def test_the_floors_add_up_the_critical_path() -> None:
+    primitives = {"sign": 1.0, "recover": 10.0, "commit": 100.0, "rtt": 1000.0, "crypto": 10000.0}
+    assert floor.floors(primitives) == {"today": 2 + 20 + 300 + 1000 + 10000, "one_fsync": 2 + 20 + 100 + 1000 + 10000}
+
+
+def test_summary_pools_measurements_and_reports_medians(tmp_path) -> None:
+    first = {"sign": [1e-6, 3e-6], "recover": [2e-6], "commit": [1e-3], "rtt": [5e-5], "crypto": [4e-6]}
+    second = {"sign": [2e-6], "recover": [2e-6], "commit": [3e-3, 2e-3], "rtt": [5e-5], "crypto": [4e-6]}
+    summary = floor.summary(first, second)
+    assert summary["primitives_us"] == pytest.approx({"sign": 2.0, "recover": 2.0, "commit": 2000.0, "rtt": 50.0,
+                                                      "crypto": 4.0})
+    assert summary["samples"] == {"sign": 3, "recover": 2, "commit": 3, "rtt": 2, "crypto": 2}
+    assert summary["floor_us"]["today"] == pytest.approx(2 * 2 + 2 * 2 + 3 * 2000 + 50 + 4, abs=0.1)
+    assert summary["floor_us"]["one_fsync"] == pytest.approx(2 * 2 + 2 * 2 + 2000 + 50 + 4, abs=0.1)
+    lines = floor.table(summary, p50_ms=12.124)
+    assert "p50 / floor = 2.00" in lines[-2]
