@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export SOLCX_BINARY_PATH := $(CURDIR)/.solc
 SOLC_VERSION := $(shell sed -n 's/.*"solc": "\(.*\)".*/\1/p' package.json)
 
-.PHONY: demo test chaos test-hardhat hardhat bench bench-updates bench-virtual build devnet setup browser capture-tool clean
+.PHONY: demo test chaos test-hardhat hardhat bench bench-updates bench-scale bench-virtual build devnet setup browser capture-tool clean
 
 demo: setup
 	$(VENV)/bin/perun demo
@@ -38,6 +38,11 @@ bench: setup
 
 bench-updates: setup
 	$(PY) -m benchmarks.updates
+
+# Slow (about 10 minutes): a node with 10, 1,000 and 10,000 real channels on anvil, restarted and
+# measured at each size (benchmarks/scale.py).
+bench-scale: setup
+	$(PY) -m benchmarks.scale
 
 bench-virtual: setup
 	$(PY) -m benchmarks.virtual

@@ -1,0 +1,353 @@
+"""A node with many channels: what its restart, its memory, its store, its chain poll and its
+updates cost as the number of channels N grows.
+
+`make bench-scale` (python -m benchmarks.scale) starts anvil (a block per transaction), deploys,
+and runs Bob as a `perun node` process. Alice's node, in this process, opens channels with Bob
+through its API (`Node.open`: proposal, acceptance, Alice's create and Bob's confirm on chain),
+up to --concurrency openings at once, until it holds N channels, for each N of --sizes in turn
+(by default 10, 1,000 and 10,000: the channels of a size are kept for the next). Every channel is
+a real one, on chain, in the records the nodes themselves store. At each N, Alice's node stops and
+is restarted in a process of its own (the node measured), which:
+
+- times its restart: the imports, `Node(...)` (the store opened and every record loaded),
+  `start()` (the first chain poll, listening), the connection to Bob (it redials him), and the
+  first payment, which waits for the channel's Reestablish to be answered (after a reconnection
+  each side sends one per channel); from process start to the first payment as well;
+- reads its RSS (VmRSS, and the peak VmHWM) after the first payment;
+- times its chain follower's poll, `await node.runtime.follower.poll()`, on a quiet chain: the
+  head unchanged (nothing to read), and with one empty block mined before each poll (the head
+  moves, nothing concerns the node: the shape of a real chain between events). Its background
+  poll is set an hour apart, so that only the timed ones run;
+- times --payments sequential payments on one channel (p50, p99), as bench-updates does.
+
+The store's size on disk (database, WAL) is read after the node stops. A second restart of the
+same node runs under cProfile from `Node(...)` to the first payment, to say where the restart's
+time goes (the profile slows it: its times are shares, not figures). It prints a table and writes benchmarks/scale.json. Timings
+depend on the machine and its load: measured here, never asserted by a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+OUT = Path(__file__).with_name("scale.json")
+ROOT = Path(__file__).resolve().parents[1]
+PASSWORD = "benchmark"
+BULK_DEPOSIT = 10**6  # wei: the channels only need to exist
+PAYING_DEPOSIT = 10**18  # the channel paid on
+
+
+# ---------------------------------------------------------------------- the node measured (child)
+
+
+def _rss_mb() -> dict[str, float]:
+    status = Path("/proc/self/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return {f"{name.lower()}_mb": round(int(fields[name].split()[0]) / 1024, 1) for name in ("VmRSS", "VmHWM")}
+
+
+def _ms(times: list[float]) -> dict[str, float]:
+    ordered = sorted(times)
+    return {"p50_ms": round(statistics.median(ordered) * 1e3, 3),
+            "p90_ms": round(ordered[int(len(ordered) * 0.9) - 1] * 1e3, 3),
+            "p99_ms": round(ordered[max(int(len(ordered) * 0.99) - 1, 0)] * 1e3, 3), "n": len(ordered)}
+
+
+async def _restart(spec: dict, marks: dict[str, float], profile=None) -> dict:
+    """Restarts Alice's node from its store and pays once; then measures, or with `profile`
+    stops it there."""
+    from perun.chain.backend import RpcChain
+    from perun.node import Node
+    marks["imports"] = time.perf_counter()
+    if profile is not None:
+        profile.enable()
+    chain = RpcChain(spec["rpc"])
+    node = Node(bytes.fromhex(spec["key"]), chain, spec["contract"], spec["db"], poll_interval=3600.0, name="alice")
+    marks["construct"] = time.perf_counter()
+    await node.start()
+    marks["start"] = time.perf_counter()
+    try:
+        await node.wait_connected(spec["bob"], 120)
+        marks["connected"] = time.perf_counter()
+        cid = bytes.fromhex(spec["channel"])
+        await node.pay(cid, 1)
+        marks["paid"] = time.perf_counter()
+        paid_at = time.time()
+        if profile is not None:
+            profile.disable()
+            return {"paid_at": paid_at}
+        out: dict = {"paid_at": paid_at, "channels": len(node.channels()), **_rss_mb()}
+        quiet = []
+        for _ in range(spec["polls"]):
+            t0 = time.perf_counter()
+            await node.runtime.follower.poll()
+            quiet.append(time.perf_counter() - t0)
+        new_block = []
+        for _ in range(spec["polls"]):
+            await node.on_chain(chain.mine)
+            t0 = time.perf_counter()
+            await node.runtime.follower.poll()
+            new_block.append(time.perf_counter() - t0)
+        out["poll_quiet"] = _ms(quiet)
+        out["poll_new_block"] = _ms(new_block)
+        for _ in range(50):  # warm-up
+            await node.pay(cid, 1)
+        latencies = []
+        t_all = time.perf_counter()
+        for _ in range(spec["payments"]):
+            t0 = time.perf_counter()
+            await node.pay(cid, 1)
+            latencies.append(time.perf_counter() - t0)
+        out["update"] = {**_ms(latencies), "updates_per_s": round(len(latencies) / (time.perf_counter() - t_all))}
+        return out
+    finally:
+        t0 = time.perf_counter()
+        await node.stop()
+        marks["stop_s"] = time.perf_counter() - t0
+
+
+def child(spec: dict, started: float) -> dict:
+    marks: dict[str, float] = {}
+    if spec.get("profile"):
+        import cProfile
+        import pstats
+        profile = cProfile.Profile()
+        out = asyncio.run(_restart(spec, marks, profile))
+        out["profile"] = _top(pstats.Stats(profile), marks["paid"] - marks["imports"])
+    else:
+        out = asyncio.run(_restart(spec, marks))
+    stages = ["imports", "construct", "start", "connected", "paid"]
+    out["restart_s"] = {stage: round(marks[stage] - (marks[stages[i - 1]] if i else started), 4)
+                        for i, stage in enumerate(stages)}
+    out["restart_s"]["node_to_first_payment"] = round(marks["paid"] - marks["imports"], 4)
+    out["stop_s"] = round(marks["stop_s"], 4)
+    return out
+
+
+def _top(stats, total: float, n: int = 14) -> list[dict]:
+    """The functions of perun (and what they call most) with the most cumulative time."""
+    rows = []
+    for (file, line, name), (_, calls, tottime, cumtime, _) in stats.stats.items():
+        if "/perun/" in file or "sqlite3" in name or "keccak" in name or "abi" in file:
+            rows.append({"function": f"{file.rsplit('/src/', 1)[-1].rsplit('site-packages/', 1)[-1]}:{line}({name})",
+                         "calls": calls, "cumulative_s": round(cumtime, 4), "own_s": round(tottime, 4),
+                         "share_of_restart": round(cumtime / total, 3)})
+    rows.sort(key=lambda r: r["cumulative_s"], reverse=True)
+    return rows[:n]
+
+
+# ---------------------------------------------------------------------- the builder (parent)
+
+
+def start_bob(data: Path, key_file: Path, url: str, contract: str, port: int, concurrency: int, poll: float
+              ) -> subprocess.Popen:
+    """Bob's `perun node` on `port` (always the same: Alice's store remembers where to redial him).
+    While Alice opens channels, he reads the chain every 50 ms (his confirms follow her creates
+    sooner) and accepts 2 x `concurrency` openings in flight; while Alice's node is measured, every
+    `poll` seconds (the default of `perun node` is 1)."""
+    cmd = [sys.executable, "-m", "perun.cli", "node", "--data", str(data), "--keystore", str(key_file),
+           "--rpc", url, "--contract", contract, "--listen", f"127.0.0.1:{port}", "--poll", str(poll),
+           "--max-pending-proposals", str(max(2 * concurrency, 16))]
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "PERUN_PASSWORD": PASSWORD, "PYTHONPATH": path})
+    line = proc.stdout.readline()
+    if not line.startswith("node "):
+        proc.kill()
+        raise SystemExit(f"bob's node did not start: {line!r}")
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def grow(key: bytes, chain, contract: str, db: Path, bob: tuple[str, int], want: int,
+               concurrency: int) -> tuple[bytes | None, dict]:
+    """Opens channels from Alice's node (in this process) with Bob until it holds `want`; returns
+    the first channel opened now (if any) and what the openings took."""
+    from perun.node import Node
+    async with Node(key, chain, contract, db, poll_interval=0.05, name="alice") as alice:
+        if alice.runtime.peers.remembers(bob[0]):
+            await alice.wait_connected(bob[0], 60)
+        else:
+            await alice.connect(bob[0], "127.0.0.1", bob[1])
+        have = len(alice.channels())
+        first = None
+        if have == 0:
+            first = await alice.open(bob[0], PAYING_DEPOSIT, 0, 3600)
+            have = 1
+        todo = want - have
+        slots = asyncio.Semaphore(concurrency)
+        opened = 0
+        start = last = time.perf_counter()
+
+        async def one() -> None:
+            nonlocal opened, last
+            async with slots:
+                await alice.open(bob[0], BULK_DEPOSIT, 0, 3600, timeout=600)
+            opened += 1
+            now = time.perf_counter()
+            if opened % 500 == 0 or opened == todo or now - last > 30:
+                last = now
+                print(f"    {have + opened:>6,} channels open ({opened / (now - start):.0f} openings/s)", flush=True)
+
+        await asyncio.gather(*(one() for _ in range(todo)))
+        seconds = time.perf_counter() - start
+        assert len(alice.channels()) == want, len(alice.channels())
+        return first, {"opened": todo, "seconds": round(seconds, 1),
+                       "openings_per_s": round(todo / seconds, 1) if todo else None}
+
+
+def restart(spec: dict) -> dict:
+    """Runs the node measured in a process of its own; returns its report and the wall time from
+    the process's start to its first payment."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    spawned = time.time()
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--child", json.dumps(spec)],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path}, timeout=1800)
+    if proc.returncode != 0:
+        raise SystemExit(f"the restarted node failed:\n{proc.stderr[-4000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["restart_s"]["process_to_first_payment"] = round(out.pop("paid_at") - spawned, 4)
+    return out
+
+
+def store_size(db: Path) -> dict[str, int]:
+    return {name: (db.parent / (db.name + suffix)).stat().st_size
+            for name, suffix in (("db_bytes", ""), ("wal_bytes", "-wal"))
+            if (db.parent / (db.name + suffix)).exists()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 1000, 10000],
+                        help="numbers of channels, ascending (default 10 1000 10000)")
+    parser.add_argument("--concurrency", type=int, default=64, help="openings at once (default 64)")
+    parser.add_argument("--payments", type=int, default=500, help="sequential payments timed at each size (default 500)")
+    parser.add_argument("--polls", type=int, default=200, help="polls timed at each size and kind (default 200)")
+    parser.add_argument("--no-profile", action="store_true", help="skip the profiled restart")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # the node measured: a JSON spec
+    args = parser.parse_args(argv)
+    if args.child:
+        started = time.perf_counter()
+        print(json.dumps(child(json.loads(args.child), started)))
+        return
+    if args.sizes != sorted(args.sizes):
+        parser.error("--sizes must be ascending")
+
+    from eth_account import Account
+
+    from perun import keystore
+    from perun.chain.anvil import Anvil, free_port
+    from perun.chain.backend import ETHER, RpcChain
+    from perun.chain.deploy import deploy
+
+    alice, bob = Account.create(), Account.create()
+    results, builds = [], []
+    with tempfile.TemporaryDirectory() as tmp_name, Anvil() as anvil:
+        tmp = Path(tmp_name)
+        chain = RpcChain(anvil.url)
+        contract = deploy(chain, chain.dev_accounts[0]).payment_contract
+        for account in (alice, bob):
+            chain.fund(account.address, 1000 * ETHER)
+        keystore.import_key(tmp / "bob.json", bob.key.hex(), PASSWORD)
+        port = free_port()
+
+        def bob_node(poll: float) -> subprocess.Popen:
+            return start_bob(tmp / "bob", tmp / "bob.json", anvil.url, contract, port, args.concurrency, poll)
+
+        db = tmp / "alice.db"
+        paying = None
+        proc = None
+        try:
+            for n in args.sizes:
+                print(f"{n:,} channels: opening them from Alice's node ...", flush=True)
+                proc = bob_node(0.05)
+                first, build = asyncio.run(grow(bytes(alice.key), chain, contract, db, (bob.address, port), n,
+                                                args.concurrency))
+                stop(proc)
+                paying = paying or first
+                builds.append({"channels": n, **build})
+                proc = bob_node(1.0)
+                spec = {"rpc": anvil.url, "key": bytes(alice.key).hex(), "contract": contract, "db": str(db),
+                        "bob": bob.address, "channel": paying.hex(), "polls": args.polls, "payments": args.payments}
+                print(f"{n:,} channels: restarting Alice's node in a process of its own and measuring ...", flush=True)
+                out = restart(spec)
+                out.update(store_size(db))
+                out["channels_total"] = n
+                if not args.no_profile:
+                    print(f"{n:,} channels: once more under cProfile ...", flush=True)
+                    out["restart_profile"] = restart({**spec, "profile": True})["profile"]
+                stop(proc)
+                proc = None
+                results.append(out)
+                r = out["restart_s"]
+                print(f"    restart {r['process_to_first_payment']:.2f} s, RSS {out['vmrss_mb']:.0f} MB, "
+                      f"poll {out['poll_quiet']['p50_ms']:.2f} ms, update p50 {out['update']['p50_ms']:.3f} ms",
+                      flush=True)
+        finally:
+            if proc is not None:
+                stop(proc)
+    report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+              "chain": "anvil, a block per transaction", "peers": "one (every channel with Bob)",
+              "builds": builds, "results": results}
+    OUT.write_text(json.dumps(report, indent=2) + "\n")
+    print_table(report)
+
+
+def print_table(report: dict) -> None:
+    results = report["results"]
+    head = f"{'':44}" + "".join(f"{r['channels_total']:>12,}" for r in results)
+    print()
+    print(f"{'channels (one peer, all open)':44}" + head[44:])
+
+    def row(label: str, values: list[str]) -> None:
+        print(f"{label:44}" + "".join(f"{v:>12}" for v in values))
+
+    row("restart: process start to first payment, s", [f"{r['restart_s']['process_to_first_payment']:.2f}" for r in results])
+    row("  of which imports, s", [f"{r['restart_s']['imports']:.2f}" for r in results])
+    row("  Node(): store opened, records loaded, s", [f"{r['restart_s']['construct']:.3f}" for r in results])
+    row("  start(): first poll, listening, s", [f"{r['restart_s']['start']:.3f}" for r in results])
+    row("  connected to the peer, s", [f"{r['restart_s']['connected']:.3f}" for r in results])
+    row("  first payment (after Reestablish), s", [f"{r['restart_s']['paid']:.3f}" for r in results])
+    row("restart: Node() to first payment, s", [f"{r['restart_s']['node_to_first_payment']:.2f}" for r in results])
+    row("RSS after the first payment, MB", [f"{r['vmrss_mb']:.0f}" for r in results])
+    row("store on disk (db + WAL), MB",
+        [f"{(r.get('db_bytes', 0) + r.get('wal_bytes', 0)) / 2**20:.1f}" for r in results])
+    row("poll, no new block, p50 ms", [f"{r['poll_quiet']['p50_ms']:.3f}" for r in results])
+    row("poll, an empty new block, p50 ms", [f"{r['poll_new_block']['p50_ms']:.3f}" for r in results])
+    row("update on one channel, p50 ms", [f"{r['update']['p50_ms']:.3f}" for r in results])
+    row("update on one channel, p99 ms", [f"{r['update']['p99_ms']:.3f}" for r in results])
+    row("sequential updates/s", [f"{r['update']['updates_per_s']:,}" for r in results])
+    row("stop, s", [f"{r['stop_s']:.3f}" for r in results])
+    builds = {b["channels"]: b for b in report["builds"]}
+    row("openings to reach it (through the API), /s",
+        [f"{builds[r['channels_total']]['openings_per_s'] or '-'}" for r in results])
+    for r in results:
+        if r.get("restart_profile"):
+            print(f"\nwhere the restart of the node with {r['channels_total']:,} channels goes, from Node() to the "
+                  "first payment (cProfile, cumulative time and its share; the profile slows what it times):")
+            for p in r["restart_profile"][:10]:
+                print(f"  {p['share_of_restart']:>6.1%}  {p['cumulative_s']:>7.3f} s  {p['calls']:>8,} calls  "
+                      f"{p['function']}")
+    print(f"\n({report['machine']}; {report['chain']}; {report['peers']}; written to {OUT})")
+
+
+if __name__ == "__main__":
+    main()

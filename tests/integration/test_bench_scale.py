@@ -1,0 +1,26 @@
+"""The scale benchmark runs end to end (a few channels; its timings are not asserted)."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks import scale
+
+
+def test_scale_benchmark_runs_and_reports(tmp_path, monkeypatch):
+    monkeypatch.setattr(scale, "OUT", tmp_path / "scale.json")
+    scale.main(["--sizes", "2", "5", "--concurrency", "4", "--payments", "5", "--polls", "3"])
+    report = json.loads((tmp_path / "scale.json").read_text())
+    assert [b["channels"] for b in report["builds"]] == [2, 5]
+    assert [b["opened"] for b in report["builds"]] == [1, 3]  # the channel paid on, then the rest
+    results = report["results"]
+    assert [r["channels_total"] for r in results] == [2, 5]
+    for r in results:
+        # The restarted node loaded every channel from its store, and paid on one.
+        assert r["channels"] == r["channels_total"]
+        assert set(r["restart_s"]) == {"imports", "construct", "start", "connected", "paid",
+                                       "node_to_first_payment", "process_to_first_payment"}
+        assert r["poll_quiet"]["n"] == r["poll_new_block"]["n"] == 3
+        assert r["update"]["n"] == 5
+        assert r["db_bytes"] > 0 and r["vmrss_mb"] > 0
+        assert any("perun/" in p["function"] for p in r["restart_profile"])
