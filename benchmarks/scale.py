@@ -2,7 +2,7 @@
 updates cost as the number of channels N grows.
 
 `make bench-scale` (python -m benchmarks.scale) starts anvil (a block per transaction), deploys,
-and runs Bob as a `perun node` process. Alice's node, in this process, opens channels with Bob
+and runs Bob as a `perun node` process (reading the chain every second, the default). Alice's node, in this process, opens channels with Bob
 through its API (`Node.open`: proposal, acceptance, Alice's create and Bob's confirm on chain),
 up to --concurrency openings at once, until it holds N channels, for each N of --sizes in turn
 (by default 10, 1,000 and 10,000: the channels of a size are kept for the next). Every channel is
@@ -149,14 +149,11 @@ def _top(stats, total: float, n: int = 14) -> list[dict]:
 # ---------------------------------------------------------------------- the builder (parent)
 
 
-def start_bob(data: Path, key_file: Path, url: str, contract: str, port: int, concurrency: int, poll: float
-              ) -> subprocess.Popen:
-    """Bob's `perun node` on `port` (always the same: Alice's store remembers where to redial him).
-    While Alice opens channels, he reads the chain every 50 ms (his confirms follow her creates
-    sooner) and accepts 2 x `concurrency` openings in flight; while Alice's node is measured, every
-    `poll` seconds (the default of `perun node` is 1)."""
+def start_bob(data: Path, key_file: Path, url: str, contract: str, concurrency: int) -> tuple[subprocess.Popen, int]:
+    """Bob's `perun node`, as its operator would run it (it reads the chain every second), but
+    for accepting 2 x `concurrency` openings in flight from one peer; and the port it listens on."""
     cmd = [sys.executable, "-m", "perun.cli", "node", "--data", str(data), "--keystore", str(key_file),
-           "--rpc", url, "--contract", contract, "--listen", f"127.0.0.1:{port}", "--poll", str(poll),
+           "--rpc", url, "--contract", contract, "--listen", "127.0.0.1:0",
            "--max-pending-proposals", str(max(2 * concurrency, 16))]
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -165,7 +162,7 @@ def start_bob(data: Path, key_file: Path, url: str, contract: str, port: int, co
     if not line.startswith("node "):
         proc.kill()
         raise SystemExit(f"bob's node did not start: {line!r}")
-    return proc
+    return proc, int(line.split(" listening on ")[1].split(",")[0].rsplit(":", 1)[1])
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -254,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     from eth_account import Account
 
     from perun import keystore
-    from perun.chain.anvil import Anvil, free_port
+    from perun.chain.anvil import Anvil
     from perun.chain.backend import ETHER, RpcChain
     from perun.chain.deploy import deploy
 
@@ -267,24 +264,16 @@ def main(argv: list[str] | None = None) -> None:
         for account in (alice, bob):
             chain.fund(account.address, 1000 * ETHER)
         keystore.import_key(tmp / "bob.json", bob.key.hex(), PASSWORD)
-        port = free_port()
-
-        def bob_node(poll: float) -> subprocess.Popen:
-            return start_bob(tmp / "bob", tmp / "bob.json", anvil.url, contract, port, args.concurrency, poll)
-
+        proc, port = start_bob(tmp / "bob", tmp / "bob.json", anvil.url, contract, args.concurrency)
         db = tmp / "alice.db"
         paying = None
-        proc = None
         try:
             for n in args.sizes:
                 print(f"{n:,} channels: opening them from Alice's node ...", flush=True)
-                proc = bob_node(0.05)
                 first, build = asyncio.run(grow(bytes(alice.key), chain, contract, db, (bob.address, port), n,
                                                 args.concurrency))
-                stop(proc)
                 paying = paying or first
                 builds.append({"channels": n, **build})
-                proc = bob_node(1.0)
                 spec = {"rpc": anvil.url, "key": bytes(alice.key).hex(), "contract": contract, "db": str(db),
                         "bob": bob.address, "channel": paying.hex(), "polls": args.polls, "payments": args.payments}
                 print(f"{n:,} channels: restarting Alice's node in a process of its own and measuring ...", flush=True)
@@ -294,16 +283,13 @@ def main(argv: list[str] | None = None) -> None:
                 if not args.no_profile:
                     print(f"{n:,} channels: once more under cProfile ...", flush=True)
                     out["restart_profile"] = restart({**spec, "profile": True})["profile"]
-                stop(proc)
-                proc = None
                 results.append(out)
                 r = out["restart_s"]
                 print(f"    restart {r['process_to_first_payment']:.2f} s, RSS {out['vmrss_mb']:.0f} MB, "
                       f"poll {out['poll_quiet']['p50_ms']:.2f} ms, update p50 {out['update']['p50_ms']:.3f} ms",
                       flush=True)
         finally:
-            if proc is not None:
-                stop(proc)
+            stop(proc)
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
               "chain": "anvil, a block per transaction", "peers": "one (every channel with Bob)",
               "builds": builds, "results": results}
