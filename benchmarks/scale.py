@@ -20,7 +20,10 @@ is restarted in a process of its own (the node measured), which:
   poll is set an hour apart, so that only the timed ones run;
 - times --payments sequential payments on one channel (p50, p99), as bench-updates does.
 
-The store's size on disk (database, WAL) is read after the node stops. A second restart of the
+The store's size on disk (database, WAL) is read after the node stops. With --dir, the chain
+(anvil's state), the stores and the keys stay in that directory, and a later run with the same
+--dir goes on from them: opening 10,000 channels takes most of the run (about 10 openings a
+second here), measuring them again a minute or two. A second restart of the
 same node runs under cProfile from `Node(...)` to the first payment, to say where the restart's
 time goes (the profile slows it: its times are shares, not figures). It prints a table and writes benchmarks/scale.json. Timings
 depend on the machine and its load: measured here, never asserted by a test.
@@ -30,7 +33,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import sqlite3
 import os
 import platform
 import statistics
@@ -178,11 +183,12 @@ async def grow(key: bytes, chain, contract: str, db: Path, bob: tuple[str, int],
                concurrency: int) -> tuple[bytes | None, dict]:
     """Opens channels from Alice's node (in this process) with Bob until it holds `want`; returns
     the first channel opened now (if any) and what the openings took."""
+    from perun import errors
     from perun.node import Node
     async with Node(key, chain, contract, db, poll_interval=0.05, name="alice") as alice:
-        if alice.runtime.peers.remembers(bob[0]):
-            await alice.wait_connected(bob[0], 60)
-        else:
+        try:  # redialled, if the store remembers where Bob listens (a run with --dir starts him on another port)
+            await alice.wait_connected(bob[0], 5 if alice.runtime.peers.remembers(bob[0]) else 0)
+        except errors.PeerTimeout:
             await alice.connect(bob[0], "127.0.0.1", bob[1])
         have = len(alice.channels())
         first = None
@@ -225,6 +231,33 @@ def restart(spec: dict) -> dict:
     return out
 
 
+class StatefulAnvil:
+    """anvil on a free port, its chain loaded from `state` if that exists and written there when
+    it stops (anvil's --state): a later run goes on with the same chain (block 0 included)."""
+
+    def __init__(self, state: Path) -> None:
+        from perun.chain.anvil import anvil_binary
+        from perun.chain.devnode import DevNode, free_port
+        port = free_port()
+        self.node = DevNode([str(anvil_binary()), "--host", "127.0.0.1", "--port", str(port), "--silent",
+                             "--state", str(state)], port, 60)
+        self.url = self.node.url
+
+    def __enter__(self) -> StatefulAnvil:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.node.stop()
+
+
+def store_channels(db: Path) -> int:
+    """How many payment channels Alice's store holds (0 before it exists)."""
+    if not db.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return conn.execute("SELECT count(*) FROM channels").fetchone()[0]
+
+
 def store_size(db: Path) -> dict[str, int]:
     return {name: (db.parent / (db.name + suffix)).stat().st_size
             for name, suffix in (("db_bytes", ""), ("wal_bytes", "-wal"))
@@ -239,6 +272,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--payments", type=int, default=500, help="sequential payments timed at each size (default 500)")
     parser.add_argument("--polls", type=int, default=200, help="polls timed at each size and kind (default 200)")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiled restart")
+    parser.add_argument("--dir", help="keep the chain (anvil's state), the stores and the keys in DIR, and reuse "
+                        "what an earlier run kept there: its channels need not be opened again (default: a "
+                        "temporary directory, everything built anew)")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # the node measured: a JSON spec
     args = parser.parse_args(argv)
     if args.child:
@@ -251,31 +287,52 @@ def main(argv: list[str] | None = None) -> None:
     from eth_account import Account
 
     from perun import keystore
-    from perun.chain.anvil import Anvil
     from perun.chain.backend import ETHER, RpcChain
     from perun.chain.deploy import deploy
 
-    alice, bob = Account.create(), Account.create()
     results, builds = [], []
-    with tempfile.TemporaryDirectory() as tmp_name, Anvil() as anvil:
-        tmp = Path(tmp_name)
+    with contextlib.ExitStack() as stack:
+        work = Path(args.dir) if args.dir else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        work.mkdir(parents=True, exist_ok=True)
+        manifest_file = work / "manifest.json"
+        manifest = json.loads(manifest_file.read_text()) if manifest_file.exists() else None
+        anvil = stack.enter_context(StatefulAnvil(work / "anvil-state.json"))
         chain = RpcChain(anvil.url)
-        contract = deploy(chain, chain.dev_accounts[0]).payment_contract
-        for account in (alice, bob):
-            chain.fund(account.address, 1000 * ETHER)
-        keystore.import_key(tmp / "bob.json", bob.key.hex(), PASSWORD)
-        proc, port = start_bob(tmp / "bob", tmp / "bob.json", anvil.url, contract, args.concurrency)
-        db = tmp / "alice.db"
-        paying = None
+        if manifest is None:
+            alice, bob = Account.create(), Account.create()
+            contract = deploy(chain, chain.dev_accounts[0]).payment_contract
+            for account in (alice, bob):
+                chain.fund(account.address, 1000 * ETHER)
+            keystore.import_key(work / "bob.json", bob.key.hex(), PASSWORD)
+            manifest = {"alice_key": bytes(alice.key).hex(), "bob_key": bytes(bob.key).hex(), "contract": contract,
+                        "paying": None}  # throwaway keys of this local chain
+            manifest_file.write_text(json.dumps(manifest, indent=2) + "\n")
+        else:
+            alice, bob = Account.from_key(manifest["alice_key"]), Account.from_key(manifest["bob_key"])
+            contract = manifest["contract"]
+            print(f"reusing {work}: the chain, Alice's store ({store_channels(work / 'alice.db'):,} channels) and Bob's "
+                  "node of an earlier run", flush=True)
+        proc, port = start_bob(work / "bob", work / "bob.json", anvil.url, contract, args.concurrency)
+        db = work / "alice.db"
         try:
             for n in args.sizes:
-                print(f"{n:,} channels: opening them from Alice's node ...", flush=True)
+                have = store_channels(db)
+                if have > n:
+                    print(f"{n:,} channels: skipped, Alice's store holds {have:,} already", flush=True)
+                    continue
+                print(f"{n:,} channels: opening {n - have:,} from Alice's node ...", flush=True)
                 first, build = asyncio.run(grow(bytes(alice.key), chain, contract, db, (bob.address, port), n,
                                                 args.concurrency))
-                paying = paying or first
+                if manifest["paying"] is None:
+                    if first is None:
+                        raise SystemExit(f"{work} lost the channel paid on (an earlier run stopped early): "
+                                         "start with another --dir")
+                    manifest["paying"] = first.hex()
+                manifest_file.write_text(json.dumps(manifest, indent=2) + "\n")
                 builds.append({"channels": n, **build})
-                spec = {"rpc": anvil.url, "key": bytes(alice.key).hex(), "contract": contract, "db": str(db),
-                        "bob": bob.address, "channel": paying.hex(), "polls": args.polls, "payments": args.payments}
+                spec = {"rpc": anvil.url, "key": manifest["alice_key"], "contract": contract, "db": str(db),
+                        "bob": bob.address, "channel": manifest["paying"], "polls": args.polls,
+                        "payments": args.payments}
                 print(f"{n:,} channels: restarting Alice's node in a process of its own and measuring ...", flush=True)
                 out = restart(spec)
                 out.update(store_size(db))
