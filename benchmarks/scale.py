@@ -38,6 +38,7 @@ import json
 import sqlite3
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -264,6 +265,10 @@ def store_size(db: Path) -> dict[str, int]:
             if (db.parent / (db.name + suffix)).exists()}
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 1000, 10000],
@@ -277,6 +282,8 @@ def main(argv: list[str] | None = None) -> None:
                         "temporary directory, everything built anew)")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # the node measured: a JSON spec
     args = parser.parse_args(argv)
+    # A SIGTERM unwinds like an exception, so that anvil and the nodes this run started are stopped.
+    signal.signal(signal.SIGTERM, _terminated)
     if args.child:
         started = time.perf_counter()
         print(json.dumps(child(json.loads(args.child), started)))

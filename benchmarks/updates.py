@@ -43,6 +43,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -275,6 +276,10 @@ def compare(encrypted: dict, plaintext: dict, by_round: dict[str, list[float]], 
         "floor_share_of_p50_pct": round(floor_us / (encrypted["p50_ms"] * 1e3) * 100, 2),
         "in_place_share_of_p50_pct": round(in_place_us / (encrypted["p50_ms"] * 1e3) * 100, 2),
     }
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> None:
