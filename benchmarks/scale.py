@@ -158,17 +158,10 @@ def _top(stats, total: float, n: int = 14) -> list[dict]:
 def start_bob(data: Path, key_file: Path, url: str, contract: str, concurrency: int) -> tuple[subprocess.Popen, int]:
     """Bob's `perun node`, as its operator would run it (it reads the chain every second), but
     for accepting 2 x `concurrency` openings in flight from one peer; and the port it listens on."""
-    cmd = [sys.executable, "-m", "perun.cli", "node", "--data", str(data), "--keystore", str(key_file),
-           "--rpc", url, "--contract", contract, "--listen", "127.0.0.1:0",
-           "--max-pending-proposals", str(max(2 * concurrency, 16))]
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "PERUN_PASSWORD": PASSWORD, "PYTHONPATH": path})
-    line = proc.stdout.readline()
-    if not line.startswith("node "):
-        proc.kill()
-        raise SystemExit(f"bob's node did not start: {line!r}")
-    return proc, int(line.split(" listening on ")[1].split(",")[0].rsplit(":", 1)[1])
+    from benchmarks import updates  # here: the measured child imports only what a node does
+
+    return updates.start_bob(data, key_file, url, contract,
+                             options=("--max-pending-proposals", str(max(2 * concurrency, 16))))
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -70,12 +70,13 @@ PASSWORD = "benchmark"
 MODES = ("plaintext", "encrypted")
 
 
-def start_bob(data: Path, key_file: Path, url: str, contract: str,
-              plaintext: bool = False) -> tuple[subprocess.Popen, int]:
-    """Bob's `perun node`; with `plaintext`, through benchmarks.plaintext (the identity stand-in)."""
+def start_bob(data: Path, key_file: Path, url: str, contract: str, plaintext: bool = False,
+              options: tuple[str, ...] = ()) -> tuple[subprocess.Popen, int]:
+    """Bob's `perun node` (with more `options`), and the port it listens on; with `plaintext`,
+    through benchmarks.plaintext (the identity stand-in)."""
     module = "benchmarks.plaintext" if plaintext else "perun.cli"
     cmd = [sys.executable, "-m", module, "node", "--data", str(data), "--keystore", str(key_file),
-           "--rpc", url, "--contract", contract, "--listen", "127.0.0.1:0"]
+           "--rpc", url, "--contract", contract, "--listen", "127.0.0.1:0", *options]
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, "PERUN_PASSWORD": PASSWORD, "PYTHONPATH": path})
