@@ -1,12 +1,14 @@
 """The physical floor of one off-chain update on this machine: its primitives, timed one by one.
 
-A sequential payment's critical path (docs/protocol.md §4 and §9) is, in sequence: Alice signs
-the new state and commits it (her record with the proposal pending, and the state with her
-signature), sends the Update; Bob recovers her signature, signs, commits (his record and the
-state with both signatures), sends the UpdateAck; Alice recovers his signature and commits (her
-record and the state). That is 2 signatures, 2 recoveries, 3 fsynced SQLite commits and one
-round trip, plus the transport's encryption and decryption of the two frames. Each primitive
-here is timed on its own, call by call with perf_counter, and its median reported:
+A sequential payment's critical path (docs/protocol.md §9, "Updates") is, in sequence: Alice
+signs the new state and sends the Update (her commit of it comes later, off the path); Bob
+recovers her signature, signs, commits (the channel's delta and the state with both signatures),
+sends the UpdateAck; Alice recovers his signature, and her payment returns (her commit of it runs
+behind the answer). That is 2 signatures, 2 recoveries, 1 fsynced SQLite commit and one round
+trip, plus the transport's encryption and decryption of the two frames. Before issue 18 it had
+3 commits: Alice's proposal, Bob's countersignature, Alice's acknowledgement, each a whole
+record. Each primitive here is timed on its own, call by call with perf_counter, and its
+median reported:
 
 - `sign_us`: `eip712.sign_state` of a PaymentState never signed before (its EIP-712 digest is
   computed in the call, as each party computes it once per state);
@@ -14,19 +16,17 @@ here is timed on its own, call by call with perf_counter, and its median reporte
   (recovery of the signer and comparison), on a state whose digest is known (cached), as it is
   for the second party's call;
 - `commit_us`: one SQLite transaction in WAL mode with synchronous=FULL (src/perun/store.py's
-  pragmas), writing what the node writes per commit: a channel record as JSON and a signed state
-  row. The rows are the node's own: one update is run through perun.core.machine and committed
-  by perun.store.Store in a scratch database, and the three commits' rows (Alice's proposal,
-  Bob's countersignature, Alice's acknowledgement) are read back and written again here in turn;
+  pragmas and tables), writing what Bob writes on the path: the channel's delta and the signed
+  state row. The rows are the node's own: one update is run through perun.core.machine and
+  committed by perun.store.Store in scratch stores, read back and written again here;
 - `rtt_us`: one round trip over loopback TCP between this process and a child process, asyncio
   streams on both ends as in the node, a length-prefixed frame each way of the sizes of an
   Update and an UpdateAck (with their tags);
 - `crypto_floor`: an Update and an UpdateAck encrypted and decrypted once each by the transport's
   CipherState (ChaCha20-Poly1305), in a hot loop.
 
-`floors` adds them up: the path of today's protocol (2 sign + 2 recover + 3 commit + 1 round
-trip + crypto), and the path with one fsync on it (2 sign + 2 recover + 1 commit + 1 round trip
-+ crypto), issue 18's target design. `python -m benchmarks.floor` prints them; bench-updates
+`floors` adds them up: the path as it is, with one fsync on it (2 sign + 2 recover + 1 commit
++ 1 round trip + crypto), and, for comparison, the path before issue 18 (3 commits). `python -m benchmarks.floor` prints them; bench-updates
 prints them next to its measured p50. Times depend on the machine and its load: never asserted.
 """
 
@@ -54,7 +54,7 @@ from perun.core import machine
 from perun.core.channel import Params, PaymentState
 from perun.core.eip712 import Domain, check_signature, sign_state
 from perun.core.machine import Role, Stage
-from perun.store import SignedState, Store
+from perun.store import SCHEMA, SignedState, Store
 from perun.wire import messages as m
 from perun.wire import noise
 
@@ -65,8 +65,8 @@ VERSION = 5000  # the version of the sample update: a channel some thousands of 
 LENGTH = struct.Struct(">H")  # the transport's frame length prefix (perun.wire.transport)
 
 # How many times each primitive counts on the critical path of one sequential update.
-TODAY = {"sign": 2, "recover": 2, "commit": 3, "rtt": 1, "crypto": 1}
-ONE_FSYNC = {**TODAY, "commit": 1}
+ONE_FSYNC = {"sign": 2, "recover": 2, "commit": 1, "rtt": 1, "crypto": 1}
+THREE_COMMITS = {**ONE_FSYNC, "commit": 3}  # the path before issue 18
 
 
 def median_us(times: list[float]) -> float:
@@ -114,10 +114,12 @@ def recover_times(iterations: int = 2000) -> list[float]:
 # ---------------------------------------------------------------------- commits
 
 
-def node_rows(directory: Path) -> list[tuple[str, tuple]]:
-    """The rows the node writes in the three commits of one update: (record JSON, state row) of
-    Alice's proposal, Bob's countersignature and Alice's acknowledgement, as perun.store.Store
-    writes them (committed into a scratch store in `directory`, then read back)."""
+def node_rows(directory: Path) -> list[list[tuple[str, tuple]]]:
+    """The rows the nodes write for one payment in steady state, commit by commit, as
+    perun.store.Store writes them (committed into scratch stores in `directory` and read back):
+    Bob's countersignature (on the critical path: a channel delta and the state with both
+    signatures), then Alice's commit behind the answer (her delta and the state, and the next
+    payment's state with her signature: it joins that commit). Each commit: (table, row) pairs."""
     alice, bob = Account.create(), Account.create()
     domain = Domain(CHAIN_ID, CONTRACT)
     params = Params(alice.address, bob.address, 10 * ETHER, 5 * ETHER, 3600, 12345678901234567890)
@@ -125,62 +127,63 @@ def node_rows(directory: Path) -> list[tuple[str, tuple]]:
     # Both parties at version VERSION - 1, signed by both, as after some thousands of payments.
     last = PaymentState(cid, VERSION - 1, 9 * ETHER, 6 * ETHER)
     sigs = {"sig_alice": sign_state(domain, last, bytes(alice.key)), "sig_bob": sign_state(domain, last, bytes(bob.key))}
-    a0, b0 = (replace(machine.new_record(params, domain, role, Stage.OPEN), current=last, signed=VERSION - 1, **sigs)
+    a0, b0 = (replace(machine.new_record(params, domain, role, Stage.OPEN), current=last, signed=VERSION - 1,
+                      reserved=VERSION + machine.RESERVE, **sigs)
               for role in (Role.ALICE, Role.BOB))
     a1, proposal = machine.propose(a0, machine.payment(a0, 1), bytes(alice.key))
     b1, bob_sig = machine.receive_update(b0, proposal.state, proposal.prev, proposal.signature, bytes(bob.key))
     a2, _ = machine.receive_ack(a1, proposal.state.version, bob_sig)
-    commits = [(alice, a1, SignedState(proposal.state, proposal.signature, b"")),
-               (bob, b1, SignedState(proposal.state, b1.sig_alice, b1.sig_bob)),
-               (alice, a2, SignedState(proposal.state, a2.sig_alice, a2.sig_bob))]
-    rows = []
-    for i, (account, rec, state) in enumerate(commits):
-        path = directory / f"sample-{i}.db"
-        store = Store(path, account.address, CHAIN_ID, CONTRACT)
-        store.commit([rec], [state])
+    a3, following = machine.propose(a2, machine.payment(a2, 1), bytes(alice.key))
+    stores = {}
+    for account, base in ((alice, a0), (bob, b0)):
+        store = stores[account.address] = Store(directory / f"{account.address}.db", account.address, CHAIN_ID, CONTRACT)
+        store.commit([base])
+        store.channels()  # as a running node's store: it knows what it holds
+    commits = [(bob, [b1], [SignedState(proposal.state, b1.sig_alice, b1.sig_bob)]),
+               (alice, [a3], [SignedState(proposal.state, a2.sig_alice, a2.sig_bob),
+                              SignedState(following.state, following.signature, b"")])]
+    written = []
+    for account, records, states in commits:
+        store = stores[account.address]
+        before = _rows(store.db)
+        store.commit(records, states)
+        written.append(sorted(_rows(store.db) - before))
+    for store in stores.values():
         store.close()
-        with sqlite3.connect(path) as db:
-            record = db.execute("SELECT record FROM channels WHERE channel_id = ?", (cid,)).fetchone()[0]
-            row = db.execute("SELECT * FROM states WHERE channel_id = ?", (cid,)).fetchone()
-        rows.append((record, tuple(row)))
-    return rows
+    return written
 
 
-def row_bytes(rows: list[tuple[str, tuple]]) -> list[int]:
-    """The bytes each commit writes: the record's JSON and the state row's fields."""
-    return [len(record.encode()) + sum(len(x) if isinstance(x, (bytes, str)) else 8 for x in row)
-            for record, row in rows]
+def _rows(db: sqlite3.Connection) -> set[tuple[str, tuple]]:
+    return {(table, tuple(row)) for table in ("channels", "channel_deltas", "states")
+            for row in db.execute(f"SELECT * FROM {table}")}
 
 
-# The tables the commits below write: the node's, column for column (src/perun/store.py).
-_TABLES = """
-CREATE TABLE channels (channel_id BLOB PRIMARY KEY, record TEXT NOT NULL);
-CREATE TABLE states (channel_id BLOB NOT NULL, version TEXT NOT NULL, final INTEGER NOT NULL,
-    balance_alice TEXT NOT NULL, balance_bob TEXT NOT NULL, sig_alice BLOB NOT NULL, sig_bob BLOB NOT NULL,
-    PRIMARY KEY (channel_id, version, final));
-"""
+def row_bytes(commits: list[list[tuple[str, tuple]]]) -> list[int]:
+    """The bytes of each commit's rows (their fields; a number counts 8)."""
+    return [sum(len(x) if isinstance(x, (bytes, str)) else 8 for _, row in rows for x in row) for rows in commits]
 
 
-def commit_times(rows: list[tuple[str, tuple]], iterations: int = 600, directory: Path | None = None
+def commit_times(commits: list[list[tuple[str, tuple]]], iterations: int = 600, directory: Path | None = None
                  ) -> list[float]:
-    """Seconds of each fsynced commit (WAL, synchronous=FULL) of a record and a state row: the
-    rows of `node_rows` in turn, each commit a new version (the states table grows as the node's
-    does). In a scratch database in `directory` (default: a temporary one; give one on the disk
-    the node's store is on)."""
+    """Seconds of each fsynced commit (WAL, synchronous=FULL, the store's schema) of the rows of
+    the commit on the critical path (`node_rows`' first), each commit a new version (the states
+    table grows as the node's does). In a scratch database in `directory` (default: a temporary
+    one; give one on the disk the node's store is on)."""
+    rows = commits[0]
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         db = sqlite3.connect(Path(tmp) / "floor.db", isolation_level=None)
         try:
             assert db.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() == "wal"
             db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_TABLES)
+            db.executescript(SCHEMA)
             times = []
             for i in range(iterations):
-                record, row = rows[i % len(rows)]
-                state = (row[0], str(VERSION + i // len(rows)), *row[2:])
+                version = str(VERSION + i)
                 start = time.perf_counter()
                 db.execute("BEGIN IMMEDIATE")
-                db.execute("INSERT OR REPLACE INTO channels VALUES (?, ?)", (row[0], record))
-                db.execute("INSERT OR REPLACE INTO states VALUES (?, ?, ?, ?, ?, ?, ?)", state)
+                for table, row in rows:
+                    db.execute(f"INSERT OR REPLACE INTO {table} VALUES ({', '.join('?' * len(row))})",
+                               (row[0], version, *row[2:]))
                 db.execute("COMMIT")
                 times.append(time.perf_counter() - start)
         finally:
@@ -291,9 +294,10 @@ def crypto_floor(iterations: int, repeats: int = 5) -> dict:
 
 
 def floors(primitives: dict[str, float]) -> dict[str, float]:
-    """µs of the critical path of one sequential update: today's (3 commits) and with one fsync."""
+    """µs of the critical path of one sequential update: as it is (one fsync), and before issue 18
+    (3 commits)."""
     return {name: sum(count * primitives[p] for p, count in path.items())
-            for name, path in (("today", TODAY), ("one_fsync", ONE_FSYNC))}
+            for name, path in (("one_fsync", ONE_FSYNC), ("three_commits", THREE_COMMITS))}
 
 
 def samples(iterations: int = 2000, commits: int = 600, crypto_iterations: int = 20000,
@@ -318,7 +322,7 @@ def summary(*measured: dict[str, list[float]]) -> dict:
         commit_bytes = row_bytes(node_rows(Path(tmp)))
     return {"primitives_us": {k: round(v, 2) for k, v in primitives.items()},
             "floor_us": {k: round(v, 1) for k, v in floors(primitives).items()},
-            "counts": {"today": TODAY, "one_fsync": ONE_FSYNC},
+            "counts": {"one_fsync": ONE_FSYNC, "three_commits": THREE_COMMITS},
             "samples": {name: len(times) for name, times in pooled.items()},
             "commit_bytes": commit_bytes, "frames_bytes": list(frame_sizes())}
 
@@ -341,14 +345,14 @@ DESCRIPTIONS = {
 def table(floor: dict, p50_ms: float | None = None) -> list[str]:
     """The primitives and the floors, as printed lines; with the measured p50, the ratios."""
     prims, counts = floor["primitives_us"], floor["counts"]
-    notes = {"commit": "record + state row, {}/{}/{} bytes".format(*floor["commit_bytes"]),
+    notes = {"commit": "channel delta + state row, {} bytes".format(floor["commit_bytes"][0]),
              "rtt": "{}/{}-byte frames".format(*floor["frames_bytes"]), "crypto": "hot loop"}
-    lines = [f"{'primitive (median)':46} {'µs':>8} {'today':>6} {'1 fsync':>8}"]
+    lines = [f"{'primitive (median)':46} {'µs':>8} {'path':>6} {'before':>8}"]
     for name, us in prims.items():
-        lines.append(f"{DESCRIPTIONS[name]:46} {us:>8.1f} {'x' + str(counts['today'][name]):>6} "
-                     f"{'x' + str(counts['one_fsync'][name]):>8}   {notes.get(name, '')}")
-    labels = {"today": "floor, today's path (2 sign + 2 recover + 3 commit + RTT + crypto)",
-              "one_fsync": "floor, one fsync on the path (2 sign + 2 recover + 1 commit + RTT + crypto)"}
+        lines.append(f"{DESCRIPTIONS[name]:46} {us:>8.1f} {'x' + str(counts['one_fsync'][name]):>6} "
+                     f"{'x' + str(counts['three_commits'][name]):>8}   {notes.get(name, '')}")
+    labels = {"one_fsync": "floor, the path: one fsync (2 sign + 2 recover + 1 commit + RTT + crypto)",
+              "three_commits": "floor, the path before issue 18 (2 sign + 2 recover + 3 commit + RTT + crypto)"}
     for name, us in floor["floor_us"].items():
         ratio = f"   p50 / floor = {p50_ms * 1e3 / us:.2f}" if p50_ms is not None else ""
         lines.append(f"{labels[name]:77} {us / 1e3:6.3f} ms{ratio}")

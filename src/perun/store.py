@@ -7,7 +7,8 @@ signature on; each virtual channel's record (perun.core.virtual.VirtualRecord: a
 are in the states table too); the peers it dials, and the last final block the follower read
 (with its hash and a few before it, to find a reorganisation). `commit` writes any mix of these
 in one transaction; the node sends nothing that depends on a change before that change's commit
-has returned. The wallet's transactions in flight (`TxJournal`) are in the same file, written
+has returned. An update of a payment channel writes a small delta (its new state, signatures and
+`signed`) in place of the whole record: see `Store.commit`. The wallet's transactions in flight (`TxJournal`) are in the same file, written
 through a connection of their own from the node's sender thread.
 """
 
@@ -25,18 +26,29 @@ from perun.chain.wallet import InFlight
 from perun.core.apps import virtualchannel as vc
 from perun.core.channel import Params, PaymentState
 from perun.core.eip712 import Domain
+from perun.core import machine
 from perun.core.machine import ChannelRecord, Proposal, Role, Stage
 from perun.core.msmachine import Intent, Kind, MSProposal, MSRecord, OnChain, Signed
 from perun.core.multistate import ChannelState, FinalChannelState, Funding, NanocontractState
 from perun.core.virtual import Half, Position, Seen, VirtualRecord
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: channel_deltas (a store of version 1 gains the table, and is version 2)
 BUSY_TIMEOUT_MS = 10_000  # how long a write waits for the other connection's
 
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS peers (address TEXT PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS channels (channel_id BLOB PRIMARY KEY, record TEXT NOT NULL);
+-- A payment channel's latest update, over its record in `channels` (machine.fold).
+CREATE TABLE IF NOT EXISTS channel_deltas (
+    channel_id BLOB PRIMARY KEY,
+    version TEXT NOT NULL,
+    balance_alice TEXT NOT NULL,
+    balance_bob TEXT NOT NULL,
+    sig_alice BLOB NOT NULL,
+    sig_bob BLOB NOT NULL,
+    signed TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS states (
     channel_id BLOB NOT NULL,
     version TEXT NOT NULL,
@@ -85,9 +97,13 @@ class Store:
                 raise errors.StoreError(f"{self.path}: SQLite refused WAL mode ({mode})")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")  # the wallet's journal writes too
-            self.db.executescript(_SCHEMA)
+            self.db.executescript(SCHEMA)
         except sqlite3.Error as exc:
             raise errors.StoreError(f"cannot open the store {self.path}: {exc}") from exc
+        # Each payment channel's record as a restart would take it now (`commit`), and the
+        # channels with a row in channel_deltas.
+        self._stored: dict[bytes, ChannelRecord] = {}
+        self._deltas: set[bytes] = set()
         self._check_identity({"schema": str(SCHEMA_VERSION), "address": address,
                               "chain_id": str(chain_id), "contract": contract})
 
@@ -96,6 +112,9 @@ class Store:
         if not found:
             self.commit(meta=identity)
             return
+        if found.get("schema") == "1":  # the only change since: the new table, created above
+            self.commit(meta={"schema": str(SCHEMA_VERSION)})
+            found["schema"] = str(SCHEMA_VERSION)
         for key, value in identity.items():
             if found.get(key) != value:
                 raise errors.StoreError(f"{self.path} belongs to {key} {found.get(key)}, not {value}")
@@ -104,8 +123,16 @@ class Store:
 
     def channels(self) -> list[ChannelRecord]:
         domains: dict[tuple, Domain] = {}
-        return [_record_from_json(row[1], bytes(row[0]), domains)
-                for row in self.db.execute("SELECT channel_id, record FROM channels")]
+        records = {bytes(cid): _record_from_json(text, bytes(cid), domains)
+                   for cid, text in self.db.execute("SELECT channel_id, record FROM channels")}
+        self._deltas = set()
+        for cid, version, alice, bob, sig_alice, sig_bob, signed in self.db.execute("SELECT * FROM channel_deltas"):
+            cid = bytes(cid)
+            records[cid] = machine.fold(records[cid], PaymentState(cid, int(version), int(alice), int(bob)),
+                                        bytes(sig_alice), bytes(sig_bob), int(signed))
+            self._deltas.add(cid)
+        self._stored = dict(records)
+        return list(records.values())
 
     def peers(self) -> dict[str, tuple[str, int]]:
         return {address: (host, port) for address, host, port in self.db.execute("SELECT * FROM peers")}
@@ -160,9 +187,33 @@ class Store:
         meta: dict[str, str] | None = None,
     ) -> None:
         """Writes everything in one durable transaction (fsynced before it returns). Records and
-        states of every kind may be mixed: each goes to its kind's table."""
+        states of every kind may be mixed: each goes to its kind's table.
+
+        A payment channel's record is compared with the one a restart would take now
+        (machine.change): an update writes a row of channel_deltas (replacing the channel's
+        last one), a change a crash may lose writes nothing, any other change the whole record
+        (which folds the delta in: its row is deleted). So an update costs a row of a few
+        hundred bytes, not the record's JSON, and the deltas never outnumber the channels."""
         rows: dict[str, list[tuple]] = {table: [] for table in _TABLES.values()}
+        rows["channel_deltas"] = []
+        stored: dict[bytes, ChannelRecord] = {}
+        folded: list[tuple[bytes]] = []
         for rec in records:
+            if type(rec) is ChannelRecord:
+                cid = rec.channel_id
+                before = self._stored.get(cid)
+                how = machine.Change.WHOLE if before is None else machine.change(before, rec)
+                if how is machine.Change.NONE:
+                    continue
+                if how is machine.Change.DELTA:
+                    c = rec.current
+                    rows["channel_deltas"].append((cid, str(c.version), str(c.balance_alice), str(c.balance_bob),
+                                                   rec.sig_alice, rec.sig_bob, str(rec.signed)))
+                    stored[cid] = machine.fold(before, c, rec.sig_alice, rec.sig_bob, rec.signed)
+                    continue
+                stored[cid] = rec
+                if before is None or cid in self._deltas:  # (a record this store has not read may have one)
+                    folded.append((cid,))
             rows[_TABLES[type(rec)]].append((rec.channel_id, _ENCODE[type(rec)](rec)))
         for s in states:
             if isinstance(s, SignedState):
@@ -181,12 +232,17 @@ class Store:
                     if values:
                         marks = ", ".join("?" * len(values[0]))
                         self.db.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", values)
+                if folded:
+                    self.db.executemany("DELETE FROM channel_deltas WHERE channel_id = ?", folded)
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
             self.db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise errors.StoreError(f"cannot write the store {self.path}: {exc}") from exc
+        self._stored.update(stored)
+        self._deltas.difference_update(cid for cid, in folded)
+        self._deltas.update(row[0] for row in rows["channel_deltas"])
 
     def close(self) -> None:
         self.db.close()

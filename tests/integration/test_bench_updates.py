@@ -28,5 +28,5 @@ def test_update_benchmark_runs_and_reports(tmp_path, monkeypatch):
     floor = report["floor"]
     assert floor["samples"] == {"sign": 100, "recover": 100, "commit": 18, "rtt": 100, "crypto": 10}
     assert floor["sequential_p50_ms"] == report["results"][0]["p50_ms"]
-    assert set(floor["p50_over_floor"]) == set(floor["floor_us"]) == {"today", "one_fsync"}
+    assert set(floor["p50_over_floor"]) == set(floor["floor_us"]) == {"one_fsync", "three_commits"}
     assert floor["frames_bytes"] == [196, 123]

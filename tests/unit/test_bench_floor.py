@@ -20,22 +20,23 @@ def test_each_primitive_is_timed_call_by_call(tmp_path) -> None:
 
 
 def test_the_commits_write_the_nodes_own_rows(tmp_path) -> None:
-    """Alice's proposal, Bob's countersignature, Alice's acknowledgement: a record as the store
-    encodes it and a state row with one signature, then both."""
-    rows = floor.node_rows(tmp_path)
-    assert len(rows) == 3
-    records = [json.loads(record) for record, _ in rows]
-    assert [r["role"] for r in records] == ["ALICE", "BOB", "ALICE"]
-    assert [len(r["pending"]) for r in records] == [1, 0, 0]
-    assert [r["current"]["version"] for r in records] == [floor.VERSION - 1, floor.VERSION, floor.VERSION]
-    sigs = [(len(row[5]), len(row[6])) for _, row in rows]
-    assert sigs == [(65, 0), (65, 65), (65, 65)]
-    assert all(n > 1000 for n in floor.row_bytes(rows))
+    """Bob's countersignature on the path: the channel's delta and the state with both
+    signatures; Alice's commit behind it: her delta, that state, and the next payment's state
+    with her signature alone. No whole record: neither changed more than an update does."""
+    commits = floor.node_rows(tmp_path)
+    tables = [sorted(table for table, _ in rows) for rows in commits]
+    assert tables == [["channel_deltas", "states"], ["channel_deltas", "states", "states"]]
+    states = [sorted((int(row[1]), len(row[5]), len(row[6])) for table, row in rows if table == "states")
+              for rows in commits]
+    assert states == [[(floor.VERSION, 65, 65)], [(floor.VERSION, 65, 65), (floor.VERSION + 1, 65, 0)]]
+    bob, alice = floor.row_bytes(commits)
+    assert 400 < bob < 700 and alice > bob
 
 
 def test_the_floors_add_up_the_critical_path() -> None:
     primitives = {"sign": 1.0, "recover": 10.0, "commit": 100.0, "rtt": 1000.0, "crypto": 10000.0}
-    assert floor.floors(primitives) == {"today": 2 + 20 + 300 + 1000 + 10000, "one_fsync": 2 + 20 + 100 + 1000 + 10000}
+    assert floor.floors(primitives) == {"one_fsync": 2 + 20 + 100 + 1000 + 10000,
+                                        "three_commits": 2 + 20 + 300 + 1000 + 10000}
 
 
 def test_summary_pools_measurements_and_reports_medians(tmp_path) -> None:
@@ -45,7 +46,7 @@ def test_summary_pools_measurements_and_reports_medians(tmp_path) -> None:
     assert summary["primitives_us"] == pytest.approx({"sign": 2.0, "recover": 2.0, "commit": 2000.0, "rtt": 50.0,
                                                       "crypto": 4.0})
     assert summary["samples"] == {"sign": 3, "recover": 2, "commit": 3, "rtt": 2, "crypto": 2}
-    assert summary["floor_us"]["today"] == pytest.approx(2 * 2 + 2 * 2 + 3 * 2000 + 50 + 4, abs=0.1)
+    assert summary["floor_us"]["three_commits"] == pytest.approx(2 * 2 + 2 * 2 + 3 * 2000 + 50 + 4, abs=0.1)
     assert summary["floor_us"]["one_fsync"] == pytest.approx(2 * 2 + 2 * 2 + 2000 + 50 + 4, abs=0.1)
     lines = floor.table(summary, p50_ms=12.124)
-    assert "p50 / floor = 2.00" in lines[-2]
+    assert "p50 / floor = 5.88" in lines[-2] and "p50 / floor = 2.00" in lines[-1]

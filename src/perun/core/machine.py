@@ -16,7 +16,7 @@ The rules (docs/protocol.md §4 and §9):
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from enum import Enum, IntEnum
 from typing import Any, TypeVar
 
@@ -137,6 +137,20 @@ def _balance(state: PaymentState, role: Role) -> int:
     return state.balance_alice if role is Role.ALICE else state.balance_bob
 
 
+_FIELDS = frozenset(f.name for f in fields(ChannelRecord) if f.init)
+
+
+def _evolve(rec: ChannelRecord, **changes: Any) -> ChannelRecord:
+    """`replace(rec, **changes)` for the update path, where it was a fifth of the machine's time:
+    a copy of the fields without running `__init__` again. A new `current` is of the same
+    channel (its caller checked the state), so `channel_id` stays right."""
+    if not changes.keys() <= _FIELDS:
+        raise TypeError(f"not fields of a ChannelRecord: {sorted(changes.keys() - _FIELDS)}")
+    new = object.__new__(ChannelRecord)
+    new.__dict__.update(rec.__dict__, **changes)
+    return new
+
+
 def new_record(params: Params, domain: Domain, role: Role, stage: Stage) -> ChannelRecord:
     return ChannelRecord(
         params=params,
@@ -191,7 +205,7 @@ def propose(rec: ChannelRecord, state: PaymentState, key: bytes) -> tuple[Channe
         raise errors.StaleVersion(f"version {state.version} was signed before")
     proposal = Proposal(state, prev, sign_state(rec.domain, state, key))
     return (
-        replace(rec, signed=state.version, pending=rec.pending + (proposal,), final_signed=state.is_final,
+        _evolve(rec, signed=state.version, pending=rec.pending + (proposal,), final_signed=state.is_final,
                 proposed_final=state.is_final,
                 reserved=rec.reserved if state.version <= rec.reserved else state.version - 1 + RESERVE),
         proposal,
@@ -207,6 +221,57 @@ def restored(rec: ChannelRecord) -> ChannelRecord:
     """A record as a restarted node takes it: it may have signed any version up to `reserved`
     and lost it in the crash, so it signs none of them again."""
     return replace(rec, signed=max(rec.signed, rec.reserved))
+
+
+class Change(Enum):
+    """What the store must write so that a restart takes a record as safe as `rec` (`change`)."""
+
+    NONE = "none"  # nothing: what differs may be lost in a crash
+    DELTA = "delta"  # the new `current` with its signatures, and `signed` (`fold`)
+    WHOLE = "whole"  # the whole record
+
+
+# The fields an update moves; any other change writes the whole record.
+_HOT = frozenset({"current", "sig_alice", "sig_bob", "signed", "pending"})
+
+
+def change(stored: ChannelRecord, rec: ChannelRecord) -> Change:
+    """How `rec` differs from `stored`, the record as a restart would take it now
+    (docs/protocol.md §9, "Storage"). A DELTA or NONE may leave out only what a crash may lose:
+    payments this party proposed within `reserved` (they went out before their commit) and the
+    versions it signed up to `reserved` (`restored` burns them)."""
+    if rec is stored:
+        return Change.NONE
+    old = stored.__dict__
+    if any(k not in _HOT and old[k] is not v and old[k] != v for k, v in rec.__dict__.items()):
+        return Change.WHOLE
+    current = rec.current
+    if current.version > stored.current.version:
+        if current.is_final or not (rec.sig_alice and rec.sig_bob) or rec.signed < stored.signed:
+            return Change.WHOLE
+        outcome = Change.DELTA
+    elif current is stored.current and rec.sig_alice is stored.sig_alice and rec.sig_bob is stored.sig_bob:
+        if rec.signed > max(stored.signed, rec.reserved):
+            return Change.WHOLE
+        outcome = Change.NONE
+    else:
+        return Change.WHOLE
+    mine = {id(p) for p in rec.pending}
+    kept = [p for p in stored.pending if p.state.version > current.version]
+    if any(id(p) not in mine for p in kept):  # dropped: only the whole record says so
+        return Change.WHOLE
+    if len(kept) != len(rec.pending):
+        ids = {id(p) for p in kept}
+        if any(id(p) not in ids and (p.state.is_final or p.state.version > rec.reserved) for p in rec.pending):
+            return Change.WHOLE
+    return outcome
+
+
+def fold(stored: ChannelRecord, current: PaymentState, sig_alice: bytes, sig_bob: bytes, signed: int
+         ) -> ChannelRecord:
+    """`stored` with a later fully signed `current` in place: the store's delta, read back."""
+    return _evolve(stored, current=current, sig_alice=sig_alice, sig_bob=sig_bob, signed=max(stored.signed, signed),
+                   pending=tuple(p for p in stored.pending if p.state.version > current.version))
 
 
 def receive_ack(rec: ChannelRecord, version: int, signature: bytes) -> tuple[ChannelRecord, Proposal]:
@@ -256,16 +321,16 @@ def receive_update(
         )
     check_signature(rec.domain, state, signature, rec.peer)
     mine = sign_state(rec.domain, state, key)
-    new = _with_current(rec, state, mine, signature, ())
-    return replace(new, signed=state.version, final_signed=rec.final_signed or state.is_final), mine
+    return _with_current(rec, state, mine, signature, (), signed=state.version,
+                         final_signed=rec.final_signed or state.is_final), mine
 
 
 def _with_current(
-    rec: ChannelRecord, state: PaymentState, mine: bytes, peers: bytes, pending: tuple[Proposal, ...]
+    rec: ChannelRecord, state: PaymentState, mine: bytes, peers: bytes, pending: tuple[Proposal, ...], **more: Any
 ) -> ChannelRecord:
     if rec.role is Role.ALICE:
-        return replace(rec, current=state, sig_alice=mine, sig_bob=peers, pending=pending)
-    return replace(rec, current=state, sig_alice=peers, sig_bob=mine, pending=pending)
+        return _evolve(rec, current=state, sig_alice=mine, sig_bob=peers, pending=pending, **more)
+    return _evolve(rec, current=state, sig_alice=peers, sig_bob=mine, pending=pending, **more)
 
 
 # ---------------------------------------------------------------------- resynchronisation
