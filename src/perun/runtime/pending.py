@@ -28,14 +28,14 @@ class Pending:
 
     def resolve(self, key: Key, outcome: Any = None) -> None:
         """Completes `key` with `outcome`, raised if it is an exception."""
+        _complete(self._futures.pop(key, None), outcome)
+
+    def detach(self, key: Key) -> Callable[[Any], None]:
+        """Takes the future of `key` out now, and returns what completes it later (after a
+        commit): a proposal made meanwhile on the same key (a multistate slot) gets a future of
+        its own, which this answer does not complete."""
         future = self._futures.pop(key, None)
-        if future is None or future.done():
-            return
-        if isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-            future.exception()  # retrieved: the caller may have stopped waiting
-        else:
-            future.set_result(outcome)
+        return lambda outcome=None: _complete(future, outcome)
 
     def discard(self, key: Key) -> None:
         self._futures.pop(key, None)
@@ -72,3 +72,13 @@ class Pending:
                 future.set_exception(exc)
                 future.exception()  # retrieved: nobody may be waiting
         self._futures.clear()
+
+
+def _complete(future: asyncio.Future | None, outcome: Any) -> None:
+    if future is None or future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+        future.exception()  # retrieved: the caller may have stopped waiting
+    else:
+        future.set_result(outcome)

@@ -83,8 +83,8 @@ class Proposer:
             f"{rec.peer} did not answer the {proposal.kind.value} within the reply time ({self.reply_time:g} s): "
             "it refuses it from now on, and this node proposes above its version. If the peer countersigned it "
             "in time, its answer still completes it")
-        self.ctx.save([ms.expire(rec, proposal.slot)],
-                      then=lambda: self.ctx.pending.resolve((cid, proposal.slot), expired))
+        answer = self.ctx.pending.detach((cid, proposal.slot))
+        self.ctx.save([ms.expire(rec, proposal.slot)], then=lambda: answer(expired))
 
     def expire_due(self, rec: MSRecord) -> MSRecord:
         """Expires the proposals of `rec` whose reply time is over (after a restart, say)."""

@@ -312,9 +312,10 @@ class Multistate(ChannelProtocol):
         slot = b"" if msg.slot == wire.CHANNEL_SLOT else msg.slot
         new, proposal = ms.receive_ack(rec, slot, msg.sig_channel, msg.sig_nanocontract, msg.version)
         self._adopted(new, proposal)
+        acked = self.ctx.pending.detach((rec.channel_id, slot))
         def done() -> None:
             self.ctx.faults.point("nano-acked")
-            self.ctx.pending.resolve((rec.channel_id, slot))
+            acked()
         mine = replace(proposal, sig_channel=msg.sig_channel, sig_nanocontract=msg.sig_nanocontract)
         self.ctx.save([new], wire.signed_states(new, proposal, mine), then=done)
 
@@ -341,7 +342,7 @@ class Multistate(ChannelProtocol):
             hooks = self.hooks_of(dropped.nanocontract) if dropped.kind is ms.Kind.CREATE and not again else None
             if hooks is not None:
                 hooks.refused(new, dropped, failure)
-            self.ctx.save([new], then=lambda key=(rec.channel_id, slot): self.ctx.pending.resolve(key, failure))
+            self.ctx.save([new], then=lambda answer=self.ctx.pending.detach((rec.channel_id, slot)): answer(failure))
             return
 
     # ================================================================== the chain
