@@ -10,7 +10,14 @@ checked before and after):
   closed fast (a final state signed by both ends, VirtualClose to Ingrid, her SETTLE calls on
   both halves), timed until the closing end's half is settled;
 - updates on γ between Alice and Bob, one at a time and pipelined (8 in flight), and the same on
-  a direct payment channel between them in the same process, for comparison.
+  a direct payment channel between them in the same process, for comparison;
+- a live set: with three new nodes, `--live` (1,000) virtual channels opened through one Ingrid
+  and left open, then `--sample` (50) more: the time to open one at k = 0 live channels (the first
+  `--sample` openings) and at k ≈ `--live` (rounded up to a multiple of 16), their p50 and p99
+  and the ratios, and Ingrid's chain poll at both (after an empty block each). A ledger channel
+  holds at most 16 nanocontracts (MSContract.MAX_NANOCONTRACTS), so they go through ⌈n/16⌉ ledger
+  channels on each side, filled one after the other; both samples start at an empty ledger
+  channel, so they see the same mix of nanocontracts per ledger channel.
 
 Every update and every half is durably stored by each node (SQLite WAL, synchronous=FULL) before
 the call that made it returns. It prints a table and writes benchmarks/virtual.json. Timings
@@ -21,9 +28,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import os
 import platform
+import pstats
 import tempfile
 import time
 from pathlib import Path
@@ -35,12 +44,14 @@ from perun.chain.anvil import Anvil
 from perun.chain.backend import ETHER, RpcChain
 from perun.chain.deploy import deploy
 from perun.core.machine import Stage
+from perun.core.multistate import MAX_NANOCONTRACTS
 from perun.node import Node
 from perun.protocols.policy import ACCEPT_ALL
 from perun.protocols.virtual import HubPolicy
 
 OUT = Path(__file__).with_name("virtual.json")
 DELTA = 3600
+LIVE_AMOUNT = 10**15  # what Alice blocks in each γ of the live set
 
 
 async def triangle(chain: RpcChain, deployment, keys: dict[str, bytes], tmp: Path, openings: int, n: int,
@@ -99,13 +110,110 @@ async def triangle(chain: RpcChain, deployment, keys: dict[str, bytes], tmp: Pat
         return results
 
 
+async def live_set(chain: RpcChain, deployment, keys: dict[str, bytes], tmp: Path, live: int, sample: int,
+                   profile: bool = False) -> dict:
+    """Opens `live` virtual channels through one Ingrid and keeps them open, timing every opening;
+    returns the samples at k = 0 and k ≈ `live` (see the module's docstring)."""
+    def node(name: str, **kwargs) -> Node:
+        return Node(keys[name], chain, deployment.payment_contract, tmp / f"live-{name}.db", poll_interval=0.1,
+                    name=name, ms_contract=deployment.ms_contract, apps=deployment.apps,
+                    accept_virtual=lambda v: True, policy=ACCEPT_ALL, **kwargs)
+
+    late = -(-live // MAX_NANOCONTRACTS) * MAX_NANOCONTRACTS  # k of the late sample's first: an empty ledger
+    total = late + sample
+    pairs = -(-total // MAX_NANOCONTRACTS)
+    deposit = MAX_NANOCONTRACTS * LIVE_AMOUNT
+    async with node("alice") as alice, node("ingrid", hub=HubPolicy()) as ingrid, node("bob") as bob:
+        for end in (alice, bob):
+            await end.connect(ingrid.address, "127.0.0.1", ingrid.port)
+        await alice.connect(bob.address, "127.0.0.1", bob.port)  # the ends' own connection, for the close
+        ledgers: list[tuple[bytes, bytes]] = []
+        while len(ledgers) < pairs:  # a few at a time: a node holds 16 unconfirmed proposals per peer
+            n = min(8, pairs - len(ledgers))
+            a = await asyncio.gather(*(alice.multistate.open(ingrid.address, deposit, 0, DELTA) for _ in range(n)))
+            b = await asyncio.gather(*(ingrid.multistate.open(bob.address, deposit, 0, DELTA) for _ in range(n)))
+            ledgers += zip(a, b)
+        for a, b in ledgers:
+            await ingrid.wait_for(a, lambda r: r.stage is Stage.OPEN)
+            await bob.wait_for(b, lambda r: r.stage is Stage.OPEN)
+        validity = chain.timestamp() + 30 * 24 * 3600
+        a, b = ledgers[0]
+        gid = await alice.virtual.open(a, bob.address, b, LIVE_AMOUNT, 0, validity, 2 * DELTA)  # warm-up
+        await alice.virtual.close(gid)
+        await ingrid.wait_for(a, lambda r: not r.pending and not r.nanocontracts)
+        await ingrid.wait_for(b, lambda r: not r.pending and not r.nanocontracts)
+        polls = {"first": await timed_polls(ingrid, chain, sample)}
+        block = chain.block_number()
+        opened: list[float] = []
+        profiles = {"first": cProfile.Profile(), "late": cProfile.Profile()}
+        for k in range(total):
+            a, b = ledgers[k // MAX_NANOCONTRACTS]
+            prof = profiles["first"] if k < sample else profiles["late"] if k >= late else None
+            if profile and prof is not None:
+                prof.enable()
+            start = time.perf_counter()
+            await alice.virtual.open(a, bob.address, b, LIVE_AMOUNT, 0, validity, 2 * DELTA)
+            opened.append(time.perf_counter() - start)
+            if profile and prof is not None:
+                prof.disable()
+            if k == late - 1:
+                polls["late"] = await timed_polls(ingrid, chain, sample)
+                block += sample  # the empty blocks it mined
+        transactions = chain.block_number() - block
+        assert len(ingrid.virtual.live()) == total  # none settled: all live at Ingrid
+    first, at_live = opened[:sample], opened[late:]
+    report = {"live": late, "sample": sample, "ledger_channels_per_side": pairs, "transactions": transactions,
+              "first": summary(f"open at k = 0..{sample - 1}", first, sum(first)),
+              "late": summary(f"open at k = {late}..{late + sample - 1}", at_live, sum(at_live))}
+    # What a ledger channel's own nanocontracts cost (inherent: every channel state lists them all,
+    # and is hashed and signed whole): the openings into an empty ledger channel and into a full one.
+    for slot in (0, MAX_NANOCONTRACTS - 1):
+        times = opened[slot::MAX_NANOCONTRACTS]
+        report[f"slot_{slot}"] = summary(f"open into a ledger channel holding {slot}", times, sum(times))
+    for r in (report["first"], report["late"], report["slot_0"], report[f"slot_{MAX_NANOCONTRACTS - 1}"]):
+        del r["updates_per_s"]
+    for q in ("p50_ms", "p99_ms"):
+        report[f"ratio_{q[:3]}"] = round(report["late"][q] / report["first"][q], 2)
+    report["poll_first"], report["poll_late"] = (summary(f"Ingrid's poll, an empty new block, k = {k}", polls[n], 1)
+                                                 for n, k in (("first", 0), ("late", late)))
+    for r in (report["poll_first"], report["poll_late"]):
+        del r["updates_per_s"]
+    if profile:
+        report["profiles"] = {name: top(prof, 25) for name, prof in profiles.items()}
+    return report
+
+
+async def timed_polls(node: Node, chain: RpcChain, n: int) -> list[float]:
+    """`n` polls of the node's chain follower, each after an empty block is mined."""
+    times = []
+    for _ in range(n):
+        await node.on_chain(chain.mine)
+        start = time.perf_counter()
+        await node.runtime.follower.poll()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def top(prof: cProfile.Profile, n: int) -> list[dict]:
+    """The `n` functions with the most time of their own over the profiled openings."""
+    stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+    rows = sorted(stats.items(), key=lambda kv: kv[1][2], reverse=True)[:n]
+    return [{"function": f"{Path(f).name}:{line} {name}", "calls": nc, "tottime_s": round(tt, 4),
+             "cumtime_s": round(ct, 4)} for (f, line, name), (_, nc, tt, ct, _) in rows]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--openings", type=int, default=200, help="virtual channels opened and closed (default 200)")
     parser.add_argument("--payments", type=int, default=2000, help="payments per update run (default 2000)")
     parser.add_argument("--window", type=int, default=8, help="payments in flight when pipelined (default 8)")
+    parser.add_argument("--live", type=int, default=1000,
+                        help="virtual channels kept open through one Ingrid before the late sample (default 1000)")
+    parser.add_argument("--sample", type=int, default=50, help="openings in each sample of the live set (default 50)")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile (cProfile) the live set's samples, into the report; the timings then include it")
     args = parser.parse_args(argv)
-    accounts = {name: Account.create() for name in ("alice", "ingrid", "bob")}
+    accounts = {name: Account.create() for name in ("alice", "ingrid", "bob", "live-alice", "live-ingrid", "live-bob")}
     with tempfile.TemporaryDirectory() as tmp_name, Anvil() as anvil:
         chain = RpcChain(anvil.url)
         deployment = deploy(chain, chain.dev_accounts[0])
@@ -114,13 +222,23 @@ def main(argv: list[str] | None = None) -> None:
         keys = {name: bytes(account.key) for name, account in accounts.items()}
         results = asyncio.run(triangle(chain, deployment, keys, Path(tmp_name), args.openings, args.payments,
                                        args.window))
+        live_keys = {name: keys[f"live-{name}"] for name in ("alice", "ingrid", "bob")}
+        live = asyncio.run(live_set(chain, deployment, live_keys, Path(tmp_name), args.live, args.sample,
+                                    args.profile))
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-              "results": results}
+              "results": results, "live_set": live}
     OUT.write_text(json.dumps(report, indent=2) + "\n")
     print(f"{'run':40} {'updates/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
     for r in results:
         rate = f"{r['updates_per_s']:,}" if "updates_per_s" in r else f"{r['transactions']} tx"
         print(f"{r['run']:40} {rate:>10} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f}")
+    print(f"live set through one Ingrid ({live['ledger_channels_per_side']} ledger channels a side, "
+          f"{live['transactions']} tx):")
+    for r in (live["first"], live["late"]):
+        print(f"  {r['run']:38} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f}")
+    print(f"  {'ratio late / first':38} {live['ratio_p50']:>8.2f} {live['ratio_p99']:>8.2f}")
+    for r in (live["slot_0"], live[f"slot_{MAX_NANOCONTRACTS - 1}"], live["poll_first"], live["poll_late"]):
+        print(f"  {r['run']:38} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f}")
     print(f"({report['machine']}; three nodes in one process; written to {OUT})")
 
 
