@@ -12,6 +12,7 @@ import pytest
 from perun import errors
 from perun.chain.backend import ETHER
 from perun.core.machine import Stage
+from perun.core.virtual import Position
 from perun.protocols.virtual import HubPolicy
 from perun.wire import messages as m
 from tests.node.conftest import DELTA, run
@@ -283,6 +284,69 @@ def test_ingrid_refuses_beyond_her_policy_and_nothing_changes(net):
             assert len(ingrid.virtual.records) == 3
             assert first not in {r.id for r in ingrid.virtual.live()} and len(ingrid.virtual.live()) == 2
     run(scenario())
+
+
+def scanned(*nodes):
+    """What a scan of every record gives: Ingrid's live γ and the cash they block (the first node's),
+    and each node's live γ."""
+    def live(node):
+        return [r for r in node.virtual.records.values() if not node.virtual.settled(r)]
+    hubs = [r for r in live(nodes[0]) if r.position is Position.INGRID]
+    return (len(hubs), sum(r.data.cash_alice + r.data.cash_bob for r in hubs)), [
+        sorted(r.id for r in live(node)) for node in nodes]
+
+
+def indexed(*nodes):
+    """The same from the nodes' indexes (perun.protocols.virtual.live)."""
+    return nodes[0].virtual.live_set.hub_load(), [sorted(r.id for r in node.virtual.live()) for node in nodes]
+
+
+def test_ingrids_live_channels_and_blocked_cash_stay_a_scan_of_her_records(net):
+    """Through openings, a refused one, a fast close and Ingrid's restart."""
+    async def scenario():
+        hub = HubPolicy(capacity=6 * ETHER, max_channels=3)
+        async with triangle(net, hub=hub) as (alice, ingrid, bob, a, b):
+            validity = net.chain.timestamp() + VALIDITY_IN
+
+            def check(load):
+                assert indexed(ingrid, alice, bob) == scanned(ingrid, alice, bob)
+                assert ingrid.virtual.live_set.hub_load() == load
+            differ = compared_at_every_ledger_change(ingrid, alice, bob)
+            check((0, 0))
+            first = await alice.virtual.open(a, bob.address, b, 2 * ETHER, ETHER, validity, WINDOW)
+            check((1, 3 * ETHER))
+            await alice.virtual.open(a, bob.address, b, ETHER, 0, validity, WINDOW)
+            check((2, 4 * ETHER))
+            with pytest.raises(errors.PeerRejected, match="capacity"):  # 4 + 3 ether blocked: over 6
+                await alice.virtual.open(a, bob.address, b, 2 * ETHER, ETHER, validity, WINDOW)
+            check((2, 4 * ETHER))
+            await alice.virtual.close(first)
+            for cid in (a, b):
+                await ingrid.wait_for(cid, lambda r: not r.pending and len(r.nanocontracts) == 1)
+            check((1, ETHER))
+            assert differ == []
+            await ingrid.stop()
+            async with net.running("ingrid", port=ingrid.port, hub=hub, accept_virtual=lambda v: True) as (ingrid,):
+                await alice.wait_connected(ingrid.address)
+                await bob.wait_connected(ingrid.address)
+                check((1, ETHER))  # from her store
+                await alice.virtual.open(a, bob.address, b, 2 * ETHER, ETHER, validity, WINDOW)
+                check((2, 4 * ETHER))
+    run(scenario())
+
+
+def compared_at_every_ledger_change(*nodes):
+    """The list of the times the indexes differed from a scan, looked at each time a node puts a
+    ledger channel's record in place: a γ's record is often put just before its halves settle,
+    which a look only at the end would not tell from the ledger channels' changes."""
+    differ = []
+    for node in nodes:
+        def put(rec, original=node.multistate.put):
+            original(rec)
+            if indexed(*nodes) != scanned(*nodes):
+                differ.append((indexed(*nodes), scanned(*nodes)))
+        node.multistate.put = put
+    return differ
 
 
 def test_bob_refuses_a_channel_that_blocks_his_cash_and_alice_is_told(net):

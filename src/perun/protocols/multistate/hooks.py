@@ -43,6 +43,10 @@ class AppHooks:
         """A creation of the app's nanocontract `nc` is signed by both (`ledger` is the channel's
         new record): stage what follows from it, in the same commit."""
 
+    def ledger_changed(self, ledger: bytes) -> None:
+        """Channel `ledger`'s record was put in place (being saved, or a copy from unconfirmed
+        blocks): what the app's protocol derives from it may have changed."""
+
     def refused(self, ledger: MSRecord, proposal: MSProposal, failure: PeerRejected) -> None:
         """The peer refused this party's creation of one of the app's nanocontracts for good (not
         as stale or conflicting while the caller of `create` waits, which then proposes again).

@@ -100,6 +100,11 @@ class Multistate(ChannelProtocol):
         onchain = rec.registered(nid)
         return onchain.version if onchain is not None else None
 
+    def put(self, rec: MSRecord) -> None:
+        super().put(rec)
+        for hooks in self.hooks:
+            hooks.ledger_changed(rec.channel_id)
+
     def add_hooks(self, hooks: AppHooks) -> None:
         self.hooks.append(hooks)
 

@@ -76,6 +76,9 @@ class Halves(AppHooks):
         then = virtual.hub.released(v.id) if rec.position is Position.INGRID and v.side == SIDE_B else None
         virtual.ctx.save([rec], then=then)
 
+    def ledger_changed(self, ledger: bytes) -> None:
+        self.virtual.live_set.ledger_changed(ledger)
+
     def refused(self, ledger: MSRecord, proposal: MSProposal, failure: errors.PeerRejected) -> None:
         """Bob refused a ν_b: so does Ingrid the ν_a she held for it (once; her `_propose_b`, if it
         still waits, finds it released)."""

@@ -108,14 +108,15 @@ class Hub:
             raise errors.ChannelRefused(
                 f"Ingrid charges a fee of {ether(hub.fee)} ETH per virtual channel, not {ether(fee)} ETH: pass "
                 f"--fee {ether(hub.fee)}eth to `perun virtual open` (fee={hub.fee} in Python)")
-        live = [r for r in self.virtual.live() if r.position is Position.INGRID]
-        if hub.max_channels is not None and len(live) + len(self.waiting) >= hub.max_channels:
+        live, blocked = self.virtual.live_set.hub_load()
+        if hub.max_channels is not None and live + len(self.waiting) >= hub.max_channels:
             raise errors.ChannelRefused(
                 f"Ingrid serves at most {hub.max_channels} virtual channels at once and serves that many now; "
                 "try again after one closes, or her operator can raise --hub-max-channels (config key "
                 "hub_max_channels)")
+        # The ν_a held until Bob answers: the openings in flight, not the live γ.
         opening = [vc.decode(msg.data) for _, msg in self.waiting.values()]
-        blocked = sum(v.cash_alice + v.cash_bob for v in [*(r.data for r in live), *opening])
+        blocked += sum(v.cash_alice + v.cash_bob for v in opening)
         if hub.capacity is not None and blocked + v.cash_alice + v.cash_bob > hub.capacity:
             raise errors.ChannelRefused(
                 f"Ingrid blocks at most {ether(hub.capacity)} ETH in virtual channels, {ether(blocked)} ETH now, "

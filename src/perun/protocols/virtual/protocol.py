@@ -40,6 +40,7 @@ from perun.protocols.multistate import Multistate
 from perun.protocols.payment import Payment
 from perun.protocols.virtual.halves import Halves
 from perun.protocols.virtual.hub import Hub, HubPolicy
+from perun.protocols.virtual.live import LiveSet
 from perun.runtime import Duty, Protocol, Runtime
 from perun.runtime.due import DueIndex
 from perun.runtime.protocol import json_amounts
@@ -91,10 +92,10 @@ class Virtual(Protocol):
         self.domain = vc.virtual_domain(multistate.domain.chain_id, self.app_address)
         self.accept_virtual = accept_virtual
         self.records: dict[bytes, VirtualRecord] = {}
-        # Indexes, so that a hub's work grows with its live channels, not with all it ever served:
-        # every half's γ, and the γ not known to be settled yet (pruned as they are found settled).
+        # Indexes, so that a hub's work per opening grows with neither the channels it ever served
+        # nor those it serves now: every half's γ, and the live γ with Ingrid's totals over hers.
         self._by_nid: dict[bytes, bytes] = {}
-        self._live: set[bytes] = set()
+        self.live_set = LiveSet(self.records, self.settled)
         # The γ by the chain time from which a half may be due for registration (`duties`).
         self.due_index = DueIndex(lambda: self.records, self._next_due)
         for rec in ctx.store.virtual_channels():
@@ -119,7 +120,7 @@ class Virtual(Protocol):
     def put(self, rec: VirtualRecord) -> None:
         self.records[rec.id] = rec
         self._by_nid.update((h.nid, rec.id) for h in rec.halves)
-        self._live.add(rec.id)
+        self.live_set.put(rec)
         self.due_index.changed(rec.id)
 
     def holding(self, nid: bytes) -> VirtualRecord | None:
@@ -129,9 +130,7 @@ class Virtual(Protocol):
 
     def live(self) -> list[VirtualRecord]:
         """The records with a half not settled yet: only these can have anything left to do."""
-        for gid in [g for g in self._live if self.settled(self.records[g])]:
-            self._live.discard(gid)  # settled is final: a settled half never becomes live again
-        return [self.records[g] for g in self._live]
+        return self.live_set.live()
 
     def version_of(self, rec: VirtualRecord) -> int:
         if rec.channel is not None:
