@@ -228,11 +228,12 @@ class Multistate(ChannelProtocol):
     def signed_on(self, peer: str, ref: bytes) -> int:
         """What a refusal of `peer`'s proposal on `ref` (a channel id, or a nid for a call) tells
         it this party signed there (the Error's `signed`): the versions it must go above."""
+        rec = self.records.get(ref)
+        if rec is not None:  # a refused creation (an opening of a virtual channel, say): no scan
+            return rec.channel_signed if rec.peer == peer else 0
         for rec in self.records.values():
             if rec.peer != peer:
                 continue
-            if rec.channel_id == ref:
-                return rec.channel_signed
             if any(s.state.nid == ref for s in rec.nanocontracts):  # type: ignore[union-attr]
                 return max(rec.signed_version(ref), 0)
         return 0
