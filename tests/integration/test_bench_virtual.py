@@ -22,6 +22,7 @@ def test_virtual_channel_benchmark_runs_and_reports(tmp_path, monkeypatch):
     live = report["live_set"]
     assert (live["live"], live["sample"], live["ledger_channels_per_side"], live["transactions"]) == (32, 3, 3, 0)
     assert live["first"]["updates"] == live["late"]["updates"] == 3
+    assert live["first_cpu"]["updates"] == live["late_cpu"]["updates"] == 3
     assert live["slot_0"]["updates"] == 3 and live["slot_15"]["updates"] == 2
     assert live["poll_first"]["updates"] == live["poll_late"]["updates"] == 3
-    assert live["ratio_p50"] > 0 and live["ratio_p99"] > 0
+    assert all(live[f"ratio_{q}"] > 0 for q in ("p50", "p99", "cpu_p50", "cpu_p99"))
