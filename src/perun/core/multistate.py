@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 from eth_utils import keccak, to_checksum_address
 
@@ -77,6 +78,12 @@ class Funding:
     def as_abi(self) -> tuple:
         return (self.nid, self.alice, self.bob)
 
+    @cached_property
+    def struct_hash(self) -> bytes:
+        """Kept once computed: every later channel state lists the same Funding again, and is
+        hashed several times by each party (to sign, to check, in a dry run)."""
+        return keccak(FUNDING_TYPEHASH + self.nid + _word(self.alice) + _word(self.bob))
+
 
 @dataclass(frozen=True)
 class ChannelState:
@@ -105,9 +112,7 @@ class ChannelState:
                 [f.as_abi() for f in self.nanocontracts])
 
     def struct_hash(self) -> bytes:
-        fundings = b"".join(
-            keccak(FUNDING_TYPEHASH + f.nid + _word(f.alice) + _word(f.bob)) for f in self.nanocontracts
-        )
+        fundings = b"".join(f.struct_hash for f in self.nanocontracts)
         return keccak(
             CHANNEL_STATE_TYPEHASH + self.channel_id + _word(self.version) + _word(self.cash_alice)
             + _word(self.cash_bob) + keccak(fundings)
