@@ -24,8 +24,9 @@ The store's size on disk (database, WAL) is read after the node stops. With --di
 (anvil's state), the stores and the keys stay in that directory, and a later run with the same
 --dir goes on from them: opening 10,000 channels takes most of the run (about 10 openings a
 second here), measuring them again a minute or two. A second restart of the
-same node runs under cProfile from `Node(...)` to the first payment, to say where the restart's
-time goes (the profile slows it: its times are shares, not figures). It prints a table and writes benchmarks/scale.json. Timings
+same node runs under cProfile from `Node(...)` to the first payment, then --polls polls and
+--payments payments, each under a profile of its own, to say where the restart's, a poll's and a
+payment's time goes in the node measured (the profile slows it: its times are shares, not figures). It prints a table and writes benchmarks/scale.json. Timings
 depend on the machine and its load: measured here, never asserted by a test.
 """
 
@@ -91,7 +92,7 @@ async def _restart(spec: dict, marks: dict[str, float], profile=None) -> dict:
         paid_at = time.time()
         if profile is not None:
             profile.disable()
-            return {"paid_at": paid_at}
+            return {"paid_at": paid_at, **await _profiled(node, chain, cid, spec, profile, marks)}
         out: dict = {"paid_at": paid_at, "channels": len(node.channels()), **_rss_mb()}
         quiet = []
         for _ in range(spec["polls"]):
@@ -122,14 +123,28 @@ async def _restart(spec: dict, marks: dict[str, float], profile=None) -> dict:
         marks["stop_s"] = time.perf_counter() - t0
 
 
+async def _profiled(node, chain, cid: bytes, spec: dict, restart, marks: dict[str, float]) -> dict:
+    """Where the time goes: of the restart (cumulative, perun's functions and what they call
+    most), of the polls on a quiet chain and of the sequential payments (own time, any function)."""
+    import cProfile
+    import pstats
+    out = {"profile": _top(pstats.Stats(restart), marks["paid"] - marks["imports"])}
+    for name, n in (("poll_profile", spec["polls"]), ("update_profile", spec["payments"])):
+        profile = cProfile.Profile()
+        start = time.perf_counter()
+        profile.enable()
+        for _ in range(n):
+            await (node.runtime.follower.poll() if name == "poll_profile" else node.pay(cid, 1))
+        profile.disable()
+        out[name] = _own(pstats.Stats(profile), time.perf_counter() - start, n)
+    return out
+
+
 def child(spec: dict, started: float) -> dict:
     marks: dict[str, float] = {}
     if spec.get("profile"):
         import cProfile
-        import pstats
-        profile = cProfile.Profile()
-        out = asyncio.run(_restart(spec, marks, profile))
-        out["profile"] = _top(pstats.Stats(profile), marks["paid"] - marks["imports"])
+        out = asyncio.run(_restart(spec, marks, cProfile.Profile()))
     else:
         out = asyncio.run(_restart(spec, marks))
     stages = ["imports", "construct", "start", "connected", "paid"]
@@ -140,12 +155,25 @@ def child(spec: dict, started: float) -> dict:
     return out
 
 
+def _own(stats, total: float, calls: int, n: int = 12) -> list[dict]:
+    """The functions with the most own time (waiting in epoll included: the peer's share)."""
+    rows = [{"function": _name(file, line, name), "calls_per_call": round(ncalls / calls, 2),
+             "own_us_per_call": round(tottime / calls * 1e6, 1), "share": round(tottime / total, 3)}
+            for (file, line, name), (_, ncalls, tottime, _, _) in stats.stats.items()]
+    rows.sort(key=lambda r: r["share"], reverse=True)
+    return rows[:n]
+
+
+def _name(file: str, line: int, name: str) -> str:
+    return f"{file.rsplit('/src/', 1)[-1].rsplit('site-packages/', 1)[-1].rsplit('/lib/python3.11/', 1)[-1]}:{line}({name})"
+
+
 def _top(stats, total: float, n: int = 14) -> list[dict]:
     """The functions of perun (and what they call most) with the most cumulative time."""
     rows = []
     for (file, line, name), (_, calls, tottime, cumtime, _) in stats.stats.items():
         if "/perun/" in file or "sqlite3" in name or "keccak" in name or "abi" in file:
-            rows.append({"function": f"{file.rsplit('/src/', 1)[-1].rsplit('site-packages/', 1)[-1]}:{line}({name})",
+            rows.append({"function": _name(file, line, name),
                          "calls": calls, "cumulative_s": round(cumtime, 4), "own_s": round(tottime, 4),
                          "share_of_restart": round(cumtime / total, 3)})
     rows.sort(key=lambda r: r["cumulative_s"], reverse=True)
@@ -339,7 +367,10 @@ def main(argv: list[str] | None = None) -> None:
                 out["channels_total"] = n
                 if not args.no_profile:
                     print(f"{n:,} channels: once more under cProfile ...", flush=True)
-                    out["restart_profile"] = restart({**spec, "profile": True})["profile"]
+                    profiled = restart({**spec, "profile": True})
+                    out["restart_profile"] = profiled["profile"]
+                    out["poll_profile"] = profiled["poll_profile"]
+                    out["update_profile"] = profiled["update_profile"]
                 results.append(out)
                 r = out["restart_s"]
                 print(f"    restart {r['process_to_first_payment']:.2f} s, RSS {out['vmrss_mb']:.0f} MB, "
@@ -382,12 +413,18 @@ def print_table(report: dict) -> None:
     builds = {b["channels"]: b for b in report["builds"]}
     row("openings to reach it (through the API), /s",
         [f"{builds[r['channels_total']]['openings_per_s'] or '-'}" for r in results])
-    for r in results:
-        if r.get("restart_profile"):
-            print(f"\nwhere the restart of the node with {r['channels_total']:,} channels goes, from Node() to the "
-                  "first payment (cProfile, cumulative time and its share; the profile slows what it times):")
-            for p in r["restart_profile"][:10]:
-                print(f"  {p['share_of_restart']:>6.1%}  {p['cumulative_s']:>7.3f} s  {p['calls']:>8,} calls  "
+    r = results[-1] if results else {}
+    if r.get("restart_profile"):
+        n = f"{r['channels_total']:,}"
+        print(f"\nwith {n} channels, where the restart goes, from Node() to the first payment (cProfile, "
+              "cumulative; the profile slows what it times):")
+        for p in r["restart_profile"][:10]:
+            print(f"  {p['share_of_restart']:>6.1%}  {p['cumulative_s']:>7.3f} s  {p['calls']:>8,} calls  {p['function']}")
+        for key, what, unit in (("poll_profile", "a poll on a quiet chain", "poll"),
+                                ("update_profile", "a sequential payment", "payment")):
+            print(f"with {n} channels, where {what} goes (cProfile, own time per {unit}; epoll: waiting):")
+            for p in r[key][:8]:
+                print(f"  {p['share']:>6.1%}  {p['own_us_per_call']:>9,.1f} µs  {p['calls_per_call']:>8,} calls  "
                       f"{p['function']}")
     print(f"\n({report['machine']}; {report['chain']}; {report['peers']}; written to {OUT})")
 

@@ -24,3 +24,4 @@ def test_scale_benchmark_runs_and_reports(tmp_path, monkeypatch):
         assert r["update"]["n"] == 5
         assert r["db_bytes"] > 0 and r["vmrss_mb"] > 0
         assert any("perun/" in p["function"] for p in r["restart_profile"])
+        assert r["poll_profile"] and r["update_profile"]
