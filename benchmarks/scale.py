@@ -20,14 +20,17 @@ is restarted in a process of its own (the node measured), which:
   poll is set an hour apart, so that only the timed ones run;
 - times --payments sequential payments on one channel (p50, p99), as bench-updates does.
 
-The store's size on disk (database, WAL) is read after the node stops. With --dir, the chain
-(anvil's state), the stores and the keys stay in that directory, and a later run with the same
---dir goes on from them: opening 10,000 channels takes most of the run (about 10 openings a
-second here), measuring them again a minute or two. A second restart of the
+The store's size on disk (database, WAL) is read after the node stops. A second restart of the
 same node runs under cProfile from `Node(...)` to the first payment, then --polls polls and
 --payments payments, each under a profile of its own, to say where the restart's, a poll's and a
-payment's time goes in the node measured (the profile slows it: its times are shares, not figures). It prints a table and writes benchmarks/scale.json. Timings
-depend on the machine and its load: measured here, never asserted by a test.
+payment's time goes (the profile slows what it times: its figures are shares). It prints a table
+and writes benchmarks/scale.json. Timings depend on the machine and its load: measured here,
+never asserted by a test.
+
+With --dir, the chain (anvil's state), the stores and the keys stay in that directory when the
+run ends (a snapshot/ of them), and a later run with the same --dir measures the largest size
+again, each time from that same chain and those same stores: opening 10,000 channels takes most
+of a run (about 10 openings a second here), measuring them again a minute or two.
 """
 
 from __future__ import annotations
@@ -36,16 +39,18 @@ import argparse
 import asyncio
 import contextlib
 import json
-import sqlite3
 import os
 import platform
+import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 OUT = Path(__file__).with_name("scale.json")
 ROOT = Path(__file__).resolve().parents[1]
@@ -254,15 +259,19 @@ def restart(spec: dict) -> dict:
 
 
 class StatefulAnvil:
-    """anvil on a free port, its chain loaded from `state` if that exists and written there when
-    it stops (anvil's --state): a later run goes on with the same chain (block 0 included)."""
+    """anvil on a free port: its chain loaded from the state file `load` if given, and written to
+    `dump` when it stops if given (anvil's --load-state, --dump-state). Not --state, which does
+    both on one file: a reloaded chain, dumped again, lost its block 0 (anvil keeps a bounded
+    block history), and the node took the changed genesis for a reset."""
 
-    def __init__(self, state: Path) -> None:
+    def __init__(self, load: Path | None = None, dump: Path | None = None) -> None:
         from perun.chain.anvil import anvil_binary
         from perun.chain.devnode import DevNode, free_port
         port = free_port()
-        self.node = DevNode([str(anvil_binary()), "--host", "127.0.0.1", "--port", str(port), "--silent",
-                             "--state", str(state)], port, 60)
+        args = [str(anvil_binary()), "--host", "127.0.0.1", "--port", str(port), "--silent"]
+        args += ["--load-state", str(load)] if load else []
+        args += ["--dump-state", str(dump)] if dump else []
+        self.node = DevNode(args, port, 120)
         self.url = self.node.url
 
     def __enter__(self) -> StatefulAnvil:
@@ -272,12 +281,25 @@ class StatefulAnvil:
         self.node.stop()
 
 
+def _stores(src: Path, dst: Path) -> None:
+    """Copies Alice's store and Bob's data directory from `src` to `dst`, over what is there."""
+    for suffix in ("", "-wal", "-shm"):
+        (dst / f"alice.db{suffix}").unlink(missing_ok=True)
+        if (src / f"alice.db{suffix}").exists():
+            shutil.copy2(src / f"alice.db{suffix}", dst / f"alice.db{suffix}")
+    shutil.rmtree(dst / "bob", ignore_errors=True)
+    shutil.copytree(src / "bob", dst / "bob", ignore=shutil.ignore_patterns("*.sock", "*.lock"))
+
+
+def _read(db: Path, sql: str, *args: object) -> Any:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        row = conn.execute(sql, args).fetchone()
+    return row[0] if row else None
+
+
 def store_channels(db: Path) -> int:
     """How many payment channels Alice's store holds (0 before it exists)."""
-    if not db.exists():
-        return 0
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        return conn.execute("SELECT count(*) FROM channels").fetchone()[0]
+    return _read(db, "SELECT count(*) FROM channels") if db.exists() else 0
 
 
 def store_size(db: Path) -> dict[str, int]:
@@ -319,14 +341,25 @@ def main(argv: list[str] | None = None) -> None:
     from perun.chain.deploy import deploy
 
     results, builds = [], []
+    work = Path(args.dir) if args.dir else None
+    snapshot = work / "snapshot" if work else None
+    reuse = snapshot is not None and (snapshot / "anvil-state.json").exists()
+    if work is not None and not reuse and work.exists() and any(work.iterdir()):
+        raise SystemExit(f"{work} holds no finished run to measure again: empty it, or name another --dir")
     with contextlib.ExitStack() as stack:
-        work = Path(args.dir) if args.dir else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        if work is None:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         work.mkdir(parents=True, exist_ok=True)
         manifest_file = work / "manifest.json"
-        manifest = json.loads(manifest_file.read_text()) if manifest_file.exists() else None
-        anvil = stack.enter_context(StatefulAnvil(work / "anvil-state.json"))
+        db = work / "alice.db"
+        if reuse:
+            # Each run starts from the chain and the stores as the run that built them left them.
+            _stores(snapshot, work)
+            anvil = stack.enter_context(StatefulAnvil(load=snapshot / "anvil-state.json"))
+        else:
+            anvil = stack.enter_context(StatefulAnvil(dump=work / "anvil-state.json" if args.dir else None))
         chain = RpcChain(anvil.url)
-        if manifest is None:
+        if not reuse:
             alice, bob = Account.create(), Account.create()
             contract = deploy(chain, chain.dev_accounts[0]).payment_contract
             for account in (alice, bob):
@@ -336,18 +369,24 @@ def main(argv: list[str] | None = None) -> None:
                         "paying": None}  # throwaway keys of this local chain
             manifest_file.write_text(json.dumps(manifest, indent=2) + "\n")
         else:
+            manifest = json.loads(manifest_file.read_text())
             alice, bob = Account.from_key(manifest["alice_key"]), Account.from_key(manifest["bob_key"])
             contract = manifest["contract"]
-            print(f"reusing {work}: the chain, Alice's store ({store_channels(work / 'alice.db'):,} channels) and Bob's "
-                  "node of an earlier run", flush=True)
+            have = store_channels(db)
+            if _read(db, "SELECT value FROM meta WHERE key = 'genesis'") != chain.genesis_hash():
+                raise SystemExit(f"the chain anvil loaded from {snapshot} has another block 0 than Alice's store knows: "
+                                 "empty the directory and build anew")
+            args.sizes = [have]
+            print(f"reusing {work}: the chain and the stores that an earlier run left, {have:,} channels; measuring "
+                  "them again", flush=True)
         proc, port = start_bob(work / "bob", work / "bob.json", anvil.url, contract, args.concurrency)
-        db = work / "alice.db"
         try:
             for n in args.sizes:
                 have = store_channels(db)
                 if have > n:
                     print(f"{n:,} channels: skipped, Alice's store holds {have:,} already", flush=True)
                     continue
+                # With nothing to open, this only tells Alice's store where Bob listens now.
                 print(f"{n:,} channels: opening {n - have:,} from Alice's node ...", flush=True)
                 first, build = asyncio.run(grow(bytes(alice.key), chain, contract, db, (bob.address, port), n,
                                                 args.concurrency))
@@ -378,6 +417,10 @@ def main(argv: list[str] | None = None) -> None:
                       flush=True)
         finally:
             stop(proc)
+    if args.dir and not reuse and results:  # anvil stopped and wrote its state: keep it with the stores
+        snapshot.mkdir()
+        (work / "anvil-state.json").rename(snapshot / "anvil-state.json")
+        _stores(work, snapshot)
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
               "chain": "anvil, a block per transaction", "peers": "one (every channel with Bob)",
               "builds": builds, "results": results}
