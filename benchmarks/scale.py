@@ -218,14 +218,13 @@ async def grow(key: bytes, chain, contract: str, db: Path, bob: tuple[str, int],
         except errors.PeerTimeout:
             await alice.connect(bob[0], "127.0.0.1", bob[1])
         have = len(alice.channels())
-        first = None
-        if have == 0:
-            first = await alice.open(bob[0], PAYING_DEPOSIT, 0, 3600)
-            have = 1
         todo = want - have
-        slots = asyncio.Semaphore(concurrency)
-        opened = 0
         start = last = time.perf_counter()
+        first = None
+        if have == 0:  # the channel paid on, first and alone
+            first = await alice.open(bob[0], PAYING_DEPOSIT, 0, 3600)
+        slots = asyncio.Semaphore(concurrency)
+        opened = 1 if first else 0
 
         async def one() -> None:
             nonlocal opened, last
@@ -237,7 +236,7 @@ async def grow(key: bytes, chain, contract: str, db: Path, bob: tuple[str, int],
                 last = now
                 print(f"    {have + opened:>6,} channels open ({opened / (now - start):.0f} openings/s)", flush=True)
 
-        await asyncio.gather(*(one() for _ in range(todo)))
+        await asyncio.gather(*(one() for _ in range(todo - opened)))
         seconds = time.perf_counter() - start
         assert len(alice.channels()) == want, len(alice.channels())
         return first, {"opened": todo, "seconds": round(seconds, 1),
