@@ -25,3 +25,15 @@ def test_scale_benchmark_runs_and_reports(tmp_path, monkeypatch):
         assert r["db_bytes"] > 0 and r["vmrss_mb"] > 0
         assert any("perun/" in p["function"] for p in r["restart_profile"])
         assert r["poll_profile"] and r["update_profile"]
+
+
+def test_a_kept_run_is_measured_again_from_its_snapshot(tmp_path, monkeypatch):
+    monkeypatch.setattr(scale, "OUT", tmp_path / "scale.json")
+    kept = tmp_path / "kept"
+    args = ["--sizes", "3", "--concurrency", "2", "--payments", "3", "--polls", "2", "--no-profile", "--dir", str(kept)]
+    scale.main(args)
+    assert (kept / "snapshot" / "anvil-state.json").exists()
+    scale.main(args)  # the same chain and stores again: nothing opened, the same channels restarted
+    report = json.loads((tmp_path / "scale.json").read_text())
+    assert [(b["channels"], b["opened"]) for b in report["builds"]] == [(3, 0)]
+    assert [r["channels"] for r in report["results"]] == [3]
