@@ -264,3 +264,13 @@ def test_a_final_state_is_submitted_by_its_proposer_and_in_a_dispute_by_the_othe
     alice, _ = receive_ack(alice, p.state.version, sig)
     rec = replace(alice if proposed else bob, stage=stage, deadline=1000, registered_version=0)  # Δ = 600
     assert duties(rec, now) == ((Duty.COOPERATIVE_CLOSE,) if due else ())
+
+
+def test_a_restored_record_signs_none_of_the_versions_it_reserved():
+    from perun.core.machine import restored
+    rec = new_record(PARAMS, DOMAIN, Role.ALICE, Stage.OPEN)
+    for signed, reserved in ((0, 0), (5, 5), (7, 3), (2, 9)):
+        before = replace(rec, signed=signed, reserved=reserved)
+        after = restored(before)
+        assert after.signed == max(signed, reserved)
+        assert after == replace(before, signed=max(signed, reserved))

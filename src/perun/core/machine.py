@@ -219,8 +219,9 @@ def needs_reserve(old: ChannelRecord, new: ChannelRecord) -> bool:
 
 def restored(rec: ChannelRecord) -> ChannelRecord:
     """A record as a restarted node takes it: it may have signed any version up to `reserved`
-    and lost it in the crash, so it signs none of them again."""
-    return replace(rec, signed=max(rec.signed, rec.reserved))
+    and lost it in the crash, so it signs none of them again. A record that reserved nothing above
+    what it signed is taken as it is (a restart copies only the records it changes)."""
+    return rec if rec.signed >= rec.reserved else replace(rec, signed=rec.reserved)
 
 
 class Change(Enum):
@@ -498,6 +499,8 @@ def final_due(rec: Any, now: int) -> bool:
 def next_due(rec: ChannelRecord, now: int) -> int | None:
     """The earliest chain time at or after `now` at which `duties(rec, t)` is not empty, or None
     if it never is for this record: when the watcher looks at the channel again (perun.runtime.due)."""
+    if rec.stage is Stage.OPEN and not rec.close_requested and not rec.is_fully_signed_final:
+        return None  # an open channel at rest, most of them: no condition of `duties` holds at any time
     return first_due(lambda t: bool(duties(rec, t)), now,
                      (rec.open_until, rec.deadline, rec.deadline - rec.params.delta // 2))
 

@@ -51,6 +51,13 @@ class ChannelProtocol(Protocol):
         self.records: dict[bytes, Any] = {}
         # The channels by the chain time of their next duty: a poll looks only at those due.
         self.due_index = DueIndex(lambda: self.records, lambda cid, now: self.next_due(self.records[cid], now))
+        # Kept where records are put in place, so that a (re)connection or a proposal looks at the
+        # peer's channels or at the work to do, not at every record: the channels by peer (in the
+        # order they came; a channel's peer never changes), Alice's proposals not answered yet,
+        # and Bob's acceptances not on chain yet.
+        self._by_peer: dict[str, dict[bytes, None]] = {}
+        self._proposed: set[bytes] = set()
+        self._accepted: set[bytes] = set()
 
     # ------------------------------------------------------------------ what a kind defines
 
@@ -68,8 +75,31 @@ class ChannelProtocol(Protocol):
     # ------------------------------------------------------------------ records
 
     def put(self, rec: Any) -> None:
-        self.records[rec.channel_id] = rec
-        self.due_index.changed(rec.channel_id)
+        cid = rec.channel_id
+        if cid not in self.records:
+            self._by_peer.setdefault(rec.peer, {})[cid] = None
+        self.records[cid] = rec
+        if rec.stage is Stage.PROPOSED and rec.role is Role.ALICE:
+            self._proposed.add(cid)
+        else:
+            self._proposed.discard(cid)
+        if rec.stage is Stage.ACCEPTED and rec.role is Role.BOB and not rec.given_up:
+            self._accepted.add(cid)
+        else:
+            self._accepted.discard(cid)
+        self.due_index.changed(cid)
+
+    def with_peer(self, peer: str) -> list[Any]:
+        """The records of the channels with `peer`."""
+        return [self.records[cid] for cid in self._by_peer.get(peer, ())]
+
+    def proposed_to(self, peer: str) -> list[Any]:
+        """The channels this party (Alice) proposed to `peer` that it has not answered yet."""
+        return [rec for rec in map(self.records.__getitem__, self._proposed) if rec.peer == peer]
+
+    def accepted_from(self, peer: str) -> list[Any]:
+        """The channels `peer` proposed that this party (Bob) accepted, not on chain yet and not given up."""
+        return [rec for rec in map(self.records.__getitem__, self._accepted) if rec.peer == peer]
 
     # ------------------------------------------------------------------ views
 
@@ -185,8 +215,7 @@ class ChannelProtocol(Protocol):
     def _too_many_pending(self, peer: str) -> str | None:
         """Each accepted proposal is stored and watched until it is on chain or expires."""
         limit = self.ctx.limits.pending_proposals
-        pending = sum(1 for rec in self.records.values()
-                      if rec.peer == peer and rec.role is Role.BOB and rec.stage is Stage.ACCEPTED and not rec.given_up)
+        pending = len(self.accepted_from(peer))
         if pending >= limit:
             return (f"{pending} channels you proposed are not on chain yet, the most this node holds for one peer "
                     f"(its --max-pending-proposals); create them or let them expire first")
@@ -212,9 +241,8 @@ class ChannelProtocol(Protocol):
 
     def repropose(self, conn: Connection) -> None:
         """After (re)connecting: repeat the proposals the peer has not answered."""
-        for rec in self.records.values():
-            if rec.peer == conn.peer and rec.stage is Stage.PROPOSED and rec.role is Role.ALICE:
-                self.ctx.peers.send(conn, self.proposal_type.of(rec.params))
+        for rec in self.proposed_to(conn.peer):
+            self.ctx.peers.send(conn, self.proposal_type.of(rec.params))
 
     async def create_on_chain(self, cid: bytes) -> None:
         """Alice's deposit. A create that cannot be sent gives the opening up: it is never sent

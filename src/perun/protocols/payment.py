@@ -95,7 +95,8 @@ class Payment(ChannelProtocol):
 
     def __init__(self, ctx: Runtime, contract: str, policy: ChannelPolicy) -> None:
         super().__init__(ctx, PaymentContract(ctx.chain, contract), policy)
-        self.records = {r.channel_id: machine.restored(r) for r in ctx.store.channels()}
+        for rec in ctx.store.channels():
+            self.put(machine.restored(rec))
         self.hosts: list[UpdateHost] = []
         # After a (re)connection, per channel: set once the peer's Reestablish is answered.
         self._reestablishing: dict[bytes, tuple[Connection, asyncio.Event]] = {}
@@ -332,8 +333,9 @@ class Payment(ChannelProtocol):
 
     def _shared(self, conn: Connection) -> list[ChannelRecord]:
         """The update records of the channels with `conn`'s peer that a reconnection reestablishes."""
-        return [rec for rec in [*self.records.values(), *(r for h in self.hosts for r in h.all_updates())]
-                if rec.peer == conn.peer and rec.stage not in (Stage.CLOSED, Stage.PROPOSED, Stage.FAILED)]
+        peer = conn.peer
+        return [rec for rec in [*self.with_peer(peer), *(r for h in self.hosts for r in h.all_updates() if r.peer == peer)]
+                if rec.stage not in (Stage.CLOSED, Stage.PROPOSED, Stage.FAILED)]
 
     def _send_reestablish(self, conn: Connection, rec: ChannelRecord) -> None:
         reconnection = self._reconnections.get(conn)

@@ -73,7 +73,7 @@ class Multistate(ChannelProtocol):
             if rec.domain != self.domain:
                 raise errors.StoreError(f"the store holds multistate channels of {rec.domain.verifying_contract}, "
                                         f"not of {self.domain.verifying_contract}")
-            self.records[rec.channel_id] = rec
+            self.put(rec)
         self.chain_duties = Duties(self)
 
     def new_record(self, params: Params, role: Role, stage: Stage) -> MSRecord:
@@ -231,9 +231,7 @@ class Multistate(ChannelProtocol):
         rec = self.records.get(ref)
         if rec is not None:  # a refused creation (an opening of a virtual channel, say): no scan
             return rec.channel_signed if rec.peer == peer else 0
-        for rec in self.records.values():
-            if rec.peer != peer:
-                continue
+        for rec in self.with_peer(peer):
             if any(s.state.nid == ref for s in rec.nanocontracts):  # type: ignore[union-attr]
                 return max(rec.signed_version(ref), 0)
         return 0
@@ -270,8 +268,8 @@ class Multistate(ChannelProtocol):
         proposal, and every proposal in flight or expired: the peer acknowledges one it signed
         already, and refuses one that expired before it signed it, which tells this node its fate."""
         self.repropose(conn)
-        for rec in list(self.records.values()):
-            if rec.peer == conn.peer and rec.stage not in (Stage.CLOSED, Stage.FAILED):
+        for rec in self.with_peer(conn.peer):
+            if rec.stage not in (Stage.CLOSED, Stage.FAILED):
                 rec = self.proposer.expire_due(rec)
                 for proposal in (*rec.expired, *rec.pending):
                     self.ctx.peers.send(conn, wire.message(proposal))
@@ -334,8 +332,8 @@ class Multistate(ChannelProtocol):
         if msg.ref_type not in {cls.TYPE for cls in wire.PROPOSALS}:
             return  # a refused acknowledgement: the peer lost the proposal, and will say so again
         slot = msg.channel_id if msg.ref_type == m.NanocontractCall.TYPE else b""
-        for rec in self.records.values():
-            if rec.peer != conn.peer or (slot == b"" and rec.channel_id != msg.channel_id):
+        for rec in self.with_peer(conn.peer):
+            if slot == b"" and rec.channel_id != msg.channel_id:
                 continue
             new, dropped = ms.receive_reject(rec, slot, msg.signed, msg.version)
             if dropped is None:
