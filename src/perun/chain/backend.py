@@ -289,6 +289,12 @@ class RpcChain(Chain):
             raise errors.ChainError(f"{method} failed: {response['error']}")
         return response.get("result")
 
+    def head(self) -> Head:
+        # A follower's every poll asks this, most of them to find nothing new: the answer as the
+        # node sends it, without web3's formatting of the whole block (a quarter of a quiet poll).
+        block = self._dev_rpc("eth_getBlockByNumber", ["latest", False])
+        return Head(int(block["number"], 16), bytes.fromhex(block["hash"][2:]), int(block["timestamp"], 16))
+
     def set_next_block_timestamp(self, timestamp: int) -> None:
         self._dev_rpc("evm_setNextBlockTimestamp", [hex(timestamp)])
 

@@ -1,0 +1,12 @@
+"""RpcChain's own reading of the head, held against web3's."""
+
+from __future__ import annotations
+
+from perun.chain.backend import Chain, RpcChain
+
+
+def test_the_head_read_raw_is_the_head_web3_reads(anvil_chain):
+    assert isinstance(anvil_chain, RpcChain)
+    for _ in range(3):
+        assert anvil_chain.head() == Chain.head(anvil_chain)
+        anvil_chain.mine()
