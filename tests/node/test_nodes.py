@@ -188,6 +188,31 @@ def test_a_poll_that_finds_nothing_new_looks_at_no_channel_and_writes_nothing(ne
     run(again())
 
 
+def test_a_poll_knows_from_the_new_heads_parent_that_nothing_replaced_the_last_block(net):
+    """One new block on the block seen last: no request to know that nothing was replaced. A
+    block of the same height that replaced it is found, as before."""
+    async def scenario():
+        async with net.pair() as (alice, bob, cid):
+            await alice.sync()
+            asked = []
+            on_chain = alice.runtime.on_chain
+            alice.runtime.on_chain = lambda fn, *a: (asked.append(fn.__name__), on_chain(fn, *a))[1]
+            net.chain.mine()
+            await alice.sync()
+            assert "block_hash" not in asked and alice.watcher.reorgs == 0
+            snapshot = net.chain.snapshot()
+            net.chain.mine()
+            await alice.sync()
+            net.chain.revert_to(snapshot)  # the last block seen, replaced by another, then one more on it
+            replaced = alice.watcher.head
+            net.chain.set_next_block_timestamp(replaced.timestamp + 7)  # (the embedded chain mines here)
+            while net.chain.block_number() < replaced.number + 1:
+                net.chain.mine()
+            await alice.sync()
+            assert alice.watcher.reorgs == 1
+    run(scenario())
+
+
 def test_the_seeds_asymmetry(net):
     """Alice signs v+1; Bob keeps it and never answers. Alice closes with v, the last state she
     holds Bob's signature on; Bob replaces it with v+1. v+1 is paid out: Alice signed it, and

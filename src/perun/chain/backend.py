@@ -66,6 +66,7 @@ class Head:
     number: int
     hash: bytes
     timestamp: int
+    parent: bytes  # the hash of block number - 1 on the same chain
 
 
 class Chain:
@@ -181,7 +182,7 @@ class Chain:
 
     def head(self) -> Head:
         block = self.w3.eth.get_block("latest")
-        return Head(block["number"], bytes(block["hash"]), block["timestamp"])
+        return Head(block["number"], bytes(block["hash"]), block["timestamp"], bytes(block["parentHash"]))
 
     def block_hash(self, number: int) -> bytes | None:
         """The hash of block `number` on the chain as it is now; None above the head."""
@@ -293,7 +294,8 @@ class RpcChain(Chain):
         # A follower's every poll asks this, most of them to find nothing new: the answer as the
         # node sends it, without web3's formatting of the whole block (a quarter of a quiet poll).
         block = self._dev_rpc("eth_getBlockByNumber", ["latest", False])
-        return Head(int(block["number"], 16), bytes.fromhex(block["hash"][2:]), int(block["timestamp"], 16))
+        return Head(int(block["number"], 16), bytes.fromhex(block["hash"][2:]), int(block["timestamp"], 16),
+                    bytes.fromhex(block["parentHash"][2:]))
 
     def set_next_block_timestamp(self, timestamp: int) -> None:
         self._dev_rpc("evm_setNextBlockTimestamp", [hex(timestamp)])

@@ -209,6 +209,8 @@ class Follower:
         if last is not None:
             if last.number == head.number and last.hash == head.hash:
                 return
+            if head.number == last.number + 1 and head.parent == last.hash:
+                return  # the next block, on the one seen last: nothing replaced, and no request to know it
             if await runtime.on_chain(runtime.chain.block_hash, last.number) == last.hash:
                 return
             self.reorgs += 1
