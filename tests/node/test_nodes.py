@@ -435,9 +435,11 @@ def test_a_reconnection_exchanges_one_summary_and_reestablishes_only_the_channel
             bucket = {cid for cid in cids if machine.bucket_of(cid) == machine.bucket_of(lost)}
             assert sorted(msg.channel_id for msg in sent if isinstance(msg, m.Reestablish)) == sorted([*bucket] * 2)
             # Restarted, Alice burned the versions she had reserved; the summary told Bob so, and
-            # his next payments go above them: none is refused.
+            # his next payments go above them: none is refused. The summary wrote none of his
+            # records: its offset goes into each with his next proposal on it.
             burned = {cid: alice.channel(cid).signed for cid in cids}
             assert all(burned[cid] >= machine.RESERVE for cid in cids)
+            assert all(bob.channel(cid).peer_signed_hint < burned[cid] for cid in cids if cid not in bucket)
             for cid in cids:
                 assert (await bob.pay(cid, 1)).version > burned[cid]
             assert not [msg for msg in sent if isinstance(msg, m.Error)]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 from perun import errors
@@ -101,6 +101,8 @@ class Payment(ChannelProtocol):
         # After a (re)connection, per channel: set once the peer's Reestablish is answered.
         self._reestablishing: dict[bytes, tuple[Connection, asyncio.Event]] = {}
         self._reconnections: dict[Connection, _Reconnection] = {}  # per connection, until it closes
+        # Per peer: its last summary's offset, and the channels it was applied to since (`_hinted`).
+        self._offsets: dict[str, tuple[int, set[bytes]]] = {}
 
     def new_record(self, params: Params, role: Role, stage: Stage) -> ChannelRecord:
         return machine.new_record(params, self.domain, role, stage)
@@ -171,6 +173,7 @@ class Payment(ChannelProtocol):
             host = self._host(cid)
             if host is not None:
                 host.check_update(cid)
+            rec = self._hinted(rec)
             return await self.update(rec, machine.payment(rec, amount))
         return await self.retried(cid, attempt, self._progress, self._known_updates)
 
@@ -245,7 +248,7 @@ class Payment(ChannelProtocol):
             await self.countersigned(rec, pending_final)
         elif not rec.is_fully_signed_final:
             await self.reestablished(cid)
-            rec = self.updates(cid)
+            rec = self._hinted(self.updates(cid))
             host = self._host(cid)
             if host is not None:
                 host.check_update(cid)
@@ -323,6 +326,7 @@ class Payment(ChannelProtocol):
         self.repropose(conn)
         self._reconnections = {c: r for c, r in self._reconnections.items() if not c.closed}
         reconnection = self._reconnections[conn] = _Reconnection()
+        self._offsets.pop(conn.peer, None)  # this connection's summary tells it again
         shared = self._shared(conn)
         for rec in shared:
             self._reestablishing[rec.channel_id] = (conn, asyncio.Event())
@@ -381,14 +385,28 @@ class Payment(ChannelProtocol):
             rec = self.updates(cid)
             if rec is None or cid in reconnection.sent or cid in reconnection.received:
                 continue  # gone, or reestablished by Reestablish messages since the summary
-            signed = rec.current.version + msg.offset  # at least what the peer signed
             if machine.bucket_of(cid) in differ or rec.pending:
                 # A proposal made since the summary needs the peer's exact `signed`: it answers.
                 self._send_reestablish(conn, rec)
-            elif signed > max(rec.signed, rec.peer_signed_hint):
-                self._resync(conn, rec, rec.current.version, signed)  # as the peer's Reestablish would
-            else:  # nothing to send or store (a hint at or below our own `signed` changes no version we choose)
+            else:
                 self._reestablished(conn, cid)
+        if msg.offset:  # applied to each channel when this node next proposes on it, not written into all
+            self._offsets[conn.peer] = (msg.offset, reconnection.sent | reconnection.received)
+
+    def _hinted(self, rec: ChannelRecord) -> ChannelRecord:
+        """`rec` before this node's first proposal on it since the peer's summary: the peer may
+        have signed up to `current + offset` (it burned the versions it reserved, docs/protocol.md
+        §9), so the proposal goes above that. Stored with the proposal, in the same commit."""
+        offset, applied = self._offsets.get(rec.peer, (0, set()))
+        if not offset or rec.channel_id in applied:
+            return rec
+        applied.add(rec.channel_id)
+        signed = rec.current.version + offset
+        if signed <= max(rec.signed, rec.peer_signed_hint):
+            return rec
+        new = replace(rec, peer_signed_hint=signed)
+        self._save(new)
+        return new
 
     def refused(self, conn: Connection, msg: m.Error, failure: errors.PeerRejected) -> None:
         if msg.ref_type == m.ProposeChannel.TYPE:
