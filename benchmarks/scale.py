@@ -282,13 +282,9 @@ class StatefulAnvil:
     block history), and the node took the changed genesis for a reset."""
 
     def __init__(self, load: Path | None = None, dump: Path | None = None) -> None:
-        from perun.chain.anvil import anvil_binary
-        from perun.chain.devnode import DevNode, free_port
-        port = free_port()
-        args = [str(anvil_binary()), "--host", "127.0.0.1", "--port", str(port), "--silent"]
-        args += ["--load-state", str(load)] if load else []
-        args += ["--dump-state", str(dump)] if dump else []
-        self.node = DevNode(args, port, 120)
+        from perun.chain.anvil import Anvil
+        options = [*(["--load-state", str(load)] if load else []), *(["--dump-state", str(dump)] if dump else [])]
+        self.node = Anvil(startup_timeout=120, options=options)
         self.url = self.node.url
 
     def __enter__(self) -> StatefulAnvil:

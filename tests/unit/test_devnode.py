@@ -55,3 +55,14 @@ def test_an_interrupted_start_stops_the_group() -> None:
     with pytest.raises(KeyboardInterrupt):
         Interrupted(PARENT_AND_CHILD, free_port(), startup_timeout=10)
     assert not group_alive(started[0].process.pid)
+
+
+def test_anvils_state_files_live_in_a_home_of_its_own_and_go_when_it_stops() -> None:
+    """anvil writes its chain under ~/.foundry/anvil/tmp and leaves it there when it stops."""
+    from perun.chain.anvil import Anvil
+    from perun.chain.backend import RpcChain
+
+    with Anvil() as anvil:
+        RpcChain(anvil.url).mine(600)  # it writes the states of blocks older than the last few hundred
+        written = [files for _, _, files in os.walk(anvil.home) if files]
+    assert written and not os.path.exists(anvil.home)
