@@ -300,6 +300,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--floor-commits", type=int, default=500,
                         help="commits timed for the floor, before the runs and after (default 500)")
     args = parser.parse_args(argv)
+    # A SIGTERM unwinds like an exception, so that anvil and the Bobs this run started are stopped.
+    signal.signal(signal.SIGTERM, _terminated)
     alice = Account.create()
     bob_accounts = {mode: Account.create() for mode in MODES}
     procs: list[subprocess.Popen] = []

@@ -8,8 +8,9 @@ are in the states table too); the peers it dials, and the last final block the f
 (with its hash and a few before it, to find a reorganisation). `commit` writes any mix of these
 in one transaction; the node sends nothing that depends on a change before that change's commit
 has returned. An update of a payment channel writes a small delta (its new state, signatures and
-`signed`) in place of the whole record: see `Store.commit`. The wallet's transactions in flight (`TxJournal`) are in the same file, written
-through a connection of their own from the node's sender thread.
+`signed`) in place of the whole record: see `Store.commit`. The wallet's transactions in flight
+(`TxJournal`) are in the same file, written through a connection of their own from the node's
+sender thread.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from typing import Any
 
 from perun import errors
 from perun.chain.wallet import InFlight
+from perun.core import machine
 from perun.core.apps import virtualchannel as vc
 from perun.core.channel import Params, PaymentState
 from perun.core.eip712 import Domain
-from perun.core import machine
 from perun.core.machine import ChannelRecord, Proposal, Role, Stage
 from perun.core.msmachine import Intent, Kind, MSProposal, MSRecord, OnChain, Signed
 from perun.core.multistate import ChannelState, FinalChannelState, Funding, NanocontractState

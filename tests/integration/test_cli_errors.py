@@ -22,7 +22,7 @@ import pytest
 
 from perun import keystore
 from perun.chain.anvil import free_port
-from perun.cli import main, parser
+from perun.cli import parser
 from perun.control.explain import CONTRACT, RULES, Category
 from perun.errors import CONTRACT_ERRORS
 from tests.integration.test_cli_node import (  # noqa: F401 (net: the module's network, a fixture)

@@ -19,7 +19,7 @@ from perun.core.channel import Params
 from perun.core.machine import Stage
 from perun.wire import messages as m
 from perun.wire.limits import Limits
-from perun.wire.transport import LENGTH, Connection, handshake
+from perun.wire.transport import LENGTH, handshake
 from tests.node.conftest import DELTA, run
 
 ATTACKER = "127.0.0.2"

@@ -3,8 +3,6 @@ them up as the critical path counts them. No time is asserted, only that there i
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from benchmarks import floor
