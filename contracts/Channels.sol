@@ -41,12 +41,15 @@ abstract contract Channels is EIP712 {
     /// @notice What the contract stores per channel, packed in one slot.
     /// `deadline` is the last second in which Bob may confirm (Initialising) or in which a
     /// higher state may replace the registered one (Closing). `balanceAlice` is Alice's part of
-    /// the registered state: her balance (PaymentContract) or her cash (MSContract).
+    /// the registered state: her balance (PaymentContract) or her cash (MSContract). `rewards`
+    /// says which watchtower rewards are recorded (see {Watchtowers}), so that a channel without
+    /// any pays nothing to look.
     struct Channel {
         Phase phase;
         uint40 deadline;
         uint64 version;
         uint128 balanceAlice;
+        uint8 rewards;
     }
 
     /// @notice Longest dispute window accepted: keeps every deadline within uint40.
@@ -227,6 +230,7 @@ abstract contract Channels is EIP712 {
     /// @dev Registers a checked state; a replacement keeps the deadline. Returns the deadline.
     function _registerClose(Channel storage ch, Params calldata p, uint64 version, uint256 balanceAlice)
         internal
+        virtual
         returns (uint40 deadline)
     {
         deadline = ch.deadline;
@@ -255,6 +259,7 @@ abstract contract Channels is EIP712 {
         ch.deadline = 0;
         ch.version = 0;
         ch.balanceAlice = 0;
+        ch.rewards = 0;
     }
 
     /// @dev Runs after the caller's effects: a wrong deposit reverts the whole call, so nothing

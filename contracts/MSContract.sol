@@ -2,6 +2,7 @@
 pragma solidity ^0.8.24;
 
 import {Channels} from "./Channels.sol";
+import {Watchtowers} from "./Watchtowers.sol";
 import {INanocontract} from "./interfaces/INanocontract.sol";
 
 /**
@@ -9,9 +10,10 @@ import {INanocontract} from "./interfaces/INanocontract.sol";
  * @notice Perun's multistate channels (seed §3.2): two-party channels whose funds are either the
  * parties' cash or blocked in nanocontracts, small contracts the parties create and update off
  * chain, each with its own version, and take to the chain only in a dispute, where this contract
- * registers and executes them; plus a cooperative close.
+ * registers and executes them; plus a cooperative close, and answers by a watchtower.
  *
- * @dev Opening, signatures and payouts come from {Channels}. Off chain, the parties sign two
+ * @dev Opening, signatures and payouts come from {Channels}, towers and their rewards from
+ * {Watchtowers}. Off chain, the parties sign two
  * kinds of state: the channel's {ChannelState} (cash, and the nanocontracts funded from it, in
  * creation and absorption order) and each nanocontract's {NanocontractState}; to end the
  * channel, both sign a {FinalChannelState} (cash only), which `cooperativeClose` pays out as it
@@ -23,7 +25,7 @@ import {INanocontract} from "./interfaces/INanocontract.sol";
  * and otherwise the funding itself. Both sums are bounded by the deposits; the argument is in
  * docs/protocol.md §10.
  */
-contract MSContract is Channels {
+contract MSContract is Watchtowers {
     /// @notice A nanocontract funded from the channel's cash: what each party moved into it.
     struct Funding {
         bytes32 nid;
@@ -136,7 +138,8 @@ contract MSContract is Channels {
         uint256 releasedBob,
         bytes data
     );
-    /// @notice The channel was paid out: its cash amended by its nanocontracts.
+    /// @notice The channel was paid out: its cash amended by its nanocontracts, less any
+    /// watchtower's reward (see {RewardPaid}).
     event Finalized(bytes32 indexed channelId, uint64 version, uint256 payoutAlice, uint256 payoutBob);
     /// @notice A final channel state signed by both parties was paid out.
     event CooperativelyClosed(bytes32 indexed channelId, uint64 version, uint256 payoutAlice, uint256 payoutBob);
@@ -170,36 +173,42 @@ contract MSContract is Channels {
         Channel storage ch = _closable(channelId);
         address counterparty = _counterparty(p);
         _checkChannel(channelId, s.channelId);
-        uint256 total = p.depositAlice + p.depositBob;
-        if (
-            s.blockedAlice > total || s.blockedBob > total || s.releasedAlice > total || s.releasedBob > total
-                || s.blockedAlice + s.blockedBob + s.releasedAlice + s.releasedBob > total
-        ) revert MSContractAmountTooLarge(s.nid);
-        Registered storage nc = _nanocontracts[channelId][s.nid];
-        uint40 windowEnd = nc.windowEnd;
-        if (windowEnd != 0) {
-            // A replacement may come until the window's end, even after a closing channel's D:
-            // the window of a registration made at D must be answerable too.
-            if (block.timestamp > windowEnd) revert ChannelsDisputeWindowOver(windowEnd);
-            if (s.version <= nc.version) revert ChannelsStaleVersion(nc.version, s.version);
-        } else {
-            if (ch.phase == Phase.Closing && block.timestamp > ch.deadline) revert ChannelsDisputeWindowOver(ch.deadline);
-            windowEnd = uint40(block.timestamp + p.delta);
-        }
-        _checkSignature(hashNanocontractState(s), sig, counterparty);
+        _checkAmounts(p, s);
+        _register(p, ch, s, sig, counterparty);
+    }
 
-        nc.app = s.app;
-        nc.windowEnd = windowEnd;
-        nc.since = windowEnd;
-        nc.version = s.version;
-        nc.blockedAlice = uint128(s.blockedAlice);
-        nc.blockedBob = uint128(s.blockedBob);
-        nc.releasedAlice = uint128(s.releasedAlice);
-        nc.releasedBob = uint128(s.releasedBob);
-        uint40 settleBy = _settleBy(s);
-        nc.settleBy = settleBy;
-        nc.data = s.data;
-        emit NanocontractRegistered(channelId, s.nid, msg.sender, s.version, windowEnd, settleBy);
+    /**
+     * @notice A watchtower's answer to a stale nanocontract registration, or its registration of
+     * a nanocontract listed by a closing channel, on behalf of the party that signed `m`:
+     * registers `s`, signed by the other party, as `register` would for that party, and records
+     * `m.reward` for the caller, paid from that party's payout at finalize if `s` (or what
+     * execution made of it) counts then.
+     * @dev As `register`, except that a first registration needs the channel to be Closing. The
+     * caller must be `m.tower`; `m` must name this channel, `s.nid`, `s.version` and the digest of
+     * `s`; the reward at most what the signer holds in `s`. Emits {NanocontractRegistered} (by
+     * the tower) and, for a reward, {RewardRecorded}.
+     * @param sig the EIP-712 signature on `s` of the party that did not sign `m`.
+     * @param mSig the EIP-712 signature of Alice or Bob on `m`.
+     */
+    function registerFor(
+        Params calldata p,
+        NanocontractState calldata s,
+        bytes calldata sig,
+        Monitoring calldata m,
+        bytes calldata mSig
+    ) external {
+        bytes32 channelId = channelIdOf(p);
+        Channel storage ch = _closable(channelId);
+        if (ch.phase == Phase.Open && _nanocontracts[channelId][s.nid].windowEnd == 0) {
+            revert ChannelsWrongPhase(channelId, ch.phase); // a tower answers, it never starts
+        }
+        _checkMonitored(m, s.nid, s.version);
+        bool fromBob = _checkMonitoring(p, channelId, m, mSig, hashNanocontractState(s));
+        _checkChannel(channelId, s.channelId);
+        _checkAmounts(p, s);
+        _checkRewardWithin(m.reward, fromBob ? s.blockedBob + s.releasedBob : s.blockedAlice + s.releasedAlice);
+        _register(p, ch, s, sig, fromBob ? p.alice : p.bob);
+        _rewardRegistration(ch, p, s, fromBob, m.reward);
     }
 
     /**
@@ -212,54 +221,33 @@ contract MSContract is Channels {
     function execute(Params calldata p, bytes32 nid, uint8 fun, bytes calldata z) external {
         bytes32 channelId = channelIdOf(p);
         Channel storage ch = _closable(channelId);
-        uint8 caller = msg.sender == p.alice ? 0 : 1;
         _counterparty(p); // only the parties
-        Registered storage nc = _nanocontracts[channelId][nid];
-        if (nc.windowEnd == 0) revert MSContractNotRegistered(nid);
-        if (ch.phase == Phase.Closing) {
-            uint256 end = _settlementEnd(ch, p, nc);
-            if (block.timestamp > end) revert MSContractSettlementOver(end);
-        }
-        if (block.timestamp <= nc.windowEnd) revert MSContractWindowOpen(nid, nc.windowEnd);
-        uint256 blocked = uint256(nc.blockedAlice) + nc.blockedBob;
-        if (blocked == 0) revert MSContractTerminated(nid);
+        _execute(p, channelId, ch, nid, fun, z, msg.sender == p.bob);
+    }
 
-        INanocontract.AppState memory next = INanocontract(nc.app).transition(
-            INanocontract.Context(caller, block.timestamp, nc.since),
-            fun,
-            z,
-            INanocontract.AppState(nc.blockedAlice, nc.blockedBob, nc.releasedAlice, nc.releasedBob, nc.data)
-        );
-        // Each amount is bounded by what the nanocontract holds before anything is added, so no
-        // result, however large, can overflow the sums.
-        uint256 held = blocked + nc.releasedAlice + nc.releasedBob;
-        if (
-            next.blockedAlice > held || next.blockedBob > held || next.releasedAlice > held
-                || next.releasedBob > held || next.blockedAlice + next.blockedBob > blocked
-                || next.releasedAlice < nc.releasedAlice || next.releasedBob < nc.releasedBob
-                || next.blockedAlice + next.blockedBob + next.releasedAlice + next.releasedBob != held
-        ) revert MSContractNotConserved(nid);
-
-        uint64 version = nc.version + 1;
-        nc.version = version;
-        nc.since = uint40(block.timestamp);
-        nc.blockedAlice = uint128(next.blockedAlice);
-        nc.blockedBob = uint128(next.blockedBob);
-        nc.releasedAlice = uint128(next.releasedAlice);
-        nc.releasedBob = uint128(next.releasedBob);
-        nc.data = next.data;
-        emit NanocontractExecuted(
-            channelId,
-            nid,
-            msg.sender,
-            fun,
-            version,
-            next.blockedAlice,
-            next.blockedBob,
-            next.releasedAlice,
-            next.releasedBob,
-            next.data
-        );
+    /**
+     * @notice A watchtower's call of a registered nanocontract, as the party that signed `e` and
+     * exactly as `e` names it (function and argument), e.g. a virtual channel's SETTLE with the
+     * party's latest state. Records `e.reward` for the caller, paid from that party's payout at
+     * finalize if the nanocontract counts then.
+     * @dev As `execute`, for the signer of `e`. The caller must be `e.tower`; `e` must name this
+     * channel, `nid`, `fun` and keccak256(`z`). Emits {NanocontractExecuted} (by the tower) and,
+     * for a reward, {RewardRecorded}.
+     * @param eSig the EIP-712 signature of Alice or Bob on `e`.
+     */
+    function executeFor(
+        Params calldata p,
+        bytes32 nid,
+        uint8 fun,
+        bytes calldata z,
+        Execution calldata e,
+        bytes calldata eSig
+    ) external {
+        bytes32 channelId = channelIdOf(p);
+        Channel storage ch = _closable(channelId);
+        bool fromBob = _checkExecution(p, channelId, e, eSig, nid, fun, z);
+        _execute(p, channelId, ch, nid, fun, z, fromBob);
+        _recordNanocontractReward(ch, p, e.channelId, e.nid, fromBob, e.reward);
     }
 
     // ------------------------------------------------------------------ closing
@@ -284,9 +272,41 @@ contract MSContract is Channels {
             _checkSignature(hashChannelState(s), sig, counterparty);
         }
 
-        uint40 deadline = _registerClose(ch, p, s.version, s.cashAlice);
-        _fundingsHash[channelId] = _hashFundings(s.nanocontracts);
-        emit CloseRegistered(channelId, msg.sender, s.version, s.cashAlice, s.cashBob, s.nanocontracts, deadline);
+        _registerChannelState(p, ch, s);
+    }
+
+    /**
+     * @notice A watchtower's answer to a stale close, on behalf of the party that signed `m`:
+     * registers channel state `s`, signed by the other party, as `close` would for that party,
+     * and records `m.reward` for the caller, paid from that party's payout at finalize if `s` is
+     * still registered then.
+     * @dev Phase Closing, until the deadline, a strictly higher version. The caller must be
+     * `m.tower`; `m` must name this channel, nid 0, `s.version` and the digest of `s`; the reward
+     * at most the signer's cash in `s`. Emits {CloseRegistered} (by the tower) and, for a reward,
+     * {RewardRecorded}.
+     * @param sig the EIP-712 signature on `s` of the party that did not sign `m`.
+     * @param mSig the EIP-712 signature of Alice or Bob on `m`.
+     */
+    function refute(
+        Params calldata p,
+        ChannelState calldata s,
+        bytes calldata sig,
+        Monitoring calldata m,
+        bytes calldata mSig
+    ) external {
+        bytes32 channelId = channelIdOf(p);
+        Channel storage ch = _refutable(channelId);
+        bytes32 digest = hashChannelState(s);
+        _checkMonitored(m, bytes32(0), s.version);
+        bool fromBob = _checkMonitoring(p, channelId, m, mSig, digest);
+        _checkChannel(channelId, s.channelId);
+        _checkFundings(p, s);
+        _checkRewardWithin(m.reward, fromBob ? s.cashBob : s.cashAlice);
+        _checkReplaceable(ch, s.version);
+        _checkSignature(digest, sig, fromBob ? p.alice : p.bob);
+
+        _registerChannelState(p, ch, s);
+        _recordChannelReward(ch, p, channelId, fromBob, m.reward);
     }
 
     /**
@@ -327,8 +347,10 @@ contract MSContract is Channels {
             }
         }
         uint64 version = ch.version;
+        uint8 rewards = ch.rewards;
         _markClosed(ch);
         delete _fundingsHash[channelId];
+        if (rewards != 0) (payAlice, payBob) = _payRewards(p, channelId, rewards, fundings, payAlice, payBob);
         emit Finalized(channelId, version, payAlice, payBob);
 
         _payout(p.token, p.alice, payAlice);
@@ -341,7 +363,8 @@ contract MSContract is Channels {
      * @dev Phase Open, or Closing (also after the deadline, until someone finalizes) when its
      * version is strictly above the registered channel version. The final state's cash is paid
      * as it is: nanocontracts listed, registered or executed on chain no longer count once both
-     * signed it. Emits {CooperativelyClosed}; the channel is Closed.
+     * signed it, and no watchtower's reward is paid. Emits {CooperativelyClosed}; the channel is
+     * Closed.
      * @param sigAlice the EIP-712 signature of `p.alice` on `s`.
      * @param sigBob the EIP-712 signature of `p.bob` on `s`.
      */
@@ -364,8 +387,9 @@ contract MSContract is Channels {
         _checkSignature(digest, sigAlice, p.alice);
         _checkSignature(digest, sigBob, p.bob);
 
+        _forgetChannelReward(ch, channelId);
         _markClosed(ch);
-        if (closing) delete _fundingsHash[channelId]; // only `close` writes it
+        if (closing) delete _fundingsHash[channelId]; // only `close` and `refute` write it
         emit CooperativelyClosed(channelId, s.version, s.cashAlice, s.cashBob);
 
         _payout(p.token, p.alice, s.cashAlice);
@@ -428,6 +452,154 @@ contract MSContract is Channels {
     }
 
     // ------------------------------------------------------------------ internals
+
+    /// @dev Each amount of `s`, and their sum, at most the deposits.
+    function _checkAmounts(Params calldata p, NanocontractState calldata s) private pure {
+        uint256 total = p.depositAlice + p.depositBob;
+        if (
+            s.blockedAlice > total || s.blockedBob > total || s.releasedAlice > total || s.releasedBob > total
+                || s.blockedAlice + s.blockedBob + s.releasedAlice + s.releasedBob > total
+        ) revert MSContractAmountTooLarge(s.nid);
+    }
+
+    /// @dev The effects of `close` and `refute`, for a checked state of this channel.
+    function _registerChannelState(Params calldata p, Channel storage ch, ChannelState calldata s) private {
+        bytes32 channelId = s.channelId;
+        _forgetChannelReward(ch, channelId);
+        uint40 deadline = _registerClose(ch, p, s.version, s.cashAlice);
+        _fundingsHash[channelId] = _hashFundings(s.nanocontracts);
+        emit CloseRegistered(channelId, msg.sender, s.version, s.cashAlice, s.cashBob, s.nanocontracts, deadline);
+    }
+
+    /// @dev Apart from `registerFor`, so that its stack fits.
+    function _rewardRegistration(
+        Channel storage ch,
+        Params calldata p,
+        NanocontractState calldata s,
+        bool fromBob,
+        uint256 amount
+    ) private {
+        _recordNanocontractReward(ch, p, s.channelId, s.nid, fromBob, amount);
+    }
+
+    /// @dev `register`'s timing and signature rules and its effects, for a state of this channel
+    /// (`s.channelId` checked) signed by `signer`.
+    function _register(
+        Params calldata p,
+        Channel storage ch,
+        NanocontractState calldata s,
+        bytes calldata sig,
+        address signer
+    ) private {
+        bytes32 channelId = s.channelId;
+        Registered storage nc = _nanocontracts[channelId][s.nid];
+        uint40 windowEnd = nc.windowEnd;
+        if (windowEnd != 0) {
+            // A replacement may come until the window's end, even after a closing channel's D:
+            // the window of a registration made at D must be answerable too.
+            if (block.timestamp > windowEnd) revert ChannelsDisputeWindowOver(windowEnd);
+            if (s.version <= nc.version) revert ChannelsStaleVersion(nc.version, s.version);
+        } else {
+            if (ch.phase == Phase.Closing && block.timestamp > ch.deadline) revert ChannelsDisputeWindowOver(ch.deadline);
+            windowEnd = uint40(block.timestamp + p.delta);
+        }
+        _checkSignature(hashNanocontractState(s), sig, signer);
+
+        _forgetNanocontractReward(ch, channelId, s.nid);
+        nc.app = s.app;
+        nc.windowEnd = windowEnd;
+        nc.since = windowEnd;
+        nc.version = s.version;
+        nc.blockedAlice = uint128(s.blockedAlice);
+        nc.blockedBob = uint128(s.blockedBob);
+        nc.releasedAlice = uint128(s.releasedAlice);
+        nc.releasedBob = uint128(s.releasedBob);
+        uint40 settleBy = _settleBy(s);
+        nc.settleBy = settleBy;
+        nc.data = s.data;
+        emit NanocontractRegistered(channelId, s.nid, msg.sender, s.version, windowEnd, settleBy);
+    }
+
+    /// @dev `execute`'s rules and effects, with Bob as the app's caller if `byBob`, else Alice.
+    function _execute(
+        Params calldata p,
+        bytes32 channelId,
+        Channel storage ch,
+        bytes32 nid,
+        uint8 fun,
+        bytes calldata z,
+        bool byBob
+    ) private {
+        Registered storage nc = _nanocontracts[channelId][nid];
+        if (nc.windowEnd == 0) revert MSContractNotRegistered(nid);
+        if (ch.phase == Phase.Closing) {
+            uint256 end = _settlementEnd(ch, p, nc);
+            if (block.timestamp > end) revert MSContractSettlementOver(end);
+        }
+        if (block.timestamp <= nc.windowEnd) revert MSContractWindowOpen(nid, nc.windowEnd);
+        uint256 blocked = uint256(nc.blockedAlice) + nc.blockedBob;
+        if (blocked == 0) revert MSContractTerminated(nid);
+
+        INanocontract.AppState memory next = INanocontract(nc.app).transition(
+            INanocontract.Context(byBob ? 1 : 0, block.timestamp, nc.since),
+            fun,
+            z,
+            INanocontract.AppState(nc.blockedAlice, nc.blockedBob, nc.releasedAlice, nc.releasedBob, nc.data)
+        );
+        // Each amount is bounded by what the nanocontract holds before anything is added, so no
+        // result, however large, can overflow the sums.
+        uint256 held = blocked + nc.releasedAlice + nc.releasedBob;
+        if (
+            next.blockedAlice > held || next.blockedBob > held || next.releasedAlice > held
+                || next.releasedBob > held || next.blockedAlice + next.blockedBob > blocked
+                || next.releasedAlice < nc.releasedAlice || next.releasedBob < nc.releasedBob
+                || next.blockedAlice + next.blockedBob + next.releasedAlice + next.releasedBob != held
+        ) revert MSContractNotConserved(nid);
+
+        uint64 version = nc.version + 1;
+        nc.version = version;
+        nc.since = uint40(block.timestamp);
+        nc.blockedAlice = uint128(next.blockedAlice);
+        nc.blockedBob = uint128(next.blockedBob);
+        nc.releasedAlice = uint128(next.releasedAlice);
+        nc.releasedBob = uint128(next.releasedBob);
+        nc.data = next.data;
+        emit NanocontractExecuted(
+            channelId,
+            nid,
+            msg.sender,
+            fun,
+            version,
+            next.blockedAlice,
+            next.blockedBob,
+            next.releasedAlice,
+            next.releasedBob,
+            next.data
+        );
+    }
+
+    /// @dev The rewards of `finalize`: the channel state's tower, then the tower of each listed
+    /// nanocontract whose registered state counts (as in `finalize`'s payout).
+    function _payRewards(
+        Params calldata p,
+        bytes32 channelId,
+        uint8 rewards,
+        Funding[] calldata fundings,
+        uint256 payAlice,
+        uint256 payBob
+    ) private returns (uint256, uint256) {
+        (payAlice, payBob) = _payChannelReward(p, channelId, rewards, payAlice, payBob);
+        if (rewards & _REWARD_NANOCONTRACTS == 0) return (payAlice, payBob);
+        for (uint256 i = 0; i < fundings.length; ++i) {
+            Funding calldata f = fundings[i];
+            Registered storage nc = _nanocontracts[channelId][f.nid];
+            uint256 held = uint256(nc.blockedAlice) + nc.releasedAlice + nc.blockedBob + nc.releasedBob;
+            if (nc.windowEnd != 0 && held == f.alice + f.bob) {
+                (payAlice, payBob) = _payNanocontractReward(p, channelId, f.nid, payAlice, payBob);
+            }
+        }
+        return (payAlice, payBob);
+    }
 
     /// @dev Zero for no nanocontract, so a close without any writes no new storage slot.
     function _hashFundings(Funding[] calldata fundings) private pure returns (bytes32) {

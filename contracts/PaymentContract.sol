@@ -2,19 +2,22 @@
 pragma solidity ^0.8.24;
 
 import {Channels} from "./Channels.sol";
+import {Watchtowers} from "./Watchtowers.sol";
 
 /**
  * @title PaymentContract
  * @notice Perun's basic two-party payment channels (create, confirm, refund, close, finalize),
- * plus a cooperative close. One deployment holds every channel, keyed by its id.
+ * plus a cooperative close and refutation by a watchtower. One deployment holds every channel,
+ * keyed by its id.
  *
- * @dev Opening, signatures and payouts come from {Channels}. Each party keeps the latest state
+ * @dev Opening, signatures and payouts come from {Channels}, towers and their rewards from
+ * {Watchtowers}. Each party keeps the latest state
  * signed by the *other* party; `close` accepts such a state, and within the dispute window Δ a
  * strictly higher version replaces it without extending the window. There is no punishment for
  * closing with an older state: a party whose counterparty went silent after an update can only
  * hold the previous version. See docs/protocol.md for the exact rules.
  */
-contract PaymentContract is Channels {
+contract PaymentContract is Watchtowers {
     /// @notice An off-chain state, signed by one party with EIP-712.
     struct PaymentState {
         bytes32 channelId;
@@ -46,7 +49,8 @@ contract PaymentContract is Channels {
         uint256 balanceBob,
         uint256 deadline
     );
-    /// @notice The dispute window ended and the registered state was paid out.
+    /// @notice The dispute window ended and the registered state was paid out: what each party
+    /// got, after any watchtower's reward (see {RewardPaid}).
     event Finalized(bytes32 indexed channelId, uint64 version, uint256 balanceAlice, uint256 balanceBob);
     /// @notice A final state signed by both parties was paid out.
     event CooperativelyClosed(bytes32 indexed channelId, uint64 version, uint256 balanceAlice, uint256 balanceBob);
@@ -72,13 +76,51 @@ contract PaymentContract is Channels {
             _checkSignature(hashPaymentState(s), sig, counterparty);
         }
 
+        _forgetChannelReward(ch, channelId);
         uint40 deadline = _registerClose(ch, p, s.version, s.balanceAlice);
         emit CloseRegistered(channelId, msg.sender, s.version, s.balanceAlice, s.balanceBob, deadline);
     }
 
     /**
+     * @notice A watchtower's answer to a stale close, on behalf of the party that signed `m`:
+     * registers `s`, signed by the other party, as `close` would for that party, and records
+     * `m.reward` for the caller, paid from that party's payout at finalize if `s` is still
+     * registered then.
+     * @dev Phase Closing, until the deadline, a strictly higher version. The caller must be
+     * `m.tower`; `m` must name this channel, nid 0, `s.version` and the digest of `s`; the reward
+     * at most the signer's balance in `s`. Emits {CloseRegistered} (by the tower) and, for a
+     * reward, {RewardRecorded}.
+     * @param sig the EIP-712 signature on `s` of the party that did not sign `m`.
+     * @param mSig the EIP-712 signature of Alice or Bob on `m`.
+     */
+    function refute(
+        Params calldata p,
+        PaymentState calldata s,
+        bytes calldata sig,
+        Monitoring calldata m,
+        bytes calldata mSig
+    ) external {
+        bytes32 channelId = channelIdOf(p);
+        Channel storage ch = _refutable(channelId);
+        bytes32 digest = hashPaymentState(s);
+        _checkMonitored(m, bytes32(0), s.version);
+        bool fromBob = _checkMonitoring(p, channelId, m, mSig, digest);
+        _checkState(channelId, p, s.channelId, s.balanceAlice, s.balanceBob);
+        _checkRewardWithin(m.reward, fromBob ? s.balanceBob : s.balanceAlice);
+        _checkReplaceable(ch, s.version);
+        _checkSignature(digest, sig, fromBob ? p.alice : p.bob);
+
+        _forgetChannelReward(ch, channelId);
+        uint40 deadline = _registerClose(ch, p, s.version, s.balanceAlice);
+        _recordChannelReward(ch, p, channelId, fromBob, m.reward);
+        emit CloseRegistered(channelId, msg.sender, s.version, s.balanceAlice, s.balanceBob, deadline);
+    }
+
+    /**
      * @notice Pays out the registered state once the dispute window is over. Anyone may call it.
-     * @dev Phase Closing, after the deadline. Emits {Finalized}; the channel is Closed.
+     * @dev Phase Closing, after the deadline. A watchtower whose refutation is the registered
+     * state gets its reward from its party's payout first. Emits {RewardPaid} if so, and
+     * {Finalized}; the channel is Closed.
      */
     function finalize(Params calldata p) external {
         bytes32 channelId = channelIdOf(p);
@@ -87,9 +129,11 @@ contract PaymentContract is Channels {
         if (block.timestamp <= ch.deadline) revert ChannelsFinalizeTooEarly(ch.deadline);
 
         uint64 version = ch.version;
+        uint8 rewards = ch.rewards;
         uint256 balanceAlice = ch.balanceAlice;
         uint256 balanceBob = p.depositAlice + p.depositBob - balanceAlice;
         _markClosed(ch);
+        (balanceAlice, balanceBob) = _payChannelReward(p, channelId, rewards, balanceAlice, balanceBob);
         emit Finalized(channelId, version, balanceAlice, balanceBob);
 
         _payout(p.token, p.alice, balanceAlice);
@@ -99,7 +143,8 @@ contract PaymentContract is Channels {
     /**
      * @notice Pays out a final state signed by both parties, at once. Anyone may submit it.
      * @dev Phase Open, or Closing (also after the deadline, until someone finalizes) when its
-     * version is above the registered one. Emits {CooperativelyClosed}; the channel is Closed.
+     * version is above the registered one; a watchtower's recorded reward is then not paid.
+     * Emits {CooperativelyClosed}; the channel is Closed.
      */
     function cooperativeClose(
         Params calldata p,
@@ -117,6 +162,7 @@ contract PaymentContract is Channels {
         _checkSignature(digest, sigAlice, p.alice);
         _checkSignature(digest, sigBob, p.bob);
 
+        _forgetChannelReward(ch, channelId);
         _markClosed(ch);
         emit CooperativelyClosed(channelId, s.version, s.balanceAlice, s.balanceBob);
 

@@ -306,6 +306,31 @@ ChannelsWithdrawFailed = _channels_error(
 ChannelsInvalidRecipient = _channels_error(
     "ChannelsInvalidRecipient", doc="A withdrawal to the zero address would burn the funds.")
 
+class WatchtowersError(ContractRejected):
+    """Base of the custom errors of a watchtower's submissions (Watchtowers.sol)."""
+
+
+def _tower_error(name: str, *bases: type[PerunError], doc: str) -> type[ContractRejected]:
+    return _contract_error(WatchtowersError, name, *bases, doc=doc)
+
+
+WatchtowersWrongTower = _tower_error(
+    "WatchtowersWrongTower", doc="The authorisation names another tower than the caller.")
+WatchtowersWrongNanocontract = _tower_error(
+    "WatchtowersWrongNanocontract", doc="The authorisation names another nanocontract (or the channel's own state).")
+WatchtowersWrongVersion = _tower_error(
+    "WatchtowersWrongVersion", doc="The authorisation names another version than the submitted state's.")
+WatchtowersWrongState = _tower_error(
+    "WatchtowersWrongState", doc="The authorisation names another state (its EIP-712 digest) than the one submitted.")
+WatchtowersWrongCall = _tower_error(
+    "WatchtowersWrongCall", doc="The authorisation names another function or argument than the call.")
+WatchtowersNotAParty = _tower_error(
+    "WatchtowersNotAParty", InvalidSignature, doc="The authorisation is not signed by Alice or Bob.")
+WatchtowersRewardTooLarge = _tower_error(
+    "WatchtowersRewardTooLarge", AmountOutOfRange,
+    doc="The reward is above what its payer holds in the submitted state (or above MAX_REWARD).")
+
+
 class MSContractError(ContractRejected):
     """Base of MSContract's own custom errors."""
 

@@ -60,7 +60,7 @@ PROJECT_CONTRACTS = ("PaymentContract", "MSContract", "HashTimeLock", "TicTacToe
 
 def test_every_contract_error_has_its_python_class() -> None:
     in_abi = {item["name"] for name in PROJECT_CONTRACTS for item in load(name)["abi"] if item["type"] == "error"}
-    ours = {name for name in in_abi if name.startswith(("Channels", *PROJECT_CONTRACTS))}
+    ours = {name for name in in_abi if name.startswith(("Channels", "Watchtowers", *PROJECT_CONTRACTS))}
     assert ours == set(errors.CONTRACT_ERRORS)
     for name, cls in errors.CONTRACT_ERRORS.items():
         assert getattr(errors, name) is cls and issubclass(cls, errors.PerunError)

@@ -11,6 +11,7 @@ from eth_utils import to_checksum_address
 from perun.chain.backend import Chain, Sender, Transaction
 from perun.core.channel import ETH, Params, Phase
 from perun.core.eip712 import Domain
+from perun.core.monitoring import Execution, Monitoring
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class OnChainChannel:
     deadline: int
     version: int
     balance_alice: int
+    rewards: int = 0  # bits: 1 a tower's reward for the registered state, 2 for nanocontracts
 
 
 @dataclass(frozen=True)
@@ -104,8 +106,14 @@ class ChannelsContract:
         return params.channel_id(self.chain.chain_id, self.address)
 
     def channel(self, channel_id: bytes) -> OnChainChannel:
-        phase, deadline, version, balance_alice = self.contract.functions.channel(channel_id).call()
-        return OnChainChannel(Phase(phase), deadline, version, balance_alice)
+        phase, deadline, version, balance_alice, rewards = self.contract.functions.channel(channel_id).call()
+        return OnChainChannel(Phase(phase), deadline, version, balance_alice, rewards)
+
+    def authorisation_digest(self, authorisation: Monitoring | Execution) -> bytes:
+        """The contract's own EIP-712 digest of a tower's authorisation, to check the Python one against."""
+        if isinstance(authorisation, Monitoring):
+            return bytes(self.contract.functions.hashMonitoring(authorisation.as_abi()).call())
+        return bytes(self.contract.functions.hashExecution(authorisation.as_abi()).call())
 
     def owed(self, account: str, token: str = ETH) -> int:
         return self.contract.functions.owed(to_checksum_address(account), to_checksum_address(token)).call()

@@ -10,6 +10,7 @@ from perun.chain.backend import Sender
 from perun.chain.channels import ChannelsContract, Receipt
 from perun.core.channel import Params
 from perun.core.eip712 import MS_CONTRACT_NAME
+from perun.core.monitoring import Execution, Monitoring
 from perun.core.multistate import ChannelState, FinalChannelState, Funding, NanocontractState
 
 
@@ -54,12 +55,34 @@ class MSContract(ChannelsContract):
         """Runs function `fun` of a registered nanocontract's app with argument `z`."""
         return self._transact(sender, self.contract.functions.execute(params.as_abi(), nid, fun, z))
 
+    def register_for(self, sender: Sender, params: Params, state: NanocontractState, signature: bytes,
+                     monitoring: Monitoring, authorisation: bytes) -> Receipt:
+        """A tower (`sender`) registers a nanocontract state signed by one party, on behalf of the
+        other, whose `authorisation` signs `monitoring`."""
+        call = self.contract.functions.registerFor(params.as_abi(), state.as_abi(), signature, monitoring.as_abi(),
+                                                   authorisation)
+        return self._transact(sender, call)
+
+    def execute_for(self, sender: Sender, params: Params, nid: bytes, fun: int, z: bytes, execution: Execution,
+                    authorisation: bytes) -> Receipt:
+        """A tower (`sender`) makes the call `execution` names, as the party whose `authorisation` signs it."""
+        call = self.contract.functions.executeFor(params.as_abi(), nid, fun, z, execution.as_abi(), authorisation)
+        return self._transact(sender, call)
+
     # ------------------------------------------------------------------ closing
 
     def close(self, sender: Sender, params: Params, state: ChannelState, signature: bytes = b"") -> Receipt:
         """Registers a channel state signed by the sender's counterparty (unsigned for the
         initial state)."""
         return self._transact(sender, self.contract.functions.close(params.as_abi(), state.as_abi(), signature))
+
+    def refute(self, sender: Sender, params: Params, state: ChannelState, signature: bytes,
+               monitoring: Monitoring, authorisation: bytes) -> Receipt:
+        """A tower (`sender`) answers a stale close with channel state `state`, signed by one party,
+        on behalf of the other, whose `authorisation` signs `monitoring`."""
+        call = self.contract.functions.refute(params.as_abi(), state.as_abi(), signature, monitoring.as_abi(),
+                                              authorisation)
+        return self._transact(sender, call)
 
     def finalize(self, sender: Sender, params: Params, nanocontracts: tuple[Funding, ...]) -> Receipt:
         """Pays out the channel; `nanocontracts` are those of the registered channel state."""

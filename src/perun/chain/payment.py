@@ -6,6 +6,7 @@ from perun.chain.backend import Sender
 from perun.chain.channels import ChannelsContract, Event, OnChainChannel, Receipt
 from perun.core.channel import Params, PaymentState
 from perun.core.eip712 import PAYMENT_CONTRACT_NAME
+from perun.core.monitoring import Monitoring
 
 __all__ = ["Event", "OnChainChannel", "PaymentContract", "Receipt"]
 
@@ -21,6 +22,14 @@ class PaymentContract(ChannelsContract):
     def close(self, sender: Sender, params: Params, state: PaymentState, signature: bytes = b"") -> Receipt:
         """Registers `state`, signed by the sender's counterparty (unsigned for version 0)."""
         return self._transact(sender, self.contract.functions.close(params.as_abi(), state.as_abi(), signature))
+
+    def refute(self, sender: Sender, params: Params, state: PaymentState, signature: bytes,
+               monitoring: Monitoring, authorisation: bytes) -> Receipt:
+        """A tower (`sender`) answers a stale close with `state`, signed by one party, on behalf of
+        the other, whose `authorisation` signs `monitoring`."""
+        call = self.contract.functions.refute(params.as_abi(), state.as_abi(), signature, monitoring.as_abi(),
+                                              authorisation)
+        return self._transact(sender, call)
 
     def finalize(self, sender: Sender, params: Params) -> Receipt:
         return self._transact(sender, self.contract.functions.finalize(params.as_abi()))
