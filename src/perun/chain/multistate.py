@@ -97,8 +97,8 @@ class MSContract(ChannelsContract):
         return self._transact(sender, call)
 
     def executed_call(self, tx_hash: bytes) -> tuple[bytes, int, bytes] | None:
-        """(nid, fun, z) of transaction `tx_hash` if it called this contract's `execute`
-        directly (a contract wallet's call is not visible this way), else None."""
+        """(nid, fun, z) of transaction `tx_hash` if it called this contract's `execute`, or a
+        tower's `executeFor`, directly (a contract wallet's call is not visible this way), else None."""
         tx = self.chain.w3.eth.get_transaction(tx_hash)
         if tx["to"] is None or to_checksum_address(tx["to"]) != self.address:
             return None
@@ -106,7 +106,7 @@ class MSContract(ChannelsContract):
             function, args = self.contract.decode_function_input(tx["input"])
         except ValueError:
             return None
-        if function.fn_name != "execute":
+        if function.fn_name not in ("execute", "executeFor"):
             return None
         return bytes(args["nid"]), args["fun"], bytes(args["z"])
 
