@@ -7,6 +7,7 @@ from hypothesis import given, strategies as st
 
 from perun import errors
 from perun.core.channel import Params
+from perun.core.monitoring import MAX_REWARD
 from perun.wire import messages as m
 
 CID = bytes(range(32))
@@ -35,6 +36,10 @@ SAMPLES = [
     m.MultistateClose(CID, 9, 4, 1_800_000_000_000, SIG),
     m.ReestablishDone(),
     m.ReestablishSummary(2**64 - 1, bytes(range(256)) * 4),
+    m.Monitor("0x" + "12" * 20, "0x" + "56" * 20, "0x" + "00" * 20, 10**18, 5, 3600, 2**256 - 1, 2**64 - 1,
+              2**128 - 1, 0, SIG, MAX_REWARD, SIG),
+    m.Monitor("0x" + "12" * 20, "0x" + "56" * 20, "0x" + "00" * 20, 0, 0, 1, 0, 0, 0, 0, SIG, 0, SIG),
+    m.MonitorAck(CID, 2**64 - 1),
 ]
 
 
@@ -142,8 +147,21 @@ def test_a_summary_holds_64_digests_of_16_bytes():
         m.decode(m.PROTOCOL_VERSION, m.ReestablishDone.TYPE, b"\x00")
 
 
+def test_a_monitor_names_a_reward_the_contract_can_store():
+    sample = m.Monitor("0x" + "12" * 20, "0x" + "56" * 20, "0x" + "00" * 20, 10, 5, 3600, 7, 3, 12, 3, SIG, 1, SIG)
+    raw = bytearray(sample.encode())
+    reward_at = 2 + 3 * 20 + 32 + 32 + 8 + 32 + 8 + 32 + 32 + 65
+    raw[reward_at:reward_at + 32] = (MAX_REWARD + 1).to_bytes(32, "big")
+    with pytest.raises(errors.MalformedMessage, match="reward"):
+        m.decode_message(bytes(raw))
+    raw[reward_at:reward_at + 32] = MAX_REWARD.to_bytes(32, "big")
+    assert m.decode_message(bytes(raw)).reward == MAX_REWARD
+    assert sample.params() == Params("0x" + "12" * 20, "0x" + "56" * 20, 10, 5, 3600, 7)
+    assert len(sample.encode()) <= m.MAX_FRAME
+
+
 def test_every_message_type_is_listed_once():
-    assert sorted(m.MESSAGES) == list(range(3, 19))  # 1 and 2 were version 2's handshake
+    assert sorted(m.MESSAGES) == list(range(3, 21))  # 1 and 2 were version 2's handshake
     assert {type(x) for x in SAMPLES} == set(m.MESSAGES.values())
 
 
@@ -155,4 +173,18 @@ def test_random_bytes_decode_or_raise_malformed(body, version, type_):
         return
     except errors.ValidationError:  # a well-formed frame whose params are invalid
         return
+    assert m.decode_message(message.encode()) == message
+
+
+MONITOR_BODY = len(SAMPLES[-3].encode()) - 2
+
+
+@given(st.binary(min_size=MONITOR_BODY, max_size=MONITOR_BODY))
+def test_random_monitor_bodies_decode_or_raise_malformed(body):
+    """A Monitor is longer than the bodies drawn above: bodies of its own size, to reach its checks."""
+    try:
+        message = m.decode(m.PROTOCOL_VERSION, m.Monitor.TYPE, body)
+    except errors.MalformedMessage:
+        return
+    assert message.reward <= MAX_REWARD
     assert m.decode_message(message.encode()) == message

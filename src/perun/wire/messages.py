@@ -18,6 +18,7 @@ from eth_utils import to_checksum_address
 from perun import errors
 from perun.core.channel import Params
 from perun.core.machine import SUMMARY_BUCKETS, SUMMARY_DIGEST
+from perun.core.monitoring import MAX_REWARD
 
 PROTOCOL_VERSION = 3
 MAX_FRAME = 4096  # a message's bytes; the largest, NanocontractCreate with 1024 bytes of data, has 1322
@@ -403,11 +404,54 @@ class MultistateClose(Message):
     sig_final: bytes
 
 
+@dataclass(frozen=True)
+class Monitor(Message):
+    """A party hands a watchtower its latest state of a payment channel (docs/protocol.md §12):
+    the channel's parameters (as ProposeChannel carries them), the state's version and balances,
+    the other party's signature on it, the reward the party pays the tower should its refutation
+    stand, and the party's signature on the Monitoring that authorises the tower. The tower
+    rebuilds that Monitoring itself (itself as tower, the channel's own slot, the state's digest
+    in the channel contract's domain), so no field of it travels but the reward."""
+
+    TYPE = 19
+    LAYOUT = ("addr", "addr", "addr", "u256", "u256", "u64", "u256", "u64", "u256", "u256", "sig", "u256", "sig")
+    alice: str
+    bob: str
+    token: str
+    deposit_alice: int
+    deposit_bob: int
+    delta: int
+    nonce: int
+    version: int
+    balance_alice: int
+    balance_bob: int
+    signature: bytes  # the other party's, on the state
+    reward: int
+    authorisation: bytes  # the party's, on the Monitoring
+
+    def _check(self) -> None:
+        if self.reward > MAX_REWARD:  # the contract stores a reward in 88 bits
+            raise errors.MalformedMessage(f"Monitor names a reward of {self.reward}, more than {MAX_REWARD}")
+
+    def params(self) -> Params:
+        return Params(self.alice, self.bob, self.deposit_alice, self.deposit_bob, self.delta, self.nonce, self.token)
+
+
+@dataclass(frozen=True)
+class MonitorAck(Message):
+    """The tower stored the state of channel `channel_id` at `version` (the latest it holds)."""
+
+    TYPE = 20
+    LAYOUT = ("b32", "u64")
+    channel_id: bytes
+    version: int
+
+
 MESSAGES: dict[int, type[Message]] = {
     cls.TYPE: cls for cls in (
         Error, ProposeChannel, AcceptChannel, Update, UpdateAck, Reestablish, StateSync,
         ProposeMultistate, NanocontractCreate, NanocontractCall, NanocontractAbsorb, NanocontractAck, VirtualClose,
-        MultistateClose, ReestablishDone, ReestablishSummary,
+        MultistateClose, ReestablishDone, ReestablishSummary, Monitor, MonitorAck,
     )
 }
 
