@@ -39,6 +39,7 @@ from perun.protocols.channels import OPEN_TIME
 from perun.protocols.multistate import REPLY_TIME, Multistate
 from perun.protocols.payment import ChannelInfo, Payment
 from perun.protocols.policy import ChannelPolicy
+from perun.protocols.tower import Tower
 from perun.protocols.virtual import APP as VIRTUAL_APP
 from perun.protocols.virtual import HubPolicy, Virtual
 from perun.runtime import Runtime
@@ -47,7 +48,7 @@ from perun.wire.limits import Limits
 
 RESPONSE_TIMEOUT = 10.0
 
-__all__ = ["CRASH_POINTS", "ChannelInfo", "Node", "OPEN_TIME", "REPLY_TIME", "RESPONSE_TIMEOUT"]
+__all__ = ["CRASH_POINTS", "ChannelInfo", "Node", "OPEN_TIME", "REPLY_TIME", "RESPONSE_TIMEOUT", "Watchtower"]
 
 # Every crash point a node may pass (perun.runtime.faults), for scenarios to name.
 CRASH_POINTS = tuple(dict.fromkeys((*Payment.crash_points, *Multistate.crash_points, *Virtual.crash_points)))
@@ -241,3 +242,62 @@ class Node:
     async def on_chain(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Runs a blocking chain call on the node's chain thread (inline on the embedded chain)."""
         return await self.runtime.on_chain(fn, *args)
+
+
+class Watchtower:
+    """A watchtower (docs/protocol.md §12): a runtime that runs only the tower protocol, with its
+    own key (which pays its transactions and is paid its rewards), store, chain follower and
+    listening port. Parties on the PaymentContract at `contract` connect to it and hand it their
+    latest states (Node's `towers`); it refutes stale closes of their channels on their behalf.
+
+        async with Watchtower(key, chain, contract_address, "tower.db", port=9735) as tower:
+            ...
+    """
+
+    def __init__(self, key: bytes | str | LocalAccount, chain: Chain, contract: str, store_path: Path | str,
+                 host: str = "127.0.0.1", port: int = 0, *, poll_interval: float = 0.25,
+                 response_timeout: float = RESPONSE_TIMEOUT, name: str | None = None, confirmations: int | None = None,
+                 fees: FeePolicy = FeePolicy(), limits: Limits = Limits()) -> None:
+        if confirmations is None:
+            confirmations = default_confirmations(chain.chain_id)
+        self.runtime = rt = Runtime(key, chain, (chain.chain_id, to_checksum_address(contract)), store_path,
+                                    host=host, port=port, name=name, poll_interval=poll_interval,
+                                    response_timeout=response_timeout, confirmations=confirmations, fees=fees,
+                                    limits=limits)
+        self.tower = Tower(rt, contract)
+        rt.registry.register(self.tower)
+        rt.faults.declare(self.tower.crash_points)
+        self.address, self.name, self.store, self.faults = rt.address, rt.name, rt.store, rt.faults
+        self.records = self.tower.records
+
+    async def start(self) -> Watchtower:
+        await self.runtime.start()
+        return self
+
+    async def stop(self) -> None:
+        await self.runtime.stop()
+
+    def kill(self) -> None:
+        """Stops dead, as SIGKILL stops a process (see Node.kill)."""
+        self.runtime.kill()
+
+    async def __aenter__(self) -> Watchtower:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        return self.runtime.peers.port
+
+    async def sync(self) -> None:
+        """Reads the chain now and does what is due."""
+        await self.runtime.follower.poll()
+
+    async def wait_for(self, cid: bytes, predicate: Callable[[Any], bool], timeout: float = 30.0) -> Any:
+        """Waits until the tower's record of channel `cid` satisfies `predicate`."""
+        return await self.runtime.wait_for(cid, predicate, timeout)
+
+    def describe(self, cid: bytes) -> dict[str, Any]:
+        return self.tower.describe(cid)

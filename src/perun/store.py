@@ -31,9 +31,12 @@ from perun.core.eip712 import Domain
 from perun.core.machine import ChannelRecord, Proposal, Role, Stage
 from perun.core.msmachine import Intent, Kind, MSProposal, MSRecord, OnChain, Signed
 from perun.core.multistate import ChannelState, FinalChannelState, Funding, NanocontractState
+from perun.core.tower import Watched
 from perun.core.virtual import Half, Position, Seen, VirtualRecord
 
-SCHEMA_VERSION = 2  # 2: channel_deltas (a store of version 1 gains the table, and is version 2)
+# 2: channel_deltas; 3: watched (a watchtower's channels). An older store gains the new tables
+# (CREATE TABLE IF NOT EXISTS) and is then of this version.
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 10_000  # how long a write waits for the other connection's
 
 SCHEMA = """
@@ -72,6 +75,8 @@ CREATE TABLE IF NOT EXISTS ms_states (
 );
 CREATE TABLE IF NOT EXISTS transactions (nonce INTEGER PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS virtual_channels (id BLOB PRIMARY KEY, record TEXT NOT NULL);
+-- A watchtower's channels: one row each, the latest state handed over replacing the one before.
+CREATE TABLE IF NOT EXISTS watched (channel_id BLOB PRIMARY KEY, record TEXT NOT NULL);
 """
 
 
@@ -113,7 +118,7 @@ class Store:
         if not found:
             self.commit(meta=identity)
             return
-        if found.get("schema") == "1":  # the only change since: the new table, created above
+        if found.get("schema") in ("1", "2"):  # the only changes since: new tables, created above
             self.commit(meta={"schema": str(SCHEMA_VERSION)})
             found["schema"] = str(SCHEMA_VERSION)
         for key, value in identity.items():
@@ -166,6 +171,10 @@ class Store:
     def virtual_channels(self) -> list[VirtualRecord]:
         return [_virtual_from_json(row[0]) for row in self.db.execute("SELECT record FROM virtual_channels")]
 
+    def watched(self) -> list[Watched]:
+        """A watchtower's records of the channels it watches."""
+        return [_watched_from_json(row[1], bytes(row[0])) for row in self.db.execute("SELECT * FROM watched")]
+
     def ms_states(self, channel_id: bytes) -> list[Signed]:
         """Every state of the multistate channel and its nanocontracts this node signed or holds a
         signature on: the channel states by version, then the nanocontracts' by nid and version."""
@@ -182,7 +191,7 @@ class Store:
 
     def commit(
         self,
-        records: Iterable[ChannelRecord | MSRecord | VirtualRecord] = (),
+        records: Iterable[ChannelRecord | MSRecord | VirtualRecord | Watched] = (),
         states: Iterable[SignedState | Signed] = (),
         peers: Iterable[tuple[str, str, int]] = (),
         meta: dict[str, str] | None = None,
@@ -541,7 +550,46 @@ def _virtual_from_json(text: str) -> VirtualRecord:
     )
 
 
+# ---------------------------------------------------------------------- watchtower record encoding
+
+
+def _watched_to_json(rec: Watched) -> str:
+    return json.dumps({
+        "params": _params_json(rec.params),
+        "client": rec.client,
+        "state": _state_json(rec.state),
+        "signature": rec.signature.hex(),
+        "reward": str(rec.reward),
+        "authorisation": rec.authorisation.hex(),
+        "registered": rec.registered,
+        "deadline": rec.deadline,
+        "refuted": rec.refuted,
+        "closed": rec.closed,
+        "reward_paid": str(rec.reward_paid) if rec.reward_paid is not None else None,
+    })
+
+
+def _watched_from_json(text: str, cid: bytes) -> Watched:
+    """`cid` is the key of the record's row (see `_record_from_json`)."""
+    d = json.loads(text)
+    return Watched(
+        params=_params_from(d["params"]),
+        channel_id=cid,
+        client=d["client"],
+        state=_state_from(cid, d["state"]),
+        signature=bytes.fromhex(d["signature"]),
+        reward=int(d["reward"]),
+        authorisation=bytes.fromhex(d["authorisation"]),
+        registered=d["registered"],
+        deadline=d["deadline"],
+        refuted=d["refuted"],
+        closed=d["closed"],
+        reward_paid=int(d["reward_paid"]) if d["reward_paid"] is not None else None,
+    )
+
+
 # Where each kind of record and state is written.
 _TABLES: dict[type, str] = {ChannelRecord: "channels", MSRecord: "ms_channels", VirtualRecord: "virtual_channels",
-                            SignedState: "states", Signed: "ms_states"}
-_ENCODE = {ChannelRecord: _record_to_json, MSRecord: _ms_record_to_json, VirtualRecord: _virtual_to_json}
+                            Watched: "watched", SignedState: "states", Signed: "ms_states"}
+_ENCODE = {ChannelRecord: _record_to_json, MSRecord: _ms_record_to_json, VirtualRecord: _virtual_to_json,
+           Watched: _watched_to_json}

@@ -8,14 +8,16 @@ from eth_account import Account
 
 from perun import errors
 from perun.core import msmachine as ms
+from perun.core import tower
 from perun.core import virtual as vr
 from perun.core.apps import ALICE as APP_ALICE
 from perun.core.apps import APPS
 from perun.core.apps import hashtimelock as htlc
 from perun.core.apps import virtualchannel as vc
 from perun.core.channel import Params, PaymentState
-from perun.core.eip712 import Domain
+from perun.core.eip712 import Domain, sign_state
 from perun.core.machine import Role, Stage, new_record, payment, propose
+from perun.core.monitoring import Monitoring, sign_authorisation
 from perun.core.multistate import ChannelState, FinalChannelState, ms_domain
 from perun.store import SignedState, Store
 
@@ -244,3 +246,26 @@ def test_a_virtual_channel_record_round_trips_exactly(tmp_path):
     store = Store(tmp_path / "v.db", BOB.address, 1337, DOMAIN.verifying_contract)
     assert sorted(store.virtual_channels(), key=lambda r: r.position) == sorted(records, key=lambda r: r.position)
     store.close()
+
+
+def test_a_towers_watched_channel_round_trips_and_replaces_its_row(tmp_path):
+    tower_address = Account.from_key(b"\x04" * 32).address
+    params = Params(ALICE.address, BOB.address, 2**128 - 2, 1, 600, 2**256 - 1)
+    cid = params.channel_id(DOMAIN.chain_id, DOMAIN.verifying_contract)
+
+    def watched(version, reward):
+        state = PaymentState(cid, version, 2**128 - 3, 2)
+        authorisation = sign_authorisation(DOMAIN, Monitoring.of(DOMAIN, state, tower_address, reward), BOB.key)
+        return tower.accept(None, DOMAIN, tower_address, params, version, state.balance_alice, state.balance_bob,
+                            sign_state(DOMAIN, state, ALICE.key), reward, authorisation)
+
+    path = tmp_path / "tower.db"
+    store = Store(path, tower_address, DOMAIN.chain_id, DOMAIN.verifying_contract)
+    store.commit([watched(3, 1)])
+    latest = replace(watched(2**64 - 1, 2), registered=1, deadline=99, refuted=2**64 - 1, reward_paid=2)
+    store.commit([latest])
+    store.close()
+    again = Store(path, tower_address, DOMAIN.chain_id, DOMAIN.verifying_contract)
+    assert again.watched() == [latest]  # one row per channel: the latest state only
+    assert again.db.execute("SELECT count(*) FROM watched").fetchone() == (1,)
+    assert again.channels() == []

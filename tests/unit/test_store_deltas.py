@@ -147,5 +147,5 @@ def test_a_store_of_schema_1_gains_the_delta_table(tmp_path) -> None:
     store.commit(meta={"schema": "1"})
     store.close()
     again = Store(path, ALICE.address, DOMAIN.chain_id, DOMAIN.verifying_contract)
-    assert again.meta("schema") == "2"
+    assert again.meta("schema") == "3"
     assert again.channels() == []

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Self
 from eth_utils import to_checksum_address
 
 from perun import errors
-from perun.core.channel import Params
+from perun.core.channel import Params, PaymentState
 from perun.core.machine import SUMMARY_BUCKETS, SUMMARY_DIGEST
 from perun.core.monitoring import MAX_REWARD
 
@@ -432,6 +432,12 @@ class Monitor(Message):
     def _check(self) -> None:
         if self.reward > MAX_REWARD:  # the contract stores a reward in 88 bits
             raise errors.MalformedMessage(f"Monitor names a reward of {self.reward}, more than {MAX_REWARD}")
+
+    @classmethod
+    def of(cls, params: Params, state: PaymentState, signature: bytes, reward: int, authorisation: bytes) -> Monitor:
+        return cls(params.alice, params.bob, params.token, params.deposit_alice, params.deposit_bob, params.delta,
+                   params.nonce, state.version, state.balance_alice, state.balance_bob, signature, reward,
+                   authorisation)
 
     def params(self) -> Params:
         return Params(self.alice, self.bob, self.deposit_alice, self.deposit_bob, self.delta, self.nonce, self.token)

@@ -1,0 +1,163 @@
+"""A watchtower for payment channels (docs/protocol.md §12): the I/O around perun.core.tower.
+
+A party hands the tower its latest state with a Monitor; the tower checks it, keeps it in place
+of the one it held (one record per channel, whatever the number of updates), and answers
+MonitorAck once it is stored. It follows the PaymentContract's events for the channels it
+watches: a close of a lower version is refuted with the state held, before the deadline; after
+the deadline, with its refutation still registered, the tower finalizes and is paid its reward.
+A runtime that runs only this protocol is a tower (perun.node.Watchtower).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from perun import errors
+from perun.chain.channels import Event, Receipt
+from perun.chain.payment import PaymentContract
+from perun.core import tower
+from perun.core.channel import Phase
+from perun.core.tower import Due, Watched
+from perun.runtime import Duty, Protocol, Runtime
+from perun.runtime.due import DueIndex
+from perun.runtime.protocol import json_amounts
+from perun.wire import messages as m
+from perun.wire.transport import Connection
+
+log = logging.getLogger("perun.tower")
+
+
+class Tower(Protocol):
+    """The channels a tower watches on the PaymentContract at `contract`."""
+
+    kind = "tower"
+    messages = (m.Monitor,)
+    record_type = Watched
+    crash_points = ("monitor-stored",)
+
+    def __init__(self, ctx: Runtime, contract: str) -> None:
+        self.ctx = ctx
+        self.contract = PaymentContract(ctx.chain, contract)
+        self.domain = self.contract.domain
+        self.records: dict[bytes, Watched] = {rec.channel_id: rec for rec in ctx.store.watched()}
+        # A poll looks only at the channels with a duty due (nearly all are at rest: no close).
+        self.due_index = DueIndex(lambda: self.records, lambda cid, now: tower.next_due(self.records[cid], now))
+
+    def put(self, rec: Watched) -> None:
+        self.records[rec.channel_id] = rec
+        self.due_index.changed(rec.channel_id)
+
+    # ------------------------------------------------------------------ messages
+
+    async def receive(self, conn: Connection, msg: m.Message) -> None:
+        if not isinstance(msg, m.Monitor):
+            raise errors.MalformedMessage(f"{type(msg).__name__} is not expected here")
+        params = msg.params()
+        cid = self.contract.channel_id(params)
+        if cid not in self.records:
+            # A channel not on chain would cost a row for nothing: the first state of each is checked there.
+            phase = (await self.ctx.on_chain(self.contract.channel, cid)).phase
+            if phase not in (Phase.OPEN, Phase.CLOSING):
+                raise errors.UnknownChannel(f"channel 0x{cid.hex()} is not open on chain ({phase.name.lower()})")
+        # Read after the await: a Monitor handled meanwhile counts.
+        new = tower.accept(self.records.get(cid), self.domain, self.ctx.address, params, msg.version,
+                           msg.balance_alice, msg.balance_bob, msg.signature, msg.reward, msg.authorisation)
+        def ack() -> None:
+            self.ctx.faults.point("monitor-stored")
+            conn.send(m.MonitorAck(cid, new.version))
+        self.ctx.save([new], then=ack)
+
+    def refusal(self, conn: Connection, msg: m.Message, exc: errors.PerunError) -> m.Error:
+        """Names the channel the Monitor is about, and in `signed` the version the tower holds
+        there: a client that lost an acknowledgement learns from a STALE_VERSION what it has."""
+        cid, held = bytes(32), 0
+        if isinstance(msg, m.Monitor):
+            try:
+                cid = self.contract.channel_id(msg.params())
+            except errors.ValidationError:
+                pass
+            rec = self.records.get(cid)
+            held = rec.version if rec is not None else 0
+        return m.Error(m.code_of(exc), msg.TYPE, cid, getattr(msg, "version", 0), held, str(exc))
+
+    # ------------------------------------------------------------------ the chain
+
+    async def read_chain(self, start: int, end: int) -> list[Event]:
+        return await self.ctx.on_chain(self.contract.events, start, end)
+
+    def apply_chain(self, read: list[Event]) -> list[Watched]:
+        return self.applied(read)
+
+    def applied(self, events: Iterable[Event]) -> list[Watched]:
+        """The records that `events` change, from the records as they are now."""
+        changed: dict[bytes, Watched] = {}
+        for event in events:
+            cid = event.args.get("channelId")
+            rec = changed.get(cid) or self.records.get(cid)
+            if rec is not None:
+                changed[cid] = tower.apply_event(rec, self.ctx.address, event.name, event.args)
+        return list(changed.values())
+
+    def duties(self, now: int) -> Iterable[Duty]:
+        for cid in self.due_index.due(now):
+            rec = self.records[cid]
+            for due in tower.duties(rec, now):
+                if due is Due.REFUTE:
+                    yield Duty(due.value, cid, lambda cid=cid: self.refute(cid), deadline=rec.deadline)
+                else:
+                    yield Duty(due.value, cid, lambda cid=cid: self.finalize(cid))
+
+    async def refute(self, cid: bytes) -> Receipt:
+        """Registers the state held over the stale one, on the client's authorisation."""
+        rec = self.records[cid]
+        log.warning("%s: stale close of 0x%s (version %s); refuting with version %s for %s", self.ctx.name,
+                    cid.hex()[:12], rec.registered, rec.version, rec.client)
+        receipt = await self.ctx.transact(self.contract.refute, rec.params, rec.state, rec.signature,
+                                          rec.monitoring(self.domain, self.ctx.address), rec.authorisation)
+        await self._apply(receipt)
+        return receipt
+
+    async def finalize(self, cid: bytes) -> Receipt:
+        """Pays out the channel, and this tower its reward (anyone may finalize; the tower is paid
+        only if it does it, or someone does, while its refutation stands)."""
+        receipt = await self.ctx.transact(self.contract.finalize, self.records[cid].params)
+        await self._apply(receipt)
+        return receipt
+
+    async def _apply(self, receipt: Receipt) -> None:
+        """As ChannelProtocol.apply: at once when events are final at once, else by the follower."""
+        if self.ctx.follower.confirmations:
+            self.ctx.follower.wake()
+            return
+        await self.ctx.save(self.applied(receipt.events))
+
+    # ------------------------------------------------------------------ views
+
+    def describe(self, cid: bytes) -> dict[str, Any]:
+        rec = self.records.get(cid)
+        if rec is None:
+            raise errors.UnknownChannel(f"this tower watches no channel 0x{cid.hex()}")
+        info: dict[str, Any] = {
+            "kind": self.kind, "channel": "0x" + cid.hex(), "client": rec.client, "stage": self.stage_of(rec),
+            "version": rec.version, "balance_alice": rec.state.balance_alice, "balance_bob": rec.state.balance_bob,
+            "reward": rec.reward, "registered_version": rec.registered, "deadline": rec.deadline,
+            "refuted": rec.refuted, "reward_paid": rec.reward_paid,
+        }
+        json_amounts(info, "balance_alice", "balance_bob", "reward", "reward_paid")
+        return info
+
+    def version_of(self, rec: Watched) -> int:
+        return rec.version
+
+    def registered_of(self, rec: Watched) -> int | None:
+        return rec.registered
+
+    def stage_of(self, rec: Watched) -> str:
+        if rec.closed:
+            return "closed"
+        return "watching" if rec.registered is None else "closing"
+
+    def about(self) -> dict[str, Any]:
+        return {"contract": self.contract.address, "watched": len(self.records)}
