@@ -16,7 +16,10 @@ Multistate and virtual channels are `node.multistate` and `node.virtual` (None w
 `policy` (perun.protocols.policy.ChannelPolicy) says which channels the node accepts when a peer
 proposes one; by default any in which it deposits nothing of its own. `confirmations` is how deep
 an event must be to be final (by default 0 on a dev chain, 12 elsewhere); `fees` limits what its
-transactions bid (perun.chain.wallet.FeePolicy).
+transactions bid (perun.chain.wallet.FeePolicy). `towers` maps watchtowers' addresses to their
+(host, port): the node dials them and hands each every later state of its payment channels that
+the peer signs, offering `tower_reward` (at most its balance in the state); `Watchtower` is a
+runtime that runs only the tower protocol.
 """
 
 from __future__ import annotations
@@ -78,6 +81,8 @@ class Node:
         confirmations: int | None = None,
         fees: FeePolicy = FeePolicy(),
         limits: Limits = Limits(),
+        towers: Mapping[str, tuple[str, int]] | None = None,
+        tower_reward: int = 0,
     ) -> None:
         if confirmations is None:
             confirmations = default_confirmations(chain.chain_id)
@@ -87,6 +92,10 @@ class Node:
                                     limits=limits)
         self.payment = Payment(rt, contract, policy)
         rt.registry.register(self.payment)
+        # Watchtowers by address: (host, port). Each is handed every later state the peer signs.
+        self.towers = {to_checksum_address(a): where for a, where in (towers or {}).items()}
+        if self.towers:
+            self.payment.watch_with(self.towers, tower_reward)
         self.multistate: Multistate | None = None
         self.virtual: Virtual | None = None
         if ms_contract:
@@ -113,6 +122,8 @@ class Node:
 
     async def start(self) -> Node:
         await self.runtime.start()
+        for tower, (host, port) in self.towers.items():
+            self.runtime.peers.keep(tower, host, port)
         return self
 
     async def stop(self) -> None:
@@ -220,6 +231,10 @@ class Node:
     async def cooperative_close_on_chain(self, cid: bytes) -> Receipt | None:
         """Submits the final state both signed. None if the channel closed meanwhile."""
         return await self.payment.cooperative_close_on_chain(cid)
+
+    async def towers_hold(self, cid: bytes, version: int, timeout: float = 30.0) -> None:
+        """Waits until every tower (`towers`) acknowledged payment channel `cid` at `version` or above."""
+        await self.payment.towers_hold(cid, version, timeout)
 
     # ================================================================== every kind
 

@@ -127,6 +127,14 @@ class Peers:
         await self.runtime.save(peers=[(peer, host, port)])
         self._adopt(conn)
 
+    def keep(self, peer: str, host: str, port: int) -> None:
+        """Dials `peer` at host:port in the background until connected, and again whenever the
+        connection is lost (a watchtower the node hands its states to)."""
+        peer = to_checksum_address(peer)
+        self._dial[peer] = (host, port)
+        if self.get(peer) is None:
+            self.runtime.spawn(self._redial(peer, host, port))
+
     async def wait_connected(self, peer: str, timeout: float = 30.0) -> None:
         """Waits until a connection to `peer` is up (after a restart, the dialer redials)."""
         event = self._connected.setdefault(to_checksum_address(peer), asyncio.Event())
