@@ -27,6 +27,7 @@ from perun.core.apps import virtualchannel as vc
 from perun.core.channel import Params
 from perun.core.eip712 import sign as sign_digest
 from perun.core.eip712 import sign_state
+from perun.core.monitoring import Monitoring, sign_authorisation
 from perun.core.multistate import ChannelState, FinalChannelState, NanocontractState, digest, nanocontract_id
 
 SNAPSHOT = Path(__file__).with_name("gas.json")
@@ -39,6 +40,8 @@ NITRO = {"deposits": 46_496 + 29_408, "cooperative exit": 111_514, "challenge + 
 MS_PREFIX = "ms: "  # MSContract's figures, after PaymentContract's
 DELTA = 3600
 PREIMAGE = keccak(text="perun benchmark preimage")
+TOWER_KEY = keccak(text="perun benchmark tower")
+REWARD = ETHER // 100
 
 
 def measure() -> dict[str, int]:
@@ -73,6 +76,20 @@ def measure() -> dict[str, int]:
     chain.advance_time(3601)
     refund = contract.refund(alice, params).gas_used
 
+    # A watchtower: Alice closes with v1, Bob's tower answers with v2 and Bob's authorisation
+    # (a reward of 0.01 ETH), and is paid at finalize: compare with close (higher version), finalize.
+    tower = Account.from_key(TOWER_KEY)
+    chain.fund(tower.address, 100 * ETHER)
+    params, s0, _ = opened()
+    s1 = s0.pay(ETHER, from_alice=True)
+    s2 = s1.pay(ETHER, from_alice=True)
+    contract.close(alice, params, s1, sign(s1, bob))
+    m = Monitoring.of(contract.domain, s2, tower.address, REWARD)
+    towered = {"refute": contract.refute(tower, params, s2, sign(s2, alice), m,
+                                         sign_authorisation(contract.domain, m, bob.key)).gas_used}
+    chain.advance_time(3601)
+    towered["finalize"] = contract.finalize(bob, params).gas_used
+
     figures = {
         "create": coop["create"],
         "confirm": coop["confirm"],
@@ -83,11 +100,14 @@ def measure() -> dict[str, int]:
         "refund": refund,
         "lifecycle: cooperative": sum(coop.values()),
         "lifecycle: disputed": sum(disputed.values()),
+        "tower: refute (payment)": towered["refute"],
+        "tower: finalize with a reward (payment)": towered["finalize"],
     }
-    return {**figures, **measure_multistate(chain, alice, bob)}
+    return {**figures, **measure_multistate(chain, alice, bob, tower)}
 
 
-def measure_multistate(chain: EmbeddedChain, alice: LocalAccount, bob: LocalAccount) -> dict[str, int]:
+def measure_multistate(chain: EmbeddedChain, alice: LocalAccount, bob: LocalAccount,
+                       tower: LocalAccount) -> dict[str, int]:
     """MSContract's steps on ETH channels of 6 + 4 ETH. Every amount, timeout and board is fixed
     (no timestamp goes into calldata), so the figures are exactly reproducible."""
     deployer = chain.dev_accounts[0]
@@ -221,6 +241,25 @@ def measure_multistate(chain: EmbeddedChain, alice: LocalAccount, bob: LocalAcco
     gas["cooperativeClose (Closing, 1 nanocontract)"] = cooperative_close(
         params, FinalChannelState(s.channel_id, 2, 5 * ETHER, 5 * ETHER))
 
+    # A watchtower: Alice closes with the initial state, Bob's tower answers with v1 (no
+    # nanocontract, as close (no nanocontract)); in a channel Alice closed over her hash-time lock,
+    # her tower registers the lock first (as register (HashTimeLock)). Rewards of 0.01 ETH.
+    def authorised(state, payer: LocalAccount) -> tuple[Monitoring, bytes]:
+        m = Monitoring.of(contract.domain, state, tower.address, REWARD)
+        return m, sign_authorisation(contract.domain, m, payer.key)
+
+    params, s0 = opened()
+    s = ChannelState(s0.channel_id, 1, 5 * ETHER, 5 * ETHER)
+    contract.close(alice, params, s0)
+    gas["tower: refute (multistate)"] = contract.refute(tower, params, s, signed(s, alice),
+                                                         *authorised(s, bob)).gas_used
+    params, s0 = opened()
+    claim = htlc_state(s0, ETHER, 2**40)
+    s = s0.fund(claim)
+    contract.close(alice, params, s, signed(s, bob))
+    gas["tower: registerFor"] = contract.register_for(tower, params, claim, signed(claim, bob),
+                                                      *authorised(claim, alice)).gas_used
+
     order = ("create", "confirm", "register (HashTimeLock)", "register (TicTacToe)", "register (higher version)",
              "execute HashTimeLock claim", "execute HashTimeLock reclaim", "execute TicTacToe move",
              "execute TicTacToe winning move", "register (VirtualChannel)", "execute VirtualChannel settle",
@@ -228,7 +267,7 @@ def measure_multistate(chain: EmbeddedChain, alice: LocalAccount, bob: LocalAcco
              "close (no nanocontract)", "close (1 nanocontract)",
              "close (16 nanocontracts)", "finalize (no nanocontract)", "finalize (1 nanocontract)",
              "finalize (16 nanocontracts)", "cooperativeClose (Open)", "cooperativeClose (Closing)",
-             "cooperativeClose (Closing, 1 nanocontract)")
+             "cooperativeClose (Closing, 1 nanocontract)", "tower: refute (multistate)", "tower: registerFor")
     return {MS_PREFIX + name: gas[name] for name in order}
 
 
