@@ -680,6 +680,44 @@ def test_a_higher_registration_forgets_a_nanocontract_reward(any_ms_world: MSWor
         before[0] + 5 * ETHER, before[1] + 5 * ETHER - reward, before[2] - params.total, before[3], before[4] + reward)
 
 
+@pytest.mark.parametrize("reward", [3 * REWARD, 0])
+def test_the_latest_tower_to_register_or_call_a_nanocontract_is_the_one_rewarded(any_ms_world: MSWorld,
+                                                                                 reward: int) -> None:
+    """Tower 1 registers the game's v3 for Bob; after the window tower 2 makes Bob's move with
+    his Execution. Tower 2's reward replaces tower 1's, also when it is 0 (then nobody is paid).
+    The game is still running at D + Δ: its stakes go back and the nanocontract counts."""
+    w = any_ms_world
+    first, second = tower_of(w), tower_of(w)
+    params, s0, s1, game, won = game_channel(w)
+    cid = s1.channel_id
+    deadline = w.contract.close(w.alice, params, s1, ms_sign(w, s1, w.bob)).event("CloseRegistered").args["deadline"]
+    v3 = NanocontractState(cid, game.nid, game.app, 3, ETHER, ETHER, 0, 0, ttt_data(BOB, (1, 2, 1) + (0,) * 6))
+    m1, m1_sig = monitoring(w, v3, w.bob, first)
+    t = pending_time(w)
+    at(w, t)
+    w.contract.register_for(first, params, v3, ms_sign(w, v3, w.alice), m1, m1_sig)
+    move = (4).to_bytes(32, "big")  # abi.encode(uint8 4)
+    e = Execution.of(cid, game.nid, 0, move, second.address, reward)
+    at(w, t + DELTA + 1)
+    receipt = w.contract.execute_for(second, params, game.nid, 0, move, e, signed_by(w, e, w.bob))
+    assert names(receipt) == (["NanocontractExecuted", "RewardRecorded"] if reward else ["NanocontractExecuted"])
+    assert (receipt.event("NanocontractExecuted").args["by"], receipt.event("NanocontractExecuted").args["version"]) \
+        == (second.address, 4)
+    at(w, deadline + DELTA + 1)
+    before = balances(w, first.address, second.address)
+    receipt = w.contract.finalize(w.mallory, params, s1.nanocontracts)
+    if reward:
+        assert names(receipt) == ["RewardPaid", "Finalized"]
+        assert receipt.event("RewardPaid").args == {
+            "channelId": cid, "nid": game.nid, "tower": second.address, "payer": w.bob.address, "amount": reward}
+    else:
+        assert names(receipt) == ["Finalized"]
+    assert receipt.event("Finalized").args == {
+        "channelId": cid, "version": 1, "payoutAlice": 6 * ETHER, "payoutBob": 4 * ETHER - reward}
+    assert balances(w, first.address, second.address) == (
+        before[0] + 6 * ETHER, before[1] + 4 * ETHER - reward, before[2] - params.total, before[3], before[4] + reward)
+
+
 @pytest.mark.parametrize("cash_alice", [ETHER, 0])
 def test_a_nanocontract_reward_is_capped_at_the_payers_payout(any_ms_world: MSWorld, cash_alice: int) -> None:
     """Alice's tower registers her hash time lock to Bob (she holds all of it then) for a reward
