@@ -112,8 +112,8 @@ contract PaymentContract is Watchtowers {
 
         _forgetChannelReward(ch, channelId);
         uint40 deadline = _registerClose(ch, p, s.version, s.balanceAlice);
-        _recordChannelReward(ch, p, channelId, fromBob, m.reward);
         emit CloseRegistered(channelId, msg.sender, s.version, s.balanceAlice, s.balanceBob, deadline);
+        _recordChannelReward(ch, p, channelId, fromBob, m.reward);
     }
 
     /**

@@ -241,6 +241,7 @@ abstract contract Watchtowers is Channels {
             if (amount > payAlice) amount = payAlice;
             payAlice -= amount;
         }
+        if (amount == 0) return (payAlice, payBob); // the payer gets nothing: neither does its tower
         emit RewardPaid(channelId, nid, r.tower, r.fromBob ? p.bob : p.alice, amount);
         _payout(p.token, r.tower, amount);
         return (payAlice, payBob);

@@ -131,7 +131,7 @@ def test_a_tower_refutes_a_stale_close_and_is_paid_at_finalize(any_world: World,
 
     receipt = w.contract.refute(tower, params, latest, w.sign(latest, signer), m, m_sig)
     cid = latest.channel_id
-    assert names(receipt) == ["RewardRecorded", "CloseRegistered"]
+    assert names(receipt) == ["CloseRegistered", "RewardRecorded"]
     assert receipt.event("CloseRegistered").args == {
         "channelId": cid, "by": tower.address, "version": 3, "balanceAlice": latest.balance_alice,
         "balanceBob": latest.balance_bob, "deadline": deadline,  # the window is not extended
@@ -741,9 +741,12 @@ def test_a_nanocontract_reward_is_capped_at_the_payers_payout(any_ms_world: MSWo
     at(w, max(deadline, t + DELTA + 1) + 1)
     before = balances(w, tower.address)
     receipt = w.contract.finalize(w.mallory, params, s1.nanocontracts)
-    assert names(receipt) == ["RewardPaid", "Finalized"]
-    assert receipt.event("RewardPaid").args == {
-        "channelId": cid, "nid": htlc.nid, "tower": tower.address, "payer": w.alice.address, "amount": cash_alice}
+    if cash_alice:
+        assert names(receipt) == ["RewardPaid", "Finalized"]
+        assert receipt.event("RewardPaid").args == {
+            "channelId": cid, "nid": htlc.nid, "tower": tower.address, "payer": w.alice.address, "amount": cash_alice}
+    else:
+        assert names(receipt) == ["Finalized"]  # nothing left to pay the tower from
     assert receipt.event("Finalized").args == {
         "channelId": cid, "version": 1, "payoutAlice": 0, "payoutBob": params.total - cash_alice}
     assert balances(w, tower.address) == (before[0], before[1] + params.total - cash_alice, before[2] - params.total,
