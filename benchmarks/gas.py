@@ -2,9 +2,10 @@
 (nanocontracts registered, executed, closed over and paid out, and the cooperative close), on the
 embedded chain.
 
-`make bench` (python -m benchmarks.gas) prints the table and writes benchmarks/gas.json, the
-snapshot that tests/contracts/test_gas.py holds the contract to (within 2 %). Keys are fixed,
-so signatures, calldata and so the figures are exactly reproducible.
+`make bench` (python -m benchmarks.gas) prints the table, writes benchmarks/gas.json, the
+snapshot that tests/contracts/test_gas.py holds the contract to (within 2 %), and renders the
+README's gas tables from it (`readme_tables`; a test holds the README to the snapshot). Keys are
+fixed, so signatures, calldata and so the figures are exactly reproducible.
 """
 
 from __future__ import annotations
@@ -291,11 +292,103 @@ def table(figures: dict[str, int]) -> str:
     return "\n".join(lines)
 
 
+README = Path(__file__).resolve().parents[1] / "README.md"
+README_START, README_END = "<!-- gas tables: make bench writes them from benchmarks/gas.json -->", "<!-- end of gas tables -->"
+
+# The README's rows: a label and the steps whose figures it shows ("a / b" for several).
+PAYMENT_ROWS = (
+    ("create", ("create",)), ("confirm", ("confirm",)), ("close", ("close",)),
+    ("close (higher version)", ("close (higher version)",)), ("finalize (two payouts)", ("finalize",)),
+    ("cooperativeClose (two payouts)", ("cooperativeClose",)), ("refund", ("refund",)),
+)
+MS_ROWS = (
+    ("create / confirm", ("create", "confirm")),
+    ("register a HashTimeLock / a TicTacToe game (first registration)",
+     ("register (HashTimeLock)", "register (TicTacToe)")),
+    ("register a higher version (replacement)", ("register (higher version)",)),
+    ("execute HashTimeLock `CLAIM` / `RECLAIM`", ("execute HashTimeLock claim", "execute HashTimeLock reclaim")),
+    ("execute TicTacToe `MOVE` / a winning `MOVE`", ("execute TicTacToe move", "execute TicTacToe winning move")),
+    ("register a VirtualChannel half (480 bytes of storage)", ("register (VirtualChannel)",)),
+    ("execute VirtualChannel `SETTLE` (an end's state) / Ingrid's final state / `FINALIZE`",
+     ("execute VirtualChannel settle", "execute VirtualChannel settle (final, by Ingrid)",
+      "execute VirtualChannel finalize")),
+    ("close with 0 / 1 / 16 nanocontracts", ("close (no nanocontract)", "close (1 nanocontract)",
+                                             "close (16 nanocontracts)")),
+    ("finalize with 0 / 1 / 16 settled nanocontracts", ("finalize (no nanocontract)", "finalize (1 nanocontract)",
+                                                        "finalize (16 nanocontracts)")),
+    ("cooperativeClose (two payouts) in Open / ending a dispute over 0 / 1 nanocontracts",
+     ("cooperativeClose (Open)", "cooperativeClose (Closing)", "cooperativeClose (Closing, 1 nanocontract)")),
+)
+TOWER_ROWS = (  # (the tower's step, the party's own step it stands for)
+    ("refute a stale close (PaymentContract)", "tower: refute (payment)", "close (higher version)"),
+    ("finalize paying a reward (PaymentContract)", "tower: finalize with a reward (payment)", "finalize"),
+    ("refute a stale close, no nanocontract (MSContract)", "ms: tower: refute (multistate)",
+     "ms: close (no nanocontract)"),
+    ("registerFor a HashTimeLock (MSContract, first registration)", "ms: tower: registerFor",
+     "ms: register (HashTimeLock)"),
+)
+
+
+def readme_tables(figures: dict[str, int]) -> str:
+    """The README's gas tables, rendered from `figures` (benchmarks/gas.json)."""
+    ms = {k[len(MS_PREFIX):]: v for k, v in figures.items() if k.startswith(MS_PREFIX)}
+
+    def row(label: str, steps: tuple[str, ...], source: dict[str, int]) -> str:
+        return f"| {label} | {' / '.join(f'{source[s]:,}' for s in steps)} |"
+
+    cooperative, disputed = figures["lifecycle: cooperative"], figures["lifecycle: disputed"]
+    opening = figures["create"] + figures["confirm"]
+    dispute = figures["close"] + figures["close (higher version)"] + figures["finalize"]
+    raiden_open = RAIDEN["openChannel"] + 2 * RAIDEN["setTotalDeposit (each)"]
+    raiden_dispute = RAIDEN["closeChannel"] + RAIDEN["updateNonClosingBalanceProof"] + RAIDEN["settleChannel"]
+    lines = [
+        "| step | gas |", "|---|---:|",
+        *(row(label, steps, figures) for label, steps in PAYMENT_ROWS),
+        f"| **lifecycle, cooperative**: create + confirm + cooperativeClose | **{cooperative:,}** |",
+        f"| **lifecycle, disputed**: create + confirm + close + higher close + finalize | **{disputed:,}** |",
+        "",
+        "Published figures of other channel contracts, for comparison:",
+        "",
+        "| | open and fund | cooperative close | dispute and settle |", "|---|---:|---:|---:|",
+        f"| Raiden | openChannel {RAIDEN['openChannel']:,} + setTotalDeposit {RAIDEN['setTotalDeposit (each)']:,} × 2"
+        f" = {raiden_open:,} | cooperativeSettle {RAIDEN['cooperativeSettle']:,} | closeChannel"
+        f" {RAIDEN['closeChannel']:,} + updateNonClosingBalanceProof {RAIDEN['updateNonClosingBalanceProof']:,}"
+        f" + settleChannel {RAIDEN['settleChannel']:,} = {raiden_dispute:,} |",
+        f"| Nitro | deposits 46,496 + 29,408 = {NITRO['deposits']:,} | cooperative exit"
+        f" {NITRO['cooperative exit']:,} | challenge 113,146 + payout 82,026 = {NITRO['challenge + payout']:,} |",
+        f"| this project | create + confirm = {opening:,} | {figures['cooperativeClose']:,} |"
+        f" close + higher close + finalize = {dispute:,} |",
+        "",
+        "MSContract, multistate channels (the nanocontracts are registered by Bob, signed by Alice;",
+        '"settled" means registered, past its window and terminated):',
+        "",
+        "| step | gas |", "|---|---:|",
+        *(row(label, steps, ms) for label, steps in MS_ROWS),
+        "",
+        "Watchtowers (docs/protocol.md §12), against the party's own step; the reward is recorded",
+        "with the tower's submission and paid at finalize:",
+        "",
+        "| a tower's step | gas | the party's own | gas |", "|---|---:|---|---:|",
+        *(f"| {label} | {figures[tower]:,} | {own.removeprefix(MS_PREFIX)} | {figures[own]:,} |"
+          for label, tower, own in TOWER_ROWS),
+    ]
+    return "\n".join(lines)
+
+
+def readme_section(text: str) -> str:
+    """The README's gas tables, between the markers."""
+    start, end = text.index(README_START) + len(README_START), text.index(README_END)
+    return text[start:end].strip("\n")
+
+
 def main() -> None:
     figures = measure()
     SNAPSHOT.write_text(json.dumps(figures, indent=2) + "\n")
     print(table(figures))
-    print(f"\nwritten to {SNAPSHOT}", file=sys.stderr)
+    text = README.read_text()
+    old = readme_section(text)
+    README.write_text(text.replace(old, readme_tables(figures), 1))
+    print(f"\nwritten to {SNAPSHOT} and the gas tables of {README.name}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmarks.gas import SNAPSHOT, measure
+from benchmarks.gas import README, SNAPSHOT, measure, readme_section, readme_tables
 
 
 @pytest.fixture(scope="module")
@@ -24,3 +24,9 @@ def test_gas_matches_the_snapshot_within_2_percent(figures: dict[str, int]) -> N
 def test_lifecycles_meet_their_targets(figures: dict[str, int]) -> None:
     assert figures["lifecycle: cooperative"] <= 150_000
     assert figures["lifecycle: disputed"] <= 260_000
+
+
+def test_the_readme_shows_the_snapshot() -> None:
+    """The README's gas tables are rendered from gas.json (`make bench` rewrites them)."""
+    snapshot = json.loads(SNAPSHOT.read_text())
+    assert readme_section(README.read_text()) == readme_tables(snapshot), "run `make bench` and commit README.md"
