@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export SOLCX_BINARY_PATH := $(CURDIR)/.solc
 SOLC_VERSION := $(shell sed -n 's/.*"solc": "\(.*\)".*/\1/p' package.json)
 
-.PHONY: demo test chaos test-hardhat hardhat bench bench-updates bench-scale bench-virtual build devnet setup browser capture-tool clean
+.PHONY: demo test chaos test-hardhat hardhat bench bench-updates bench-scale bench-virtual bench-tower build devnet setup browser capture-tool clean
 
 demo: setup
 	$(VENV)/bin/perun demo
@@ -47,6 +47,9 @@ bench-scale: setup
 
 bench-virtual: setup
 	$(PY) -m benchmarks.virtual
+
+bench-tower: setup
+	$(PY) -m benchmarks.tower
 
 build: setup
 	$(VENV)/bin/perun compile
