@@ -46,7 +46,7 @@ from perun.core.tower import Watched
 from perun.node import Watchtower
 from perun.store import Store
 from perun.wire import messages as m
-from perun.wire.transport import Connection, handshake
+from perun.wire.transport import handshake
 
 OUT = Path(__file__).with_name("tower.json")
 WINDOW = 32  # Monitors in flight
