@@ -5,6 +5,7 @@ from __future__ import annotations
 from perun.chain.compile import ROOT
 from perun.core.channel import Params
 from perun.core.eip712 import Domain, address_of, sign_state
+from perun.core.monitoring import MONITORING_TYPEHASH, Monitoring, sign_authorisation
 from perun.core.multistate import FINAL_CHANNEL_STATE_TYPE, FINAL_CHANNEL_STATE_TYPEHASH
 
 ALICE_KEY = (1).to_bytes(32, "big")
@@ -21,12 +22,14 @@ def test_appendix_a_vectors() -> None:
     channel_id = params.channel_id(31337, CONTRACT)
     state = params.initial_state(31337, CONTRACT).pay(ETHER, from_alice=True)
     final = state.final()
+    tower = address_of((3).to_bytes(32, "big"))
+    monitoring = Monitoring.of(domain, state, tower, ETHER // 100)
 
     def in_doc(value: bytes) -> bool:
         hex_ = value.hex()
         return f"0x{hex_}" in doc or (f"0x{hex_[:64]}" in doc and hex_[64:] in doc)
 
-    assert alice in doc and bob in doc
+    assert alice in doc and bob in doc and tower in doc
     for value in (
         channel_id,
         domain.separator,
@@ -35,6 +38,10 @@ def test_appendix_a_vectors() -> None:
         domain.digest(final),
         sign_state(domain, final, ALICE_KEY),
         sign_state(domain, final, BOB_KEY),
+        MONITORING_TYPEHASH,
+        monitoring.struct_hash(),
+        monitoring.digest(domain),
+        sign_authorisation(domain, monitoring, ALICE_KEY),
     ):
         assert in_doc(value), f"0x{value.hex()} is not in docs/protocol.md Appendix A"
 
