@@ -40,6 +40,15 @@ SAMPLES = [
               2**128 - 1, 0, SIG, MAX_REWARD, SIG),
     m.Monitor("0x" + "12" * 20, "0x" + "56" * 20, "0x" + "00" * 20, 0, 0, 1, 0, 0, 0, 0, SIG, 0, SIG),
     m.MonitorAck(CID, 2**64 - 1),
+    m.MonitorChannel("0x" + "12" * 20, "0x" + "56" * 20, "0x" + "00" * 20, 10**18, 5, 3600, 2**256 - 1, 2**64 - 1,
+                     2**128 - 1, 0, b"\x07" * m.FUNDING_SIZE * 16, SIG, MAX_REWARD, SIG),
+    m.MonitorChannel("0x" + "12" * 20, "0x" + "56" * 20, "0x" + "00" * 20, 0, 0, 1, 0, 0, 0, 0, b"", SIG, 0, SIG),
+    m.MonitorNanocontract(CID, NID, APP, 2**64 - 1, 2**128 - 1, 0, 1, 2, b"\xff" * m.MAX_BYTES, SIG, MAX_REWARD, SIG),
+    m.MonitorNanocontract(CID, NID, APP, 0, 0, 0, 0, 0, b"", SIG, 0, SIG),
+    m.MonitorCall(CID, NID, 0, b"\x42" * m.MAX_BYTES, MAX_REWARD, SIG),
+    m.MonitorCall(CID, NID, 255, b"", 0, SIG),
+    m.MonitorNanoAck(CID, NID, False, 2**64 - 1),
+    m.MonitorNanoAck(CID, NID, True, 0),
 ]
 
 
@@ -161,7 +170,7 @@ def test_a_monitor_names_a_reward_the_contract_can_store():
 
 
 def test_every_message_type_is_listed_once():
-    assert sorted(m.MESSAGES) == list(range(3, 21))  # 1 and 2 were version 2's handshake
+    assert sorted(m.MESSAGES) == list(range(3, 25))  # 1 and 2 were version 2's handshake
     assert {type(x) for x in SAMPLES} == set(m.MESSAGES.values())
 
 
@@ -176,7 +185,7 @@ def test_random_bytes_decode_or_raise_malformed(body, version, type_):
     assert m.decode_message(message.encode()) == message
 
 
-MONITOR_BODY = len(SAMPLES[-3].encode()) - 2
+MONITOR_BODY = len(next(x for x in SAMPLES if type(x) is m.Monitor).encode()) - 2
 
 
 @given(st.binary(min_size=MONITOR_BODY, max_size=MONITOR_BODY))
@@ -188,3 +197,39 @@ def test_random_monitor_bodies_decode_or_raise_malformed(body):
         return
     assert message.reward <= MAX_REWARD
     assert m.decode_message(message.encode()) == message
+
+
+def test_the_largest_tower_messages_fit_a_frame():
+    for message in SAMPLES:
+        assert len(message.encode()) <= m.MAX_FRAME
+
+
+def test_a_multistate_monitor_carries_whole_fundings_and_a_storable_reward():
+    from perun.core.multistate import ChannelState, Funding, NanocontractState
+    params = Params("0x" + "12" * 20, "0x" + "56" * 20, 10, 5, 3600, 7)
+    state = ChannelState(CID, 4, 6, 3, (Funding(NID, 4, 2),))
+    sample = m.MonitorChannel.of(params, state, SIG, 1, SIG)
+    assert sample.params() == params and sample.state(CID) == state
+    body = bytearray(sample.encode()[2:])
+    fundings_at = 3 * 20 + 32 + 32 + 8 + 32 + 8 + 32 + 32
+    assert body[fundings_at:fundings_at + 2] == m.FUNDING_SIZE.to_bytes(2, "big")
+    short = bytes(body[:fundings_at]) + (95).to_bytes(2, "big") + bytes(body[fundings_at + 2 + 1:])
+    with pytest.raises(errors.MalformedMessage, match="not a multiple of 96"):
+        m.decode(m.PROTOCOL_VERSION, m.MonitorChannel.TYPE, short)
+    too_many = bytes(body[:fundings_at]) + (17 * 96).to_bytes(2, "big") + bytes(17 * 96)
+    with pytest.raises(errors.MalformedMessage, match="more than 1536"):
+        m.decode(m.PROTOCOL_VERSION, m.MonitorChannel.TYPE, too_many)
+    reward_at = len(body) - 65 - 32
+    body[reward_at:reward_at + 32] = (MAX_REWARD + 1).to_bytes(32, "big")
+    with pytest.raises(errors.MalformedMessage, match="reward"):
+        m.decode(m.PROTOCOL_VERSION, m.MonitorChannel.TYPE, bytes(body))
+    nc = NanocontractState(CID, NID, APP, 3, 1, 2, 3, 0, b"data")
+    nano = m.MonitorNanocontract.of(nc, SIG, 1, SIG)
+    assert nano.state() == nc
+    for message in (nano, m.MonitorCall(CID, NID, 0, b"z", 1, SIG)):
+        raw = bytearray(message.encode())
+        raw[-65 - 32:-65] = (MAX_REWARD + 1).to_bytes(32, "big")
+        with pytest.raises(errors.MalformedMessage, match="reward"):
+            m.decode_message(bytes(raw))
+    with pytest.raises(errors.MalformedMessage, match="flag"):
+        m.decode(m.PROTOCOL_VERSION, m.MonitorNanoAck.TYPE, CID + NID + b"\x02" + bytes(8))

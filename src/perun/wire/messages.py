@@ -19,11 +19,13 @@ from perun import errors
 from perun.core.channel import Params, PaymentState
 from perun.core.machine import SUMMARY_BUCKETS, SUMMARY_DIGEST
 from perun.core.monitoring import MAX_REWARD
+from perun.core.multistate import MAX_NANOCONTRACTS, ChannelState, Funding, NanocontractState
 
 PROTOCOL_VERSION = 3
-MAX_FRAME = 4096  # a message's bytes; the largest, NanocontractCreate with 1024 bytes of data, has 1322
+MAX_FRAME = 4096  # a message's bytes; the largest, MonitorChannel with 16 fundings, has 1938
 MAX_REASON = 256
 MAX_BYTES = 1024  # a nanocontract's storage or a call's argument
+FUNDING_SIZE = 96  # a Funding on the wire: nid, alice, bob (32 bytes each)
 
 
 class ErrorCode(IntEnum):
@@ -89,7 +91,8 @@ def code_of(exc: BaseException) -> ErrorCode:
 # --------------------------------------------------------------------------- field kinds
 
 _SIZES = {"u8": 1, "u16": 2, "u64": 8, "u256": 32, "b32": 32, "addr": 20, "sig": 65, "flag": 1}
-_PREFIXED = {"text": MAX_REASON, "bytes": MAX_BYTES}  # u16 length, then at most this many bytes
+# u16 length, then at most this many bytes; "fundings" are a channel state's Funding list
+_PREFIXED = {"text": MAX_REASON, "bytes": MAX_BYTES, "fundings": MAX_NANOCONTRACTS * FUNDING_SIZE}
 
 
 def _enc(kind: str, value: Any) -> bytes:
@@ -103,9 +106,9 @@ def _enc(kind: str, value: Any) -> bytes:
         # Cut to MAX_REASON bytes without splitting a character, so the reason stays UTF-8.
         raw = value.encode()[:MAX_REASON].decode(errors="ignore").encode()
         return len(raw).to_bytes(2, "big") + raw
-    if kind == "bytes":
-        if len(value) > MAX_BYTES:
-            raise ValueError(f"{len(value)} bytes exceed the {MAX_BYTES} a message carries")
+    if kind in ("bytes", "fundings"):
+        if len(value) > _PREFIXED[kind]:
+            raise ValueError(f"{len(value)} bytes exceed the {_PREFIXED[kind]} a message carries")
         return len(value).to_bytes(2, "big") + bytes(value)
     return bytes(value)  # b32, sig
 
@@ -453,11 +456,138 @@ class MonitorAck(Message):
     version: int
 
 
+def _monitoring_reward(cls: type, reward: int) -> None:
+    if reward > MAX_REWARD:  # the contract stores a reward in 88 bits
+        raise errors.MalformedMessage(f"{cls.__name__} names a reward of {reward}, more than {MAX_REWARD}")
+
+
+@dataclass(frozen=True)
+class MonitorChannel(Message):
+    """A party hands a watchtower its latest channel state of a multistate channel (docs/protocol.md
+    §12): the channel's parameters, the state (version, cash, and its fundings: `fundings` holds
+    each Funding as nid, alice, bob, 32 bytes each, in the state's order), the other party's
+    signature on it, the reward, and the party's signature on the Monitoring (nid 0) that the
+    tower rebuilds itself, as for Monitor."""
+
+    TYPE = 21
+    LAYOUT = ("addr", "addr", "addr", "u256", "u256", "u64", "u256", "u64", "u256", "u256", "fundings", "sig", "u256",
+              "sig")
+    alice: str
+    bob: str
+    token: str
+    deposit_alice: int
+    deposit_bob: int
+    delta: int
+    nonce: int
+    version: int
+    cash_alice: int
+    cash_bob: int
+    fundings: bytes
+    signature: bytes  # the other party's, on the channel state
+    reward: int
+    authorisation: bytes  # the party's, on the Monitoring
+
+    def _check(self) -> None:
+        if len(self.fundings) % FUNDING_SIZE:
+            raise errors.MalformedMessage(f"MonitorChannel has {len(self.fundings)} bytes of fundings, not a multiple "
+                                          f"of {FUNDING_SIZE}")
+        _monitoring_reward(type(self), self.reward)
+
+    @classmethod
+    def of(cls, params: Params, state: ChannelState, signature: bytes, reward: int,
+           authorisation: bytes) -> MonitorChannel:
+        fundings = b"".join(f.nid + f.alice.to_bytes(32, "big") + f.bob.to_bytes(32, "big")
+                            for f in state.nanocontracts)
+        return cls(params.alice, params.bob, params.token, params.deposit_alice, params.deposit_bob, params.delta,
+                   params.nonce, state.version, state.cash_alice, state.cash_bob, fundings, signature, reward,
+                   authorisation)
+
+    def params(self) -> Params:
+        return Params(self.alice, self.bob, self.deposit_alice, self.deposit_bob, self.delta, self.nonce, self.token)
+
+    def state(self, channel_id: bytes) -> ChannelState:
+        """The channel state it carries (a ValidationError for an amount out of range)."""
+        raw = self.fundings
+        fundings = tuple(Funding(raw[i:i + 32], int.from_bytes(raw[i + 32:i + 64], "big"),
+                                 int.from_bytes(raw[i + 64:i + 96], "big")) for i in range(0, len(raw), FUNDING_SIZE))
+        return ChannelState(channel_id, self.version, self.cash_alice, self.cash_bob, fundings)
+
+
+@dataclass(frozen=True)
+class MonitorNanocontract(Message):
+    """A party hands a watchtower the latest state of a nanocontract of a multistate channel whose
+    channel state it handed over before (MonitorChannel): the state, the other party's signature
+    on it, the reward, and the party's signature on the Monitoring (nid = the nanocontract's)."""
+
+    TYPE = 22
+    LAYOUT = ("b32", "b32", "addr", "u64", "u256", "u256", "u256", "u256", "bytes", "sig", "u256", "sig")
+    channel_id: bytes
+    nid: bytes
+    app: str
+    version: int
+    blocked_alice: int
+    blocked_bob: int
+    released_alice: int
+    released_bob: int
+    data: bytes
+    signature: bytes  # the other party's, on the nanocontract state
+    reward: int
+    authorisation: bytes  # the party's, on the Monitoring
+
+    def _check(self) -> None:
+        _monitoring_reward(type(self), self.reward)
+
+    @classmethod
+    def of(cls, state: NanocontractState, signature: bytes, reward: int, authorisation: bytes) -> MonitorNanocontract:
+        return cls(state.channel_id, state.nid, state.app, state.version, state.blocked_alice, state.blocked_bob,
+                   state.released_alice, state.released_bob, state.storage, signature, reward, authorisation)
+
+    def state(self) -> NanocontractState:
+        """The nanocontract state it carries (a ValidationError for an amount out of range)."""
+        return NanocontractState(self.channel_id, self.nid, self.app, self.version, self.blocked_alice,
+                                 self.blocked_bob, self.released_alice, self.released_bob, self.data)
+
+
+@dataclass(frozen=True)
+class MonitorCall(Message):
+    """A party hands a watchtower the one call `fun(z)` of nanocontract `nid` in multistate channel
+    `channel_id` that the tower may make on its behalf (executeFor), with the reward and the
+    party's signature on the Execution, which the tower rebuilds itself. Towers take VirtualChannel's
+    SETTLE with the party's latest γ state signed by both ends; a later one replaces it."""
+
+    TYPE = 23
+    LAYOUT = ("b32", "b32", "u8", "bytes", "u256", "sig")
+    channel_id: bytes
+    nid: bytes
+    fun: int
+    z: bytes
+    reward: int
+    authorisation: bytes  # the party's, on the Execution
+
+    def _check(self) -> None:
+        _monitoring_reward(type(self), self.reward)
+
+
+@dataclass(frozen=True)
+class MonitorNanoAck(Message):
+    """The tower stored, for nanocontract `nid` of channel `channel_id`, its state at `version`
+    (`call` false: a MonitorNanocontract), or the call whose argument carries `version` (`call`
+    true: a MonitorCall; for SETTLE, the γ state's version): the latest it holds."""
+
+    TYPE = 24
+    LAYOUT = ("b32", "b32", "flag", "u64")
+    channel_id: bytes
+    nid: bytes
+    call: bool
+    version: int
+
+
 MESSAGES: dict[int, type[Message]] = {
     cls.TYPE: cls for cls in (
         Error, ProposeChannel, AcceptChannel, Update, UpdateAck, Reestablish, StateSync,
         ProposeMultistate, NanocontractCreate, NanocontractCall, NanocontractAbsorb, NanocontractAck, VirtualClose,
-        MultistateClose, ReestablishDone, ReestablishSummary, Monitor, MonitorAck,
+        MultistateClose, ReestablishDone, ReestablishSummary, Monitor, MonitorAck, MonitorChannel,
+        MonitorNanocontract, MonitorCall, MonitorNanoAck,
     )
 }
 
