@@ -31,12 +31,13 @@ from perun.core.eip712 import Domain
 from perun.core.machine import ChannelRecord, Proposal, Role, Stage
 from perun.core.msmachine import Intent, Kind, MSProposal, MSRecord, OnChain, Signed
 from perun.core.multistate import ChannelState, FinalChannelState, Funding, NanocontractState
+from perun.core.mstower import ChainNano, HeldCall, HeldNano, MSWatched
 from perun.core.tower import Watched
 from perun.core.virtual import Half, Position, Seen, VirtualRecord
 
-# 2: channel_deltas; 3: watched (a watchtower's channels). An older store gains the new tables
-# (CREATE TABLE IF NOT EXISTS) and is then of this version.
-SCHEMA_VERSION = 3
+# 2: channel_deltas; 3: watched (a watchtower's channels); 4: ms_watched (its multistate channels).
+# An older store gains the new tables (CREATE TABLE IF NOT EXISTS) and is then of this version.
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 10_000  # how long a write waits for the other connection's
 
 SCHEMA = """
@@ -77,6 +78,8 @@ CREATE TABLE IF NOT EXISTS transactions (nonce INTEGER PRIMARY KEY, record TEXT 
 CREATE TABLE IF NOT EXISTS virtual_channels (id BLOB PRIMARY KEY, record TEXT NOT NULL);
 -- A watchtower's channels: one row each, the latest state handed over replacing the one before.
 CREATE TABLE IF NOT EXISTS watched (channel_id BLOB PRIMARY KEY, record TEXT NOT NULL);
+-- Its multistate channels: one row each, with the latest state of each live nanocontract in it.
+CREATE TABLE IF NOT EXISTS ms_watched (channel_id BLOB PRIMARY KEY, record TEXT NOT NULL);
 """
 
 
@@ -118,7 +121,7 @@ class Store:
         if not found:
             self.commit(meta=identity)
             return
-        if found.get("schema") in ("1", "2"):  # the only changes since: new tables, created above
+        if found.get("schema") in ("1", "2", "3"):  # the only changes since: new tables, created above
             self.commit(meta={"schema": str(SCHEMA_VERSION)})
             found["schema"] = str(SCHEMA_VERSION)
         for key, value in identity.items():
@@ -175,6 +178,10 @@ class Store:
         """A watchtower's records of the channels it watches."""
         return [_watched_from_json(row[1], bytes(row[0])) for row in self.db.execute("SELECT * FROM watched")]
 
+    def ms_watched(self) -> list[MSWatched]:
+        """A watchtower's multistate channels."""
+        return [_ms_watched_from_json(row[1], bytes(row[0])) for row in self.db.execute("SELECT * FROM ms_watched")]
+
     def ms_states(self, channel_id: bytes) -> list[Signed]:
         """Every state of the multistate channel and its nanocontracts this node signed or holds a
         signature on: the channel states by version, then the nanocontracts' by nid and version."""
@@ -191,7 +198,7 @@ class Store:
 
     def commit(
         self,
-        records: Iterable[ChannelRecord | MSRecord | VirtualRecord | Watched] = (),
+        records: Iterable[ChannelRecord | MSRecord | VirtualRecord | Watched | MSWatched] = (),
         states: Iterable[SignedState | Signed] = (),
         peers: Iterable[tuple[str, str, int]] = (),
         meta: dict[str, str] | None = None,
@@ -588,8 +595,56 @@ def _watched_from_json(text: str, cid: bytes) -> Watched:
     )
 
 
+def _ms_watched_to_json(rec: MSWatched) -> str:
+    return json.dumps({
+        "params": _params_json(rec.params),
+        "client": rec.client,
+        "state": _ms_state_json(rec.state),
+        "signature": rec.signature.hex(),
+        "reward": str(rec.reward),
+        "authorisation": rec.authorisation.hex(),
+        "nanos": [{"state": _ms_state_json(n.state), "signature": n.signature.hex(), "reward": str(n.reward),
+                   "authorisation": n.authorisation.hex()} for n in rec.nanos],
+        "calls": [{"nid": c.nid.hex(), "fun": c.fun, "z": c.z.hex(), "version": c.version, "reward": str(c.reward),
+                   "authorisation": c.authorisation.hex()} for c in rec.calls],
+        "registered": rec.registered,
+        "deadline": rec.deadline,
+        "fundings": [_funding_json(f) for f in rec.fundings],
+        "refuted": rec.refuted,
+        "on_chain": [{"nid": c.nid.hex(), "version": c.version, "window_end": c.window_end, "settle_by": c.settle_by,
+                      "terminated": c.terminated, "gamma": c.gamma, "ours": c.ours} for c in rec.on_chain],
+        "closed": rec.closed,
+        "rewards_paid": [[nid.hex(), str(amount)] for nid, amount in rec.rewards_paid],
+    })
+
+
+def _ms_watched_from_json(text: str, cid: bytes) -> MSWatched:
+    d = json.loads(text)
+    return MSWatched(
+        params=_params_from(d["params"]),
+        channel_id=cid,
+        client=d["client"],
+        state=_ms_state_from(cid, d["state"]),  # type: ignore[arg-type]
+        signature=bytes.fromhex(d["signature"]),
+        reward=int(d["reward"]),
+        authorisation=bytes.fromhex(d["authorisation"]),
+        nanos=tuple(HeldNano(_ms_state_from(cid, n["state"]), bytes.fromhex(n["signature"]),  # type: ignore[arg-type]
+                             int(n["reward"]), bytes.fromhex(n["authorisation"])) for n in d["nanos"]),
+        calls=tuple(HeldCall(bytes.fromhex(c["nid"]), c["fun"], bytes.fromhex(c["z"]), c["version"], int(c["reward"]),
+                             bytes.fromhex(c["authorisation"])) for c in d["calls"]),
+        registered=d["registered"],
+        deadline=d["deadline"],
+        fundings=tuple(_funding_from(f) for f in d["fundings"]),
+        refuted=d["refuted"],
+        on_chain=tuple(ChainNano(bytes.fromhex(c["nid"]), c["version"], c["window_end"], c["settle_by"],
+                                 c["terminated"], c["gamma"], c["ours"]) for c in d["on_chain"]),
+        closed=d["closed"],
+        rewards_paid=tuple((bytes.fromhex(nid), int(amount)) for nid, amount in d["rewards_paid"]),
+    )
+
+
 # Where each kind of record and state is written.
 _TABLES: dict[type, str] = {ChannelRecord: "channels", MSRecord: "ms_channels", VirtualRecord: "virtual_channels",
-                            Watched: "watched", SignedState: "states", Signed: "ms_states"}
+                            Watched: "watched", MSWatched: "ms_watched", SignedState: "states", Signed: "ms_states"}
 _ENCODE = {ChannelRecord: _record_to_json, MSRecord: _ms_record_to_json, VirtualRecord: _virtual_to_json,
-           Watched: _watched_to_json}
+           Watched: _watched_to_json, MSWatched: _ms_watched_to_json}

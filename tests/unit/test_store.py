@@ -269,3 +269,28 @@ def test_a_towers_watched_channel_round_trips_and_replaces_its_row(tmp_path):
     assert again.watched() == [latest]  # one row per channel: the latest state only
     assert again.db.execute("SELECT count(*) FROM watched").fetchone() == (1,)
     assert again.channels() == []
+
+
+def test_a_towers_multistate_channel_round_trips_and_an_older_store_gains_its_table(tmp_path):
+    from perun.core.mstower import ChainNano
+    from tests.unit.test_mstower import APP, DOMAIN as MS_DOMAIN, NID, TOWER, held
+    rec = held()
+    latest = replace(rec, registered=1, deadline=99, refuted=2, fundings=rec.state.nanocontracts,
+                     on_chain=(ChainNano(NID, 3, 50, 60, True, 4, True),), closed=True,
+                     rewards_paid=((NID, 2), (bytes(32), 5)))
+    assert rec.nano(NID).state.app.lower() == APP
+    path = tmp_path / "tower.db"
+    store = Store(path, TOWER, MS_DOMAIN.chain_id, MS_DOMAIN.verifying_contract)
+    store.commit([rec])
+    store.commit([latest])
+    store.db.execute("UPDATE meta SET value = '3' WHERE key = 'schema'")  # as a store of the version before
+    store.db.execute("DROP TABLE ms_watched")
+    store.close()
+    again = Store(path, TOWER, MS_DOMAIN.chain_id, MS_DOMAIN.verifying_contract)
+    assert again.ms_watched() == []
+    assert again.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("4",)
+    again.commit([latest])
+    again.close()
+    again = Store(path, TOWER, MS_DOMAIN.chain_id, MS_DOMAIN.verifying_contract)
+    assert again.ms_watched() == [latest]  # one row per channel
+    again.close()
