@@ -42,6 +42,7 @@ from perun.protocols.channels import OPEN_TIME
 from perun.protocols.multistate import REPLY_TIME, Multistate
 from perun.protocols.payment import ChannelInfo, Payment
 from perun.protocols.policy import ChannelPolicy
+from perun.protocols.mstower import MSTower
 from perun.protocols.tower import Tower
 from perun.protocols.virtual import APP as VIRTUAL_APP
 from perun.protocols.virtual import HubPolicy, Virtual
@@ -260,10 +261,13 @@ class Node:
 
 
 class Watchtower:
-    """A watchtower (docs/protocol.md §12): a runtime that runs only the tower protocol, with its
+    """A watchtower (docs/protocol.md §12): a runtime that runs only the tower protocols, with its
     own key (which pays its transactions and is paid its rewards), store, chain follower and
     listening port. Parties on the PaymentContract at `contract` connect to it and hand it their
     latest states (Node's `towers`); it refutes stale closes of their channels on their behalf.
+    Given `ms_contract`, it watches multistate channels there too (perun.protocols.mstower): it
+    refutes, registers their nanocontracts' latest states, and makes the SETTLE calls of
+    virtual channels' halves on the VirtualChannel app at `virtual_app`.
 
         async with Watchtower(key, chain, contract_address, "tower.db", port=9735) as tower:
             ...
@@ -272,7 +276,8 @@ class Watchtower:
     def __init__(self, key: bytes | str | LocalAccount, chain: Chain, contract: str, store_path: Path | str,
                  host: str = "127.0.0.1", port: int = 0, *, poll_interval: float = 0.25,
                  response_timeout: float = RESPONSE_TIMEOUT, name: str | None = None, confirmations: int | None = None,
-                 fees: FeePolicy = FeePolicy(), limits: Limits = Limits()) -> None:
+                 fees: FeePolicy = FeePolicy(), limits: Limits = Limits(), ms_contract: str | None = None,
+                 virtual_app: str | None = None) -> None:
         if confirmations is None:
             confirmations = default_confirmations(chain.chain_id)
         self.runtime = rt = Runtime(key, chain, (chain.chain_id, to_checksum_address(contract)), store_path,
@@ -281,9 +286,15 @@ class Watchtower:
                                     limits=limits)
         self.tower = Tower(rt, contract)
         rt.registry.register(self.tower)
-        rt.faults.declare(self.tower.crash_points)
+        self.ms_tower: MSTower | None = None
+        if ms_contract:
+            self.ms_tower = MSTower(rt, ms_contract, virtual_app)
+            rt.registry.register(self.ms_tower)
+        for protocol in rt.registry.protocols:
+            rt.faults.declare(protocol.crash_points)
         self.address, self.name, self.store, self.faults = rt.address, rt.name, rt.store, rt.faults
         self.records = self.tower.records
+        self.ms_records = self.ms_tower.records if self.ms_tower is not None else {}
 
     async def start(self) -> Watchtower:
         await self.runtime.start()
@@ -311,8 +322,10 @@ class Watchtower:
         await self.runtime.follower.poll()
 
     async def wait_for(self, cid: bytes, predicate: Callable[[Any], bool], timeout: float = 30.0) -> Any:
-        """Waits until the tower's record of channel `cid` satisfies `predicate`."""
+        """Waits until the tower's record of channel `cid` (of either kind) satisfies `predicate`."""
         return await self.runtime.wait_for(cid, predicate, timeout)
 
     def describe(self, cid: bytes) -> dict[str, Any]:
+        if self.ms_tower is not None and cid in self.ms_tower.records:
+            return self.ms_tower.describe(cid)
         return self.tower.describe(cid)

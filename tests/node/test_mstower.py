@@ -1,0 +1,140 @@
+"""A watchtower (perun.node.Watchtower with an MSContract) for multistate channels on the embedded
+chain: which states it takes, and its answers to a stale close and a stale nanocontract
+registration on an offline party's behalf, paid from that party's payout."""
+
+from __future__ import annotations
+
+from perun.chain.backend import ETHER
+from perun.core.apps import hashtimelock as htlc
+from perun.core.monitoring import Monitoring, sign_authorisation
+from perun.core.msmachine import MSRecord
+from perun.core.multistate import ChannelState, NanocontractState
+from perun.node import Watchtower
+from perun.wire import messages as m
+from tests.node.conftest import run
+from tests.node.test_multistate_nodes import PREIMAGE, finalized, lock, ms_pair
+from tests.node.test_tower import answer, dial
+
+E = m.ErrorCode
+REWARD = ETHER // 100
+NANO_REWARD = ETHER // 200
+
+
+def start_tower(net, port: int = 0) -> Watchtower:
+    """The tower (same key and store each time: a restart)."""
+    return Watchtower(net.account("tower").key, net.chain, net.contract.address, net.tmp / "tower.db", port=port,
+                      name="tower", poll_interval=0.02, response_timeout=5.0, ms_contract=net.ms.contract.address,
+                      virtual_app=net.ms.apps.get("VirtualChannel"))
+
+
+def monitor_channel(net, rec: MSRecord, tower: str, key, reward: int = REWARD,
+                    state: ChannelState | None = None, signature: bytes | None = None) -> m.MonitorChannel:
+    """Bob's MonitorChannel for his latest channel state (Alice's signature on it)."""
+    domain = net.ms.contract.domain
+    state = state or rec.state
+    signature = signature or rec.channel.sig_alice
+    authorisation = sign_authorisation(domain, Monitoring.of(domain, state, tower, reward), key)
+    return m.MonitorChannel.of(rec.params, state, signature, reward, authorisation)
+
+
+def monitor_nano(net, state: NanocontractState, signature: bytes, tower: str, key,
+                 reward: int = NANO_REWARD) -> m.MonitorNanocontract:
+    domain = net.ms.contract.domain
+    authorisation = sign_authorisation(domain, Monitoring.of(domain, state, tower, reward), key)
+    return m.MonitorNanocontract.of(state, signature, reward, authorisation)
+
+
+def events_of(net, cid, *names):
+    return [e for e in net.ms.contract.events() if e.name in names and e.args.get("channelId") == cid]
+
+
+def test_a_tower_refutes_a_stale_close_and_replaces_a_stale_nanocontract_for_an_offline_party(net):
+    alice_account, bob_account = net.account("alice"), net.account("bob")
+
+    async def scenario():
+        async with ms_pair(net) as (alice, bob, cid):
+            tower = await start_tower(net).start()
+            try:
+                pay = await alice.multistate.create(cid, "HashTimeLock", lock(ETHER, net=net))  # channel version 1
+                first = bob.multistate.channel(cid).nanocontract(pay)  # version 0: Alice's 1 ETH locked
+                await bob.multistate.call(cid, pay, htlc.CLAIM, PREIMAGE)  # version 1: released to Bob
+                rec = bob.multistate.channel(cid)
+                latest = rec.nanocontract(pay)
+                assert latest.state.version == 1 and latest.state.released_bob == ETHER
+
+                conn = await dial(net, tower, bob_account.key)
+                # A nanocontract before its channel: the tower holds no state of the channel.
+                conn.send(monitor_nano(net, first.state, first.sig_alice, tower.address, bob_account.key))
+                refusal = await answer(conn)
+                assert (refusal.code, refusal.ref_type, refusal.channel_id) == (
+                    E.UNKNOWN_CHANNEL, m.MonitorNanocontract.TYPE, pay)
+                conn.send(monitor_channel(net, rec, tower.address, bob_account.key))
+                assert await answer(conn) == m.MonitorAck(cid, 1)
+                # Version 0 gives Bob nothing: a reward would be more than what he holds in it.
+                conn.send(monitor_nano(net, first.state, first.sig_alice, tower.address, bob_account.key))
+                assert (await answer(conn)).code == E.AMOUNT_OUT_OF_RANGE
+                conn.send(monitor_nano(net, first.state, first.sig_alice, tower.address, bob_account.key, reward=0))
+                assert await answer(conn) == m.MonitorNanoAck(cid, pay, False, 0)
+                for bad, code in [
+                    # Signed by the client itself, not by the other party.
+                    (monitor_nano(net, latest.state, latest.sig_bob, tower.address, bob_account.key),
+                     E.INVALID_SIGNATURE),
+                    # A reward above what the state gives Bob (1 ETH released to him).
+                    (monitor_nano(net, latest.state, latest.sig_alice, tower.address, bob_account.key,
+                                  reward=ETHER + 1), E.AMOUNT_OUT_OF_RANGE),
+                    # A channel state not above the one held.
+                    (monitor_channel(net, rec, tower.address, bob_account.key), E.STALE_VERSION),
+                    # No VirtualChannel half: no call is taken.
+                    (m.MonitorCall(cid, pay, 0, b"", 0, bytes(65)), E.INVALID_NANOCONTRACT),
+                ]:
+                    conn.send(bad)
+                    assert (await answer(conn)).code == code
+                conn.send(monitor_nano(net, latest.state, latest.sig_alice, tower.address, bob_account.key))
+                assert await answer(conn) == m.MonitorNanoAck(cid, pay, False, 1)
+                # (c) A stale nanocontract state is refused, naming the nid and the version held.
+                conn.send(monitor_nano(net, first.state, first.sig_alice, tower.address, bob_account.key))
+                refusal = await answer(conn)
+                assert (refusal.code, refusal.ref_type, refusal.channel_id, refusal.version, refusal.signed) == (
+                    E.STALE_VERSION, m.MonitorNanocontract.TYPE, pay, 0, 1)
+                [stored] = tower.store.ms_watched()
+                assert stored == tower.ms_records[cid]
+                assert (stored.version, [(n.nid, n.state.version) for n in stored.nanos]) == (1, [(pay, 1)])
+                assert tower.describe(cid)["nanocontracts"] == {"0x" + pay.hex(): 1}
+                conn.close()
+
+                await bob.stop()  # Bob goes offline; only the tower watches for him
+                bob_before = net.chain.balance(bob_account.address)
+                await alice.watcher.stop()  # her node would answer her own stale close
+                tower.kill()  # as SIGKILL: only what it stored survives
+                tower = await start_tower(net).start()
+                assert tower.ms_records[cid] == stored
+
+                # Alice cheats: closes with the initial state (no signature needed) and registers
+                # the lock unclaimed, with Bob's signature on version 0.
+                params = rec.params
+                receipt = net.ms.contract.close(alice_account, params, ChannelState.initial(params, cid))
+                deadline = receipt.event("CloseRegistered").args["deadline"]
+                net.ms.contract.register(alice_account, params, first.state, first.sig_bob)
+                held = await tower.wait_for(cid, lambda r: r.registered == 1 and r.chain(pay) is not None
+                                            and r.chain(pay).version == 1)
+                assert held.standing and held.chain(pay).ours and held.chain(pay).terminated
+                assert tower.describe(cid)["stage"] == "closing"
+                net.chain.set_next_block_timestamp(deadline + 1)
+                net.chain.mine()
+                held = await tower.wait_for(cid, lambda r: r.closed)
+                assert held.reward_paid == REWARD + NANO_REWARD
+                return cid, pay, tower.address, bob_before
+            finally:
+                await tower.stop()
+
+    cid, pay, tower, bob_before = run(scenario())
+    registered = [(e.args["version"], e.args["by"]) for e in events_of(net, cid, "CloseRegistered")]
+    assert registered == [(0, alice_account.address), (1, tower)]
+    nanos = [(e.args["version"], e.args["by"]) for e in events_of(net, cid, "NanocontractRegistered")]
+    assert nanos == [(0, alice_account.address), (1, tower)]
+    paid = sorted((e.args["nid"], e.args["payer"], e.args["amount"]) for e in events_of(net, cid, "RewardPaid"))
+    assert paid == sorted([(bytes(32), bob_account.address, REWARD), (pay, bob_account.address, NANO_REWARD)])
+    # Bob's latest outcome: his 5 ETH of cash and the claimed 1 ETH, less the two rewards.
+    assert finalized(net, cid) == (9 * ETHER, 6 * ETHER - REWARD - NANO_REWARD)
+    assert net.chain.balance(bob_account.address) == bob_before + 6 * ETHER - REWARD - NANO_REWARD  # Bob sent nothing
+    assert net.chain.balance(tower) > 0
