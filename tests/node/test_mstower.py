@@ -1,19 +1,22 @@
 """A watchtower (perun.node.Watchtower with an MSContract) for multistate channels on the embedded
-chain: which states it takes, and its answers to a stale close and a stale nanocontract
-registration on an offline party's behalf, paid from that party's payout."""
+chain: which states it takes, its answers to a stale close and a stale nanocontract registration
+on an offline party's behalf, and the SETTLE of an offline end's latest virtual channel state;
+each paid from that party's payout."""
 
 from __future__ import annotations
 
 from perun.chain.backend import ETHER
 from perun.core.apps import hashtimelock as htlc
-from perun.core.monitoring import Monitoring, sign_authorisation
+from perun.core.apps import virtualchannel as vc
+from perun.core.monitoring import Execution, Monitoring, sign_authorisation
 from perun.core.msmachine import MSRecord
 from perun.core.multistate import ChannelState, NanocontractState
 from perun.node import Watchtower
 from perun.wire import messages as m
-from tests.node.conftest import run
+from tests.node.conftest import DELTA, run
 from tests.node.test_multistate_nodes import PREIMAGE, finalized, lock, ms_pair
 from tests.node.test_tower import answer, dial
+from tests.node.test_virtual_nodes import WINDOW, at, close_ledgers, half, opened, stored, triangle
 
 E = m.ErrorCode
 REWARD = ETHER // 100
@@ -138,3 +141,68 @@ def test_a_tower_refutes_a_stale_close_and_replaces_a_stale_nanocontract_for_an_
     assert finalized(net, cid) == (9 * ETHER, 6 * ETHER - REWARD - NANO_REWARD)
     assert net.chain.balance(bob_account.address) == bob_before + 6 * ETHER - REWARD - NANO_REWARD  # Bob sent nothing
     assert net.chain.balance(tower) > 0
+
+
+def test_a_tower_settles_an_offline_ends_latest_virtual_state_in_its_ledger_channel(net):
+    bob_account = net.account("bob")
+
+    async def scenario():
+        async with triangle(net) as (alice, ingrid, bob, a, b):
+            tower = await start_tower(net).start()
+            try:
+                gid, validity = await opened(net, alice, bob, a, b)  # γ at version 2: Bob holds 3 of 4 ETH
+                nu_b = half(bob, gid, 1)
+                ledger = bob.multistate.channel(b)  # Ingrid is its Alice, Bob its Bob
+                gamma = bob.virtual.record(gid).channel
+                assert gamma.current.version == 2
+                z = vc.settle_arg(vc.as_virtual(gamma.current), gamma.sig_alice, gamma.sig_bob)
+                domain = net.ms.contract.domain
+                execution = Execution.of(b, nu_b.nid, vc.SETTLE, z, tower.address, REWARD)
+                conn = await dial(net, tower, bob_account.key)
+                half_state = ledger.nanocontract(nu_b.nid)
+                for msg in (monitor_channel(net, ledger, tower.address, bob_account.key, reward=0),
+                            monitor_nano(net, half_state.state, half_state.sig_alice, tower.address,
+                                         bob_account.key, reward=0),
+                            m.MonitorCall(b, nu_b.nid, vc.SETTLE, z, REWARD,
+                                          sign_authorisation(domain, execution, bob_account.key))):
+                    conn.send(msg)
+                    assert not isinstance(await answer(conn), m.Error)
+                assert tower.ms_records[b].call(nu_b.nid).version == 2
+                # A SETTLE with an older γ state is stale: refused with the nid and the version held.
+                old = next(s for s in bob.store.states(gid) if s.state.version == 1)
+                z_old = vc.settle_arg(vc.as_virtual(old.state), old.sig_alice, old.sig_bob)
+                stale = Execution.of(b, nu_b.nid, vc.SETTLE, z_old, tower.address, REWARD)
+                conn.send(m.MonitorCall(b, nu_b.nid, vc.SETTLE, z_old, REWARD,
+                                        sign_authorisation(domain, stale, bob_account.key)))
+                refusal = await answer(conn)
+                assert (refusal.code, refusal.channel_id, refusal.version, refusal.signed) == (
+                    E.STALE_VERSION, nu_b.nid, 1, 2)
+                conn.close()
+                # Both ends offline from before the settlement until after: only Ingrid and the tower act.
+                await bob.stop()
+                await alice.stop()
+                # (Ingrid's registration of ν_b lands a block after validity − Δ − 1: its window ends
+                # after validity; the tower's SETTLE goes in the first block after that.)
+                for t in (validity - DELTA - 1, validity + DELTA, validity + WINDOW, validity + 2 * WINDOW):
+                    await at(net, t, ingrid, tower)
+                assert stored(net, nu_b) == (2, ETHER, 3 * ETHER)  # the tower's SETTLE, copied by Ingrid to ν_a
+                assert stored(net, half(ingrid, gid, 0)) == (2, ETHER, 3 * ETHER)
+                executed = [(e["by"], e["fun"]) for e in events_of_nid(net, nu_b.nid, "NanocontractExecuted")]
+                assert executed == [(tower.address, vc.SETTLE), (ingrid.address, vc.FINALIZE)]
+                paid = await close_ledgers(net, [(ingrid, a), (ingrid, b)])
+                return paid, nu_b.nid, tower.address
+            finally:
+                await tower.stop()
+
+    paid, nid, tower = run(scenario())
+    # Bob: his latest γ balance of 3 ETH (10 − 1 + 3), less the reward; Ingrid is not worse off.
+    assert paid[bob_account.address] == 12 * ETHER - REWARD
+    assert paid[net.account("ingrid").address] == 20 * ETHER
+    assert paid[net.account("alice").address] == 8 * ETHER
+    [reward] = [e.args for e in net.ms.contract.events() if e.name == "RewardPaid"]
+    assert (reward["nid"], reward["tower"], reward["payer"], reward["amount"]) == (
+        nid, tower, bob_account.address, REWARD)
+
+
+def events_of_nid(net, nid, name):
+    return [e.args for e in net.ms.contract.events() if e.name == name and e.args["nid"] == nid]
