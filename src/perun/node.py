@@ -52,10 +52,12 @@ from perun.wire.limits import Limits
 
 RESPONSE_TIMEOUT = 10.0
 
-__all__ = ["CRASH_POINTS", "ChannelInfo", "Node", "OPEN_TIME", "REPLY_TIME", "RESPONSE_TIMEOUT", "Watchtower"]
+__all__ = ["CRASH_POINTS", "ChannelInfo", "Node", "OPEN_TIME", "REPLY_TIME", "RESPONSE_TIMEOUT",
+           "TOWER_CRASH_POINTS", "Watchtower"]
 
-# Every crash point a node may pass (perun.runtime.faults), for scenarios to name.
+# Every crash point a node may pass (perun.runtime.faults), for scenarios to name; and a watchtower.
 CRASH_POINTS = tuple(dict.fromkeys((*Payment.crash_points, *Multistate.crash_points, *Virtual.crash_points)))
+TOWER_CRASH_POINTS = Tower.crash_points
 
 
 class Node:
@@ -293,6 +295,7 @@ class Watchtower:
         for protocol in rt.registry.protocols:
             rt.faults.declare(protocol.crash_points)
         self.address, self.name, self.store, self.faults = rt.address, rt.name, rt.store, rt.faults
+        self.watcher = rt.follower  # as Node's: its chain time is what the control socket's errors say "now" with
         self.records = self.tower.records
         self.ms_records = self.ms_tower.records if self.ms_tower is not None else {}
 

@@ -170,6 +170,15 @@ ROWS = [
                    w.tmp / "none.json"], 2, "DEPLOYMENT_NOT_FOUND",
         lambda w: f"perun node: cannot read deployment file {w.tmp / 'none.json'}: No such file or directory "
                   "(`perun deploy` or `perun devnet` writes one)", env={"PERUN_PASSWORD": PASSWORD}),
+    Row("watchtower", "a missing key file",
+        lambda w: ["watchtower", "--data", w.tmp / "t", "--keystore", w.tmp / "none.json", "--rpc", w.net.rpc], 2,
+        "KEYSTORE", lambda w: f"perun watchtower: no keystore file at {w.tmp / 'none.json'} (`perun keystore new` "
+                              "makes one)", env={"PERUN_PASSWORD": PASSWORD}),
+    Row("watchtower", "no contract there",
+        lambda w: ["watchtower", "--data", w.tmp / "t", "--keystore", w.cheap_key, "--rpc", w.net.rpc, "--contract",
+                   STRANGER], 2, "DEPLOYMENT_NOT_FOUND",
+        lambda w: re.compile(rf"perun watchtower: no contract at {STRANGER} on chain \d+", re.I),
+        env={"PERUN_PASSWORD": PASSWORD}),
     Row("info", "no node running", lambda w: ["info", "--data", w.tmp / "nowhere"], 1, "NODE_NOT_RUNNING",
         lambda w: f"perun info: no node is running at {w.tmp / 'nowhere'} (nothing listens on "
                   f"{w.tmp / 'nowhere' / 'control.sock'}): start one with `perun node --data` and this directory, "

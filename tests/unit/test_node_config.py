@@ -18,6 +18,7 @@ from perun.protocols.policy import ChannelPolicy
 ETHER = 10**18
 PEER = to_checksum_address("0x" + "a1" * 20)
 TOKEN = to_checksum_address("0x" + "7c" * 20)
+TOWER = to_checksum_address("0x" + "3d" * 20)
 
 # Each flag's key, as TOML, and the setting it makes.
 EVERY_KEY = {
@@ -50,6 +51,8 @@ EVERY_KEY = {
     "hub_fee": ('"0.01eth"', ETHER // 100),
     "hub_capacity": ('"3eth"', 3 * ETHER),
     "hub_max_channels": ("2", 2),
+    "tower": (f'["{TOWER.lower()}@127.0.0.1:9735"]', [(TOWER, ("127.0.0.1", 9735))]),
+    "tower-reward": ('"0.01eth"', ETHER // 100),
 }
 
 
@@ -110,11 +113,45 @@ def test_without_a_file_the_defaults_are_the_safe_policy() -> None:
     ('max_own_deposit = "1eth"\nmax-own-deposit = "2eth"\n', "max_own_deposit is given twice (with - and with _)"),
     ('deployment = "d.json"\ncontract = "%s"\n' % PEER, "deployment and contract exclude each other: give one"),
     ("max_own_deposit = \n", "not a TOML file: "),
+    ('tower = ["127.0.0.1:9735"]\n', "tower: expected ADDRESS@HOST:PORT (the tower's address, then where it listens), "
+                                    "got '127.0.0.1:9735'"),
+    (f'tower = ["{TOWER}@9735"]\n', "tower: expected HOST:PORT, got '9735'"),
+    ('tower = ["0x12@127.0.0.1:9735"]\n', "tower: not an address (0x and 40 hex digits): '0x12'"),
 ])
 def test_a_bad_key_or_value_is_refused_naming_it_and_the_file(tmp_path: Path, toml: str, message: str) -> None:
     with pytest.raises(errors.ConfigError) as refused:
         settings(tmp_path, toml, "--data", "d", "--keystore", "k", "--rpc", "r")
     assert str(refused.value).startswith(f"{tmp_path / 'node.toml'}: {message}"), str(refused.value)
+
+
+def test_towers_and_their_reward_go_to_the_node(tmp_path: Path) -> None:
+    other = to_checksum_address("0x" + "4e" * 20)
+    toml = f'data = "d"\nkeystore = "k"\nrpc = "r"\ntower = ["{TOWER}@10.0.0.1:9735", "{other}@[::1]:9736"]\n'
+    got = settings(tmp_path, toml + 'tower_reward = "0.5eth"\n')
+    assert (dict(got.tower), got.tower_reward) == ({TOWER: ("10.0.0.1", 9735), other: ("::1", 9736)}, ETHER // 2)
+    assert settings(tmp_path, toml).tower_reward == 0
+    with pytest.raises(UsageError, match=r"^--tower-reward goes with --tower: name the towers to pay"):
+        settings(tmp_path, 'data = "d"\nkeystore = "k"\nrpc = "r"\ntower_reward = "1eth"\n')
+    with pytest.raises(UsageError, match=r"^a tower is given twice"):
+        settings(tmp_path, toml, "--tower", f"{TOWER}@h:1", "--tower", f"{TOWER.lower()}@h:2")
+
+
+def test_a_watchtower_takes_the_flags_of_a_node_it_needs(tmp_path: Path) -> None:
+    from perun.cli.tower import TOWER_OPTIONS, tower_settings
+
+    config = tmp_path / "tower.toml"
+    config.write_text(f'data = "t"\nkeystore = "t.json"\nrpc = "http://r"\ncontract = "{TOKEN}"\n'
+                      'listen = "0.0.0.0:9735"\npoll = 0.5\nconfirmations = 2\nmax_fee_gwei = 100\n')
+    got = tower_settings(parser().parse_args(["watchtower", "--config", str(config), "--poll", "2"]))
+    assert (got.data, got.contract, got.listen, got.poll, got.confirmations, got.max_fee_gwei) == (
+        str(tmp_path / "t"), TOKEN, ("0.0.0.0", 9735), 2.0, 2, 100 * 10**9)
+    assert {"max_own_deposit", "hub", "tower", "reply_time"}.isdisjoint(option.key for option in TOWER_OPTIONS)
+    config.write_text('data = "t"\nkeystore = "k"\nrpc = "r"\nmax_own_deposit = "1eth"\n')
+    with pytest.raises(errors.ConfigError, match="unknown key 'max_own_deposit': the keys are the flags of "
+                                                  "`perun watchtower --help`"):
+        tower_settings(parser().parse_args(["watchtower", "--config", str(config)]))
+    with pytest.raises(UsageError, match=r"^--keystore is required, .* \(see `perun watchtower --help`\)$"):
+        tower_settings(parser().parse_args(["watchtower", "--data", "d", "--rpc", "r"]))
 
 
 def test_the_command_reports_config_errors_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

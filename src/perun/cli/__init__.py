@@ -4,7 +4,8 @@ This module holds the parser and the exit codes. Scenarios: demo (the catalog), 
 chain and contract: deploy, devnet, fund, compile; keys: keystore new/import/address (all in
 local.py). A node: `perun node` runs one until SIGINT or SIGTERM (node.py); connect, open,
 cancel, pay, status, close, finalize, refund, info and virtual open/close drive it through its
-control socket (perun.control) in its data directory (client.py).
+control socket (perun.control) in its data directory (client.py). `perun watchtower` runs a
+watchtower (tower.py), whose control socket `status` and `info` read.
 
 Every expected failure prints one line to stderr, `perun COMMAND: what happened and what to do`
 (with --json, one object {"error": {"code", "category", "message", ...}} on stdout instead), and
@@ -31,7 +32,8 @@ from perun.cli.local import (
     cmd_compile, cmd_deploy, cmd_devnet, cmd_fund, cmd_keystore_address, cmd_keystore_import, cmd_keystore_new,
     cmd_scenario_run,
 )
-from perun.cli.node import _EXCLUSIVE, NODE_OPTIONS, cmd_node
+from perun.cli.node import _EXCLUSIVE, NODE_OPTIONS, NodeOption, cmd_node
+from perun.cli.tower import TOWER_OPTIONS, cmd_watchtower
 
 __all__ = ["main", "parser"]
 
@@ -121,16 +123,19 @@ def parser() -> argparse.ArgumentParser:
         "store and control socket in --data. Prints one line when ready, then logs to stderr. Every flag can "
         "also be a key of the --config file (see docs/node.toml.example); a flag given here wins over the file.",
         argument_default=argparse.SUPPRESS)  # absent unless given: the config file fills the rest
-    node.add_argument("--config", type=Path, metavar="FILE", help="a TOML file of settings: the flags below as keys")
-    where = node.add_mutually_exclusive_group()
-    for option in NODE_OPTIONS:
-        kwargs: dict[str, Any] = {"help": option.help}
-        if option.type is None:
-            kwargs["action"] = "store_true"
-        else:
-            kwargs.update(type=option.type, metavar=option.metavar, action="append" if option.repeat else "store")
-        (where if option.key in _EXCLUSIVE else node).add_argument(option.flag, **kwargs)
+    service_options(node, NODE_OPTIONS)
     node.set_defaults(run=cmd_node)
+
+    tower = sub.add_parser(
+        "watchtower", help="run a watchtower until SIGINT or SIGTERM",
+        description="Runs a watchtower (docs/protocol.md §12): nodes started with --tower hand it the latest state "
+        "of their payment channels; it refutes a stale close of one on their behalf and finalizes, paid the reward "
+        "they offer. Its key from --keystore (password from $PERUN_PASSWORD or a prompt) pays its transactions; its "
+        "store (tower.db) and control socket in --data (`perun status` and `perun info` read it). Prints one line "
+        "when ready, then logs to stderr what it does. Every flag can also be a key of the --config file, as for "
+        "`perun node`.", argument_default=argparse.SUPPRESS)
+    service_options(tower, TOWER_OPTIONS)
+    tower.set_defaults(run=cmd_watchtower)
 
     def client(name: str, run, summary: str, within=sub, **kwargs: Any) -> argparse.ArgumentParser:
         """A command for a running node (`within` a group's subparsers: `perun virtual open`)."""
@@ -199,6 +204,19 @@ def parser() -> argparse.ArgumentParser:
     vclose.add_argument("channel", type=channel_arg, metavar="CHANNEL")
     vclose.set_defaults(name="virtual close")
     return top
+
+
+def service_options(parser: argparse.ArgumentParser, options: tuple[NodeOption, ...]) -> None:
+    """--config and the flags of `options` (a service: `perun node`, `perun watchtower`)."""
+    parser.add_argument("--config", type=Path, metavar="FILE", help="a TOML file of settings: the flags below as keys")
+    where = parser.add_mutually_exclusive_group()
+    for option in options:
+        kwargs: dict[str, Any] = {"help": option.help}
+        if option.type is None:
+            kwargs["action"] = "store_true"
+        else:
+            kwargs.update(type=option.type, metavar=option.metavar, action="append" if option.repeat else "store")
+        (where if option.key in _EXCLUSIVE else parser).add_argument(option.flag, **kwargs)
 
 
 def _version() -> str:

@@ -48,6 +48,15 @@ def host_port_arg(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def tower_arg(text: str) -> tuple[str, tuple[str, int]]:
+    """A watchtower as ADDRESS@HOST:PORT: its address, and where to dial it."""
+    address, sep, where = text.partition("@")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected ADDRESS@HOST:PORT (the tower's address, then where it listens), "
+                                         f"got {text!r}")
+    return address_arg(address), host_port_arg(where)
+
+
 def seconds_arg(text: str) -> float:
     try:
         value = float(text)

@@ -10,8 +10,8 @@ from typing import Any
 
 from perun import errors
 from perun.cli.show import (
-    closed_virtual, describe_ledger, describe_payment, describe_virtual, emit, host_port, ledger_table,
-    payment_table, payouts, show_amount, tx, virtual_table,
+    closed_virtual, describe_ledger, describe_payment, describe_virtual, describe_watched, emit, host_port,
+    ledger_table, payment_table, payouts, show_amount, tx, virtual_table, watched_table,
 )
 from perun.control.explain import when
 
@@ -55,6 +55,16 @@ def call(args: argparse.Namespace, method: str, **params: Any) -> Any:
 
 def cmd_info(args: argparse.Namespace) -> None:
     info = call(args, "info")
+    if "tower" in info["channels"]:  # a watchtower's socket
+        emit(args, info, "\n".join([
+            f"watchtower {info['address']}",
+            f"listening  {host_port(info['host'], info['port'])}",
+            f"chain      {info['chain_id']}, PaymentContract {info['contract']}"
+            + ("" if info["chain_reachable"] else " (unreachable now: the tower keeps trying)"),
+            f"clients    {', '.join(info['peers']) or 'none connected'}",
+            f"watching   {info['watched']} channel(s)",
+        ]))
+        return
     emit(args, info, "\n".join([
         f"node      {info['address']}",
         f"listening {host_port(info['host'], info['port'])}",
@@ -129,13 +139,14 @@ def cmd_status(args: argparse.Namespace) -> None:
         call(args, "sync")
     if args.channel:
         ch = call(args, "status", channel=args.channel)
-        describe = {"payment": describe_payment, "multistate": describe_ledger, "virtual": describe_virtual}
+        describe = {"payment": describe_payment, "multistate": describe_ledger, "virtual": describe_virtual,
+                    "tower": describe_watched}
         emit(args, ch, describe[ch["kind"]](ch, call(args, "info")["chain_time"]))
         return
     every = call(args, "status")
     now = call(args, "info")["chain_time"] if every else 0
     tables = [shown(of_kind, now) for kind, shown in (("payment", payment_table), ("multistate", ledger_table),
-                                                      ("virtual", virtual_table))
+                                                      ("virtual", virtual_table), ("tower", watched_table))
               if (of_kind := [ch for ch in every if ch["kind"] == kind])]
     emit(args, every, "\n\n".join(tables) or "no channels")
 

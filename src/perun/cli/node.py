@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from perun import errors
-from perun.cli.args import address_arg, amount_arg, count_arg, depth_arg, gwei_arg, host_port_arg, seconds_arg
+from perun.cli.args import (
+    address_arg, amount_arg, count_arg, depth_arg, gwei_arg, host_port_arg, seconds_arg, tower_arg,
+)
 from perun.cli.show import host_port
 
 
@@ -93,6 +95,11 @@ NODE_OPTIONS = (
     NodeOption("--hub-fee", amount_arg, None, "a hub's fee per virtual channel", "AMOUNT"),
     NodeOption("--hub-capacity", amount_arg, None, "the most a hub blocks in virtual channels at once", "AMOUNT"),
     NodeOption("--hub-max-channels", count_arg, None, "the most virtual channels a hub serves at once", "N"),
+    # Watchtowers (docs/protocol.md §12) this node hands the latest state of each payment channel to.
+    NodeOption("--tower", tower_arg, (), "a watchtower to hand each new state of this node's payment channels to, "
+               "as its address @ where it listens (repeat for several)", "ADDRESS@HOST:PORT", repeat=True),
+    NodeOption("--tower-reward", amount_arg, 0, "what each tower is offered, paid from this node's payout only if "
+               "it refutes a stale close (default 0; at most this node's balance in the state)", "AMOUNT"),
 )
 _EXCLUSIVE = ("deployment", "contract")  # where the contracts are: one or the other
 
@@ -100,19 +107,32 @@ _EXCLUSIVE = ("deployment", "contract")  # where the contracts are: one or the o
 def node_settings(args: argparse.Namespace) -> argparse.Namespace:
     """`perun node`'s settings: each flag given on the command line, else its key in --config,
     else its default. Raises ConfigError for a bad config file, UsageError for a missing setting."""
-    given = {option.key: getattr(args, option.key) for option in NODE_OPTIONS if hasattr(args, option.key)}
-    from_file = _read_config(args.config) if hasattr(args, "config") else {}
+    settings = service_settings(args, NODE_OPTIONS, "node")
+    if settings.tower_reward and not settings.tower:
+        raise errors.UsageError("perun node", "--tower-reward goes with --tower: name the towers to pay")
+    addresses = [address for address, _ in settings.tower]
+    if len(set(addresses)) < len(addresses):
+        raise errors.UsageError("perun node", "a tower is given twice: give each tower's address once")
+    return settings
+
+
+def service_settings(args: argparse.Namespace, options: tuple[NodeOption, ...], command: str) -> argparse.Namespace:
+    """The settings of `perun COMMAND` (node or watchtower) whose flags are `options`: each flag
+    given on the command line, else its key in --config, else its default."""
+    given = {option.key: getattr(args, option.key) for option in options if hasattr(args, option.key)}
+    from_file = _read_config(args.config, options, command) if hasattr(args, "config") else {}
     if any(key in given for key in _EXCLUSIVE):  # the command line's choice replaces the file's
         from_file = {key: value for key, value in from_file.items() if key not in _EXCLUSIVE}
-    settings = {option.key: option.default for option in NODE_OPTIONS} | from_file | given
+    settings = {option.key: option.default for option in options} | from_file | given
     for key in ("data", "keystore", "rpc"):
         if not settings[key]:
-            raise errors.UsageError("perun node", f"--{key} is required, on the command line or as {key} in the "
-                                    "--config file")
+            raise errors.UsageError(f"perun {command}", f"--{key} is required, on the command line or as {key} in "
+                                    "the --config file")
     return argparse.Namespace(**{**vars(args), **settings})
 
 
-def _read_config(path: Path) -> dict[str, Any]:
+def _read_config(path: Path, all_options: tuple[NodeOption, ...] = NODE_OPTIONS, command: str = "node"
+                 ) -> dict[str, Any]:
     """The settings in the TOML file at `path`, by key, each read as its flag reads it."""
     import tomllib
 
@@ -123,14 +143,14 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise errors.ConfigError(f"cannot read the config file {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise errors.ConfigError(f"{path}: not a TOML file: {exc}") from None
-    options = {option.key: option for option in NODE_OPTIONS}
+    options = {option.key: option for option in all_options}
     settings: dict[str, Any] = {}
     for name, value in table.items():
         key = name.replace("-", "_")
         option = options.get(key)
         if option is None:
-            raise errors.ConfigError(f"{path}: unknown key {name!r}: the keys are the flags of `perun node --help`, "
-                                     "without the leading --")
+            raise errors.ConfigError(f"{path}: unknown key {name!r}: the keys are the flags of "
+                                     f"`perun {command} --help`, without the leading --")
         if key in settings:
             raise errors.ConfigError(f"{path}: {key} is given twice (with - and with _)")
         try:
@@ -183,9 +203,9 @@ def _fee_policy(args: argparse.Namespace):
 def _limits(args: argparse.Namespace):
     from perun.wire.limits import Limits
 
+    proposals = {"pending_proposals": args.max_pending_proposals} if hasattr(args, "max_pending_proposals") else {}
     return Limits(handshake_timeout=args.handshake_timeout, connections_per_address=args.max_connections_per_address,
-                  connections=args.max_connections, frames_per_second=args.max_frames_per_second,
-                  pending_proposals=args.max_pending_proposals)
+                  connections=args.max_connections, frames_per_second=args.max_frames_per_second, **proposals)
 
 
 def cmd_node(args: argparse.Namespace) -> None:
@@ -216,7 +236,8 @@ def cmd_node(args: argparse.Namespace) -> None:
         raise errors.DeploymentNotFound("a hub needs a deployment file with MSContract and the VirtualChannel app")
     options = dict(poll_interval=args.poll, response_timeout=args.response_timeout, reply_time=args.reply_time,
                    policy=policy, accept_virtual=lambda v: args.accept_virtual, hub=hub,
-                   confirmations=args.confirmations, fees=fees, limits=limits, **contracts)
+                   confirmations=args.confirmations, fees=fees, limits=limits, towers=dict(args.tower),
+                   tower_reward=args.tower_reward, **contracts)
     asyncio.run(_run_node(key, chain, data, host, port, options))
 
 

@@ -66,6 +66,9 @@ def describe_payment(ch: dict[str, Any], now: int) -> str:
     ]
     if ch["stage"] == "closing":
         lines.append(f"closing   version {ch['registered_version']} registered")
+    for tower, held in (ch.get("towers") or {}).items():
+        lines.append(f"tower     {tower} " + (f"holds version {held}" if held is not None else
+                                             "holds no version yet (since this node started)"))
     lines += _next_lines(ch, now)
     if ch["my_payout"] is not None:
         lines.append(f"paid out  you {show_amount(ch['my_payout'], token)}, "
@@ -138,6 +141,40 @@ def describe_virtual(ch: dict[str, Any], now: int) -> str:
                   f"peer      {show_amount(ch['peer_balance'], token)}"]
     lines.append(f"validity  {when(ch['validity'], now)}, then {ch['window']} s for each end's latest state")
     return "\n".join(lines)
+
+
+def describe_watched(ch: dict[str, Any], now: int) -> str:
+    """A channel a watchtower watches (`perun status CHANNEL` on a tower)."""
+    lines = [
+        f"channel   {ch['channel']} (watched)",
+        f"client    {ch['client']}",
+        f"stage     {ch['stage']}, version {ch['version']} held",
+        f"alice     {show_amount(ch['balance_alice'])}",
+        f"bob       {show_amount(ch['balance_bob'])}",
+        f"reward    {show_amount(ch['reward'])}",
+    ]
+    if ch["registered_version"] is not None:
+        by = " (this tower's refutation)" if ch["refuted"] == ch["registered_version"] else ""
+        lines.append(f"closing   version {ch['registered_version']} registered{by}; the window ends at "
+                     f"{when(ch['deadline'], now)}")
+        if ch["stage"] == "closing" and ch["registered_version"] < ch["version"]:
+            lines.append(f"next      the tower refutes with version {ch['version']} before {when(ch['deadline'], now)}")
+        elif ch["stage"] == "closing" and ch["refuted"] == ch["registered_version"]:
+            lines.append("next      the tower finalizes when the window ends, and is paid its reward")
+    if ch["reward_paid"] is not None:
+        lines.append(f"paid      {show_amount(ch['reward_paid'])} to this tower")
+    return "\n".join(lines)
+
+
+def watched_table(channels: list[dict[str, Any]], now: int) -> str:
+    rows = [("WATCHED CHANNEL", "CLIENT", "STAGE", "VERSION", "REGISTERED", "REWARD", "PAID", "NEXT DEADLINE")]
+    for ch in channels:
+        registered = "" if ch["registered_version"] is None else str(ch["registered_version"])
+        paid = "" if ch["reward_paid"] is None else short_amount(ch["reward_paid"])
+        due = relative(ch["deadline"] - now) if ch["stage"] == "closing" else ""
+        rows.append((ch["channel"], _short_address(ch["client"]), ch["stage"], str(ch["version"]), registered,
+                     short_amount(ch["reward"]), paid, due))
+    return _grid(rows, right={3, 4, 5, 6})
 
 
 def _short_address(address: str) -> str:

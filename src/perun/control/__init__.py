@@ -40,6 +40,9 @@ Methods and their params:
                                                             a stage (comma-separated), a version, or a
                                                             registered version on chain (a close's)
     wait_peer   {peer, timeout?}                            answer once connected to the peer
+    wait_towers {channel, version, timeout?}                answer once every watchtower the node hands
+                                                            its states to acknowledged the payment
+                                                            channel at `version` or above
 
 Multistate (ledger) and virtual channels, when the node runs them (a deployment with MSContract
 and the VirtualChannel app):
@@ -53,6 +56,11 @@ and the VirtualChannel app):
     virtual_close {channel}                                 close it fast through Ingrid
     virtuals      {}                                        every virtual channel
 `pay` and `status` take a virtual channel's id as well, and `status` a multistate channel's.
+
+A watchtower (`perun watchtower`) answers info, status, wait and sync: `status` is each channel
+it watches (the client, the version and balances it holds, the reward, what the chain registered,
+its refutation and the reward paid), `info` has its `contract` and the number `watched`, and
+`wait` waits for the stage (watching, closing, closed), version or registered version of one.
 
 Nanocontracts of a multistate channel (nids are 0x and 64 hex digits, `data` and `z` 0x-hex bytes):
     nanocontract_create   {channel, app, blocked_mine, blocked_peer, data}

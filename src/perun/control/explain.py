@@ -32,7 +32,7 @@ from perun.core.amounts import ether
 from perun.core.channel import ETH
 
 if TYPE_CHECKING:
-    from perun.node import Node
+    from perun.node import Node, Watchtower
 
 
 class Category(str, Enum):
@@ -73,8 +73,9 @@ class Context:
     now: int | None = None  # the chain's time at the node's last poll
 
 
-def context(node: Node | None, method: str, params: Any) -> Context:
-    """The context of a request for `method` with `params` on `node` (None while it starts)."""
+def context(node: Node | Watchtower | None, method: str, params: Any) -> Context:
+    """The context of a request for `method` with `params` on `node` (None while it starts), a
+    node or a watchtower."""
     if node is None or not isinstance(params, dict):
         return Context(method)
     cid = params.get("channel")

@@ -17,28 +17,30 @@ if TYPE_CHECKING:
 
 
 class Methods:
-    """The methods on the node `node()` returns (ControlError while it is starting)."""
+    """The methods on the node `node()` returns (ControlError while it is starting). A watchtower
+    (perun.node.Watchtower) answers the methods of TOWER_METHOD_NAMES only."""
 
     def __init__(self, node: Callable[[], Node]) -> None:
         self.node = node
 
-    def table(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
-        """Each method by its name on the socket."""
-        return {name: getattr(self, name) for name in METHOD_NAMES}
+    def table(self, names: tuple[str, ...] = ()) -> dict[str, Callable[[dict[str, Any]], Any]]:
+        """Each method of `names` (by default METHOD_NAMES, a node's) by its name on the socket."""
+        return {name: getattr(self, name) for name in names or METHOD_NAMES}
 
     async def info(self, params: dict[str, Any]) -> Any:
+        """The node or tower: what its runtime and each of its protocols (`about`) say."""
         check.take(params)
-        node = self.node()
-        protocols = node.runtime.registry.protocols
+        rt = self.node().runtime
+        protocols = rt.registry.protocols
         return {
-            "address": node.address,
-            "host": node.host,
-            "port": node.port,
-            "chain_id": node.chain.chain_id,
+            "address": rt.address,
+            "host": rt.peers.host,
+            "port": rt.peers.port,
+            "chain_id": rt.chain.chain_id,
             **{key: value for p in protocols for key, value in p.about().items()},
-            "chain_time": node.watcher.chain_time,
-            "chain_reachable": not node.runtime.chain_status.down,
-            "peers": sorted(peer for peer, conn in node.peers.items() if not conn.closed),
+            "chain_time": rt.follower.chain_time,
+            "chain_reachable": not rt.chain_status.down,
+            "peers": sorted(peer for peer, conn in rt.peers.connections.items() if not conn.closed),
             "channels": {p.kind: len(p.records) for p in protocols},
         }
 
@@ -134,6 +136,18 @@ class Methods:
                 return False
             return (stages is None or holder.stage_of(rec) in stages) and (least is None or version_of(rec) >= least)
         await node.wait_for(cid, reached, seconds)
+        return node.describe(cid)
+
+    async def wait_towers(self, params: dict[str, Any]) -> Any:
+        """Answers once every tower the node hands its states to (Node's `towers`) acknowledged
+        payment channel `channel` at `version` or above; PeerTimeout after `timeout` seconds."""
+        channel, version, timeout = check.take(params, "channel", "version", optional=("timeout",))
+        cid, least = check.channel_id(channel), check.integer(version, "version")
+        node = self.node()
+        node.payment.channel(cid)  # UnknownChannel first
+        if not node.towers:
+            raise BadRequest("this node hands its states to no watchtower (start it with --tower)")
+        await node.towers_hold(cid, least, float(check.integer(timeout, "timeout")) if timeout is not None else 30.0)
         return node.describe(cid)
 
     async def channels(self, params: dict[str, Any]) -> Any:
@@ -265,6 +279,8 @@ def transaction(receipt: Receipt | None) -> dict[str, Any] | None:
 
 METHOD_NAMES = (  # in the order of the docstring of perun.control
     "info", "connect", "open", "cancel", "pay", "close", "register", "finalize", "refund", "wait_peer", "wait",
-    "channels", "status", "sync", "ledger_open", "ledgers", "virtual_open", "virtual_close", "virtuals",
+    "wait_towers", "channels", "status", "sync", "ledger_open", "ledgers", "virtual_open", "virtual_close", "virtuals",
     "nanocontract_create", "nanocontract_call", "nanocontract_absorb", "nanocontract_register",
 )
+# What a watchtower's control socket answers: the channels it watches (`status`, `wait`), itself (`info`).
+TOWER_METHOD_NAMES = ("info", "wait", "status", "sync")

@@ -13,17 +13,18 @@ from typing import TYPE_CHECKING, Any
 
 from perun import errors
 from perun.control.explain import context, explain
-from perun.control.methods import Methods
+from perun.control.methods import METHOD_NAMES, Methods
 from perun.control.protocol import MAX_LINE, BadRequest, ControlError, InternalError, encode, failure
 
 if TYPE_CHECKING:
-    from perun.node import Node
+    from perun.node import Node, Watchtower
 
 log = logging.getLogger("perun.control")
 
 
 class ControlServer:
-    """Serves one node's control socket.
+    """Serves one node's control socket (or a watchtower's: `methods` names the methods it
+    answers, perun.control.methods.TOWER_METHOD_NAMES).
 
     `bind` claims the data directory (an flock on control.lock beside the socket, which the
     kernel releases however the process ends) and listens; it comes before the node starts,
@@ -31,14 +32,14 @@ class ControlServer:
     with "the node is starting". `close` removes the socket and releases the lock.
     """
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, methods: tuple[str, ...] = METHOD_NAMES) -> None:
         self.path = Path(path)
         self.lock_path = self.path.with_suffix(".lock")
-        self.node: Node | None = None
+        self.node: Node | Watchtower | None = None
         self._lock_fd: int | None = None
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.Task] = set()
-        self._methods = Methods(self._node).table()
+        self._methods = Methods(self._node).table(methods)
 
     async def bind(self) -> None:
         self._lock()
@@ -86,7 +87,7 @@ class ControlServer:
         log.info("removing the stale control socket %s", self.path)
         self.path.unlink()
 
-    async def start(self, node: Node) -> None:
+    async def start(self, node: Node | Watchtower) -> None:
         if self._server is None:
             await self.bind()
         self.node = node
@@ -164,4 +165,4 @@ class ControlServer:
     def _node(self) -> Node:
         if self.node is None:
             raise ControlError("the node is starting")
-        return self.node
+        return self.node  # type: ignore[return-value]  # a Watchtower answers only the methods it has

@@ -1,0 +1,158 @@
+"""`perun watchtower`: a watchtower service (perun.node.Watchtower) with the settings, the config
+file and the control socket of `perun node`, run until SIGINT or SIGTERM; and what it logs of
+the channels it watches."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from perun import errors
+from perun.cli.node import NODE_OPTIONS, _contracts, _fee_policy, _limits, service_settings
+from perun.cli.show import host_port, show_amount
+
+if TYPE_CHECKING:
+    from perun.core.tower import Watched
+    from perun.node import Watchtower
+
+# The flags of `perun node` a tower has: where it is, its timing, the chain, its connections.
+TOWER_KEYS = frozenset({
+    "data", "keystore", "rpc", "deployment", "contract", "listen", "poll", "response_timeout", "confirmations",
+    "max_fee_gwei", "priority_fee_gwei", "bump_after", "handshake_timeout", "max_connections_per_address",
+    "max_connections", "max_frames_per_second",
+})
+STORE_NAME = "tower.db"
+_TOWER_HELP = {  # where a node's help does not say it for a tower
+    "data": f"data directory ({STORE_NAME}, control.sock); required",
+    "keystore": "the tower's key file (it pays the tower's transactions and is paid its rewards); required",
+    "contract": "PaymentContract address",
+    "listen": "where clients connect (default 127.0.0.1:0, a free port; their nodes need a fixed one)",
+}
+TOWER_OPTIONS = tuple(replace(option, help=_TOWER_HELP.get(option.key, option.help)) for option in NODE_OPTIONS
+                      if option.key in TOWER_KEYS)
+
+log = logging.getLogger("perun.watchtower")
+
+
+def tower_settings(args: argparse.Namespace) -> argparse.Namespace:
+    """`perun watchtower`'s settings: each flag given on the command line, else its key in
+    --config, else its default (ConfigError, UsageError as `perun node`'s)."""
+    return service_settings(args, TOWER_OPTIONS, "watchtower")
+
+
+def cmd_watchtower(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from perun import keystore
+    from perun.chain.backend import RpcChain
+
+    args = tower_settings(args)
+    fees, limits = _fee_policy(args), _limits(args)
+    host, port = args.listen
+    data = Path(args.data)
+    key = keystore.load(args.keystore, keystore.read_password(prompt=f"Password for {args.keystore}: "))
+    chain = RpcChain(args.rpc)
+    contract = _contracts(args, chain)["contract"]
+    try:
+        data.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise errors.PerunError(f"cannot create the data directory {data}: {exc.strerror}") from None
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("perun").setLevel(logging.INFO)
+    options = dict(poll_interval=args.poll, response_timeout=args.response_timeout, confirmations=args.confirmations,
+                   fees=fees, limits=limits)
+    asyncio.run(_run_tower(key, chain, contract, data, host, port, options))
+
+
+async def _run_tower(key: bytes, chain: Any, contract: str, data: Path, host: str, port: int,
+                     options: dict[str, Any]) -> None:
+    import asyncio
+
+    from perun.control import ControlServer, socket_path
+    from perun.control.methods import TOWER_METHOD_NAMES
+    from perun.node import Watchtower
+    from perun.runtime.faults import ENVIRONMENT
+
+    control = ControlServer(socket_path(data), TOWER_METHOD_NAMES)
+    await control.bind()  # first: it refuses a data directory that another node or tower serves
+    tower = None
+    try:
+        tower = Watchtower(key, chain, contract, data / STORE_NAME, host, port, name="tower", **options)
+        TowerLog(tower).install()
+        if os.environ.get(ENVIRONMENT):  # tests kill the process at a crash point
+            tower.faults.sigkill_at(os.environ[ENVIRONMENT])
+        try:
+            await tower.start()
+        except OSError as exc:
+            raise errors.PerunError(f"cannot listen on {host_port(host, port)}: {exc.strerror or exc}") from None
+        await control.start(tower)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"watchtower {tower.address} listening on {host_port(host, tower.port)}, PaymentContract "
+              f"{tower.tower.contract.address}, {len(tower.records)} channel(s) watched, control {control.path}",
+              flush=True)
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await control.close()
+        if tower is not None:
+            await tower.stop()
+
+
+class TowerLog:
+    """Logs what a tower does with each channel it watches, as its records change: a state taken
+    from a client, a stale close seen, its refutation registered, the channel closed and the
+    reward paid. It sees every record the tower puts in place (Tower.put), and logs the change
+    from the one before, so a record put again unchanged (each poll) logs nothing."""
+
+    def __init__(self, tower: Watchtower) -> None:
+        self.protocol = tower.tower
+        self.address = tower.address
+
+    def install(self) -> None:
+        put = self.protocol.put
+
+        def logged(rec: Watched) -> None:
+            before = self.protocol.records.get(rec.channel_id)
+            put(rec)
+            if before != rec:
+                self.changed(before, rec)
+
+        self.protocol.put = logged  # type: ignore[method-assign]
+
+    def changed(self, before: Watched | None, rec: Watched) -> None:
+        cid = "0x" + rec.channel_id.hex()
+        if before is None or rec.version > before.version:
+            log.info("channel %s: took version %d from %s (alice %s, bob %s; reward %s)", cid, rec.version, rec.client,
+                     show_amount(rec.state.balance_alice), show_amount(rec.state.balance_bob), show_amount(rec.reward))
+        registered, reward_paid, closed = (before.registered, before.reward_paid, before.closed) if before else (
+            None, None, False)
+        if rec.registered is not None and rec.registered != registered:
+            if rec.refuted == rec.registered:
+                log.info("channel %s: our refutation with version %d is registered; the window ends at %s",
+                         cid, rec.registered, _utc(rec.deadline))
+            elif rec.registered < rec.version:
+                log.warning("channel %s: a stale close registered version %d (we hold %d): refuting before %s",
+                            cid, rec.registered, rec.version, _utc(rec.deadline))
+            else:
+                log.info("channel %s: a close registered version %d (we hold %d): nothing to refute",
+                         cid, rec.registered, rec.version)
+        if rec.reward_paid is not None and rec.reward_paid != reward_paid:
+            log.info("channel %s: reward of %s paid to %s", cid, show_amount(rec.reward_paid), self.address)
+        if rec.closed and not closed:
+            log.info("channel %s: closed%s", cid, "" if rec.reward_paid is not None else " (no reward for this tower)")
+
+
+def _utc(timestamp: int) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
