@@ -102,6 +102,11 @@ class CrashPlan:
         self.stop(name)
         return self.restart(name)
 
+    def adopt(self, node: NodeProcess) -> NodeProcess:
+        """Follows a node started without `start` (a watchtower, say): `died` and `restart` work
+        on it as on the others."""
+        return self._watch(node)
+
     def close(self) -> None:
         """No thread waits for the nodes any more (the Processes fixture stops them)."""
         self._pool.shutdown(wait=False, cancel_futures=True)

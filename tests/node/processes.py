@@ -1,6 +1,6 @@
-"""`perun node` processes for tests: started on free ports, driven through their control socket,
-killed or stopped, restarted on the same store, and always cleaned up (the `Processes` context
-stops every one)."""
+"""`perun node` processes for tests (and `perun watchtower` ones: command="watchtower"): started
+on free ports, driven through their control socket, killed or stopped, restarted on the same
+store, and always cleaned up (the `Processes` context stops every one)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ class NodeProcess:
     port: int
     account: LocalAccount | None = None
     args: tuple[str, ...] = ()  # the options it was started with besides the common ones
+    command: str = "node"  # or "watchtower"
 
     def call(self, method: str, **params: Any) -> Any:
         return control.call(self.data, method, params)
@@ -52,11 +53,11 @@ class Processes:
     running: list[NodeProcess] = field(default_factory=list)
 
     def start(self, name: str, account: LocalAccount, *, crash_at: str | None = None, port: int = 0,
-              response_timeout: float = 5.0, args: tuple[str, ...] = ()) -> NodeProcess:
+              response_timeout: float = 5.0, args: tuple[str, ...] = (), command: str = "node") -> NodeProcess:
         """Starts `name`'s node (on `port`, or a free one); the same name reuses its store.
-        `args` are further `perun node` options (--hub, say)."""
+        `args` are further `perun node` options (--hub, say); `command` "watchtower" starts a tower."""
         return self.ready(self.launch(name, account, crash_at=crash_at, port=port, response_timeout=response_timeout,
-                                      args=args))
+                                      args=args, command=command))
 
     def start_all(self, *nodes: tuple[str, LocalAccount, dict[str, Any]]) -> list[NodeProcess]:
         """Starts several nodes at once (their start-ups overlap): (name, account, start's options)."""
@@ -68,7 +69,8 @@ class Processes:
         this time `crash_at` (none by default)."""
         assert not node.alive, f"{node.name} is still running"
         assert node.account is not None
-        return self.start(node.name, node.account, crash_at=crash_at, port=node.port, args=node.args)
+        return self.start(node.name, node.account, crash_at=crash_at, port=node.port, args=node.args,
+                          command=node.command)
 
     def stop(self, node: NodeProcess) -> int:
         """Stops `node` as an operator does (SIGTERM); its exit code."""
@@ -76,7 +78,7 @@ class Processes:
         return node.wait_exit(20)
 
     def launch(self, name: str, account: LocalAccount, *, crash_at: str | None = None, port: int = 0,
-               response_timeout: float = 5.0, args: tuple[str, ...] = ()) -> NodeProcess:
+               response_timeout: float = 5.0, args: tuple[str, ...] = (), command: str = "node") -> NodeProcess:
         """Starts `name`'s node without waiting until it is ready (`ready`)."""
         data = self.tmp / name
         key_file = self.tmp / f"{name}.json"
@@ -87,18 +89,17 @@ class Processes:
         if crash_at:
             env["PERUN_CRASH_AT"] = crash_at
         where = ["--deployment", str(self.deployment)] if self.deployment else ["--contract", str(self.contract)]
-        cmd = [sys.executable, "-m", "perun.cli", "node", "--data", str(data), "--keystore", str(key_file),
+        policy = ["--max-own-deposit", "1000eth"] if command == "node" else []  # the tests script both parties
+        cmd = [sys.executable, "-m", "perun.cli", command, "--data", str(data), "--keystore", str(key_file),
                "--rpc", self.rpc, *where, "--listen", f"127.0.0.1:{port}", "--poll", "0.05",
-               "--response-timeout", str(response_timeout),
-               "--max-own-deposit", "1000eth",  # the tests script both parties, their deposits too
-               *args]
+               "--response-timeout", str(response_timeout), *policy, *args]
         log = open(self.tmp / f"{name}.log", "a")
         if crash_at:
             log.write(f"---- started to die at {crash_at}\n")
             log.flush()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
         log.close()  # the child has its own descriptor
-        node = NodeProcess(name, data, account.address, proc, port, account, tuple(args))
+        node = NodeProcess(name, data, account.address, proc, port, account, tuple(args), command)
         self.running.append(node)
         return node
 
@@ -109,7 +110,7 @@ class Processes:
             # Killed at its armed crash point while it started: on a restart the point may come
             # before the ready line (a proposal sent again as it reconnects). `died` sees it.
             return node
-        if not line.startswith("node "):
+        if not line.startswith(f"{node.command} "):
             node.proc.kill()
             raise RuntimeError(f"{node.name} did not start: {line!r}; see {self.tmp / f'{node.name}.log'}")
         node.port = int(line.split(" listening on ")[1].split(",")[0].rsplit(":", 1)[1])

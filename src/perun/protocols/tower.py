@@ -35,7 +35,9 @@ class Tower(Protocol):
     kind = "tower"
     messages = (m.Monitor,)
     record_type = Watched
-    crash_points = ("monitor-stored",)
+    # monitor-received: a Monitor taken, not stored; monitor-stored: stored, MonitorAck not sent;
+    # refute-due, finalize-due: the transaction not sent; refute-sent, finalize-sent: mined, not recorded.
+    crash_points = ("monitor-received", "monitor-stored", "refute-due", "refute-sent", "finalize-due", "finalize-sent")
 
     def __init__(self, ctx: Runtime, contract: str) -> None:
         self.ctx = ctx
@@ -64,6 +66,7 @@ class Tower(Protocol):
         # Read after the await: a Monitor handled meanwhile counts.
         new = tower.accept(self.records.get(cid), self.domain, self.ctx.address, params, msg.version,
                            msg.balance_alice, msg.balance_bob, msg.signature, msg.reward, msg.authorisation)
+        self.ctx.faults.point("monitor-received")
         def ack() -> None:
             self.ctx.faults.point("monitor-stored")
             conn.send(m.MonitorAck(cid, new.version))
@@ -114,15 +117,19 @@ class Tower(Protocol):
         rec = self.records[cid]
         log.warning("%s: stale close of 0x%s (version %s); refuting with version %s for %s", self.ctx.name,
                     cid.hex()[:12], rec.registered, rec.version, rec.client)
+        self.ctx.faults.point("refute-due")
         receipt = await self.ctx.transact(self.contract.refute, rec.params, rec.state, rec.signature,
                                           rec.monitoring(self.domain, self.ctx.address), rec.authorisation)
+        self.ctx.faults.point("refute-sent")
         await self._apply(receipt)
         return receipt
 
     async def finalize(self, cid: bytes) -> Receipt:
         """Pays out the channel, and this tower its reward (anyone may finalize; the tower is paid
         only if it does it, or someone does, while its refutation stands)."""
+        self.ctx.faults.point("finalize-due")
         receipt = await self.ctx.transact(self.contract.finalize, self.records[cid].params)
+        self.ctx.faults.point("finalize-sent")
         await self._apply(receipt)
         return receipt
 
