@@ -149,6 +149,9 @@ class ControlServer:
             if not isinstance(params, dict):
                 raise BadRequest("params must be a JSON object")
             handler = self._methods.get(method)
+            if handler is None and method in METHOD_NAMES:  # a node's, on a watchtower's socket
+                raise BadRequest(f"this is a watchtower: it answers {', '.join(sorted(self._methods))}, not "
+                                 f"{method}; give the --data of a node for that")
             if handler is None:
                 raise BadRequest(f"unknown method {method!r}; known: {', '.join(sorted(self._methods))}")
             result = await handler(dict(params))
