@@ -86,10 +86,10 @@ def test_a_watchtower_from_the_command_line_refutes_for_an_offline_node(tmp_path
                 assert info.splitlines()[0] == f"watchtower {tower.address}"
                 assert f"PaymentContract {contract.address}" in info and "watching   1 channel(s)" in info
                 table = ok("status", "--data", tower.data).splitlines()
-                assert table[0].split() == ["WATCHED", "CHANNEL", "CLIENT", "STAGE", "VERSION", "REGISTERED",
+                assert table[0].split() == ["WATCHED", "CHANNEL", "KIND", "CLIENT", "STAGE", "VERSION", "REGISTERED",
                                             "REWARD", "PAID", "NEXT", "DEADLINE"]
-                assert table[1].split() == [cid, f"{bob.address[:6]}…{bob.address[-4:]}", "watching", "3", "0.01",
-                                            "ETH"]  # nothing registered, nothing paid, no deadline
+                assert table[1].split() == [cid, "payment", f"{bob.address[:6]}…{bob.address[-4:]}", "watching", "3",
+                                            "0.01", "ETH"]  # nothing registered, nothing paid, no deadline
                 [listed] = perun("--json", "status", "--data", tower.data).json()
                 assert (listed["kind"], listed["version"], listed["client"]) == ("tower", 3, bob.address)
                 refused = one_line_failure(perun("pay", cid, "1wei", "--data", tower.data), 2)

@@ -10,7 +10,8 @@ from typing import Any
 
 from perun import errors
 from perun.cli.show import (
-    closed_virtual, describe_ledger, describe_payment, describe_virtual, describe_watched, emit, host_port,
+    closed_virtual, describe_ledger, describe_ms_watched, describe_payment, describe_virtual, describe_watched, emit,
+    host_port,
     ledger_table, payment_table, payouts, show_amount, tx, virtual_table, watched_table,
 )
 from perun.control.explain import when
@@ -60,9 +61,10 @@ def cmd_info(args: argparse.Namespace) -> None:
             f"watchtower {info['address']}",
             f"listening  {host_port(info['host'], info['port'])}",
             f"chain      {info['chain_id']}, PaymentContract {info['contract']}"
+            + (f", MSContract {info['ms_contract']}" if "ms_contract" in info else "")
             + ("" if info["chain_reachable"] else " (unreachable now: the tower keeps trying)"),
             f"clients    {', '.join(info['peers']) or 'none connected'}",
-            f"watching   {info['watched']} channel(s)",
+            f"watching   {info['watched'] + info.get('ms_watched', 0)} channel(s)",
         ]))
         return
     emit(args, info, "\n".join([
@@ -140,14 +142,15 @@ def cmd_status(args: argparse.Namespace) -> None:
     if args.channel:
         ch = call(args, "status", channel=args.channel)
         describe = {"payment": describe_payment, "multistate": describe_ledger, "virtual": describe_virtual,
-                    "tower": describe_watched}
+                    "tower": describe_watched, "ms-tower": describe_ms_watched}
         emit(args, ch, describe[ch["kind"]](ch, call(args, "info")["chain_time"]))
         return
     every = call(args, "status")
     now = call(args, "info")["chain_time"] if every else 0
-    tables = [shown(of_kind, now) for kind, shown in (("payment", payment_table), ("multistate", ledger_table),
-                                                      ("virtual", virtual_table), ("tower", watched_table))
-              if (of_kind := [ch for ch in every if ch["kind"] == kind])]
+    tables = [shown(of_kind, now) for kinds, shown in ((("payment",), payment_table), (("multistate",), ledger_table),
+                                                       (("virtual",), virtual_table),
+                                                       (("tower", "ms-tower"), watched_table))
+              if (of_kind := [ch for ch in every if ch["kind"] in kinds])]
     emit(args, every, "\n\n".join(tables) or "no channels")
 
 

@@ -166,15 +166,39 @@ def describe_watched(ch: dict[str, Any], now: int) -> str:
     return "\n".join(lines)
 
 
+def describe_ms_watched(ch: dict[str, Any], now: int) -> str:
+    """A multistate channel a watchtower watches: its channel state, and per nanocontract the
+    version of the state and of the SETTLE call it holds (`perun status CHANNEL` on a tower)."""
+    lines = [
+        f"channel   {ch['channel']} (watched, multistate)",
+        f"client    {ch['client']}",
+        f"stage     {ch['stage']}, version {ch['version']} held",
+        f"cash      alice {show_amount(ch['cash_alice'])}, bob {show_amount(ch['cash_bob'])}",
+        f"reward    {show_amount(ch['reward'])} for the channel state",
+    ]
+    lines += [f"nano      {nid}: version {version} held" + (f", SETTLE with γ version {ch['calls'][nid]}"
+                                                           if nid in ch["calls"] else "")
+              for nid, version in ch["nanocontracts"].items()]
+    if ch["registered_version"] is not None:
+        by = " (this tower's refutation)" if ch["refuted"] == ch["registered_version"] else ""
+        lines.append(f"closing   version {ch['registered_version']} registered{by}; the window ends at "
+                     f"{when(ch['deadline'], now)}")
+    if int(ch["reward_paid"]):
+        lines.append(f"paid      {show_amount(ch['reward_paid'])} to this tower")
+    return "\n".join(lines)
+
+
 def watched_table(channels: list[dict[str, Any]], now: int) -> str:
-    rows = [("WATCHED CHANNEL", "CLIENT", "STAGE", "VERSION", "REGISTERED", "REWARD", "PAID", "NEXT DEADLINE")]
+    rows = [("WATCHED CHANNEL", "KIND", "CLIENT", "STAGE", "VERSION", "REGISTERED", "REWARD", "PAID",
+             "NEXT DEADLINE")]
     for ch in channels:
         registered = "" if ch["registered_version"] is None else str(ch["registered_version"])
-        paid = "" if ch["reward_paid"] is None else short_amount(ch["reward_paid"])
+        paid = "" if ch["reward_paid"] is None or not int(ch["reward_paid"]) else short_amount(ch["reward_paid"])
         due = relative(ch["deadline"] - now) if ch["stage"] == "closing" else ""
-        rows.append((ch["channel"], _short_address(ch["client"]), ch["stage"], str(ch["version"]), registered,
+        kind = "payment" if ch["kind"] == "tower" else "multistate"
+        rows.append((ch["channel"], kind, _short_address(ch["client"]), ch["stage"], str(ch["version"]), registered,
                      short_amount(ch["reward"]), paid, due))
-    return _grid(rows, right={3, 4, 5, 6})
+    return _grid(rows, right={4, 5, 6, 7})
 
 
 def _short_address(address: str) -> str:

@@ -58,7 +58,8 @@ def cmd_watchtower(args: argparse.Namespace) -> None:
     data = Path(args.data)
     key = keystore.load(args.keystore, keystore.read_password(prompt=f"Password for {args.keystore}: "))
     chain = RpcChain(args.rpc)
-    contract = _contracts(args, chain)["contract"]
+    contracts = _contracts(args, chain)
+    contract = contracts["contract"]
     try:
         data.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
@@ -68,6 +69,10 @@ def cmd_watchtower(args: argparse.Namespace) -> None:
     logging.getLogger("perun").setLevel(logging.INFO)
     options = dict(poll_interval=args.poll, response_timeout=args.response_timeout, confirmations=args.confirmations,
                    fees=fees, limits=limits)
+    if "ms_contract" in contracts:  # a deployment file with MSContract: multistate and virtual channels too
+        from perun.protocols.virtual import APP as VIRTUAL_APP
+
+        options.update(ms_contract=contracts["ms_contract"], virtual_app=contracts["apps"].get(VIRTUAL_APP))
     asyncio.run(_run_tower(key, chain, contract, data, host, port, options))
 
 
@@ -97,9 +102,11 @@ async def _run_tower(key: bytes, chain: Any, contract: str, data: Path, host: st
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        print(f"watchtower {tower.address} listening on {host_port(host, tower.port)}, PaymentContract "
-              f"{tower.tower.contract.address}, {len(tower.records)} channel(s) watched, control {control.path}",
-              flush=True)
+        contracts = f"PaymentContract {tower.tower.contract.address}"
+        if tower.ms_tower is not None:
+            contracts += f", MSContract {tower.ms_tower.contract.address}"
+        print(f"watchtower {tower.address} listening on {host_port(host, tower.port)}, {contracts}, "
+              f"{len(tower.records) + len(tower.ms_records)} channel(s) watched, control {control.path}", flush=True)
         await stop.wait()
         log.info("stopping")
     finally:

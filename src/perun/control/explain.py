@@ -467,6 +467,22 @@ CONTRACT: dict[str, tuple[str, Sentence]] = {
         "the registration was sent with too little gas for the app: send it again with more")),
     "MSContractTerminated": ("NANOCONTRACT_TERMINATED", _says(
         "nanocontract {nid} blocks nothing any more: there is nothing to execute")),
+    # Watchtowers (PaymentContract and MSContract, a tower's submissions)
+    "WatchtowersWrongTower": ("TOWER_WRONG_TOWER", _says(
+        "the authorisation names the tower {tower}, not {caller}: only that tower may submit it")),
+    "WatchtowersWrongNanocontract": ("TOWER_WRONG_NANOCONTRACT", _says(
+        "the authorisation is for nanocontract {authorised}, not {submitted} (0 is the channel's own state)")),
+    "WatchtowersWrongVersion": ("TOWER_WRONG_VERSION", _says(
+        "the authorisation is for version {authorised}, not {submitted}")),
+    "WatchtowersWrongState": ("TOWER_WRONG_STATE", _says(
+        "the authorisation is for another state (digest {authorised}) than the one submitted ({submitted})")),
+    "WatchtowersWrongCall": ("TOWER_WRONG_CALL", _says(
+        "the authorisation names another call than function {fun} with this argument")),
+    "WatchtowersNotAParty": ("TOWER_NOT_AUTHORISED", _says(
+        "the authorisation is signed by {signer}, who is not a party of the channel")),
+    "WatchtowersRewardTooLarge": ("TOWER_REWARD_TOO_LARGE", _says(
+        "the reward {amount_reward} is more than its payer holds in the state, {amount_limit}: "
+        "authorise a smaller one")),
     # the apps
     "HashTimeLockUnknownFunction": ("HTLC_UNKNOWN_FUNCTION", _says("HashTimeLock has no function {fun}")),
     "HashTimeLockMalformed": ("HTLC_MALFORMED", _says("the hash-time lock's storage does not decode")),

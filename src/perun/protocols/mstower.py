@@ -236,7 +236,7 @@ class MSTower(Protocol):
         return "watching" if rec.registered is None else "closing"
 
     def about(self) -> dict[str, Any]:
-        return {"contract": self.contract.address, "watched": len(self.records), "virtual_app": self.virtual_app}
+        return {"ms_contract": self.contract.address, "ms_watched": len(self.records), "virtual_app": self.virtual_app}
 
 
 def _call_version(z: bytes) -> int:
