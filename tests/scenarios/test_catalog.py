@@ -39,7 +39,8 @@ def test_the_catalog_has_what_the_issue_asks_for() -> None:
                      "replay-and-forgery", "erc20-channel", "tictactoe-timeout", "stale-nanocontract-refuted",
                      "close-with-live-nanocontracts", "conditional-payments", "virtual-fast-close",
                      "virtual-close-refused", "virtual-ingrid-offline", "virtual-stale-state", "virtual-silent-end",
-                     "virtual-ledger-closed", "cooperative-close-in-dispute", "multistate-cooperative-close"}
+                     "virtual-ledger-closed", "cooperative-close-in-dispute", "multistate-cooperative-close",
+                     "tower-refutes-for-offline-party"}
     scenarios = {p.stem: load(p) for p in CATALOG}
     assert [name for name, s in scenarios.items() if any(c.kind == "multistate" for c in s.channels.values())] == [
         "11-tictactoe-timeout", "12-stale-nanocontract-refuted", "13-close-with-live-nanocontracts",

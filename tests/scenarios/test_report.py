@@ -263,3 +263,32 @@ def test_screenshot_without_chromium(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(FileNotFoundError, match="chromium is not installed"):
         screenshot(tmp_path / "page.html", tmp_path / "page.png")
+
+
+def test_a_tower_has_a_lifeline_of_its_own_marked_as_a_tower() -> None:
+    tower = "0x" + "70" * 20
+    rec = recording(fail=False)
+    rec.towers["watchtower"] = tower
+    rec.entries += [
+        r.Message(20, 0.32, 30, "bob", "watchtower", "Monitor", "ab v2: 9 ETH / 6 ETH, reward 0.01 ETH"),
+        r.Message(21, 0.33, 30, "watchtower", "bob", "MonitorAck", "ab v2 held"),
+        r.Message(22, 0.34, 31, "watchtower", "bob", "Error", "STALE_VERSION: version 2 is not above 2"),
+        r.Note(23, 0.35, 32, "watchtower", "offline"),
+        r.Transaction(24, 0.36, 33, "watchtower", "refute", 76_540, 6, 1_700_000_030,
+                      ("CloseRegistered(version=2)", "RewardRecorded(watchtower, 0.01 ETH)"), "0x06"),
+    ]
+    page = html_report(rec)
+    dom = Dom(page)
+    lanes = dom.having("g", "lane")
+    assert len(lanes) == 4 and len(dom.having("g", "lane", "tower")) == 1  # alice, bob, the tower, the chain
+    assert ">watchtower<" in page and "tower · 0x7070…7070" in page
+    # Its messages and its transaction are drawn like a party's: an arrow from its lifeline to the chain.
+    assert len(dom.having("g", "msg")) == len(rec.messages) and len(dom.having("g", "tx")) == len(rec.transactions)
+    assert "tx 5 · block 6" in page
+    lines = text_summary(rec).splitlines()
+    assert "Lifelines: alice, bob, watchtower (tower), chain" in lines
+    assert f"  tower watchtower {tower}: a watchtower, no party of any channel" in lines
+    assert any("bob -> watchtower (tower)" in line and "Monitor ab v2" in line for line in lines)
+    assert any("watchtower (tower) -> bob" in line and "STALE_VERSION" in line for line in lines)
+    assert any("note watchtower (tower)" in line for line in lines)
+    assert any("watchtower (tower) refute  gas 76,540" in line for line in lines)

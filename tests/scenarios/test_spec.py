@@ -407,3 +407,63 @@ def test_virtual_channels_and_their_steps(tmp_path: Path) -> None:
     assert expect.args["halves"] == {"ai": {"registered": True, "version": 1},
                                      "ib": {"balances": (25 * 10**17, 15 * 10**17), "settled": False}}
     assert expect.lines["halves"] == 20
+
+
+TOWERS = """title: t
+towers: {watchtower: {}, spare: {funds: 2eth}}
+parties: {alice: {}, bob: {towers: [watchtower, spare], reward: 0.01eth}, carol: {towers: [watchtower]}}
+channels:
+  ab: {alice: alice, bob: bob, deposits: [10eth, 5eth]}
+  cb: {alice: carol, bob: bob, deposits: [1eth, 1eth]}
+steps:
+"""
+
+
+def test_towers_their_clients_and_their_steps(tmp_path: Path) -> None:
+    s = load(write(tmp_path, TOWERS + "  - offline: watchtower\n  - online: watchtower\n  - crash: spare\n"
+                              "  - restart: spare\n  - crash: {party: spare, at: monitor-stored}\n"
+                              "  - refute: {channel: ab, by: watchtower, version: 2}\n"
+                              "  - refute: {channel: ab, by: carol, version: 2, client: bob, tower: spare}\n"
+                              "  - drop: {from: watchtower, message: MonitorAck}\n"
+                              "  - expect: {channel: ab, tower: {watchtower: {version: 3, stage: closing, refuted: 3, "
+                              "reward_paid: 0.01eth}}, wallets: {spare: 0}, error_reply: {from: spare, "
+                              "code: STALE_VERSION}}\n"))
+    assert [(t.name, t.funds, t.key) for t in s.towers.values()] == [("watchtower", 10**18, None),
+                                                                     ("spare", 2 * 10**18, None)]
+    assert (s.parties["bob"].towers, s.parties["bob"].reward) == (("watchtower", "spare"), 10**16)
+    assert (s.parties["carol"].towers, s.parties["carol"].reward, s.parties["alice"].towers) == (("watchtower",), 0, ())
+    assert s.clients("watchtower") == ["bob", "carol"] and s.clients("spare") == ["bob"]
+    refute, forged = (step.args for step in s.steps if step.action == "refute")
+    assert (refute["client"], refute["tower"]) == ("bob", "watchtower")  # the client of ab that uses it
+    assert (forged["by"], forged["client"], forged["tower"]) == ("carol", "bob", "spare")
+    expect = s.steps[-1].args
+    assert expect["tower"] == {"watchtower": {"version": 3, "stage": "closing", "refuted": 3, "reward_paid": 10**16}}
+
+
+@pytest.mark.parametrize("text, message", [
+    (TOWERS.replace("[watchtower, spare]", "[tower]"),
+     ":3: party bob: towers: expected a tower: one of watchtower, spare, got ['tower']"),
+    (TOWERS.replace("carol: {towers: [watchtower]}", "carol: {reward: 1eth}"),
+     ":3: party carol: reward goes with towers, to pay them"),
+    (TOWERS.replace("spare: {funds: 2eth}", "alice: {}"), ":3: party alice: expected a name that no tower has"),
+    (TOWERS.replace("spare: {funds: 2eth}", "spare: {hub: {}}"), ":2: tower spare: unknown field 'hub'"),
+    (TOWERS + "  - crash: {party: watchtower, at: update-signed}\n",
+     ":8: step 1 (crash): at: watchtower is a tower, whose crash points are monitor-stored; got 'update-signed'"),
+    (TOWERS + "  - crash: {party: bob, at: monitor-stored}\n", ":8: step 1 (crash): at: bob is a party"),
+    (TOWERS + "  - refute: {channel: cb, by: watchtower, version: 1}\n",
+     ":8: step 1 (refute): name the party whose authorisation it is (client): both of cb's parties use watchtower"),
+    (TOWERS + "  - refute: {channel: ab, by: alice, version: 1}\n",
+     ":8: step 1 (refute): alice is a party: name the tower its authorisation is for (tower)"),
+    (TOWERS + "  - refute: {channel: ab, by: spare, version: 1, client: carol}\n",
+     ":8: step 1 (refute): client: carol is not a party of channel ab"),
+    (TOWERS + "  - expect: {channel: ab, tower: {watchtower: {held: 3}}}\n",
+     ":8: step 1 (expect): tower: expected only version, stage, refuted, reward_paid for a tower (not held)"),
+    (TOWERS + "  - expect: {channel: ab, tower: {carol: {version: 3}}}\n",
+     ":8: step 1 (expect): tower: expected a tower: one of watchtower, spare"),
+    (TOWERS + "  - offline: dave\n", ":8: step 1 (offline): party: expected a party or a tower: one of alice, bob, "
+                                     "carol, watchtower, spare, got 'dave'"),
+])
+def test_a_wrong_tower_names_its_line(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ScenarioError) as info:
+        load(write(tmp_path, text))
+    assert message in str(info.value)

@@ -41,16 +41,16 @@ class Actions:
         self._background: list[asyncio.Future] = []  # an opening nobody confirms: it ends in a refund
 
     async def start(self, name: str) -> None:
-        """Starts the party's node behind its relay."""
-        self.network.ports[name] = await self.world.parties[name].start(self.on_kill)
+        """Starts the party's node (or the tower) behind its relay."""
+        self.network.ports[name] = await self.world.member(name).start(self.on_kill)
 
     async def stop(self) -> None:
         """At the end of the run: what still runs in the background, then every node."""
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        for party in self.world.parties.values():
-            await party.shutdown()
+        for member in self.world.members():
+            await member.shutdown()
 
     # ------------------------------------------------------------------ payment and multistate channels
 
@@ -229,13 +229,16 @@ class Actions:
     # ------------------------------------------------------------------ nodes
 
     async def offline(self, name: str) -> None:
-        await self.world.parties[name].running_node().stop()
+        await self.world.member(name).running_node().stop()
         self.narrator.note(name, "offline")
 
     async def restart(self, name: str, note: str) -> None:
         """Starts the party's node again on its store, and waits until it has caught up with its
         running peers."""
         world = self.world
+        if name in world.towers:
+            await self._restart_tower(name, note)
+            return
         party = world.parties[name]
         if party.running:
             raise errors.WrongStage(f"{name}'s node is running")
@@ -265,8 +268,21 @@ class Actions:
             if peer.running:
                 await party.resync(peer, gid, "virtual", STEP_TIMEOUT)
 
+    async def _restart_tower(self, name: str, note: str) -> None:
+        """Starts the tower again on its store, and waits until each running client has redialled
+        it (each then hands it the states it has not acknowledged: `expect: {tower: ...}` waits
+        for those)."""
+        tower = self.world.towers[name]
+        if tower.running:
+            raise errors.WrongStage(f"{name}'s tower is running")
+        await self.start(name)
+        self.narrator.note(name, note)
+        for client in (self.world.parties[p] for p in self.world.scenario.clients(name)):
+            if client.running:
+                await client.running_node().wait_connected(tower.address, STEP_TIMEOUT)
+
     def crash(self, name: str, at: str | None) -> None:
-        self.world.parties[name].crash(at)
+        self.world.member(name).crash(at)
         if at is not None:  # the node dies when it gets there
             self.narrator.note(name, f"will die at {at}")
 

@@ -10,6 +10,7 @@ from typing import Any
 from perun import errors
 from perun.core.apps import virtualchannel as vc
 from perun.core.channel import PaymentState
+from perun.core.monitoring import Monitoring, sign_authorisation
 from perun.core.multistate import ChannelState, Funding, NanocontractState
 from perun.scenario.spec import VirtualSpec
 from perun.scenario.world import World
@@ -41,6 +42,29 @@ class Bypass:
             if not signature:
                 raise errors.InvalidSignature(f"{by} holds no signature of the other party on version {version}")
         self.world.contract.close(party.account, params, state, signature)
+
+    def refute(self, channel: str, by: str, version: int, client: str, tower: str) -> None:
+        """A refutation sent with `by`'s key: version `version` from `client`'s store, signed by the
+        other party, with `client`'s authorisation naming `tower` and offering `client`'s reward
+        (at most its balance in the state), as its node would have handed it over. What a tower
+        does with an older state it was once handed, or anyone who got hold of an authorisation."""
+        cid = self.world.cid(channel)
+        party, spec = self.world.parties[client], self.world.scenario.channels[channel]
+        stored = {s.state.version: s for s in party.states(cid) if not s.state.is_final}
+        if version not in stored:
+            raise errors.StaleVersion(f"{client}'s store holds no state at version {version} "
+                                      f"(it has {_listed(stored)})")
+        s = stored[version]
+        signature = s.sig_bob if client == spec.alice else s.sig_alice
+        if not signature:
+            raise errors.InvalidSignature(f"{client} holds no signature of the other party on version {version}")
+        balance = s.state.balance_alice if client == spec.alice else s.state.balance_bob
+        domain = self.world.contract.domain
+        monitoring = Monitoring.of(domain, s.state, self.world.towers[tower].address,
+                                   min(party.spec.reward, balance))
+        authorisation = sign_authorisation(domain, monitoring, party.account.key)
+        self.world.contract.refute(self.world.member(by).account, self.world.params[channel], s.state, signature,
+                                   monitoring, authorisation)
 
     def close_multistate(self, channel: str, by: str, version: int) -> None:
         """Closes a multistate channel with a channel state `by` holds (its cash and the

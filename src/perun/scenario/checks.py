@@ -5,6 +5,7 @@ expected and what it found, both as text, and holds when the two are equal.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,7 @@ AMOUNT_ARGS = ("amount", "balanceAlice", "balanceBob", "cashAlice", "cashBob", "
                "blockedAlice", "blockedBob", "releasedAlice", "releasedBob")
 
 Check = tuple[str, str, str, str]  # the field of the step it checks, what, expected, found
+TOWER_WAIT = 10.0  # seconds an `expect: {tower: {T: {version: N}}}` waits for the hand-over (a client redials within 1 s)
 
 
 class Checks:
@@ -67,9 +69,62 @@ class Checks:
                            self.world.amount(self.world.held())))
         if "error_reply" in a:
             checks.append(self._error_reply(a["error_reply"]))
+        for name, want in a.get("tower", {}).items():
+            checks += self._tower(name, channel, want)
         self._errors_checked = len(self.narrator.errors_seen)
         for key, what, expected, found in checks:
             self.narrator.checked(step.lines.get(key, step.line), what, expected, found)
+
+    async def wait_towers(self, step: Step) -> None:
+        """Before an `expect` with `tower: {T: {version: N}}`: waits until each running tower T
+        holds the channel at version N or above, or TOWER_WAIT seconds have passed (the check then
+        says what it holds). A client hands its states over after the commit, in a later turn of
+        its event loop, and redials a tower that restarted: the tower's MonitorAck, which it sends
+        once the state is stored, is the event waited for."""
+        cid = self.world.cids.get(step.args["channel"])
+        wanted = {name: want["version"] for name, want in step.args.get("tower", {}).items() if "version" in want}
+        if cid is None or not wanted:
+            return
+
+        def behind() -> bool:
+            for name, version in wanted.items():
+                tower = self.world.towers[name]
+                rec = tower.record(cid) if tower.running else None
+                if tower.running and (rec is None or rec.version < version):
+                    return True
+            return False
+
+        async def arrived() -> None:
+            while behind():
+                self.narrator.message_seen.clear()
+                await self.narrator.message_seen.wait()
+        try:
+            await asyncio.wait_for(arrived(), TOWER_WAIT)
+        except asyncio.TimeoutError:
+            pass  # the check says what the tower holds
+
+    def _tower(self, name: str, channel: str, want: dict[str, Any]) -> list[Check]:
+        """A tower's record of the channel: the version it holds, its stage, the version it
+        registered, the reward it was paid."""
+        cid = self.world.cids.get(channel)
+        rec = self.world.towers[name].record(cid) if cid else None
+        whose = f"{name}'s record of {channel}"
+        checks: list[Check] = []
+        if "version" in want:
+            checks.append(("tower", f"{whose}: version held", str(want["version"]),
+                           str(rec.version) if rec else "none"))
+        if "stage" in want:
+            stage = "none" if rec is None else "closed" if rec.closed else \
+                "watching" if rec.registered is None else "closing"
+            checks.append(("tower", f"{whose}: stage", want["stage"], stage))
+        if "refuted" in want:
+            checks.append(("tower", f"{whose}: version it registered", str(want["refuted"]),
+                           str(rec.refuted) if rec and rec.refuted is not None else "none"))
+        if "reward_paid" in want:
+            paid = rec.reward_paid if rec and rec.reward_paid is not None else 0
+            checks.append(("tower", f"{whose}: reward paid to it", self.world.amount(want["reward_paid"]),
+                           self.world.amount(paid)))
+        return checks
 
     def _record(self, party: str, channel: str) -> ChannelRecord | MSRecord | None:
         """The party's record of a channel; None before it is open."""
@@ -121,8 +176,8 @@ class Checks:
     def _arg_matches(self, found: Any, expected: Any, key: str = "", event: Event | None = None) -> bool:
         """An event's argument against a pattern's, which may name a party, a nanocontract or a
         function."""
-        if isinstance(expected, str) and expected in self.world.parties:
-            expected = self.world.parties[expected].address
+        if isinstance(expected, str) and (expected in self.world.parties or expected in self.world.towers):
+            expected = self.world.member(expected).address
         elif isinstance(expected, str) and expected in self.world.nids:
             expected = self.world.nids[expected]
         elif key == "fun" and isinstance(expected, str) and event is not None and "nid" in event.args:

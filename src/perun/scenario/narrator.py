@@ -72,6 +72,8 @@ class Narrator:
             self.rec.unit = "TKN"
         for name, party in world.parties.items():
             self.rec.parties[name] = party.address
+        for name, tower in world.towers.items():
+            self.rec.towers[name] = tower.address
         for name, spec in sc.channels.items():
             self.rec.channels[name] = r.Channel(name, "", spec.alice, spec.bob,
                                                 "ETH" if spec.token == "ETH" else world.token.address, spec.deposits,
@@ -175,6 +177,11 @@ class Narrator:
     def _event_text(self, event: Event) -> str:
         """As printed under a transaction: `CloseRegistered(version=1)`, `Refunded(amount=...)`,
         `NanocontractExecuted(game.timeout, version=4)`."""
+        if event.name in ("RewardRecorded", "RewardPaid"):  # a tower's reward: to whom, how much, for what
+            nid = event.args.get("nid", bytes(32))
+            what = "" if nid == bytes(32) else f"{self.world.nano_name(nid)}, "
+            return (f"{event.name}({what}{self.world.name(event.args['tower'])}, "
+                    f"{self.world.amount(event.args['amount'])})")
         shown = [f"{k}={v}" for k, v in event.args.items() if k in ("version", "amount")]
         if "nid" in event.args:
             nid = event.args["nid"]
@@ -188,6 +195,13 @@ class Narrator:
         """A frame in a few words: `ab v3: 9 ETH / 6 ETH`, `STALE_VERSION: ...`."""
         amounts, nano_name = self.world.amounts, self.world.nano_name
         where = self.world.channel_name(getattr(message, "channel_id", b""))
+        if isinstance(message, m.Monitor):  # it names the channel by its parameters
+            with contextlib.suppress(errors.PerunError):
+                where = self.world.channel_name(self.world.contract.channel_id(message.params()))
+            return (f"{where} v{message.version}: {amounts(message.balance_alice, message.balance_bob)}, reward "
+                    f"{self.world.amount(message.reward)}")
+        if isinstance(message, m.MonitorAck):
+            return f"{where} v{message.version} held"
         if isinstance(message, m.Update):
             final = " final" if message.final else ""
             return f"{where} v{message.version}{final}: {amounts(message.balance_alice, message.balance_bob)}"
@@ -256,7 +270,7 @@ class Narrator:
     def sample(self, label: str) -> None:
         """Everyone's wallet, and each channel's latest state as a party holds it."""
         parties = self.world.parties
-        wallets = {name: self.world.wallet(name) for name in parties}
+        wallets = {p.name: self.world.wallet(p.name) for p in self.world.members()}
         channels: dict[str, dict[str, int]] = {}
         for channel, cid in self.world.cids.items():
             spec = self.world.scenario.channels[channel]
@@ -306,6 +320,10 @@ def describe(step: Step, world: World) -> str:
             return f"{a['by']} closes {gamma.name} through {gamma.ingrid}{waiting}"
         case "close":
             return f"{a['by']} closes {a['channel']} on chain with version {a.get('version', 'latest')}"
+        case "refute":
+            named = "" if a["tower"] == a["by"] else f", naming {a['tower']}"
+            return (f"{a['by']} refutes on {a['channel']} with version {a['version']}, on {a['client']}'s "
+                    f"authorisation{named}, by hand")
         case "submit":
             ledger = gamma.ledgers[gamma.ends.index(a["by"])]
             return f"{a['by']} submits version {a['version']} of {gamma.name} on its half in {ledger}, by hand"

@@ -18,12 +18,14 @@ from perun.chain.backend import Chain
 from perun.chain.deploy import Deployment
 from perun.core.machine import ChannelRecord, Stage
 from perun.core.msmachine import MSRecord
+from perun.core.tower import Watched
 from perun.core.virtual import VirtualRecord
-from perun.node import Node
+from perun.node import Node, Watchtower
 from perun.protocols.multistate import Multistate
 from perun.protocols.policy import ACCEPT_ALL
 from perun.protocols.virtual import Virtual
 from perun.scenario.spec import Party as PartySpec
+from perun.scenario.spec import TowerSpec
 from perun.store import Store
 
 POLL = 0.05  # the nodes' own chain polling, between the runner's settles
@@ -44,6 +46,7 @@ class Party:
         self._chain = chain
         self._contract = contract  # PaymentContract's address: the node's, and its store's
         self._deployment = deployment  # with a multistate channel: MSContract and the apps
+        self.towers: dict[str, tuple[str, int]] = {}  # the towers it hands its states to: address -> where (relays)
 
     @property
     def address(self) -> str:
@@ -62,7 +65,8 @@ class Party:
         }
         # The file scripts both parties of every channel: what each deposits is the file's say.
         node = Node(self.account.key, self._chain, self._contract, self.store, poll_interval=POLL,
-                    response_timeout=RESPONSE_TIMEOUT, name=self.name, policy=ACCEPT_ALL, **multistate)
+                    response_timeout=RESPONSE_TIMEOUT, name=self.name, policy=ACCEPT_ALL, towers=self.towers,
+                    tower_reward=spec.reward, **multistate)
         node.on_kill = lambda killed: on_kill(self.name, killed.faults.armed)
         await node.start()
         self.node = node
@@ -191,3 +195,72 @@ async def _same_latest(pair: tuple[Node, Node], cid: bytes, timeout: float) -> N
     for n in pair:
         await n.wait_for(cid, lambda _, n=n: updates(n).stage is not Stage.OPEN
                          or updates(n).current.version >= target, timeout)
+
+
+class TowerParty:
+    """A watchtower of the scenario: its key, its store file, and its `Watchtower` (None until
+    started; a stopped or killed one stays here until the next start replaces it). It runs, stops,
+    crashes and restarts as a party's node does."""
+
+    def __init__(self, name: str, spec: TowerSpec, account: LocalAccount, store: Path, chain: Chain,
+                 contract: str) -> None:
+        self.name = name
+        self.spec = spec
+        self.account = account
+        self.store = store
+        self.node: Watchtower | None = None
+        self._chain = chain
+        self._contract = contract
+
+    @property
+    def address(self) -> str:
+        return self.account.address
+
+    async def start(self, on_kill: Callable[[str, str | None], None]) -> int:
+        """Starts the tower on its store; returns the port it listens on."""
+        tower = Watchtower(self.account.key, self._chain, self._contract, self.store, poll_interval=POLL,
+                           response_timeout=RESPONSE_TIMEOUT, name=self.name)
+        tower.runtime.on_kill = lambda: on_kill(self.name, tower.faults.armed)
+        await tower.start()
+        self.node = tower
+        return tower.port
+
+    @property
+    def running(self) -> bool:
+        return self.node is not None and self.node.runtime.serving
+
+    def running_node(self) -> Watchtower:
+        if self.node is None or not self.node.runtime.serving:
+            raise errors.PeerUnavailable(f"{self.name}'s tower is not running")
+        return self.node
+
+    async def sync(self) -> None:
+        """The tower reads the chain now and does what is due."""
+        await self.node.sync()  # type: ignore[union-attr]
+
+    def crash(self, at: str | None) -> None:
+        tower = self.running_node()
+        if at is None:
+            tower.kill()
+            return
+        tower.faults.kill_at(at)
+
+    async def shutdown(self) -> None:
+        if self.node is not None and not self.node.runtime.killed:
+            await self.node.stop()
+
+    async def stop(self) -> None:
+        """`offline`: stops the running tower cleanly."""
+        await self.running_node().stop()
+
+    def record(self, cid: bytes) -> Watched | None:
+        """The tower's record of a channel: its running tower's, else its store's."""
+        if self.running:
+            return self.node.records.get(cid)  # type: ignore[union-attr]
+        if not self.store.exists():
+            return None
+        store = Store(self.store, self.address, self._chain.chain_id, self._contract)
+        try:
+            return next((rec for rec in store.watched() if rec.channel_id == cid), None)
+        finally:
+            store.close()

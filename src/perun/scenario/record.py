@@ -108,6 +108,7 @@ class Recording:
     file: str
     chain: str  # "embedded" or the RPC URL
     parties: dict[str, str] = field(default_factory=dict)  # name -> address, in order of appearance
+    towers: dict[str, str] = field(default_factory=dict)  # watchtowers: name -> address (no channel of their own)
     channels: dict[str, Channel] = field(default_factory=dict)
     unit: str = "ETH"  # of the wallet balances
     entries: list[Entry] = field(default_factory=list)

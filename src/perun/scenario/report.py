@@ -91,19 +91,22 @@ def _text_table(rows: Sequence[Sequence[str]], align: str, indent: str = "") -> 
                                for cell, w, a in zip(row, widths, align)).rstrip() for row in rows]
 
 
-def _timeline_text(entry: Entry) -> tuple[str, str]:
-    """The lane column and the rest of one timeline line."""
+def _timeline_text(entry: Entry, towers: dict[str, str] | None = None) -> tuple[str, str]:
+    """The lane column and the rest of one timeline line; a tower's name is marked `(tower)`."""
+    def who(name: str) -> str:
+        return f"{name} (tower)" if towers and name in towers else name
+
     if isinstance(entry, Step):
         if entry.outcome is None:
             return f"== step {entry.index} (line {entry.line}): {entry.text}", ""
         return f"== step {entry.index} {_step_outcome(entry)}", ""
     if isinstance(entry, Message):
         fate = "" if entry.fate == "delivered" else f"  [{entry.fate.upper()}]"
-        return f"{entry.sender} -> {entry.receiver}", f"{entry.type} {entry.summary}{fate}"
+        return f"{who(entry.sender)} -> {who(entry.receiver)}", f"{entry.type} {entry.summary}{fate}"
     if isinstance(entry, Transaction):
         events = f"  [{', '.join(entry.events)}]" if entry.events else ""
-        return CHAIN, f"{entry.sender} {entry.function}  gas {format_gas(entry.gas_used)}{events}"
-    return f"note {entry.party or 'all'}", entry.text
+        return CHAIN, f"{who(entry.sender)} {entry.function}  gas {format_gas(entry.gas_used)}{events}"
+    return f"note {who(entry.party) if entry.party else 'all'}", entry.text
 
 
 def text_summary(rec: Recording) -> str:
@@ -111,12 +114,15 @@ def text_summary(rec: Recording) -> str:
     lines = [rec.title, f"{rec.name} · {rec.file} · chain {rec.chain} · {rec.duration:.2f}s"]
     if rec.description:
         lines.append(rec.description.strip())
+    lifelines = [*rec.parties, *(f"{name} (tower)" for name in rec.towers), CHAIN]
+    lines.append(f"Lifelines: {', '.join(lifelines)}")
+    lines += [f"  tower {name} {address}: a watchtower, no party of any channel" for name, address in rec.towers.items()]
     lines += ["", f"Verdict: {_verdict_line(rec)}"]
     if rec.error:
         lines.append(f"  error: {rec.error}")
 
     lines += ["", "Timeline"]
-    cells = [(f"{e.t:.3f}s", *_timeline_text(e)) for e in _ordered(rec.entries)]
+    cells = [(f"{e.t:.3f}s", *_timeline_text(e, rec.towers)) for e in _ordered(rec.entries)]
     lane_width = max((len(lane) for _, lane, rest in cells if rest), default=0)
     time_width = max((len(t) for t, _, _ in cells), default=0)
     for t, lane, rest in cells:
@@ -178,8 +184,8 @@ OUTCOME_COLOURS = {"ok": "#15803d", "failed": "#dc2626", "expected-error": "#b45
 
 
 def _lanes(rec: Recording) -> list[str]:
-    """The parties in order, any other name the timeline mentions, then the chain."""
-    lanes = list(rec.parties)
+    """The parties in order, then the towers, any other name the timeline mentions, then the chain."""
+    lanes = [*rec.parties, *rec.towers]
     for e in _ordered(rec.entries):
         names = (e.sender, e.receiver) if isinstance(e, Message) else \
             (e.party,) if isinstance(e, Note) and e.party not in (None, CHAIN) else ()
@@ -296,6 +302,16 @@ def _step_end_svg(step: Step, y: float, width: float) -> str:
     return f'<g class="step-end {step.outcome}">{label}</g>'
 
 
+def _tower_lane_svg(name: str, address: str, x: float, height: float) -> str:
+    """A watchtower's lifeline: a white box outlined in the tower colour with a "tower" tag, and a
+    dotted line, so that no reader takes it for a channel party."""
+    return (f'<g class="lane tower"><line x1="{x:.1f}" y1="{HEADER - 6}" x2="{x:.1f}" y2="{height - 8}" '
+            f'class="life towerlife"/><rect x="{x - 75:.1f}" y="8" width="150" height="42" rx="6" class="towerbox"/>'
+            f'{_text(x, 26, name, "towername", "middle")}'
+            f'{_label(x, 42, f"tower · {_short_address(address)}", 140, "towersub", "middle")}'
+            f"<title>{_e(f'{name} (watchtower): {address}')}</title></g>")
+
+
 def sequence_svg(rec: Recording) -> str:
     """The timeline as an SVG sequence diagram: a lifeline per party and one for the chain."""
     lanes = _lanes(rec)
@@ -314,6 +330,9 @@ def sequence_svg(rec: Recording) -> str:
              f"<defs>{markers}</defs>"]
     for i, name in enumerate(lanes):
         x = xs[name]
+        if name in rec.towers:  # not a channel party: an outlined box, labelled as a tower
+            parts.append(_tower_lane_svg(name, rec.towers[name], x, height))
+            continue
         colour = "#0f172a" if name == CHAIN else PARTY_COLOURS[i % len(PARTY_COLOURS)]
         sub = rec.chain if name == CHAIN else rec.parties.get(name, "")
         parts.append(f'<g class="lane"><line x1="{x:.1f}" y1="{HEADER - 6}" x2="{x:.1f}" y2="{height - 8}" '
@@ -455,6 +474,10 @@ svg .lbl, svg .small, svg .stepname, svg .txhead { paint-order: stroke; stroke: 
 svg .lane { fill: #fff; font: 700 13px system-ui, "DejaVu Sans", sans-serif; }
 svg .lanesub { fill: #e2e8f0; font-size: 10px; }
 svg .life { stroke: #cbd5e1; stroke-width: 1.5; stroke-dasharray: 4 4; }
+svg .towerlife { stroke: #a16207; stroke-dasharray: 1 5; stroke-linecap: round; stroke-width: 2; }
+svg .towerbox { fill: #fff; stroke: #a16207; stroke-width: 2; stroke-dasharray: 6 3; }
+svg .towername { fill: #a16207; font: 700 13px system-ui, "DejaVu Sans", sans-serif; }
+svg .towersub { fill: #a16207; font-size: 10px; }
 svg .time { fill: #94a3b8; font-size: 10px; }
 svg .small { fill: #64748b; font-size: 10px; }
 svg .sepline { stroke: #94a3b8; stroke-width: 1; }

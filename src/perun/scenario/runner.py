@@ -74,9 +74,14 @@ class Run:
         self.world.setup()
         self.narrator.introduce()
         self.chain.observers.append(self.narrator.transaction)
-        self.network.names.update({p.address: p.name for p in self.world.parties.values()})
-        self.network.keys.update({p.name: p.account.key for p in self.world.parties.values()})
+        self.network.names.update({p.address: p.name for p in self.world.members()})
+        self.network.keys.update({p.name: p.account.key for p in self.world.members()})
         self.network.identity = (self.chain.chain_id, self.world.contract.address)
+        for name in self.scenario.towers:  # first: the parties' nodes dial them, at their relays
+            await self.network.add(name)
+            await self.actions.start(name)
+        for party in self.world.parties.values():
+            party.towers = {self.world.towers[t].address: ("127.0.0.1", self.network.port(t)) for t in party.spec.towers}
         for name in self.scenario.parties:
             await self.network.add(name)
             await self.actions.start(name)
@@ -152,6 +157,8 @@ class Run:
                 await act.close_virtual(gamma, a["by"], a.get("timeout"))
             case "close":
                 await act.close(a["channel"], a["by"], a.get("version", "latest"))
+            case "refute":
+                self.bypass.refute(a["channel"], a["by"], a["version"], a["client"], a["tower"])
             case "submit":
                 self.bypass.submit(gamma, a["by"], a["version"])  # type: ignore[arg-type]
             case "finalize" | "refund":
@@ -183,6 +190,7 @@ class Run:
             case "wait":
                 env.wait(a)
             case "expect":
+                await self.checks.wait_towers(step)
                 self.checks.expect(step)
 
     # ------------------------------------------------------------------ settling

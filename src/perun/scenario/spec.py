@@ -19,11 +19,15 @@ from perun.core.amounts import parse_amount
 from perun.core.apps import APPS
 from perun.core.virtual import MAX_SETTLE_DELAY
 from perun.node import CRASH_POINTS
+from perun.protocols.tower import Tower
 from perun.protocols.virtual import HubPolicy
 from perun.wire.messages import MESSAGES, ErrorCode
 
 DEFAULT_FUNDS = 100 * 10**18
 DEFAULT_DELTA = 600
+DEFAULT_TOWER_FUNDS = 10**18  # a tower pays gas only
+TOWER_CRASH_POINTS = Tower.crash_points
+TOWER_STAGES = ("none", "watching", "closing", "closed")  # a tower's record of a channel ("none": it holds none)
 MESSAGE_TYPES = {cls.__name__ for cls in MESSAGES.values()}
 KINDS = ("payment", "multistate")
 # The fields of a `nanocontract` step that each app needs (and no other app takes).
@@ -43,6 +47,18 @@ class Party:
     key: bytes | None  # None: derived from the name
     hub: HubPolicy | None = None  # serves as Ingrid for virtual channels
     accept_virtual: bool = True  # agrees to a virtual channel that blocks its cash
+    towers: tuple[str, ...] = ()  # the watchtowers its node hands the states of its payment channels to
+    reward: int = 0  # what it offers a tower that refutes for it (at most its balance in the state)
+
+
+@dataclass(frozen=True)
+class TowerSpec:
+    """A watchtower (docs/protocol.md §12): no channel of its own; the parties that name it hand
+    it their states."""
+
+    name: str
+    funds: int
+    key: bytes | None  # None: derived from the name
 
 
 @dataclass(frozen=True)
@@ -116,6 +132,11 @@ class Scenario:
     steps: tuple[Step, ...] = field(default_factory=tuple)
     nanocontracts: dict[str, NanocontractSpec] = field(default_factory=dict)  # by name, as the steps create them
     virtual: dict[str, VirtualSpec] = field(default_factory=dict)
+    towers: dict[str, TowerSpec] = field(default_factory=dict)
+
+    def clients(self, tower: str) -> list[str]:
+        """The parties that hand their states to `tower`."""
+        return [p.name for p in self.parties.values() if tower in p.towers]
 
 
 # ----------------------------------------------------------------------------- field types
@@ -180,6 +201,28 @@ def _party(value: Any, scenario: Scenario) -> str:
     return value
 
 
+def _tower(value: Any, scenario: Scenario) -> str:
+    if value not in scenario.towers:
+        raise _Bad(f"a tower: one of {', '.join(scenario.towers) or 'none (the file has no towers:)'}")
+    return value
+
+
+def _tower_list(value: Any, scenario: Scenario) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise _Bad("a list of towers, e.g. [watchtower]")
+    towers = tuple(_tower(v, scenario) for v in value)
+    if len(set(towers)) != len(towers):
+        raise _Bad("a list of different towers")
+    return towers
+
+
+def _member(value: Any, scenario: Scenario) -> str:
+    """A party or a tower: each runs a node of its own."""
+    if value not in scenario.parties and value not in scenario.towers:
+        raise _Bad(f"a party or a tower: one of {', '.join([*scenario.parties, *scenario.towers])}")
+    return value
+
+
 def _channel(value: Any, scenario: Scenario) -> str:
     if value not in scenario.channels:
         virtual = f" ({value} is a virtual channel)" if value in scenario.virtual else ""
@@ -240,9 +283,10 @@ def _payout(value: Any, scenario: Scenario) -> tuple[int, int] | dict[str, int]:
 
 
 def _party_amounts(value: Any, scenario: Scenario) -> dict[str, int]:
+    """{alice: -1eth, bob: +1eth, watchtower: +0.01eth}: parties' and towers' wallets."""
     if not isinstance(value, dict) or not value:
-        raise _Bad("a mapping of party to signed amount, e.g. {alice: -1eth, bob: +1eth}")
-    return {_party(k, scenario): _change(v, scenario) for k, v in value.items()}
+        raise _Bad("a mapping of party (or tower) to signed amount, e.g. {alice: -1eth, bob: +1eth}")
+    return {_member(k, scenario): _change(v, scenario) for k, v in value.items()}
 
 
 def _party_stages(value: Any, scenario: Scenario) -> dict[str, str]:
@@ -341,7 +385,36 @@ def _error_reply(value: Any, scenario: Scenario) -> dict[str, str]:
         raise _Bad("{from: P, code: CODE}")
     if value["code"] not in ErrorCode.__members__:
         raise _Bad(f"an error code: one of {', '.join(ErrorCode.__members__)}")
-    return {"from": _party(value["from"], scenario), "code": value["code"]}
+    return {"from": _member(value["from"], scenario), "code": value["code"]}
+
+
+TOWER_CHECKS = ("version", "stage", "refuted", "reward_paid")
+
+
+def _tower_checks(value: Any, scenario: Scenario) -> dict[str, dict[str, Any]]:
+    """{watchtower: {version: 3, stage: closing, refuted: 3, reward_paid: 0.01eth}}: each tower's
+    record of the expect's channel."""
+    form = "{TOWER: {version: N, stage: S, refuted: N, reward_paid: amount}, ...} (at least one check each)"
+    if not isinstance(value, dict) or not value:
+        raise _Bad(form)
+    result = {}
+    for name, checks in value.items():
+        _tower(name, scenario)
+        if not isinstance(checks, dict) or not checks:
+            raise _Bad(form)
+        extra = set(checks) - set(TOWER_CHECKS)
+        if extra:
+            raise _Bad(f"only {', '.join(TOWER_CHECKS)} for a tower (not {', '.join(sorted(extra))})")
+        check: dict[str, Any] = {}
+        for key in ("version", "refuted"):
+            if key in checks:
+                check[key] = _int(0)(checks[key], scenario)
+        if "stage" in checks:
+            check["stage"] = _choice(*TOWER_STAGES)(checks["stage"], scenario)
+        if "reward_paid" in checks:
+            check["reward_paid"] = _amount(checks["reward_paid"])
+        result[name] = check
+    return result
 
 
 def _new_name(value: Any, scenario: Scenario) -> str:
@@ -353,6 +426,8 @@ def _new_name(value: Any, scenario: Scenario) -> str:
         raise _Bad(f"a new name: line {scenario.nanocontracts[value].line} creates a nanocontract {value} already")
     if value in scenario.parties:
         raise _Bad("a name that is not a party's")
+    if value in scenario.towers:
+        raise _Bad("a name that is not a tower's")
     return value
 
 
@@ -449,15 +524,15 @@ ACTIONS: dict[str, tuple[Fields, str | None]] = {
                "timeout": (_positive_seconds, False)}, None),
     "finalize": ({**CHANNEL, "by": (_party, True)}, None),
     "refund": ({**CHANNEL, "by": (_party, True)}, None),
-    "offline": ({"party": (_party, True)}, "party"),
-    "online": ({"party": (_party, True)}, "party"),
-    "crash": ({"party": (_party, True), "at": (_choice(*CRASH_POINTS), False)}, "party"),
-    "restart": ({"party": (_party, True)}, "party"),
-    "drop": ({"from": (_party, True), "message": (_choice(*sorted(MESSAGE_TYPES)), True),
+    "offline": ({"party": (_member, True)}, "party"),
+    "online": ({"party": (_member, True)}, "party"),
+    "crash": ({"party": (_member, True), "at": (_choice(*CRASH_POINTS, *TOWER_CRASH_POINTS), False)}, "party"),
+    "restart": ({"party": (_member, True)}, "party"),
+    "drop": ({"from": (_member, True), "message": (_choice(*sorted(MESSAGE_TYPES)), True),
               "count": (_int(1), False)}, None),
-    "delay": ({"from": (_party, True), "message": (_choice(*sorted(MESSAGE_TYPES)), True),
+    "delay": ({"from": (_member, True), "message": (_choice(*sorted(MESSAGE_TYPES)), True),
                "seconds": (_seconds, True), "count": (_int(1), False)}, None),
-    "replay": ({"from": (_party, True), "message": (_choice(*sorted(MESSAGE_TYPES)), True)}, None),
+    "replay": ({"from": (_member, True), "message": (_choice(*sorted(MESSAGE_TYPES)), True)}, None),
     "forge": ({**CHANNEL, "from": (_party, True), "amount": (_amount, True), "signer": (_party, False)}, None),
     "wait": ({"seconds": (_int(1), False), "blocks": (_int(1), False), "deadline": (_channel, False),
               "window": (_nanocontract, False), "timeout": (_nanocontract, False),
@@ -466,7 +541,7 @@ ACTIONS: dict[str, tuple[Fields, str | None]] = {
                 "events": (_events, False), "stages": (_party_stages, False),
                 "state": (_state, False), "error_reply": (_error_reply, False),
                 "held": (_amount, False), "nanocontract": (_nanocontract_checks, False),
-                "halves": (_halves, False)}, None),
+                "halves": (_halves, False), "tower": (_tower_checks, False)}, None),
     # Multistate channels: nanocontracts are named by the step that creates them.
     "nanocontract": ({**CHANNEL, "by": (_party, True), "name": (_new_name, True), "app": (_choice(*APP_FIELDS), True),
                       "amount": (_amount, False), "preimage": (_preimage, False), "timeout": (_int(1), False),
@@ -479,10 +554,15 @@ ACTIONS: dict[str, tuple[Fields, str | None]] = {
     "enforce": ({**NANO, **CALL}, None),
     # Virtual channels: an end submits a state of γ from its store on chain, by hand.
     "submit": ({"channel": (_virtual, True), "by": (_party, True), "version": (_int(1), True)}, None),
+    # Watchtowers: a refutation sent by hand, with a state from the client's store and the client's
+    # authorisation for it, naming `tower` (by default the sender).
+    "refute": ({**CHANNEL, "by": (_member, True), "version": (_int(1), True), "client": (_party, False),
+                "tower": (_tower, False)}, None),
 }
 WAIT_FORMS = ("seconds", "blocks", "deadline", "window", "timeout", "validity")
 OFFSET_FORMS = ("deadline", "window", "timeout", "validity")
-EXPECT_CHECKS = ("payout", "wallets", "events", "stages", "state", "error_reply", "held", "nanocontract", "halves")
+EXPECT_CHECKS = ("payout", "wallets", "events", "stages", "state", "error_reply", "held", "nanocontract", "halves",
+                 "tower")
 
 
 
@@ -530,11 +610,11 @@ class _Loader:
 
     def scenario(self, root: yaml.Node | None) -> Scenario:
         top = self.mapping(root, "the file")
-        unknown = set(top) - {"title", "description", "parties", "channels", "virtual", "steps"}
+        unknown = set(top) - {"title", "description", "parties", "towers", "channels", "virtual", "steps"}
         if unknown:
             key = sorted(unknown)[0]
             raise self.fail(top[key], f"unknown top-level field {key!r}: expected title, description, "
-                                      "parties, channels, virtual, steps")
+                                      "parties, towers, channels, virtual, steps")
         for required in ("title", "parties", "steps"):
             if required not in top:
                 raise self.fail(root, f"missing field {required!r}")
@@ -545,6 +625,8 @@ class _Loader:
         if not isinstance(description, str):
             raise self.fail(top["description"], "description: expected text")
         scenario = Scenario(self.path, self.path.stem, title.strip(), description.strip(), {}, {})
+        if "towers" in top:  # before the parties, which name them
+            self.towers(top["towers"], scenario)
         self.parties(top["parties"], scenario)
         if "channels" in top:
             self.channels(top["channels"], scenario)
@@ -555,30 +637,54 @@ class _Loader:
             raise self.fail(steps_node, "steps: expected a list of steps (- action: ...)")
         steps = tuple(self.step(node, i, scenario) for i, node in enumerate(steps_node.value, 1))
         return Scenario(scenario.file, scenario.name, scenario.title, scenario.description,
-                        scenario.parties, scenario.channels, steps, scenario.nanocontracts, scenario.virtual)
+                        scenario.parties, scenario.channels, steps, scenario.nanocontracts, scenario.virtual,
+                        scenario.towers)
+
+    def key(self, fields: dict[str, yaml.Node], where: str) -> bytes | None:
+        """A `key` field: 32 bytes of hex, quoted."""
+        if "key" not in fields:
+            return None
+        text = self.plain(fields["key"])
+        if isinstance(text, int):
+            raise self.fail(fields["key"], f"{where}: key: expected quotes around it ('0x...'): "
+                                           "unquoted, YAML reads it as a number")
+        try:
+            key = bytes.fromhex(str(text).removeprefix("0x"))
+            if len(key) != 32:
+                raise ValueError
+        except ValueError:
+            raise self.fail(fields["key"], f"{where}: key: expected 32 bytes of hex (0x...)") from None
+        return key
+
+    def towers(self, node: yaml.Node, scenario: Scenario) -> None:
+        for name, value in self.mapping(node, "towers").items():
+            where = f"tower {name}"
+            if not name.replace("-", "_").isidentifier():
+                raise self.fail(value, f"{where}: expected a name of letters, digits, - and _ (not starting with a "
+                                       "digit)")
+            fields = self.mapping(value, where) if not _is_null(value) else {}
+            for key in set(fields) - {"funds", "key"}:
+                raise self.fail(fields[key], f"{where}: unknown field {key!r}: expected funds, key")
+            funds = self.field(fields, "funds", _amount, scenario, where, DEFAULT_TOWER_FUNDS)
+            scenario.towers[name] = TowerSpec(name, funds, self.key(fields, where))
 
     def parties(self, node: yaml.Node, scenario: Scenario) -> None:
         for name, value in self.mapping(node, "parties").items():
             fields = self.mapping(value, f"party {name}") if not _is_null(value) else {}
-            for key in set(fields) - {"funds", "key", "hub", "accept_virtual"}:
+            if name in scenario.towers:
+                raise self.fail(value, f"party {name}: expected a name that no tower has")
+            for key in set(fields) - {"funds", "key", "hub", "accept_virtual", "towers", "reward"}:
                 raise self.fail(fields[key], f"party {name}: unknown field {key!r}: expected funds, key, hub, "
-                                             "accept_virtual")
+                                             "accept_virtual, towers, reward")
             funds = self.field(fields, "funds", _amount, scenario, f"party {name}", DEFAULT_FUNDS)
             accept_virtual = self.field(fields, "accept_virtual", _bool, scenario, f"party {name}", True)
             hub = self.hub(fields["hub"], scenario, f"party {name}: hub") if "hub" in fields else None
-            key = None
-            if "key" in fields:
-                text = self.plain(fields["key"])
-                if isinstance(text, int):
-                    raise self.fail(fields["key"], f"party {name}: key: expected quotes around it ('0x...'): "
-                                                   "unquoted, YAML reads it as a number")
-                try:
-                    key = bytes.fromhex(str(text).removeprefix("0x"))
-                    if len(key) != 32:
-                        raise ValueError
-                except ValueError:
-                    raise self.fail(fields["key"], f"party {name}: key: expected 32 bytes of hex (0x...)") from None
-            scenario.parties[name] = Party(name, funds, key, hub, accept_virtual)
+            towers = self.field(fields, "towers", _tower_list, scenario, f"party {name}", ())
+            reward = self.field(fields, "reward", _amount, scenario, f"party {name}", 0)
+            if "reward" in fields and not towers:
+                raise self.fail(fields["reward"], f"party {name}: reward goes with towers, to pay them")
+            scenario.parties[name] = Party(name, funds, self.key(fields, f"party {name}"), hub, accept_virtual,
+                                           towers, reward)
 
     def hub(self, node: yaml.Node, scenario: Scenario, where: str) -> HubPolicy:
         """{fast_close: false, capacity: 10eth, max_channels: 2}, each optional: Ingrid's policy."""
@@ -717,6 +823,14 @@ class _Loader:
                                   "never sent is never answered)")
         if action == "expect" and set(args) <= {"channel"}:
             raise self.fail(node, f"{where}: expected at least one of {', '.join(EXPECT_CHECKS)}")
+        if action == "crash" and "at" in args:
+            tower = args["party"] in scenario.towers
+            points = TOWER_CRASH_POINTS if tower else CRASH_POINTS
+            if args["at"] not in points:
+                raise self.fail(fields["at"], f"{where}: at: {args['party']} is a {'tower' if tower else 'party'}, "
+                                              f"whose crash points are {', '.join(points)}; got {args['at']!r}")
+        if action == "refute":
+            self.check_refute(args, node, where, scenario, fields)
         if "nanocontract" in args and action != "expect":  # a nanocontract's steps are on its channel
             args["channel"] = scenario.nanocontracts[args["nanocontract"]].channel
         gamma = scenario.virtual.get(args.get("channel", ""))
@@ -739,6 +853,9 @@ class _Loader:
         if action == "nanocontract" and channel.kind != "multistate":
             raise self.fail(node, f"{where}: channel {channel.name} is a payment channel: nanocontracts live in "
                                   "multistate channels (kind: multistate)")
+        if action == "expect" and "tower" in args and channel.kind != "payment":
+            raise self.fail(fields["tower"], f"{where}: tower: towers watch payment channels, and {channel.name} is "
+                                             "a multistate channel")
         if action == "expect" and "nanocontracts" in args.get("state", {}) and channel.kind != "multistate":
             raise self.fail(fields["state"], f"{where}: state: nanocontracts goes with a multistate channel, and "
                                              f"{channel.name} is a payment channel")
@@ -761,6 +878,30 @@ class _Loader:
                 raise self.fail(fields["preimage"], f"{where}: preimage goes with claim (which takes the lock's own "
                                                     "preimage unless given another)")
 
+    def check_refute(self, args: dict[str, Any], node: yaml.Node, where: str, scenario: Scenario,
+                     fields: dict[str, yaml.Node]) -> None:
+        """`refute`: a payment channel; `client` one of its parties, by default the one whose towers
+        include `by`; `tower` the one its authorisation names, by default `by`."""
+        channel = scenario.channels[args["channel"]]
+        if channel.kind != "payment":
+            raise self.fail(node, f"{where}: channel {channel.name} is a multistate channel: towers refute on "
+                                  "payment channels")
+        by = args["by"]
+        if "tower" not in args:
+            if by not in scenario.towers:
+                raise self.fail(node, f"{where}: {by} is a party: name the tower its authorisation is for (tower)")
+            args["tower"] = by
+        if "client" not in args:
+            clients = [p for p in (channel.alice, channel.bob) if args["tower"] in scenario.parties[p].towers]
+            if len(clients) != 1:
+                raise self.fail(node, f"{where}: name the party whose authorisation it is (client): "
+                                      f"{'both' if clients else 'neither'} of {channel.name}'s parties use "
+                                      f"{args['tower']}")
+            args["client"] = clients[0]
+        if args["client"] not in (channel.alice, channel.bob):
+            raise self.fail(fields["client"], f"{where}: client: {args['client']} is not a party of channel "
+                                              f"{channel.name}")
+
     def check_virtual_step(self, action: str, args: dict[str, Any], node: yaml.Node, where: str, gamma: VirtualSpec,
                            fields: dict[str, yaml.Node]) -> None:
         name = gamma.name
@@ -778,6 +919,9 @@ class _Loader:
                                                "on chain)")
         if action != "expect":
             return
+        if "tower" in args:
+            raise self.fail(fields["tower"], f"{where}: tower: towers watch payment channels, and {name} is a "
+                                             "virtual channel")
         ledgers = ", ".join(gamma.ledgers)
         for key in ("events", "stages"):
             if key in args:

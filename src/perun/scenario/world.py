@@ -21,7 +21,7 @@ from perun.core.amounts import ether
 from perun.core.apps import App, app_named
 from perun.core.apps import virtualchannel as vc
 from perun.core.channel import Params
-from perun.scenario.party import Party
+from perun.scenario.party import Party, TowerParty
 from perun.scenario.spec import Scenario
 
 TOKEN_FUNDS = 10_000  # units of the test token each party starts with
@@ -45,8 +45,9 @@ class World:
         self.deployment: Deployment | None = None
         self.token: Any = None  # with an erc20 channel in the file
         self.parties: dict[str, Party] = {}
-        self.initial: dict[str, int] = {}  # party -> its wallet after the funding
-        self.gas_paid: dict[str, int] = {}  # party -> the gas of every transaction it sent
+        self.towers: dict[str, TowerParty] = {}  # watchtowers: no channel of their own
+        self.initial: dict[str, int] = {}  # party or tower -> its wallet after the funding
+        self.gas_paid: dict[str, int] = {}  # party or tower -> the gas of every transaction it sent
         self.cids: dict[str, bytes] = {}
         self.params: dict[str, Params] = {}
         self.nids: dict[str, bytes] = {}  # nanocontract name (a virtual channel's half: g@ledger) -> nid
@@ -68,6 +69,12 @@ class World:
             self.contract = PaymentContract.deploy(chain, deployer)
         if any(c.token == "erc20" for c in sc.channels.values()):
             self.token = chain.contract("TestToken", chain.deploy(deployer, "TestToken"))
+        for name, tower in sc.towers.items():  # keys like the parties'; funded for gas
+            key = tower.key or (party_key(name) if isinstance(chain, EmbeddedChain) else Account.create().key)
+            account = Account.from_key(key)
+            self.towers[name] = TowerParty(name, tower, account, self.workdir / f"{name}.db", chain,
+                                           self.contract.address)
+            chain.fund(account.address, tower.funds)
         for name, spec in sc.parties.items():
             # Keys derived from names make runs on a fresh embedded chain repeat exactly; on a
             # shared chain fresh keys keep each run's wallets apart from the last run's.
@@ -78,12 +85,20 @@ class World:
             chain.fund(account.address, spec.funds)
             if self.token is not None:
                 chain.transact(deployer, self.token.functions.mint(account.address, TOKEN_FUNDS))
-        for name in sc.parties:
+        for name in [*sc.parties, *sc.towers]:
             self.initial[name] = self.wallet(name)
 
-    def running(self) -> list[Party]:
-        """The parties whose nodes run."""
-        return [p for p in self.parties.values() if p.running]
+    def running(self) -> list[Party | TowerParty]:
+        """The parties and towers whose nodes run."""
+        return [p for p in [*self.parties.values(), *self.towers.values()] if p.running]
+
+    def member(self, name: str) -> Party | TowerParty:
+        """A party or a tower, by name."""
+        return self.parties.get(name) or self.towers[name]
+
+    def members(self) -> list[Party | TowerParty]:
+        """The parties, then the towers."""
+        return [*self.parties.values(), *self.towers.values()]
 
     # ------------------------------------------------------------------ by the file's names
 
@@ -120,9 +135,9 @@ class World:
     # ------------------------------------------------------------------ names for ids
 
     def name(self, address: str) -> str:
-        """A party's name, else the address."""
+        """A party's or a tower's name, else the address."""
         address = to_checksum_address(address)
-        return next((p.name for p in self.parties.values() if p.address == address), address)
+        return next((p.name for p in self.members() if p.address == address), address)
 
     def channel_name(self, cid: bytes) -> str:
         """A channel's or a virtual channel's name; "" for an unknown id."""
@@ -166,7 +181,7 @@ class World:
 
     def wallet(self, name: str) -> int:
         """On-chain money of the scenario's unit, gas excluded."""
-        address = self.parties[name].address
+        address = self.member(name).address
         if self.token is not None:
             return self.token.functions.balanceOf(address).call()
         return self.chain.balance(address) + self.gas_paid.get(name, 0)
