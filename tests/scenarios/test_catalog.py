@@ -40,7 +40,8 @@ def test_the_catalog_has_what_the_issue_asks_for() -> None:
                      "close-with-live-nanocontracts", "conditional-payments", "virtual-fast-close",
                      "virtual-close-refused", "virtual-ingrid-offline", "virtual-stale-state", "virtual-silent-end",
                      "virtual-ledger-closed", "cooperative-close-in-dispute", "multistate-cooperative-close",
-                     "tower-refutes-for-offline-party"}
+                     "tower-refutes-for-offline-party", "two-towers-one-reward", "tower-withholds",
+                     "tower-older-state-refused"}
     scenarios = {p.stem: load(p) for p in CATALOG}
     assert [name for name, s in scenarios.items() if any(c.kind == "multistate" for c in s.channels.values())] == [
         "11-tictactoe-timeout", "12-stale-nanocontract-refuted", "13-close-with-live-nanocontracts",
@@ -65,6 +66,14 @@ def test_the_catalog_has_what_the_issue_asks_for() -> None:
         assert [c.kind for c in s.channels.values()] == [kind]
         events = [event for event, _ in [step for step in s.steps if "events" in step.args][-1].args["events"]]
         assert "CloseRegistered" in events and events[-1] == "CooperativelyClosed" and "Finalized" not in events
+
+
+    # 23 to 26: watchtowers. Each ends with every tower's wallet asserted: the reward, or nothing.
+    towered = {name: s for name, s in scenarios.items() if s.towers}
+    assert list(towered) == ["23-tower-refutes-for-offline-party", "24-two-towers-one-reward", "25-tower-withholds",
+                             "26-tower-older-state-refused"]
+    for s in towered.values():
+        assert set(s.towers) <= set(s.steps[-1].args["wallets"]) and set(s.towers) <= set(s.steps[-1].args["tower"])
 
 
 def test_a_real_report_in_chromium(chromium: str, tmp_path: Path) -> None:
