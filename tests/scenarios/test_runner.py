@@ -3,9 +3,13 @@ network relays record."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from perun.scenario import record as r
+from perun.scenario.party import TowerParty
 from perun.scenario.runner import run
 
 HEAD = """title: t
@@ -203,3 +207,30 @@ steps:
         ("alice", "cooperativeClose", ("CooperativelyClosed(version=3)",)),
         ("bob", "cooperativeClose", ("CooperativelyClosed(version=3)",))]
     assert "      · alice: ingrid countersigned the final state; paid out 9 ETH / 11 ETH" in lines
+
+
+def test_towers_are_stopped_after_a_run_that_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+
+    started: list[TowerParty] = []
+    start = TowerParty.start
+
+    async def recorded(self: TowerParty, on_kill: Callable[[str, str | None], None]) -> int:
+        started.append(self)
+        return await start(self, on_kill)
+
+    monkeypatch.setattr(TowerParty, "start", recorded)
+    path = tmp_path / "s.yaml"
+    path.write_text(HEAD.replace("parties: {alice: {}, bob: {}}",
+                                 "towers: {watchtower: {}, spare: {}}\n"
+                                 "parties: {alice: {}, bob: {towers: [watchtower, spare], reward: 1gwei}}")
+                    + "  - pay: {from: alice, amount: 1eth}\n  - expect: {tower: {watchtower: {version: 1}}}\n"
+                      "  - offline: spare\n  - pay: {from: alice, amount: 11eth}\n")
+    [rec] = run([path], out=lambda line: None)
+    assert rec.error.startswith("line 11: step 5 (pay) failed: BalanceExceeded")  # the run stopped there
+    assert rec.towers.keys() == {"watchtower", "spare"} and rec.verdicts[0].passed
+    assert [t.name for t in started] == ["watchtower", "spare"]
+    assert all(t.node is not None and not t.node.runtime.serving for t in started)  # stopped, as the nodes
+    # Bob's node handed version 1 to each tower through its relay, and each acknowledged it.
+    assert {(m.sender, m.receiver, m.type) for m in rec.messages if m.type.startswith("Monitor")} == {
+        ("bob", "watchtower", "Monitor"), ("watchtower", "bob", "MonitorAck"),
+        ("bob", "spare", "Monitor"), ("spare", "bob", "MonitorAck")}
