@@ -448,7 +448,8 @@ def test_towers_their_clients_and_their_steps(tmp_path: Path) -> None:
     (TOWERS.replace("spare: {funds: 2eth}", "alice: {}"), ":3: party alice: expected a name that no tower has"),
     (TOWERS.replace("spare: {funds: 2eth}", "spare: {hub: {}}"), ":2: tower spare: unknown field 'hub'"),
     (TOWERS + "  - crash: {party: watchtower, at: update-signed}\n",
-     ":8: step 1 (crash): at: watchtower is a tower, whose crash points are monitor-stored; got 'update-signed'"),
+     ":8: step 1 (crash): at: watchtower is a tower, whose crash points are monitor-received, monitor-stored, "
+     "refute-due, refute-sent, finalize-due, finalize-sent; got 'update-signed'"),
     (TOWERS + "  - crash: {party: bob, at: monitor-stored}\n", ":8: step 1 (crash): at: bob is a party"),
     (TOWERS + "  - refute: {channel: cb, by: watchtower, version: 1}\n",
      ":8: step 1 (refute): name the party whose authorisation it is (client): both of cb's parties use watchtower"),
