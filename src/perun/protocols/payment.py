@@ -28,6 +28,7 @@ from perun.core.machine import ChannelRecord, Duty as Due, Proposal, Role, Stage
 from perun.core.monitoring import Monitoring, sign_authorisation
 from perun.protocols.channels import ChannelProtocol
 from perun.protocols.policy import ChannelPolicy
+from perun.protocols.towers import Towers
 from perun.runtime import Duty, Runtime
 from perun.runtime.protocol import json_amounts
 from perun.store import SignedState
@@ -81,6 +82,9 @@ class UpdateHost(Protocol):
     def final_signed(self, cid: bytes) -> None:
         """The channel now has a final state signed by both."""
 
+    def peer_signed(self, cid: bytes) -> None:
+        """A new state of the channel signed by the peer is stored: for its watchtowers, if any."""
+
 
 class Payment(ChannelProtocol):
     """The payment channels of a node, on the PaymentContract at `contract`."""
@@ -104,14 +108,9 @@ class Payment(ChannelProtocol):
         self._reconnections: dict[Connection, _Reconnection] = {}  # per connection, until it closes
         # Per peer: its last summary's offset, and the channels it was applied to since (`_hinted`).
         self._offsets: dict[str, tuple[int, set[bytes]]] = {}
-        # Watchtowers (docs/protocol.md §12): the towers this party hands its latest states to, the
-        # reward it offers each, and per channel the version each tower acknowledged (in memory: after
-        # a restart, a tower's answer to the latest state tells it again).
-        self.towers: tuple[str, ...] = ()
-        self.tower_reward = 0
-        self._acked: dict[bytes, dict[str, int]] = {}
-        self._for_towers: set[bytes] = set()  # channels whose latest state is not handed over yet
-        self._ack_waiters: list[tuple[bytes, int, asyncio.Future]] = []
+        # Watchtowers (docs/protocol.md §12): the towers this party hands its latest states to, by
+        # channel id; what each acknowledged is kept in memory.
+        self.towers = Towers(ctx, self._hand_over_to)
 
     def new_record(self, params: Params, role: Role, stage: Stage) -> ChannelRecord:
         return machine.new_record(params, self.domain, role, stage)
@@ -168,8 +167,7 @@ class Payment(ChannelProtocol):
         info = asdict(self.info(cid))
         json_amounts(info, "my_balance", "peer_balance", "my_deposit", "peer_deposit", "my_payout", "peer_payout")
         if self.towers:  # the version each tower acknowledged (None: none yet, or not since a restart)
-            acked = self._acked.get(cid, {})
-            info["towers"] = {tower: acked.get(tower) for tower in self.towers}
+            info["towers"] = self.towers.shown(cid)
         return {"kind": self.kind, **info}
 
     async def pay(self, cid: bytes, amount: int) -> PaymentState:
@@ -326,7 +324,8 @@ class Payment(ChannelProtocol):
         elif isinstance(msg, m.ReestablishSummary):
             self._on_summary(conn, msg)
         elif isinstance(msg, m.MonitorAck):
-            self._tower_holds(conn.peer, msg.channel_id, msg.version)
+            if msg.channel_id in self.records:
+                self.towers.holds(conn.peer, msg.channel_id, msg.version)
         elif isinstance(msg, m.Monitor):
             raise errors.ChannelRefused("this node is no watchtower")
 
@@ -340,9 +339,7 @@ class Payment(ChannelProtocol):
         """Repeats an unanswered proposal, and says where each shared channel with a proposal in
         flight is (Reestablish); the others go in one summary (docs/protocol.md §9). A tower is
         handed the latest state of every channel it has not acknowledged."""
-        if conn.peer in self.towers:
-            for rec in self.records.values():
-                self._hand_over(conn, rec)
+        if self.towers.connected(conn, list(self.records)):
             return
         self.repropose(conn)
         self._reconnections = {c: r for c, r in self._reconnections.items() if not c.closed}
@@ -433,8 +430,8 @@ class Payment(ChannelProtocol):
         if msg.ref_type == m.Monitor.TYPE:
             # A stale one: the tower holds `signed` already (its acknowledgement was lost, or this
             # node restarted). Any other refusal is logged by the peers; the next state is handed over.
-            if failure.code == m.ErrorCode.STALE_VERSION and conn.peer in self.towers:
-                self._tower_holds(conn.peer, msg.channel_id, msg.signed)
+            if failure.code == m.ErrorCode.STALE_VERSION and msg.channel_id in self.records:
+                self.towers.holds(conn.peer, msg.channel_id, msg.signed)
             return
         if msg.ref_type == m.ProposeChannel.TYPE:
             self.refused_proposal(msg, failure)
@@ -479,6 +476,8 @@ class Payment(ChannelProtocol):
                 self.ctx.pending.resolve((msg.channel_id, msg.version), state)
                 if state.is_final and host is not None:
                     host.final_signed(msg.channel_id)
+                if host is not None:
+                    self._for_towers_later(msg.channel_id)
             self._save(new, [countersigned], then=done)
             if state.is_final:
                 self.ctx.follower.wake()
@@ -554,69 +553,39 @@ class Payment(ChannelProtocol):
     def watch_with(self, towers: Iterable[str], reward: int) -> None:
         """Hands every later state the peer signs to `towers` (addresses; the node dials them),
         offering each `reward` (at most this party's balance in the state) should it refute with it."""
-        self.towers = tuple(towers)
-        self.tower_reward = reward
+        self.towers.watch(towers, reward)
 
     def _for_towers_later(self, cid: bytes) -> None:
         """After the commit of a state the peer signed: hand it to the towers in a later turn of the
-        event loop, off the payment's path; of a burst of updates, only the latest goes out."""
-        if not self.towers or cid not in self.records:  # a host's channel has no contract of its own to refute on
-            return
-        if not self._for_towers:
-            asyncio.get_running_loop().call_soon(self._hand_over_all)
-        self._for_towers.add(cid)
+        event loop, off the payment's path; of a burst of updates, only the latest goes out. A
+        host's channel has no contract of its own to refute on: its host decides what goes."""
+        host = self._host(cid)
+        if host is not None:
+            host.peer_signed(cid)
+        elif cid in self.records:
+            self.towers.later(cid)
 
-    def _hand_over_all(self) -> None:
-        cids, self._for_towers = self._for_towers, set()
-        if self.ctx.killed:
-            return
-        for tower in self.towers:
-            conn = self.ctx.peers.get(tower)
-            if conn is None:
-                continue  # handed over when it connects (`connected`)
-            for cid in cids:
-                self._hand_over(conn, self.records[cid])
+    def _hand_over_to(self, conn: Connection, cids: Iterable[bytes]) -> None:
+        for cid in cids:
+            rec = self.records.get(cid)
+            if rec is not None:
+                self._hand_over(conn, rec)
 
     def _hand_over(self, conn: Connection, rec: ChannelRecord) -> None:
         """Sends the tower of `conn` the latest state of `rec` the peer signed, unless it holds it."""
         state = rec.current
         if rec.stage not in (Stage.OPEN, Stage.CLOSING) or state.version == 0 or state.is_final:
             return  # nothing the peer signed to refute with; a final state is submitted by its parties
-        if self._acked.get(rec.channel_id, {}).get(conn.peer, -1) >= state.version:
+        if not self.towers.offer(conn.peer, rec.channel_id, state.version):
             return
-        reward = min(self.tower_reward, rec.my_balance)
+        reward = min(self.towers.reward, rec.my_balance)
         authorisation = sign_authorisation(self.domain, Monitoring.of(self.domain, state, conn.peer, reward),
                                            self.ctx.key)
         conn.send(m.Monitor.of(rec.params, state, rec.peer_signature, reward, authorisation))
 
-    def _tower_holds(self, tower: str, cid: bytes, version: int) -> None:
-        if tower not in self.towers or cid not in self.records:
-            return
-        acked = self._acked.setdefault(cid, {})
-        acked[tower] = max(acked.get(tower, 0), version)
-        held = min(acked.get(t, 0) for t in self.towers)
-        for waiter in list(self._ack_waiters):
-            if waiter[0] == cid and held >= waiter[1]:
-                self._ack_waiters.remove(waiter)
-                if not waiter[2].done():
-                    waiter[2].set_result(None)
-
     async def towers_hold(self, cid: bytes, version: int, timeout: float = 30.0) -> None:
         """Waits until every tower acknowledged channel `cid` at `version` or above."""
-        acked = self._acked.get(cid, {})
-        if self.towers and all(acked.get(t, 0) >= version for t in self.towers):
-            return
-        future = asyncio.get_running_loop().create_future()
-        waiter = (cid, version, future)
-        self._ack_waiters.append(waiter)
-        try:
-            await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError as exc:
-            raise errors.PeerTimeout(f"the towers did not acknowledge version {version} of 0x{cid.hex()} "
-                                     f"within {timeout} s") from exc
-        finally:
-            if waiter in self._ack_waiters:
-                self._ack_waiters.remove(waiter)
+        await self.towers.hold({cid: version}, timeout, f"version {version} of 0x{cid.hex()}")
 
     # ================================================================== the chain
 

@@ -258,6 +258,9 @@ class Virtual(Protocol):
         """An end now holds a final state signed by both: give it to Ingrid."""
         self.give_final(self.channel(gid))
 
+    def peer_signed(self, gid: bytes) -> None:
+        """An end stored a new γ state signed by both: its watchtowers get the SETTLE with it."""
+
     def give_final(self, rec: VirtualRecord) -> None:
         final = rec.final
         conn = self.ctx.peers.get(rec.data.ingrid)
