@@ -17,9 +17,10 @@ Multistate and virtual channels are `node.multistate` and `node.virtual` (None w
 proposes one; by default any in which it deposits nothing of its own. `confirmations` is how deep
 an event must be to be final (by default 0 on a dev chain, 12 elsewhere); `fees` limits what its
 transactions bid (perun.chain.wallet.FeePolicy). `towers` maps watchtowers' addresses to their
-(host, port): the node dials them and hands each every later state of its payment channels that
-the peer signs, offering `tower_reward` (at most its balance in the state); `Watchtower` is a
-runtime that runs only the tower protocol.
+(host, port): the node dials them and hands each every later state of its channels that the peer
+signs (a multistate channel's with its live nanocontracts' states, and an end's SETTLE of its
+virtual channel's half), offering `tower_reward` (at most what the state gives it); `Watchtower`
+is a runtime that runs only the tower protocols.
 """
 
 from __future__ import annotations
@@ -104,6 +105,8 @@ class Node:
         if ms_contract:
             self.multistate = Multistate(rt, ms_contract, apps or {}, policy, accept_nanocontract, reply_time)
             rt.registry.register(self.multistate)
+            if self.towers:
+                self.multistate.watch_with(self.towers, tower_reward)
             if VIRTUAL_APP in self.multistate.app_address:
                 self.virtual = Virtual(rt, self.multistate, self.payment, accept_virtual, hub)
                 rt.registry.register(self.virtual)
@@ -235,9 +238,16 @@ class Node:
         """Submits the final state both signed. None if the channel closed meanwhile."""
         return await self.payment.cooperative_close_on_chain(cid)
 
-    async def towers_hold(self, cid: bytes, version: int, timeout: float = 30.0) -> None:
-        """Waits until every tower (`towers`) acknowledged payment channel `cid` at `version` or above."""
-        await self.payment.towers_hold(cid, version, timeout)
+    async def towers_hold(self, cid: bytes, version: int, nanocontracts: Mapping[bytes, int] | None = None,
+                          timeout: float = 30.0) -> None:
+        """Waits until every tower (`towers`) acknowledged channel `cid` at `version` or above: a
+        payment channel's state; a multistate channel's state, and each nanocontract of
+        `nanocontracts` (nid: version) at its version or above."""
+        holder = self.runtime.registry.holder(cid)
+        if self.multistate is not None and holder is self.multistate:
+            await self.multistate.towers_hold(cid, version, nanocontracts, timeout=timeout)
+        else:
+            await self.payment.towers_hold(cid, version, timeout)
 
     # ================================================================== every kind
 

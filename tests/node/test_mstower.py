@@ -5,16 +5,19 @@ each paid from that party's payout."""
 
 from __future__ import annotations
 
+import contextlib
+
 from perun.chain.backend import ETHER
 from perun.core.apps import hashtimelock as htlc
 from perun.core.apps import virtualchannel as vc
+from perun.core.machine import Stage
 from perun.core.monitoring import Execution, Monitoring, sign_authorisation
 from perun.core.msmachine import MSRecord
 from perun.core.multistate import ChannelState, NanocontractState
 from perun.node import Watchtower
 from perun.wire import messages as m
 from tests.node.conftest import DELTA, run
-from tests.node.test_multistate_nodes import PREIMAGE, finalized, lock, ms_pair
+from tests.node.test_multistate_nodes import PREIMAGE, consent, finalized, lock, ms_pair
 from tests.node.test_tower import answer, dial
 from tests.node.test_virtual_nodes import WINDOW, at, close_ledgers, half, opened, stored, triangle
 
@@ -51,8 +54,9 @@ def events_of(net, cid, *names):
     return [e for e in net.ms.contract.events() if e.name in names and e.args.get("channelId") == cid]
 
 
-def test_a_tower_refutes_a_stale_close_and_replaces_a_stale_nanocontract_for_an_offline_party(net):
-    alice_account, bob_account = net.account("alice"), net.account("bob")
+def test_a_tower_takes_only_valid_newer_multistate_items(net):
+    """Hand-built messages: what the tower refuses, and why."""
+    bob_account = net.account("bob")
 
     async def scenario():
         async with ms_pair(net) as (alice, bob, cid):
@@ -94,7 +98,7 @@ def test_a_tower_refutes_a_stale_close_and_replaces_a_stale_nanocontract_for_an_
                     assert (await answer(conn)).code == code
                 conn.send(monitor_nano(net, latest.state, latest.sig_alice, tower.address, bob_account.key))
                 assert await answer(conn) == m.MonitorNanoAck(cid, pay, False, 1)
-                # (c) A stale nanocontract state is refused, naming the nid and the version held.
+                # A stale nanocontract state is refused, naming the nid and the version held.
                 conn.send(monitor_nano(net, first.state, first.sig_alice, tower.address, bob_account.key))
                 refusal = await answer(conn)
                 assert (refusal.code, refusal.ref_type, refusal.channel_id, refusal.version, refusal.signed) == (
@@ -104,31 +108,75 @@ def test_a_tower_refutes_a_stale_close_and_replaces_a_stale_nanocontract_for_an_
                 assert (stored.version, [(n.nid, n.state.version) for n in stored.nanos]) == (1, [(pay, 1)])
                 assert tower.describe(cid)["nanocontracts"] == {"0x" + pay.hex(): 1}
                 conn.close()
-
-                await bob.stop()  # Bob goes offline; only the tower watches for him
-                bob_before = net.chain.balance(bob_account.address)
-                await alice.watcher.stop()  # her node would answer her own stale close
-                tower.kill()  # as SIGKILL: only what it stored survives
-                tower = await start_tower(net).start()
-                assert tower.ms_records[cid] == stored
-
-                # Alice cheats: closes with the initial state (no signature needed) and registers
-                # the lock unclaimed, with Bob's signature on version 0.
-                params = rec.params
-                receipt = net.ms.contract.close(alice_account, params, ChannelState.initial(params, cid))
-                deadline = receipt.event("CloseRegistered").args["deadline"]
-                net.ms.contract.register(alice_account, params, first.state, first.sig_bob)
-                held = await tower.wait_for(cid, lambda r: r.registered == 1 and r.chain(pay) is not None
-                                            and r.chain(pay).version == 1)
-                assert held.standing and held.chain(pay).ours and held.chain(pay).terminated
-                assert tower.describe(cid)["stage"] == "closing"
-                net.chain.set_next_block_timestamp(deadline + 1)
-                net.chain.mine()
-                held = await tower.wait_for(cid, lambda r: r.closed)
-                assert held.reward_paid == REWARD + NANO_REWARD
-                return cid, pay, tower.address, bob_before
             finally:
                 await tower.stop()
+
+    run(scenario())
+
+
+@contextlib.asynccontextmanager
+async def alice_bob_ms_and_tower(net):
+    """Alice; a tower; Bob, whose node hands his states to the tower; an open multistate channel.
+    Yields (alice, bob, towers, cid): `towers` a list whose last item is the tower running (a
+    test restarts it)."""
+    towers = [await start_tower(net).start()]
+    bob = None
+    try:
+        async with net.running("alice", accept_nanocontract=consent) as (alice,):
+            tower = towers[0]
+            bob = await net.node("bob", accept_nanocontract=consent, towers={tower.address: ("127.0.0.1", tower.port)},
+                                 tower_reward=REWARD).start()
+            await alice.connect(bob.address, "127.0.0.1", bob.port)
+            cid = await alice.multistate.open(bob.address, 10 * ETHER, 5 * ETHER, DELTA)
+            await bob.wait_for(cid, lambda r: r.stage is Stage.OPEN)
+            yield alice, bob, towers, cid
+    finally:
+        for node in (bob, *towers):
+            if node is not None and not node.runtime.killed:
+                with contextlib.suppress(Exception):
+                    await node.stop()
+
+
+def test_bobs_node_hands_his_channel_and_lock_to_the_tower_which_answers_a_stale_close_for_him(net):
+    alice_account, bob_account = net.account("alice"), net.account("bob")
+
+    async def scenario():
+        async with alice_bob_ms_and_tower(net) as (alice, bob, towers, cid):
+            tower = towers[0]
+            pay = await alice.multistate.create(cid, "HashTimeLock", lock(ETHER, net=net))  # channel version 1
+            first = alice.multistate.channel(cid).nanocontract(pay)  # version 0: Alice's 1 ETH locked
+            await bob.multistate.call(cid, pay, htlc.CLAIM, PREIMAGE)  # version 1: released to Bob
+            await bob.towers_hold(cid, 1, {pay: 1})
+            shown = bob.describe(cid)
+            assert shown["towers"] == {tower.address: 1}
+            assert [nc["towers"] for nc in shown["nanocontracts"]] == [{tower.address: 1}]
+            [stored] = tower.store.ms_watched()  # one row: the latest channel state and lock state
+            assert (stored.client, stored.version, stored.reward) == (bob_account.address, 1, REWARD)
+            assert [(n.nid, n.state.version, n.reward) for n in stored.nanos] == [(pay, 1, REWARD)]
+
+            await bob.stop()  # Bob goes offline; only the tower watches for him
+            bob_before = net.chain.balance(bob_account.address)
+            await alice.watcher.stop()  # her node would answer her own stale close
+            tower.kill()  # as SIGKILL: only what it stored survives
+            tower = await start_tower(net).start()
+            towers.append(tower)
+            assert tower.ms_records[cid] == stored
+
+            # Alice cheats: closes with the initial state (no signature needed) and registers the
+            # lock unclaimed, with Bob's signature on version 0.
+            params = stored.params
+            receipt = net.ms.contract.close(alice_account, params, ChannelState.initial(params, cid))
+            deadline = receipt.event("CloseRegistered").args["deadline"]
+            net.ms.contract.register(alice_account, params, first.state, first.sig_bob)
+            held = await tower.wait_for(cid, lambda r: r.registered == 1 and r.chain(pay) is not None
+                                        and r.chain(pay).version == 1)
+            assert held.standing and held.chain(pay).ours and held.chain(pay).terminated
+            assert tower.describe(cid)["stage"] == "closing"
+            net.chain.set_next_block_timestamp(deadline + 1)
+            net.chain.mine()
+            held = await tower.wait_for(cid, lambda r: r.closed)
+            assert held.reward_paid == 2 * REWARD
+            return cid, pay, tower.address, bob_before
 
     cid, pay, tower, bob_before = run(scenario())
     registered = [(e.args["version"], e.args["by"]) for e in events_of(net, cid, "CloseRegistered")]
@@ -136,11 +184,38 @@ def test_a_tower_refutes_a_stale_close_and_replaces_a_stale_nanocontract_for_an_
     nanos = [(e.args["version"], e.args["by"]) for e in events_of(net, cid, "NanocontractRegistered")]
     assert nanos == [(0, alice_account.address), (1, tower)]
     paid = sorted((e.args["nid"], e.args["payer"], e.args["amount"]) for e in events_of(net, cid, "RewardPaid"))
-    assert paid == sorted([(bytes(32), bob_account.address, REWARD), (pay, bob_account.address, NANO_REWARD)])
+    assert paid == sorted([(bytes(32), bob_account.address, REWARD), (pay, bob_account.address, REWARD)])
     # Bob's latest outcome: his 5 ETH of cash and the claimed 1 ETH, less the two rewards.
-    assert finalized(net, cid) == (9 * ETHER, 6 * ETHER - REWARD - NANO_REWARD)
-    assert net.chain.balance(bob_account.address) == bob_before + 6 * ETHER - REWARD - NANO_REWARD  # Bob sent nothing
+    assert finalized(net, cid) == (9 * ETHER, 6 * ETHER - 2 * REWARD)
+    assert net.chain.balance(bob_account.address) == bob_before + 6 * ETHER - 2 * REWARD  # Bob sent nothing
     assert net.chain.balance(tower) > 0
+
+
+def test_a_tower_that_was_down_gets_the_latest_of_each_item_when_it_is_back(net):
+    async def scenario():
+        async with alice_bob_ms_and_tower(net) as (alice, bob, towers, cid):
+            tower = towers[0]
+            pay = await alice.multistate.create(cid, "HashTimeLock", lock(ETHER, net=net))  # channel version 1
+            await bob.towers_hold(cid, 1, {pay: 0})
+            port = tower.port
+            tower.kill()
+            # The tower's absence slows no update.
+            await bob.multistate.call(cid, pay, htlc.CLAIM, PREIMAGE)  # the lock's version 1
+            second = await alice.multistate.create(cid, "HashTimeLock", lock(2 * ETHER, net=net))  # version 2
+            await bob.multistate.call(cid, second, htlc.CLAIM, PREIMAGE)
+            await alice.multistate.absorb(cid, pay)  # channel version 3: the first lock is gone
+            assert bob.describe(cid)["towers"] == {tower.address: 1}
+            tower = await start_tower(net, port=port).start()
+            towers.append(tower)
+            await bob.towers_hold(cid, 3, {second: 1})  # Bob's node redialled it and handed over the latest
+            held = tower.ms_records[cid]
+            assert (held.version, [(n.nid, n.state.version) for n in held.nanos]) == (3, [(second, 1)])
+            assert held.state == bob.multistate.channel(cid).state
+            shown = bob.describe(cid)
+            assert shown["towers"] == {tower.address: 3}
+            assert [(nc["nid"], nc["towers"]) for nc in shown["nanocontracts"]] == [
+                ("0x" + second.hex(), {tower.address: 1})]
+    run(scenario())
 
 
 def test_a_tower_settles_an_offline_ends_latest_virtual_state_in_its_ledger_channel(net):

@@ -43,6 +43,12 @@ class AppHooks:
         """A creation of the app's nanocontract `nc` is signed by both (`ledger` is the channel's
         new record): stage what follows from it, in the same commit."""
 
+    def tower_call(self, ledger: MSRecord, nc: NanocontractState) -> tuple[int, bytes, int] | None:
+        """The one call (fun, z) a watchtower may make on this party's behalf on nanocontract `nc`
+        of channel `ledger` with executeFor, and the version it carries (a later one replaces
+        it), if any: what the multistate protocol hands its towers after `nc`'s state."""
+        return None
+
     def ledger_changed(self, ledger: bytes) -> None:
         """Channel `ledger`'s record was put in place (being saved, or a copy from unconfirmed
         blocks): what the app's protocol derives from it may have changed."""

@@ -31,6 +31,7 @@ from perun.core import msmachine as ms
 from perun.core.apps import App, AppState, app_named
 from perun.core.channel import Params, checksum
 from perun.core.machine import Role, Stage
+from perun.core.monitoring import Execution, Monitoring, sign_authorisation
 from perun.core.msmachine import MSProposal, MSRecord
 from perun.core.multistate import ChannelState, Funding, NanocontractState
 from perun.protocols.channels import ChannelProtocol
@@ -39,6 +40,7 @@ from perun.protocols.multistate.duties import Duties
 from perun.protocols.multistate.hooks import AppHooks
 from perun.protocols.multistate.proposer import REPLY_TIME, Proposer, now_ms
 from perun.protocols.policy import ChannelPolicy
+from perun.protocols.towers import Towers
 from perun.runtime import Duty, Runtime
 from perun.wire import messages as m
 from perun.wire.transport import Connection
@@ -54,7 +56,8 @@ class Multistate(ChannelProtocol):
     the peer does not answer within `reply_time` seconds (the seed's T) expires."""
 
     kind = "multistate"
-    messages = (m.ProposeMultistate, m.AcceptChannel, *wire.PROPOSALS, m.NanocontractAck)
+    messages = (m.ProposeMultistate, m.AcceptChannel, *wire.PROPOSALS, m.NanocontractAck, m.MonitorAck,
+                m.MonitorNanoAck, m.MonitorChannel, m.MonitorNanocontract, m.MonitorCall)
     record_type = MSRecord
     proposal_type = m.ProposeMultistate
     crash_points = (*ChannelProtocol.crash_points, "nano-proposed", "nano-received", "nano-countersigned",
@@ -75,6 +78,9 @@ class Multistate(ChannelProtocol):
                                         f"not of {self.domain.verifying_contract}")
             self.put(rec)
         self.chain_duties = Duties(self)
+        # Watchtowers (docs/protocol.md §12), by channel id: its own state (item: the channel id),
+        # and each live nanocontract's (nid, False) and call (nid, True), as MonitorNanoAck names them.
+        self.towers = Towers(ctx, self._hand_over_to)
 
     def new_record(self, params: Params, role: Role, stage: Stage) -> MSRecord:
         return ms.new_record(params, self.domain, role, stage)
@@ -124,7 +130,16 @@ class Multistate(ChannelProtocol):
         return views.info(self.channel(cid), self.apps)
 
     def describe(self, cid: bytes) -> dict[str, Any]:
-        return views.describe(self.channel(cid), self.apps)
+        rec = self.channel(cid)
+        shown = views.describe(rec, self.apps)
+        if self.towers:  # what each tower acknowledged (None: nothing yet, or not since a restart)
+            shown["towers"] = self.towers.shown(cid)
+            for nc in shown["nanocontracts"]:
+                nid = bytes.fromhex(nc["nid"][2:])
+                nc["towers"] = self.towers.shown((nid, False))
+                if self._tower_call(rec, rec.nanocontract(nid).state) is not None:  # type: ignore[arg-type]
+                    nc["tower_calls"] = self.towers.shown((nid, True))
+        return shown
 
     def nanocontract(self, cid: bytes, nid: bytes) -> NanocontractState:
         """The latest version of nanocontract `nid` signed by both parties."""
@@ -245,6 +260,14 @@ class Multistate(ChannelProtocol):
             self.on_accept(conn, msg)
         elif isinstance(msg, m.NanocontractAck):
             self._on_ack(conn, msg)
+        elif isinstance(msg, m.MonitorAck):
+            if msg.channel_id in self.records:
+                self.towers.holds(conn.peer, msg.channel_id, msg.version)
+        elif isinstance(msg, m.MonitorNanoAck):
+            if msg.channel_id in self.records:
+                self.towers.holds(conn.peer, (msg.nid, msg.call), msg.version)
+        elif isinstance(msg, (m.MonitorChannel, m.MonitorNanocontract, m.MonitorCall)):
+            raise errors.ChannelRefused("this node is no watchtower")
         else:
             await self.caught_up(msg.channel_id)  # type: ignore[attr-defined]
             # The receiver's clock for the app's rules. No app's rule for a new nanocontract
@@ -266,7 +289,10 @@ class Multistate(ChannelProtocol):
     def connected(self, conn: Connection) -> None:
         """After (re)connecting: repeat what the peer may have missed. An unanswered channel
         proposal, and every proposal in flight or expired: the peer acknowledges one it signed
-        already, and refuses one that expired before it signed it, which tells this node its fate."""
+        already, and refuses one that expired before it signed it, which tells this node its fate.
+        A tower is handed what it has not acknowledged of every channel."""
+        if self.towers.connected(conn, list(self.records)):
+            return
         self.repropose(conn)
         for rec in self.with_peer(conn.peer):
             if rec.stage not in (Stage.CLOSED, Stage.FAILED):
@@ -293,6 +319,7 @@ class Multistate(ChannelProtocol):
         def countersigned() -> None:
             ctx.faults.point("nano-countersigned")
             conn.send(wire.ack(mine))
+            self._for_towers_later(new, proposal)
         ctx.save([new], wire.signed_states(new, proposal, mine), then=countersigned)
 
     def check_proposal(self, rec: MSRecord, proposal: MSProposal, now: int) -> None:
@@ -320,12 +347,20 @@ class Multistate(ChannelProtocol):
         def done() -> None:
             self.ctx.faults.point("nano-acked")
             acked()
+            self._for_towers_later(new, proposal)
         mine = replace(proposal, sig_channel=msg.sig_channel, sig_nanocontract=msg.sig_nanocontract)
         self.ctx.save([new], wire.signed_states(new, proposal, mine), then=done)
 
     def refused(self, conn: Connection, msg: m.Error, failure: errors.PeerRejected) -> None:
         """The peer refused a multistate message: drop the proposal on that slot (its versions
-        stay burned), or fail the channel proposal."""
+        stay burned), or fail the channel proposal. A tower's STALE_VERSION says which version it
+        holds (of the channel, or of the nanocontract the Error names); its other refusals are
+        logged, and the next version goes."""
+        tower_item = self._tower_item(msg)
+        if tower_item is not None:
+            if failure.code == m.ErrorCode.STALE_VERSION:
+                self.towers.holds(conn.peer, tower_item, msg.signed)
+            return
         if msg.ref_type == m.ProposeMultistate.TYPE:
             self.refused_proposal(msg, failure)
             return
@@ -348,6 +383,84 @@ class Multistate(ChannelProtocol):
                 hooks.refused(new, dropped, failure)
             self.ctx.save([new], then=lambda answer=self.ctx.pending.detach((rec.channel_id, slot)): answer(failure))
             return
+
+    # ================================================================== watchtowers
+
+    def watch_with(self, towers: Iterable[str], reward: int) -> None:
+        """Hands `towers` (addresses; the node dials them) every later channel state the peer signs,
+        then the latest state of each live nanocontract it lists and the call an app lets a tower
+        make on it (AppHooks.tower_call), offering each `reward` (at most what the state gives
+        this party) should it act with it (docs/protocol.md §12)."""
+        self.towers.watch(towers, reward)
+
+    def for_towers(self, cid: bytes) -> None:
+        """Something of channel `cid` changed for its towers (an app's call, say): hand it over
+        in a later turn of the event loop."""
+        self.towers.later(cid)
+
+    def _for_towers_later(self, rec: MSRecord, proposal: MSProposal) -> None:
+        """After the commit of `proposal`, signed by both."""
+        if proposal.kind is ms.Kind.ABSORB:
+            self.towers.forget([(proposal.nid, False), (proposal.nid, True)])
+        self.towers.later(rec.channel_id)
+
+    def _tower_item(self, msg: m.Error) -> Any:
+        """The item a tower's refusal names, if it refuses a hand-over."""
+        if msg.ref_type == m.MonitorChannel.TYPE:
+            return msg.channel_id
+        if msg.ref_type in (m.MonitorNanocontract.TYPE, m.MonitorCall.TYPE):
+            return msg.channel_id, msg.ref_type == m.MonitorCall.TYPE  # the nid
+        return None
+
+    def _tower_call(self, rec: MSRecord, nc: NanocontractState) -> tuple[int, bytes, int] | None:
+        hooks = self.hooks_of(nc)
+        return hooks.tower_call(rec, nc) if hooks is not None else None
+
+    def _hand_over_to(self, conn: Connection, cids: Iterable[bytes]) -> None:
+        for cid in cids:
+            rec = self.records.get(cid)
+            if rec is not None:
+                self._hand_over(conn, rec)
+
+    def _hand_over(self, conn: Connection, rec: MSRecord) -> None:
+        """Sends the tower of `conn`, in this order (it takes a nanocontract's state only if the
+        channel state it holds lists it, and a call only for a nanocontract state it holds), what
+        it lacks of: the latest channel state signed by the peer, the latest state of each
+        nanocontract that state lists, and the call an app lets a tower make on each."""
+        if rec.stage not in (Stage.OPEN, Stage.CLOSING) or rec.state.version == 0 or rec.is_fully_signed_final:
+            return  # nothing the peer signed to refute with; a final state is submitted by its parties
+        tower, key, cid, role = conn.peer, self.ctx.key, rec.channel_id, int(rec.role)
+        state = rec.state
+        if self.towers.offer(tower, cid, state.version):
+            reward = min(self.towers.reward, state.cash_alice if rec.role is Role.ALICE else state.cash_bob)
+            authorisation = sign_authorisation(self.domain, Monitoring.of(self.domain, state, tower, reward), key)
+            conn.send(m.MonitorChannel.of(rec.params, state, wire.by_peer(rec, rec.channel), reward, authorisation))
+        listed = {f.nid for f in state.nanocontracts}
+        for signed in rec.nanocontracts:
+            nc: NanocontractState = signed.state  # type: ignore[assignment]
+            if nc.nid not in listed:
+                continue
+            limit = min(self.towers.reward, nc.payout(role))
+            if self.towers.offer(tower, (nc.nid, False), nc.version):
+                authorisation = sign_authorisation(self.domain, Monitoring.of(self.domain, nc, tower, limit), key)
+                conn.send(m.MonitorNanocontract.of(nc, wire.by_peer(rec, signed), limit, authorisation))
+            call = self._tower_call(rec, nc)
+            if call is not None and self.towers.offer(tower, (nc.nid, True), call[2]):
+                fun, z, _ = call
+                execution = Execution.of(cid, nc.nid, fun, z, tower, limit)
+                conn.send(m.MonitorCall(cid, nc.nid, fun, z, limit, sign_authorisation(self.domain, execution, key)))
+
+    async def towers_hold(self, cid: bytes, version: int, nanocontracts: Mapping[bytes, int] | None = None,
+                          calls: Mapping[bytes, int] | None = None, timeout: float = 30.0) -> None:
+        """Waits until every tower acknowledged channel `cid` at `version` or above, and each
+        nanocontract of `nanocontracts` (nid: version) and call of `calls` (nid: the version it
+        carries) at its version or above."""
+        wanted: dict[Any, int] = {cid: version}
+        wanted.update(((nid, False), v) for nid, v in (nanocontracts or {}).items())
+        wanted.update(((nid, True), v) for nid, v in (calls or {}).items())
+        items = len(wanted) - 1
+        await self.towers.hold(wanted, timeout, f"version {version} of 0x{cid.hex()}"
+                                                + (f" and {items} of its nanocontracts' items" if items else ""))
 
     # ================================================================== the chain
 
