@@ -242,10 +242,13 @@ class Node:
                           timeout: float = 30.0) -> None:
         """Waits until every tower (`towers`) acknowledged channel `cid` at `version` or above: a
         payment channel's state; a multistate channel's state, and each nanocontract of
-        `nanocontracts` (nid: version) at its version or above."""
+        `nanocontracts` (nid: version) at its version or above; for a virtual channel of which
+        this node is an end, the SETTLE of its half with γ's state at `version` or above."""
         holder = self.runtime.registry.holder(cid)
         if self.multistate is not None and holder is self.multistate:
             await self.multistate.towers_hold(cid, version, nanocontracts, timeout=timeout)
+        elif self.virtual is not None and holder is self.virtual:
+            await self.virtual.towers_hold(cid, version, timeout)
         else:
             await self.payment.towers_hold(cid, version, timeout)
 

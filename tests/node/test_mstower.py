@@ -218,62 +218,57 @@ def test_a_tower_that_was_down_gets_the_latest_of_each_item_when_it_is_back(net)
     run(scenario())
 
 
-def test_a_tower_settles_an_offline_ends_latest_virtual_state_in_its_ledger_channel(net):
+def test_bobs_node_hands_the_tower_the_settle_of_his_virtual_channel_which_it_makes_for_him(net):
     bob_account = net.account("bob")
 
     async def scenario():
-        async with triangle(net) as (alice, ingrid, bob, a, b):
-            tower = await start_tower(net).start()
-            try:
+        tower = await start_tower(net).start()
+        bob_kwargs = {"towers": {tower.address: ("127.0.0.1", tower.port)}, "tower_reward": REWARD}
+        try:
+            async with triangle(net, bob_kwargs=bob_kwargs) as (alice, ingrid, bob, a, b):
                 gid, validity = await opened(net, alice, bob, a, b)  # γ at version 2: Bob holds 3 of 4 ETH
+                await bob.pay(gid, ETHER // 2)  # version 3: Bob holds 2.5 ETH
+                await bob.towers_hold(gid, 3)
                 nu_b = half(bob, gid, 1)
-                ledger = bob.multistate.channel(b)  # Ingrid is its Alice, Bob its Bob
-                gamma = bob.virtual.record(gid).channel
-                assert gamma.current.version == 2
-                z = vc.settle_arg(vc.as_virtual(gamma.current), gamma.sig_alice, gamma.sig_bob)
-                domain = net.ms.contract.domain
-                execution = Execution.of(b, nu_b.nid, vc.SETTLE, z, tower.address, REWARD)
-                conn = await dial(net, tower, bob_account.key)
-                half_state = ledger.nanocontract(nu_b.nid)
-                for msg in (monitor_channel(net, ledger, tower.address, bob_account.key, reward=0),
-                            monitor_nano(net, half_state.state, half_state.sig_alice, tower.address,
-                                         bob_account.key, reward=0),
-                            m.MonitorCall(b, nu_b.nid, vc.SETTLE, z, REWARD,
-                                          sign_authorisation(domain, execution, bob_account.key))):
-                    conn.send(msg)
-                    assert not isinstance(await answer(conn), m.Error)
-                assert tower.ms_records[b].call(nu_b.nid).version == 2
-                # A SETTLE with an older γ state is stale: refused with the nid and the version held.
-                old = next(s for s in bob.store.states(gid) if s.state.version == 1)
-                z_old = vc.settle_arg(vc.as_virtual(old.state), old.sig_alice, old.sig_bob)
-                stale = Execution.of(b, nu_b.nid, vc.SETTLE, z_old, tower.address, REWARD)
-                conn.send(m.MonitorCall(b, nu_b.nid, vc.SETTLE, z_old, REWARD,
-                                        sign_authorisation(domain, stale, bob_account.key)))
-                refusal = await answer(conn)
-                assert (refusal.code, refusal.channel_id, refusal.version, refusal.signed) == (
-                    E.STALE_VERSION, nu_b.nid, 1, 2)
-                conn.close()
+                assert bob.describe(gid)["towers"] == {tower.address: 3}
+                held = tower.ms_records[b]
+                assert (held.client, held.version) == (bob_account.address, bob.multistate.channel(b).state.version)
+                assert [(n.nid, n.state.version) for n in held.nanos] == [(nu_b.nid, 0)]
+                assert (held.call(nu_b.nid).version, held.call(nu_b.nid).reward) == (3, REWARD)
+                [shown] = bob.describe(b)["nanocontracts"]
+                assert (shown["towers"], shown["tower_calls"]) == ({tower.address: 0}, {tower.address: 3})
+                old = next(s for s in bob.store.states(gid) if s.state.version == 2)
                 # Both ends offline from before the settlement until after: only Ingrid and the tower act.
                 await bob.stop()
                 await alice.stop()
+                # A SETTLE with an older γ state is stale: refused with the nid and the version held.
+                z_old = vc.settle_arg(vc.as_virtual(old.state), old.sig_alice, old.sig_bob)
+                stale = Execution.of(b, nu_b.nid, vc.SETTLE, z_old, tower.address, REWARD)
+                conn = await dial(net, tower, bob_account.key)
+                conn.send(m.MonitorCall(b, nu_b.nid, vc.SETTLE, z_old, REWARD,
+                                        sign_authorisation(net.ms.contract.domain, stale, bob_account.key)))
+                refusal = await answer(conn)
+                assert (refusal.code, refusal.channel_id, refusal.version, refusal.signed) == (
+                    E.STALE_VERSION, nu_b.nid, 2, 3)
+                conn.close()
                 # (Ingrid's registration of ν_b lands a block after validity − Δ − 1: its window ends
                 # after validity; the tower's SETTLE goes in the first block after that.)
                 for t in (validity - DELTA - 1, validity + DELTA, validity + WINDOW, validity + 2 * WINDOW):
                     await at(net, t, ingrid, tower)
-                assert stored(net, nu_b) == (2, ETHER, 3 * ETHER)  # the tower's SETTLE, copied by Ingrid to ν_a
-                assert stored(net, half(ingrid, gid, 0)) == (2, ETHER, 3 * ETHER)
+                assert stored(net, nu_b) == (3, ETHER + ETHER // 2, 2 * ETHER + ETHER // 2)  # the tower's SETTLE
+                assert stored(net, half(ingrid, gid, 0)) == (3, ETHER + ETHER // 2, 2 * ETHER + ETHER // 2)
                 executed = [(e["by"], e["fun"]) for e in events_of_nid(net, nu_b.nid, "NanocontractExecuted")]
                 assert executed == [(tower.address, vc.SETTLE), (ingrid.address, vc.FINALIZE)]
                 paid = await close_ledgers(net, [(ingrid, a), (ingrid, b)])
                 return paid, nu_b.nid, tower.address
-            finally:
-                await tower.stop()
+        finally:
+            await tower.stop()
 
     paid, nid, tower = run(scenario())
-    # Bob: his latest γ balance of 3 ETH (10 − 1 + 3), less the reward; Ingrid is not worse off.
-    assert paid[bob_account.address] == 12 * ETHER - REWARD
+    # Bob: his latest γ balance of 2.5 ETH (10 − 1 + 2.5), less the reward; Ingrid is not worse off.
+    assert paid[bob_account.address] == 11 * ETHER + ETHER // 2 - REWARD
     assert paid[net.account("ingrid").address] == 20 * ETHER
-    assert paid[net.account("alice").address] == 8 * ETHER
+    assert paid[net.account("alice").address] == 8 * ETHER + ETHER // 2
     [reward] = [e.args for e in net.ms.contract.events() if e.name == "RewardPaid"]
     assert (reward["nid"], reward["tower"], reward["payer"], reward["amount"]) == (
         nid, tower, bob_account.address, REWARD)

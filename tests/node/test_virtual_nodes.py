@@ -23,11 +23,13 @@ VALIDITY_IN = 20 * DELTA
 
 
 @contextlib.asynccontextmanager
-async def triangle(net, hub=HubPolicy(), ledger_b_by_bob=False, **kwargs):
-    """alice, ingrid and bob running; ledger channels a = alice–ingrid and b = ingrid–bob open
-    (b opened by bob if `ledger_b_by_bob`), alice connected to bob. Yields (alice, ingrid, bob, a, b)."""
+async def triangle(net, hub=HubPolicy(), ledger_b_by_bob=False, bob_kwargs=None, **kwargs):
+    """alice, ingrid and bob running (bob with `bob_kwargs` too); ledger channels a = alice–ingrid
+    and b = ingrid–bob open (b opened by bob if `ledger_b_by_bob`), alice connected to bob.
+    Yields (alice, ingrid, bob, a, b)."""
     kwargs.setdefault("accept_virtual", lambda v: True)
-    async with net.running("alice", "bob", **kwargs) as (alice, bob), \
+    async with net.running("alice", **kwargs) as (alice,), \
+            net.running("bob", **kwargs, **(bob_kwargs or {})) as (bob,), \
             net.running("ingrid", hub=hub, **kwargs) as (ingrid,):
         for end in (alice, bob):
             await end.connect(ingrid.address, "127.0.0.1", ingrid.port)

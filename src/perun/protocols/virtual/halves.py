@@ -76,6 +76,22 @@ class Halves(AppHooks):
         then = virtual.hub.released(v.id) if rec.position is Position.INGRID and v.side == SIDE_B else None
         virtual.ctx.save([rec], then=then)
 
+    def tower_call(self, ledger: MSRecord, nc: NanocontractState) -> tuple[int, bytes, int] | None:
+        """An end's watchtower may SETTLE its half with the end's latest γ state signed by both
+        (docs/protocol.md §12.1: safe to repeat, the app takes it only above the version it holds)."""
+        if not self.claims(nc):
+            return None
+        v = vc.decode(nc.storage)
+        rec = self.virtual.records.get(v.id)
+        half = rec.half(v.side) if rec is not None else None
+        if rec is None or rec.channel is None or half is None or half.nid != nc.nid \
+                or half.ledger != ledger.channel_id:
+            return None  # Ingrid has no γ state of her own to settle with
+        c = rec.channel
+        if c.current.version == 0 or not (c.sig_alice and c.sig_bob):
+            return None  # the opening state: the half holds it already
+        return vc.SETTLE, Seen(c.current, c.sig_alice, c.sig_bob).settle_arg(), c.current.version
+
     def ledger_changed(self, ledger: bytes) -> None:
         self.virtual.live_set.ledger_changed(ledger)
 

@@ -154,7 +154,10 @@ class Virtual(Protocol):
     def describe(self, gid: bytes) -> dict[str, Any]:
         shown = asdict(self.info(gid))
         json_amounts(shown, "my_balance", "peer_balance")
-        ledger = self.ms.records.get(self.channel(gid).halves[0].ledger)
+        rec = self.channel(gid)
+        ledger = self.ms.records.get(rec.halves[0].ledger)
+        if self.ms.towers and rec.channel is not None:  # the γ version of the SETTLE each tower acknowledged
+            shown["towers"] = self.ms.towers.shown((rec.halves[0].nid, True))
         return {"kind": self.kind, **shown, "token": ledger.params.token if ledger else ETH}
 
     async def open(self, ledger: bytes, bob: str, ledger_b: bytes, deposit: int, peer_deposit: int, validity: int,
@@ -259,7 +262,23 @@ class Virtual(Protocol):
         self.give_final(self.channel(gid))
 
     def peer_signed(self, gid: bytes) -> None:
-        """An end stored a new γ state signed by both: its watchtowers get the SETTLE with it."""
+        """An end stored a new γ state signed by both: its watchtowers get the SETTLE with it, for
+        its half, after the half's state (the multistate protocol hands them over,
+        Halves.tower_call)."""
+        rec = self.records.get(gid)
+        if rec is not None and rec.channel is not None:
+            for half in rec.halves:
+                self.ms.for_towers(half.ledger)
+
+    async def towers_hold(self, gid: bytes, version: int, timeout: float = 30.0) -> None:
+        """Waits until every tower of this end acknowledged the SETTLE of its half with γ's state at
+        `version` or above."""
+        rec = self.channel(gid)
+        if rec.channel is None or not rec.halves:
+            raise errors.WrongStage("only γ's ends hand their towers a SETTLE")
+        half = rec.halves[0]
+        await self.ms.towers.hold({(half.nid, True): version}, timeout,
+                                  f"the SETTLE of 0x{gid.hex()} at γ version {version}")
 
     def give_final(self, rec: VirtualRecord) -> None:
         final = rec.final
