@@ -129,7 +129,8 @@ abstract contract Watchtowers is Channels {
         return _signedByBob(p, hashMonitoring(m), mSig);
     }
 
-    /// @dev The item and version `m` names, after `_checkMonitoring` (apart so the stack fits).
+    /// @dev The item and version `m` names, checked just before `_checkMonitoring` (apart, so that
+    /// the callers' stacks fit).
     function _checkMonitored(Monitoring calldata m, bytes32 nid, uint64 version) internal pure {
         if (m.nid != nid) revert WatchtowersWrongNanocontract(nid, m.nid);
         if (m.version != version) revert WatchtowersWrongVersion(version, m.version);
