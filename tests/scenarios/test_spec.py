@@ -458,13 +458,59 @@ def test_towers_their_clients_and_their_steps(tmp_path: Path) -> None:
     (TOWERS + "  - refute: {channel: ab, by: spare, version: 1, client: carol}\n",
      ":8: step 1 (refute): client: carol is not a party of channel ab"),
     (TOWERS + "  - expect: {channel: ab, tower: {watchtower: {held: 3}}}\n",
-     ":8: step 1 (expect): tower: expected only version, stage, refuted, reward_paid for a tower (not held)"),
+     ":8: step 1 (expect): tower: expected only version, stage, refuted, reward_paid, nanocontracts for a tower "
+     "(not held)"),
+    (TOWERS + "  - expect: {channel: ab, tower: {watchtower: {nanocontracts: {pay: 1}}}}\n",
+     ":8: step 1 (expect): tower: expected a nanocontract created by an earlier step: there is none"),
     (TOWERS + "  - expect: {channel: ab, tower: {carol: {version: 3}}}\n",
      ":8: step 1 (expect): tower: expected a tower: one of watchtower, spare"),
     (TOWERS + "  - offline: dave\n", ":8: step 1 (offline): party: expected a party or a tower: one of alice, bob, "
                                      "carol, watchtower, spare, got 'dave'"),
 ])
 def test_a_wrong_tower_names_its_line(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ScenarioError) as info:
+        load(write(tmp_path, text))
+    assert message in str(info.value)
+
+
+MS_TOWERS = """title: t
+towers: {watchtower: {}}
+parties: {alice: {}, ingrid: {hub: {}}, bob: {towers: [watchtower], reward: 0.01eth}}
+channels:
+  ab: {kind: multistate, alice: alice, bob: bob, deposits: [10eth, 5eth]}
+  ai: {kind: multistate, alice: alice, bob: ingrid, deposits: [10eth, 10eth]}
+  ib: {kind: multistate, alice: ingrid, bob: bob, deposits: [10eth, 10eth]}
+virtual:
+  g: {alice: alice, ingrid: ingrid, bob: bob, ledgers: [ai, ib], deposits: [3eth, 1eth], validity: 3600, window: 1200}
+steps:
+  - nanocontract: {channel: ab, by: alice, name: pay, app: HashTimeLock, amount: 1eth, preimage: x, timeout: 3600}
+"""
+
+
+def test_tower_checks_of_multistate_and_virtual_channels(tmp_path: Path) -> None:
+    s = load(write(tmp_path, MS_TOWERS + "  - expect: {channel: ab, tower: {watchtower: {version: 3, stage: closing, "
+                                         "refuted: 3, reward_paid: 0.02eth, nanocontracts: {pay: 1}}}}\n"
+                                         "  - expect: {channel: g, tower: {watchtower: {version: 3, "
+                                         "reward_paid: 0.01eth}}}\n"))
+    ms, virtual = (step.args["tower"] for step in s.steps[1:])
+    assert ms == {"watchtower": {"version": 3, "stage": "closing", "refuted": 3, "reward_paid": 2 * 10**16,
+                                 "nanocontracts": {"pay": 1}}}
+    assert virtual == {"watchtower": {"version": 3, "reward_paid": 10**16}}
+
+
+@pytest.mark.parametrize("text, message", [
+    (MS_TOWERS + "  - expect: {channel: g, tower: {watchtower: {stage: closed}}}\n",
+     ":12: step 2 (expect): tower: only version (of the SETTLE it holds) and reward_paid for virtual channel g "
+     "(not stage)"),
+    (MS_TOWERS + "  - expect: {channel: ab, tower: {watchtower: {nanocontracts: {tip: 1}}}}\n",
+     ":12: step 2 (expect): tower: expected a nanocontract created by an earlier step: one of pay"),
+    (MS_TOWERS + "  - expect: {channel: ib, tower: {watchtower: {nanocontracts: {pay: 0}}}}\n",
+     ":12: step 2 (expect): tower: nanocontract pay is in channel ab, not ib"),
+    (MS_TOWERS + "  - expect: {channel: ab, tower: {watchtower: {nanocontracts: []}}}\n",
+     ":12: step 2 (expect): tower: expected nanocontracts: a mapping of nanocontract to the version the tower holds"),
+])
+def test_a_wrong_tower_check_of_a_multistate_or_virtual_channel_names_its_line(tmp_path: Path, text: str,
+                                                                                message: str) -> None:
     with pytest.raises(ScenarioError) as info:
         load(write(tmp_path, text))
     assert message in str(info.value)

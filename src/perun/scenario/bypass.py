@@ -114,7 +114,7 @@ class Bypass:
         account, params = self.world.parties[by].account, self.world.params[channel]
         if self.world.is_multistate(channel) and action == "finalize":  # with the registered state's nanocontracts
             closes = [e for e in self.world.events(channel) if e.name == "CloseRegistered"]
-            fundings = tuple(Funding(*f) for f in closes[-1].args["nanocontracts"]) if closes else ()
+            fundings = tuple(_funding(f) for f in closes[-1].args["nanocontracts"]) if closes else ()
             self.world.ms.finalize(account, params, fundings)  # type: ignore[union-attr]
         else:
             getattr(self.world.contract_of(channel), action)(account, params)
@@ -130,6 +130,14 @@ class Bypass:
         if not signature:
             raise errors.InvalidSignature(f"{by} holds no signature of the other party on that version")
         return signature
+
+
+def _funding(raw: Any) -> Funding:
+    """A Funding of a CloseRegistered event, decoded as a tuple or (by some backends) a mapping."""
+    if isinstance(raw, dict):
+        return Funding(bytes(raw["nid"]), raw["alice"], raw["bob"])
+    nid, alice, bob = raw
+    return Funding(bytes(nid), alice, bob)
 
 
 def _listed(stored: dict[int, Any]) -> str:

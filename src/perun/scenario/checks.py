@@ -14,6 +14,7 @@ from perun.core.apps import virtualchannel as vc
 from perun.core.channel import PaymentState
 from perun.core.machine import ChannelRecord
 from perun.core.msmachine import MSRecord
+from perun.core.mstower import MSWatched
 from perun.core.multistate import NanocontractState
 from perun.scenario.narrator import Narrator
 from perun.scenario.spec import Step, VirtualSpec
@@ -76,21 +77,27 @@ class Checks:
             self.narrator.checked(step.lines.get(key, step.line), what, expected, found)
 
     async def wait_towers(self, step: Step) -> None:
-        """Before an `expect` with `tower: {T: {version: N}}`: waits until each running tower T
-        holds the channel at version N or above, or TOWER_WAIT seconds have passed (the check then
-        says what it holds). A client hands its states over after the commit, in a later turn of
-        its event loop, and redials a tower that restarted: the tower's MonitorAck, which it sends
-        once the state is stored, is the event waited for."""
-        cid = self.world.cids.get(step.args["channel"])
-        wanted = {name: want["version"] for name, want in step.args.get("tower", {}).items() if "version" in want}
-        if cid is None or not wanted:
+        """Before an `expect` with `tower: {T: {version: N}}` (or `nanocontracts: {NC: V}`): waits
+        until each running tower T holds the channel at version N or above (a multistate channel's
+        nanocontracts at V or above; a virtual channel's SETTLE with γ at N or above), or
+        TOWER_WAIT seconds have passed (the check then says what it holds). A client hands its
+        states over after the commit, in a later turn of its event loop, and redials a tower that
+        restarted: the tower's MonitorAck or MonitorNanoAck, which it sends once the item is
+        stored, is the event waited for."""
+        channel = step.args["channel"]
+        wanted = {name: want for name, want in step.args.get("tower", {}).items()
+                  if "version" in want or "nanocontracts" in want}
+        if not wanted:
             return
 
         def behind() -> bool:
-            for name, version in wanted.items():
-                tower = self.world.towers[name]
-                rec = tower.record(cid) if tower.running else None
-                if tower.running and (rec is None or rec.version < version):
+            for name, want in wanted.items():
+                if not self.world.towers[name].running:
+                    continue
+                held = self._tower_held(name, channel)
+                versions = [(held["version"], want.get("version"))] + [
+                    (held["nanocontracts"].get(nc), v) for nc, v in want.get("nanocontracts", {}).items()]
+                if any(target is not None and (found is None or found < target) for found, target in versions):
                     return True
             return False
 
@@ -103,27 +110,65 @@ class Checks:
         except asyncio.TimeoutError:
             pass  # the check says what the tower holds
 
+    def _tower_held(self, name: str, channel: str) -> dict[str, Any]:
+        """What a tower holds of a channel: `version` (None: nothing), `stage`, `refuted`,
+        `reward_paid`, `nanocontracts` (name -> version of the state held). Of a virtual channel:
+        `version` the lowest γ version of the SETTLEs it holds for its halves (`versions` each
+        half's), `reward_paid` what it was paid for them."""
+        tower = self.world.towers[name]
+        gamma = self.world.scenario.virtual.get(channel)
+        if gamma is not None:
+            versions: dict[str, int] = {}
+            paid = 0
+            for ledger in gamma.ledgers:
+                nid, cid = self.world.nids.get(f"{gamma.name}@{ledger}"), self.world.cids.get(ledger)
+                rec = tower.record(cid) if nid and cid else None
+                if not isinstance(rec, MSWatched):
+                    continue
+                if (call := rec.call(nid)) is not None:  # type: ignore[arg-type]
+                    versions[ledger] = call.version
+                paid += sum(amount for n, amount in rec.rewards_paid if n == nid)
+            return {"version": min(versions.values(), default=None), "versions": versions, "reward_paid": paid}
+        cid = self.world.cids.get(channel)
+        rec = tower.record(cid) if cid else None
+        held: dict[str, Any] = {"version": None, "stage": "none", "refuted": None, "reward_paid": 0,
+                                "nanocontracts": {}}
+        if rec is None:
+            return held
+        held |= {"version": rec.version, "refuted": rec.refuted, "reward_paid": rec.reward_paid or 0,
+                 "stage": "closed" if rec.closed else "watching" if rec.registered is None else "closing"}
+        if isinstance(rec, MSWatched):
+            held["nanocontracts"] = {self.world.nano_name(n.nid): n.state.version for n in rec.nanos}
+        return held
+
     def _tower(self, name: str, channel: str, want: dict[str, Any]) -> list[Check]:
         """A tower's record of the channel: the version it holds, its stage, the version it
-        registered, the reward it was paid."""
-        cid = self.world.cids.get(channel)
-        rec = self.world.towers[name].record(cid) if cid else None
+        registered, the reward it was paid; the version of each nanocontract's state it holds; of a
+        virtual channel, the γ version of the SETTLE it holds."""
+        held = self._tower_held(name, channel)
         whose = f"{name}'s record of {channel}"
         checks: list[Check] = []
         if "version" in want:
-            checks.append(("tower", f"{whose}: version held", str(want["version"]),
-                           str(rec.version) if rec else "none"))
+            found = "none" if held["version"] is None else str(held["version"])
+            if channel in self.world.scenario.virtual:
+                versions = held["versions"]
+                if len(set(versions.values())) > 1:
+                    found = ", ".join(f"in {ledger}: {v}" for ledger, v in versions.items())
+                checks.append(("tower", f"{whose}: γ version of the SETTLE it holds", str(want["version"]), found))
+            else:
+                checks.append(("tower", f"{whose}: version held", str(want["version"]), found))
         if "stage" in want:
-            stage = "none" if rec is None else "closed" if rec.closed else \
-                "watching" if rec.registered is None else "closing"
-            checks.append(("tower", f"{whose}: stage", want["stage"], stage))
+            checks.append(("tower", f"{whose}: stage", want["stage"], held["stage"]))
         if "refuted" in want:
             checks.append(("tower", f"{whose}: version it registered", str(want["refuted"]),
-                           str(rec.refuted) if rec and rec.refuted is not None else "none"))
+                           "none" if held["refuted"] is None else str(held["refuted"])))
+        for nc, version in want.get("nanocontracts", {}).items():
+            found = held["nanocontracts"].get(nc)
+            checks.append(("tower", f"{whose}: version of {nc} held", str(version),
+                           "none" if found is None else str(found)))
         if "reward_paid" in want:
-            paid = rec.reward_paid if rec and rec.reward_paid is not None else 0
             checks.append(("tower", f"{whose}: reward paid to it", self.world.amount(want["reward_paid"]),
-                           self.world.amount(paid)))
+                           self.world.amount(held["reward_paid"])))
         return checks
 
     def _record(self, party: str, channel: str) -> ChannelRecord | MSRecord | None:

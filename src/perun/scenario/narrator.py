@@ -163,14 +163,15 @@ class Narrator:
                     fn, args = target.decode_function_input(tx["data"])
                 except ValueError:
                     break
-                if target is not self.world.token and fn.fn_name == "register":
+                # A tower's registerFor and executeFor read like a party's register and execute.
+                if target is not self.world.token and fn.fn_name in ("register", "registerFor"):
                     state = args["s"]
                     nid, version = (state["nid"], state["version"]) if isinstance(state, dict) else (state[1], state[3])
-                    return f"register({self.world.nano_name(bytes(nid))} v{version})"
-                if target is not self.world.token and fn.fn_name == "execute":
+                    return f"{fn.fn_name}({self.world.nano_name(bytes(nid))} v{version})"
+                if target is not self.world.token and fn.fn_name in ("execute", "executeFor"):
                     nid, fun = bytes(args["nid"]), args["fun"]
                     submitted = f" {self._settled_version(args['z'])}" if self.world.is_settle(nid, fun) else ""
-                    return f"execute({self.world.nano_name(nid)}.{self.world.fun_name(nid, fun)}{submitted})"
+                    return f"{fn.fn_name}({self.world.nano_name(nid)}.{self.world.fun_name(nid, fun)}{submitted})"
                 return fn.fn_name
         return "transfer" if not tx.get("data") else "call"
 
@@ -202,6 +203,8 @@ class Narrator:
                     f"{self.world.amount(message.reward)}")
         if isinstance(message, m.MonitorAck):
             return f"{where} v{message.version} held"
+        if isinstance(message, (m.MonitorChannel, m.MonitorNanocontract, m.MonitorCall, m.MonitorNanoAck)):
+            return self._monitor_text(message)
         if isinstance(message, m.Update):
             final = " final" if message.final else ""
             return f"{where} v{message.version}{final}: {amounts(message.balance_alice, message.balance_bob)}"
@@ -234,6 +237,36 @@ class Narrator:
         if isinstance(message, m.VirtualClose):
             return f"{where} v{message.version} final: {amounts(message.balance_alice, message.balance_bob)}"
         return where
+
+    def _monitor_text(self, message: m.MonitorChannel | m.MonitorNanocontract | m.MonitorCall | m.MonitorNanoAck) -> str:
+        """What a client hands a tower of a multistate channel, or what the tower says it holds:
+        `ab v2: cash 9 ETH / 5 ETH, lists pay, reward 0.01 ETH`, `ab pay v1: released 0 ETH / 1 ETH,
+        reward ...`, `ib g@ib: settle with v3: 1 ETH / 3 ETH, reward ...`, `ab pay v1 held`."""
+        amounts, nano_name = self.world.amounts, self.world.nano_name
+        if isinstance(message, m.MonitorChannel):  # it names the channel by its parameters
+            where = ""
+            with contextlib.suppress(errors.PerunError, AttributeError):
+                where = self.world.channel_name(self.world.ms.channel_id(message.params()))  # type: ignore[union-attr]
+            nanos = ""
+            with contextlib.suppress(errors.PerunError):
+                listed = [nano_name(f.nid) for f in message.state(bytes(32)).nanocontracts]
+                nanos = f", lists {', '.join(listed)}" if listed else ", lists none"
+            return (f"{where} v{message.version}: cash {amounts(message.cash_alice, message.cash_bob)}{nanos}, reward "
+                    f"{self.world.amount(message.reward)}")
+        where = self.world.channel_name(message.channel_id)
+        nc = nano_name(message.nid)
+        if isinstance(message, m.MonitorNanocontract):
+            return (f"{where} {nc} v{message.version}: blocked {amounts(message.blocked_alice, message.blocked_bob)}, "
+                    f"released {amounts(message.released_alice, message.released_bob)}, reward "
+                    f"{self.world.amount(message.reward)}")
+        if isinstance(message, m.MonitorCall):
+            with contextlib.suppress(errors.PerunError, ValueError):
+                return (f"{where} {nc}: {self._call_text(message.nid, message.fun, message.z)}, reward "
+                        f"{self.world.amount(message.reward)}")
+            return f"{where} {nc}: call {message.fun}, reward {self.world.amount(message.reward)}"
+        if message.call:  # MonitorNanoAck of a call: for SETTLE, `version` is γ's
+            return f"{where} {nc}: the call with γ v{message.version} held"
+        return f"{where} {nc} v{message.version} held"
 
     def _final_cash(self, message: m.MultistateClose) -> str:
         """The cash a multistate channel's final state pays out. The frame carries none: it is

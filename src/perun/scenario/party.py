@@ -18,6 +18,7 @@ from perun.chain.backend import Chain
 from perun.chain.deploy import Deployment
 from perun.core.machine import ChannelRecord, Stage
 from perun.core.msmachine import MSRecord
+from perun.core.mstower import MSWatched
 from perun.core.tower import Watched
 from perun.core.virtual import VirtualRecord
 from perun.node import Node, Watchtower
@@ -203,7 +204,7 @@ class TowerParty:
     crashes and restarts as a party's node does."""
 
     def __init__(self, name: str, spec: TowerSpec, account: LocalAccount, store: Path, chain: Chain,
-                 contract: str) -> None:
+                 contract: str, deployment: Deployment | None) -> None:
         self.name = name
         self.spec = spec
         self.account = account
@@ -211,6 +212,7 @@ class TowerParty:
         self.node: Watchtower | None = None
         self._chain = chain
         self._contract = contract
+        self._deployment = deployment  # with a multistate channel: it watches MSContract and makes SETTLEs too
 
     @property
     def address(self) -> str:
@@ -218,8 +220,10 @@ class TowerParty:
 
     async def start(self, on_kill: Callable[[str, str | None], None]) -> int:
         """Starts the tower on its store; returns the port it listens on."""
+        multistate = {} if self._deployment is None else {
+            "ms_contract": self._deployment.ms_contract, "virtual_app": self._deployment.apps.get("VirtualChannel")}
         tower = Watchtower(self.account.key, self._chain, self._contract, self.store, poll_interval=POLL,
-                           response_timeout=RESPONSE_TIMEOUT, name=self.name)
+                           response_timeout=RESPONSE_TIMEOUT, name=self.name, **multistate)
         tower.runtime.on_kill = lambda: on_kill(self.name, tower.faults.armed)
         await tower.start()
         self.node = tower
@@ -253,14 +257,16 @@ class TowerParty:
         """`offline`: stops the running tower cleanly."""
         await self.running_node().stop()
 
-    def record(self, cid: bytes) -> Watched | None:
-        """The tower's record of a channel: its running tower's, else its store's."""
+    def record(self, cid: bytes) -> Watched | MSWatched | None:
+        """The tower's record of a payment or multistate channel: its running tower's, else its
+        store's."""
         if self.running:
-            return self.node.records.get(cid)  # type: ignore[union-attr]
+            node = self.node
+            return node.records.get(cid) or node.ms_records.get(cid)  # type: ignore[union-attr]
         if not self.store.exists():
             return None
         store = Store(self.store, self.address, self._chain.chain_id, self._contract)
         try:
-            return next((rec for rec in store.watched() if rec.channel_id == cid), None)
+            return next((rec for rec in [*store.watched(), *store.ms_watched()] if rec.channel_id == cid), None)
         finally:
             store.close()

@@ -388,13 +388,16 @@ def _error_reply(value: Any, scenario: Scenario) -> dict[str, str]:
     return {"from": _member(value["from"], scenario), "code": value["code"]}
 
 
-TOWER_CHECKS = ("version", "stage", "refuted", "reward_paid")
+TOWER_CHECKS = ("version", "stage", "refuted", "reward_paid", "nanocontracts")
 
 
 def _tower_checks(value: Any, scenario: Scenario) -> dict[str, dict[str, Any]]:
     """{watchtower: {version: 3, stage: closing, refuted: 3, reward_paid: 0.01eth}}: each tower's
-    record of the expect's channel."""
-    form = "{TOWER: {version: N, stage: S, refuted: N, reward_paid: amount}, ...} (at least one check each)"
+    record of the expect's channel; for a multistate channel also `nanocontracts: {pay: 1}`, the
+    version of each nanocontract's state it holds. (Which checks go with which kind of channel is
+    the step's check: Loader.check_tower_expect.)"""
+    form = ("{TOWER: {version: N, stage: S, refuted: N, reward_paid: amount, nanocontracts: {NC: N}}, ...} "
+            "(at least one check each)")
     if not isinstance(value, dict) or not value:
         raise _Bad(form)
     result = {}
@@ -413,6 +416,11 @@ def _tower_checks(value: Any, scenario: Scenario) -> dict[str, dict[str, Any]]:
             check["stage"] = _choice(*TOWER_STAGES)(checks["stage"], scenario)
         if "reward_paid" in checks:
             check["reward_paid"] = _amount(checks["reward_paid"])
+        if "nanocontracts" in checks:
+            nanos = checks["nanocontracts"]
+            if not isinstance(nanos, dict) or not nanos:
+                raise _Bad("nanocontracts: a mapping of nanocontract to the version the tower holds, e.g. {pay: 1}")
+            check["nanocontracts"] = {_nanocontract(nc, scenario): _int(0)(v, scenario) for nc, v in nanos.items()}
         result[name] = check
     return result
 
@@ -853,9 +861,15 @@ class _Loader:
         if action == "nanocontract" and channel.kind != "multistate":
             raise self.fail(node, f"{where}: channel {channel.name} is a payment channel: nanocontracts live in "
                                   "multistate channels (kind: multistate)")
-        if action == "expect" and "tower" in args and channel.kind != "payment":
-            raise self.fail(fields["tower"], f"{where}: tower: towers watch payment channels, and {channel.name} is "
-                                             "a multistate channel")
+        if action == "expect":
+            for tower, checks in args.get("tower", {}).items():
+                if "nanocontracts" in checks and channel.kind == "payment":
+                    raise self.fail(fields["tower"], f"{where}: tower: nanocontracts goes with a multistate channel, "
+                                                     f"and {channel.name} is a payment channel")
+                for nc in checks.get("nanocontracts", {}):
+                    if scenario.nanocontracts[nc].channel != channel.name:
+                        raise self.fail(fields["tower"], f"{where}: tower: nanocontract {nc} is in channel "
+                                                         f"{scenario.nanocontracts[nc].channel}, not {channel.name}")
         if action == "expect" and "nanocontracts" in args.get("state", {}) and channel.kind != "multistate":
             raise self.fail(fields["state"], f"{where}: state: nanocontracts goes with a multistate channel, and "
                                              f"{channel.name} is a payment channel")
@@ -919,9 +933,11 @@ class _Loader:
                                                "on chain)")
         if action != "expect":
             return
-        if "tower" in args:
-            raise self.fail(fields["tower"], f"{where}: tower: towers watch payment channels, and {name} is a "
-                                             "virtual channel")
+        for tower, checks in args.get("tower", {}).items():
+            extra = sorted(set(checks) - {"version", "reward_paid"})
+            if extra:
+                raise self.fail(fields["tower"], f"{where}: tower: only version (of the SETTLE it holds) and "
+                                                 f"reward_paid for virtual channel {name} (not {', '.join(extra)})")
         ledgers = ", ".join(gamma.ledgers)
         for key in ("events", "stages"):
             if key in args:

@@ -73,7 +73,7 @@ class World:
             key = tower.key or (party_key(name) if isinstance(chain, EmbeddedChain) else Account.create().key)
             account = Account.from_key(key)
             self.towers[name] = TowerParty(name, tower, account, self.workdir / f"{name}.db", chain,
-                                           self.contract.address)
+                                           self.contract.address, self.deployment)
             chain.fund(account.address, tower.funds)
         for name, spec in sc.parties.items():
             # Keys derived from names make runs on a fresh embedded chain repeat exactly; on a
