@@ -30,6 +30,27 @@ def test_scenario(path: Path) -> None:
     # The verdicts are about money and events (payouts, wallets, contract events, refusals).
     assert any(any(k in v.what for k in MONEY) for v in rec.verdicts)
     assert rec.samples and rec.transactions
+    if path.stem in TOWER_LIFELINES:  # a multistate channel's hand-over on the tower's lifeline, readably
+        messages, functions = TOWER_LIFELINES[path.stem]
+        shown = {(m.sender, m.receiver, m.type, m.summary) for m in rec.messages}
+        assert messages <= shown, sorted(s for s in shown if "watchtower" in s)
+        assert functions <= {(t.sender, t.function) for t in rec.transactions}
+
+
+# What the towers of 27 and 28 are handed and send, as the reports show it.
+TOWER_LIFELINES: dict[str, tuple[set[tuple[str, str, str, str]], set[tuple[str, str]]]] = {
+    "27-tower-multistate-nanocontract": (
+        {("bob", "watchtower", "MonitorChannel", "ab v3: cash 8.5 ETH / 5.5 ETH, lists pay, reward 0.01 ETH"),
+         ("watchtower", "bob", "MonitorAck", "ab v3 held"),
+         ("bob", "watchtower", "MonitorNanocontract",
+          "ab pay v1: blocked 0 ETH / 0 ETH, released 0 ETH / 1 ETH, reward 0.01 ETH"),
+         ("watchtower", "bob", "MonitorNanoAck", "ab pay v1 held")},
+        {("watchtower", "refute"), ("watchtower", "registerFor(pay v1)"), ("watchtower", "finalize")}),
+    "28-tower-settles-virtual-channel": (
+        {("bob", "watchtower", "MonitorCall", "ib g@ib: settle with v3: 1.5 ETH / 2.5 ETH, reward 0.01 ETH"),
+         ("watchtower", "bob", "MonitorNanoAck", "ib g@ib: the call with γ v3 held")},
+        {("watchtower", "executeFor(g@ib.settle v3)")}),
+}
 
 
 def test_the_catalog_has_what_the_issue_asks_for() -> None:
@@ -41,16 +62,17 @@ def test_the_catalog_has_what_the_issue_asks_for() -> None:
                      "virtual-close-refused", "virtual-ingrid-offline", "virtual-stale-state", "virtual-silent-end",
                      "virtual-ledger-closed", "cooperative-close-in-dispute", "multistate-cooperative-close",
                      "tower-refutes-for-offline-party", "two-towers-one-reward", "tower-withholds",
-                     "tower-older-state-refused"}
+                     "tower-older-state-refused", "tower-multistate-nanocontract", "tower-settles-virtual-channel"}
     scenarios = {p.stem: load(p) for p in CATALOG}
     assert [name for name, s in scenarios.items() if any(c.kind == "multistate" for c in s.channels.values())] == [
         "11-tictactoe-timeout", "12-stale-nanocontract-refuted", "13-close-with-live-nanocontracts",
         "14-conditional-payments", *(name for name in scenarios if "15" <= name[:2] <= "20"),
-        "22-multistate-cooperative-close"]
-    # 15 to 20: one virtual channel each, through an Ingrid who ends with exactly her deposits.
+        "22-multistate-cooperative-close", "27-tower-multistate-nanocontract", "28-tower-settles-virtual-channel"]
+    # 15 to 20 and 28: one virtual channel each, through an Ingrid who ends with exactly her deposits.
     virtual = {name: s for name, s in scenarios.items() if s.virtual}
     assert list(virtual) == [f"{n}-virtual-{what}" for n, what in zip(range(15, 21), (
-        "fast-close", "close-refused", "ingrid-offline", "stale-state", "silent-end", "ledger-closed"))]
+        "fast-close", "close-refused", "ingrid-offline", "stale-state", "silent-end", "ledger-closed"))] + [
+        "28-tower-settles-virtual-channel"]
     for s in virtual.values():
         (gamma,) = s.virtual.values()
         last = s.steps[-1].args
@@ -68,12 +90,24 @@ def test_the_catalog_has_what_the_issue_asks_for() -> None:
         assert "CloseRegistered" in events and events[-1] == "CooperativelyClosed" and "Finalized" not in events
 
 
-    # 23 to 26: watchtowers. Each ends with every tower's wallet asserted: the reward, or nothing.
+    # 23 to 28: watchtowers. Each ends with every tower's wallet asserted: the reward, or nothing.
     towered = {name: s for name, s in scenarios.items() if s.towers}
     assert list(towered) == ["23-tower-refutes-for-offline-party", "24-two-towers-one-reward", "25-tower-withholds",
-                             "26-tower-older-state-refused"]
+                             "26-tower-older-state-refused", "27-tower-multistate-nanocontract",
+                             "28-tower-settles-virtual-channel"]
     for s in towered.values():
         assert set(s.towers) <= set(s.steps[-1].args["wallets"]) and set(s.towers) <= set(s.steps[-1].args["tower"])
+    # 27 and 28: a tower answers for a multistate channel and settles a virtual channel's half. Each
+    # ends with the tower paid what its record says it was paid, and the client its outcome less that.
+    ends = {name: scenarios[name].steps[-1].args for name in ("27-tower-multistate-nanocontract",
+                                                              "28-tower-settles-virtual-channel")}
+    multistate, virtual_end = ends.values()
+    assert multistate["tower"] == {"watchtower": {"stage": "closed", "version": 3, "refuted": 3,
+                                                  "reward_paid": 2 * 10**16}}
+    assert multistate["wallets"] == {"alice": -15 * 10**17, "bob": 148 * 10**16, "watchtower": 2 * 10**16}
+    assert multistate["payout"] == (85 * 10**17, 648 * 10**16)
+    assert virtual_end["tower"] == {"watchtower": {"version": 3, "reward_paid": 10**16}}
+    assert virtual_end["wallets"] == {"alice": -15 * 10**17, "ingrid": 0, "bob": 149 * 10**16, "watchtower": 10**16}
 
 
 def test_a_real_report_in_chromium(chromium: str, tmp_path: Path) -> None:
