@@ -58,7 +58,7 @@ __all__ = ["CRASH_POINTS", "ChannelInfo", "Node", "OPEN_TIME", "REPLY_TIME", "RE
 
 # Every crash point a node may pass (perun.runtime.faults), for scenarios to name; and a watchtower.
 CRASH_POINTS = tuple(dict.fromkeys((*Payment.crash_points, *Multistate.crash_points, *Virtual.crash_points)))
-TOWER_CRASH_POINTS = Tower.crash_points
+TOWER_CRASH_POINTS = (*Tower.crash_points, *MSTower.crash_points)  # both kinds a Watchtower runs
 
 
 class Node:

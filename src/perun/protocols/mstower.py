@@ -47,7 +47,11 @@ class MSTower(Protocol):
     kind = "ms-tower"
     messages = (m.MonitorChannel, m.MonitorNanocontract, m.MonitorCall)
     record_type = MSWatched
-    crash_points = ("ms-monitor-stored",)
+    # As Tower's: ms-monitor-received: an item taken, not stored; ms-monitor-stored: stored, its
+    # acknowledgement not sent; ms-X-due: the duty's transaction not sent; ms-X-sent: mined, not recorded.
+    crash_points = ("ms-monitor-received", "ms-monitor-stored", "ms-refute-due", "ms-refute-sent",
+                    "ms-register-due", "ms-register-sent", "ms-execute-due", "ms-execute-sent",
+                    "ms-finalize-due", "ms-finalize-sent")
 
     def __init__(self, ctx: Runtime, contract: str, virtual_app: str | None = None) -> None:
         self.ctx = ctx
@@ -88,6 +92,7 @@ class MSTower(Protocol):
             ack = m.MonitorNanoAck(msg.channel_id, msg.nid, True, new.call(msg.nid).version)  # type: ignore[union-attr]
         else:
             raise errors.MalformedMessage(f"{type(msg).__name__} is not expected here")
+        self.ctx.faults.point("ms-monitor-received")
 
         def acknowledge() -> None:
             self.ctx.faults.point("ms-monitor-stored")
@@ -163,8 +168,10 @@ class MSTower(Protocol):
         rec = self.records[cid]
         log.warning("%s: stale close of multistate 0x%s (version %s); refuting with version %s for %s",
                     self.ctx.name, cid.hex()[:12], rec.registered, rec.version, rec.client)
+        self.ctx.faults.point("ms-refute-due")
         receipt = await self.ctx.transact(self.contract.refute, rec.params, rec.state, rec.signature,
                                           rec.monitoring(self.domain, self.ctx.address), rec.authorisation)
+        self.ctx.faults.point("ms-refute-sent")
         await self._apply(receipt)
         return receipt
 
@@ -176,8 +183,10 @@ class MSTower(Protocol):
         log.warning("%s: nanocontract 0x%s of 0x%s: registering version %s for %s", self.ctx.name, nid.hex()[:12],
                     cid.hex()[:12], nano.state.version, rec.client)
         monitoring = Monitoring.of(self.domain, nano.state, self.ctx.address, nano.reward)
+        self.ctx.faults.point("ms-register-due")
         receipt = await self.ctx.transact(self.contract.register_for, rec.params, nano.state, nano.signature,
                                           monitoring, nano.authorisation)
+        self.ctx.faults.point("ms-register-sent")
         await self._apply(receipt)
         return receipt
 
@@ -188,15 +197,19 @@ class MSTower(Protocol):
         assert call is not None
         log.warning("%s: nanocontract 0x%s of 0x%s: SETTLE with γ version %s for %s", self.ctx.name, nid.hex()[:12],
                     cid.hex()[:12], call.version, rec.client)
+        self.ctx.faults.point("ms-execute-due")
         receipt = await self.ctx.transact(self.contract.execute_for, rec.params, nid, call.fun, call.z,
                                           call.execution(cid, self.ctx.address), call.authorisation)
+        self.ctx.faults.point("ms-execute-sent")
         await self._apply(receipt)
         return receipt
 
     async def finalize(self, cid: bytes) -> Receipt:
         """Pays out the channel, and this tower the rewards of its submissions that count."""
         rec = self.records[cid]
+        self.ctx.faults.point("ms-finalize-due")
         receipt = await self.ctx.transact(self.contract.finalize, rec.params, rec.fundings)
+        self.ctx.faults.point("ms-finalize-sent")
         await self._apply(receipt)
         return receipt
 
