@@ -40,9 +40,11 @@ Methods and their params:
                                                             a stage (comma-separated), a version, or a
                                                             registered version on chain (a close's)
     wait_peer   {peer, timeout?}                            answer once connected to the peer
-    wait_towers {channel, version, timeout?}                answer once every watchtower the node hands
-                                                            its states to acknowledged the payment
-                                                            channel at `version` or above
+    wait_towers {channel, version, nanocontracts?, timeout?}
+                                                            answer once every watchtower the node hands
+                                                            its states to acknowledged the channel (of
+                                                            any kind) at `version` or above, and each
+                                                            nanocontract {nid: version} of a multistate one
 
 Multistate (ledger) and virtual channels, when the node runs them (a deployment with MSContract
 and the VirtualChannel app):

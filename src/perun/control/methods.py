@@ -140,14 +140,24 @@ class Methods:
 
     async def wait_towers(self, params: dict[str, Any]) -> Any:
         """Answers once every tower the node hands its states to (Node's `towers`) acknowledged
-        payment channel `channel` at `version` or above; PeerTimeout after `timeout` seconds."""
-        channel, version, timeout = check.take(params, "channel", "version", optional=("timeout",))
+        channel `channel` at `version` or above: a payment channel's state; a multistate
+        channel's state, and each nanocontract of `nanocontracts` ({nid: version}) at its version
+        or above; the SETTLE of a virtual channel's half with γ at `version`. PeerTimeout after
+        `timeout` seconds."""
+        channel, version, nanocontracts, timeout = check.take(params, "channel", "version",
+                                                              optional=("nanocontracts", "timeout"))
         cid, least = check.channel_id(channel), check.integer(version, "version")
         node = self.node()
-        node.payment.channel(cid)  # UnknownChannel first
+        holder = self._holder(cid)  # UnknownChannel first
         if not node.towers:
             raise BadRequest("this node hands its states to no watchtower (start it with --tower)")
-        await node.towers_hold(cid, least, float(check.integer(timeout, "timeout")) if timeout is not None else 30.0)
+        nanos = None
+        if nanocontracts is not None:
+            if holder is not node.runtime.registry.get("multistate") or not isinstance(nanocontracts, dict):
+                raise BadRequest("nanocontracts is an object {nid: version} of a multistate channel's nanocontracts")
+            nanos = {check.bytes32(nid, "nid"): check.integer(v, "version") for nid, v in nanocontracts.items()}
+        await node.towers_hold(cid, least, nanos,
+                               float(check.integer(timeout, "timeout")) if timeout is not None else 30.0)
         return node.describe(cid)
 
     async def channels(self, params: dict[str, Any]) -> Any:
