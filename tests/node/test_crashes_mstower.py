@@ -117,3 +117,15 @@ def test_an_ms_tower_killed_at_each_of_its_steps_still_refutes_registers_and_is_
     assert [(n.nid.hex(), n.state.version) for n in rec.nanos] == [(nid[2:], 1)]
     log = (processes.tmp / "tower.log").read_text()
     assert log.count("---- started to die at") == len(PLAN)
+    reward = "0.01 ETH (10000000000000000 wei)"
+    for line in (f"multistate channel {cid}: took version 1 from {bob.address}",
+                 f"nanocontract {nid} of {cid}: took version 0 (reward 0 ETH (0 wei))",
+                 f"nanocontract {nid} of {cid}: took version 1 (reward {reward})",
+                 f"multistate channel {cid}: a stale close registered version 0 (we hold 1): refuting before",
+                 f"nanocontract {nid} of {cid}: a stale registration of version 0 (we hold 1): registering ours",
+                 f"multistate channel {cid}: our refutation with version 1 is registered",
+                 f"nanocontract {nid} of {cid}: our registration of version 1 is registered",
+                 f"multistate channel {cid}: reward of {reward} for the channel state paid to {tower.address}",
+                 f"multistate channel {cid}: reward of {reward} for nanocontract {nid} paid to {tower.address}",
+                 f"multistate channel {cid}: closed, 0.02 ETH (20000000000000000 wei) paid to this tower"):
+        assert line in log, line

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from perun.cli.node import NODE_OPTIONS, _contracts, _fee_policy, _limits, servi
 from perun.cli.show import host_port, show_amount
 
 if TYPE_CHECKING:
+    from perun.core.mstower import MSWatched
     from perun.core.tower import Watched
     from perun.node import Watchtower
 
@@ -116,25 +118,35 @@ async def _run_tower(key: bytes, chain: Any, contract: str, data: Path, host: st
 
 
 class TowerLog:
-    """Logs what a tower does with each channel it watches, as its records change: a state taken
-    from a client, a stale close seen, its refutation registered, the channel closed and the
-    reward paid. It sees every record the tower puts in place (Tower.put), and logs the change
-    from the one before, so a record put again unchanged (each poll) logs nothing."""
+    """Logs what a tower does with each channel it watches, as its records change. Payment
+    channels (Tower): a state taken from a client, a stale close seen, its refutation registered,
+    the channel closed and the reward paid. Multistate channels (MSTower) besides: each
+    nanocontract state and SETTLE call taken, a stale registration of a nanocontract seen, its
+    own registration and call registered, each reward paid. It sees every record a tower protocol
+    puts in place (`put`), and logs the change from the one before, so a record put again
+    unchanged (each poll) logs nothing."""
 
     def __init__(self, tower: Watchtower) -> None:
         self.protocol = tower.tower
+        self.ms_protocol = tower.ms_tower
         self.address = tower.address
 
     def install(self) -> None:
-        put = self.protocol.put
+        self._wrap(self.protocol, self.changed)
+        if self.ms_protocol is not None:
+            self._wrap(self.ms_protocol, self.ms_changed)
 
-        def logged(rec: Watched) -> None:
-            before = self.protocol.records.get(rec.channel_id)
+    @staticmethod
+    def _wrap(protocol: Any, changed: Callable[[Any, Any], None]) -> None:
+        put = protocol.put
+
+        def logged(rec: Any) -> None:
+            before = protocol.records.get(rec.channel_id)
             put(rec)
             if before != rec:
-                self.changed(before, rec)
+                changed(before, rec)
 
-        self.protocol.put = logged  # type: ignore[method-assign]
+        protocol.put = logged
 
     def changed(self, before: Watched | None, rec: Watched) -> None:
         cid = "0x" + rec.channel_id.hex()
@@ -143,20 +155,76 @@ class TowerLog:
                      show_amount(rec.state.balance_alice), show_amount(rec.state.balance_bob), show_amount(rec.reward))
         registered, reward_paid, closed = (before.registered, before.reward_paid, before.closed) if before else (
             None, None, False)
-        if rec.registered is not None and rec.registered != registered:
-            if rec.refuted == rec.registered:
-                log.info("channel %s: our refutation with version %d is registered; the window ends at %s",
-                         cid, rec.registered, _utc(rec.deadline))
-            elif rec.registered < rec.version:
-                log.warning("channel %s: a stale close registered version %d (we hold %d): refuting before %s",
-                            cid, rec.registered, rec.version, _utc(rec.deadline))
-            else:
-                log.info("channel %s: a close registered version %d (we hold %d): nothing to refute",
-                         cid, rec.registered, rec.version)
+        self._close_registered(cid, rec.registered, registered, rec.refuted, rec.version, rec.deadline)
         if rec.reward_paid is not None and rec.reward_paid != reward_paid:
             log.info("channel %s: reward of %s paid to %s", cid, show_amount(rec.reward_paid), self.address)
         if rec.closed and not closed:
             log.info("channel %s: closed%s", cid, "" if rec.reward_paid is not None else " (no reward for this tower)")
+
+    def ms_changed(self, before: MSWatched | None, rec: MSWatched) -> None:
+        cid = "0x" + rec.channel_id.hex()
+        if before is None or rec.version > before.version:
+            log.info("multistate channel %s: took version %d from %s (cash alice %s, bob %s; %d nanocontract(s); "
+                     "reward %s)", cid, rec.version, rec.client, show_amount(rec.state.cash_alice),
+                     show_amount(rec.state.cash_bob), len(rec.state.nanocontracts), show_amount(rec.reward))
+        for nano in rec.nanos:
+            old = before.nano(nano.nid) if before is not None else None
+            if old is None or nano.state.version > old.state.version:
+                log.info("nanocontract 0x%s of %s: took version %d (reward %s)", nano.nid.hex(), cid,
+                         nano.state.version, show_amount(nano.reward))
+        for call in rec.calls:
+            old_call = before.call(call.nid) if before is not None else None
+            if old_call is None or call.version > old_call.version:
+                log.info("nanocontract 0x%s of %s: took the SETTLE with γ version %d (reward %s)", call.nid.hex(), cid,
+                         call.version, show_amount(call.reward))
+        self._close_registered(cid, rec.registered, before.registered if before else None, rec.refuted, rec.version,
+                               rec.deadline, "multistate channel")
+        for entry in rec.on_chain:
+            old_entry = before.chain(entry.nid) if before is not None else None
+            if old_entry == entry:
+                continue
+            nid, nano, call = "0x" + entry.nid.hex(), rec.nano(entry.nid), rec.call(entry.nid)
+            held = nano.state.version if nano is not None else None
+            if old_entry is None or entry.version != old_entry.version:
+                if entry.ours and held == entry.version:
+                    log.info("nanocontract %s of %s: our registration of version %d is registered; its window ends "
+                             "at %s", nid, cid, entry.version, _utc(entry.window_end))
+                elif held is not None and entry.version < held:
+                    log.warning("nanocontract %s of %s: a stale registration of version %d (we hold %d): registering "
+                                "ours before %s", nid, cid, entry.version, held, _utc(entry.window_end))
+                elif not entry.ours:
+                    log.info("nanocontract %s of %s: version %d registered (we hold %s)", nid, cid, entry.version,
+                             held if held is not None else "none")
+            if call is not None and entry.gamma is not None and (old_entry is None or old_entry.gamma != entry.gamma):
+                if entry.ours and entry.gamma == call.version:
+                    log.info("nanocontract %s of %s: our SETTLE with γ version %d is executed", nid, cid, entry.gamma)
+                else:
+                    log.info("nanocontract %s of %s: the half stores γ version %d (we hold the SETTLE with %d)",
+                             nid, cid, entry.gamma, call.version)
+        paid_before = set(before.rewards_paid) if before is not None else set()
+        for nid_paid, amount in rec.rewards_paid:
+            if (nid_paid, amount) not in paid_before:
+                what = "the channel state" if nid_paid == bytes(32) else f"nanocontract 0x{nid_paid.hex()}"
+                log.info("multistate channel %s: reward of %s for %s paid to %s", cid, show_amount(amount), what,
+                         self.address)
+        if rec.closed and not (before is not None and before.closed):
+            log.info("multistate channel %s: closed%s", cid, f", {show_amount(rec.reward_paid)} paid to this tower"
+                     if rec.rewards_paid else " (no reward for this tower)")
+
+    @staticmethod
+    def _close_registered(cid: str, registered: int | None, registered_before: int | None, refuted: int | None,
+                          version: int, deadline: int, what: str = "channel") -> None:
+        if registered is None or registered == registered_before:
+            return
+        if refuted == registered:
+            log.info("%s %s: our refutation with version %d is registered; the window ends at %s",
+                     what, cid, registered, _utc(deadline))
+        elif registered < version:
+            log.warning("%s %s: a stale close registered version %d (we hold %d): refuting before %s",
+                        what, cid, registered, version, _utc(deadline))
+        else:
+            log.info("%s %s: a close registered version %d (we hold %d): nothing to refute",
+                     what, cid, registered, version)
 
 
 def _utc(timestamp: int) -> str:
