@@ -64,6 +64,10 @@ def test_an_ms_tower_killed_at_each_of_its_steps_still_refutes_registers_and_is_
         bob.call("nanocontract_call", channel=cid, nid=nid, fun="claim", z="0x" + PREIMAGE.hex())
         held = bob.call("wait_towers", channel=cid, version=1, nanocontracts={nid: 1})
         assert [(nc["nid"], nc["towers"]) for nc in held["nanocontracts"]] == [(nid, {tower.address: 1})]
+        code, out = perun("status", "--data", bob.data, cid)  # what Bob's node shows of his tower
+        assert code == 0 and f"tower     {tower.address} holds version 1\n" in out
+        assert (f"HashTimeLock, version 1, blocked you 0 ETH, peer 0 ETH\n"
+                f"  tower   {tower.address} holds version 1") in out
         watched = plan["tower"].call("status", channel=cid)
         assert (watched["version"], watched["client"], watched["nanocontracts"], int(watched["reward"])) == (
             1, bob.address, {nid: 1}, REWARD)

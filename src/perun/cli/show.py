@@ -66,14 +66,21 @@ def describe_payment(ch: dict[str, Any], now: int) -> str:
     ]
     if ch["stage"] == "closing":
         lines.append(f"closing   version {ch['registered_version']} registered")
-    for tower, held in (ch.get("towers") or {}).items():
-        lines.append(f"tower     {tower} " + (f"holds version {held}" if held is not None else
-                                             "holds no version yet (since this node started)"))
+    lines += _tower_lines(ch.get("towers"), "tower     ")
     lines += _next_lines(ch, now)
     if ch["my_payout"] is not None:
         lines.append(f"paid out  you {show_amount(ch['my_payout'], token)}, "
                      f"peer {show_amount(ch['peer_payout'], token)}")
     return "\n".join(lines)
+
+
+def _tower_lines(towers: dict[str, int | None] | None, prefix: str, held: str = "version {}",
+                 none: str = "no version") -> list[str]:
+    """What each watchtower the node hands its states to acknowledged of one item (None: nothing
+    since this node started; a restarted node learns it again at the next hand-over)."""
+    return [f"{prefix}{tower} holds " + (held.format(version) if version is not None else
+                                         f"{none} yet (since this node started)")
+            for tower, version in (towers or {}).items()]
 
 
 def _next_lines(ch: dict[str, Any], now: int) -> list[str]:
@@ -117,9 +124,12 @@ def describe_ledger(ch: dict[str, Any], now: int) -> str:
         f"peer      {show_amount(ch['peer_cash'], token)} free",
         f"Δ         {ch['delta']} s",
     ]
+    lines += _tower_lines(ch.get("towers"), "tower     ")
     for nc in ch["nanocontracts"]:
         lines.append(f"nanocontract {nc['nid']}: {nc['app']}, version {nc['version']}, blocked you "
                      f"{short_amount(nc['blocked'][0], token)}, peer {short_amount(nc['blocked'][1], token)}")
+        lines += _tower_lines(nc.get("towers"), "  tower   ")
+        lines += _tower_lines(nc.get("tower_calls"), "  tower   ", "the SETTLE with γ version {}", "no SETTLE")
     lines += _next_lines(ch, now)
     if ch["my_payout"] is not None:
         lines.append(f"paid out  you {show_amount(ch['my_payout'], token)}, "
@@ -140,6 +150,7 @@ def describe_virtual(ch: dict[str, Any], now: int) -> str:
         lines += [f"you       {show_amount(ch['my_balance'], token)}",
                   f"peer      {show_amount(ch['peer_balance'], token)}"]
     lines.append(f"validity  {when(ch['validity'], now)}, then {ch['window']} s for each end's latest state")
+    lines += _tower_lines(ch.get("towers"), "tower     ", "the SETTLE with γ version {}", "no SETTLE")
     return "\n".join(lines)
 
 
