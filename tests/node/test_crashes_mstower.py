@@ -7,7 +7,7 @@ and the latest state of a HashTimeLock Alice paid him through; while Bob is offl
 with the initial state and registers the lock unclaimed, and the tower refutes her close,
 registers the claimed lock over hers, finalizes and is paid both rewards. Bob gets his latest
 outcome minus them. (ms-execute-due and ms-execute-sent need a virtual channel's half: see
-test_crashes_mstower_settle.)"""
+the second test.)"""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def of(cid: str):
 
 def test_an_ms_tower_killed_at_each_of_its_steps_still_refutes_registers_and_is_paid(deployed: Deployed,
                                                                                       processes: Processes):
-    assert {point for _, point in PLAN} == set(MSTower.crash_points) - {"ms-execute-due", "ms-execute-sent"}
+    assert {point for _, point in PLAN + SETTLE_PLAN} == set(MSTower.crash_points)
     chain, ms = deployed.chain, deployed.ms
     alice_account, bob_account, tower_account = (chain.new_account(10 * ETHER) for _ in range(3))
     plan = CrashPlan(processes, PLAN)
@@ -133,3 +133,66 @@ def test_an_ms_tower_killed_at_each_of_its_steps_still_refutes_registers_and_is_
                  f"multistate channel {cid}: reward of {reward} for nanocontract {nid} paid to {tower.address}",
                  f"multistate channel {cid}: closed, 0.02 ETH (20000000000000000 wei) paid to this tower"):
         assert line in log, line
+
+
+SETTLE_PLAN = [("tower", "ms-execute-due"), ("tower", "ms-execute-sent")]
+VIRTUAL_DELTA, WINDOW = 600, 1200  # the ledger channels' Δ; γ's window, above it
+
+
+def test_an_ms_tower_killed_before_and_after_its_settle_still_settles_bobs_half(deployed: Deployed,
+                                                                                processes: Processes):
+    """γ between Alice and Bob through Ingrid; Bob's node hands his tower the SETTLE of his half ν_b
+    with his latest γ state. Both ends offline, Ingrid registers ν_b with γ's opening state; the
+    tower dies before sending its SETTLE and once it is mined, and restarted, SETTLEs ν_b with
+    Bob's latest γ state once."""
+    chain, ms = deployed.chain, deployed.ms
+    plan = CrashPlan(processes, SETTLE_PLAN)
+    try:
+        tower = plan.adopt(processes.start("tower", chain.new_account(10 * ETHER), crash_at="ms-execute-due",
+                                           command="watchtower"))
+        plan.start(("alice", chain.new_account(10 * ETHER), ()),
+                   ("ingrid", chain.new_account(10 * ETHER), ("--hub",)),
+                   ("bob", chain.new_account(10 * ETHER), ("--accept-virtual", "--tower",
+                                                           f"{tower.address}@127.0.0.1:{tower.port}",
+                                                           "--tower-reward", "0.01eth")))
+        for dialer, listener in (("alice", "ingrid"), ("ingrid", "bob"), ("alice", "bob")):
+            plan.connect(dialer, listener)
+        ledgers = []
+        for proposer, peer in (("alice", "ingrid"), ("ingrid", "bob")):
+            ledgers.append(plan[proposer].call("ledger_open", peer=plan[peer].address, deposit=str(3 * ETHER),
+                                               peer_deposit=str(3 * ETHER), delta=VIRTUAL_DELTA)["channel"])
+            plan[peer].call("wait", channel=ledgers[-1], stage="open")
+        a, b = ledgers
+        validity = plan["alice"].call("info")["chain_time"] + 24 * 3600
+        gid = plan["alice"].call("virtual_open", ledger=a, peer=plan["bob"].address, ledger_b=b,
+                                 deposit=str(ETHER), peer_deposit=str(ETHER), validity=validity,
+                                 window=WINDOW)["channel"]
+        plan["bob"].call("wait", channel=gid, stage="open")
+        paid = plan["alice"].call("pay", channel=gid, amount=str(ETHER // 4))
+        version = paid["version"]
+        held = plan["bob"].call("wait_towers", channel=gid, version=version)
+        assert held["towers"] == {tower.address: version}
+        code, out = perun("status", "--data", plan["bob"].data, gid)
+        assert code == 0 and f"tower     {tower.address} holds the SETTLE with γ version {version}" in out
+        [half] = plan["bob"].call("status", channel=b)["nanocontracts"]
+        nid = half["nid"]
+
+        plan.stop("alice")
+        plan.stop("bob")
+        # Ingrid registers the halves before validity; ν_b's window is over after validity.
+        chain.advance_time(validity - VIRTUAL_DELTA - 1 - chain.timestamp())
+        plan["ingrid"].call("wait", channel=b, nid=nid, registered=0)
+        chain.advance_time(validity + VIRTUAL_DELTA - chain.timestamp())
+        plan.died("tower", "ms-execute-due")
+        plan.died("tower", "ms-execute-sent")  # restarted unarmed: it reads its SETTLE back
+        assert not plan.plan
+        executed = [(e["by"], e["version"]) for e in events_of(ms, "NanocontractExecuted",
+                                                                  lambda args: "0x" + args["nid"].hex() == nid)]
+        assert [by for by, _ in executed] == [tower.address]  # once, by the tower
+        watched = plan["tower"].call("status", channel=b)
+        assert watched["calls"] == {nid: version}
+    finally:
+        plan.close()
+    log = (processes.tmp / "tower.log").read_text()
+    assert f"nanocontract {nid} of {b}: took the SETTLE with γ version {version}" in log
+    assert f"nanocontract {nid} of {b}: our SETTLE with γ version {version} is executed" in log
