@@ -31,7 +31,8 @@ from perun.core.apps.virtualchannel import decode_settle_arg
 from perun.core.channel import Phase
 from perun.core.monitoring import Monitoring
 from perun.core.mstower import Due, MSWatched
-from perun.runtime import Duty, Protocol, Runtime
+from perun.protocols.tower import Watching
+from perun.runtime import Duty, Runtime
 from perun.runtime.due import DueIndex
 from perun.runtime.protocol import json_amounts
 from perun.wire import messages as m
@@ -40,11 +41,12 @@ from perun.wire.transport import Connection
 log = logging.getLogger("perun.tower")
 
 
-class MSTower(Protocol):
+class MSTower(Watching):
     """The multistate channels a tower watches on the MSContract at `contract`; `virtual_app` is the
     VirtualChannel app whose SETTLE calls it takes (None: it takes none)."""
 
     kind = "ms-tower"
+    crash_prefix = "ms-"
     messages = (m.MonitorChannel, m.MonitorNanocontract, m.MonitorCall)
     record_type = MSWatched
     # As Tower's: ms-monitor-received: an item taken, not stored; ms-monitor-stored: stored, its
@@ -168,12 +170,8 @@ class MSTower(Protocol):
         rec = self.records[cid]
         log.warning("%s: stale close of multistate 0x%s (version %s); refuting with version %s for %s",
                     self.ctx.name, cid.hex()[:12], rec.registered, rec.version, rec.client)
-        self.ctx.faults.point("ms-refute-due")
-        receipt = await self.ctx.transact(self.contract.refute, rec.params, rec.state, rec.signature,
-                                          rec.monitoring(self.domain, self.ctx.address), rec.authorisation)
-        self.ctx.faults.point("ms-refute-sent")
-        await self._apply(receipt)
-        return receipt
+        return await self._submit("refute", self.contract.refute, rec.params, rec.state, rec.signature,
+                                  rec.monitoring(self.domain, self.ctx.address), rec.authorisation)
 
     async def register(self, cid: bytes, nid: bytes) -> Receipt:
         """Registers the nanocontract state held (first, or over a lower version)."""
@@ -183,12 +181,8 @@ class MSTower(Protocol):
         log.warning("%s: nanocontract 0x%s of 0x%s: registering version %s for %s", self.ctx.name, nid.hex()[:12],
                     cid.hex()[:12], nano.state.version, rec.client)
         monitoring = Monitoring.of(self.domain, nano.state, self.ctx.address, nano.reward)
-        self.ctx.faults.point("ms-register-due")
-        receipt = await self.ctx.transact(self.contract.register_for, rec.params, nano.state, nano.signature,
-                                          monitoring, nano.authorisation)
-        self.ctx.faults.point("ms-register-sent")
-        await self._apply(receipt)
-        return receipt
+        return await self._submit("register", self.contract.register_for, rec.params, nano.state, nano.signature,
+                                  monitoring, nano.authorisation)
 
     async def execute(self, cid: bytes, nid: bytes) -> Receipt:
         """Makes the call held (a virtual half's SETTLE with the client's latest γ state)."""
@@ -197,28 +191,13 @@ class MSTower(Protocol):
         assert call is not None
         log.warning("%s: nanocontract 0x%s of 0x%s: SETTLE with γ version %s for %s", self.ctx.name, nid.hex()[:12],
                     cid.hex()[:12], call.version, rec.client)
-        self.ctx.faults.point("ms-execute-due")
-        receipt = await self.ctx.transact(self.contract.execute_for, rec.params, nid, call.fun, call.z,
-                                          call.execution(cid, self.ctx.address), call.authorisation)
-        self.ctx.faults.point("ms-execute-sent")
-        await self._apply(receipt)
-        return receipt
+        return await self._submit("execute", self.contract.execute_for, rec.params, nid, call.fun, call.z,
+                                  call.execution(cid, self.ctx.address), call.authorisation)
 
     async def finalize(self, cid: bytes) -> Receipt:
         """Pays out the channel, and this tower the rewards of its submissions that count."""
         rec = self.records[cid]
-        self.ctx.faults.point("ms-finalize-due")
-        receipt = await self.ctx.transact(self.contract.finalize, rec.params, rec.fundings)
-        self.ctx.faults.point("ms-finalize-sent")
-        await self._apply(receipt)
-        return receipt
-
-    async def _apply(self, receipt: Receipt) -> None:
-        """As ChannelProtocol.apply: at once when events are final at once, else by the follower."""
-        if self.ctx.follower.confirmations:
-            self.ctx.follower.wake()
-            return
-        await self.ctx.save(self.applied(receipt.events))
+        return await self._submit("finalize", self.contract.finalize, rec.params, rec.fundings)
 
     # ------------------------------------------------------------------ views
 
@@ -236,17 +215,6 @@ class MSTower(Protocol):
         }
         json_amounts(info, "cash_alice", "cash_bob", "reward", "reward_paid")
         return info
-
-    def version_of(self, rec: MSWatched) -> int:
-        return rec.version
-
-    def registered_of(self, rec: MSWatched) -> int | None:
-        return rec.registered
-
-    def stage_of(self, rec: MSWatched) -> str:
-        if rec.closed:
-            return "closed"
-        return "watching" if rec.registered is None else "closing"
 
     def about(self) -> dict[str, Any]:
         return {"ms_contract": self.contract.address, "ms_watched": len(self.records), "virtual_app": self.virtual_app}

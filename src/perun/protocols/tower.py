@@ -11,8 +11,8 @@ A runtime that runs only this protocol is a tower (perun.node.Watchtower).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
 
 from perun import errors
 from perun.chain.channels import Event, Receipt
@@ -29,7 +29,44 @@ from perun.wire.transport import Connection
 log = logging.getLogger("perun.tower")
 
 
-class Tower(Protocol):
+class Watching(Protocol):
+    """What a watchtower's protocols share (this one and perun.protocols.mstower): sending a duty's
+    transaction between its two crash points, applying what it did, and their records' views."""
+
+    crash_prefix: ClassVar[str] = ""  # before a crash point's name: the kind's own points
+
+    async def _submit(self, step: str, fn: Callable[..., Any], *args: Any) -> Receipt:
+        """Sends `fn(*args)` between the crash points `<step>-due` (not sent) and `<step>-sent`
+        (mined, not applied), then applies its events."""
+        self.ctx.faults.point(f"{self.crash_prefix}{step}-due")
+        receipt = await self.ctx.transact(fn, *args)
+        self.ctx.faults.point(f"{self.crash_prefix}{step}-sent")
+        await self._apply(receipt)
+        return receipt
+
+    async def _apply(self, receipt: Receipt) -> None:
+        """As ChannelProtocol.apply: at once when events are final at once, else by the follower."""
+        if self.ctx.follower.confirmations:
+            self.ctx.follower.wake()
+            return
+        await self.ctx.save(self.applied(receipt.events))
+
+    def applied(self, events: Iterable[Event]) -> list[Any]:
+        raise NotImplementedError
+
+    def version_of(self, rec: Any) -> int:
+        return rec.version
+
+    def registered_of(self, rec: Any) -> int | None:
+        return rec.registered
+
+    def stage_of(self, rec: Any) -> str:
+        if rec.closed:
+            return "closed"
+        return "watching" if rec.registered is None else "closing"
+
+
+class Tower(Watching):
     """The channels a tower watches on the PaymentContract at `contract`."""
 
     kind = "tower"
@@ -117,28 +154,13 @@ class Tower(Protocol):
         rec = self.records[cid]
         log.warning("%s: stale close of 0x%s (version %s); refuting with version %s for %s", self.ctx.name,
                     cid.hex()[:12], rec.registered, rec.version, rec.client)
-        self.ctx.faults.point("refute-due")
-        receipt = await self.ctx.transact(self.contract.refute, rec.params, rec.state, rec.signature,
-                                          rec.monitoring(self.domain, self.ctx.address), rec.authorisation)
-        self.ctx.faults.point("refute-sent")
-        await self._apply(receipt)
-        return receipt
+        return await self._submit("refute", self.contract.refute, rec.params, rec.state, rec.signature,
+                                  rec.monitoring(self.domain, self.ctx.address), rec.authorisation)
 
     async def finalize(self, cid: bytes) -> Receipt:
         """Pays out the channel, and this tower its reward (anyone may finalize; the tower is paid
         only if it does it, or someone does, while its refutation stands)."""
-        self.ctx.faults.point("finalize-due")
-        receipt = await self.ctx.transact(self.contract.finalize, self.records[cid].params)
-        self.ctx.faults.point("finalize-sent")
-        await self._apply(receipt)
-        return receipt
-
-    async def _apply(self, receipt: Receipt) -> None:
-        """As ChannelProtocol.apply: at once when events are final at once, else by the follower."""
-        if self.ctx.follower.confirmations:
-            self.ctx.follower.wake()
-            return
-        await self.ctx.save(self.applied(receipt.events))
+        return await self._submit("finalize", self.contract.finalize, self.records[cid].params)
 
     # ------------------------------------------------------------------ views
 
@@ -154,17 +176,6 @@ class Tower(Protocol):
         }
         json_amounts(info, "balance_alice", "balance_bob", "reward", "reward_paid")
         return info
-
-    def version_of(self, rec: Watched) -> int:
-        return rec.version
-
-    def registered_of(self, rec: Watched) -> int | None:
-        return rec.registered
-
-    def stage_of(self, rec: Watched) -> str:
-        if rec.closed:
-            return "closed"
-        return "watching" if rec.registered is None else "closing"
 
     def about(self) -> dict[str, Any]:
         return {"contract": self.contract.address, "watched": len(self.records)}
