@@ -138,18 +138,8 @@ class MSTower(Watching):
             read.append(event)
         return read
 
-    def apply_chain(self, read: list[Event]) -> list[MSWatched]:
-        return self.applied(read)
-
-    def applied(self, events: Iterable[Event]) -> list[MSWatched]:
-        """The records that `events` change, from the records as they are now."""
-        changed: dict[bytes, MSWatched] = {}
-        for event in events:
-            cid = event.args.get("channelId")
-            rec = changed.get(cid) or self.records.get(cid)
-            if rec is not None:
-                changed[cid] = mstower.apply_event(rec, self.ctx.address, event.name, event.args)
-        return list(changed.values())
+    def after_event(self, rec: MSWatched, event: Event) -> MSWatched:
+        return mstower.apply_event(rec, self.ctx.address, event.name, event.args)
 
     def duties(self, now: int) -> Iterable[Duty]:
         for cid in self.due_index.due(now):

@@ -51,7 +51,21 @@ class Watching(Protocol):
             return
         await self.ctx.save(self.applied(receipt.events))
 
+    def apply_chain(self, read: list[Event]) -> list[Any]:
+        return self.applied(read)
+
     def applied(self, events: Iterable[Event]) -> list[Any]:
+        """The records that `events` change, from the records as they are now."""
+        changed: dict[bytes, Any] = {}
+        for event in events:
+            cid = event.args.get("channelId")
+            rec = changed.get(cid) or self.records.get(cid)
+            if rec is not None:
+                changed[cid] = self.after_event(rec, event)
+        return list(changed.values())
+
+    def after_event(self, rec: Any, event: Event) -> Any:
+        """`rec` after one event of its channel (the kind's pure rule)."""
         raise NotImplementedError
 
     def version_of(self, rec: Any) -> int:
@@ -127,18 +141,8 @@ class Tower(Watching):
     async def read_chain(self, start: int, end: int) -> list[Event]:
         return await self.ctx.on_chain(self.contract.events, start, end)
 
-    def apply_chain(self, read: list[Event]) -> list[Watched]:
-        return self.applied(read)
-
-    def applied(self, events: Iterable[Event]) -> list[Watched]:
-        """The records that `events` change, from the records as they are now."""
-        changed: dict[bytes, Watched] = {}
-        for event in events:
-            cid = event.args.get("channelId")
-            rec = changed.get(cid) or self.records.get(cid)
-            if rec is not None:
-                changed[cid] = tower.apply_event(rec, self.ctx.address, event.name, event.args)
-        return list(changed.values())
+    def after_event(self, rec: Watched, event: Event) -> Watched:
+        return tower.apply_event(rec, self.ctx.address, event.name, event.args)
 
     def duties(self, now: int) -> Iterable[Duty]:
         for cid in self.due_index.due(now):
