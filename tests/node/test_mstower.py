@@ -133,8 +133,7 @@ async def alice_bob_ms_and_tower(net):
     finally:
         for node in (bob, *towers):
             if node is not None and not node.runtime.killed:
-                with contextlib.suppress(Exception):
-                    await node.stop()
+                await node.stop()  # a failure to stop fails the test
 
 
 def test_bobs_node_hands_his_channel_and_lock_to_the_tower_which_answers_a_stale_close_for_him(net):

@@ -129,8 +129,7 @@ async def alice_bob_and_tower(net, **tower_kwargs):
     finally:
         for node in (bob, *towers):
             if node is not None and not node.runtime.killed:
-                with contextlib.suppress(Exception):
-                    await node.stop()
+                await node.stop()  # a failure to stop fails the test
 
 
 def test_bobs_node_hands_his_states_to_the_tower_which_refutes_for_him_after_a_restart(net):
