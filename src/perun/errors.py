@@ -99,6 +99,25 @@ class TooManyNanocontracts(InvalidNanocontract):
     """The channel already holds MSContract.MAX_NANOCONTRACTS nanocontracts."""
 
 
+class OnionError(ValidationError):
+    """A payment onion (perun.core.onion), or a failure travelling back through one, cannot be
+    built, read or authenticated."""
+
+
+class MalformedOnion(OnionError):
+    """An onion or a failure of the wrong size or version, an ephemeral key not on the curve, a
+    payload that does not decode, or a route or payload that no onion can carry."""
+
+
+class OnionMacMismatch(OnionError):
+    """An onion's MAC does not verify: it was tampered with, is bound to another payment hash, or
+    is not for this node's key. The hop cannot tell which, and forwards nothing."""
+
+
+class UnreadableFailure(OnionError):
+    """No hop of the route authenticates a failure: a hop on the way back garbled it."""
+
+
 class OpenFailed(PerunError):
     """An opening was given up before it was on chain (it failed, expired or was cancelled)."""
 
