@@ -249,3 +249,81 @@ def test_any_route_round_trips_and_any_hop_can_fail(
     got = decode_failure(session, [key for key, _ in route], blob)
     # even a node twice on the route has two shared secrets: the payer learns the right position
     assert (got.hop, got.code, got.data) == (j, code, reason)
+
+
+# --------------------------------------------------------------------------- the fixed vector
+# Alice pays Dave 1_000_000 through Bob and Carol (docs/protocol.md). Bob, Carol and Dave hold
+# the keys 0x11.., 0x22.., 0x33..; Carol fails with code 0x1001 and Bob passes it back to Alice.
+
+VECTOR_T = 1_700_000_000
+VECTOR_PACKET_SHA256 = "f839db1ffdba10437ab6898bc061eaf30278a9ff758284abae04c485e61df747"
+VECTOR_PACKET_HEAD = "0102eec7245d6b7d2ccb30380bfbe2a3648cd7a942653f5aa340edcea1f283686619"  # version, key
+VECTOR_SHARED_SECRETS = [
+    "db6f7df09179d90408351bff9f16d79abd13679e5fd212e1e990eacb3bfc5f28",
+    "dd5122cd5dddd0c81145b35518e9110ce0b5e6d355678d0fefffdf50d24cec8a",
+    "c93dffd7bc34f32810a98446daa3ddfec738b66d727053d408d0d7434151b98b",
+]
+VECTOR_NEXT_SHA256 = [  # the packets Bob and Carol forward
+    "6f34d9c6b509c9374e9a95a14dcfaef49219372cfec2f87e9dcedf357455eefd",
+    "b5057df5e4001939e7b879e7afd39c2eb26c42ff66ea63c16e9e7f5aad51ce88",
+]
+VECTOR_FAILURE = (  # as Alice receives it from Bob
+    "373dc19215e0cefad3c1349a71235358603db0bb5e4ec4bcf3430c735b779fdf74b5c1450376c6b3c0ad75949984ffd5"
+    "fa5a144bc32225fc74b9dacef00d485e7e1f56f4b665e2a12b9fb2b6c0d29e1ff8f08659bc683b12ffc20f8b0890a149"
+    "2f1481c996cefe643f9d8e77ffd5c9106ee079e4b3d47737df9b1df2f8892501bd469505849d04d358ff3fe836182a85"
+    "ffffc8beb9001c72840bd8e7201eed9cdf447ec932c3f3c906d1934b61eb10d1bfa5db512b46f3afdd4b08821b925a0a"
+    "171b6944a332208cc317b2853c9718e0d0c27aa2b6e8864cc04d7a41a3096fc086678c501882b1c056913a95b2d7fbaa"
+    "7bd7f6208f1d333a5b88d4c1a91fbbd1f5ed4689b5cb2bfa9407ff3068f065ed50a203d990bea30596d730e1672b95bf"
+    "0ee78725"
+)
+
+
+def _vector_route() -> list[tuple[bytes, HopPayload]]:
+    bob, carol, dave = KEYS[:3]
+    return [
+        (compressed_public_key(bob), HopPayload(address_of(carol), 1_000_100, VECTOR_T + 7200)),
+        (compressed_public_key(carol), HopPayload(address_of(dave), 1_000_000, VECTOR_T + 3600)),
+        (compressed_public_key(dave), HopPayload(None, 1_000_000, VECTOR_T + 3600, SECRET)),
+    ]
+
+
+def test_the_fixed_vector() -> None:
+    assert HASH.hex() == "425ed4e4a36b30ea21b90e21c712c649e8214c29b7eaf68089d1039c6e55384c"
+    route = _vector_route()
+    packet = build(SESSION, route, HASH)
+    assert hashlib.sha256(packet).hexdigest() == VECTOR_PACKET_SHA256
+    assert packet[:34].hex() == VECTOR_PACKET_HEAD
+    peeled = _walk(packet, KEYS[:3])
+    assert [p.shared_secret.hex() for p in peeled] == VECTOR_SHARED_SECRETS
+    assert [hashlib.sha256(p.next_packet).hexdigest() for p in peeled[:2] if p.next_packet] == VECTOR_NEXT_SHA256
+    blob = forward_failure(peeled[0].shared_secret, failure(peeled[1].shared_secret, 0x1001, b"insufficient balance"))
+    assert blob.hex() == VECTOR_FAILURE
+    assert decode_failure(SESSION, [key for key, _ in route], blob) == onion.Failure(1, 0x1001, b"insufficient balance")
+
+
+def test_the_vector_from_the_description_alone() -> None:
+    """Bob's layer of the vector, read with nothing but the module docstring's description."""
+    import hmac as hmac_
+
+    from coincurve import PublicKey
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    packet = build(SESSION, _vector_route(), HASH)
+    version, ephemeral, routing, mac = packet[0], packet[1:34], packet[34:898], packet[898:]
+    assert version == 1 and ephemeral == compressed_public_key(SESSION)
+    ss = hashlib.sha256(PublicKey(PUBS[0]).multiply(SESSION).format(compressed=True)).digest()
+    assert ss.hex() == VECTOR_SHARED_SECRETS[0]
+    okm = HKDF(algorithm=hashes.SHA256(), length=128, salt=None, info=b"perun/onion/v1/hop").derive(ss)
+    rho, mu = okm[:32], okm[32:64]
+    assert mac == hmac_.digest(mu, bytes([1]) + routing + HASH, "sha256")
+    stream = Cipher(algorithms.ChaCha20(rho, bytes(16)), mode=None).encryptor().update(bytes(864))
+    plain = bytes(a ^ b for a, b in zip(routing, stream))
+    assert plain[:20] == bytes.fromhex(address_of(KEYS[1])[2:])  # Carol
+    assert int.from_bytes(plain[20:36], "big") == 1_000_100
+    assert int.from_bytes(plain[36:44], "big") == VECTOR_T + 7200
+    assert plain[44:76] == bytes(32)  # no payment secret for an intermediary
+    # Carol's ephemeral key: Bob's blinded by SHA-256(Bob's ephemeral key || ss)
+    blinded = PublicKey(ephemeral).multiply(hashlib.sha256(ephemeral + ss).digest()).format(compressed=True)
+    assert _walk(packet, KEYS[:1])[0].next_packet[1:34] == blinded

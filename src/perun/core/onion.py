@@ -275,7 +275,8 @@ def _shared_secrets(session_key: bytes, public_keys: Sequence[bytes]) -> list[by
     secrets = []
     for i, key in enumerate(public_keys):
         if len(key) != PUBLIC_KEY_SIZE:
-            raise errors.MalformedOnion(f"hop {i}'s public key has {len(key)} bytes, not {PUBLIC_KEY_SIZE} (compressed)")
+            raise errors.MalformedOnion(
+                f"hop {i}'s public key has {len(key)} bytes, not {PUBLIC_KEY_SIZE} (compressed)")
         try:
             ss = ephemeral.ecdh(key)
         except ValueError as exc:
