@@ -126,6 +126,61 @@ class ChannelRefused(ValidationError):
     """The peer's policy does not accept the proposed channel."""
 
 
+# --------------------------------------------------------------------------- multi-hop payments (perun.core.route)
+
+
+class InvalidInvoice(ValidationError):
+    """A payment request that does not decode, is not signed by its payee, or cannot be paid."""
+
+
+class InvoiceMalformed(InvalidInvoice):
+    """An invoice's text or bytes do not decode: prefix, alphabet, length, version or a field."""
+
+
+class InvoiceSignatureInvalid(InvalidInvoice, InvalidSignature):
+    """An invoice's signature does not recover the payee it names."""
+
+
+class InvoiceAmountOutOfRange(InvalidInvoice, AmountOutOfRange):
+    """An invoice asks for no amount, or more than a channel can hold."""
+
+
+class InvoiceExpired(InvalidInvoice):
+    """An invoice's expiry has passed: the payee no longer accepts a payment for it."""
+
+
+class InvalidAnnouncement(ValidationError):
+    """A channel announcement contradicts itself or another one (endpoints, Δ, token, range)."""
+
+
+class RouteNotFound(ValidationError):
+    """No known route from the payer to the payee can carry the amount; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"no route: {reason}")
+
+
+class InvalidRoute(ValidationError):
+    """A route, or one hop of it, breaks the rules of multi-hop payments."""
+
+
+class RouteFeeMismatch(InvalidRoute):
+    """A hop's incoming amount minus its outgoing amount is not the fee it announced."""
+
+
+class RouteTimeoutTooClose(InvalidRoute):
+    """A lock's timeout leaves its receiver less than its Δ plus the timing margin."""
+
+
+class RouteCapacityExceeded(InvalidRoute):
+    """A hop locks more than its channel direction can forward."""
+
+
+class RouteTooLong(InvalidRoute):
+    """A route has no hop, or more than MAX_HOPS."""
+
+
 # --------------------------------------------------------------------------- wire
 
 
