@@ -5,16 +5,22 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+from eth_utils import keccak
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from perun import errors
+from perun.core.apps.hashtimelock import hashlock_of
+from perun.core.eip712 import address_of
 from perun.core.route import (
     DEFAULT_MARGIN,
     MAX_HOPS,
     Direction,
     Graph,
     Hop,
+    Invoice,
     Policy,
     Route,
     TimingMargin,
@@ -271,3 +277,114 @@ def test_found_route_is_valid_and_cheapest(gn: tuple[Graph, int], amount: int, m
     best = min(valid, key=lambda r: (r.cost(NOW, weight), len(r.hops), r.lock_time(NOW),
                                      tuple(h.channel for h in r.hops)))
     assert best == found  # and the tie-break is the documented one
+
+
+# --------------------------------------------------------------------------- invoices
+
+KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
+PREIMAGE = bytes(range(32))
+
+
+def invoice(**kw: object) -> Invoice:
+    args: dict = {"chain_id": 1337, "description": "coffee ☕", "min_final": 600, "payment_secret": b"\x07" * 32}
+    args.update(kw)
+    return Invoice.create(KEY, PREIMAGE, 10**15, NOW + 3600, **args)[0]
+
+
+def test_invoice_create_sign_and_round_trip() -> None:
+    inv, preimage = Invoice.create(KEY, PREIMAGE, 10**15, NOW + 3600, chain_id=1337, description="coffee")
+    assert preimage == PREIMAGE and inv.payment_hash == hashlock_of(PREIMAGE) and inv.payee == address_of(KEY)
+    assert len(inv.payment_secret) == 32 and inv.min_final == 0
+    inv.check_payable(NOW)
+    text = inv.encode()
+    assert text.startswith("perun1") and text == text.lower()
+    assert Invoice.decode(text) == inv == Invoice.from_bytes(inv.to_bytes())
+    assert Invoice.decode(text.upper()) == inv  # all upper case: a QR code's alphanumeric mode
+    fresh, secret = Invoice.create(KEY, None, 1, NOW, chain_id=1)
+    assert fresh.payment_hash == hashlock_of(secret) and Invoice.decode(fresh.encode()) == fresh
+
+
+def test_invoice_digest_is_eip712() -> None:
+    inv = invoice()
+    typed = {
+        "types": {"EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
+                                   {"name": "chainId", "type": "uint256"}],
+                  "Invoice": [{"name": n, "type": t} for n, t in (
+                      ("payee", "address"), ("token", "address"), ("paymentHash", "bytes32"),
+                      ("paymentSecret", "bytes32"), ("amount", "uint128"), ("expiry", "uint64"),
+                      ("minFinalDelta", "uint32"), ("description", "string"))]},
+        "primaryType": "Invoice",
+        "domain": {"name": "Perun Invoice", "version": "1", "chainId": 1337},
+        "message": {"payee": inv.payee, "token": inv.token, "paymentHash": inv.payment_hash,
+                    "paymentSecret": inv.payment_secret, "amount": inv.amount, "expiry": inv.expiry,
+                    "minFinalDelta": inv.min_final, "description": inv.description},
+    }
+    signable = encode_typed_data(full_message=typed)
+    assert keccak(b"\x19" + signable.version + signable.header + signable.body) == inv.digest
+    assert Account.sign_message(signable, KEY).signature == inv.signature
+
+
+def test_invoice_decoding_refuses_each_flaw() -> None:
+    inv = invoice()
+    raw = inv.to_bytes()
+    with pytest.raises(errors.InvoiceMalformed, match="version"):
+        Invoice.from_bytes(b"\x02" + raw[1:])
+    with pytest.raises(errors.InvoiceMalformed):
+        Invoice.from_bytes(raw[:-1])
+    with pytest.raises(errors.InvoiceMalformed):
+        Invoice.from_bytes(raw + b"\x00")
+    with pytest.raises(errors.InvoiceMalformed, match="mixed case"):
+        Invoice.decode(inv.encode()[:-1] + inv.encode()[-1].upper())
+    with pytest.raises(errors.InvoiceMalformed):
+        Invoice.decode("lnbc1" + inv.encode()[6:])
+    with pytest.raises(errors.InvoiceMalformed):
+        Invoice.decode(inv.encode() + "=")
+    with pytest.raises(errors.InvoiceAmountOutOfRange):
+        Invoice.create(KEY, PREIMAGE, 0, NOW, chain_id=1)
+    with pytest.raises(errors.InvoiceAmountOutOfRange):
+        Invoice.create(KEY, PREIMAGE, 2**128, NOW, chain_id=1)
+    with pytest.raises(errors.InvoiceMalformed):
+        Invoice.create(KEY, PREIMAGE, 1, NOW, chain_id=1, description="x" * 101)
+    with pytest.raises(errors.InvoiceMalformed):
+        Invoice.create(KEY, PREIMAGE[:31], 1, NOW, chain_id=1)
+    other = Invoice.create(b"\x01" * 32, PREIMAGE, 10**15, NOW + 3600, chain_id=1337)[0]
+    with pytest.raises(errors.InvoiceSignatureInvalid):
+        Invoice.from_bytes(raw[:-65] + other.signature)  # a valid signature, by someone else
+    with pytest.raises(errors.InvoiceExpired):
+        inv.check_payable(NOW + 3600)
+    assert isinstance(errors.InvoiceSignatureInvalid("x"), errors.InvalidSignature)
+
+
+def _mutations(text: str) -> st.SearchStrategy[str]:
+    alphabet = "abcdefghijklmnopqrstuvwxyz234567ABZ=1 é"
+    return st.tuples(st.integers(0, len(text) - 1), st.sampled_from(alphabet)).filter(
+        lambda m: text[m[0]] != m[1]).map(lambda m: text[:m[0]] + m[1] + text[m[0] + 1:])
+
+
+TEXT = invoice().encode()
+
+
+@settings(max_examples=400, deadline=None)
+@given(_mutations(TEXT))
+def test_any_single_character_change_is_refused(changed: str) -> None:
+    with pytest.raises(errors.InvalidInvoice):
+        Invoice.decode(changed)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(0, len(invoice().to_bytes()) - 1), st.integers(1, 255))
+def test_any_single_byte_change_is_refused(at: int, xor: int) -> None:
+    raw = bytearray(invoice().to_bytes())
+    raw[at] ^= xor
+    with pytest.raises(errors.InvalidInvoice):
+        Invoice.from_bytes(bytes(raw))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 2**128 - 1), st.integers(0, 2**64 - 1), st.integers(1, 2**64 - 1),
+       st.integers(0, 2**32 - 1), st.text(max_size=25), st.binary(min_size=32, max_size=32))
+def test_invoices_round_trip(amount: int, expiry: int, chain_id: int, min_final: int, description: str,
+                             preimage: bytes) -> None:
+    inv, _ = Invoice.create(KEY, preimage, amount, expiry, chain_id=chain_id, min_final=min_final,
+                            description=description, token="0x" + "ee" * 20)
+    assert Invoice.decode(inv.encode()) == inv

@@ -19,11 +19,18 @@ Pure: no I/O, no clock (`now` is an argument). Amounts are integers (wei or toke
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import secrets
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+
+from eth_utils import keccak
 
 from perun import errors
 from perun.core.channel import ETH, MAX_AMOUNT, MAX_DELTA, MAX_UINT64, checksum
+from perun.core.eip712 import address_of, recover, sign
 
 MAX_HOPS = 8  # the onion's limit: at most 8 channels between payer and payee
 PPM = 1_000_000  # proportional fees are in millionths of the amount forwarded
@@ -389,3 +396,176 @@ def _why_not(graph: Graph, payer: str, payee: str, amount: int, token: str, max_
     if payer not in reached:
         return f"no path of at most {max_hops} hops from {payer} to {payee} in token {token}"
     return f"no path of at most {max_hops} hops with the capacity for {amount} and the fees"
+
+
+# --------------------------------------------------------------------------- invoices
+
+INVOICE_PREFIX = "perun1"  # "perun", and the layout's version
+INVOICE_VERSION = 1
+MAX_DESCRIPTION = 100  # bytes of UTF-8: an invoice should fit a QR code
+MAX_MIN_FINAL = 2**32 - 1
+MAX_INVOICE_TEXT = 1024
+# version 1, chain id 8, token 20, payee 20, payment hash 32, payment secret 32, amount 16 (the
+# contract's 128 bits), expiry 8, min final delta 4, description length 1; then the description;
+# then the 65-byte signature r || s || v.
+_FIXED = 1 + 8 + 20 + 20 + 32 + 32 + 16 + 8 + 4 + 1
+_SIGNATURE = 65
+_BASE32 = frozenset("abcdefghijklmnopqrstuvwxyz234567")
+
+INVOICE_DOMAIN_TYPEHASH = keccak(text="EIP712Domain(string name,string version,uint256 chainId)")
+INVOICE_TYPE = ("Invoice(address payee,address token,bytes32 paymentHash,bytes32 paymentSecret,uint128 amount,"
+                "uint64 expiry,uint32 minFinalDelta,string description)")
+INVOICE_TYPEHASH = keccak(text=INVOICE_TYPE)
+INVOICE_DOMAIN_NAME = "Perun Invoice"
+INVOICE_DOMAIN_VERSION = "1"
+
+
+def _word(value: int) -> bytes:
+    return value.to_bytes(32, "big")
+
+
+def _bad(message: str) -> errors.InvoiceMalformed:
+    return errors.InvoiceMalformed(f"not an invoice: {message}")
+
+
+@dataclass(frozen=True)
+class Invoice:
+    """A payee's request to be paid `amount` of `token` on chain `chain_id` against the SHA-256
+    preimage of `payment_hash`, until `expiry` (unix seconds). `payment_secret` goes to the payee
+    in the final hop's instructions only, so an intermediary that probes the payee with a lock of
+    the same hash (but without the secret) is refused. `min_final` is the time the payee needs
+    on top of its channel's Δ + margin (`check_final`). Signed by the payee: EIP-712, in a domain
+    of its own (`digest`)."""
+
+    chain_id: int
+    token: str
+    payee: str
+    payment_hash: bytes
+    payment_secret: bytes
+    amount: int
+    expiry: int
+    min_final: int
+    description: str
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        for name in ("token", "payee"):
+            try:
+                object.__setattr__(self, name, checksum(getattr(self, name)))
+            except (ValueError, TypeError) as exc:
+                raise _bad(f"{name} is not an address") from exc
+        if self.payee == ETH:
+            raise _bad("the payee is the zero address")
+        if isinstance(self.amount, bool) or not isinstance(self.amount, int) or not 0 < self.amount <= MAX_AMOUNT:
+            raise errors.InvoiceAmountOutOfRange(f"an invoice asks for 1..{MAX_AMOUNT}, not {self.amount!r}")
+        for name, value, limit in (("chain_id", self.chain_id, MAX_UINT64), ("expiry", self.expiry, MAX_UINT64),
+                                   ("min_final", self.min_final, MAX_MIN_FINAL)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
+                raise _bad(f"{name} must be an int in 0..{limit}, not {value!r}")
+        if self.chain_id == 0:
+            raise _bad("chain id 0")
+        for name in ("payment_hash", "payment_secret"):
+            if not isinstance(getattr(self, name), bytes) or len(getattr(self, name)) != 32:
+                raise _bad(f"{name} is 32 bytes")
+        if not isinstance(self.description, str) or len(self.description.encode("utf-8")) > MAX_DESCRIPTION:
+            raise _bad(f"the description is at most {MAX_DESCRIPTION} bytes of UTF-8")
+        if not isinstance(self.signature, bytes) or len(self.signature) != _SIGNATURE:
+            raise _bad("the signature is 65 bytes")
+
+    @classmethod
+    def create(cls, key: bytes, preimage: bytes | None, amount: int, expiry: int, *, chain_id: int,
+               token: str = ETH, min_final: int = 0, description: str = "",
+               payment_secret: bytes | None = None) -> tuple[Invoice, bytes]:
+        """A signed invoice and its preimage (drawn at random when None: the payee keeps it)."""
+        preimage = secrets.token_bytes(32) if preimage is None else preimage
+        if not isinstance(preimage, bytes) or len(preimage) != 32:
+            raise _bad("a preimage is 32 bytes")  # HashTimeLock's CLAIM takes 32 bytes exactly
+        secret = secrets.token_bytes(32) if payment_secret is None else payment_secret
+        unsigned = cls(chain_id, token, address_of(key), hashlib.sha256(preimage).digest(), secret, amount,
+                       expiry, min_final, description, bytes(_SIGNATURE))
+        return replace(unsigned, signature=sign(unsigned.digest, key)), preimage
+
+    @cached_property
+    def digest(self) -> bytes:
+        """keccak(0x1901 ‖ domain ‖ hashStruct(Invoice)), the domain {name "Perun Invoice",
+        version "1", chainId} with no contract: an invoice is for a chain, not a contract."""
+        domain = keccak(INVOICE_DOMAIN_TYPEHASH + keccak(text=INVOICE_DOMAIN_NAME)
+                        + keccak(text=INVOICE_DOMAIN_VERSION) + _word(self.chain_id))
+        struct = keccak(INVOICE_TYPEHASH + bytes(12) + bytes.fromhex(self.payee[2:])
+                        + bytes(12) + bytes.fromhex(self.token[2:]) + self.payment_hash + self.payment_secret
+                        + _word(self.amount) + _word(self.expiry) + _word(self.min_final)
+                        + keccak(self.description.encode("utf-8")))
+        return keccak(b"\x19\x01" + domain + struct)
+
+    def check_signature(self) -> None:
+        """InvoiceSignatureInvalid unless the payee signed every field."""
+        try:
+            signer = recover(self.digest, self.signature)
+        except errors.InvalidSignature as exc:
+            raise errors.InvoiceSignatureInvalid(f"the invoice's signature is malformed: {exc}") from exc
+        if signer != self.payee:
+            raise errors.InvoiceSignatureInvalid(f"the invoice is signed by {signer}, not its payee {self.payee}")
+
+    def check_payable(self, now: int) -> None:
+        """The payer's check before it pays: signed by the payee, not expired."""
+        self.check_signature()
+        if now >= self.expiry:
+            raise errors.InvoiceExpired(f"the invoice expired at {self.expiry}")
+
+    def to_bytes(self) -> bytes:
+        description = self.description.encode("utf-8")
+        return (bytes([INVOICE_VERSION]) + self.chain_id.to_bytes(8, "big") + bytes.fromhex(self.token[2:])
+                + bytes.fromhex(self.payee[2:]) + self.payment_hash + self.payment_secret
+                + self.amount.to_bytes(16, "big") + self.expiry.to_bytes(8, "big")
+                + self.min_final.to_bytes(4, "big") + bytes([len(description)]) + description + self.signature)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Invoice:
+        """The invoice `raw` encodes, with every check: length, version, fields, signature."""
+        if len(raw) < _FIXED + _SIGNATURE:
+            raise _bad(f"{len(raw)} bytes, at least {_FIXED + _SIGNATURE}")
+        if raw[0] != INVOICE_VERSION:
+            raise errors.InvoiceMalformed(f"invoice version {raw[0]} is not supported (only {INVOICE_VERSION})")
+        length = raw[_FIXED - 1]
+        if length > MAX_DESCRIPTION or len(raw) != _FIXED + length + _SIGNATURE:
+            raise _bad(f"{len(raw)} bytes for a description of {length}")
+        try:
+            description = raw[_FIXED:_FIXED + length].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _bad("the description is not UTF-8") from exc
+        field_bytes = (8, 20, 20, 32, 32, 16, 8, 4)
+        parts, at = [], 1
+        for size in field_bytes:
+            parts.append(raw[at:at + size])
+            at += size
+        chain_id, token, payee, payment_hash, secret, amount, expiry, min_final = parts
+        invoice = cls(int.from_bytes(chain_id, "big"), "0x" + token.hex(), "0x" + payee.hex(), payment_hash,
+                      secret, int.from_bytes(amount, "big"), int.from_bytes(expiry, "big"),
+                      int.from_bytes(min_final, "big"), description, raw[-_SIGNATURE:])
+        invoice.check_signature()
+        return invoice
+
+    def encode(self) -> str:
+        """`perun1` and the bytes in RFC 4648 base32, lower case, unpadded: one case-insensitive
+        alphabet a QR code and a voice can carry; all upper case is accepted too."""
+        return INVOICE_PREFIX + base64.b32encode(self.to_bytes()).decode("ascii").rstrip("=").lower()
+
+    @classmethod
+    def decode(cls, text: str) -> Invoice:
+        """The invoice `text` encodes. Only the canonical text is accepted (all lower or all upper
+        case, no padding, zero spare bits), so any other text is refused rather than read as the
+        same invoice; InvoiceMalformed or InvoiceSignatureInvalid say what is wrong."""
+        if not isinstance(text, str) or len(text) > MAX_INVOICE_TEXT:
+            raise _bad(f"an invoice is a string of at most {MAX_INVOICE_TEXT} characters")
+        lower = text.lower()
+        if text != lower and text != text.upper():
+            raise _bad("mixed case")
+        if not lower.startswith(INVOICE_PREFIX):
+            raise _bad(f"it does not start with {INVOICE_PREFIX}")
+        body = lower[len(INVOICE_PREFIX):]
+        if not set(body) <= _BASE32 or len(body) % 8 in (1, 3, 6):
+            raise _bad("not base32")
+        raw = base64.b32decode(body.upper() + "=" * (-len(body) % 8))
+        if base64.b32encode(raw).decode("ascii").rstrip("=").lower() != body:
+            raise _bad("not canonical base32 (spare bits set)")
+        return cls.from_bytes(raw)
