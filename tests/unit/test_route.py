@@ -29,6 +29,7 @@ from perun.core.route import (
     check_forward,
     find_route,
     hop_delay,
+    route_for,
     timeouts,
 )
 
@@ -388,3 +389,16 @@ def test_invoices_round_trip(amount: int, expiry: int, chain_id: int, min_final:
     inv, _ = Invoice.create(KEY, preimage, amount, expiry, chain_id=chain_id, min_final=min_final,
                             description=description, token="0x" + "ee" * 20)
     assert Invoice.decode(inv.encode()) == inv
+
+
+def test_route_for_an_invoice() -> None:
+    inv = invoice()
+    g = Graph(tuple(both(1, A, B, cap=10**16) + both(2, B, inv.payee, base=5, cap=10**16, delta=700)))  # B charges 5
+    r = route_for(g, A, inv, 1337, NOW, margin=350)
+    assert r.amount == inv.amount and r.total == inv.amount + 5 and r.payee == inv.payee
+    assert r.hops[-1].timeout == NOW + inv.min_final + 700 + 350
+    r.check(350, NOW, inv.min_final)
+    with pytest.raises(errors.InvalidInvoice, match="chain"):
+        route_for(g, A, inv, 1, NOW)
+    with pytest.raises(errors.InvoiceExpired):
+        route_for(g, A, inv, 1337, inv.expiry)

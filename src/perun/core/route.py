@@ -569,3 +569,14 @@ class Invoice:
         if base64.b32encode(raw).decode("ascii").rstrip("=").lower() != body:
             raise _bad("not canonical base32 (spare bits set)")
         return cls.from_bytes(raw)
+
+
+def route_for(graph: Graph, payer: str, invoice: Invoice, chain_id: int, now: int, margin: int = DEFAULT_MARGIN,
+              weight: int = 1) -> Route:
+    """The payer's way from an invoice to a route: checked (signed, not expired, for this chain),
+    then the cheapest route for its amount, token and the payee's final delta."""
+    invoice.check_payable(now)
+    if invoice.chain_id != chain_id:
+        raise errors.InvalidInvoice(f"the invoice is for chain {invoice.chain_id}, this node is on {chain_id}")
+    return find_route(graph, payer, invoice.payee, invoice.amount, now, margin, invoice.min_final, weight,
+                      invoice.token)
