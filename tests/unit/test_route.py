@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from perun import errors
 from perun.core.apps.hashtimelock import hashlock_of
+from perun.core.channel import checksum
 from perun.core.eip712 import address_of
 from perun.core.route import (
     DEFAULT_MARGIN,
@@ -35,7 +36,7 @@ from perun.core.route import (
 
 NOW = 1_700_000_000
 NODES = [f"0x{i:040x}" for i in range(1, 12)]
-A, B, C, D, E = (Direction(bytes(32), n, NODES[0], Policy(0, 0, 1, 1)).source for n in NODES[1:6])
+A, B, C, D, E = (checksum(n) for n in NODES[1:6])
 
 
 def cid(n: int) -> bytes:
