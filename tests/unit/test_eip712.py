@@ -6,7 +6,9 @@ import pytest
 from eth_account import Account
 
 from perun import errors
-from perun.core.eip712 import Domain, address_of, check_signature, recover, sign, sign_state
+from perun.core.eip712 import (Domain, address_of, address_of_public_key, check_signature, recover,
+                               recover_public_key, sign, sign_state)
+from perun.core.onion import compressed_public_key
 from perun.core.channel import PaymentState
 
 N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -50,3 +52,14 @@ def test_malformed_signatures_are_rejected(mangle: str) -> None:
     }[mangle]
     with pytest.raises(errors.InvalidSignature):
         recover(digest, bad)
+
+
+def test_the_public_key_recovers_from_a_signature_and_names_the_signer():
+    sig = sign_state(DOMAIN, STATE, KEY)
+    public = recover_public_key(DOMAIN.digest(STATE), sig)
+    assert public == compressed_public_key(KEY) and len(public) == 33
+    assert address_of_public_key(public) == address_of(KEY)
+    with pytest.raises(errors.InvalidSignature):
+        recover_public_key(DOMAIN.digest(STATE), sig[:64])
+    with pytest.raises(errors.InvalidSignature):
+        address_of_public_key(b"\x02" + bytes(32))

@@ -16,6 +16,7 @@ from noise.connection import Keypair, NoiseConnection
 from perun import errors
 from perun.chain.compile import ROOT
 from perun.core.eip712 import address_of
+from perun.core.onion import compressed_public_key
 from perun.wire import messages as m
 from perun.wire import noise
 from perun.wire.limits import Limits
@@ -121,6 +122,9 @@ def test_the_handshake_reproduces_the_vector_of_section_9():
     async def scenario():
         d, l, written = await pair(vector=True)
         assert d.peer == address_of(LISTENER_KEY) and l.peer == address_of(DIALER_KEY)
+        # Each end learns the other's public key from its handshake signature (an onion's hop key).
+        assert d.public_key == compressed_public_key(LISTENER_KEY)
+        assert l.public_key == compressed_public_key(DIALER_KEY)
         d.send(m.AcceptChannel(CID))
         assert await l.read() == m.AcceptChannel(CID)
         return d, written

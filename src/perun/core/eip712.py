@@ -132,7 +132,27 @@ def recover(digest: bytes, signature: bytes) -> str:
     return to_checksum_address(_recover_raw(digest, signature))
 
 
+def recover_public_key(digest: bytes, signature: bytes) -> bytes:
+    """The 33-byte compressed secp256k1 public key that signed `digest` (an onion's hop key,
+    learnt from any signature the peer made); InvalidSignature if none can be recovered."""
+    return _recover_public(digest, signature).format(compressed=True)
+
+
+def address_of_public_key(public_key: bytes) -> str:
+    """The checksum address of a (compressed or uncompressed) secp256k1 public key."""
+    try:
+        point = PublicKey(public_key).format(compressed=False)[1:]
+    except ValueError as exc:
+        raise errors.InvalidSignature("not a secp256k1 public key") from exc
+    return to_checksum_address(keccak(point)[-20:])
+
+
 def _recover_raw(digest: bytes, signature: bytes) -> bytes:
+    public = _recover_public(digest, signature)
+    return keccak(public.format(compressed=False)[1:])[-20:]
+
+
+def _recover_public(digest: bytes, signature: bytes) -> PublicKey:
     if not isinstance(signature, bytes) or len(signature) != 65:
         raise errors.InvalidSignature("a signature is 65 bytes: r, s, v")
     v = signature[64]
@@ -143,7 +163,7 @@ def _recover_raw(digest: bytes, signature: bytes) -> bytes:
         public = PublicKey.from_signature_and_message(signature[:64] + bytes([v - 27]), digest, hasher=None)
     except Exception as exc:  # coincurve raises a bare Exception for unrecoverable input
         raise errors.InvalidSignature("no public key recovers from this signature") from exc
-    return keccak(public.format(compressed=False)[1:])[-20:]
+    return public
 
 
 def address_of(private_key: bytes) -> str:

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_utils import keccak, to_checksum_address
 
 from perun import errors
-from perun.core.eip712 import address_of, recover, sign
+from perun.core.eip712 import address_of, address_of_public_key, recover_public_key, sign
 from perun.wire import noise
 from perun.wire.limits import Limits
 from perun.wire.messages import MAX_FRAME, PROTOCOL_VERSION, Message, decode_message
@@ -71,10 +71,13 @@ class Connection:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str,
                  send: noise.CipherState, receive: noise.CipherState, frames_per_second: int,
-                 handshake_hash: bytes) -> None:
+                 handshake_hash: bytes, public_key: bytes = b"") -> None:
         self.reader = reader
         self.writer = writer
         self.peer = peer
+        # The peer's compressed secp256k1 key, recovered from its handshake signature (what a
+        # payer needs to build an onion layer for it); empty where no handshake ran.
+        self.public_key = public_key
         self.handshake_hash = handshake_hash  # names this session: the same on both ends, unique to it
         self._send = send
         self._receive = receive
@@ -182,9 +185,9 @@ async def handshake(
     try:
         async with asyncio.timeout(limits.handshake_timeout):
             if expected_peer is None:
-                peer = await _listen(reader, writer, state, me)
+                peer, public_key = await _listen(reader, writer, state, me)
             else:
-                peer = await _dial(reader, writer, state, me, to_checksum_address(expected_peer))
+                peer, public_key = await _dial(reader, writer, state, me, to_checksum_address(expected_peer))
     except TimeoutError as exc:
         raise errors.HandshakeFailed(f"the handshake did not complete within {limits.handshake_timeout:g} s") from exc
     except errors.PeerUnavailable as exc:
@@ -192,23 +195,23 @@ async def handshake(
     except errors.MessageTooLarge as exc:
         raise errors.HandshakeFailed(str(exc)) from exc
     send, receive = state.split()
-    return Connection(reader, writer, peer, send, receive, limits.frames_per_second, state.h)
+    return Connection(reader, writer, peer, send, receive, limits.frames_per_second, state.h, public_key)
 
 
 async def _dial(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: noise.Handshake,
-                me: tuple[bytes, int, str], expected: str) -> str:
+                me: tuple[bytes, int, str], expected: str) -> tuple[str, bytes]:
     _write_frame(writer, state.write_message())
     h, payload = state.read_message(await read_frame(reader))
-    theirs = _check(Hello.decode(payload), LISTENER, h, me)
+    theirs, public_key = _check(Hello.decode(payload), LISTENER, h, me)
     if theirs.address != expected:
         raise errors.HandshakeFailed(f"dialled {expected}, but {theirs.address} answered")
     _write_frame(writer, state.write_message(lambda h: Hello.signed(*me, DIALER, h).encode()))
     await writer.drain()
-    return theirs.address
+    return theirs.address, public_key
 
 
 async def _listen(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: noise.Handshake,
-                  me: tuple[bytes, int, str]) -> str:
+                  me: tuple[bytes, int, str]) -> tuple[str, bytes]:
     first = await read_frame(reader)
     if len(first) != noise.DHLEN:  # an ephemeral key and an empty payload
         raise errors.HandshakeFailed(f"the first handshake message has {len(first)} bytes, not {noise.DHLEN}: "
@@ -217,15 +220,18 @@ async def _listen(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, st
     _write_frame(writer, state.write_message(lambda h: Hello.signed(*me, LISTENER, h).encode()))
     await writer.drain()
     h, payload = state.read_message(await read_frame(reader))
-    return _check(Hello.decode(payload), DIALER, h, me).address
+    theirs, public_key = _check(Hello.decode(payload), DIALER, h, me)
+    return theirs.address, public_key
 
 
-def _check(theirs: Hello, role: int, h: bytes, me: tuple[bytes, int, str]) -> Hello:
+def _check(theirs: Hello, role: int, h: bytes, me: tuple[bytes, int, str]) -> tuple[Hello, bytes]:
+    """The peer's Hello, checked, and the public key its signature recovers."""
     key, chain_id, contract = me
     try:
-        signer = recover(theirs.digest(role, h), theirs.signature)
+        public_key = recover_public_key(theirs.digest(role, h), theirs.signature)
     except errors.InvalidSignature as exc:
         raise errors.HandshakeFailed(f"bad handshake signature: {exc}") from exc
+    signer = address_of_public_key(public_key)
     if signer != theirs.address:
         raise errors.HandshakeFailed(f"{theirs.address} did not prove its key (signed by {signer})")
     if theirs.address == address_of(key):
@@ -235,4 +241,4 @@ def _check(theirs: Hello, role: int, h: bytes, me: tuple[bytes, int, str]) -> He
             f"peer is on chain {theirs.chain_id} contract {theirs.contract}, "
             f"this node on chain {chain_id} contract {contract}"
         )
-    return theirs
+    return theirs, public_key
