@@ -8,6 +8,7 @@ from hypothesis import given, strategies as st
 from perun import errors
 from perun.core.channel import Params
 from perun.core.monitoring import MAX_REWARD
+from perun.core.onion import PACKET_SIZE
 from perun.wire import messages as m
 
 CID = bytes(range(32))
@@ -49,6 +50,8 @@ SAMPLES = [
     m.MonitorCall(CID, NID, 255, b"", 0, SIG),
     m.MonitorNanoAck(CID, NID, False, 2**64 - 1),
     m.MonitorNanoAck(CID, NID, True, 0),
+    m.LockOnion(CID, 2**64 - 1, b"\x01\x02" + b"\xab" * (PACKET_SIZE - 2)),
+    m.LockOnion(CID, 1, b"\x01\x03" + bytes(PACKET_SIZE - 2)),
 ]
 
 
@@ -170,7 +173,7 @@ def test_a_monitor_names_a_reward_the_contract_can_store():
 
 
 def test_every_message_type_is_listed_once():
-    assert sorted(m.MESSAGES) == list(range(3, 25))  # 1 and 2 were version 2's handshake
+    assert sorted(m.MESSAGES) == list(range(3, 26))  # 1 and 2 were version 2's handshake
     assert {type(x) for x in SAMPLES} == set(m.MESSAGES.values())
 
 
@@ -233,3 +236,16 @@ def test_a_multistate_monitor_carries_whole_fundings_and_a_storable_reward():
             m.decode_message(bytes(raw))
     with pytest.raises(errors.MalformedMessage, match="flag"):
         m.decode(m.PROTOCOL_VERSION, m.MonitorNanoAck.TYPE, CID + NID + b"\x02" + bytes(8))
+
+
+def test_a_lock_onion_carries_one_whole_packet_of_version_1():
+    good = m.LockOnion(CID, 3, b"\x01\x02" + bytes(PACKET_SIZE - 2))
+    raw = good.encode()
+    assert len(raw) == 2 + 32 + 8 + PACKET_SIZE and len(raw) <= m.MAX_FRAME
+    for at, value, match in ((2 + 40, 2, "onion version 2"), (2 + 41, 4, "ephemeral key")):
+        bad = bytearray(raw)
+        bad[at] = value
+        with pytest.raises(errors.MalformedMessage, match=match):
+            m.decode_message(bytes(bad))
+    with pytest.raises(ValueError, match="930 bytes"):
+        m.LockOnion(CID, 3, b"\x01\x02").encode()

@@ -20,6 +20,8 @@ from perun.core.channel import Params, PaymentState
 from perun.core.machine import SUMMARY_BUCKETS, SUMMARY_DIGEST
 from perun.core.monitoring import MAX_REWARD
 from perun.core.multistate import MAX_NANOCONTRACTS, ChannelState, Funding, NanocontractState
+from perun.core.onion import PACKET_SIZE
+from perun.core.onion import VERSION as ONION_VERSION
 
 PROTOCOL_VERSION = 3
 MAX_FRAME = 4096  # a message's bytes; the largest, MonitorChannel with 16 fundings, has 1938
@@ -90,7 +92,8 @@ def code_of(exc: BaseException) -> ErrorCode:
 
 # --------------------------------------------------------------------------- field kinds
 
-_SIZES = {"u8": 1, "u16": 2, "u64": 8, "u256": 32, "b32": 32, "addr": 20, "sig": 65, "flag": 1}
+_SIZES = {"u8": 1, "u16": 2, "u64": 8, "u256": 32, "b32": 32, "addr": 20, "sig": 65, "flag": 1,
+          "onion": PACKET_SIZE}
 # u16 length, then at most this many bytes; "fundings" are a channel state's Funding list
 _PREFIXED = {"text": MAX_REASON, "bytes": MAX_BYTES, "fundings": MAX_NANOCONTRACTS * FUNDING_SIZE}
 
@@ -110,7 +113,9 @@ def _enc(kind: str, value: Any) -> bytes:
         if len(value) > _PREFIXED[kind]:
             raise ValueError(f"{len(value)} bytes exceed the {_PREFIXED[kind]} a message carries")
         return len(value).to_bytes(2, "big") + bytes(value)
-    return bytes(value)  # b32, sig
+    if kind == "onion" and len(value) != PACKET_SIZE:
+        raise ValueError(f"an onion has {PACKET_SIZE} bytes, not {len(value)}")
+    return bytes(value)  # b32, sig, onion
 
 
 def _dec(kind: str, raw: bytes) -> Any:
@@ -582,12 +587,33 @@ class MonitorNanoAck(Message):
     version: int
 
 
+@dataclass(frozen=True)
+class LockOnion(Message):
+    """The onion (docs/protocol.md §13.4) for the HashTimeLock that the NanocontractCreate sent
+    right after it proposes in channel `channel_id` at channel `version`: the receiver peels it
+    with the lock's hashlock as the payment hash, and forwards or claims (multi-hop payments).
+    Sent again before each repetition of that proposal. Decoding checks the packet's version
+    byte and that its ephemeral key is a compressed point's encoding (peeling checks the rest)."""
+
+    TYPE = 25
+    LAYOUT = ("b32", "u64", "onion")
+    channel_id: bytes
+    version: int
+    packet: bytes
+
+    def _check(self) -> None:
+        if self.packet[0] != ONION_VERSION:
+            raise errors.MalformedMessage(f"LockOnion carries onion version {self.packet[0]}, not {ONION_VERSION}")
+        if self.packet[1] not in (2, 3):
+            raise errors.MalformedMessage("LockOnion's ephemeral key is not a compressed public key")
+
+
 MESSAGES: dict[int, type[Message]] = {
     cls.TYPE: cls for cls in (
         Error, ProposeChannel, AcceptChannel, Update, UpdateAck, Reestablish, StateSync,
         ProposeMultistate, NanocontractCreate, NanocontractCall, NanocontractAbsorb, NanocontractAck, VirtualClose,
         MultistateClose, ReestablishDone, ReestablishSummary, Monitor, MonitorAck, MonitorChannel,
-        MonitorNanocontract, MonitorCall, MonitorNanoAck,
+        MonitorNanocontract, MonitorCall, MonitorNanoAck, LockOnion,
     )
 }
 
