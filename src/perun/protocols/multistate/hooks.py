@@ -43,6 +43,16 @@ class AppHooks:
         """A creation of the app's nanocontract `nc` is signed by both (`ledger` is the channel's
         new record): stage what follows from it, in the same commit."""
 
+    def called(self, ledger: MSRecord, nc: NanocontractState, fun: int, z: bytes) -> None:
+        """A call `fun(z)` of the app's nanocontract, by either party, is signed by both: `nc` is
+        its new state (`ledger` the channel's new record). Stage what follows, in the same commit."""
+
+    def preamble(self, ledger: MSRecord, proposal: MSProposal) -> list[m.Message]:
+        """Messages to send to the peer right before this party's `proposal` (each time it is
+        sent: first, and again after a reconnection), such as what the receiver needs to judge a
+        creation that the proposal's own fields do not carry."""
+        return []
+
     def tower_call(self, ledger: MSRecord, nc: NanocontractState) -> tuple[int, bytes, int] | None:
         """The one call (fun, z) a watchtower may make on this party's behalf on nanocontract `nc`
         of channel `ledger` with executeFor, and the version it carries (a later one replaces

@@ -60,6 +60,8 @@ class Proposer:
         acked = ctx.pending.expect(key)
         def send() -> None:
             ctx.faults.point("nano-proposed")
+            for before in self.protocol.preamble(new, proposal):
+                conn.send(before)
             conn.send(wire.message(proposal))
         ctx.save([new], wire.signed_states(new, proposal, proposal), then=send)
         timer = asyncio.get_running_loop().call_later(self.reply_time, self._expire, rec.channel_id, proposal)

@@ -298,6 +298,8 @@ class Multistate(ChannelProtocol):
             if rec.stage not in (Stage.CLOSED, Stage.FAILED):
                 rec = self.proposer.expire_due(rec)
                 for proposal in (*rec.expired, *rec.pending):
+                    for before in self.preamble(rec, proposal):
+                        self.ctx.peers.send(conn, before)
                     self.ctx.peers.send(conn, wire.message(proposal))
 
     def on_proposal(self, conn: Connection, msg: m.Message, now: int, held: bool = False) -> None:
@@ -333,10 +335,19 @@ class Multistate(ChannelProtocol):
             return hooks.consents(rec, nc) if hooks is not None else self.accept_nanocontract(nc)
         return consents
 
+    def preamble(self, rec: MSRecord, proposal: MSProposal) -> list[m.Message]:
+        """What the hooks of the proposal's app send right before it (AppHooks.preamble)."""
+        hooks = self.hooks_of(proposal.nanocontract)
+        return hooks.preamble(rec, proposal) if hooks is not None else []
+
     def _adopted(self, new: MSRecord, proposal: MSProposal) -> None:
-        hooks = self.hooks_of(proposal.nanocontract) if proposal.kind is ms.Kind.CREATE else None
-        if hooks is not None:
+        hooks = self.hooks_of(proposal.nanocontract) if proposal.kind in (ms.Kind.CREATE, ms.Kind.CALL) else None
+        if hooks is None:
+            return
+        if proposal.kind is ms.Kind.CREATE:
             hooks.adopted(new, proposal.nanocontract)  # type: ignore[arg-type]
+        else:
+            hooks.called(new, proposal.nanocontract, proposal.fun, proposal.z)  # type: ignore[arg-type]
 
     def _on_ack(self, conn: Connection, msg: m.NanocontractAck) -> None:
         rec = self.channel_with(conn, msg.channel_id)
