@@ -29,15 +29,17 @@ from perun.core.apps import virtualchannel as vc
 from perun.core.channel import Params, PaymentState
 from perun.core.eip712 import Domain
 from perun.core.machine import ChannelRecord, Proposal, Role, Stage
+from perun.core.multihop import HopRecord, Leg, Part
 from perun.core.msmachine import Intent, Kind, MSProposal, MSRecord, OnChain, Signed
 from perun.core.multistate import ChannelState, FinalChannelState, Funding, NanocontractState
 from perun.core.mstower import ChainNano, HeldCall, HeldNano, MSWatched
 from perun.core.tower import Watched
 from perun.core.virtual import Half, Position, Seen, VirtualRecord
 
-# 2: channel_deltas; 3: watched (a watchtower's channels); 4: ms_watched (its multistate channels).
-# An older store gains the new tables (CREATE TABLE IF NOT EXISTS) and is then of this version.
-SCHEMA_VERSION = 4
+# 2: channel_deltas; 3: watched (a watchtower's channels); 4: ms_watched (its multistate channels);
+# 5: hops (multi-hop payments). An older store gains the new tables (CREATE TABLE IF NOT EXISTS)
+# and is then of this version.
+SCHEMA_VERSION = 5
 BUSY_TIMEOUT_MS = 10_000  # how long a write waits for the other connection's
 
 SCHEMA = """
@@ -80,6 +82,8 @@ CREATE TABLE IF NOT EXISTS virtual_channels (id BLOB PRIMARY KEY, record TEXT NO
 CREATE TABLE IF NOT EXISTS watched (channel_id BLOB PRIMARY KEY, record TEXT NOT NULL);
 -- Its multistate channels: one row each, with the latest state of each live nanocontract in it.
 CREATE TABLE IF NOT EXISTS ms_watched (channel_id BLOB PRIMARY KEY, record TEXT NOT NULL);
+-- A node's part in each multi-hop payment, by payment hash: a payee's invoices with their preimages.
+CREATE TABLE IF NOT EXISTS hops (payment_hash BLOB PRIMARY KEY, record TEXT NOT NULL);
 """
 
 
@@ -121,7 +125,7 @@ class Store:
         if not found:
             self.commit(meta=identity)
             return
-        if found.get("schema") in ("1", "2", "3"):  # the only changes since: new tables, created above
+        if found.get("schema") in ("1", "2", "3", "4"):  # the only changes since: new tables, created above
             self.commit(meta={"schema": str(SCHEMA_VERSION)})
             found["schema"] = str(SCHEMA_VERSION)
         for key, value in identity.items():
@@ -182,6 +186,10 @@ class Store:
         """A watchtower's multistate channels."""
         return [_ms_watched_from_json(row[1], bytes(row[0])) for row in self.db.execute("SELECT * FROM ms_watched")]
 
+    def hops(self) -> list[HopRecord]:
+        """The node's multi-hop payments (its invoices among them)."""
+        return [_hop_from_json(row[0]) for row in self.db.execute("SELECT record FROM hops")]
+
     def ms_states(self, channel_id: bytes) -> list[Signed]:
         """Every state of the multistate channel and its nanocontracts this node signed or holds a
         signature on: the channel states by version, then the nanocontracts' by nid and version."""
@@ -198,7 +206,7 @@ class Store:
 
     def commit(
         self,
-        records: Iterable[ChannelRecord | MSRecord | VirtualRecord | Watched | MSWatched] = (),
+        records: Iterable[ChannelRecord | MSRecord | VirtualRecord | Watched | MSWatched | HopRecord] = (),
         states: Iterable[SignedState | Signed] = (),
         peers: Iterable[tuple[str, str, int]] = (),
         meta: dict[str, str] | None = None,
@@ -643,8 +651,39 @@ def _ms_watched_from_json(text: str, cid: bytes) -> MSWatched:
     )
 
 
+# ---------------------------------------------------------------------- multi-hop payment encoding
+
+
+def _leg_json(leg: Leg | None) -> dict[str, Any] | None:
+    if leg is None:
+        return None
+    return {"channel": leg.channel.hex(), "nid": leg.nid.hex(), "amount": str(leg.amount), "timeout": leg.timeout}
+
+
+def _leg_from(d: dict[str, Any] | None) -> Leg | None:
+    if d is None:
+        return None
+    return Leg(bytes.fromhex(d["channel"]), bytes.fromhex(d["nid"]), int(d["amount"]), d["timeout"])
+
+
+def _hop_to_json(rec: HopRecord) -> str:
+    return json.dumps({
+        "payment_hash": rec.payment_hash.hex(), "part": rec.part.value, "incoming": _leg_json(rec.incoming),
+        "outgoing": _leg_json(rec.outgoing), "next_hop": rec.next_hop, "onion": rec.onion.hex(),
+        "preimage": rec.preimage.hex(), "invoice": rec.invoice.hex(), "claimed": rec.claimed,
+    })
+
+
+def _hop_from_json(text: str) -> HopRecord:
+    d = json.loads(text)
+    return HopRecord(bytes.fromhex(d["payment_hash"]), Part(d["part"]), _leg_from(d["incoming"]),
+                     _leg_from(d["outgoing"]), d["next_hop"], bytes.fromhex(d["onion"]), bytes.fromhex(d["preimage"]),
+                     bytes.fromhex(d["invoice"]), d["claimed"])
+
+
 # Where each kind of record and state is written.
 _TABLES: dict[type, str] = {ChannelRecord: "channels", MSRecord: "ms_channels", VirtualRecord: "virtual_channels",
-                            Watched: "watched", MSWatched: "ms_watched", SignedState: "states", Signed: "ms_states"}
+                            Watched: "watched", MSWatched: "ms_watched", HopRecord: "hops", SignedState: "states",
+                            Signed: "ms_states"}
 _ENCODE = {ChannelRecord: _record_to_json, MSRecord: _ms_record_to_json, VirtualRecord: _virtual_to_json,
-           Watched: _watched_to_json, MSWatched: _ms_watched_to_json}
+           Watched: _watched_to_json, MSWatched: _ms_watched_to_json, HopRecord: _hop_to_json}

@@ -288,7 +288,7 @@ def test_a_towers_multistate_channel_round_trips_and_an_older_store_gains_its_ta
     store.close()
     again = Store(path, TOWER, MS_DOMAIN.chain_id, MS_DOMAIN.verifying_contract)
     assert again.ms_watched() == []
-    assert again.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("4",)
+    assert again.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("5",)
     again.commit([latest])
     again.close()
     again = Store(path, TOWER, MS_DOMAIN.chain_id, MS_DOMAIN.verifying_contract)
