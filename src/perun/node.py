@@ -12,7 +12,9 @@ or an eth-account LocalAccount.
         await alice.pay(cid, 10**17)
         await alice.close(cid)
 
-Multistate and virtual channels are `node.multistate` and `node.virtual` (None when not run).
+Multistate and virtual channels are `node.multistate` and `node.virtual`, multi-hop payments over
+multistate channels `node.multihop` (with the HashTimeLock app; None when not run); a node
+forwards payments when it has a `forward` policy (perun.protocols.multihop.ForwardPolicy).
 `policy` (perun.protocols.policy.ChannelPolicy) says which channels the node accepts when a peer
 proposes one; by default any in which it deposits nothing of its own. `confirmations` is how deep
 an event must be to be final (by default 0 on a dev chain, 12 elsewhere); `fees` limits what its
@@ -32,6 +34,7 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
+from perun import errors
 from perun.chain.backend import Chain
 from perun.chain.channels import Receipt
 from perun.chain.wallet import FeePolicy
@@ -39,10 +42,13 @@ from perun.core.apps.virtualchannel import VirtualChannelData
 from perun.core.channel import ETH, PaymentState
 from perun.core.machine import ChannelRecord
 from perun.core.multistate import NanocontractState
+from perun.core.route import Invoice
 from perun.protocols.channels import OPEN_TIME
 from perun.protocols.multistate import REPLY_TIME, Multistate
 from perun.protocols.payment import ChannelInfo, Payment
 from perun.protocols.policy import ChannelPolicy
+from perun.protocols.multihop import APP as MULTIHOP_APP
+from perun.protocols.multihop import ForwardPolicy, Multihop
 from perun.protocols.mstower import MSTower
 from perun.protocols.tower import Tower
 from perun.protocols.virtual import APP as VIRTUAL_APP
@@ -57,7 +63,8 @@ __all__ = ["CRASH_POINTS", "ChannelInfo", "Node", "OPEN_TIME", "REPLY_TIME", "RE
            "TOWER_CRASH_POINTS", "Watchtower"]
 
 # Every crash point a node may pass (perun.runtime.faults), for scenarios to name; and a watchtower.
-CRASH_POINTS = tuple(dict.fromkeys((*Payment.crash_points, *Multistate.crash_points, *Virtual.crash_points)))
+CRASH_POINTS = tuple(dict.fromkeys((*Payment.crash_points, *Multistate.crash_points, *Virtual.crash_points,
+                                    *Multihop.crash_points)))
 TOWER_CRASH_POINTS = (*Tower.crash_points, *MSTower.crash_points)  # both kinds a Watchtower runs
 
 
@@ -77,6 +84,7 @@ class Node:
         accept_nanocontract: Callable[[NanocontractState], bool] = lambda nc: False,
         accept_virtual: Callable[[VirtualChannelData], bool] = lambda v: False,
         hub: HubPolicy | None = None,
+        forward: ForwardPolicy | None = None,
         poll_interval: float = 0.25,
         response_timeout: float = RESPONSE_TIMEOUT,
         reply_time: float = REPLY_TIME,
@@ -102,6 +110,7 @@ class Node:
             self.payment.watch_with(self.towers, tower_reward)
         self.multistate: Multistate | None = None
         self.virtual: Virtual | None = None
+        self.multihop: Multihop | None = None
         if ms_contract:
             self.multistate = Multistate(rt, ms_contract, apps or {}, policy, accept_nanocontract, reply_time)
             rt.registry.register(self.multistate)
@@ -110,6 +119,9 @@ class Node:
             if VIRTUAL_APP in self.multistate.app_address:
                 self.virtual = Virtual(rt, self.multistate, self.payment, accept_virtual, hub)
                 rt.registry.register(self.virtual)
+            if MULTIHOP_APP in self.multistate.app_address:
+                self.multihop = Multihop(rt, self.multistate, forward)
+                rt.registry.register(self.multihop)
         for protocol in rt.registry.protocols:
             rt.faults.declare(protocol.crash_points)
         for opening in (self.payment, self.multistate):
@@ -214,6 +226,13 @@ class Node:
         end of; returns the new state once the peer countersigned and stored it (this node stores
         it in its next group commit, behind the answer; docs/protocol.md §9, "Updates")."""
         return await self.payment.pay(cid, amount)
+
+    async def invoice(self, amount: int, expiry: int, *, min_final: int = 0, description: str = "") -> Invoice:
+        """An invoice for `amount` wei until `expiry` (chain time), paid over multi-hop routes;
+        its preimage is stored with it (docs/protocol.md §13.1)."""
+        if self.multihop is None:
+            raise errors.WrongStage("this node runs no multi-hop payments (no MSContract or HashTimeLock app)")
+        return await self.multihop.invoice(amount, expiry, min_final=min_final, description=description)
 
     async def close(self, cid: bytes, timeout: float | None = None) -> tuple[int, int]:
         """Cooperative close: both sign a final state, which pays out at once (also during a

@@ -1,0 +1,146 @@
+"""HashTimeLocks as the multistate protocol meets them, for multi-hop payments: the hooks
+(perun.protocols.multistate.hooks) through which a lock that came with an onion is checked
+before it is countersigned, forwarded or claimed once it is signed by both, and claimed back
+once the next hop claims with the preimage. A lock without an onion is the node's
+accept_nanocontract policy's, as before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from perun import errors
+from perun.core import multihop as mh
+from perun.core import onion
+from perun.core.apps import hashtimelock as htlc
+from perun.core.msmachine import Kind, MSProposal, MSRecord
+from perun.core.multihop import HopRecord, Leg, Part
+from perun.core.multistate import NanocontractState
+from perun.core.route import Policy
+from perun.protocols.multistate.hooks import AppHooks
+from perun.wire import messages as m
+from perun.wire.transport import Connection
+
+if TYPE_CHECKING:
+    from perun.protocols.multihop.protocol import Multihop
+
+
+@dataclass(frozen=True)
+class Intake:
+    """A lock with an onion the peer proposed in a channel, checked, waiting to be signed by
+    both: what this node does then."""
+
+    nid: bytes
+    record: HopRecord
+
+
+class Locks(AppHooks):
+    def __init__(self, multihop: Multihop) -> None:
+        self.multihop = multihop
+        self._intake: dict[bytes, Intake] = {}  # by channel: the peer's creation in flight there
+
+    def claims(self, nc: NanocontractState) -> bool:
+        return nc.app == self.multihop.app_address
+
+    # ------------------------------------------------------------------ the peer's lock
+
+    def intercept(self, conn: Connection, ledger: MSRecord, msg: m.Message, proposal: MSProposal, now: int) -> bool:
+        """A creation of a lock that the peer sent an onion for (LockOnion, same channel and
+        version): peeled and checked as the payee's or an intermediary's; raises to refuse it."""
+        nc = proposal.nanocontract
+        if proposal.kind is not Kind.CREATE or nc is None or not self.claims(nc):
+            return False
+        packet = self.multihop.onion_for(ledger.channel_id, proposal.version)
+        self._intake.pop(ledger.channel_id, None)
+        if packet is None:
+            return False  # a plain lock: the multistate rules and accept_nanocontract decide
+        try:
+            self._intake[ledger.channel_id] = Intake(nc.nid, self._check(ledger, nc, packet, now))
+        except (errors.OnionError, errors.InvalidRoute, errors.InvalidInvoice) as exc:
+            raise errors.InvalidNanocontract(f"the lock's onion: {exc}") from exc
+        return False
+
+    def _check(self, ledger: MSRecord, nc: NanocontractState, packet: bytes, now: int) -> HopRecord:
+        lock = htlc.decode(nc.storage)
+        if lock.sender == int(ledger.role):
+            raise errors.InvalidNanocontract("an onion comes with a lock towards this node only")
+        amount_in = nc.blocked_bob if lock.sender else nc.blocked_alice
+        peeled = onion.peel(packet, self.multihop.ctx.key, lock.hashlock)
+        held = self.multihop.records.get(lock.hashlock)
+        delta_in, margin = ledger.params.delta, self.multihop.margin
+        incoming = Leg(ledger.channel_id, nc.nid, amount_in, lock.timeout)
+        if peeled.is_payee:
+            mh.check_payee(held, peeled.payload, amount_in, lock.timeout, delta_in, margin, now)
+            return replace(held, incoming=incoming)  # type: ignore[arg-type]
+        policy = self.multihop.policy
+        if policy is None:
+            raise errors.ChannelRefused("this node forwards no payments")
+        payload = peeled.payload
+        out = self.multihop.outgoing_channel(payload.next_hop, payload.amount)  # type: ignore[arg-type]
+        cash = out.state.cash_alice if int(out.role) == htlc.ALICE else out.state.cash_bob
+        mh.check_forwarding(held, Policy(policy.base_fee, policy.fee_ppm, out.params.delta, cash), delta_in,
+                            margin, amount_in, lock.timeout, payload)
+        return HopRecord(lock.hashlock, Part.FORWARDER, incoming,
+                         Leg(out.channel_id, b"", payload.amount, payload.timeout), payload.next_hop,
+                         peeled.next_packet or b"")
+
+    def consents(self, ledger: MSRecord, nc: NanocontractState) -> bool:
+        """A lock that blocks this node's cash is never part of a payment: the node's policy."""
+        return self.multihop.ms.accept_nanocontract(nc)
+
+    def adopted(self, ledger: MSRecord, nc: NanocontractState) -> None:
+        """A lock the peer proposed with an onion is signed by both: the payee claims it, an
+        intermediary locks towards the next hop; each once the record is stored."""
+        multihop = self.multihop
+        lock = htlc.decode(nc.storage)
+        if lock.sender == int(ledger.role):  # this node's own lock: its nid, in the same commit
+            rec = multihop.records.get(lock.hashlock)
+            out = rec.outgoing if rec is not None else None
+            if rec is not None and out is not None and out.channel == ledger.channel_id and not out.nid:
+                multihop.ctx.save([replace(rec, outgoing=replace(out, nid=nc.nid))])
+            return
+        intake = self._intake.get(ledger.channel_id)
+        if intake is None or intake.nid != nc.nid:
+            return
+        del self._intake[ledger.channel_id]
+        rec = intake.record
+        then = multihop.claim if rec.part is Part.PAYEE else multihop.forward
+        multihop.ctx.save([rec], then=lambda: multihop.ctx.spawn(then(rec.payment_hash)))
+
+    # ------------------------------------------------------------------ calls
+
+    def called(self, ledger: MSRecord, nc: NanocontractState, fun: int, z: bytes) -> None:
+        """A CLAIM is signed by both: of this node's outgoing lock, the preimage is learnt (an
+        intermediary claims its incoming lock with it); of its incoming lock, its part is done."""
+        if fun != htlc.CLAIM:
+            return
+        multihop = self.multihop
+        lock = htlc.decode(nc.storage)
+        rec = multihop.records.get(lock.hashlock)
+        if rec is None:
+            return
+        if lock.sender == int(ledger.role):
+            out = rec.outgoing
+            if out is None or (out.channel, out.nid) != (ledger.channel_id, nc.nid) or rec.preimage:
+                return
+            learnt = mh.learn(rec, z)
+            if rec.part is Part.PAYER:
+                multihop.ctx.save([replace(learnt, claimed=True)])
+            else:
+                multihop.ctx.save([learnt], then=lambda: multihop.ctx.spawn(multihop.claim(rec.payment_hash)))
+            return
+        inc = rec.incoming
+        if inc is not None and (inc.channel, inc.nid) == (ledger.channel_id, nc.nid) and not rec.claimed:
+            multihop.ctx.save([replace(rec, claimed=True)])
+
+    def preamble(self, ledger: MSRecord, proposal: MSProposal) -> list[m.Message]:
+        """The onion of this node's lock of a payment, before each send of its creation."""
+        nc = proposal.nanocontract
+        if proposal.kind is not Kind.CREATE or nc is None:
+            return []
+        rec = self.multihop.records.get(htlc.decode(nc.storage).hashlock)
+        out = rec.outgoing if rec is not None else None
+        if rec is None or out is None or out.channel != ledger.channel_id or not rec.onion or rec.preimage:
+            return []
+        return [m.LockOnion(ledger.channel_id, proposal.version, rec.onion)]

@@ -1,0 +1,215 @@
+"""Multi-hop payments (docs/protocol.md §13) in a node, built on multistate channels: each hop
+of a route is a HashTimeLock nanocontract in the multistate channel between two nodes, created
+by the multistate protocol's NanocontractCreate right after a LockOnion that carries the
+onion for it. The payer locks towards the first hop; each intermediary peels its layer, checks
+it against its policy, and once its incoming lock is signed by both locks towards the next hop
+with the peeled onion; the payee claims with the preimage of its invoice; each intermediary
+learns the preimage from the claim of its outgoing lock and claims its incoming one with it.
+
+    invoice = await dave.invoice(10**15, expiry=now + 3600)
+    preimage = await alice.multihop.pay_route(route, invoice, {carol.address: key_c, dave.address: key_d})
+
+The locks are nanocontracts of the multistate protocol, which asks this protocol about them
+through its hooks (perun.protocols.multihop.locks). Only the happy path exists: a hop that
+cannot forward refuses the lock (its sender gets it back at the timeout, on chain), and no
+failure travels back yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from perun import errors
+from perun.core import onion
+from perun.core.apps import hashtimelock as htlc
+from perun.core.channel import ETH, checksum
+from perun.core.machine import Stage
+from perun.core.msmachine import MSRecord
+from perun.core.multihop import HopRecord, Leg, Part
+from perun.core.onion import HopPayload
+from perun.core.route import DEFAULT_MARGIN, Invoice, Route
+from perun.protocols.multihop.locks import Locks
+from perun.protocols.multistate import Multistate
+from perun.runtime import Protocol, Runtime
+from perun.wire import messages as m
+from perun.wire.transport import Connection
+
+log = logging.getLogger("perun.node")
+
+APP = "HashTimeLock"
+
+
+@dataclass(frozen=True)
+class ForwardPolicy:
+    """What a node charges to forward a payment over any of its multistate channels:
+    `base_fee` + `fee_ppm` millionths of the amount forwarded (route.Policy's fee), and the timing
+    margin it wants between its incoming and outgoing locks' timeouts beyond Δ."""
+
+    base_fee: int = 0
+    fee_ppm: int = 0
+    margin: int = DEFAULT_MARGIN
+
+
+class Multihop(Protocol):
+    """The multi-hop payments of a node over its multistate channels. It forwards payments if it
+    has a `policy`; it pays and is paid in any case."""
+
+    kind = "multihop"
+    messages = (m.LockOnion,)
+    record_type = HopRecord
+    crash_points = ()
+
+    def __init__(self, ctx: Runtime, multistate: Multistate, policy: ForwardPolicy | None = None) -> None:
+        if APP not in multistate.app_address:
+            raise errors.InvalidParams(f"multi-hop payments need the {APP} app's address (Deployment.apps)")
+        self.ctx = ctx
+        self.ms = multistate
+        self.policy = policy
+        self.margin = policy.margin if policy is not None else DEFAULT_MARGIN
+        self.app_address = multistate.app_address[APP]
+        self.records: dict[bytes, HopRecord] = {}
+        self._onions: dict[bytes, tuple[int, bytes]] = {}  # by channel: the peer's last LockOnion there
+        self._claiming: set[bytes] = set()
+        for rec in ctx.store.hops():
+            self.put(rec)
+        multistate.add_hooks(Locks(self))
+
+    # ================================================================== the API
+
+    async def invoice(self, amount: int, expiry: int, *, min_final: int = 0, description: str = "",
+                      token: str = ETH) -> Invoice:
+        """A signed invoice for `amount`, payable until `expiry` (chain time); its preimage is
+        drawn at random and stored with it (durably, before this returns)."""
+        invoice, preimage = Invoice.create(self.ctx.key, None, amount, expiry, chain_id=self.ms.domain.chain_id,
+                                           token=token, min_final=min_final, description=description)
+        await self.ctx.save([HopRecord(invoice.payment_hash, Part.PAYEE, preimage=preimage,
+                                       invoice=invoice.to_bytes())])
+        return invoice
+
+    async def pay_route(self, route: Route, invoice: Invoice, public_keys: Mapping[str, bytes],
+                        timeout: float = 30.0) -> bytes:
+        """Pays `invoice` over `route` (this node its payer): builds the onion with each hop's
+        public key (the first hop's from its connection's handshake, the others' from
+        `public_keys` by address), locks the route's total towards the first hop, and returns
+        the preimage once the lock is claimed. PeerTimeout after `timeout` seconds (the lock
+        stays: it is claimed later, or reclaimed after its timeout)."""
+        now = await self.ctx.on_chain(self.ctx.chain.timestamp)
+        invoice.check_payable(now)
+        if checksum(route.payer) != self.ctx.address or route.payee != invoice.payee:
+            raise errors.InvalidRoute("the route is not from this node to the invoice's payee")
+        if route.amount < invoice.amount or invoice.token != ETH:
+            raise errors.InvalidRoute(f"the route delivers {route.amount}, the invoice asks {invoice.amount}")
+        if invoice.payment_hash in self.records:
+            raise errors.InvalidInvoice("this node takes part in a payment with this hash already")
+        first = route.hops[0]
+        rec = self.ms.channel(first.channel)
+        if rec.peer != first.node:
+            raise errors.InvalidRoute(f"channel 0x{first.channel.hex()} is not with {first.node}")
+        keys = [self._public_key(hop.node, public_keys, i == 0) for i, hop in enumerate(route.hops)]
+        payloads = [HopPayload(after.node, after.amount, after.timeout)
+                    for after in route.hops[1:]] + [HopPayload(None, route.amount, route.hops[-1].timeout,
+                                                               invoice.payment_secret)]
+        packet = onion.build(secrets.token_bytes(32), list(zip(keys, payloads)), invoice.payment_hash)
+        paying = HopRecord(invoice.payment_hash, Part.PAYER, outgoing=Leg(first.channel, b"", first.amount,
+                                                                          first.timeout), onion=packet)
+        await self.ctx.save([paying])
+        await self.ms.create(first.channel, APP, htlc.initial(int(rec.role), first.amount, invoice.payment_hash,
+                                                               first.timeout))
+        done = await self.ctx.wait_for(invoice.payment_hash, lambda r: bool(r.preimage), timeout)
+        return done.preimage
+
+    def _public_key(self, node: str, given: Mapping[str, bytes], first: bool) -> bytes:
+        if first:
+            conn = self.ctx.peers.connections.get(checksum(node))
+            if conn is not None and conn.public_key:
+                return conn.public_key
+        for address, key in given.items():
+            if checksum(address) == checksum(node):
+                return key
+        raise errors.InvalidRoute(f"no public key for hop {node}")
+
+    # ================================================================== forwarding and claiming
+
+    def outgoing_channel(self, peer: str, amount: int) -> MSRecord:
+        """An open multistate channel with `peer` in which this node's cash covers `amount`."""
+        for rec in self.ms.with_peer(checksum(peer)):
+            cash = rec.state.cash_alice if int(rec.role) == htlc.ALICE else rec.state.cash_bob
+            if rec.stage is Stage.OPEN and cash >= amount:
+                return rec
+        raise errors.RouteCapacityExceeded(f"no open channel with {peer} can lock {amount}")
+
+    async def forward(self, payment_hash: bytes) -> None:
+        """Locks towards the next hop, with the peeled onion (the incoming lock is signed by both)."""
+        rec = self.records[payment_hash]
+        out = rec.outgoing
+        assert out is not None
+        ledger = self.ms.channel(out.channel)
+        try:
+            await self.ms.create(out.channel, APP, htlc.initial(int(ledger.role), out.amount, payment_hash,
+                                                                 out.timeout))
+        except errors.PerunError as exc:
+            # Nothing is lost: the incoming lock returns to its sender at its timeout.
+            log.warning("%s: could not forward payment 0x%s: %s", self.ctx.name, payment_hash.hex()[:12], exc)
+
+    async def claim(self, payment_hash: bytes) -> None:
+        """Claims the incoming lock with the preimage, off chain; on chain if the peer does not
+        countersign (the watcher executes the CLAIM once the registration window has passed)."""
+        rec = self.records[payment_hash]
+        inc = rec.incoming
+        if inc is None or rec.claimed or payment_hash in self._claiming:
+            return
+        self._claiming.add(payment_hash)
+        try:
+            try:
+                await self.ms.call(inc.channel, inc.nid, htlc.CLAIM, rec.preimage)
+            except errors.PerunError as exc:
+                log.warning("%s: the claim of payment 0x%s goes on chain: %s", self.ctx.name,
+                            payment_hash.hex()[:12], exc)
+                await self.ms.enforce(inc.channel, inc.nid, htlc.CLAIM, rec.preimage)
+        finally:
+            self._claiming.discard(payment_hash)
+
+    # ================================================================== messages
+
+    async def receive(self, conn: Connection, msg: m.Message) -> None:
+        assert isinstance(msg, m.LockOnion)
+        self.ms.channel_with(conn, msg.channel_id)
+        self._onions[msg.channel_id] = (msg.version, msg.packet)
+
+    def onion_for(self, cid: bytes, version: int) -> bytes | None:
+        """The onion the peer sent for its creation at `version` in channel `cid`, if any."""
+        held = self._onions.pop(cid, None)
+        return held[1] if held is not None and held[0] == version else None
+
+    def connected(self, conn: Connection) -> None:
+        """A claim that a restart or a lost connection interrupted goes again."""
+        for rec in self.records.values():
+            inc = rec.incoming
+            if inc is None or not rec.preimage or rec.claimed:
+                continue
+            ledger = self.ms.records.get(inc.channel)
+            if ledger is not None and ledger.peer == conn.peer:
+                self.ctx.spawn(self.claim(rec.payment_hash))
+
+    # ================================================================== views
+
+    def version_of(self, rec: HopRecord) -> int:
+        return 0
+
+    def stage_of(self, rec: HopRecord) -> str:
+        return "settled" if rec.settled else "pending"
+
+    def describe(self, cid: bytes) -> dict[str, Any]:
+        rec = self.records.get(cid)
+        if rec is None:
+            raise errors.UnknownChannel(f"no multi-hop payment 0x{cid.hex()}")
+        def leg(x: Leg | None) -> dict[str, Any] | None:
+            return None if x is None else {"channel": "0x" + x.channel.hex(), "nid": "0x" + x.nid.hex(),
+                                           "amount": str(x.amount), "timeout": x.timeout}
+        return {"kind": self.kind, "payment_hash": "0x" + rec.payment_hash.hex(), "part": rec.part.value,
+                "incoming": leg(rec.incoming), "outgoing": leg(rec.outgoing), "next_hop": rec.next_hop,
+                "preimage_known": bool(rec.preimage), "settled": rec.settled}
