@@ -7,15 +7,23 @@ import {INanocontract} from "../interfaces/INanocontract.sol";
  * @title HashTimeLock
  * @notice A hash-time-locked conditional payment, the building block of Lightning's multi-hop
  * payments: the sender blocks `amount`; the receiver gets it with the preimage of `hashlock`
- * (SHA-256, as in Lightning) until `timeout`; after `timeout` the sender gets it back.
+ * (SHA-256, as in Lightning) until `timeout`; after `timeout` the sender gets it back. The
+ * receiver may also give it back at any time (a multi-hop payment that failed downstream frees
+ * its locks upstream at once, as Lightning's update_fail_htlc, instead of at their timeouts).
  *
  * @dev data = abi.encode(uint8 sender, bytes32 hashlock, uint64 timeout); the amount is what the
  * sender has blocked. Functions: CLAIM (z = the 32-byte preimage, by the receiver, at or before
- * `timeout`) and RECLAIM (z ignored, by the sender, after `timeout`).
+ * `timeout`), RECLAIM (z ignored, by the sender, after `timeout`) and CANCEL (z ignored, by the
+ * receiver, at any time, before or after `timeout`: everything goes back to the sender). Each
+ * releases everything blocked and so settles the lock; a settled lock refuses every function.
+ * Any caller other than the sender counts as the receiver, as MSContract passes only 0 or 1.
  */
 contract HashTimeLock is INanocontract {
     uint8 public constant CLAIM = 0;
     uint8 public constant RECLAIM = 1;
+    /// @notice The receiver gives up its claim: everything blocked goes back to the sender. No
+    /// time condition: after `timeout` the sender could RECLAIM anyway, and the outcome is the same.
+    uint8 public constant CANCEL = 2;
 
     error HashTimeLockUnknownFunction(uint8 fun);
     error HashTimeLockMalformed();
@@ -31,7 +39,7 @@ contract HashTimeLock is INanocontract {
         pure
         returns (AppState memory next)
     {
-        if (fun > RECLAIM) revert HashTimeLockUnknownFunction(fun);
+        if (fun > CANCEL) revert HashTimeLockUnknownFunction(fun);
         // Decoded by hand so that every malformed input gets this app's error, as in Python.
         if (s.data.length != 96) revert HashTimeLockMalformed();
         uint256 senderWord = uint256(bytes32(s.data[0:32]));
@@ -50,9 +58,13 @@ contract HashTimeLock is INanocontract {
             if (h != hashlock) revert HashTimeLockWrongPreimage(hashlock, h);
             if (ctx.time > timeout) revert HashTimeLockExpired(timeout);
             to = 1 - sender;
-        } else {
+        } else if (fun == RECLAIM) {
             if (ctx.caller != sender) revert HashTimeLockWrongCaller(ctx.caller);
             if (ctx.time <= timeout) revert HashTimeLockNotExpired(timeout);
+            to = sender;
+        } else {
+            // CANCEL: z is ignored, as by RECLAIM; the result does not depend on it.
+            if (ctx.caller == sender) revert HashTimeLockWrongCaller(ctx.caller);
             to = sender;
         }
         next = AppState(0, 0, s.releasedAlice, s.releasedBob, s.data);

@@ -460,7 +460,7 @@ def _app_error(family: type[AppRejected], name: str, doc: str) -> type[ContractR
 HashTimeLockUnknownFunction = _app_error(HashTimeLockError, "HashTimeLockUnknownFunction", "No such function.")
 HashTimeLockMalformed = _app_error(HashTimeLockError, "HashTimeLockMalformed", "The storage does not decode.")
 HashTimeLockWrongCaller = _app_error(
-    HashTimeLockError, "HashTimeLockWrongCaller", "Only the receiver claims; only the sender reclaims.")
+    HashTimeLockError, "HashTimeLockWrongCaller", "Only the receiver claims or cancels; only the sender reclaims.")
 HashTimeLockSettled = _app_error(
     HashTimeLockError, "HashTimeLockSettled", "Nothing (or not only the sender's amount) is blocked.")
 HashTimeLockWrongPreimage = _app_error(

@@ -128,7 +128,7 @@ wrong_length = st.sampled_from([0, 1, 31, 33, 64]).flatmap(lambda n: st.binary(m
 @st.composite
 def htlc_cases(draw: st.DrawFn) -> tuple[Context, int, bytes, AppState]:
     sender = draw(st.sampled_from([ALICE, BOB]))
-    fun = draw(funs)
+    fun = draw(rarely(st.sampled_from([htlc.CLAIM, htlc.RECLAIM, htlc.CANCEL]), st.integers(0, 255), one_in=10))
     preimage = draw(st.binary(min_size=32, max_size=32))
     hashlock = draw(rarely(st.just(htlc.hashlock_of(preimage)), st.binary(min_size=32, max_size=32), one_in=6))
     timeout = draw(rarely(st.integers(0, 2**40), st.sampled_from([0, U64])))
@@ -144,6 +144,7 @@ def htlc_cases(draw: st.DrawFn) -> tuple[Context, int, bytes, AppState]:
     state = AppState(*blocked, draw(released), draw(released), data)
     # The right preimage half the time; another one, or one of the wrong length, the rest.
     z = draw(st.one_of(st.just(preimage), st.one_of(st.binary(min_size=32, max_size=32), wrong_length)))
+    # RECLAIM is the sender's; CLAIM and CANCEL the receiver's.
     ctx = Context(draw(callers(sender if fun == htlc.RECLAIM else 1 - sender)), draw(around(timeout)), draw(words))
     return ctx, fun, z, state
 
@@ -153,6 +154,28 @@ def htlc_cases(draw: st.DrawFn) -> tuple[Context, int, bytes, AppState]:
 def test_hashtimelock_mirror_equals_the_contract(deployed: dict[str, Any],
                                                  case: tuple[Context, int, bytes, AppState]) -> None:
     check(deployed, "HashTimeLock", case)
+
+
+@pytest.mark.parametrize("sender", [ALICE, BOB])
+def test_hashtimelock_cancel_at_every_boundary(deployed: dict[str, Any], sender: int) -> None:
+    """CANCEL by either party (and any uint8), at times around the timeout, with any z, on a live,
+    a claimed and a cancelled lock: the same outcome on both sides, and the one the rules say."""
+    preimage, timeout, amount = b"\x07" * 32, 1_000, 10**18
+    live = htlc.initial(sender, amount, htlc.hashlock_of(preimage), timeout)
+    receiver = 1 - sender
+    claimed = htlc.HashTimeLock().transition(Context(receiver, timeout, 0), htlc.CLAIM, preimage, live)
+    cancelled = htlc.HashTimeLock().transition(Context(receiver, 0, 0), htlc.CANCEL, b"", live)
+    for state in (live, claimed, cancelled):
+        for caller in (sender, receiver, 7):
+            for time in (0, timeout - 1, timeout, timeout + 1, U256):
+                for z in (b"", preimage, b"\x01" * 33):
+                    outcome = agree(deployed, "HashTimeLock", (Context(caller, time, 0), htlc.CANCEL, z, state))
+                    if state is not live:
+                        assert outcome[:2] == ("error", "HashTimeLockSettled")
+                    elif caller == sender:
+                        assert outcome[:3] == ("error", "HashTimeLockWrongCaller", {"caller": caller})
+                    else:
+                        assert outcome == ("ok", live.release(sender, amount).as_abi())
 
 
 # --------------------------------------------------------------------------- TicTacToe

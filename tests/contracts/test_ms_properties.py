@@ -5,7 +5,7 @@ Each example plays on two open channels. Alice and Bob sign an honest history fo
 (nanocontracts funded, updated and absorbed, every state signed by both), and some of its
 nanocontracts may be registered from the start. Then, step by step, either party (and Mallory,
 who may not) registers nanocontract states, executes nanocontracts (random functions and
-arguments, and valid claims, reclaims, moves and timeouts on HashTimeLock and TicTacToe),
+arguments, and valid claims, reclaims, cancels, moves and timeouts on HashTimeLock and TicTacToe),
 closes and finalizes, and anyone submits a final state for a cooperative close, with states from
 the history or forged on the spot and signed by one party: conflicting states at the same version, stale ones, channel states whose totals do not
 match their fundings, that list nanocontracts nobody created or too many, with huge amounts or
@@ -143,7 +143,7 @@ def _word(data: bytes, i: int) -> int:
 def htlc(caller: int, time: int, since: int, fun: int, z: bytes, s: tuple) -> tuple[str, tuple | None]:
     """HashTimeLock.transition: (label, next state) or (error name, None)."""
     ba, bb, ra, rb, data = s
-    if fun > 1:
+    if fun > 2:
         return "HashTimeLockUnknownFunction", None
     if len(data) != 96:
         return "HashTimeLockMalformed", None
@@ -161,12 +161,16 @@ def htlc(caller: int, time: int, since: int, fun: int, z: bytes, s: tuple) -> tu
         if time > timeout:
             return "HashTimeLockExpired", None
         to, label = 1 - sender, "HashTimeLock claim"
-    else:
+    elif fun == 1:
         if caller != sender:
             return "HashTimeLockWrongCaller", None
         if time <= timeout:
             return "HashTimeLockNotExpired", None
         to, label = sender, "HashTimeLock reclaim"
+    else:  # CANCEL: by the receiver, at any time, z ignored
+        if caller == sender:
+            return "HashTimeLockWrongCaller", None
+        to, label = sender, "HashTimeLock cancel"
     return label, (0, 0, ra + (amount if to == 0 else 0), rb + (amount if to == 1 else 0), data)
 
 
@@ -737,7 +741,7 @@ class MultistateChannelMachine(RuleBasedStateMachine):
             event("registered a replacement" if nc is not None else "registered a nanocontract")
 
     @rule(c=CHAN, caller=st.sampled_from([ALICE, BOB, MALLORY, "entitled", "entitled"]), pick=PICK,
-          fun=st.sampled_from([0, 0, 1, 1, 2]), z=st.sampled_from(["valid", "valid", "valid", "random", "empty"]),
+          fun=st.sampled_from([0, 0, 1, 1, 2, 3]), z=st.sampled_from(["valid", "valid", "valid", "random", "empty"]),
           when=WHEN, offset=OFFSET)
     def execute(self, c: int, caller, pick: int, fun: int, z: str, when: str, offset: int) -> None:
         """Any party calls any function, with a valid, random or no argument."""
@@ -755,7 +759,7 @@ class MultistateChannelMachine(RuleBasedStateMachine):
         if caller == "entitled":  # the party whom the app lets call `fun`
             if app == self._app(HTLC) and len(data) == 96:
                 sender = _word(data, 0) % 2
-                caller = 1 - sender if fun == 0 else sender
+                caller = sender if fun == 1 else 1 - sender
             elif app == self._app(TTT) and len(data) >= 32:
                 turn = _word(data, 0) % 2
                 caller = turn if fun == 0 else 1 - turn
@@ -778,7 +782,8 @@ class MultistateChannelMachine(RuleBasedStateMachine):
     @rule(c=CHAN, pick=PICK, when=st.sampled_from(["window", "window", "now", "seconds", "deadline"]), offset=OFFSET)
     def execute_valid(self, c: int, pick: int, when: str, offset: int) -> None:
         """The party the app lets act does what it may: claims with the preimage until the
-        timeout, reclaims after it, moves (winning if it can), or claims the game on a timeout."""
+        timeout, reclaims after it, or cancels (the receiver, at any time); moves (winning if it
+        can), or claims the game on a timeout."""
         ch = self._chan(c)
         live = sorted(nid for nid, nc in ch.onchain.items() if nc.blocked_alice + nc.blocked_bob)
         if not live:
@@ -799,7 +804,9 @@ class MultistateChannelMachine(RuleBasedStateMachine):
                 caller, fun, arg = turn, 0, ttt_cell_for(data, pick // 2).to_bytes(32, "big")
         else:
             sender = _word(data, 0) % 2
-            if t <= _word(data, 2):
+            if pick % 5 == 0:
+                caller, fun, arg = 1 - sender, 2, b""
+            elif t <= _word(data, 2):
                 caller, fun, arg = 1 - sender, 0, self.preimages.get(data[32:64], b"")
             else:
                 caller, fun, arg = sender, 1, b""

@@ -203,10 +203,10 @@ def test_nanocontracts_through_the_control_socket(triangle) -> None:
     for params, refused in [
         ({**claim, "nid": nid[:-2]}, "nid must be 0x and 64 hex digits"),
         ({**claim, "fun": True}, "fun must be a function's name or number, got True"),
-        ({**claim, "fun": "steal"}, "fun must be one of HashTimeLock's functions (claim, reclaim) or a number 0..255, "
-                                    "got 'steal'"),
-        ({**claim, "fun": 256}, "fun must be one of HashTimeLock's functions (claim, reclaim) or a number 0..255, "
-                                "got 256"),
+        ({**claim, "fun": "steal"}, "fun must be one of HashTimeLock's functions (claim, reclaim, cancel) or a "
+                                    "number 0..255, got 'steal'"),
+        ({**claim, "fun": 256}, "fun must be one of HashTimeLock's functions (claim, reclaim, cancel) or a "
+                                "number 0..255, got 256"),
         ({**claim, "z": "0x0"}, "z must be 0x and an even number of hex digits, got '0x0'"),
     ]:
         with pytest.raises(control.BadRequest) as refusal:

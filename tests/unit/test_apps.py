@@ -18,7 +18,7 @@ from perun.core.apps import ALICE, APPS, BOB, AppState, Context, app_named, chec
 from perun.core.apps import hashtimelock as htlc
 from perun.core.apps import tictactoe as ttt
 from perun.core.apps import virtualchannel as vc
-from perun.core.apps.hashtimelock import CLAIM, RECLAIM, HashTimeLock
+from perun.core.apps.hashtimelock import CANCEL, CLAIM, RECLAIM, HashTimeLock
 from perun.core.apps.tictactoe import MOVE, TIMEOUT, Board, TicTacToe
 from perun.core.apps.virtualchannel import FINALIZE, SETTLE, SIDE_A, SIDE_B, VirtualChannel, VirtualState
 from perun.core.eip712 import address_of
@@ -49,7 +49,9 @@ def test_registry_names_every_app_by_its_contract() -> None:
     assert isinstance(app_named("HashTimeLock"), HashTimeLock)
     assert isinstance(app_named("TicTacToe"), TicTacToe)
     assert isinstance(app_named("VirtualChannel"), VirtualChannel)
-    assert HashTimeLock.functions == {"claim": CLAIM, "reclaim": RECLAIM} == {"claim": 0, "reclaim": 1}
+    assert HashTimeLock.functions == {"claim": CLAIM, "reclaim": RECLAIM, "cancel": CANCEL} \
+        == {"claim": 0, "reclaim": 1, "cancel": 2}
+    assert HashTimeLock.automatic == (RECLAIM,)  # never CANCEL: giving up a claim is the user's decision
     assert TicTacToe.functions == {"move": MOVE, "timeout": TIMEOUT} == {"move": 0, "timeout": 1}
     assert VirtualChannel.functions == {"settle": SETTLE, "finalize": FINALIZE} == {"settle": 0, "finalize": 1}
     assert VirtualChannel.automatic == (FINALIZE,)
@@ -133,8 +135,36 @@ def test_only_the_receiver_claims_and_only_the_sender_reclaims() -> None:
     rejects(lambda: run_htlc(BOB, RECLAIM, DEADLINE + 1), errors.HashTimeLockWrongCaller, caller=BOB)
 
 
+@pytest.mark.parametrize("time", [0, DEADLINE, DEADLINE + 1, U256])
+@pytest.mark.parametrize("z", [b"", PREIMAGE, b"anything"])
+def test_cancel_by_the_receiver_at_any_time_releases_to_the_sender(time: int, z: bytes) -> None:
+    # z is ignored, as by RECLAIM; after the timeout the outcome is RECLAIM's.
+    assert run_htlc(BOB, CANCEL, time, z) == AppState(0, 0, 3 + AMOUNT, 4, lock().data)
+    bobs = lock(BOB)
+    assert run_htlc(ALICE, CANCEL, time, z, bobs) == AppState(0, 0, 3, 4 + AMOUNT, bobs.data)
+    assert run_htlc(7, CANCEL, time, z) == AppState(0, 0, 3 + AMOUNT, 4, lock().data)  # any non-sender
+
+
+def test_the_sender_cannot_cancel() -> None:
+    rejects(lambda: run_htlc(ALICE, CANCEL, 0), errors.HashTimeLockWrongCaller, caller=ALICE)
+    rejects(lambda: run_htlc(BOB, CANCEL, DEADLINE + 1, b"", lock(BOB)), errors.HashTimeLockWrongCaller, caller=BOB)
+
+
+def test_a_settled_lock_cannot_be_cancelled() -> None:
+    claimed = run_htlc(BOB, CLAIM, 0, PREIMAGE)
+    rejects(lambda: run_htlc(BOB, CANCEL, 0, b"", claimed), errors.HashTimeLockSettled)
+    cancelled = run_htlc(BOB, CANCEL, 0)
+    rejects(lambda: run_htlc(BOB, CANCEL, 0, b"", cancelled), errors.HashTimeLockSettled)
+    rejects(lambda: run_htlc(BOB, CLAIM, 0, PREIMAGE, cancelled), errors.HashTimeLockSettled)
+
+
+def test_cancel_overflow_panics_like_the_contract() -> None:
+    panics(lambda: run_htlc(BOB, CANCEL, 0, b"", lock(released_alice=U256 - AMOUNT + 1)))
+    assert run_htlc(BOB, CANCEL, 0, b"", lock(released_alice=U256 - AMOUNT)).released_alice == U256
+
+
 def test_htlc_unknown_function() -> None:
-    rejects(lambda: run_htlc(BOB, 2, 0, PREIMAGE), errors.HashTimeLockUnknownFunction, fun=2)
+    rejects(lambda: run_htlc(BOB, 3, 0, PREIMAGE), errors.HashTimeLockUnknownFunction, fun=3)
     rejects(lambda: run_htlc(BOB, 255, 0, PREIMAGE, lock(data=b"")), errors.HashTimeLockUnknownFunction, fun=255)
 
 

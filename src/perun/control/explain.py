@@ -487,7 +487,7 @@ CONTRACT: dict[str, tuple[str, Sentence]] = {
     "HashTimeLockUnknownFunction": ("HTLC_UNKNOWN_FUNCTION", _says("HashTimeLock has no function {fun}")),
     "HashTimeLockMalformed": ("HTLC_MALFORMED", _says("the hash-time lock's storage does not decode")),
     "HashTimeLockWrongCaller": ("HTLC_WRONG_CALLER", _says(
-        "only the receiver claims a hash-time lock, and only the sender reclaims it")),
+        "only the receiver claims or cancels a hash-time lock, and only the sender reclaims it")),
     "HashTimeLockSettled": ("HTLC_SETTLED", _says("the hash-time lock is settled already: nothing to claim")),
     "HashTimeLockWrongPreimage": ("HTLC_WRONG_PREIMAGE", _says(
         "the preimage's SHA-256 is {hashOfPreimage}, not the lock's {hashlock}: give the right preimage")),

@@ -1,7 +1,8 @@
 """HashTimeLock's Python mirror (contracts/apps/HashTimeLock.sol).
 
 The sender blocks an amount; the receiver gets it with the SHA-256 preimage of the hashlock at or
-before the timeout, the sender gets it back after. `transition` makes the contract's checks in
+before the timeout, the sender gets it back after, or earlier if the receiver cancels (a multi-hop
+payment failed downstream: its locks are freed upstream at once, as Lightning's update_fail_htlc). `transition` makes the contract's checks in
 the contract's order and raises the same error with the same fields, so a node refuses off
 chain exactly what the chain would refuse.
 """
@@ -17,6 +18,7 @@ from perun.core.apps import ALICE, BOB, AppState, Context, checked_add, word
 
 CLAIM = 0
 RECLAIM = 1
+CANCEL = 2  # by the receiver, at any time: everything back to the sender; never automatic
 
 UINT64_MAX = 2**64 - 1
 DATA_LENGTH = 3 * 32  # abi.encode(uint8 sender, bytes32 hashlock, uint64 timeout)
@@ -69,10 +71,13 @@ def initial(sender: int, amount: int, hashlock: bytes, timeout: int) -> AppState
 
 
 class HashTimeLock:
-    """The App: CLAIM (z = the preimage, by the receiver) and RECLAIM (by the sender)."""
+    """The App: CLAIM (z = the preimage, by the receiver), RECLAIM (by the sender, after the
+    timeout) and CANCEL (by the receiver, at any time; z ignored, as by RECLAIM)."""
 
     name: ClassVar[str] = "HashTimeLock"
-    functions: ClassVar[dict[str, int]] = {"claim": CLAIM, "reclaim": RECLAIM}
+    functions: ClassVar[dict[str, int]] = {"claim": CLAIM, "reclaim": RECLAIM, "cancel": CANCEL}
+    # Only RECLAIM: a timeout's consequence. CANCEL gives up the receiver's claim, a decision a
+    # node must never take by itself (it would hand back a lock it could still claim).
     automatic: ClassVar[tuple[int, ...]] = (RECLAIM,)
 
     def at(self, chain_id: int, address: str) -> HashTimeLock:
@@ -89,7 +94,7 @@ class HashTimeLock:
             raise errors.InvalidNanocontract("a new lock blocks a positive amount of the sender's only")
 
     def transition(self, ctx: Context, fun: int, z: bytes, state: AppState) -> AppState:
-        if fun > RECLAIM:
+        if fun > CANCEL:
             raise errors.HashTimeLockUnknownFunction({"fun": fun})
         lock = decode(state.data)
         amount = state.blocked_alice if lock.sender == ALICE else state.blocked_bob
@@ -108,11 +113,15 @@ class HashTimeLock:
             if ctx.time > lock.timeout:
                 raise errors.HashTimeLockExpired({"timeout": lock.timeout})
             to = lock.receiver
-        else:
+        elif fun == RECLAIM:
             if ctx.caller != lock.sender:
                 raise errors.HashTimeLockWrongCaller({"caller": ctx.caller})
             if ctx.time <= lock.timeout:
                 raise errors.HashTimeLockNotExpired({"timeout": lock.timeout})
+            to = lock.sender
+        else:  # CANCEL: z ignored, no time condition
+            if ctx.caller == lock.sender:
+                raise errors.HashTimeLockWrongCaller({"caller": ctx.caller})
             to = lock.sender
 
         checked_add(state.released_alice if to == ALICE else state.released_bob, amount)  # may panic
