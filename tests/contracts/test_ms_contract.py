@@ -44,7 +44,7 @@ from tests.conftest import DELTA, MSWorld
 
 PREIMAGE = b"\x42" * 32
 HASHLOCK = hashlib.sha256(PREIMAGE).digest()
-CLAIM, RECLAIM = 0, 1  # HashTimeLock
+CLAIM, RECLAIM, CANCEL = 0, 1, 2  # HashTimeLock
 MOVE, TIMEOUT = 0, 1  # TicTacToe
 ALICE, BOB = 0, 1
 MOVE_TIMEOUT = 30
@@ -552,6 +552,60 @@ def test_a_reclaim_works_only_after_the_timeout(any_ms_world: MSWorld, offset: i
     assert (event.args["fun"], event.args["releasedAlice"], event.args["blockedAlice"]) == (RECLAIM, ETHER, 0)
     stored = w.contract.nanocontract(nano.channel_id, nano.nid)
     assert (stored.version, stored.since, stored.released_alice) == (1, timeout + 1, ETHER)
+
+
+@pytest.mark.parametrize("offset", [-1, 0, 1])
+def test_a_cancel_by_the_receiver_returns_the_lock_before_and_after_the_timeout(any_ms_world: MSWorld,
+                                                                                offset: int) -> None:
+    """CANCEL has no time condition: the receiver may give the lock back at any time, also after
+    the timeout (when the sender could RECLAIM it with the same outcome). z is ignored."""
+    w = any_ms_world
+    t = pending_time(w) + 5
+    timeout = t + 2 * DELTA
+    params, s1, nano = with_htlc(w, timeout=timeout, sender=BOB)
+    registered_at(w, params, nano, w.alice, t)
+    at(w, timeout + offset)
+    event = w.contract.execute(w.alice, params, nano.nid, CANCEL, b"ignored").event("NanocontractExecuted")
+    assert event.args == {
+        "channelId": nano.channel_id, "nid": nano.nid, "by": w.alice.address, "fun": CANCEL, "version": 1,
+        "blockedAlice": 0, "blockedBob": 0, "releasedAlice": 0, "releasedBob": ETHER, "data": nano.storage,
+    }
+    stored = w.contract.nanocontract(nano.channel_id, nano.nid)
+    assert (stored.version, stored.since, stored.blocked_bob, stored.released_bob) == (1, timeout + offset, 0, ETHER)
+    # Settled: the receiver can no longer claim it, nor cancel it twice.
+    for by, fun, z in ((w.alice, CLAIM, PREIMAGE), (w.alice, CANCEL, b"")):
+        with unchanged(w, params, nano.nid), pytest.raises(errors.MSContractTerminated):
+            w.contract.execute(by, params, nano.nid, fun, z)
+
+
+def test_the_sender_cannot_cancel(any_ms_world: MSWorld) -> None:
+    w = any_ms_world
+    params, s1, nano = with_htlc(w, timeout=2**40)
+    window_end = registered_at(w, params, nano, w.bob, pending_time(w))
+    at(w, window_end + 1)
+    with unchanged(w, params, nano.nid), pytest.raises(errors.HashTimeLockWrongCaller) as exc:
+        w.contract.execute(w.alice, params, nano.nid, CANCEL)
+    assert exc.value.fields == {"caller": ALICE}
+
+
+def test_a_claimed_lock_cannot_be_cancelled(any_ms_world: MSWorld) -> None:
+    """After a CLAIM the lock is settled: the app refuses CANCEL with HashTimeLockSettled (asked
+    directly), and MSContract refuses to execute the terminated nanocontract at all."""
+    w = any_ms_world
+    params, s1, nano = with_htlc(w, timeout=2**40)
+    window_end = registered_at(w, params, nano, w.bob, pending_time(w))
+    at(w, window_end + 1)
+    w.contract.execute(w.bob, params, nano.nid, CLAIM, PREIMAGE)
+    with unchanged(w, params, nano.nid), pytest.raises(errors.MSContractTerminated) as exc:
+        w.contract.execute(w.bob, params, nano.nid, CANCEL)
+    assert exc.value.fields == {"nid": nano.nid}
+    stored = w.contract.nanocontract(nano.channel_id, nano.nid)
+    claimed = (stored.blocked_alice, stored.blocked_bob, stored.released_alice, stored.released_bob, nano.storage)
+    assert claimed[:4] == (0, 0, 0, ETHER)
+    app = w.chain.contract("HashTimeLock", w.apps["HashTimeLock"])
+    with pytest.raises(Exception) as raw:
+        app.functions.transition((BOB, w.chain.timestamp(), 0), CANCEL, b"", claimed).call()
+    assert isinstance(reverts.translate(raw.value), errors.HashTimeLockSettled)
 
 
 def test_a_game_of_tic_tac_toe_played_on_chain_to_a_win(any_ms_world: MSWorld) -> None:
