@@ -7,6 +7,7 @@ accept_nanocontract policy's, as before.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,10 @@ from perun.wire import messages as m
 from perun.wire.transport import Connection
 
 if TYPE_CHECKING:
+    from perun.chain.channels import Event
     from perun.protocols.multihop.protocol import Multihop
+
+log = logging.getLogger("perun.node")
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,16 @@ class Intake:
 
     nid: bytes
     record: HopRecord
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A CLAIM of one of this node's locks executed on chain: of its outgoing lock, with the
+    `preimage` its calldata carries; of its incoming lock (`incoming`), its part is done."""
+
+    payment_hash: bytes
+    preimage: bytes = b""
+    incoming: bool = False
 
 
 class Locks(AppHooks):
@@ -144,3 +158,47 @@ class Locks(AppHooks):
         if rec is None or out is None or out.channel != ledger.channel_id or not rec.onion or rec.preimage:
             return []
         return [m.LockOnion(ledger.channel_id, proposal.version, rec.onion)]
+
+    # ------------------------------------------------------------------ the chain
+
+    async def read_chain(self, events: list[Event]) -> list[Seen]:
+        """The CLAIMs of this node's locks among MSContract's `events`: of an outgoing lock whose
+        preimage this node does not know, the preimage from the transaction's calldata (the
+        event does not carry it)."""
+        multihop = self.multihop
+        found = []
+        for event in events:
+            if event.name != "NanocontractExecuted" or event.args["fun"] != htlc.CLAIM:
+                continue
+            where = (event.args["channelId"], event.args["nid"])
+            for rec in list(multihop.records.values()):
+                inc, out = rec.incoming, rec.outgoing
+                if inc is not None and (inc.channel, inc.nid) == where and not rec.claimed:
+                    found.append(Seen(rec.payment_hash, incoming=True))
+                if out is None or (out.channel, out.nid) != where or rec.preimage:
+                    continue
+                call = await multihop.ctx.on_chain(multihop.ms.contract.executed_call, event.tx_hash)
+                if call is None or call[0] != out.nid or htlc.hashlock_of(call[2]) != rec.payment_hash:
+                    log.error("%s: the CLAIM of payment 0x%s on chain came from a contract: its preimage is not "
+                              "readable", multihop.ctx.name, rec.payment_hash.hex()[:12])
+                    continue
+                found.append(Seen(rec.payment_hash, preimage=call[2]))
+        return found
+
+    def apply_chain(self, read: list[Seen]) -> list[HopRecord]:
+        """The records with what `read_chain` found, from the records as they are now: the
+        preimage learnt (the payer's part is done with it), an incoming lock claimed. The
+        multihop protocol's duties claim an intermediary's incoming lock with the preimage."""
+        records = self.multihop.records
+        changed: dict[bytes, HopRecord] = {}
+        for seen in read:
+            rec = changed.get(seen.payment_hash) or records.get(seen.payment_hash)
+            if rec is None:
+                continue
+            if seen.preimage and not rec.preimage:
+                rec = mh.learn(rec, seen.preimage)
+                rec = replace(rec, claimed=True) if rec.part is Part.PAYER else rec
+            if seen.incoming:
+                rec = replace(rec, claimed=True)
+            changed[rec.payment_hash] = rec
+        return list(changed.values())

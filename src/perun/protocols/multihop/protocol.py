@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,7 @@ from perun.core.onion import HopPayload
 from perun.core.route import DEFAULT_MARGIN, Invoice, Route
 from perun.protocols.multihop.locks import Locks
 from perun.protocols.multistate import Multistate
-from perun.runtime import Protocol, Runtime
+from perun.runtime import Duty, Protocol, Runtime
 from perun.wire import messages as m
 from perun.wire.transport import Connection
 
@@ -155,23 +155,50 @@ class Multihop(Protocol):
             # Nothing is lost: the incoming lock returns to its sender at its timeout.
             log.warning("%s: could not forward payment 0x%s: %s", self.ctx.name, payment_hash.hex()[:12], exc)
 
-    async def claim(self, payment_hash: bytes) -> None:
-        """Claims the incoming lock with the preimage, off chain; on chain if the peer does not
-        countersign (the watcher executes the CLAIM once the registration window has passed)."""
+    async def claim(self, payment_hash: bytes, preimage: bytes = b"") -> None:
+        """Claims the incoming lock with the preimage (the record's, or `preimage`), off chain; on
+        chain if the peer does not countersign (the watcher executes the CLAIM once the
+        registration window has passed)."""
         rec = self.records[payment_hash]
         inc = rec.incoming
-        if inc is None or rec.claimed or payment_hash in self._claiming:
+        preimage = preimage or rec.preimage
+        if inc is None or not preimage or rec.claimed or payment_hash in self._claiming:
             return
         self._claiming.add(payment_hash)
         try:
             try:
-                await self.ms.call(inc.channel, inc.nid, htlc.CLAIM, rec.preimage)
+                await self.ms.call(inc.channel, inc.nid, htlc.CLAIM, preimage)
             except errors.PerunError as exc:
                 log.warning("%s: the claim of payment 0x%s goes on chain: %s", self.ctx.name,
                             payment_hash.hex()[:12], exc)
-                await self.ms.enforce(inc.channel, inc.nid, htlc.CLAIM, rec.preimage)
+                await self.ms.enforce(inc.channel, inc.nid, htlc.CLAIM, preimage)
         finally:
             self._claiming.discard(payment_hash)
+
+    def duties(self, now: int) -> Iterable[Duty]:
+        """An incoming lock whose preimage this node knows (learnt from the chain, say) and that
+        nobody claims yet, before its timeout: claimed (the duty starts `claim` and returns). A
+        lock that goes to the chain (an intent to execute it, or executed) is the multistate
+        protocol's. A preimage from unconfirmed blocks counts: it is valid whatever the chain
+        does next."""
+        for rec in self.records.values():
+            inc = rec.incoming
+            if inc is None or not rec.preimage or rec.claimed or rec.payment_hash in self._claiming \
+                    or now > inc.timeout:
+                continue
+            ledger = self.ms.records.get(inc.channel)
+            if ledger is None or any(i.nid == inc.nid for i in ledger.intents):
+                continue
+            on_chain = ledger.registered(inc.nid)
+            if on_chain is not None and on_chain.terminated:
+                continue
+            yield Duty("claim", inc.channel, self._claiming_task(rec.payment_hash, rec.preimage),
+                       deadline=inc.timeout)
+
+    def _claiming_task(self, payment_hash: bytes, preimage: bytes) -> Callable[[], Awaitable[None]]:
+        async def start() -> None:
+            self.ctx.spawn(self.claim(payment_hash, preimage))
+        return start
 
     # ================================================================== messages
 
