@@ -1,6 +1,7 @@
 """Multi-hop payments when a hop does not do its part at once (perun.protocols.multihop), in one
 process on the embedded chain: a forwarder learns the preimage from the next hop's CLAIM on chain
-and claims back with it."""
+and claims back with it; a forwarder killed between its incoming lock and its outgoing one
+forwards when it is back, if there is still time, else gives the payment up."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import asyncio
 import contextlib
 
 from perun.chain.backend import ETHER
+from perun.core import multihop as mh
 from perun.core.apps import hashtimelock as htlc
+from perun.core.route import DEFAULT_MARGIN, hop_delay
 from perun.wire import messages as m
 from tests.node.conftest import DELTA, run
-from tests.node.test_multihop import keys_of, line, route_over, worth
+from tests.node.test_multihop import FORWARD, keys_of, line, route_over, worth
 
 
 @contextlib.contextmanager
@@ -77,4 +80,78 @@ def test_a_forwarder_learns_the_preimage_from_a_claim_on_chain_and_claims_back_o
             assert worth(bob, ab) + bc_bob == 20 * ETHER + fee
             assert bc_carol + ETHER == 11 * ETHER
             assert carol.multihop.records[h].claimed  # the payee learnt its claim on chain too
+    run(scenario())
+
+
+async def killed_before_forwarding(net, route, invoice, nodes):
+    """Bob dies right after storing his incoming lock, before creating his outgoing one. Returns
+    Alice's payment task (still waiting for the preimage)."""
+    alice, bob, carol = nodes
+    died = asyncio.Event()
+
+    async def die(payment_hash: bytes) -> None:
+        bob.kill()
+        died.set()
+    bob.multihop.forward = die
+    paying = asyncio.create_task(alice.multihop.pay_route(route, invoice, keys_of(net, [carol]), timeout=50))
+    await died.wait()
+    return paying
+
+
+def test_a_forwarder_killed_before_its_outgoing_lock_forwards_when_it_is_back(net):
+    async def scenario():
+        async with line(net, ["alice", "bob", "carol"]) as (nodes, channels):
+            alice, _, carol = nodes
+            ab, bc = channels
+            invoice = await carol.invoice(ETHER, net.chain.timestamp() + 3600)
+            h = invoice.payment_hash
+            route = route_over(net, nodes, channels, ETHER)
+            (fee,) = route.fees
+            paying = await killed_before_forwarding(net, route, invoice, nodes)
+            async with net.running("bob", forward=FORWARD["bob"]) as (bob,):
+                assert mh.unforwarded(bob.multihop.records[h])
+                assert bob.multistate.info(bc).nanocontracts == ()
+                await bob.connect(alice.address, "127.0.0.1", alice.port)
+                await bob.connect(carol.address, "127.0.0.1", carol.port)  # the next hop: Bob forwards
+                preimage = await paying
+                assert htlc.hashlock_of(preimage) == h
+                for node in (bob, carol):
+                    await node.wait_for(h, lambda r: r.claimed)
+                assert worth(alice, ab) == 9 * ETHER - fee
+                assert worth(bob, ab) + worth(bob, bc) == 20 * ETHER + fee
+                assert worth(carol, bc) == 11 * ETHER
+                assert len(bob.multistate.info(bc).nanocontracts) == 1  # forwarded once
+    run(scenario())
+
+
+def test_a_forwarder_back_too_late_gives_the_payment_up_and_locks_nothing(net):
+    async def scenario():
+        async with line(net, ["alice", "bob", "carol"]) as (nodes, channels):
+            alice, _, carol = nodes
+            ab, bc = channels
+            invoice = await carol.invoice(ETHER, net.chain.timestamp() + 3600)
+            h = invoice.payment_hash
+            route = route_over(net, nodes, channels, ETHER)
+            (fee,) = route.fees
+            paying = await killed_before_forwarding(net, route, invoice, nodes)
+            try:
+                # One second too late: Carol would not have Δ + margin left to claim on chain.
+                out_timeout = route.hops[1].timeout
+                net.chain.set_next_block_timestamp(out_timeout - hop_delay(DELTA, DEFAULT_MARGIN) + 1)
+                net.chain.mine()
+                async with net.running("bob", forward=FORWARD["bob"]) as (bob,):
+                    await bob.connect(carol.address, "127.0.0.1", carol.port)
+                    rec = await bob.wait_for(h, lambda r: r.outgoing is None)
+                    assert rec.incoming is not None and not rec.preimage and not rec.claimed
+                    assert bob.store.hops()[0].outgoing is None  # durably: not tried again
+                    assert bob.multistate.info(bc).nanocontracts == carol.multistate.info(bc).nanocontracts == ()
+                    assert h not in carol.multihop.records or carol.multihop.records[h].incoming is None
+                    # Alice's lock stays blocked until its timeout: she reclaims it then.
+                    (nc,) = alice.multistate.info(ab).nanocontracts
+                    assert (nc.blocked, nc.released) == ((ETHER + fee, 0), (0, 0))
+                    assert not paying.done()
+            finally:
+                paying.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await paying
     run(scenario())

@@ -4,6 +4,7 @@ checks of a lock that came with an onion, and the records' round trip through th
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import pytest
 from eth_account import Account
@@ -69,14 +70,33 @@ def test_a_preimage_is_learnt_only_if_it_hashes_to_the_payment_hash():
         mh.learn(rec, b"\x00" * 32)
 
 
+def test_a_forwarder_resumes_only_an_unforwarded_payment_with_delta_and_margin_left():
+    out_timeout = NOW + 2000
+    rec = HopRecord(HASH, Part.FORWARDER, Leg(b"\x01" * 32, b"\x02" * 32, 1010, out_timeout + DELTA + MARGIN),
+                    Leg(b"\x03" * 32, b"", 1000, out_timeout), NEXT, b"\x01" * 930)
+    assert mh.unforwarded(rec)
+    # The next hop gets Δ + margin before the outgoing lock times out: to the second.
+    assert mh.still_forwardable(rec, DELTA, MARGIN, out_timeout - DELTA - MARGIN)
+    assert not mh.still_forwardable(rec, DELTA, MARGIN, out_timeout - DELTA - MARGIN + 1)
+    given_up = mh.give_up(rec)
+    assert given_up.outgoing is None and given_up.incoming == rec.incoming and not mh.unforwarded(given_up)
+    assert not mh.still_forwardable(given_up, DELTA, MARGIN, NOW)
+    # Forwarded (the outgoing lock has its nid), paid, or not signed by both yet: nothing to resume.
+    assert not mh.unforwarded(replace(rec, outgoing=replace(rec.outgoing, nid=b"\x04" * 32)))
+    assert not mh.unforwarded(replace(rec, preimage=PREIMAGE))
+    assert not mh.unforwarded(replace(rec, incoming=replace(rec.incoming, nid=b"")))
+    assert not mh.unforwarded(replace(rec, part=Part.PAYER, incoming=None))
+
+
 def test_records_round_trip_through_the_store(tmp_path):
     payee, _ = invoiced()
     forwarder = HopRecord(b"\x07" * 32, Part.FORWARDER, Leg(b"\x01" * 32, b"\x02" * 32, 2**128 - 1, 2**64 - 1),
                           Leg(b"\x03" * 32, b"", 5, 6), NEXT, b"\x01" * 930, claimed=True)
+    gave_up = mh.give_up(replace(forwarder, payment_hash=b"\x08" * 32, claimed=False))
     store = Store(tmp_path / "s.db", PAYEE.address, 1337, "0x" + "ab" * 20)
-    store.commit([payee, forwarder])
+    store.commit([payee, forwarder, gave_up])
     store.close()
     again = Store(tmp_path / "s.db", PAYEE.address, 1337, "0x" + "ab" * 20)
-    assert sorted(again.hops(), key=lambda r: r.payment_hash) == sorted([payee, forwarder],
+    assert sorted(again.hops(), key=lambda r: r.payment_hash) == sorted([payee, forwarder, gave_up],
                                                                         key=lambda r: r.payment_hash)
     assert again.hops()[0].channel_id in (payee.payment_hash, forwarder.payment_hash)

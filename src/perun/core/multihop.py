@@ -16,7 +16,7 @@ from enum import Enum
 
 from perun import errors
 from perun.core.onion import HopPayload
-from perun.core.route import Invoice, Policy, check_final, check_forward
+from perun.core.route import Invoice, Policy, check_final, check_forward, hop_delay
 
 
 class Part(Enum):
@@ -76,6 +76,29 @@ def learn(rec: HopRecord, preimage: bytes) -> HopRecord:
     if hashlib.sha256(preimage).digest() != rec.payment_hash:
         raise errors.InvalidNanocontract("the preimage does not hash to the payment hash")
     return replace(rec, preimage=preimage)
+
+
+def unforwarded(rec: HopRecord) -> bool:
+    """An intermediary's payment whose incoming lock is signed by both but whose outgoing lock
+    was never created (the node stopped in between), nor given up (`give_up`)."""
+    out = rec.outgoing
+    return (rec.part is Part.FORWARDER and rec.incoming is not None and bool(rec.incoming.nid)
+            and out is not None and not out.nid and not rec.preimage)
+
+
+def still_forwardable(rec: HopRecord, delta_out: int, margin: int, now: int) -> bool:
+    """Whether an intermediary may still create its outgoing lock at chain time `now`: the
+    next hop gets at least Δ_out + margin before the lock times out, as a payee requires of its
+    lock (check_final), and so the incoming lock, Δ_in + margin later still (check_forward),
+    leaves this node the time to claim it on chain once the preimage is out."""
+    out = rec.outgoing
+    return out is not None and out.timeout >= now + hop_delay(delta_out, margin)
+
+
+def give_up(rec: HopRecord) -> HopRecord:
+    """`rec` without its outgoing lock, which it will never create: the sender reclaims the
+    incoming lock after its timeout."""
+    return replace(rec, outgoing=None)
 
 
 def check_payee(rec: HopRecord | None, payload: HopPayload, amount_in: int, timeout_in: int, delta_in: int,

@@ -10,9 +10,11 @@ learns the preimage from the claim of its outgoing lock and claims its incoming 
     preimage = await alice.multihop.pay_route(route, invoice, {carol.address: key_c, dave.address: key_d})
 
 The locks are nanocontracts of the multistate protocol, which asks this protocol about them
-through its hooks (perun.protocols.multihop.locks). Only the happy path exists: a hop that
-cannot forward refuses the lock (its sender gets it back at the timeout, on chain), and no
-failure travels back yet.
+through its hooks (perun.protocols.multihop.locks). A hop that cannot forward refuses the lock
+(its sender gets it back at the timeout, on chain), and no failure travels back yet. An
+intermediary learns the preimage from the next hop's CLAIM on chain as well (its calldata) and
+claims back with it (`duties`); one stopped between its incoming lock and its outgoing one
+forwards when the next hop is connected again if there is still time, else gives it up (`resume`).
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from perun import errors
+from perun.core import multihop as mh
 from perun.core import onion
 from perun.core.apps import hashtimelock as htlc
 from perun.core.channel import ETH, checksum
 from perun.core.machine import Stage
-from perun.core.msmachine import MSRecord
+from perun.core.msmachine import Kind, MSRecord
 from perun.core.multihop import HopRecord, Leg, Part
 from perun.core.onion import HopPayload
 from perun.core.route import DEFAULT_MARGIN, Invoice, Route
@@ -74,6 +77,7 @@ class Multihop(Protocol):
         self.records: dict[bytes, HopRecord] = {}
         self._onions: dict[bytes, tuple[int, bytes]] = {}  # by channel: the peer's last LockOnion there
         self._claiming: set[bytes] = set()
+        self._forwarding: set[bytes] = set()
         for rec in ctx.store.hops():
             self.put(rec)
         multistate.add_hooks(Locks(self))
@@ -146,14 +150,52 @@ class Multihop(Protocol):
         """Locks towards the next hop, with the peeled onion (the incoming lock is signed by both)."""
         rec = self.records[payment_hash]
         out = rec.outgoing
-        assert out is not None
-        ledger = self.ms.channel(out.channel)
+        if out is None or out.nid or rec.preimage or payment_hash in self._forwarding:
+            return
+        self._forwarding.add(payment_hash)
         try:
+            ledger = self.ms.channel(out.channel)
             await self.ms.create(out.channel, APP, htlc.initial(int(ledger.role), out.amount, payment_hash,
                                                                  out.timeout))
         except errors.PerunError as exc:
             # Nothing is lost: the incoming lock returns to its sender at its timeout.
             log.warning("%s: could not forward payment 0x%s: %s", self.ctx.name, payment_hash.hex()[:12], exc)
+        finally:
+            self._forwarding.discard(payment_hash)
+
+    async def resume(self, payment_hash: bytes) -> None:
+        """Forwards a payment whose outgoing lock a stop kept from being created, if there is
+        still time for it (mh.still_forwardable); else gives it up for good (the sender reclaims
+        the incoming lock after its timeout)."""
+        rec = self.records[payment_hash]
+        if not mh.unforwarded(rec) or payment_hash in self._forwarding or self._creating(rec):
+            return
+        out = rec.outgoing
+        assert out is not None
+        now = await self.ctx.on_chain(self.ctx.chain.timestamp)
+        delta_out = self.ms.channel(out.channel).params.delta
+        if mh.still_forwardable(rec, delta_out, self.margin, now):
+            await self.forward(payment_hash)
+            return
+        rec = self.records[payment_hash]  # as it is now, after the await
+        if mh.unforwarded(rec) and payment_hash not in self._forwarding:
+            log.warning("%s: too late to forward payment 0x%s (its outgoing lock would time out at %s); giving it up",
+                        self.ctx.name, payment_hash.hex()[:12], out.timeout)
+            await self.ctx.save([mh.give_up(rec)])
+
+    def _creating(self, rec: HopRecord) -> bool:
+        """A creation of the outgoing lock is in flight (or expired, its fate untold) in the
+        outgoing channel: the multistate protocol sends it again itself."""
+        out = rec.outgoing
+        ledger = self.ms.records.get(out.channel) if out is not None else None
+        if ledger is None:
+            return False
+        for proposal in (*ledger.pending, *ledger.expired):
+            nc = proposal.nanocontract
+            if proposal.kind is Kind.CREATE and nc is not None and nc.app == self.app_address \
+                    and htlc.decode(nc.storage).hashlock == rec.payment_hash:
+                return True
+        return False
 
     async def claim(self, payment_hash: bytes, preimage: bytes = b"") -> None:
         """Claims the incoming lock with the preimage (the record's, or `preimage`), off chain; on
@@ -213,14 +255,18 @@ class Multihop(Protocol):
         return held[1] if held is not None and held[0] == version else None
 
     def connected(self, conn: Connection) -> None:
-        """A claim that a restart or a lost connection interrupted goes again."""
+        """A claim that a restart or a lost connection interrupted goes again; so does a forward
+        whose outgoing lock a stop kept from being created, towards the peer now connected."""
         for rec in self.records.values():
-            inc = rec.incoming
-            if inc is None or not rec.preimage or rec.claimed:
-                continue
-            ledger = self.ms.records.get(inc.channel)
-            if ledger is not None and ledger.peer == conn.peer:
-                self.ctx.spawn(self.claim(rec.payment_hash))
+            inc, out = rec.incoming, rec.outgoing
+            if inc is not None and rec.preimage and not rec.claimed:
+                ledger = self.ms.records.get(inc.channel)
+                if ledger is not None and ledger.peer == conn.peer:
+                    self.ctx.spawn(self.claim(rec.payment_hash))
+            if out is not None and mh.unforwarded(rec):
+                ledger = self.ms.records.get(out.channel)
+                if ledger is not None and ledger.peer == conn.peer:
+                    self.ctx.spawn(self.resume(rec.payment_hash))
 
     # ================================================================== views
 
