@@ -83,6 +83,39 @@ def test_a_forwarder_learns_the_preimage_from_a_claim_on_chain_and_claims_back_o
     run(scenario())
 
 
+def test_a_forwarder_offline_during_the_claim_on_chain_learns_the_preimage_when_back(net):
+    """Bob is offline when Carol CLAIMs on chain: back, he reads her transaction among the blocks
+    he missed, and claims from Alice once connected to her (off chain: there is time)."""
+    async def scenario():
+        async with line(net, ["alice", "bob", "carol"]) as (nodes, channels):
+            alice, bob, carol = nodes
+            ab, bc = channels
+            invoice = await carol.invoice(ETHER, net.chain.timestamp() + 3600)
+            h = invoice.payment_hash
+            route = route_over(net, nodes, channels, ETHER)
+            (fee,) = route.fees
+            carol.multistate.proposer.reply_time = 0.5
+            with dropped(bob, m.NanocontractCall):
+                paying = asyncio.create_task(alice.multihop.pay_route(route, invoice, keys_of(net, [carol]),
+                                                                      timeout=50))
+                nid = (await carol.wait_for(h, lambda r: r.incoming is not None)).incoming.nid
+                await carol.wait_for(bc, lambda r: r.registered(nid) is not None and r.intents != ())
+            await bob.stop()
+            net.chain.advance_time(DELTA + 1)
+            await carol.sync()
+            await carol.wait_for(bc, lambda r: r.registered(nid).terminated)
+            async with net.running("bob", forward=FORWARD["bob"]) as (bob,):
+                rec = await bob.wait_for(h, lambda r: bool(r.preimage))
+                assert not rec.claimed and nanocontract_events(net, ab) == []  # waits for Alice: time is left
+                await bob.connect(alice.address, "127.0.0.1", alice.port)
+                rec = await bob.wait_for(h, lambda r: r.claimed)
+                assert await paying == rec.preimage
+                assert nanocontract_events(net, ab) == []  # claimed off chain
+                assert worth(alice, ab) == 9 * ETHER - fee
+                assert worth(bob, ab) + bob.multistate.info(bc).my_cash == 20 * ETHER + fee
+    run(scenario())
+
+
 async def killed_before_forwarding(net, route, invoice, nodes):
     """Bob dies right after storing his incoming lock, before creating his outgoing one. Returns
     Alice's payment task (still waiting for the preimage)."""

@@ -34,7 +34,7 @@ from perun.core.machine import Stage
 from perun.core.msmachine import Kind, MSRecord
 from perun.core.multihop import HopRecord, Leg, Part
 from perun.core.onion import HopPayload
-from perun.core.route import DEFAULT_MARGIN, Invoice, Route
+from perun.core.route import DEFAULT_MARGIN, Invoice, Route, hop_delay
 from perun.protocols.multihop.locks import Locks
 from perun.protocols.multistate import Multistate
 from perun.runtime import Duty, Protocol, Runtime
@@ -219,10 +219,12 @@ class Multihop(Protocol):
 
     def duties(self, now: int) -> Iterable[Duty]:
         """An incoming lock whose preimage this node knows (learnt from the chain, say) and that
-        nobody claims yet, before its timeout: claimed (the duty starts `claim` and returns). A
-        lock that goes to the chain (an intent to execute it, or executed) is the multistate
-        protocol's. A preimage from unconfirmed blocks counts: it is valid whatever the chain
-        does next."""
+        nobody claims yet, before its timeout: claimed (the duty starts `claim` and returns). While
+        its sender is not connected, and the lock leaves more than Δ + margin, the claim waits
+        for the connection (`connected`), so as to go off chain; after that, it goes at once (on
+        chain, then). A lock that goes to the chain (an intent to execute it, or executed) is the
+        multistate protocol's. A preimage from unconfirmed blocks counts: it is valid whatever
+        the chain does next."""
         for rec in self.records.values():
             inc = rec.incoming
             if inc is None or not rec.preimage or rec.claimed or rec.payment_hash in self._claiming \
@@ -233,6 +235,9 @@ class Multihop(Protocol):
                 continue
             on_chain = ledger.registered(inc.nid)
             if on_chain is not None and on_chain.terminated:
+                continue
+            if ledger.peer not in self.ctx.peers.connections \
+                    and now < inc.timeout - hop_delay(ledger.params.delta, self.margin):
                 continue
             yield Duty("claim", inc.channel, self._claiming_task(rec.payment_hash, rec.preimage),
                        deadline=inc.timeout)
