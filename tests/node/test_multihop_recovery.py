@@ -116,6 +116,46 @@ def test_a_forwarder_offline_during_the_claim_on_chain_learns_the_preimage_when_
     run(scenario())
 
 
+def test_a_forwarder_back_late_claims_on_chain_at_once_and_the_payer_learns_the_preimage_there(net):
+    """As above, but Bob is back when his incoming lock leaves only Δ + margin: he does not wait
+    for Alice, he claims on chain; Alice, who never countersigned, reads the preimage there."""
+    async def scenario():
+        async with line(net, ["alice", "bob", "carol"]) as (nodes, channels):
+            alice, bob, carol = nodes
+            ab, bc = channels
+            invoice = await carol.invoice(ETHER, net.chain.timestamp() + 3600)
+            h = invoice.payment_hash
+            route = route_over(net, nodes, channels, ETHER)
+            (fee,) = route.fees
+            carol.multistate.proposer.reply_time = 0.5
+            with dropped(bob, m.NanocontractCall):
+                paying = asyncio.create_task(alice.multihop.pay_route(route, invoice, keys_of(net, [carol]),
+                                                                      timeout=50))
+                nid = (await carol.wait_for(h, lambda r: r.incoming is not None)).incoming.nid
+                await carol.wait_for(bc, lambda r: r.registered(nid) is not None and r.intents != ())
+            await bob.stop()
+            net.chain.advance_time(DELTA + 1)
+            await carol.sync()
+            await carol.wait_for(bc, lambda r: r.registered(nid).terminated)
+            net.chain.set_next_block_timestamp(route.hops[0].timeout - hop_delay(DELTA, DEFAULT_MARGIN))
+            net.chain.mine()
+            async with net.running("bob", forward=FORWARD["bob"]) as (bob,):
+                rec = await bob.wait_for(h, lambda r: bool(r.preimage))
+                pay = rec.incoming.nid
+                await bob.wait_for(ab, lambda r: r.registered(pay) is not None)  # not connected to Alice
+                net.chain.advance_time(DELTA + 1)
+                await bob.sync()
+                await bob.wait_for(ab, lambda r: r.registered(pay).terminated)
+                assert executed(net, ab) == [(htlc.CLAIM, bob.address, 0, ETHER + fee)]
+                assert (await bob.wait_for(h, lambda r: r.claimed)).preimage == rec.preimage
+                assert await paying == rec.preimage  # Alice read it from Bob's CLAIM
+                assert alice.multihop.records[h].claimed
+                assert alice.multistate.info(ab).my_cash == 10 * ETHER - ETHER - fee
+                assert bob.multistate.info(ab).my_cash + bob.multistate.info(bc).my_cash + ETHER + fee \
+                    == 20 * ETHER + fee
+    run(scenario())
+
+
 async def killed_before_forwarding(net, route, invoice, nodes):
     """Bob dies right after storing his incoming lock, before creating his outgoing one. Returns
     Alice's payment task (still waiting for the preimage)."""
