@@ -83,6 +83,27 @@ def test_a_forwarder_learns_the_preimage_from_a_claim_on_chain_and_claims_back_o
     run(scenario())
 
 
+async def carol_claims_on_chain_while_bob_is_away(net, nodes, channels):
+    """Alice pays Carol 1 ETH through Bob, who does not countersign Carol's CLAIM and then stops;
+    Carol CLAIMs on chain. Returns the payment hash, the route, Bob's fee and Alice's payment."""
+    alice, bob, carol = nodes
+    _, bc = channels
+    invoice = await carol.invoice(ETHER, net.chain.timestamp() + 3600)
+    h = invoice.payment_hash
+    route = route_over(net, nodes, channels, ETHER)
+    (fee,) = route.fees
+    carol.multistate.proposer.reply_time = 0.5
+    with dropped(bob, m.NanocontractCall):
+        paying = asyncio.create_task(alice.multihop.pay_route(route, invoice, keys_of(net, [carol]), timeout=50))
+        nid = (await carol.wait_for(h, lambda r: r.incoming is not None)).incoming.nid
+        await carol.wait_for(bc, lambda r: r.registered(nid) is not None and r.intents != ())
+    await bob.stop()
+    net.chain.advance_time(DELTA + 1)
+    await carol.sync()
+    await carol.wait_for(bc, lambda r: r.registered(nid).terminated)
+    return h, route, fee, paying
+
+
 def test_a_forwarder_offline_during_the_claim_on_chain_learns_the_preimage_when_back(net):
     """Bob is offline when Carol CLAIMs on chain: back, he reads her transaction among the blocks
     he missed, and claims from Alice once connected to her (off chain: there is time)."""
@@ -90,20 +111,7 @@ def test_a_forwarder_offline_during_the_claim_on_chain_learns_the_preimage_when_
         async with line(net, ["alice", "bob", "carol"]) as (nodes, channels):
             alice, bob, carol = nodes
             ab, bc = channels
-            invoice = await carol.invoice(ETHER, net.chain.timestamp() + 3600)
-            h = invoice.payment_hash
-            route = route_over(net, nodes, channels, ETHER)
-            (fee,) = route.fees
-            carol.multistate.proposer.reply_time = 0.5
-            with dropped(bob, m.NanocontractCall):
-                paying = asyncio.create_task(alice.multihop.pay_route(route, invoice, keys_of(net, [carol]),
-                                                                      timeout=50))
-                nid = (await carol.wait_for(h, lambda r: r.incoming is not None)).incoming.nid
-                await carol.wait_for(bc, lambda r: r.registered(nid) is not None and r.intents != ())
-            await bob.stop()
-            net.chain.advance_time(DELTA + 1)
-            await carol.sync()
-            await carol.wait_for(bc, lambda r: r.registered(nid).terminated)
+            h, route, fee, paying = await carol_claims_on_chain_while_bob_is_away(net, nodes, channels)
             async with net.running("bob", forward=FORWARD["bob"]) as (bob,):
                 rec = await bob.wait_for(h, lambda r: bool(r.preimage))
                 assert not rec.claimed and nanocontract_events(net, ab) == []  # waits for Alice: time is left
@@ -123,20 +131,7 @@ def test_a_forwarder_back_late_claims_on_chain_at_once_and_the_payer_learns_the_
         async with line(net, ["alice", "bob", "carol"]) as (nodes, channels):
             alice, bob, carol = nodes
             ab, bc = channels
-            invoice = await carol.invoice(ETHER, net.chain.timestamp() + 3600)
-            h = invoice.payment_hash
-            route = route_over(net, nodes, channels, ETHER)
-            (fee,) = route.fees
-            carol.multistate.proposer.reply_time = 0.5
-            with dropped(bob, m.NanocontractCall):
-                paying = asyncio.create_task(alice.multihop.pay_route(route, invoice, keys_of(net, [carol]),
-                                                                      timeout=50))
-                nid = (await carol.wait_for(h, lambda r: r.incoming is not None)).incoming.nid
-                await carol.wait_for(bc, lambda r: r.registered(nid) is not None and r.intents != ())
-            await bob.stop()
-            net.chain.advance_time(DELTA + 1)
-            await carol.sync()
-            await carol.wait_for(bc, lambda r: r.registered(nid).terminated)
+            h, route, fee, paying = await carol_claims_on_chain_while_bob_is_away(net, nodes, channels)
             net.chain.set_next_block_timestamp(route.hops[0].timeout - hop_delay(DELTA, DEFAULT_MARGIN))
             net.chain.mine()
             async with net.running("bob", forward=FORWARD["bob"]) as (bob,):
