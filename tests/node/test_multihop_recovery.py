@@ -151,10 +151,13 @@ def test_a_forwarder_back_late_claims_on_chain_at_once_and_the_payer_learns_the_
     run(scenario())
 
 
-async def killed_before_forwarding(net, route, invoice, nodes):
-    """Bob dies right after storing his incoming lock, before creating his outgoing one. Returns
-    Alice's payment task (still waiting for the preimage)."""
+async def killed_before_forwarding(net, nodes, channels):
+    """Alice pays Carol 1 ETH through Bob, who dies right after storing his incoming lock, before
+    creating his outgoing one. Returns the payment hash, the route, Bob's fee and Alice's payment
+    (still waiting for the preimage)."""
     alice, bob, carol = nodes
+    invoice = await carol.invoice(ETHER, net.chain.timestamp() + 3600)
+    route = route_over(net, nodes, channels, ETHER)
     died = asyncio.Event()
 
     async def die(payment_hash: bytes) -> None:
@@ -163,7 +166,7 @@ async def killed_before_forwarding(net, route, invoice, nodes):
     bob.multihop.forward = die
     paying = asyncio.create_task(alice.multihop.pay_route(route, invoice, keys_of(net, [carol]), timeout=50))
     await died.wait()
-    return paying
+    return invoice.payment_hash, route, route.fees[0], paying
 
 
 def test_a_forwarder_killed_before_its_outgoing_lock_forwards_when_it_is_back(net):
@@ -171,11 +174,7 @@ def test_a_forwarder_killed_before_its_outgoing_lock_forwards_when_it_is_back(ne
         async with line(net, ["alice", "bob", "carol"]) as (nodes, channels):
             alice, _, carol = nodes
             ab, bc = channels
-            invoice = await carol.invoice(ETHER, net.chain.timestamp() + 3600)
-            h = invoice.payment_hash
-            route = route_over(net, nodes, channels, ETHER)
-            (fee,) = route.fees
-            paying = await killed_before_forwarding(net, route, invoice, nodes)
+            h, route, fee, paying = await killed_before_forwarding(net, nodes, channels)
             async with net.running("bob", forward=FORWARD["bob"]) as (bob,):
                 assert mh.unforwarded(bob.multihop.records[h])
                 assert bob.multistate.info(bc).nanocontracts == ()
@@ -197,11 +196,7 @@ def test_a_forwarder_back_too_late_gives_the_payment_up_and_locks_nothing(net):
         async with line(net, ["alice", "bob", "carol"]) as (nodes, channels):
             alice, _, carol = nodes
             ab, bc = channels
-            invoice = await carol.invoice(ETHER, net.chain.timestamp() + 3600)
-            h = invoice.payment_hash
-            route = route_over(net, nodes, channels, ETHER)
-            (fee,) = route.fees
-            paying = await killed_before_forwarding(net, route, invoice, nodes)
+            h, route, fee, paying = await killed_before_forwarding(net, nodes, channels)
             try:
                 # One second too late: Carol would not have Δ + margin left to claim on chain.
                 out_timeout = route.hops[1].timeout

@@ -28,7 +28,6 @@ from perun.chain.channels import Event, Receipt
 from perun.chain.multistate import MSContract
 from perun.core import mstower
 from perun.core.apps.virtualchannel import decode_settle_arg
-from perun.core.channel import Phase
 from perun.core.monitoring import Monitoring
 from perun.core.mstower import Due, MSWatched
 from perun.protocols.tower import Watching
@@ -63,10 +62,6 @@ class MSTower(Watching):
         self.records: dict[bytes, MSWatched] = {rec.channel_id: rec for rec in ctx.store.ms_watched()}
         self.due_index = DueIndex(lambda: self.records, lambda cid, now: mstower.next_due(self.records[cid], now))
 
-    def put(self, rec: MSWatched) -> None:
-        self.records[rec.channel_id] = rec
-        self.due_index.changed(rec.channel_id)
-
     # ------------------------------------------------------------------ messages
 
     async def receive(self, conn: Connection, msg: m.Message) -> None:
@@ -74,11 +69,7 @@ class MSTower(Watching):
         if isinstance(msg, m.MonitorChannel):
             params = msg.params()
             cid = self.contract.channel_id(params)
-            if cid not in self.records:
-                # A channel not on chain would cost a row for nothing: the first state of each is checked there.
-                phase = (await self.ctx.on_chain(self.contract.channel, cid)).phase
-                if phase not in (Phase.OPEN, Phase.CLOSING):
-                    raise errors.UnknownChannel(f"channel 0x{cid.hex()} is not open on chain ({phase.name.lower()})")
+            await self._check_open(cid)
             # Read after the await: a message handled meanwhile counts.
             new = mstower.accept_channel(self.records.get(cid), self.domain, me, params, msg.state(cid),
                                          msg.signature, msg.reward, msg.authorisation)

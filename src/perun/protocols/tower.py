@@ -35,6 +35,19 @@ class Watching(Protocol):
 
     crash_prefix: ClassVar[str] = ""  # before a crash point's name: the kind's own points
 
+    def put(self, rec: Any) -> None:
+        self.records[rec.channel_id] = rec
+        self.due_index.changed(rec.channel_id)
+
+    async def _check_open(self, cid: bytes) -> None:
+        """A channel not on chain would cost a row for nothing: the first state of each is checked
+        there (UnknownChannel unless it is Open or Closing)."""
+        if cid in self.records:
+            return
+        phase = (await self.ctx.on_chain(self.contract.channel, cid)).phase
+        if phase not in (Phase.OPEN, Phase.CLOSING):
+            raise errors.UnknownChannel(f"channel 0x{cid.hex()} is not open on chain ({phase.name.lower()})")
+
     async def _submit(self, step: str, fn: Callable[..., Any], *args: Any) -> Receipt:
         """Sends `fn(*args)` between the crash points `<step>-due` (not sent) and `<step>-sent`
         (mined, not applied), then applies its events."""
@@ -98,10 +111,6 @@ class Tower(Watching):
         # A poll looks only at the channels with a duty due (nearly all are at rest: no close).
         self.due_index = DueIndex(lambda: self.records, lambda cid, now: tower.next_due(self.records[cid], now))
 
-    def put(self, rec: Watched) -> None:
-        self.records[rec.channel_id] = rec
-        self.due_index.changed(rec.channel_id)
-
     # ------------------------------------------------------------------ messages
 
     async def receive(self, conn: Connection, msg: m.Message) -> None:
@@ -109,11 +118,7 @@ class Tower(Watching):
             raise errors.MalformedMessage(f"{type(msg).__name__} is not expected here")
         params = msg.params()
         cid = self.contract.channel_id(params)
-        if cid not in self.records:
-            # A channel not on chain would cost a row for nothing: the first state of each is checked there.
-            phase = (await self.ctx.on_chain(self.contract.channel, cid)).phase
-            if phase not in (Phase.OPEN, Phase.CLOSING):
-                raise errors.UnknownChannel(f"channel 0x{cid.hex()} is not open on chain ({phase.name.lower()})")
+        await self._check_open(cid)
         # Read after the await: a Monitor handled meanwhile counts.
         new = tower.accept(self.records.get(cid), self.domain, self.ctx.address, params, msg.version,
                            msg.balance_alice, msg.balance_bob, msg.signature, msg.reward, msg.authorisation)
