@@ -4,7 +4,8 @@ embedded chain.
 
 `make bench` (python -m benchmarks.gas) prints the table, writes benchmarks/gas.json, the
 snapshot that tests/contracts/test_gas.py holds the contract to (within 2 %), and renders the
-README's gas tables from it (`readme_tables`; a test holds the README to the snapshot). Keys are
+README's gas tables from it (`readme_tables`, the on-chain paths of a multi-hop payment added up
+from MSContract's steps; a test holds the README to the snapshot). Keys are
 fixed, so signatures, calldata and so the figures are exactly reproducible.
 """
 
@@ -336,6 +337,36 @@ TOWER_ROWS = (  # (the tower's step, the party's own step it stands for)
      "ms: register (HashTimeLock)"),
 )
 
+# Multi-hop payments (docs/protocol.md §13) on chain: each path, its transactions as the README
+# names them with their steps, and for a figure per lock the route lengths to show it for (every
+# lock's receiver silent). A lock is a HashTimeLock, settled in an open channel.
+REGISTER = ("register", "register (HashTimeLock)")
+RECLAIM = ("execute `RECLAIM`", "execute HashTimeLock reclaim")
+MULTIHOP_ROWS = (
+    ("a hop not paid off chain claims its incoming lock with the preimage",
+     (REGISTER, ("execute `CLAIM`", "execute HashTimeLock claim")), ()),
+    ("a lock timed out, its receiver silent: the sender takes it back", (REGISTER, RECLAIM), ()),
+    ("a payee that never reveals: each lock into a silent receiver, after its timeout", (REGISTER, RECLAIM),
+     (2, 3, 5)),
+    ("a lock given up on chain by its receiver, the sender silent",
+     (REGISTER, ("execute `CANCEL`", "execute HashTimeLock cancel")), ()),
+    ("then closing the channel with the silent peer, over the settled lock",
+     (("close", "close (1 nanocontract)"), ("finalize", "finalize (1 nanocontract)")), ()),
+)
+
+
+def multihop_rows(ms: dict[str, int]) -> list[str]:
+    """The README's rows of MULTIHOP_ROWS, from MSContract's figures `ms`."""
+    rows = []
+    for label, steps, hops in MULTIHOP_ROWS:
+        total = sum(ms[step] for _, step in steps)
+        shown = f"**{total:,}**"
+        if hops:
+            shown += (f" per lock; every receiver of a {' / '.join(map(str, hops))}-hop route silent:"
+                      f" {' / '.join(f'{k * total:,}' for k in hops)}")
+        rows.append(f"| {label} | {' + '.join(f'{name} {ms[step]:,}' for name, step in steps)} | {shown} |")
+    return rows
+
 
 def readme_tables(figures: dict[str, int]) -> str:
     """The README's gas tables, rendered from `figures` (benchmarks/gas.json)."""
@@ -379,6 +410,12 @@ def readme_tables(figures: dict[str, int]) -> str:
         "| a tower's step | gas | the party's own | gas |", "|---|---:|---|---:|",
         *(f"| {label} | {figures[tower]:,} | {own.removeprefix(MS_PREFIX)} | {figures[own]:,} |"
           for label, tower, own in TOWER_ROWS),
+        "",
+        "Multi-hop payments on chain (docs/protocol.md §13): what a hop pays when a neighbour does not",
+        "answer, the lock settled in an open channel (the steps above, registered by either party):",
+        "",
+        "| path | transactions | gas |", "|---|---|---:|",
+        *multihop_rows(ms),
     ]
     return "\n".join(lines)
 
