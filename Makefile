@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export SOLCX_BINARY_PATH := $(CURDIR)/.solc
 SOLC_VERSION := $(shell sed -n 's/.*"solc": "\(.*\)".*/\1/p' package.json)
 
-.PHONY: demo test chaos test-hardhat hardhat bench bench-updates bench-scale bench-virtual bench-tower build devnet setup browser capture-tool clean
+.PHONY: demo test chaos test-hardhat hardhat bench bench-updates bench-scale bench-virtual bench-tower bench-multihop build devnet setup browser capture-tool clean
 
 demo: setup
 	$(VENV)/bin/perun demo
@@ -50,6 +50,9 @@ bench-virtual: setup
 
 bench-tower: setup
 	$(PY) -m benchmarks.tower
+
+bench-multihop: setup
+	$(PY) -m benchmarks.multihop
 
 build: setup
 	$(VENV)/bin/perun compile
