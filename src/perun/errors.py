@@ -181,6 +181,20 @@ class RouteTooLong(InvalidRoute):
     """A route has no hop, or more than MAX_HOPS."""
 
 
+class PaymentFailed(PerunError):
+    """A multi-hop payment failed and its lock went back to the payer (or was never created):
+    `hop` (address) is the hop of the route, `index` its position (0: the payer's peer), whose
+    failure came back, with its `code` (perun.core.multihop.FailureCode); None where the failure
+    names none (the lock timed out, or the failure was unreadable). `reason` says what happened,
+    `advice` what the payer can do."""
+
+    def __init__(self, reason: str, advice: str, hop: str | None = None, index: int | None = None,
+                 code: int | None = None) -> None:
+        self.reason, self.advice, self.hop, self.index, self.code = reason, advice, hop, index, code
+        where = f" at hop {index} ({hop})" if hop is not None else ""
+        super().__init__(f"the payment failed{where}: {reason}; {advice}")
+
+
 # --------------------------------------------------------------------------- wire
 
 

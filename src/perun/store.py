@@ -29,7 +29,7 @@ from perun.core.apps import virtualchannel as vc
 from perun.core.channel import Params, PaymentState
 from perun.core.eip712 import Domain
 from perun.core.machine import ChannelRecord, Proposal, Role, Stage
-from perun.core.multihop import HopRecord, Leg, Part
+from perun.core.multihop import HopRecord, Leg, Part, Release
 from perun.core.msmachine import Intent, Kind, MSProposal, MSRecord, OnChain, Signed
 from perun.core.multistate import ChannelState, FinalChannelState, Funding, NanocontractState
 from perun.core.mstower import ChainNano, HeldCall, HeldNano, MSWatched
@@ -38,7 +38,8 @@ from perun.core.virtual import Half, Position, Seen, VirtualRecord
 
 # 2: channel_deltas; 3: watched (a watchtower's channels); 4: ms_watched (its multistate channels);
 # 5: hops (multi-hop payments). An older store gains the new tables (CREATE TABLE IF NOT EXISTS)
-# and is then of this version.
+# and is then of this version. Fields added to a record's JSON later have defaults for the rows
+# written before them (a hop's failure and route, say): no new version.
 SCHEMA_VERSION = 5
 BUSY_TIMEOUT_MS = 10_000  # how long a write waits for the other connection's
 
@@ -657,13 +658,16 @@ def _ms_watched_from_json(text: str, cid: bytes) -> MSWatched:
 def _leg_json(leg: Leg | None) -> dict[str, Any] | None:
     if leg is None:
         return None
-    return {"channel": leg.channel.hex(), "nid": leg.nid.hex(), "amount": str(leg.amount), "timeout": leg.timeout}
+    return {"channel": leg.channel.hex(), "nid": leg.nid.hex(), "amount": str(leg.amount), "timeout": leg.timeout,
+            "released": leg.released.value if leg.released else None}
 
 
 def _leg_from(d: dict[str, Any] | None) -> Leg | None:
     if d is None:
         return None
-    return Leg(bytes.fromhex(d["channel"]), bytes.fromhex(d["nid"]), int(d["amount"]), d["timeout"])
+    released = d.get("released")
+    return Leg(bytes.fromhex(d["channel"]), bytes.fromhex(d["nid"]), int(d["amount"]), d["timeout"],
+               Release(released) if released else None)
 
 
 def _hop_to_json(rec: HopRecord) -> str:
@@ -671,6 +675,9 @@ def _hop_to_json(rec: HopRecord) -> str:
         "payment_hash": rec.payment_hash.hex(), "part": rec.part.value, "incoming": _leg_json(rec.incoming),
         "outgoing": _leg_json(rec.outgoing), "next_hop": rec.next_hop, "onion": rec.onion.hex(),
         "preimage": rec.preimage.hex(), "invoice": rec.invoice.hex(), "claimed": rec.claimed,
+        "shared_secret": rec.shared_secret.hex(), "session_key": rec.session_key.hex(),
+        "route_keys": [key.hex() for key in rec.route_keys], "route_nodes": list(rec.route_nodes),
+        "failure": rec.failure.hex(), "refusal": rec.refusal,
     })
 
 
@@ -678,7 +685,9 @@ def _hop_from_json(text: str) -> HopRecord:
     d = json.loads(text)
     return HopRecord(bytes.fromhex(d["payment_hash"]), Part(d["part"]), _leg_from(d["incoming"]),
                      _leg_from(d["outgoing"]), d["next_hop"], bytes.fromhex(d["onion"]), bytes.fromhex(d["preimage"]),
-                     bytes.fromhex(d["invoice"]), d["claimed"])
+                     bytes.fromhex(d["invoice"]), d["claimed"], bytes.fromhex(d.get("shared_secret", "")),
+                     bytes.fromhex(d.get("session_key", "")), tuple(bytes.fromhex(k) for k in d.get("route_keys", [])),
+                     tuple(d.get("route_nodes", [])), bytes.fromhex(d.get("failure", "")), d.get("refusal", ""))
 
 
 # Where each kind of record and state is written.

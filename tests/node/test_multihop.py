@@ -12,6 +12,7 @@ from perun import errors
 from perun.chain.backend import ETHER
 from perun.core.apps import hashtimelock as htlc
 from perun.core.machine import Stage
+from perun.core import multihop as mh
 from perun.core.multihop import Part
 from perun.core.onion import compressed_public_key
 from perun.core.route import DEFAULT_MARGIN, Direction, Policy, build_route
@@ -126,15 +127,21 @@ def test_a_node_without_a_forward_policy_refuses_the_lock_and_nothing_is_blocked
     run(scenario())
 
 
-def test_a_lock_whose_onion_ends_at_a_payee_without_that_invoice_is_refused(net):
+def test_a_lock_whose_onion_ends_at_a_payee_without_that_invoice_is_cancelled_with_its_failure(net):
+    """The payee takes the lock and cancels it at once with a failure of its own (§13.6), so that
+    the payer learns why from the payee itself; its lock is back at once."""
     async def scenario():
         async with line(net, ["alice", "bob"]) as (nodes, channels):
             alice, bob = nodes
             invoice = await bob.invoice(ETHER, net.chain.timestamp() + 3600)
             del bob.multihop.records[invoice.payment_hash]  # as if it never made it
             route = route_over(net, nodes, channels, ETHER)
-            with pytest.raises(errors.PeerRejected, match="no invoice of this node") as refused:
+            with pytest.raises(errors.PaymentFailed, match="knows no invoice") as failed:
                 await alice.multihop.pay_route(route, invoice, {})
-            assert refused.value.code == m.ErrorCode.INVALID_NANOCONTRACT
-            assert bob.multistate.info(channels[0]).nanocontracts == ()
+            assert (failed.value.hop, failed.value.index, failed.value.code) == (bob.address, 0,
+                                                                                mh.FailureCode.UNKNOWN_PAYMENT)
+            (nc,) = alice.multistate.info(channels[0]).nanocontracts
+            assert (nc.blocked, nc.released) == ((0, 0), (ETHER, 0))  # cancelled: all of it back to Alice
+            assert worth(alice, channels[0]) == 10 * ETHER
+            await bob.wait_for(invoice.payment_hash, lambda r: r.incoming.released is mh.Release.CANCELLED)
     run(scenario())

@@ -1,13 +1,16 @@
 """Multi-hop payments when a hop does not do its part at once (perun.protocols.multihop), in one
 process on the embedded chain: a forwarder learns the preimage from the next hop's CLAIM on chain
 and claims back with it; a forwarder killed between its incoming lock and its outgoing one
-forwards when it is back, if there is still time, else gives the payment up."""
+forwards when it is back, if there is still time, else gives the payment up and fails it back."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 
+import pytest
+
+from perun import errors
 from perun.chain.backend import ETHER
 from perun.core import multihop as mh
 from perun.core.apps import hashtimelock as htlc
@@ -191,30 +194,29 @@ def test_a_forwarder_killed_before_its_outgoing_lock_forwards_when_it_is_back(ne
     run(scenario())
 
 
-def test_a_forwarder_back_too_late_gives_the_payment_up_and_locks_nothing(net):
+def test_a_forwarder_back_too_late_gives_the_payment_up_and_fails_it_back(net):
     async def scenario():
         async with line(net, ["alice", "bob", "carol"]) as (nodes, channels):
             alice, _, carol = nodes
             ab, bc = channels
             h, route, fee, paying = await killed_before_forwarding(net, nodes, channels)
-            try:
-                # One second too late: Carol would not have Δ + margin left to claim on chain.
-                out_timeout = route.hops[1].timeout
-                net.chain.set_next_block_timestamp(out_timeout - hop_delay(DELTA, DEFAULT_MARGIN) + 1)
-                net.chain.mine()
-                async with net.running("bob", forward=FORWARD["bob"]) as (bob,):
-                    await bob.connect(carol.address, "127.0.0.1", carol.port)
-                    rec = await bob.wait_for(h, lambda r: r.outgoing is None)
-                    assert rec.incoming is not None and not rec.preimage and not rec.claimed
-                    assert bob.store.hops()[0].outgoing is None  # durably: not tried again
-                    assert bob.multistate.info(bc).nanocontracts == carol.multistate.info(bc).nanocontracts == ()
-                    assert h not in carol.multihop.records or carol.multihop.records[h].incoming is None
-                    # Alice's lock stays blocked until its timeout: she reclaims it then.
-                    (nc,) = alice.multistate.info(ab).nanocontracts
-                    assert (nc.blocked, nc.released) == ((ETHER + fee, 0), (0, 0))
-                    assert not paying.done()
-            finally:
-                paying.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+            # One second too late: Carol would not have Δ + margin left to claim on chain.
+            out_timeout = route.hops[1].timeout
+            net.chain.set_next_block_timestamp(out_timeout - hop_delay(DELTA, DEFAULT_MARGIN) + 1)
+            net.chain.mine()
+            async with net.running("bob", forward=FORWARD["bob"]) as (bob,):
+                await bob.connect(carol.address, "127.0.0.1", carol.port)
+                rec = await bob.wait_for(h, lambda r: r.outgoing is None)
+                assert rec.incoming is not None and not rec.preimage and not rec.claimed and rec.failure
+                assert bob.store.hops()[0].outgoing is None  # durably: not tried again
+                assert bob.multistate.info(bc).nanocontracts == carol.multistate.info(bc).nanocontracts == ()
+                assert h not in carol.multihop.records or carol.multihop.records[h].incoming is None
+                # Alice's lock stays blocked until Bob can tell her: then he cancels it with TOO_LATE.
+                (nc,) = alice.multistate.info(ab).nanocontracts
+                assert (nc.blocked, nc.released) == ((ETHER + fee, 0), (0, 0)) and not paying.done()
+                await bob.connect(alice.address, "127.0.0.1", alice.port)
+                with pytest.raises(errors.PaymentFailed, match="too late to forward") as failed:
                     await paying
+                assert (failed.value.hop, failed.value.code) == (bob.address, mh.FailureCode.TOO_LATE)
+                assert worth(alice, ab) == 10 * ETHER
     run(scenario())

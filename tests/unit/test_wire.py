@@ -8,7 +8,7 @@ from hypothesis import given, strategies as st
 from perun import errors
 from perun.core.channel import Params
 from perun.core.monitoring import MAX_REWARD
-from perun.core.onion import PACKET_SIZE
+from perun.core.onion import FAILURE_SIZE, PACKET_SIZE
 from perun.wire import messages as m
 
 CID = bytes(range(32))
@@ -52,6 +52,8 @@ SAMPLES = [
     m.MonitorNanoAck(CID, NID, True, 0),
     m.LockOnion(CID, 2**64 - 1, b"\x01\x02" + b"\xab" * (PACKET_SIZE - 2)),
     m.LockOnion(CID, 1, b"\x01\x03" + bytes(PACKET_SIZE - 2)),
+    m.LockFailure(CID, NID, bytes(range(256)) + b"\xff" * (FAILURE_SIZE - 256)),
+    m.LockFailure(CID, NID, bytes(FAILURE_SIZE)),
 ]
 
 
@@ -173,7 +175,7 @@ def test_a_monitor_names_a_reward_the_contract_can_store():
 
 
 def test_every_message_type_is_listed_once():
-    assert sorted(m.MESSAGES) == list(range(3, 26))  # 1 and 2 were version 2's handshake
+    assert sorted(m.MESSAGES) == list(range(3, 27))  # 1 and 2 were version 2's handshake
     assert {type(x) for x in SAMPLES} == set(m.MESSAGES.values())
 
 
@@ -249,3 +251,10 @@ def test_a_lock_onion_carries_one_whole_packet_of_version_1():
             m.decode_message(bytes(bad))
     with pytest.raises(ValueError, match="930 bytes"):
         m.LockOnion(CID, 3, b"\x01\x02").encode()
+
+
+def test_a_lock_failure_carries_one_whole_failure():
+    raw = m.LockFailure(CID, NID, bytes(FAILURE_SIZE)).encode()
+    assert len(raw) == 2 + 32 + 32 + FAILURE_SIZE  # any other length fails to decode (test_truncated_...)
+    with pytest.raises(ValueError, match="292 bytes"):
+        m.LockFailure(CID, NID, bytes(FAILURE_SIZE - 1)).encode()

@@ -20,7 +20,7 @@ from perun.core.channel import Params, PaymentState
 from perun.core.machine import SUMMARY_BUCKETS, SUMMARY_DIGEST
 from perun.core.monitoring import MAX_REWARD
 from perun.core.multistate import MAX_NANOCONTRACTS, ChannelState, Funding, NanocontractState
-from perun.core.onion import PACKET_SIZE
+from perun.core.onion import FAILURE_SIZE, PACKET_SIZE
 from perun.core.onion import VERSION as ONION_VERSION
 
 PROTOCOL_VERSION = 3
@@ -93,7 +93,7 @@ def code_of(exc: BaseException) -> ErrorCode:
 # --------------------------------------------------------------------------- field kinds
 
 _SIZES = {"u8": 1, "u16": 2, "u64": 8, "u256": 32, "b32": 32, "addr": 20, "sig": 65, "flag": 1,
-          "onion": PACKET_SIZE}
+          "onion": PACKET_SIZE, "failure": FAILURE_SIZE}
 # u16 length, then at most this many bytes; "fundings" are a channel state's Funding list
 _PREFIXED = {"text": MAX_REASON, "bytes": MAX_BYTES, "fundings": MAX_NANOCONTRACTS * FUNDING_SIZE}
 
@@ -113,9 +113,9 @@ def _enc(kind: str, value: Any) -> bytes:
         if len(value) > _PREFIXED[kind]:
             raise ValueError(f"{len(value)} bytes exceed the {_PREFIXED[kind]} a message carries")
         return len(value).to_bytes(2, "big") + bytes(value)
-    if kind == "onion" and len(value) != PACKET_SIZE:
-        raise ValueError(f"an onion has {PACKET_SIZE} bytes, not {len(value)}")
-    return bytes(value)  # b32, sig, onion
+    if kind in ("onion", "failure") and len(value) != _SIZES[kind]:
+        raise ValueError(f"an {kind} has {_SIZES[kind]} bytes, not {len(value)}")
+    return bytes(value)  # b32, sig, onion, failure
 
 
 def _dec(kind: str, raw: bytes) -> Any:
@@ -608,12 +608,27 @@ class LockOnion(Message):
             raise errors.MalformedMessage("LockOnion's ephemeral key is not a compressed public key")
 
 
+@dataclass(frozen=True)
+class LockFailure(Message):
+    """A failure (docs/protocol.md §13.6) for the payer of the HashTimeLock `nid` in channel
+    `channel_id`, which the sender of this message received and cancels right after it (the
+    NanocontractCall of CANCEL follows; sent again before each repetition of that call). The
+    receiver, the lock's sender, passes it on upstream once the CANCEL is signed by both. The
+    blob is opaque to all but the payer: decoding checks its size only."""
+
+    TYPE = 26
+    LAYOUT = ("b32", "b32", "failure")
+    channel_id: bytes
+    nid: bytes
+    failure: bytes
+
+
 MESSAGES: dict[int, type[Message]] = {
     cls.TYPE: cls for cls in (
         Error, ProposeChannel, AcceptChannel, Update, UpdateAck, Reestablish, StateSync,
         ProposeMultistate, NanocontractCreate, NanocontractCall, NanocontractAbsorb, NanocontractAck, VirtualClose,
         MultistateClose, ReestablishDone, ReestablishSummary, Monitor, MonitorAck, MonitorChannel,
-        MonitorNanocontract, MonitorCall, MonitorNanoAck, LockOnion,
+        MonitorNanocontract, MonitorCall, MonitorNanoAck, LockOnion, LockFailure,
     )
 }
 

@@ -10,11 +10,16 @@ learns the preimage from the claim of its outgoing lock and claims its incoming 
     preimage = await alice.multihop.pay_route(route, invoice, {carol.address: key_c, dave.address: key_d})
 
 The locks are nanocontracts of the multistate protocol, which asks this protocol about them
-through its hooks (perun.protocols.multihop.locks). A hop that cannot forward refuses the lock
-(its sender gets it back at the timeout, on chain), and no failure travels back yet. An
-intermediary learns the preimage from the next hop's CLAIM on chain as well (its calldata) and
-claims back with it (`duties`); one stopped between its incoming lock and its outgoing one
-forwards when the next hop is connected again if there is still time, else gives it up (`resume`).
+through its hooks (perun.protocols.multihop.locks). An intermediary learns the preimage from the
+next hop's CLAIM on chain as well (its calldata) and claims back with it (`duties`); one stopped
+between its incoming lock and its outgoing one forwards when the next hop is connected again if
+there is still time, else gives it up (`resume`).
+
+Failures travel back (docs/protocol.md §13.6): a hop that will not pay downstream (the next hop
+refused its lock, forwarding failed, it gave up, its outgoing lock was cancelled or reclaimed;
+the payee whose checks failed) CANCELs its incoming lock off chain right after a LockFailure
+(`fail_back`), and only then (mh.may_cancel); the hop upstream passes it on the same way, and
+the payer reads it: `pay_route` raises PaymentFailed.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from perun import errors
@@ -32,12 +37,13 @@ from perun.core.apps import hashtimelock as htlc
 from perun.core.channel import ETH, checksum
 from perun.core.machine import Stage
 from perun.core.msmachine import Kind, MSRecord
-from perun.core.multihop import HopRecord, Leg, Part
+from perun.core.multihop import FailureCode, HopDuty, HopRecord, Leg, Part
 from perun.core.onion import HopPayload
 from perun.core.route import DEFAULT_MARGIN, Invoice, Route, hop_delay
 from perun.protocols.multihop.locks import Locks
 from perun.protocols.multistate import Multistate
 from perun.runtime import Duty, Protocol, Runtime
+from perun.runtime.due import DueIndex
 from perun.wire import messages as m
 from perun.wire.transport import Connection
 
@@ -62,9 +68,11 @@ class Multihop(Protocol):
     has a `policy`; it pays and is paid in any case."""
 
     kind = "multihop"
-    messages = (m.LockOnion,)
+    messages = (m.LockOnion, m.LockFailure)
     record_type = HopRecord
-    crash_points = ()
+    # A hop stored a failure to send upstream (its outgoing lock released, refused or given up;
+    # the payee's checks failed), before it cancels its incoming lock with it.
+    crash_points = ("hop-failed",)
 
     def __init__(self, ctx: Runtime, multistate: Multistate, policy: ForwardPolicy | None = None) -> None:
         if APP not in multistate.app_address:
@@ -75,12 +83,20 @@ class Multihop(Protocol):
         self.margin = policy.margin if policy is not None else DEFAULT_MARGIN
         self.app_address = multistate.app_address[APP]
         self.records: dict[bytes, HopRecord] = {}
+        self.due_index = DueIndex(lambda: self.records, self._next_due)
         self._onions: dict[bytes, tuple[int, bytes]] = {}  # by channel: the peer's last LockOnion there
+        self._failures: dict[tuple[bytes, bytes], bytes] = {}  # by (channel, nid) of a lock sent: its LockFailure
+        # Payments (by hash) with a task under way: no second one starts.
         self._claiming: set[bytes] = set()
         self._forwarding: set[bytes] = set()
+        self._cancelling: set[bytes] = set()
         for rec in ctx.store.hops():
             self.put(rec)
         multistate.add_hooks(Locks(self))
+
+    def put(self, rec: HopRecord) -> None:
+        super().put(rec)
+        self.due_index.changed(rec.channel_id)
 
     # ================================================================== the API
 
@@ -99,15 +115,17 @@ class Multihop(Protocol):
         """Pays `invoice` over `route` (this node its payer): builds the onion with each hop's
         public key (the first hop's from its connection's handshake, the others' from
         `public_keys` by address), locks the route's total towards the first hop, and returns
-        the preimage once the lock is claimed. PeerTimeout after `timeout` seconds (the lock
-        stays: it is claimed later, or reclaimed after its timeout)."""
+        the preimage once the lock is claimed. PaymentFailed once the lock comes back (a hop's
+        failure, or its timeout) with the failing hop and why; PeerRejected if the first hop
+        refuses the lock. PeerTimeout after `timeout` seconds (the payment goes on: its record
+        tells how it ends). An invoice whose earlier payment failed may be paid again."""
         now = await self.ctx.on_chain(self.ctx.chain.timestamp)
         invoice.check_payable(now)
         if checksum(route.payer) != self.ctx.address or route.payee != invoice.payee:
             raise errors.InvalidRoute("the route is not from this node to the invoice's payee")
         if route.amount < invoice.amount or invoice.token != ETH:
             raise errors.InvalidRoute(f"the route delivers {route.amount}, the invoice asks {invoice.amount}")
-        if invoice.payment_hash in self.records:
+        if mh.retryable(self.records.get(invoice.payment_hash)) is not None:
             raise errors.InvalidInvoice("this node takes part in a payment with this hash already")
         first = route.hops[0]
         rec = self.ms.channel(first.channel)
@@ -117,14 +135,31 @@ class Multihop(Protocol):
         payloads = [HopPayload(after.node, after.amount, after.timeout)
                     for after in route.hops[1:]] + [HopPayload(None, route.amount, route.hops[-1].timeout,
                                                                invoice.payment_secret)]
-        packet = onion.build(secrets.token_bytes(32), list(zip(keys, payloads)), invoice.payment_hash)
+        session_key = secrets.token_bytes(32)
+        packet = onion.build(session_key, list(zip(keys, payloads)), invoice.payment_hash)
         paying = HopRecord(invoice.payment_hash, Part.PAYER, outgoing=Leg(first.channel, b"", first.amount,
-                                                                          first.timeout), onion=packet)
+                                                                          first.timeout), onion=packet,
+                           session_key=session_key, route_keys=tuple(keys),
+                           route_nodes=tuple(checksum(hop.node) for hop in route.hops))
         await self.ctx.save([paying])
-        await self.ms.create(first.channel, APP, htlc.initial(int(rec.role), first.amount, invoice.payment_hash,
-                                                               first.timeout))
-        done = await self.ctx.wait_for(invoice.payment_hash, lambda r: bool(r.preimage), timeout)
+        try:
+            await self.ms.create(first.channel, APP, htlc.initial(int(rec.role), first.amount, invoice.payment_hash,
+                                                                   first.timeout))
+        except errors.PerunError as exc:
+            self._not_created(invoice.payment_hash, exc)
+            raise
+        done = await self.ctx.wait_for(invoice.payment_hash, lambda r: bool(r.preimage) or mh.finished(r), timeout)
+        failed = mh.payment_failed(done)
+        if failed is not None:
+            raise failed
         return done.preimage
+
+    def _not_created(self, payment_hash: bytes, exc: errors.PerunError) -> None:
+        """The payer's lock was not created: unless a creation is in flight (its answer tells its
+        fate) or the refusal is recorded already (Locks.refused), the record says why."""
+        rec = self.records[payment_hash]
+        if rec.outgoing is not None and not rec.outgoing.nid and not self._creating(rec):
+            self.ctx.save([replace(rec, outgoing=None, refusal=str(exc))])
 
     def _public_key(self, node: str, given: Mapping[str, bytes], first: bool) -> bytes:
         if first:
@@ -147,10 +182,11 @@ class Multihop(Protocol):
         raise errors.RouteCapacityExceeded(f"no open channel with {peer} can lock {amount}")
 
     async def forward(self, payment_hash: bytes) -> None:
-        """Locks towards the next hop, with the peeled onion (the incoming lock is signed by both)."""
+        """Locks towards the next hop, with the peeled onion (the incoming lock is signed by both).
+        If that fails and no creation is in flight, the payment is given up and failed back."""
         rec = self.records[payment_hash]
         out = rec.outgoing
-        if out is None or out.nid or rec.preimage or payment_hash in self._forwarding:
+        if out is None or out.nid or rec.preimage or rec.failure or payment_hash in self._forwarding:
             return
         self._forwarding.add(payment_hash)
         try:
@@ -158,15 +194,29 @@ class Multihop(Protocol):
             await self.ms.create(out.channel, APP, htlc.initial(int(ledger.role), out.amount, payment_hash,
                                                                  out.timeout))
         except errors.PerunError as exc:
-            # Nothing is lost: the incoming lock returns to its sender at its timeout.
             log.warning("%s: could not forward payment 0x%s: %s", self.ctx.name, payment_hash.hex()[:12], exc)
+            self._not_forwarded(payment_hash, exc)
         finally:
             self._forwarding.discard(payment_hash)
 
+    def _not_forwarded(self, payment_hash: bytes, exc: errors.PerunError) -> None:
+        """The outgoing lock was not created, and will not be unless a creation is in flight (its
+        answer tells: Locks.refused, Locks.adopted): the payment is failed back."""
+        rec = self.records[payment_hash]
+        if not mh.unforwarded(rec) or self._creating(rec):
+            return
+        assert rec.next_hop is not None  # an intermediary's
+        if isinstance(exc, errors.PeerRejected):
+            code, data = FailureCode.NEXT_HOP_REFUSED, mh.refusal_data(int(exc.code), exc.reason)
+        elif isinstance(exc, errors.PeerUnavailable):
+            code, data = FailureCode.NEXT_HOP_UNREACHABLE, mh.address_data(rec.next_hop)
+        else:
+            code, data = FailureCode.NO_CAPACITY, mh.text_data(str(exc))
+        self.failing(mh.fail(mh.give_up(rec), code, data))
+
     async def resume(self, payment_hash: bytes) -> None:
         """Forwards a payment whose outgoing lock a stop kept from being created, if there is
-        still time for it (mh.still_forwardable); else gives it up for good (the sender reclaims
-        the incoming lock after its timeout)."""
+        still time for it (mh.still_forwardable); else gives it up for good and fails it back."""
         rec = self.records[payment_hash]
         if not mh.unforwarded(rec) or payment_hash in self._forwarding or self._creating(rec):
             return
@@ -177,11 +227,18 @@ class Multihop(Protocol):
         if mh.still_forwardable(rec, delta_out, self.margin, now):
             await self.forward(payment_hash)
             return
-        rec = self.records[payment_hash]  # as it is now, after the await
-        if mh.unforwarded(rec) and payment_hash not in self._forwarding:
-            log.warning("%s: too late to forward payment 0x%s (its outgoing lock would time out at %s); giving it up",
-                        self.ctx.name, payment_hash.hex()[:12], out.timeout)
-            await self.ctx.save([mh.give_up(rec)])
+        self._give_up(payment_hash, now)
+
+    def _give_up(self, payment_hash: bytes, now: int) -> None:
+        """An unforwarded payment whose outgoing lock would leave the next hop too little time at
+        chain time `now`: given up for good (stored), and failed back (TOO_LATE)."""
+        rec = self.records[payment_hash]  # as it is now, after any await
+        out = rec.outgoing
+        if out is None or not mh.unforwarded(rec) or payment_hash in self._forwarding or self._creating(rec):
+            return
+        log.warning("%s: too late to forward payment 0x%s (its outgoing lock would time out at %s); giving it up",
+                    self.ctx.name, payment_hash.hex()[:12], out.timeout)
+        self.failing(mh.fail(mh.give_up(rec), FailureCode.TOO_LATE, mh.times_data(out.timeout, now)))
 
     def _creating(self, rec: HopRecord) -> bool:
         """A creation of the outgoing lock is in flight (or expired, its fate untold) in the
@@ -200,11 +257,11 @@ class Multihop(Protocol):
     async def claim(self, payment_hash: bytes, preimage: bytes = b"") -> None:
         """Claims the incoming lock with the preimage (the record's, or `preimage`), off chain; on
         chain if the peer does not countersign (the watcher executes the CLAIM once the
-        registration window has passed)."""
+        registration window has passed). Never a lock this node fails."""
         rec = self.records[payment_hash]
         inc = rec.incoming
         preimage = preimage or rec.preimage
-        if inc is None or not preimage or rec.claimed or payment_hash in self._claiming:
+        if inc is None or not preimage or rec.claimed or rec.failure or payment_hash in self._claiming:
             return
         self._claiming.add(payment_hash)
         try:
@@ -217,42 +274,120 @@ class Multihop(Protocol):
         finally:
             self._claiming.discard(payment_hash)
 
+    # ================================================================== failing
+
+    def failing(self, rec: HopRecord) -> None:
+        """Stores `rec`, which has a failure to send upstream; once it is durable, cancels the
+        incoming lock with it (`fail_back`)."""
+        def then() -> None:
+            self.ctx.faults.point("hop-failed")
+            self.ctx.spawn(self.fail_back(rec.payment_hash))
+        self.ctx.save([rec], then=then)
+
+    async def fail_back(self, payment_hash: bytes) -> None:
+        """CANCELs the incoming lock off chain, the LockFailure right before the call
+        (Locks.preamble), if the safety rule allows it (mh.may_cancel) and its sender is
+        connected (else once it connects: `connected`, the watcher's duties). Never on chain:
+        a lock registered there goes back to its sender at its timeout."""
+        rec = self.records[payment_hash]
+        inc = rec.incoming
+        if inc is None or not mh.may_cancel(rec) or payment_hash in self._cancelling:
+            return
+        ledger = self.ms.records.get(inc.channel)
+        if ledger is None or ledger.peer not in self.ctx.peers.connections or ledger.registered(inc.nid) is not None \
+                or ledger.pending_on(inc.nid) is not None:
+            return
+        self._cancelling.add(payment_hash)
+        try:
+            await self.ms.call(inc.channel, inc.nid, htlc.CANCEL)
+        except errors.PerunError as exc:
+            log.warning("%s: the cancel of payment 0x%s upstream waits: %s", self.ctx.name,
+                        payment_hash.hex()[:12], exc)
+        finally:
+            self._cancelling.discard(payment_hash)
+
+    # ================================================================== the watcher
+
+    def _next_due(self, payment_hash: bytes, now: int) -> int | None:
+        rec = self.records[payment_hash]
+        return mh.next_due(rec, now, self._delta_out(rec), self.margin)
+
+    def _delta_out(self, rec: HopRecord) -> int:
+        out = rec.outgoing
+        ledger = self.ms.records.get(out.channel) if out is not None else None
+        return ledger.params.delta if ledger is not None else 0
+
     def duties(self, now: int) -> Iterable[Duty]:
-        """An incoming lock whose preimage this node knows (learnt from the chain, say) and that
-        nobody claims yet, before its timeout: claimed (the duty starts `claim` and returns). While
-        its sender is not connected, and the lock leaves more than Δ + margin, the claim waits
-        for the connection (`connected`), so as to go off chain; after that, it goes at once (on
-        chain, then). A lock that goes to the chain (an intent to execute it, or executed) is the
-        multistate protocol's. A preimage from unconfirmed blocks counts: it is valid whatever
-        the chain does next."""
-        for rec in self.records.values():
-            inc = rec.incoming
-            if inc is None or not rec.preimage or rec.claimed or rec.payment_hash in self._claiming \
-                    or now > inc.timeout:
-                continue
+        """What the payments due at chain time `now` (mh.duties, through the due index) need: a
+        claim, a forward given up, a failure sent back. Each starts its task and
+        returns (nothing waits on the follower's loop). A lock this node intends to execute on
+        chain, or executed there, is the multistate protocol's."""
+        for payment_hash in self.due_index.due(now):
+            rec = self.records[payment_hash]
+            for due in mh.duties(rec, now, self._delta_out(rec), self.margin):
+                duty = self._duty(rec, due, now)
+                if duty is not None:
+                    yield duty
+
+    def _duty(self, rec: HopRecord, due: HopDuty, now: int) -> Duty | None:
+        h, inc, out = rec.payment_hash, rec.incoming, rec.outgoing
+        if due is HopDuty.CLAIM:
+            assert inc is not None
+            # While its sender is not connected and the lock leaves more than Δ + margin, the
+            # claim waits for the connection (`connected`), so as to go off chain. A preimage
+            # from unconfirmed blocks counts: it is valid whatever the chain does next.
             ledger = self.ms.records.get(inc.channel)
-            if ledger is None or any(i.nid == inc.nid for i in ledger.intents):
-                continue
-            on_chain = ledger.registered(inc.nid)
-            if on_chain is not None and on_chain.terminated:
-                continue
+            if h in self._claiming or ledger is None or self._on_chain(ledger, inc.nid):
+                return None
             if ledger.peer not in self.ctx.peers.connections \
                     and now < inc.timeout - hop_delay(ledger.params.delta, self.margin):
-                continue
-            yield Duty("claim", inc.channel, self._claiming_task(rec.payment_hash, rec.preimage),
-                       deadline=inc.timeout)
+                return None
+            return Duty(due.value, inc.channel, self._starting(self.claim, h, rec.preimage), deadline=inc.timeout)
+        if due is HopDuty.GIVE_UP:
+            assert out is not None
+            if h in self._forwarding or self._creating(rec):
+                return None
+            async def give_up() -> None:
+                self._give_up(h, now)
+            return Duty(due.value, out.channel, give_up)
+        assert inc is not None
+        ledger = self.ms.records.get(inc.channel)
+        if h in self._cancelling or ledger is None or ledger.peer not in self.ctx.peers.connections:
+            return None
+        return Duty(due.value, inc.channel, self._starting(self.fail_back, h))
 
-    def _claiming_task(self, payment_hash: bytes, preimage: bytes) -> Callable[[], Awaitable[None]]:
+    @staticmethod
+    def _on_chain(ledger: MSRecord, nid: bytes) -> bool:
+        """Lock `nid` is the chain's now: this node intends to execute it there, or it was
+        executed there. (Registered by the peer, it is claimed on chain, with an intent, by
+        `claim`.)"""
+        if any(i.nid == nid for i in ledger.intents):
+            return True
+        on_chain = ledger.registered(nid)
+        return on_chain is not None and on_chain.terminated
+
+    def _starting(self, task: Callable[..., Awaitable[None]], *args: Any) -> Callable[[], Awaitable[None]]:
         async def start() -> None:
-            self.ctx.spawn(self.claim(payment_hash, preimage))
+            self.ctx.spawn(task(*args))
         return start
 
     # ================================================================== messages
 
     async def receive(self, conn: Connection, msg: m.Message) -> None:
-        assert isinstance(msg, m.LockOnion)
-        self.ms.channel_with(conn, msg.channel_id)
-        self._onions[msg.channel_id] = (msg.version, msg.packet)
+        if isinstance(msg, m.LockOnion):
+            self.ms.channel_with(conn, msg.channel_id)
+            self._onions[msg.channel_id] = (msg.version, msg.packet)
+            return
+        assert isinstance(msg, m.LockFailure)
+        ledger = self.ms.channel_with(conn, msg.channel_id)
+        nc = ledger.nanocontract(msg.nid).state
+        if nc.app != self.app_address or htlc.decode(nc.storage).sender != int(ledger.role):
+            raise errors.InvalidNanocontract("a LockFailure comes with a HashTimeLock this node sent only")
+        self._failures[(msg.channel_id, msg.nid)] = msg.failure
+
+    def failure_for(self, cid: bytes, nid: bytes) -> bytes:
+        """The failure the peer sent for this node's lock `nid` in channel `cid` (b"" if none)."""
+        return self._failures.pop((cid, nid), b"")
 
     def onion_for(self, cid: bytes, version: int) -> bytes | None:
         """The onion the peer sent for its creation at `version` in channel `cid`, if any."""
@@ -260,14 +395,15 @@ class Multihop(Protocol):
         return held[1] if held is not None and held[0] == version else None
 
     def connected(self, conn: Connection) -> None:
-        """A claim that a restart or a lost connection interrupted goes again; so does a forward
-        whose outgoing lock a stop kept from being created, towards the peer now connected."""
+        """A claim or a failure sent back that a restart or a lost connection interrupted goes
+        again; so does a forward whose outgoing lock a stop kept from being created, towards the
+        peer now connected."""
         for rec in self.records.values():
             inc, out = rec.incoming, rec.outgoing
-            if inc is not None and rec.preimage and not rec.claimed:
+            if inc is not None and ((rec.preimage and not rec.claimed and not rec.failure) or mh.may_cancel(rec)):
                 ledger = self.ms.records.get(inc.channel)
                 if ledger is not None and ledger.peer == conn.peer:
-                    self.ctx.spawn(self.claim(rec.payment_hash))
+                    self.ctx.spawn(self.fail_back(rec.payment_hash) if rec.failure else self.claim(rec.payment_hash))
             if out is not None and mh.unforwarded(rec):
                 ledger = self.ms.records.get(out.channel)
                 if ledger is not None and ledger.peer == conn.peer:
@@ -279,7 +415,7 @@ class Multihop(Protocol):
         return 0
 
     def stage_of(self, rec: HopRecord) -> str:
-        return "settled" if rec.settled else "pending"
+        return mh.outcome(rec)
 
     def describe(self, cid: bytes) -> dict[str, Any]:
         rec = self.records.get(cid)
@@ -287,7 +423,13 @@ class Multihop(Protocol):
             raise errors.UnknownChannel(f"no multi-hop payment 0x{cid.hex()}")
         def leg(x: Leg | None) -> dict[str, Any] | None:
             return None if x is None else {"channel": "0x" + x.channel.hex(), "nid": "0x" + x.nid.hex(),
-                                           "amount": str(x.amount), "timeout": x.timeout}
-        return {"kind": self.kind, "payment_hash": "0x" + rec.payment_hash.hex(), "part": rec.part.value,
-                "incoming": leg(rec.incoming), "outgoing": leg(rec.outgoing), "next_hop": rec.next_hop,
-                "preimage_known": bool(rec.preimage), "settled": rec.settled}
+                                           "amount": str(x.amount), "timeout": x.timeout,
+                                           "released": x.released.value if x.released else None}
+        shown = {"kind": self.kind, "payment_hash": "0x" + rec.payment_hash.hex(), "part": rec.part.value,
+                 "incoming": leg(rec.incoming), "outgoing": leg(rec.outgoing), "next_hop": rec.next_hop,
+                 "preimage_known": bool(rec.preimage), "settled": rec.settled, "outcome": mh.outcome(rec)}
+        failed = mh.payment_failed(rec)
+        if failed is not None:
+            shown["failure"] = {"hop": failed.hop, "index": failed.index, "code": failed.code,
+                                "reason": failed.reason, "advice": failed.advice}
+        return shown
