@@ -282,15 +282,16 @@ def test_only_a_failed_attempt_with_nothing_live_makes_room_for_another():
     assert mh.retryable(replace(payer, preimage=PREIMAGE, outgoing=None)) is not None  # paid: never again
 
 
-# --------------------------------------------------------------------------- deadlines
+# --------------------------------------------------------------------------- deadlines (§13.7)
 
 
 @pytest.mark.parametrize("offset", [-1, 0, 1], ids=["T-1", "T", "T+1"])
-def test_a_lock_is_claimed_until_its_timeout_and_a_forward_given_up_once_too_late(offset):
+def test_each_lock_is_claimed_until_its_timeout_and_reclaimed_after(offset):
     _, (bob, carol, _) = _route()
     knows = replace(bob, preimage=PREIMAGE)  # Bob learnt it: he claims his incoming lock by its timeout
     t_in, t_out = bob.incoming.timeout, bob.outgoing.timeout
     assert mh.duties(knows, t_in + offset, DELTA, MARGIN) == (() if offset > 0 else (HopDuty.CLAIM,))
+    assert mh.duties(bob, t_out + offset, DELTA, MARGIN) == ((HopDuty.RECLAIM,) if offset > 0 else ())
     assert mh.duties(replace(bob, preimage=PREIMAGE, claimed=True), t_out + offset, DELTA, MARGIN) == ()
     released = mh.outgoing_released(bob, Release.RECLAIMED)
     assert mh.duties(released, t_out + offset, DELTA, MARGIN) == (HopDuty.FAIL_BACK,)
@@ -301,8 +302,8 @@ def test_a_lock_is_claimed_until_its_timeout_and_a_forward_given_up_once_too_lat
 
 def test_the_next_due_time_is_the_first_second_with_a_duty():
     _, (bob, carol, _) = _route()
-    t_in = bob.incoming.timeout
-    assert mh.next_due(bob, NOW, DELTA, MARGIN) is None
+    t_in, t_out = bob.incoming.timeout, bob.outgoing.timeout
+    assert mh.next_due(bob, NOW, DELTA, MARGIN) == t_out + 1
     assert mh.next_due(replace(bob, preimage=PREIMAGE), NOW, DELTA, MARGIN) == NOW  # claim now
     assert mh.next_due(replace(bob, preimage=PREIMAGE), t_in + 1, DELTA, MARGIN) is None  # too late, and paid
     unforwarded = replace(carol, outgoing=replace(carol.outgoing, nid=b""))

@@ -1,6 +1,6 @@
 """Multi-hop payments at one node (docs/protocol.md §13): what a node keeps of each payment it
 pays, forwards or receives, the pure checks of an incoming lock that carries an onion, the
-failures that travel back (§13.6) and what is due for each payment by the chain's time.
+failures that travel back (§13.6) and what is due at each lock's deadline (§13.7).
 
 A payment is named by its payment hash (the HashTimeLock's hashlock). A node takes part in a
 payment at most once at a time, as its payer, as one of its intermediaries or as its payee: a
@@ -41,7 +41,7 @@ class Release(str, Enum):
     """How a lock went back to its sender."""
 
     CANCELLED = "cancelled"  # by its receiver, at any time: a failure downstream (§13.6)
-    RECLAIMED = "reclaimed"  # by its sender, after its timeout
+    RECLAIMED = "reclaimed"  # by its sender, after its timeout (§13.7)
 
 
 @dataclass(frozen=True)
@@ -378,13 +378,14 @@ def _explain(code: int, data: bytes, next_hop: str | None) -> tuple[str, str]:
     return f"failure code 0x{code:04x} (data 0x{data.hex()})", "pay again over another route"
 
 
-# --------------------------------------------------------------------------- deadlines
+# --------------------------------------------------------------------------- deadlines (§13.7)
 
 
 class HopDuty(str, Enum):
     """What a node does for a payment, by the chain's time."""
 
     CLAIM = "claim"  # the incoming lock, with the preimage, by its timeout
+    RECLAIM = "reclaim"  # the outgoing lock, after its timeout, neither claimed nor released
     GIVE_UP = "give-up"  # an unforwarded payment whose outgoing lock would leave the next hop too little time
     FAIL_BACK = "fail-back"  # the incoming lock, cancelled with the failure (may_cancel)
 
@@ -392,11 +393,13 @@ class HopDuty(str, Enum):
 def duties(rec: HopRecord, now: int, delta_out: int, margin: int) -> tuple[HopDuty, ...]:
     """What is due for `rec` at chain time `now` (`delta_out`: the outgoing channel's Δ). As in
     perun.core.machine.duties, a deadline's own second still belongs to the lock's receiver: a
-    lock timing out at T is claimed until T."""
+    lock timing out at T is claimed until T, reclaimed from T + 1."""
     found = []
-    inc = rec.incoming
+    inc, out = rec.incoming, rec.outgoing
     if inc is not None and inc.live and rec.preimage and not rec.claimed and not rec.failure and now <= inc.timeout:
         found.append(HopDuty.CLAIM)
+    if out is not None and out.live and not rec.preimage and now > out.timeout:
+        found.append(HopDuty.RECLAIM)
     if unforwarded(rec) and not still_forwardable(rec, delta_out, margin, now):
         found.append(HopDuty.GIVE_UP)
     if may_cancel(rec):
@@ -410,5 +413,5 @@ def next_due(rec: HopRecord, now: int, delta_out: int, margin: int) -> int | Non
     if rec.incoming is not None:
         times.append(rec.incoming.timeout + 1)
     if rec.outgoing is not None:
-        times.append(rec.outgoing.timeout - hop_delay(delta_out, margin) + 1)
+        times += (rec.outgoing.timeout + 1, rec.outgoing.timeout - hop_delay(delta_out, margin) + 1)
     return first_due(lambda t: bool(duties(rec, t, delta_out, margin)), now, times)

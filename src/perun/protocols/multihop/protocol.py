@@ -19,7 +19,9 @@ Failures travel back (docs/protocol.md §13.6): a hop that will not pay downstre
 refused its lock, forwarding failed, it gave up, its outgoing lock was cancelled or reclaimed;
 the payee whose checks failed) CANCELs its incoming lock off chain right after a LockFailure
 (`fail_back`), and only then (mh.may_cancel); the hop upstream passes it on the same way, and
-the payer reads it: `pay_route` raises PaymentFailed.
+the payer reads it: `pay_route` raises PaymentFailed. At each lock's deadline (§13.7) the
+watcher's duties act: an outgoing lock neither claimed nor released by its timeout is RECLAIMed
+(`reclaim`: off chain, else on chain), which fails the payment upstream in turn.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ class Multihop(Protocol):
         self._claiming: set[bytes] = set()
         self._forwarding: set[bytes] = set()
         self._cancelling: set[bytes] = set()
+        self._reclaiming: set[bytes] = set()
         for rec in ctx.store.hops():
             self.put(rec)
         multistate.add_hooks(Locks(self))
@@ -274,7 +277,7 @@ class Multihop(Protocol):
         finally:
             self._claiming.discard(payment_hash)
 
-    # ================================================================== failing
+    # ================================================================== failing and reclaiming
 
     def failing(self, rec: HopRecord) -> None:
         """Stores `rec`, which has a failure to send upstream; once it is durable, cancels the
@@ -306,6 +309,26 @@ class Multihop(Protocol):
         finally:
             self._cancelling.discard(payment_hash)
 
+    async def reclaim(self, payment_hash: bytes) -> None:
+        """Takes back the outgoing lock, timed out neither claimed nor released: off chain if
+        its receiver is connected and countersigns the RECLAIM, else on chain (registered now,
+        executed by the watcher once the registration window has passed, after a restart too).
+        An intermediary then fails the payment back (Locks.called, Locks.apply_chain)."""
+        rec = self.records[payment_hash]
+        out = rec.outgoing
+        if out is None or not out.live or rec.preimage or payment_hash in self._reclaiming:
+            return
+        self._reclaiming.add(payment_hash)
+        try:
+            try:
+                await self.ms.call(out.channel, out.nid, htlc.RECLAIM)
+            except errors.PerunError as exc:
+                log.warning("%s: the reclaim of payment 0x%s goes on chain: %s", self.ctx.name,
+                            payment_hash.hex()[:12], exc)
+                await self.ms.enforce(out.channel, out.nid, htlc.RECLAIM)
+        finally:
+            self._reclaiming.discard(payment_hash)
+
     # ================================================================== the watcher
 
     def _next_due(self, payment_hash: bytes, now: int) -> int | None:
@@ -319,7 +342,7 @@ class Multihop(Protocol):
 
     def duties(self, now: int) -> Iterable[Duty]:
         """What the payments due at chain time `now` (mh.duties, through the due index) need: a
-        claim, a forward given up, a failure sent back. Each starts its task and
+        claim, a reclaim, a forward given up, a failure sent back. Each starts its task and
         returns (nothing waits on the follower's loop). A lock this node intends to execute on
         chain, or executed there, is the multistate protocol's."""
         for payment_hash in self.due_index.due(now):
@@ -343,6 +366,12 @@ class Multihop(Protocol):
                     and now < inc.timeout - hop_delay(ledger.params.delta, self.margin):
                 return None
             return Duty(due.value, inc.channel, self._starting(self.claim, h, rec.preimage), deadline=inc.timeout)
+        if due is HopDuty.RECLAIM:
+            assert out is not None
+            ledger = self.ms.records.get(out.channel)
+            if h in self._reclaiming or ledger is None or self._on_chain(ledger, out.nid):
+                return None
+            return Duty(due.value, out.channel, self._starting(self.reclaim, h))
         if due is HopDuty.GIVE_UP:
             assert out is not None
             if h in self._forwarding or self._creating(rec):
@@ -359,8 +388,8 @@ class Multihop(Protocol):
     @staticmethod
     def _on_chain(ledger: MSRecord, nid: bytes) -> bool:
         """Lock `nid` is the chain's now: this node intends to execute it there, or it was
-        executed there. (Registered by the peer, it is claimed on chain, with an intent, by
-        `claim`.)"""
+        executed there. (Registered by the peer, it is claimed or reclaimed on chain, with an
+        intent, by `claim` or `reclaim`.)"""
         if any(i.nid == nid for i in ledger.intents):
             return True
         on_chain = ledger.registered(nid)
