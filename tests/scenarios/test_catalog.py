@@ -30,12 +30,33 @@ def test_scenario(path: Path) -> None:
     # The verdicts are about money and events (payouts, wallets, contract events, refusals).
     assert any(any(k in v.what for k in MONEY) for v in rec.verdicts)
     assert rec.samples and rec.transactions
+    if path.stem in MULTIHOP_LIFELINES:  # each hop's lock and its claim, in ether, on the lifelines
+        shown = [(m.sender, m.receiver, m.type, m.summary) for m in rec.messages]
+        for want in MULTIHOP_LIFELINES[path.stem]:
+            assert any(m[:3] == want[:3] and m[3].startswith(want[3]) for m in shown), (want, shown)
     if path.stem in TOWER_LIFELINES:  # a multistate channel's hand-over on the tower's lifeline, readably
         messages, functions = TOWER_LIFELINES[path.stem]
         shown = {(m.sender, m.receiver, m.type, m.summary) for m in rec.messages}
         assert messages <= shown, sorted(s for s in shown if "watchtower" in s)
         assert functions <= {(t.sender, t.function) for t in rec.transactions}
 
+
+# The locks of 29's payment, created with their onions and claimed back with the preimage (each
+# creation goes on with the lock's timeout, a chain time).
+MULTIHOP_LIFELINES = {
+    "29-multihop-payment": [
+        ("alice", "bob", "LockOnion", "ab v1: the onion for the lock proposed next (930 bytes)"),
+        ("alice", "bob", "NanocontractCreate", "ab v1: creates coffee@ab (HashTimeLock), blocking 1.005 ETH / 0 ETH, "
+                                               "until chain time "),
+        ("bob", "carol", "NanocontractCreate", "bc v1: creates coffee@bc (HashTimeLock), blocking 1.002 ETH / 0 ETH, "
+                                               "until chain time "),
+        ("carol", "dave", "NanocontractCreate", "cd v1: creates coffee@cd (HashTimeLock), blocking 1 ETH / 0 ETH, "
+                                                "until chain time "),
+        ("dave", "carol", "NanocontractCall", "cd coffee@cd v1: claim with the preimage 0x"),
+        ("carol", "bob", "NanocontractCall", "bc coffee@bc v1: claim with the preimage 0x"),
+        ("bob", "alice", "NanocontractCall", "ab coffee@ab v1: claim with the preimage 0x"),
+    ],
+}
 
 # What the towers of 27 and 28 are handed and send, as the reports show it.
 TOWER_LIFELINES: dict[str, tuple[set[tuple[str, str, str, str]], set[tuple[str, str]]]] = {
@@ -62,12 +83,14 @@ def test_the_catalog_has_what_the_issue_asks_for() -> None:
                      "virtual-close-refused", "virtual-ingrid-offline", "virtual-stale-state", "virtual-silent-end",
                      "virtual-ledger-closed", "cooperative-close-in-dispute", "multistate-cooperative-close",
                      "tower-refutes-for-offline-party", "two-towers-one-reward", "tower-withholds",
-                     "tower-older-state-refused", "tower-multistate-nanocontract", "tower-settles-virtual-channel"}
+                     "tower-older-state-refused", "tower-multistate-nanocontract", "tower-settles-virtual-channel",
+                     "multihop-payment", "multihop-withheld-preimage"}
     scenarios = {p.stem: load(p) for p in CATALOG}
     assert [name for name, s in scenarios.items() if any(c.kind == "multistate" for c in s.channels.values())] == [
         "11-tictactoe-timeout", "12-stale-nanocontract-refuted", "13-close-with-live-nanocontracts",
         "14-conditional-payments", *(name for name in scenarios if "15" <= name[:2] <= "20"),
-        "22-multistate-cooperative-close", "27-tower-multistate-nanocontract", "28-tower-settles-virtual-channel"]
+        "22-multistate-cooperative-close", "27-tower-multistate-nanocontract", "28-tower-settles-virtual-channel",
+        *(name for name in scenarios if name[:2] >= "29")]
     # 15 to 20 and 28: one virtual channel each, through an Ingrid who ends with exactly her deposits.
     virtual = {name: s for name, s in scenarios.items() if s.virtual}
     assert list(virtual) == [f"{n}-virtual-{what}" for n, what in zip(range(15, 21), (
@@ -108,6 +131,14 @@ def test_the_catalog_has_what_the_issue_asks_for() -> None:
     assert multistate["payout"] == (85 * 10**17, 648 * 10**16)
     assert virtual_end["tower"] == {"watchtower": {"version": 3, "reward_paid": 10**16}}
     assert virtual_end["wallets"] == {"alice": -15 * 10**17, "ingrid": 0, "bob": 149 * 10**16, "watchtower": 10**16}
+    # 29 on: multi-hop payments, Alice to Dave through Bob and Carol, who forward for a fee. Each
+    # ends with the wallets: what the payment gives each honest party, whatever went wrong.
+    paid = {"alice": -1005 * 10**15, "bob": 3 * 10**15, "carol": 2 * 10**15, "dave": 10**18}
+    for name in ("29-multihop-payment", "30-multihop-withheld-preimage"):
+        s = scenarios[name]
+        (invoice,) = s.invoices.values()
+        assert (invoice.payer, invoice.payee, invoice.route) == ("alice", "dave", ("ab", "bc", "cd"))
+        assert s.steps[-1].args["wallets"] == paid
 
 
 def test_a_real_report_in_chromium(chromium: str, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from perun.protocols.multihop import ForwardPolicy
 from perun.scenario.spec import ScenarioError, load
 
 HEAD = """title: t
@@ -20,6 +21,13 @@ def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "s.yaml"
     path.write_text(text)
     return path
+
+
+def refused(path: Path, message: str) -> None:
+    """Loading the file fails with an error that starts with its path and `message`."""
+    with pytest.raises(ScenarioError) as info:
+        load(path)
+    assert str(info.value).startswith(f"{path}{message}"), str(info.value)
 
 
 @pytest.mark.parametrize("steps, message", [
@@ -40,9 +48,7 @@ def write(tmp_path: Path, text: str) -> Path:
 ])
 def test_a_wrong_step_names_its_line_field_and_expectation(tmp_path: Path, steps: str, message: str) -> None:
     path = write(tmp_path, HEAD + steps)
-    with pytest.raises(ScenarioError) as info:
-        load(path)
-    assert str(info.value).startswith(f"{path}{message}"), str(info.value)
+    refused(path, message)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -65,9 +71,7 @@ def test_a_wrong_step_names_its_line_field_and_expectation(tmp_path: Path, steps
 ])
 def test_a_wrong_file_names_its_line(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path, text)
-    with pytest.raises(ScenarioError) as info:
-        load(path)
-    assert str(info.value).startswith(f"{path}{message}"), str(info.value)
+    refused(path, message)
 
 
 def test_shorthands_defaults_and_lines(tmp_path: Path) -> None:
@@ -170,9 +174,7 @@ LOCK = "name: lock, app: HashTimeLock, amount: 1eth, preimage: 's', timeout: 60"
 ])
 def test_a_wrong_multistate_step_names_its_line_field_and_expectation(tmp_path: Path, steps: str, message: str) -> None:
     path = write(tmp_path, MS_HEAD + steps)
-    with pytest.raises(ScenarioError) as info:
-        load(path)
-    assert str(info.value).startswith(f"{path}{message}"), str(info.value)
+    refused(path, message)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -196,9 +198,7 @@ def test_a_wrong_multistate_step_names_its_line_field_and_expectation(tmp_path: 
 ])
 def test_a_wrong_multistate_file_names_its_line(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path, text)
-    with pytest.raises(ScenarioError) as info:
-        load(path)
-    assert str(info.value).startswith(f"{path}{message}"), str(info.value)
+    refused(path, message)
 
 
 def test_multistate_steps_and_their_defaults(tmp_path: Path) -> None:
@@ -319,9 +319,7 @@ V_HEAD = f"title: t\n{V_PARTIES}{V_CHANNELS}virtual:\n  g: {{{GAMMA}}}\nsteps:\n
 ])
 def test_a_wrong_virtual_step_names_its_line_field_and_expectation(tmp_path: Path, steps: str, message: str) -> None:
     path = write(tmp_path, V_HEAD + steps)
-    with pytest.raises(ScenarioError) as info:
-        load(path)
-    assert str(info.value).startswith(f"{path}{message}"), str(info.value)
+    refused(path, message)
 
 
 def virtual_file(gamma: str = GAMMA, parties: str = V_PARTIES) -> str:
@@ -366,9 +364,7 @@ def virtual_file(gamma: str = GAMMA, parties: str = V_PARTIES) -> str:
 ])
 def test_a_wrong_virtual_channel_names_its_line(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path, text)
-    with pytest.raises(ScenarioError) as info:
-        load(path)
-    assert str(info.value).startswith(f"{path}{message}"), str(info.value)
+    refused(path, message)
 
 
 def test_virtual_channels_and_their_steps(tmp_path: Path) -> None:
@@ -514,3 +510,140 @@ def test_a_wrong_tower_check_of_a_multistate_or_virtual_channel_names_its_line(t
     with pytest.raises(ScenarioError) as info:
         load(write(tmp_path, text))
     assert message in str(info.value)
+
+
+# ------------------------------------------------------------------------------- multi-hop payments
+
+MH_HEAD = """title: t
+parties: {alice: {}, bob: {forward: {base_fee: 0.003eth}}, carol: {forward: {fee_ppm: 1000}}, dave: {}}
+channels:
+  ab: {kind: multistate, alice: alice, bob: bob, deposits: [5eth, 5eth]}
+  bc: {kind: multistate, alice: bob, bob: carol, deposits: [5eth, 5eth]}
+  cd: {kind: multistate, alice: carol, bob: dave, deposits: [5eth, 5eth]}
+  da: {alice: dave, bob: alice, deposits: [1eth, 1eth]}
+steps:
+  - invoice: {by: dave, name: coffee, amount: 1eth}
+"""
+PAY = "  - pay_invoice: {from: alice, invoice: coffee, route: [ab, bc, cd]}\n"
+
+
+def test_invoices_payments_and_their_checks(tmp_path: Path) -> None:
+    head = MH_HEAD.replace("dave: {}", "dave: {response_timeout: 1.5}")
+    path = write(tmp_path, head + PAY.replace("]}", "], timeout: 8}") +
+                 "  - invoice: {by: alice, name: tea, amount: 20gwei, expiry: 60, min_final: 30, description: 'tea'}\n"
+                 "  - pay_invoice: {from: carol, invoice: tea, route: [bc, ab]}\n"
+                 "  - wait: {window: coffee@bc, offset: 1}\n"
+                 "  - execute: {by: carol, nanocontract: coffee@bc, function: claim}\n"
+                 "  - expect:\n"
+                 "      payment: {invoice: coffee, preimage: [dave, alice, carol], claimed: []}\n"
+                 "      nanocontract: {name: tea@ab, party: alice, released: [0, 0]}\n")
+    scenario = load(path)
+    assert scenario.parties["bob"].forward == ForwardPolicy(base_fee=3 * 10**15)
+    assert scenario.parties["carol"].forward == ForwardPolicy(fee_ppm=1000) and scenario.parties["alice"].forward is None
+    assert scenario.parties["dave"].response_timeout == 1.5 and scenario.parties["alice"].response_timeout is None
+    invoice, pay, tea, pay_tea, _, _, expect = scenario.steps
+    assert invoice.args == {"by": "dave", "name": "coffee", "amount": 10**18}
+    assert pay.args == {"from": "alice", "invoice": "coffee", "route": ("ab", "bc", "cd"), "timeout": 8.0}
+    assert tea.args == {"by": "alice", "name": "tea", "amount": 20 * 10**9, "expiry": 60, "min_final": 30,
+                        "description": "tea"}
+    coffee = scenario.invoices["coffee"]
+    assert (coffee.payee, coffee.amount, coffee.line, coffee.payer, coffee.paid_at) == ("dave", 10**18, 9, "alice", 10)
+    assert coffee.locks() == ("coffee@ab", "coffee@bc", "coffee@cd")
+    # Each lock is a nanocontract of its channel, sent by the party the route reaches it from.
+    locks = [scenario.nanocontracts[name] for name in (*coffee.locks(), "tea@bc", "tea@ab")]
+    assert [(n.channel, n.app, n.by, n.line) for n in locks] == [
+        ("ab", "HashTimeLock", "alice", 10), ("bc", "HashTimeLock", "bob", 10), ("cd", "HashTimeLock", "carol", 10),
+        ("bc", "HashTimeLock", "carol", 12), ("ab", "HashTimeLock", "bob", 12)]
+    assert "channel" not in expect.args  # no check of a channel of its own: none needed among several
+    assert expect.args["payment"] == {"invoice": "coffee", "preimage": ("alice", "carol", "dave"), "claimed": ()}
+
+
+@pytest.mark.parametrize("steps, message", [
+    ("  - invoice: {by: dave, name: coffee, amount: 1eth}\n",
+     ":10: step 2 (invoice): name: expected a new name: line 9 makes an invoice coffee already, got 'coffee'"),
+    ("  - invoice: {by: dave, name: carol, amount: 1eth}\n",
+     ":10: step 2 (invoice): name: expected a name that is not a party's, got 'carol'"),
+    ("  - invoice: {by: dave, name: tea, amount: 0}\n", ":10: step 2 (invoice): amount: an invoice asks for more than 0"),
+    ("  - invoice: {by: dave, name: tea, amount: 1eth, description: '" + "x" * 101 + "'}\n",
+     ":10: step 2 (invoice): description: expected a text of at most 100 bytes"),
+    ("  - invoice: {by: dave, name: tea, amount: 1eth, min_final: 4294967296}\n",
+     ":10: step 2 (invoice): min_final: at most 4294967295 s"),
+    ("  - pay_invoice: {from: alice, invoice: tea, route: [ab]}\n",
+     ":10: step 2 (pay_invoice): invoice: expected an invoice made by an earlier step: one of coffee, got 'tea'"),
+    ("  - pay_invoice: {from: dave, invoice: coffee, route: [cd]}\n",
+     ":10: step 2 (pay_invoice): from: dave made invoice coffee, and pays itself nothing"),
+    ("  - pay_invoice: {from: alice, invoice: coffee, route: []}\n",
+     ":10: step 2 (pay_invoice): route: expected a list of 1 to 8 channels, the payer's first, e.g. [ab, bc, cd]"),
+    ("  - pay_invoice: {from: alice, invoice: coffee, route: [ab, ab]}\n",
+     ":10: step 2 (pay_invoice): route: expected a list of different channels"),
+    ("  - pay_invoice: {from: alice, invoice: coffee, route: [ab, xy]}\n",
+     ":10: step 2 (pay_invoice): route: expected a channel: one of ab, bc, cd, da, got ['ab', 'xy']"),
+    ("  - pay_invoice: {from: alice, invoice: coffee, route: [da]}\n",
+     ":10: step 2 (pay_invoice): route: da is a payment channel; multi-hop payments go over multistate channels"),
+    ("  - pay_invoice: {from: alice, invoice: coffee, route: [bc, cd]}\n",
+     ":10: step 2 (pay_invoice): route: bc is between bob and carol, and the route is at alice there"),
+    ("  - pay_invoice: {from: alice, invoice: coffee, route: [ab, bc]}\n",
+     ":10: step 2 (pay_invoice): route: it ends at carol, and dave made invoice coffee"),
+    ("  - pay_invoice: {from: bob, invoice: coffee, route: [ab, bc, cd]}\n",
+     ":10: step 2 (pay_invoice): route: bc is between bob and carol, and the route is at alice there"),
+    ("  - pay_invoice: {from: bob, invoice: coffee, route: [bc, cd]}\n  - pay_invoice: {from: carol, invoice: coffee,"
+     " route: [cd]}\n", ":11: step 3 (pay_invoice): invoice: line 10 pays coffee already"),
+    ("  - pay_invoice: {from: alice, invoice: coffee, route: [ab, cd]}\n",
+     ":10: step 2 (pay_invoice): route: cd is between carol and dave, and the route is at bob there"),
+    ("  - pay_invoice: {from: alice, invoice: coffee, route: [ab, bc, cd], timeout: 0}\n",
+     ":10: step 2 (pay_invoice): timeout: expected a number of seconds > 0, got 0"),
+    (PAY + PAY, ":11: step 3 (pay_invoice): invoice: line 10 pays coffee already (a node pays a payment hash once)"),
+    ("  - expect: {payment: {invoice: coffee, preimage: [dave]}}\n",
+     ":10: step 2 (expect): payment: expected an invoice paid by an earlier step (no pay_invoice pays coffee)"),
+    (PAY + "  - expect: {payment: {invoice: coffee}}\n",
+     ":11: step 3 (expect): payment: expected {invoice: NAME, preimage: [parties], claimed: [parties]} (at least one"),
+    (PAY + "  - expect: {payment: {invoice: coffee, paid: true}}\n",
+     ":11: step 3 (expect): payment: expected only invoice, preimage, claimed (not paid)"),
+    (PAY + "  - expect: {payment: {invoice: coffee, preimage: dave}}\n",
+     ":11: step 3 (expect): payment: expected a list of parties, [] for none"),
+    (PAY + "  - expect: {payment: {invoice: coffee, claimed: [erin]}}\n",
+     ":11: step 3 (expect): payment: expected a party: one of alice, bob, carol, dave"),
+    (PAY + "  - wait: {timeout: coffee@da}\n",
+     ":11: step 3 (wait): timeout: expected a nanocontract created by an earlier step: one of coffee@ab, coffee@bc, "
+     "coffee@cd, got 'coffee@da'"),
+    (PAY + "  - expect: {wallets: {alice: 0}, payout: [1, 1]}\n",
+     ":11: step 3 (expect): missing field 'channel' (the scenario has 4 channels)"),
+])
+def test_a_wrong_multihop_step_names_its_line_field_and_expectation(tmp_path: Path, steps: str, message: str) -> None:
+    path = write(tmp_path, MH_HEAD + steps)
+    refused(path, message)
+
+
+@pytest.mark.parametrize("text, message", [
+    (MH_HEAD.replace("{fee_ppm: 1000}", "{fee_ppm: 1000001}"),
+     ":2: party carol: forward: expected fee_ppm: an integer from 0 to 1,000,000 (millionths of the amount forwarded)"),
+    (MH_HEAD.replace("{fee_ppm: 1000}", "{fee_ppm: 0.1}"), ":2: party carol: forward: expected fee_ppm: an integer"),
+    (MH_HEAD.replace("{base_fee: 0.003eth}", "{base_fee: 0.003}"),
+     ":2: party bob: forward: expected base_fee: an amount such as 1eth"),
+    (MH_HEAD.replace("{base_fee: 0.003eth}", "{base_fee: 1, margin: 30}"),
+     ":2: party bob: forward: expected only base_fee and fee_ppm (not margin)"),
+    (MH_HEAD.replace("{base_fee: 0.003eth}", "free"), ":2: party bob: forward: expected {base_fee: amount, fee_ppm: N}"),
+    (MH_HEAD.replace("alice: {}", "alice: {response_timeout: 0}"),
+     ":2: party alice: response_timeout: expected a number of seconds > 0, got 0"),
+    (MH_HEAD.replace("alice: {}", "alice: {timeout: 1}"),
+     ":2: party alice: unknown field 'timeout': expected funds, key, hub, accept_virtual, towers, reward, forward, "
+     "response_timeout"),
+    (MH_HEAD.replace("dave: {}}", "dave: {}, erin: {forward: {}}}"),
+     ":2: party erin: forward: erin has no multistate channel to forward payments over"),
+    (MH_HEAD.replace("by: dave", "by: alice").replace("kind: multistate, alice: alice", "alice: alice"),
+     ":9: step 1 (invoice): by: alice has no multistate channel, and invoices are paid over multistate channels"),
+    ("title: t\nparties: {a: {}, b: {}}\nchannels:\n"
+     "  x: {kind: multistate, alice: a, bob: b, deposits: [1, 1], token: erc20}\n"
+     "steps:\n  - invoice: {by: a, name: i, amount: 1}\n",
+     ":6: step 1 (invoice): multi-hop payments are in ETH, and the channels are in erc20"),
+    ("title: t\nparties: {a: {}, b: {}, c: {}}\nchannels:\n  ab: {kind: multistate, alice: a, bob: b, deposits: [1, 1]}\n"
+     "  bc: {kind: multistate, alice: b, bob: c, deposits: [1, 1]}\n"
+     "  ca: {kind: multistate, alice: c, bob: a, deposits: [1, 1]}\n"
+     "steps:\n  - invoice: {by: b, name: i, amount: 1}\n  - pay_invoice: {from: a, invoice: i, route: [ca, bc, ab]}\n",
+     ":9: step 2 (pay_invoice): route: it comes to a twice"),
+    (V_HEAD + "  - invoice: {by: alice, name: g, amount: 1}\n",
+     ":10: step 1 (invoice): name: expected a name that is not a virtual channel's, got 'g'"),
+])
+def test_a_wrong_multihop_file_names_its_line(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    refused(path, message)

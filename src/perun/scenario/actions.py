@@ -19,10 +19,11 @@ from perun.core.channel import ETH
 from perun.core.machine import Stage
 from perun.core.msmachine import MSRecord
 from perun.core.multistate import nanocontract_id
+from perun.core.onion import compressed_public_key
 from perun.scenario.bypass import Bypass
 from perun.scenario.narrator import Narrator
 from perun.scenario.network import Network, Rule
-from perun.scenario.spec import NanocontractSpec, VirtualSpec
+from perun.scenario.spec import DEFAULT_EXPIRY, NanocontractSpec, VirtualSpec
 from perun.scenario.world import World
 
 STEP_TIMEOUT = 30.0  # a step that takes longer fails; a restart waits as long for its peers
@@ -192,8 +193,9 @@ class Actions:
         spec = self.world.scenario.nanocontracts[a["nanocontract"]]
         function = a["function"]
         z = b""
-        if function == "claim":
-            z = a.get("preimage", spec.preimage)
+        if function == "claim":  # a multi-hop payment's lock has its invoice's preimage
+            invoice = self.world.invoice_of(spec.name)
+            z = a.get("preimage") or (self.world.preimage(invoice) if invoice else spec.preimage)
         elif function == "move":
             z = ttt.move_arg(a["cell"])
         return app_named(spec.app).functions[function], z
@@ -225,6 +227,42 @@ class Actions:
     async def close_virtual(self, gamma: VirtualSpec, by: str, timeout: float | None) -> None:
         paid = await self.world.parties[by].virtual().close(self.world.cid(gamma.name), timeout)
         self.narrator.note(by, f"{gamma.ingrid} settled {gamma.name}: {self.world.amounts(*paid)}")
+
+    # ------------------------------------------------------------------ multi-hop payments
+
+    async def invoice(self, a: dict[str, Any]) -> None:
+        """The payee's node makes an invoice payable for `expiry` seconds from the latest block."""
+        by, name = a["by"], a["name"]
+        expiry = self.world.chain.timestamp() + a.get("expiry", DEFAULT_EXPIRY)
+        invoice = await self.world.parties[by].running_node().invoice(
+            a["amount"], expiry, min_final=a.get("min_final", 0), description=a.get("description", ""))
+        self.world.invoices[name] = invoice
+        self.narrator.note(by, f"invoice {name}: {self.world.amount(invoice.amount)}, payment hash "
+                               f"0x{invoice.payment_hash.hex()[:12]}…, payable until chain time {expiry}")
+
+    async def pay_invoice(self, payer: str, name: str, channels: tuple[str, ...], timeout: float) -> None:
+        """The payer's node pays the invoice over the route; the step ends when it holds the
+        preimage, or after `timeout` seconds (PeerTimeout: the locks stay, and the payment goes
+        on or unwinds as the nodes and the chain move)."""
+        world = self.world
+        if name not in world.invoices:
+            raise errors.WrongStage(f"invoice {name} was never made")
+        invoice = world.invoices[name]
+        route = world.route(payer, channels, invoice)
+        hops = world.scenario.invoices[name]
+        forwarders = [world.name(hop.node) for hop in route.hops[:-1]]
+        fees = ", ".join(f"{who} {world.amount(fee)}" for who, fee in zip(forwarders, route.fees)) or "none"
+        self.narrator.note(payer, f"route {' → '.join([payer, *map(world.name, (h.node for h in route.hops))])}: "
+                                  f"locks {world.amount(route.total)} for {world.amount(route.amount)} to "
+                                  f"{hops.payee}; fees {fees}")
+        # Each hop's key for its layer of the onion, as announcements will give them.
+        keys = {hop.node: compressed_public_key(world.member(world.name(hop.node)).account.key) for hop in route.hops}
+        try:
+            preimage = await world.parties[payer].multihop().pay_route(route, invoice, keys, timeout)
+        except errors.PeerTimeout as exc:
+            raise errors.PeerTimeout(f"{payer} holds no preimage of {name} after {timeout:g} s; the payment goes on "
+                                     "without it (its locks are claimed, or taken back after their timeouts)") from exc
+        self.narrator.note(payer, f"holds the preimage 0x{preimage.hex()[:12]}…: {name} is paid")
 
     # ------------------------------------------------------------------ nodes
 

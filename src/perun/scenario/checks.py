@@ -14,10 +14,11 @@ from perun.core.apps import virtualchannel as vc
 from perun.core.channel import PaymentState
 from perun.core.machine import ChannelRecord
 from perun.core.msmachine import MSRecord
+from perun.core.multihop import Part
 from perun.core.mstower import MSWatched
 from perun.core.multistate import NanocontractState
 from perun.scenario.narrator import Narrator
-from perun.scenario.spec import Step, VirtualSpec
+from perun.scenario.spec import PAYMENT_CHECKS, Step, VirtualSpec
 from perun.scenario.world import World
 
 CLOSING_EVENTS = ("Finalized", "CooperativelyClosed")
@@ -26,6 +27,7 @@ AMOUNT_ARGS = ("amount", "balanceAlice", "balanceBob", "cashAlice", "cashBob", "
 
 Check = tuple[str, str, str, str]  # the field of the step it checks, what, expected, found
 TOWER_WAIT = 10.0  # seconds an `expect: {tower: {T: {version: N}}}` waits for the hand-over (a client redials within 1 s)
+PAYMENT_WAIT = 10.0  # seconds an `expect: {payment: ...}` waits for the preimage to travel back
 
 
 class Checks:
@@ -38,7 +40,7 @@ class Checks:
 
     def expect(self, step: Step) -> None:
         a = step.args
-        channel = a["channel"]
+        channel = a.get("channel", "")  # none: the step checks nothing of a channel of its own
         gamma = self.world.scenario.virtual.get(channel)
         events = self.world.events(channel) if {"payout", "events"} & set(a) else []
         checks: list[Check] = []
@@ -72,6 +74,8 @@ class Checks:
             checks.append(self._error_reply(a["error_reply"]))
         for name, want in a.get("tower", {}).items():
             checks += self._tower(name, channel, want)
+        if "payment" in a:
+            checks += [check for check, _ in self._payment(a["payment"])]
         self._errors_checked = len(self.narrator.errors_seen)
         for key, what, expected, found in checks:
             self.narrator.checked(step.lines.get(key, step.line), what, expected, found)
@@ -84,7 +88,7 @@ class Checks:
         states over after the commit, in a later turn of its event loop, and redials a tower that
         restarted: the tower's MonitorAck or MonitorNanoAck, which it sends once the item is
         stored, is the event waited for."""
-        channel = step.args["channel"]
+        channel = step.args.get("channel", "")
         wanted = {name: want for name, want in step.args.get("tower", {}).items()
                   if "version" in want or "nanocontracts" in want}
         if not wanted:
@@ -109,6 +113,46 @@ class Checks:
             await asyncio.wait_for(arrived(), TOWER_WAIT)
         except asyncio.TimeoutError:
             pass  # the check says what the tower holds
+
+    async def wait_payment(self, step: Step) -> None:
+        """Before an `expect` with `payment`: waits, up to PAYMENT_WAIT seconds, while a running
+        party the check names has not got there yet (it does not know the preimage, or its lock
+        is not claimed yet). Both only grow, so a party that went further than named is not
+        waited for. A claim back travels hop by hop behind the payer's own: each frame is the
+        event waited for."""
+        want = step.args.get("payment")
+        if want is None:
+            return
+
+        async def arrived() -> None:
+            while any(behind for _, behind in self._payment(want)):
+                self.narrator.message_seen.clear()
+                await self.narrator.message_seen.wait()
+        try:
+            await asyncio.wait_for(arrived(), PAYMENT_WAIT)
+        except asyncio.TimeoutError:
+            pass  # the check says who got where
+
+    def _payment(self, want: dict[str, Any]) -> list[tuple[Check, bool]]:
+        """Who knows the preimage of the invoice, and whose lock towards it is claimed (the payee's
+        and each intermediary's incoming lock): each check, and whether a running party it names
+        has not got there yet."""
+        name = want["invoice"]
+        invoice = self.world.invoices.get(name)
+        records = {p: party.hop(invoice.payment_hash) for p, party in self.world.parties.items()} if invoice else {}
+        found = {"preimage": [p for p, rec in records.items() if rec is not None and rec.preimage],
+                 "claimed": [p for p, rec in records.items()
+                             if rec is not None and rec.part is not Part.PAYER and rec.claimed]}
+        what = {"preimage": f"who knows the preimage of {name}",
+                "claimed": f"whose incoming lock of {name} is claimed"}
+        result = []
+        for key in PAYMENT_CHECKS:
+            if key not in want:
+                continue
+            missing = [p for p in want[key] if p not in found[key] and self.world.parties[p].running]
+            check = ("payment", what[key], ", ".join(want[key]) or "nobody", ", ".join(found[key]) or "nobody")
+            result.append((check, bool(missing)))
+        return result
 
     def _tower_held(self, name: str, channel: str) -> dict[str, Any]:
         """What a tower holds of a channel: `version` (None: nothing), `stage`, `refuted`,

@@ -131,6 +131,8 @@ class Narrator:
 
     def message(self, sender: str, receiver: str, message: m.Message, fate: str) -> None:
         """The relays' observer: a frame and what the network did with it."""
+        if isinstance(message, m.NanocontractCreate):  # a multi-hop payment's lock gets its name
+            self.world.learn_lock(message.channel_id, message.version, message.app, message.data)
         self._add(lambda seq, t: r.Message(seq, t, self.line, sender, receiver, type(message).__name__,
                                            self._summary(message), fate))
         if isinstance(message, m.Error) and fate != "dropped":
@@ -218,8 +220,12 @@ class Narrator:
             return f"multistate, deposits {amounts(message.deposit_alice, message.deposit_bob)}, Δ {message.delta} s"
         if isinstance(message, m.NanocontractCreate):
             nc = nano_name(nanocontract_id(message.channel_id, message.version))
+            # A multi-hop payment's lock: each times out Δ + margin before the one it was forwarded for.
+            until = f", until chain time {self.world.lock_timeouts[nc]}" if self.world.invoice_of(nc) else ""
             return (f"{where} v{message.version}: creates {nc} ({self.world.app_name(message.app)}), blocking "
-                    f"{amounts(message.blocked_alice, message.blocked_bob)}")
+                    f"{amounts(message.blocked_alice, message.blocked_bob)}{until}")
+        if isinstance(message, m.LockOnion):
+            return f"{where} v{message.version}: the onion for the lock proposed next ({len(message.packet)} bytes)"
         if isinstance(message, m.NanocontractCall):
             nc = nano_name(message.nid)
             return f"{where} {nc} v{message.version}: {self._call_text(message.nid, message.fun, message.z)}"
@@ -285,6 +291,8 @@ class Narrator:
     def _call_text(self, nid: bytes, fun: int, z: bytes) -> str:
         """A nanocontract call as a frame carries it: `move to cell 4`, `settle with v3: ...`."""
         name = self.world.fun_name(nid, fun)
+        if name == "claim" and self.world.invoice_of(self.world.nano_name(nid)):  # the preimage travels back
+            return f"claim with the preimage 0x{z.hex()[:12]}…"
         if name == "move" and len(z) == 32:
             return f"move to cell {int.from_bytes(z, 'big')}"
         if self.world.is_settle(nid, fun):
@@ -414,6 +422,12 @@ def describe(step: Step, world: World) -> str:
             return f"{a['by']} absorbs {a['nanocontract']} into {a['channel']}'s cash"
         case "register":
             return f"{a['by']} registers {a['nanocontract']} on chain with version {a.get('version', 'latest')}"
+        case "invoice":
+            return f"{a['by']} makes invoice {a['name']} for {amount}"
+        case "pay_invoice":
+            invoice = world.scenario.invoices[a["invoice"]]
+            return (f"{a['from']} pays invoice {a['invoice']} ({world.amount(invoice.amount)} to {invoice.payee}) over "
+                    f"{', '.join(a['route'])}")
     return step.action
 
 

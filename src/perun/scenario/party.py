@@ -18,10 +18,12 @@ from perun.chain.backend import Chain
 from perun.chain.deploy import Deployment
 from perun.core.machine import ChannelRecord, Stage
 from perun.core.msmachine import MSRecord
+from perun.core.multihop import HopRecord
 from perun.core.mstower import MSWatched
 from perun.core.tower import Watched
 from perun.core.virtual import VirtualRecord
 from perun.node import Node, Watchtower
+from perun.protocols.multihop import Multihop
 from perun.protocols.multistate import Multistate
 from perun.protocols.policy import ACCEPT_ALL
 from perun.protocols.virtual import Virtual
@@ -66,8 +68,8 @@ class Party:
         }
         # The file scripts both parties of every channel: what each deposits is the file's say.
         node = Node(self.account.key, self._chain, self._contract, self.store, poll_interval=POLL,
-                    response_timeout=RESPONSE_TIMEOUT, name=self.name, policy=ACCEPT_ALL, towers=self.towers,
-                    tower_reward=spec.reward, **multistate)
+                    response_timeout=spec.response_timeout or RESPONSE_TIMEOUT, name=self.name, policy=ACCEPT_ALL,
+                    towers=self.towers, tower_reward=spec.reward, forward=spec.forward, **multistate)
         node.on_kill = lambda killed: on_kill(self.name, killed.faults.armed)
         await node.start()
         self.node = node
@@ -89,6 +91,10 @@ class Party:
     def virtual(self) -> Virtual:
         """The running node's virtual channels."""
         return self.running_node().virtual  # type: ignore[return-value]
+
+    def multihop(self) -> Multihop:
+        """The running node's multi-hop payments."""
+        return self.running_node().multihop  # type: ignore[return-value]
 
     async def connect(self, peer: Party, port: int) -> None:
         """Dials `peer` at its relay's port, unless the running node is connected to it."""
@@ -144,6 +150,14 @@ class Party:
         if not self.running:
             return None
         return self.node.virtual.info(gid).settled  # type: ignore[union-attr]
+
+    def hop(self, payment_hash: bytes) -> HopRecord | None:
+        """The party's part in a multi-hop payment: its node's record, or its store's when the
+        node is down."""
+        if self.running:
+            return self.multihop().records.get(payment_hash)
+        return self._from_file(lambda store: next((h for h in store.hops() if h.payment_hash == payment_hash), None),
+                               None)
 
     def states(self, cid: bytes) -> list[Any]:
         """Every state of a payment or virtual channel the party's store holds, with signatures."""

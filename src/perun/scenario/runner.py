@@ -36,7 +36,7 @@ from perun.scenario.checks import Checks
 from perun.scenario.environment import Environment
 from perun.scenario.narrator import Narrator
 from perun.scenario.network import Network
-from perun.scenario.spec import Scenario, Step
+from perun.scenario.spec import DEFAULT_PAY_TIMEOUT, Scenario, Step
 from perun.scenario.world import World
 
 QUIET = 0.05  # seconds without a frame on any relay: the network has settled
@@ -189,8 +189,13 @@ class Run:
                 await env.forge(a["from"], a["channel"], a["amount"], a.get("signer"))
             case "wait":
                 env.wait(a)
+            case "invoice":
+                await act.invoice(a)
+            case "pay_invoice":
+                await act.pay_invoice(a["from"], a["invoice"], a["route"], a.get("timeout", DEFAULT_PAY_TIMEOUT))
             case "expect":
                 await self.checks.wait_towers(step)
+                await self.checks.wait_payment(step)
                 self.checks.expect(step)
 
     # ------------------------------------------------------------------ settling

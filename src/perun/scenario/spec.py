@@ -8,7 +8,7 @@ keeps its line, so the runner can say where a failed assertion was written.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,10 @@ import yaml
 from perun import errors
 from perun.core.amounts import parse_amount
 from perun.core.apps import APPS
+from perun.core.route import MAX_DESCRIPTION, MAX_HOPS, MAX_MIN_FINAL, PPM
 from perun.core.virtual import MAX_SETTLE_DELAY
 from perun.node import CRASH_POINTS
+from perun.protocols.multihop import ForwardPolicy
 from perun.protocols.tower import Tower
 from perun.protocols.virtual import HubPolicy
 from perun.wire.messages import MESSAGES, ErrorCode
@@ -26,6 +28,8 @@ from perun.wire.messages import MESSAGES, ErrorCode
 DEFAULT_FUNDS = 100 * 10**18
 DEFAULT_DELTA = 600
 DEFAULT_TOWER_FUNDS = 10**18  # a tower pays gas only
+DEFAULT_EXPIRY = 3600  # seconds an invoice may be paid for
+DEFAULT_PAY_TIMEOUT = 5.0  # seconds a `pay_invoice` waits for the preimage
 TOWER_CRASH_POINTS = Tower.crash_points
 TOWER_STAGES = ("none", "watching", "closing", "closed")  # a tower's record of a channel ("none": it holds none)
 MESSAGE_TYPES = {cls.__name__ for cls in MESSAGES.values()}
@@ -49,6 +53,8 @@ class Party:
     accept_virtual: bool = True  # agrees to a virtual channel that blocks its cash
     towers: tuple[str, ...] = ()  # the watchtowers its node hands the states of its payment channels to
     reward: int = 0  # what it offers a tower that refutes for it (at most its balance in the state)
+    forward: ForwardPolicy | None = None  # forwards multi-hop payments, for these fees
+    response_timeout: float | None = None  # seconds its node waits for a peer's answer (None: the runner's default)
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,24 @@ class NanocontractSpec:
 
 
 @dataclass(frozen=True)
+class InvoiceSpec:
+    """An invoice an `invoice` step makes (`name` is the file's handle for it), and the
+    `pay_invoice` step that pays it, if any: its payer and route (channel names, the payer's
+    first); each lock of the route is a nanocontract named `name@channel`."""
+
+    name: str
+    payee: str
+    amount: int
+    line: int
+    payer: str = ""
+    route: tuple[str, ...] = ()
+    paid_at: int = 0  # the line of the step that pays it
+
+    def locks(self) -> tuple[str, ...]:
+        return tuple(f"{self.name}@{channel}" for channel in self.route)
+
+
+@dataclass(frozen=True)
 class Step:
     """One step: `action` names it, `args` holds its checked fields, `fails` the error name it
     must raise (or None)."""
@@ -133,6 +157,7 @@ class Scenario:
     nanocontracts: dict[str, NanocontractSpec] = field(default_factory=dict)  # by name, as the steps create them
     virtual: dict[str, VirtualSpec] = field(default_factory=dict)
     towers: dict[str, TowerSpec] = field(default_factory=dict)
+    invoices: dict[str, InvoiceSpec] = field(default_factory=dict)  # by name, as the steps make them
 
     def clients(self, tower: str) -> list[str]:
         """The parties that hand their states to `tower`."""
@@ -425,13 +450,11 @@ def _tower_checks(value: Any, scenario: Scenario) -> dict[str, dict[str, Any]]:
     return result
 
 
-def _new_name(value: Any, scenario: Scenario) -> str:
-    """The handle a `nanocontract` step gives its nanocontract: new, and no party's name (in
-    event patterns a party's name stands for its address, a nanocontract's for its nid)."""
+def _handle(value: Any, scenario: Scenario) -> str:
+    """A name a step gives what it makes: letters, digits, - and _, and no party's or tower's
+    (in event patterns a party's name stands for its address, a nanocontract's for its nid)."""
     if not isinstance(value, str) or not value.replace("-", "_").isidentifier():
         raise _Bad("a name of letters, digits, - and _ (not starting with a digit)")
-    if value in scenario.nanocontracts:
-        raise _Bad(f"a new name: line {scenario.nanocontracts[value].line} creates a nanocontract {value} already")
     if value in scenario.parties:
         raise _Bad("a name that is not a party's")
     if value in scenario.towers:
@@ -439,11 +462,98 @@ def _new_name(value: Any, scenario: Scenario) -> str:
     return value
 
 
-def _nanocontract(value: Any, scenario: Scenario) -> str:
-    if value not in scenario.nanocontracts:
-        known = ", ".join(scenario.nanocontracts)
-        raise _Bad("a nanocontract created by an earlier step: " + (f"one of {known}" if known else "there is none"))
+def _new_name(value: Any, scenario: Scenario) -> str:
+    """The handle a `nanocontract` step gives its nanocontract: new."""
+    if value in scenario.nanocontracts:
+        raise _Bad(f"a new name: line {scenario.nanocontracts[value].line} creates a nanocontract {value} already")
+    return _handle(value, scenario)
+
+
+def _new_invoice(value: Any, scenario: Scenario) -> str:
+    """The handle an `invoice` step gives its invoice: new, and no virtual channel's (its locks
+    are named `invoice@channel`, as a virtual channel's halves `g@ledger`)."""
+    if value in scenario.invoices:
+        raise _Bad(f"a new name: line {scenario.invoices[value].line} makes an invoice {value} already")
+    if value in scenario.virtual:
+        raise _Bad("a name that is not a virtual channel's")
+    return _handle(value, scenario)
+
+
+def _invoice(value: Any, scenario: Scenario) -> str:
+    return _earlier(value, scenario.invoices, "an invoice made")
+
+
+def _description(value: Any, _: Scenario) -> str:
+    if not isinstance(value, str) or len(value.encode()) > MAX_DESCRIPTION:
+        raise _Bad(f"a text of at most {MAX_DESCRIPTION} bytes")
     return value
+
+
+def _route(value: Any, scenario: Scenario) -> tuple[str, ...]:
+    """The channels a multi-hop payment goes over, the payer's first (the step checks the path)."""
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_HOPS:
+        raise _Bad(f"a list of 1 to {MAX_HOPS} channels, the payer's first, e.g. [ab, bc, cd]")
+    route = tuple(_channel(v, scenario) for v in value)
+    if len(set(route)) != len(route):
+        raise _Bad("a list of different channels")
+    return route
+
+
+def _parties(value: Any, scenario: Scenario) -> tuple[str, ...]:
+    """A list of parties, in the file's order of parties (so that two lists compare as sets)."""
+    if not isinstance(value, list):
+        raise _Bad("a list of parties, [] for none")
+    named = {_party(v, scenario) for v in value}
+    return tuple(p for p in scenario.parties if p in named)
+
+
+PAYMENT_CHECKS = ("preimage", "claimed")
+
+
+def _payment(value: Any, scenario: Scenario) -> dict[str, Any]:
+    """{invoice: coffee, preimage: [alice, dave], claimed: [dave]}: who knows the preimage of
+    an invoice paid by an earlier step, and whose lock towards it is claimed."""
+    form = "{invoice: NAME, preimage: [parties], claimed: [parties]} (at least one of preimage, claimed)"
+    if not isinstance(value, dict) or "invoice" not in value:
+        raise _Bad(form)
+    extra = set(value) - {"invoice", *PAYMENT_CHECKS}
+    if extra:
+        raise _Bad(f"only invoice, {', '.join(PAYMENT_CHECKS)} (not {', '.join(sorted(extra))})")
+    if not set(value) & set(PAYMENT_CHECKS):
+        raise _Bad(form)
+    name = _invoice(value["invoice"], scenario)
+    if not scenario.invoices[name].payer:
+        raise _Bad(f"an invoice paid by an earlier step (no pay_invoice pays {name})")
+    return {"invoice": name, **{key: _parties(value[key], scenario) for key in PAYMENT_CHECKS if key in value}}
+
+
+def _forward(value: Any, scenario: Scenario) -> ForwardPolicy:
+    """{base_fee: 0.001eth, fee_ppm: 1000}, each optional: what a party charges to forward."""
+    if not isinstance(value, dict):
+        raise _Bad("{base_fee: amount, fee_ppm: N} (each optional; {} forwards for free)")
+    extra = set(value) - {"base_fee", "fee_ppm"}
+    if extra:
+        raise _Bad(f"only base_fee and fee_ppm (not {', '.join(sorted(extra))})")
+    ppm = value.get("fee_ppm", 0)
+    if isinstance(ppm, bool) or not isinstance(ppm, int) or not 0 <= ppm <= PPM:
+        raise _Bad(f"fee_ppm: an integer from 0 to {PPM:,} (millionths of the amount forwarded)")
+    try:
+        base_fee = _amount(value.get("base_fee", 0))
+    except _Bad as exc:
+        raise _Bad(f"base_fee: {exc}") from None
+    return ForwardPolicy(base_fee=base_fee, fee_ppm=ppm)
+
+
+def _earlier(value: Any, made: dict[str, Any], what: str) -> str:
+    """The name an earlier step gave what it made (`made`, by name)."""
+    if value not in made:
+        known = ", ".join(made)
+        raise _Bad(f"{what} by an earlier step: " + (f"one of {known}" if known else "there is none"))
+    return value
+
+
+def _nanocontract(value: Any, scenario: Scenario) -> str:
+    return _earlier(value, scenario.nanocontracts, "a nanocontract created")
 
 
 def _preimage(value: Any, _: Scenario) -> bytes:
@@ -549,7 +659,7 @@ ACTIONS: dict[str, tuple[Fields, str | None]] = {
                 "events": (_events, False), "stages": (_party_stages, False),
                 "state": (_state, False), "error_reply": (_error_reply, False),
                 "held": (_amount, False), "nanocontract": (_nanocontract_checks, False),
-                "halves": (_halves, False), "tower": (_tower_checks, False)}, None),
+                "halves": (_halves, False), "tower": (_tower_checks, False), "payment": (_payment, False)}, None),
     # Multistate channels: nanocontracts are named by the step that creates them.
     "nanocontract": ({**CHANNEL, "by": (_party, True), "name": (_new_name, True), "app": (_choice(*APP_FIELDS), True),
                       "amount": (_amount, False), "preimage": (_preimage, False), "timeout": (_int(1), False),
@@ -566,11 +676,18 @@ ACTIONS: dict[str, tuple[Fields, str | None]] = {
     # authorisation for it, naming `tower` (by default the sender).
     "refute": ({**CHANNEL, "by": (_member, True), "version": (_int(1), True), "client": (_party, False),
                 "tower": (_tower, False)}, None),
+    # Multi-hop payments: the payee makes an invoice, the payer pays it over a route of channels.
+    "invoice": ({"by": (_party, True), "name": (_new_invoice, True), "amount": (_amount, True),
+                 "expiry": (_int(1), False), "min_final": (_int(0), False), "description": (_description, False)},
+                None),
+    "pay_invoice": ({"from": (_party, True), "invoice": (_invoice, True), "route": (_route, True),
+                     "timeout": (_positive_seconds, False)}, None),
 }
 WAIT_FORMS = ("seconds", "blocks", "deadline", "window", "timeout", "validity")
 OFFSET_FORMS = ("deadline", "window", "timeout", "validity")
 EXPECT_CHECKS = ("payout", "wallets", "events", "stages", "state", "error_reply", "held", "nanocontract", "halves",
-                 "tower")
+                 "tower", "payment")
+CHANNEL_CHECKS = ("payout", "events", "stages", "state", "halves", "tower")  # an expect with one of these names a channel
 
 
 
@@ -596,6 +713,7 @@ def load(path: Path | str) -> Scenario:
 class _Loader:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.forwarding: dict[str, yaml.Node] = {}  # the parties with `forward`: its node, checked with the channels
 
     def fail(self, node: yaml.Node | None, what: str) -> ScenarioError:
         line = f":{node.start_mark.line + 1}" if node is not None else ""
@@ -640,13 +758,17 @@ class _Loader:
             self.channels(top["channels"], scenario)
         if "virtual" in top:
             self.virtual(top["virtual"], scenario)
+        for name, node in self.forwarding.items():
+            if not any(c.kind == "multistate" and name in (c.alice, c.bob) for c in scenario.channels.values()):
+                raise self.fail(node, f"party {name}: forward: {name} has no multistate channel to forward payments "
+                                      "over")
         steps_node = top["steps"]
         if not isinstance(steps_node, yaml.SequenceNode) or not steps_node.value:
             raise self.fail(steps_node, "steps: expected a list of steps (- action: ...)")
         steps = tuple(self.step(node, i, scenario) for i, node in enumerate(steps_node.value, 1))
         return Scenario(scenario.file, scenario.name, scenario.title, scenario.description,
                         scenario.parties, scenario.channels, steps, scenario.nanocontracts, scenario.virtual,
-                        scenario.towers)
+                        scenario.towers, scenario.invoices)
 
     def key(self, fields: dict[str, yaml.Node], where: str) -> bytes | None:
         """A `key` field: 32 bytes of hex, quoted."""
@@ -681,9 +803,10 @@ class _Loader:
             fields = self.mapping(value, f"party {name}") if not _is_null(value) else {}
             if name in scenario.towers:
                 raise self.fail(value, f"party {name}: expected a name that no tower has")
-            for key in set(fields) - {"funds", "key", "hub", "accept_virtual", "towers", "reward"}:
+            for key in set(fields) - {"funds", "key", "hub", "accept_virtual", "towers", "reward", "forward",
+                                      "response_timeout"}:
                 raise self.fail(fields[key], f"party {name}: unknown field {key!r}: expected funds, key, hub, "
-                                             "accept_virtual, towers, reward")
+                                             "accept_virtual, towers, reward, forward, response_timeout")
             funds = self.field(fields, "funds", _amount, scenario, f"party {name}", DEFAULT_FUNDS)
             accept_virtual = self.field(fields, "accept_virtual", _bool, scenario, f"party {name}", True)
             hub = self.hub(fields["hub"], scenario, f"party {name}: hub") if "hub" in fields else None
@@ -691,8 +814,12 @@ class _Loader:
             reward = self.field(fields, "reward", _amount, scenario, f"party {name}", 0)
             if "reward" in fields and not towers:
                 raise self.fail(fields["reward"], f"party {name}: reward goes with towers, to pay them")
+            forward = self.field(fields, "forward", _forward, scenario, f"party {name}")
+            if forward is not None:
+                self.forwarding[name] = fields["forward"]
+            response_timeout = self.field(fields, "response_timeout", _positive_seconds, scenario, f"party {name}")
             scenario.parties[name] = Party(name, funds, self.key(fields, f"party {name}"), hub, accept_virtual,
-                                           towers, reward)
+                                           towers, reward, forward, response_timeout)
 
     def hub(self, node: yaml.Node, scenario: Scenario, where: str) -> HubPolicy:
         """{fast_close: false, capacity: 10eth, max_channels: 2}, each optional: Ingrid's policy."""
@@ -806,7 +933,8 @@ class _Loader:
                 args[key] = self.field(fields, key, check, scenario, where)
             elif required:
                 raise self.fail(node, f"{where}: missing field {key!r}")
-        if "channel" in spec and "channel" not in args:
+        needs_channel = action != "expect" or bool(set(CHANNEL_CHECKS) & set(args))
+        if "channel" in spec and "channel" not in args and needs_channel:
             if len(scenario.channels) != 1:
                 raise self.fail(node, f"{where}: missing field 'channel' (the scenario has "
                                       f"{len(scenario.channels)} channels)")
@@ -822,6 +950,12 @@ class _Loader:
 
     def check_step(self, action: str, args: dict[str, Any], node: yaml.Node, where: str, scenario: Scenario,
                    fields: dict[str, yaml.Node]) -> None:
+        if action == "invoice":
+            self.check_invoice(args, node, where, scenario, fields)
+            return
+        if action == "pay_invoice":
+            self.check_pay_invoice(args, node, where, scenario, fields)
+            return
         if action == "wait" and len(set(WAIT_FORMS) & set(args)) != 1:
             raise self.fail(node, f"{where}: expected exactly one of {', '.join(WAIT_FORMS)}")
         if action == "wait" and "offset" in args and not set(OFFSET_FORMS) & set(args):
@@ -891,6 +1025,55 @@ class _Loader:
             if "preimage" in args and function != "claim":
                 raise self.fail(fields["preimage"], f"{where}: preimage goes with claim (which takes the lock's own "
                                                     "preimage unless given another)")
+
+    def check_invoice(self, args: dict[str, Any], node: yaml.Node, where: str, scenario: Scenario,
+                      fields: dict[str, yaml.Node]) -> None:
+        """`invoice`: its payee has a multistate channel in ETH (multi-hop payments go over
+        them); `min_final` fits the invoice."""
+        by = args["by"]
+        if not any(c.kind == "multistate" and by in (c.alice, c.bob) for c in scenario.channels.values()):
+            raise self.fail(fields["by"], f"{where}: by: {by} has no multistate channel, and invoices are paid over "
+                                          "multistate channels")
+        if any(c.token != "ETH" for c in scenario.channels.values()):
+            raise self.fail(node, f"{where}: multi-hop payments are in ETH, and the channels are in erc20")
+        if args["amount"] == 0:
+            raise self.fail(fields["amount"], f"{where}: amount: an invoice asks for more than 0")
+        if args.get("min_final", 0) > MAX_MIN_FINAL:
+            raise self.fail(fields["min_final"], f"{where}: min_final: at most {MAX_MIN_FINAL} s")
+        scenario.invoices[args["name"]] = InvoiceSpec(args["name"], by, args["amount"], node.start_mark.line + 1)
+
+    def check_pay_invoice(self, args: dict[str, Any], node: yaml.Node, where: str, scenario: Scenario,
+                          fields: dict[str, yaml.Node]) -> None:
+        """`pay_invoice`: an invoice not paid yet, by another party, over multistate channels that
+        lead from the payer to the payee, visiting each party once. Names each lock of the route
+        `invoice@channel`, sent by the party the route reaches that channel from."""
+        invoice, payer, route = scenario.invoices[args["invoice"]], args["from"], args["route"]
+        if invoice.payer:
+            raise self.fail(fields["invoice"], f"{where}: invoice: line {invoice.paid_at} pays {invoice.name} already "
+                                               "(a node pays a payment hash once)")
+        if payer == invoice.payee:
+            raise self.fail(fields["from"], f"{where}: from: {payer} made invoice {invoice.name}, and pays itself "
+                                            "nothing")
+        at, visited = payer, [payer]
+        for name in route:
+            channel = scenario.channels[name]
+            if channel.kind != "multistate":
+                raise self.fail(fields["route"], f"{where}: route: {name} is a payment channel; multi-hop payments go "
+                                                 "over multistate channels")
+            if at not in (channel.alice, channel.bob):
+                raise self.fail(fields["route"], f"{where}: route: {name} is between {channel.alice} and "
+                                                 f"{channel.bob}, and the route is at {at} there")
+            at = channel.bob if at == channel.alice else channel.alice
+            if at in visited:
+                raise self.fail(fields["route"], f"{where}: route: it comes to {at} twice")
+            visited.append(at)
+        if at != invoice.payee:
+            raise self.fail(fields["route"], f"{where}: route: it ends at {at}, and {invoice.payee} made invoice "
+                                             f"{invoice.name}")
+        paid = replace(invoice, payer=payer, route=route, paid_at=node.start_mark.line + 1)
+        for lock, channel, sender in zip(paid.locks(), route, visited):
+            scenario.nanocontracts[lock] = NanocontractSpec(lock, channel, "HashTimeLock", sender, paid.paid_at)
+        scenario.invoices[invoice.name] = paid
 
     def check_refute(self, args: dict[str, Any], node: yaml.Node, where: str, scenario: Scenario,
                      fields: dict[str, yaml.Node]) -> None:

@@ -1,6 +1,7 @@
 """What a scenario run stands on and what it learns as it goes: the chain and the contracts, the
-parties, and the ids of channels, nanocontracts and virtual channels under the names the file
-gives them. Both ways: the steps look ids up by name, the recording names what it sees by id.
+parties, the invoices, and the ids of channels, nanocontracts (a multi-hop payment's locks among
+them) and virtual channels under the names the file gives them. Both ways: the steps look ids
+up by name, the recording names what it sees by id.
 """
 
 from __future__ import annotations
@@ -19,12 +20,17 @@ from perun.chain.multistate import MSContract
 from perun.chain.payment import Event, PaymentContract
 from perun.core.amounts import ether
 from perun.core.apps import App, app_named
+from perun.core.apps import hashtimelock as htlc
 from perun.core.apps import virtualchannel as vc
 from perun.core.channel import Params
+from perun.core.multistate import nanocontract_id
+from perun.core.route import DEFAULT_MARGIN, Direction, Invoice, Policy, Route, build_route
+from perun.protocols.multihop import ForwardPolicy
 from perun.scenario.party import Party, TowerParty
 from perun.scenario.spec import Scenario
 
 TOKEN_FUNDS = 10_000  # units of the test token each party starts with
+ROUTE_SLACK = 60  # seconds the chain may move between building a route and the payee's check of its lock
 
 
 def party_key(name: str) -> bytes:
@@ -54,6 +60,7 @@ class World:
         self.gids: dict[str, bytes] = {}  # virtual channel name -> its id
         self.validity: dict[str, int] = {}  # virtual channel name -> its validity (a chain time)
         self.lock_timeouts: dict[str, int] = {}  # HashTimeLock name -> its timeout (a chain time)
+        self.invoices: dict[str, Invoice] = {}  # invoice name -> the invoice its payee made
 
     def setup(self) -> None:
         """Deploys the contracts, makes the parties and funds them."""
@@ -132,6 +139,55 @@ class World:
             return []
         return [e for e in self.contract_of(channel).events() if e.args.get("channelId") == cid]
 
+    # ------------------------------------------------------------------ multi-hop payments
+
+    def route(self, payer: str, channels: tuple[str, ...], invoice: Invoice) -> Route:
+        """The route over `channels` (the payer's first) that pays `invoice`: each lock's amount
+        and timeout from the forwarders' fees and the channels' Δ, as the payer would compute them
+        from announcements, and each direction's capacity its sender's cash now."""
+        path, at = [], payer
+        for name in channels:
+            spec, cid = self.scenario.channels[name], self.cid(name)
+            to = spec.bob if at == spec.alice else spec.alice
+            rec = self.parties[at].record(cid)
+            cash = rec.state.cash_alice if at == spec.alice else rec.state.cash_bob  # type: ignore[union-attr]
+            fees = self.scenario.parties[at].forward or ForwardPolicy()
+            path.append(Direction(cid, self.parties[at].address, self.parties[to].address,
+                                  Policy(fees.base_fee, fees.fee_ppm, spec.delta, cash)))
+            at = to
+        # The payee checks its lock's timeout against the chain's time when the lock reaches it.
+        now = self.chain.timestamp() + ROUTE_SLACK
+        return build_route(self.parties[payer].address, path, invoice.amount, now, DEFAULT_MARGIN, invoice.min_final)
+
+    def learn_lock(self, cid: bytes, version: int, app: str, data: bytes) -> None:
+        """A HashTimeLock proposed in channel `cid` at `version` for the hash of an invoice of the
+        file: its name (`invoice@channel`) now stands for its nid, and its timeout is known."""
+        apps = self.deployment.apps if self.deployment else {}
+        if app.lower() != apps.get("HashTimeLock", "").lower():
+            return
+        try:
+            lock = htlc.decode(data)
+        except errors.HashTimeLockMalformed:  # the receiver refuses it; the relay must pass it on
+            return
+        invoice = next((name for name, i in self.invoices.items() if i.payment_hash == lock.hashlock), None)
+        if invoice is not None:
+            name = f"{invoice}@{self.channel_name(cid)}"
+            self.nids[name] = nanocontract_id(cid, version)
+            self.lock_timeouts[name] = lock.timeout
+
+    def invoice_of(self, lock: str) -> str | None:
+        """The invoice whose payment a nanocontract is a lock of, if it is one (`invoice@channel`)."""
+        invoice = lock.split("@")[0]
+        return invoice if "@" in lock and invoice in self.scenario.invoices else None
+
+    def preimage(self, invoice: str) -> bytes:
+        """The preimage of an invoice, from its payee's record."""
+        spec = self.scenario.invoices[invoice]
+        rec = self.parties[spec.payee].hop(self.invoices[invoice].payment_hash) if invoice in self.invoices else None
+        if rec is None:
+            raise errors.WrongStage(f"invoice {invoice} was never made")
+        return rec.preimage
+
     # ------------------------------------------------------------------ names for ids
 
     def name(self, address: str) -> str:
@@ -149,7 +205,8 @@ class World:
     def gamma_of(self, nid: bytes) -> str | None:
         """The virtual channel whose half `nid` is, if it is one."""
         name = self.nano_name(nid)
-        return name.split("@")[0] if "@" in name else None
+        gamma = name.split("@")[0]
+        return gamma if gamma in self.scenario.virtual else None
 
     def app_of(self, nid: bytes) -> App | None:
         spec = self.scenario.nanocontracts.get(self.nano_name(nid))
