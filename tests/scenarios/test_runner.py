@@ -234,3 +234,35 @@ def test_towers_are_stopped_after_a_run_that_failed(tmp_path: Path, monkeypatch:
     assert {(m.sender, m.receiver, m.type) for m in rec.messages if m.type.startswith("Monitor")} == {
         ("bob", "watchtower", "Monitor"), ("watchtower", "bob", "MonitorAck"),
         ("bob", "spare", "Monitor"), ("spare", "bob", "MonitorAck")}
+
+
+def test_a_payment_through_a_party_that_does_not_forward_is_refused_and_nothing_stays_locked(tmp_path: Path) -> None:
+    """Bob has no `forward`: he refuses Alice's lock, the payment step fails with the wire code,
+    and nothing is locked."""
+    path = tmp_path / "s.yaml"
+    path.write_text("""title: t
+parties: {alice: {}, bob: {}, carol: {}}
+channels:
+  ab: {kind: multistate, alice: alice, bob: bob, deposits: [5eth, 5eth]}
+  bc: {kind: multistate, alice: bob, bob: carol, deposits: [5eth, 5eth]}
+steps:
+  - open: ab
+  - open: bc
+  - invoice: {by: carol, name: tea, amount: 1eth, expiry: 600}
+  - pay_invoice: {from: alice, invoice: tea, route: [ab, bc]}
+    fails: CHANNEL_REFUSED
+  - expect:
+      channel: ab
+      state: {party: alice, version: 0, nanocontracts: []}
+      payment: {invoice: tea, preimage: [carol], claimed: []}
+""")
+    [rec] = run([path], out=lambda line: None)
+    assert rec.passed, [v for v in rec.verdicts if not v.passed]
+    refused, *checks = rec.verdicts
+    assert "this node forwards no payments" in refused.found
+    assert [v.found for v in checks] == ["0", "none", "carol", "nobody"]
+    notes = [e.text for e in rec.entries if isinstance(e, r.Note)]
+    assert any(n.startswith("invoice tea: 1 ETH, payment hash 0x") for n in notes)
+    assert "route alice → bob → carol: locks 1 ETH for 1 ETH to carol; fees bob 0 ETH" in notes
+    assert [(m.sender, m.type) for m in rec.messages if m.type in ("LockOnion", "NanocontractCreate", "Error")] == [
+        ("alice", "LockOnion"), ("alice", "NanocontractCreate"), ("bob", "Error")]
