@@ -34,6 +34,8 @@ def test_scenario(path: Path) -> None:
         shown = [(m.sender, m.receiver, m.type, m.summary) for m in rec.messages]
         for want in MULTIHOP_LIFELINES[path.stem]:
             assert any(m[:3] == want[:3] and m[3].startswith(want[3]) for m in shown), (want, shown)
+    if path.stem in NAMED_ERRORS:
+        assert any(v.found.startswith(NAMED_ERRORS[path.stem]) for v in rec.verdicts), rec.verdicts
     if path.stem in TOWER_LIFELINES:  # a multistate channel's hand-over on the tower's lifeline, readably
         messages, functions = TOWER_LIFELINES[path.stem]
         shown = {(m.sender, m.receiver, m.type, m.summary) for m in rec.messages}
@@ -56,7 +58,13 @@ MULTIHOP_LIFELINES = {
         ("carol", "bob", "NanocontractCall", "bc coffee@bc v1: claim with the preimage 0x"),
         ("bob", "alice", "NanocontractCall", "ab coffee@ab v1: claim with the preimage 0x"),
     ],
+    # A refusal names the parties, not their addresses.
+    "32-multihop-route-failure": [
+        ("carol", "bob", "Error", "INVALID_NANOCONTRACT: the lock's onion: no open channel with dave can lock "),
+    ],
 }
+# An error a step meets names the nanocontracts and parties it quotes by the file's names.
+NAMED_ERRORS = {"30-multihop-withheld-preimage": "MSContractWindowOpen: MSContractWindowOpen(nid=coffee@bc, windowEnd="}
 
 # What the towers of 27 and 28 are handed and send, as the reports show it.
 TOWER_LIFELINES: dict[str, tuple[set[tuple[str, str, str, str]], set[tuple[str, str]]]] = {

@@ -213,7 +213,7 @@ class Narrator:
         if isinstance(message, m.UpdateAck):
             return f"{where} v{message.version} countersigned"
         if isinstance(message, m.Error):
-            return f"{_code_name(message.code)}: {message.reason}"
+            return f"{_code_name(message.code)}: {self.world.named(message.reason)}"
         if isinstance(message, m.ProposeChannel):
             return f"deposits {amounts(message.deposit_alice, message.deposit_bob)}, Δ {message.delta} s"
         if isinstance(message, m.ProposeMultistate):

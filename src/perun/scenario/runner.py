@@ -118,7 +118,7 @@ class Run:
         except asyncio.CancelledError:
             detail = "interrupted by the crash"
         except (errors.PerunError, Killed, asyncio.TimeoutError) as exc:
-            detail = f"{type(exc).__name__}: {exc}"
+            detail = self.world.named(f"{type(exc).__name__}: {exc}")
             if step.fails and _is_a(exc, step.fails):
                 outcome = "expected-error"
             elif self._death.is_set() and isinstance(exc, (Killed, errors.NodeKilled, errors.PeerUnavailable)):

@@ -6,6 +6,7 @@ up by name, the recording names what it sees by id.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from perun.scenario.party import Party, TowerParty
 from perun.scenario.spec import Scenario
 
 TOKEN_FUNDS = 10_000  # units of the test token each party starts with
+_IDS = re.compile(r"0x(?:[0-9a-fA-F]{64}|[0-9a-fA-F]{40})(?![0-9a-fA-F])")  # a nid, or an address
 ROUTE_SLACK = 60  # seconds the chain may move between building a route and the payee's check of its lock
 
 
@@ -194,6 +196,17 @@ class World:
         """A party's or a tower's name, else the address."""
         address = to_checksum_address(address)
         return next((p.name for p in self.members() if p.address == address), address)
+
+    def named(self, text: str) -> str:
+        """`text` (a node's error, say) with the ids it quotes under the file's names: a party's
+        or a tower's address, a nanocontract's nid; the ids the file never named stay as they are."""
+        def name(match: re.Match[str]) -> str:
+            word = match.group()
+            if len(word) == 42:
+                return self.name(word)
+            nid = bytes.fromhex(word[2:])
+            return self.nano_name(nid) if nid in self.nids.values() else word
+        return _IDS.sub(name, text)
 
     def channel_name(self, cid: bytes) -> str:
         """A channel's or a virtual channel's name; "" for an unknown id."""
