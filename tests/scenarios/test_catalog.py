@@ -58,9 +58,11 @@ MULTIHOP_LIFELINES = {
         ("carol", "bob", "NanocontractCall", "bc coffee@bc v1: claim with the preimage 0x"),
         ("bob", "alice", "NanocontractCall", "ab coffee@ab v1: claim with the preimage 0x"),
     ],
-    # A refusal names the parties, not their addresses.
+    # A refusal names the parties, not their addresses; Bob gives Alice's lock back with a failure.
     "32-multihop-route-failure": [
         ("carol", "bob", "Error", "INVALID_NANOCONTRACT: the lock's onion: no open channel with dave can lock "),
+        ("bob", "alice", "LockFailure", "ab coffee@ab: a failure for the payer, then the lock's cancel"),
+        ("bob", "alice", "NanocontractCall", "ab coffee@ab v1: cancel"),
     ],
 }
 # An error a step meets names the nanocontracts and parties it quotes by the file's names.
@@ -92,7 +94,8 @@ def test_the_catalog_has_what_the_issue_asks_for() -> None:
                      "virtual-ledger-closed", "cooperative-close-in-dispute", "multistate-cooperative-close",
                      "tower-refutes-for-offline-party", "two-towers-one-reward", "tower-withholds",
                      "tower-older-state-refused", "tower-multistate-nanocontract", "tower-settles-virtual-channel",
-                     "multihop-payment", "multihop-withheld-preimage"}
+                     "multihop-payment", "multihop-withheld-preimage", "multihop-payee-silent",
+                     "multihop-route-failure"}
     scenarios = {p.stem: load(p) for p in CATALOG}
     assert [name for name, s in scenarios.items() if any(c.kind == "multistate" for c in s.channels.values())] == [
         "11-tictactoe-timeout", "12-stale-nanocontract-refuted", "13-close-with-live-nanocontracts",
@@ -141,12 +144,15 @@ def test_the_catalog_has_what_the_issue_asks_for() -> None:
     assert virtual_end["wallets"] == {"alice": -15 * 10**17, "ingrid": 0, "bob": 149 * 10**16, "watchtower": 10**16}
     # 29 on: multi-hop payments, Alice to Dave through Bob and Carol, who forward for a fee. Each
     # ends with the wallets: what the payment gives each honest party, whatever went wrong.
+    # A payment that never arrives leaves everyone as they were, and pays no fee.
     paid = {"alice": -1005 * 10**15, "bob": 3 * 10**15, "carol": 2 * 10**15, "dave": 10**18}
-    for name in ("29-multihop-payment", "30-multihop-withheld-preimage"):
+    unpaid = dict.fromkeys(paid, 0)
+    for name, wallets in (("29-multihop-payment", paid), ("30-multihop-withheld-preimage", paid),
+                          ("31-multihop-payee-silent", unpaid), ("32-multihop-route-failure", unpaid)):
         s = scenarios[name]
         (invoice,) = s.invoices.values()
         assert (invoice.payer, invoice.payee, invoice.route) == ("alice", "dave", ("ab", "bc", "cd"))
-        assert s.steps[-1].args["wallets"] == paid
+        assert s.steps[-1].args["wallets"] == wallets
 
 
 def test_a_real_report_in_chromium(chromium: str, tmp_path: Path) -> None:

@@ -535,7 +535,8 @@ def test_invoices_payments_and_their_checks(tmp_path: Path) -> None:
                  "  - wait: {window: coffee@bc, offset: 1}\n"
                  "  - execute: {by: carol, nanocontract: coffee@bc, function: claim}\n"
                  "  - expect:\n"
-                 "      payment: {invoice: coffee, preimage: [dave, alice, carol], claimed: []}\n"
+                 "      payment: {invoice: coffee, preimage: [dave, alice, carol], claimed: [],\n"
+                 "                outcome: {bob: failing, alice: failed}, failure: {hop: carol, code: NO_CAPACITY}}\n"
                  "      nanocontract: {name: tea@ab, party: alice, released: [0, 0]}\n")
     scenario = load(path)
     assert scenario.parties["bob"].forward == ForwardPolicy(base_fee=3 * 10**15)
@@ -555,7 +556,9 @@ def test_invoices_payments_and_their_checks(tmp_path: Path) -> None:
         ("ab", "HashTimeLock", "alice", 10), ("bc", "HashTimeLock", "bob", 10), ("cd", "HashTimeLock", "carol", 10),
         ("bc", "HashTimeLock", "carol", 12), ("ab", "HashTimeLock", "bob", 12)]
     assert "channel" not in expect.args  # no check of a channel of its own: none needed among several
-    assert expect.args["payment"] == {"invoice": "coffee", "preimage": ("alice", "carol", "dave"), "claimed": ()}
+    assert expect.args["payment"] == {"invoice": "coffee", "preimage": ("alice", "carol", "dave"), "claimed": (),
+                                      "outcome": {"bob": "failing", "alice": "failed"},
+                                      "failure": {"hop": "carol", "code": "NO_CAPACITY"}}
 
 
 @pytest.mark.parametrize("steps, message", [
@@ -592,13 +595,22 @@ def test_invoices_payments_and_their_checks(tmp_path: Path) -> None:
      ":10: step 2 (pay_invoice): route: cd is between carol and dave, and the route is at bob there"),
     ("  - pay_invoice: {from: alice, invoice: coffee, route: [ab, bc, cd], timeout: 0}\n",
      ":10: step 2 (pay_invoice): timeout: expected a number of seconds > 0, got 0"),
-    (PAY + PAY, ":11: step 3 (pay_invoice): invoice: line 10 pays coffee already (a node pays a payment hash once)"),
+    (PAY + PAY, ":11: step 3 (pay_invoice): invoice: line 10 pays coffee already (a scenario pays an invoice once: make "
+     "another to pay again)"),
     ("  - expect: {payment: {invoice: coffee, preimage: [dave]}}\n",
      ":10: step 2 (expect): payment: expected an invoice paid by an earlier step (no pay_invoice pays coffee)"),
     (PAY + "  - expect: {payment: {invoice: coffee}}\n",
-     ":11: step 3 (expect): payment: expected {invoice: NAME, preimage: [parties], claimed: [parties]} (at least one"),
+     ":11: step 3 (expect): payment: expected {invoice: NAME, preimage: [parties], claimed: [parties], outcome:"),
     (PAY + "  - expect: {payment: {invoice: coffee, paid: true}}\n",
-     ":11: step 3 (expect): payment: expected only invoice, preimage, claimed (not paid)"),
+     ":11: step 3 (expect): payment: expected only invoice, preimage, claimed, outcome, failure (not paid)"),
+    (PAY + "  - expect: {payment: {invoice: coffee, outcome: {alice: lost}}}\n",
+     ":11: step 3 (expect): payment: expected one of settled, failed, failing, pending, none, got"),
+    (PAY + "  - expect: {payment: {invoice: coffee, outcome: [alice]}}\n",
+     ":11: step 3 (expect): payment: expected outcome: a mapping of party to one of settled, failed"),
+    (PAY + "  - expect: {payment: {invoice: coffee, failure: {hop: bob, why: late}}}\n",
+     ":11: step 3 (expect): payment: expected failure: {hop: P, code: CODE} (either optional)"),
+    (PAY + "  - expect: {payment: {invoice: coffee, failure: {code: TOO_SLOW}}}\n",
+     ":11: step 3 (expect): payment: expected one of NEXT_HOP_REFUSED, NO_CAPACITY"),
     (PAY + "  - expect: {payment: {invoice: coffee, preimage: dave}}\n",
      ":11: step 3 (expect): payment: expected a list of parties, [] for none"),
     (PAY + "  - expect: {payment: {invoice: coffee, claimed: [erin]}}\n",

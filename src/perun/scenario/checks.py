@@ -14,11 +14,12 @@ from perun.core.apps import virtualchannel as vc
 from perun.core.channel import PaymentState
 from perun.core.machine import ChannelRecord
 from perun.core.msmachine import MSRecord
-from perun.core.multihop import Part
+from perun.core import multihop as mh
+from perun.core.multihop import FailureCode, Part
 from perun.core.mstower import MSWatched
 from perun.core.multistate import NanocontractState
 from perun.scenario.narrator import Narrator
-from perun.scenario.spec import PAYMENT_CHECKS, Step, VirtualSpec
+from perun.scenario.spec import Step, VirtualSpec
 from perun.scenario.world import World
 
 CLOSING_EVENTS = ("Finalized", "CooperativelyClosed")
@@ -134,24 +135,40 @@ class Checks:
             pass  # the check says who got where
 
     def _payment(self, want: dict[str, Any]) -> list[tuple[Check, bool]]:
-        """Who knows the preimage of the invoice, and whose lock towards it is claimed (the payee's
-        and each intermediary's incoming lock): each check, and whether a running party it names
-        has not got there yet."""
+        """Of the invoice's payment: who knows the preimage, whose incoming lock is claimed (the
+        payee's, an intermediary's), where each party's part stands, and the failure that came
+        back to the payer. Each check, and whether a running party it names may still get where
+        it is expected (so that wait_payment waits for it)."""
         name = want["invoice"]
         invoice = self.world.invoices.get(name)
         records = {p: party.hop(invoice.payment_hash) for p, party in self.world.parties.items()} if invoice else {}
-        found = {"preimage": [p for p, rec in records.items() if rec is not None and rec.preimage],
-                 "claimed": [p for p, rec in records.items()
-                             if rec is not None and rec.part is not Part.PAYER and rec.claimed]}
-        what = {"preimage": f"who knows the preimage of {name}",
-                "claimed": f"whose incoming lock of {name} is claimed"}
+        running = {p for p, party in self.world.parties.items() if party.running}
         result = []
-        for key in PAYMENT_CHECKS:
-            if key not in want:
-                continue
-            missing = [p for p in want[key] if p not in found[key] and self.world.parties[p].running]
-            check = ("payment", what[key], ", ".join(want[key]) or "nobody", ", ".join(found[key]) or "nobody")
-            result.append((check, bool(missing)))
+        lists = {"preimage": (f"who knows the preimage of {name}", lambda rec: bool(rec.preimage)),
+                 "claimed": (f"whose incoming lock of {name} is claimed",
+                             lambda rec: rec.part is not Part.PAYER and rec.claimed)}
+        for key, (what, holds) in lists.items():
+            if key in want:
+                found = [p for p, rec in records.items() if rec is not None and holds(rec)]
+                behind = any(p not in found and p in running for p in want[key])
+                result.append((("payment", what, ", ".join(want[key]) or "nobody", ", ".join(found) or "nobody"),
+                               behind))
+        for party, expected in want.get("outcome", {}).items():
+            rec = records.get(party)
+            found = mh.outcome(rec) if rec is not None else "none"
+            # Pending and failing go on to settled or failed; those two are final.
+            behind = found != expected and found in ("pending", "failing", "none") and party in running
+            result.append((("payment", f"{party}'s part in paying {name}", expected, found), behind))
+        if "failure" in want:
+            payer = self.world.scenario.invoices[name].payer
+            rec = records.get(payer)
+            failed = mh.payment_failed(rec) if rec is not None else None
+            shown = {"hop": "none" if failed is None or failed.hop is None else self.world.name(failed.hop),
+                     "code": "none" if failed is None or failed.code is None else FailureCode(failed.code).name}
+            for key, expected in want["failure"].items():
+                what = {"hop": f"the hop whose failure of {name} came back to {payer}",
+                        "code": f"the failure of {name} that came back to {payer}"}[key]
+                result.append((("payment", what, expected, shown[key]), failed is None and payer in running))
         return result
 
     def _tower_held(self, name: str, channel: str) -> dict[str, Any]:

@@ -224,6 +224,8 @@ class Narrator:
             until = f", until chain time {self.world.lock_timeouts[nc]}" if self.world.invoice_of(nc) else ""
             return (f"{where} v{message.version}: creates {nc} ({self.world.app_name(message.app)}), blocking "
                     f"{amounts(message.blocked_alice, message.blocked_bob)}{until}")
+        if isinstance(message, m.LockFailure):  # opaque but to the payer: the CANCEL it comes with follows
+            return f"{where} {nano_name(message.nid)}: a failure for the payer, then the lock's cancel"
         if isinstance(message, m.LockOnion):
             return f"{where} v{message.version}: the onion for the lock proposed next ({len(message.packet)} bytes)"
         if isinstance(message, m.NanocontractCall):

@@ -17,6 +17,7 @@ import yaml
 from perun import errors
 from perun.core.amounts import parse_amount
 from perun.core.apps import APPS
+from perun.core.multihop import FailureCode
 from perun.core.route import MAX_DESCRIPTION, MAX_HOPS, MAX_MIN_FINAL, PPM
 from perun.core.virtual import MAX_SETTLE_DELAY
 from perun.node import CRASH_POINTS
@@ -507,13 +508,17 @@ def _parties(value: Any, scenario: Scenario) -> tuple[str, ...]:
     return tuple(p for p in scenario.parties if p in named)
 
 
-PAYMENT_CHECKS = ("preimage", "claimed")
+PAYMENT_CHECKS = ("preimage", "claimed", "outcome", "failure")
+OUTCOMES = ("settled", "failed", "failing", "pending", "none")  # a party's part in a payment (core.multihop.outcome)
 
 
 def _payment(value: Any, scenario: Scenario) -> dict[str, Any]:
-    """{invoice: coffee, preimage: [alice, dave], claimed: [dave]}: who knows the preimage of
-    an invoice paid by an earlier step, and whose lock towards it is claimed."""
-    form = "{invoice: NAME, preimage: [parties], claimed: [parties]} (at least one of preimage, claimed)"
+    """{invoice: coffee, preimage: [alice, dave], claimed: [dave], outcome: {alice: failed},
+    failure: {hop: bob, code: NEXT_HOP_REFUSED}}: of an invoice paid by an earlier step, who
+    knows the preimage, whose lock towards it is claimed, where each party's part stands, and
+    the failure that came back to the payer."""
+    form = ("{invoice: NAME, preimage: [parties], claimed: [parties], outcome: {party: outcome}, failure: {hop: P, "
+            "code: CODE}} (at least one but invoice)")
     if not isinstance(value, dict) or "invoice" not in value:
         raise _Bad(form)
     extra = set(value) - {"invoice", *PAYMENT_CHECKS}
@@ -524,7 +529,23 @@ def _payment(value: Any, scenario: Scenario) -> dict[str, Any]:
     name = _invoice(value["invoice"], scenario)
     if not scenario.invoices[name].payer:
         raise _Bad(f"an invoice paid by an earlier step (no pay_invoice pays {name})")
-    return {"invoice": name, **{key: _parties(value[key], scenario) for key in PAYMENT_CHECKS if key in value}}
+    result: dict[str, Any] = {"invoice": name}
+    for key in ("preimage", "claimed"):
+        if key in value:
+            result[key] = _parties(value[key], scenario)
+    if "outcome" in value:
+        outcomes = value["outcome"]
+        if not isinstance(outcomes, dict) or not outcomes:
+            raise _Bad(f"outcome: a mapping of party to one of {', '.join(OUTCOMES)}, e.g. {{alice: failed}}")
+        result["outcome"] = {_party(p, scenario): _choice(*OUTCOMES)(o, scenario) for p, o in outcomes.items()}
+    if "failure" in value:
+        failure = value["failure"]
+        codes = [code.name for code in FailureCode]
+        if not isinstance(failure, dict) or not failure or set(failure) - {"hop", "code"}:
+            raise _Bad("failure: {hop: P, code: CODE} (either optional): the hop whose failure came back to the payer")
+        result["failure"] = {**({"hop": _party(failure["hop"], scenario)} if "hop" in failure else {}),
+                             **({"code": _choice(*codes)(failure["code"], scenario)} if "code" in failure else {})}
+    return result
 
 
 def _forward(value: Any, scenario: Scenario) -> ForwardPolicy:
@@ -1050,7 +1071,7 @@ class _Loader:
         invoice, payer, route = scenario.invoices[args["invoice"]], args["from"], args["route"]
         if invoice.payer:
             raise self.fail(fields["invoice"], f"{where}: invoice: line {invoice.paid_at} pays {invoice.name} already "
-                                               "(a node pays a payment hash once)")
+                                               "(a scenario pays an invoice once: make another to pay again)")
         if payer == invoice.payee:
             raise self.fail(fields["from"], f"{where}: from: {payer} made invoice {invoice.name}, and pays itself "
                                             "nothing")
