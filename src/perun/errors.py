@@ -153,6 +153,10 @@ class InvalidAnnouncement(ValidationError):
     """A channel announcement contradicts itself or another one (endpoints, Δ, token, range)."""
 
 
+class AnnouncementSignatureInvalid(InvalidAnnouncement, InvalidSignature):
+    """An announcement's signature does not recover the node it names."""
+
+
 class RouteNotFound(ValidationError):
     """No known route from the payer to the payee can carry the amount; `reason` says why."""
 

@@ -39,10 +39,11 @@ from perun.chain.backend import Chain
 from perun.chain.channels import Receipt
 from perun.chain.wallet import FeePolicy
 from perun.core.apps.virtualchannel import VirtualChannelData
+from perun.core.address import parse_address
 from perun.core.channel import ETH, PaymentState
 from perun.core.machine import ChannelRecord
 from perun.core.multistate import NanocontractState
-from perun.core.route import Invoice
+from perun.core.route import Invoice, Route
 from perun.protocols.channels import OPEN_TIME
 from perun.protocols.multistate import REPLY_TIME, Multistate
 from perun.protocols.payment import ChannelInfo, Payment
@@ -230,9 +231,25 @@ class Node:
     async def invoice(self, amount: int, expiry: int, *, min_final: int = 0, description: str = "") -> Invoice:
         """An invoice for `amount` wei until `expiry` (chain time), paid over multi-hop routes;
         its preimage is stored with it (docs/protocol.md §13.1)."""
+        return await self._multihop().invoice(amount, expiry, min_final=min_final, description=description)
+
+    async def pay_invoice(self, invoice: Invoice | str, timeout: float = 30.0) -> tuple[Route, bytes]:
+        """Pays an invoice (or its `perun1…` text) over the cheapest route this node finds by
+        asking its peers for their channels; returns the route and the preimage once the payee
+        claimed (docs/protocol.md §13.9). RouteNotFound says why there is none."""
+        if isinstance(invoice, str):
+            invoice = Invoice.decode(invoice)
+        return await self._multihop().pay(invoice, timeout)
+
+    async def pay_to(self, payee: str, amount: int, timeout: float = 30.0) -> tuple[Route, bytes]:
+        """Pays `amount` wei to `payee` over the cheapest route, without an invoice (keysend: no
+        proof of payment, docs/protocol.md §13.9); returns the route and the preimage."""
+        return await self._multihop().pay_to(parse_address(payee), amount, timeout)
+
+    def _multihop(self) -> Multihop:
         if self.multihop is None:
             raise errors.WrongStage("this node runs no multi-hop payments (no MSContract or HashTimeLock app)")
-        return await self.multihop.invoice(amount, expiry, min_final=min_final, description=description)
+        return self.multihop
 
     async def close(self, cid: bytes, timeout: float | None = None) -> tuple[int, int]:
         """Cooperative close: both sign a final state, which pays out at once (also during a

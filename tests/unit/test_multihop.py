@@ -54,6 +54,22 @@ def test_the_payee_takes_only_its_invoice_with_its_secret_amount_and_time():
         mh.check_payee(paid, good, 1000, timeout, DELTA, MARGIN, NOW)
 
 
+def test_a_payee_takes_a_keysend_lock_only_if_the_secret_is_the_preimage():
+    timeout = NOW + DELTA + MARGIN
+    keysend = HopPayload(None, 1000, timeout, PREIMAGE)
+    assert mh.check_payee(None, keysend, 1000, timeout, DELTA, MARGIN, NOW, HASH) is None
+    with pytest.raises(errors.InvalidNanocontract, match="no invoice"):  # any other secret: a probe
+        mh.check_payee(None, HopPayload(None, 1000, timeout, b"\x43" * 32), 1000, timeout, DELTA, MARGIN, NOW, HASH)
+    with pytest.raises(errors.InvalidNanocontract, match="not what the payer sent"):
+        mh.check_payee(None, keysend, 999, timeout, DELTA, MARGIN, NOW, HASH)
+    with pytest.raises(errors.RouteTimeoutTooClose):
+        mh.check_payee(None, keysend, 1000, timeout, DELTA, MARGIN, NOW + 1, HASH)
+    # A node that took part in this hash already (paid once) takes no second lock with it.
+    received = HopRecord(HASH, Part.PAYEE, Leg(bytes(32), b"\x01" * 32, 1000, timeout), preimage=PREIMAGE)
+    with pytest.raises(errors.InvalidNanocontract):
+        mh.check_payee(received, keysend, 1000, timeout, DELTA, MARGIN, NOW, HASH)
+
+
 def test_an_intermediary_forwards_for_its_fee_with_time_to_spare_once_per_hash():
     policy = Policy(10, 1000, DELTA, 10**6)
     payload = HopPayload(NEXT, 1000, NOW + 2000)

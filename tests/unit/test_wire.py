@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from perun import errors
+from perun.core.announce import MAX_ANNOUNCED, Announcement
 from perun.core.channel import Params
 from perun.core.monitoring import MAX_REWARD
 from perun.core.onion import FAILURE_SIZE, PACKET_SIZE
@@ -15,6 +16,18 @@ CID = bytes(range(32))
 NID = b"\x22" * 32
 SIG = b"\x11" * 65
 APP = "0x" + "33" * 20
+
+
+def announced(channels: int) -> bytes:
+    """A signed announcement of `channels` directions, as bytes."""
+    from perun.core.route import Direction, Policy
+    key = b"\x07" * 32
+    node = Announcement.create(key, 1, 0, ()).node
+    return Announcement.create(key, 1337, 1_700_000_000, tuple(
+        Direction(i.to_bytes(32, "big"), node, APP, Policy(2**128 - 1, 10**6, 3600, 2**128 - 1))
+        for i in range(channels))).to_bytes()
+
+
 SAMPLES = [
     m.Error(m.ErrorCode.CONFLICT, m.Update.TYPE, CID, 4, 5, "conflict at version 4 ✓"),
     m.ProposeChannel("0x" + "12" * 20, "0x" + "56" * 20, "0x" + "00" * 20, 10**18, 5, 3600, 2**64 - 1),
@@ -54,6 +67,11 @@ SAMPLES = [
     m.LockOnion(CID, 1, b"\x01\x03" + bytes(PACKET_SIZE - 2)),
     m.LockFailure(CID, NID, bytes(range(256)) + b"\xff" * (FAILURE_SIZE - 256)),
     m.LockFailure(CID, NID, bytes(FAILURE_SIZE)),
+    m.ChannelsQuery(2**64 - 1, 8),
+    m.ChannelsQuery(0, 1),
+    m.ChannelsAnnounce(2**64 - 1, True, announced(MAX_ANNOUNCED)),
+    m.ChannelsAnnounce(1, False, announced(0) + announced(2)),
+    m.ChannelsAnnounce(0, True, b""),
 ]
 
 
@@ -175,7 +193,7 @@ def test_a_monitor_names_a_reward_the_contract_can_store():
 
 
 def test_every_message_type_is_listed_once():
-    assert sorted(m.MESSAGES) == list(range(3, 27))  # 1 and 2 were version 2's handshake
+    assert sorted(m.MESSAGES) == list(range(3, 29))  # 1 and 2 were version 2's handshake
     assert {type(x) for x in SAMPLES} == set(m.MESSAGES.values())
 
 
@@ -258,3 +276,29 @@ def test_a_lock_failure_carries_one_whole_failure():
     assert len(raw) == 2 + 32 + 32 + FAILURE_SIZE  # any other length fails to decode (test_truncated_...)
     with pytest.raises(ValueError, match="292 bytes"):
         m.LockFailure(CID, NID, bytes(FAILURE_SIZE - 1)).encode()
+
+
+def test_channels_query_and_announce_are_bounded():
+    for depth in (0, 9):
+        with pytest.raises(errors.MalformedMessage, match="depth"):
+            m.decode(m.PROTOCOL_VERSION, m.ChannelsQuery.TYPE, bytes(8) + bytes([depth]))
+    full = m.ChannelsAnnounce(1, True, announced(MAX_ANNOUNCED))
+    assert len(full.encode()) <= m.MAX_FRAME
+    assert full.parts() == [announced(MAX_ANNOUNCED)]
+    # Announcements are split by their counts: one cut short, or a count above 32, is malformed.
+    two = announced(0) + announced(1)
+    body = bytes(8) + b"\x01" + (len(two) - 1).to_bytes(2, "big") + two[:-1]
+    with pytest.raises(errors.MalformedMessage, match="cut short"):
+        m.decode(m.PROTOCOL_VERSION, m.ChannelsAnnounce.TYPE, body)
+    bad_count = announced(0)[:37] + bytes([33]) + announced(0)[38:]
+    with pytest.raises(errors.MalformedMessage, match="33 directions"):
+        m.decode(m.PROTOCOL_VERSION, m.ChannelsAnnounce.TYPE,
+                 bytes(8) + b"\x01" + len(bad_count).to_bytes(2, "big") + bad_count)
+    too_long = m.MAX_ANNOUNCEMENTS_BYTES + 1
+    with pytest.raises(errors.MalformedMessage, match="more than 4083"):
+        m.decode(m.PROTOCOL_VERSION, m.ChannelsAnnounce.TYPE,
+                 bytes(8) + b"\x01" + too_long.to_bytes(2, "big") + bytes(too_long))
+    # A bad signature is no concern of the codec: the receiver drops that announcement alone.
+    forged = bytearray(announced(1))
+    forged[-2] ^= 1
+    assert m.decode_message(m.ChannelsAnnounce(1, True, bytes(forged)).encode()).parts() == [bytes(forged)]

@@ -139,22 +139,26 @@ def give_up(rec: HopRecord) -> HopRecord:
 
 
 def check_payee(rec: HopRecord | None, payload: HopPayload, amount_in: int, timeout_in: int, delta_in: int,
-                margin: int, now: int) -> Invoice:
+                margin: int, now: int, payment_hash: bytes = b"") -> Invoice | None:
     """The payee's checks of a lock whose onion ends here: an invoice of its own with this hash,
     not paid yet, whose payment secret the onion carries, the amount and timeout the payer meant
-    (the payload's) and enough of both for the invoice (check_final). Returns the invoice."""
-    if rec is None or rec.part is not Part.PAYEE or not rec.invoice:
+    (the payload's) and enough of both for the invoice (check_final). Returns the invoice; None
+    for a payment without one (keysend: no record with this hash, and the payment secret is the
+    preimage of `payment_hash`), whose amount is the payload's."""
+    keysend = rec is None and bool(payment_hash) and hashlib.sha256(payload.payment_secret).digest() == payment_hash
+    if not keysend and (rec is None or rec.part is not Part.PAYEE or not rec.invoice):
         raise errors.InvalidNanocontract("no invoice of this node has this payment hash")
-    if rec.incoming is not None:
+    if rec is not None and rec.incoming is not None:
         raise errors.InvalidNanocontract("this invoice is being paid already")
-    invoice = rec.the_invoice()
-    if payload.payment_secret != invoice.payment_secret:
+    invoice = None if rec is None else rec.the_invoice()
+    if invoice is not None and payload.payment_secret != invoice.payment_secret:
         raise errors.InvalidNanocontract("the onion does not carry the invoice's payment secret")
     if amount_in < payload.amount or timeout_in < payload.timeout:
         raise errors.InvalidNanocontract(
             f"the lock ({amount_in} until {timeout_in}) is not what the payer sent ({payload.amount} until "
             f"{payload.timeout})")
-    check_final(invoice.amount, invoice.min_final, delta_in, margin, now, amount_in, timeout_in)
+    expected, min_final = (invoice.amount, invoice.min_final) if invoice is not None else (payload.amount, 0)
+    check_final(expected, min_final, delta_in, margin, now, amount_in, timeout_in)
     return invoice
 
 
@@ -171,13 +175,16 @@ def receive_as_payee(held: HopRecord | None, payment_hash: bytes, peeled: onion.
     fresh = HopRecord(payment_hash, Part.PAYEE) if held is None else held
     rec = replace(fresh, incoming=incoming, shared_secret=peeled.shared_secret)
     try:
-        invoice = check_payee(held, peeled.payload, incoming.amount, incoming.timeout, delta_in, margin, now)
+        invoice = check_payee(held, peeled.payload, incoming.amount, incoming.timeout, delta_in, margin, now,
+                              payment_hash)
     except errors.RouteFeeMismatch:
         return fail(rec, FailureCode.WRONG_AMOUNT, incoming.amount.to_bytes(16, "big"))
     except errors.RouteTimeoutTooClose:
         return fail(rec, FailureCode.EXPIRY_TOO_SOON, times_data(incoming.timeout, now))
     except errors.InvalidNanocontract:
         return fail(rec, FailureCode.UNKNOWN_PAYMENT)
+    if invoice is None:  # keysend: the payment secret is the preimage
+        return replace(rec, preimage=peeled.payload.payment_secret)
     if now >= invoice.expiry:
         return fail(rec, FailureCode.INVOICE_EXPIRED, times_data(invoice.expiry))
     return rec

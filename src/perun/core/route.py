@@ -30,7 +30,7 @@ from eth_utils import keccak
 
 from perun import errors
 from perun.core.channel import ETH, MAX_AMOUNT, MAX_DELTA, MAX_UINT64, checksum
-from perun.core.eip712 import address_of, recover, sign
+from perun.core.eip712 import address_of, recover, recover_public_key, sign
 
 MAX_HOPS = 8  # the onion's limit: at most 8 channels between payer and payee
 PPM = 1_000_000  # proportional fees are in millionths of the amount forwarded
@@ -64,6 +64,9 @@ class TimingMargin:
 
 
 DEFAULT_MARGIN = TimingMargin().margin()  # 350 s
+# Seconds of chain time a payer adds to now when it builds a route: the time it takes the payment
+# to reach the payee, whose check (check_final) reads the chain's time then.
+ROUTE_SLACK = 60
 
 
 def hop_delay(delta: int, margin: int) -> int:
@@ -505,6 +508,11 @@ class Invoice:
             raise errors.InvoiceSignatureInvalid(f"the invoice's signature is malformed: {exc}") from exc
         if signer != self.payee:
             raise errors.InvoiceSignatureInvalid(f"the invoice is signed by {signer}, not its payee {self.payee}")
+
+    def public_key(self) -> bytes:
+        """The payee's compressed public key (its onion key), recovered from the signature; call
+        after `check_signature` (decoding checks it), so that it is the payee's."""
+        return recover_public_key(self.digest, self.signature)
 
     def check_payable(self, now: int) -> None:
         """The payer's check before it pays: signed by the payee, not expired."""

@@ -16,18 +16,21 @@ from typing import Any, ClassVar, Self
 from eth_utils import to_checksum_address
 
 from perun import errors
+from perun.core import announce
 from perun.core.channel import Params, PaymentState
 from perun.core.machine import SUMMARY_BUCKETS, SUMMARY_DIGEST
 from perun.core.monitoring import MAX_REWARD
 from perun.core.multistate import MAX_NANOCONTRACTS, ChannelState, Funding, NanocontractState
 from perun.core.onion import FAILURE_SIZE, PACKET_SIZE
 from perun.core.onion import VERSION as ONION_VERSION
+from perun.core.route import MAX_HOPS
 
 PROTOCOL_VERSION = 3
-MAX_FRAME = 4096  # a message's bytes; the largest, MonitorChannel with 16 fundings, has 1938
+MAX_FRAME = 4096  # a message's bytes; a ChannelsAnnounce may fill it, the next largest (MonitorChannel with 16 fundings) has 1938
 MAX_REASON = 256
 MAX_BYTES = 1024  # a nanocontract's storage or a call's argument
 FUNDING_SIZE = 96  # a Funding on the wire: nid, alice, bob (32 bytes each)
+MAX_ANNOUNCEMENTS_BYTES = MAX_FRAME - 2 - 8 - 1 - 2  # what a ChannelsAnnounce leaves for its announcements
 
 
 class ErrorCode(IntEnum):
@@ -94,8 +97,10 @@ def code_of(exc: BaseException) -> ErrorCode:
 
 _SIZES = {"u8": 1, "u16": 2, "u64": 8, "u256": 32, "b32": 32, "addr": 20, "sig": 65, "flag": 1,
           "onion": PACKET_SIZE, "failure": FAILURE_SIZE}
-# u16 length, then at most this many bytes; "fundings" are a channel state's Funding list
-_PREFIXED = {"text": MAX_REASON, "bytes": MAX_BYTES, "fundings": MAX_NANOCONTRACTS * FUNDING_SIZE}
+# u16 length, then at most this many bytes; "fundings" are a channel state's Funding list,
+# "announcements" signed announcements one after the other (perun.core.announce)
+_PREFIXED = {"text": MAX_REASON, "bytes": MAX_BYTES, "fundings": MAX_NANOCONTRACTS * FUNDING_SIZE,
+             "announcements": MAX_ANNOUNCEMENTS_BYTES}
 
 
 def _enc(kind: str, value: Any) -> bytes:
@@ -109,7 +114,7 @@ def _enc(kind: str, value: Any) -> bytes:
         # Cut to MAX_REASON bytes without splitting a character, so the reason stays UTF-8.
         raw = value.encode()[:MAX_REASON].decode(errors="ignore").encode()
         return len(raw).to_bytes(2, "big") + raw
-    if kind in ("bytes", "fundings"):
+    if kind in ("bytes", "fundings", "announcements"):
         if len(value) > _PREFIXED[kind]:
             raise ValueError(f"{len(value)} bytes exceed the {_PREFIXED[kind]} a message carries")
         return len(value).to_bytes(2, "big") + bytes(value)
@@ -623,12 +628,51 @@ class LockFailure(Message):
     failure: bytes
 
 
+@dataclass(frozen=True)
+class ChannelsQuery(Message):
+    """Asks the peer for its announcement (docs/protocol.md §13.8) and, for `depth` > 1, those
+    it gathers by asking its own peers with depth − 1. `query` names the question: the peer
+    answers with it, and passes it on with the same number, so that a node asked the same
+    question twice (the network has cycles) does not ask its peers again."""
+
+    TYPE = 27
+    LAYOUT = ("u64", "u8")
+    query: int
+    depth: int
+
+    def _check(self) -> None:
+        if not 1 <= self.depth <= MAX_HOPS:
+            raise errors.MalformedMessage(f"ChannelsQuery asks for depth {self.depth}, not 1..{MAX_HOPS}")
+
+
+@dataclass(frozen=True)
+class ChannelsAnnounce(Message):
+    """Part of the answer to ChannelsQuery `query`: signed announcements one after the other
+    (each checked when decoded: a bad one is dropped, not the message); `last` ends the answer."""
+
+    TYPE = 28
+    LAYOUT = ("u64", "flag", "announcements")
+    query: int
+    last: bool
+    announcements: bytes
+
+    def parts(self) -> list[bytes]:
+        """Each announcement's bytes."""
+        return announce.split(self.announcements)
+
+    def _check(self) -> None:
+        try:
+            self.parts()
+        except errors.InvalidAnnouncement as exc:
+            raise errors.MalformedMessage(f"ChannelsAnnounce: {exc}") from exc
+
+
 MESSAGES: dict[int, type[Message]] = {
     cls.TYPE: cls for cls in (
         Error, ProposeChannel, AcceptChannel, Update, UpdateAck, Reestablish, StateSync,
         ProposeMultistate, NanocontractCreate, NanocontractCall, NanocontractAbsorb, NanocontractAck, VirtualClose,
         MultistateClose, ReestablishDone, ReestablishSummary, Monitor, MonitorAck, MonitorChannel,
-        MonitorNanocontract, MonitorCall, MonitorNanoAck, LockOnion, LockFailure,
+        MonitorNanocontract, MonitorCall, MonitorNanoAck, LockOnion, LockFailure, ChannelsQuery, ChannelsAnnounce,
     )
 }
 

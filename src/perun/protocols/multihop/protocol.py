@@ -8,6 +8,7 @@ learns the preimage from the claim of its outgoing lock and claims its incoming 
 
     invoice = await dave.invoice(10**15, expiry=now + 3600)
     preimage = await alice.multihop.pay_route(route, invoice, {carol.address: key_c, dave.address: key_d})
+    route, preimage = await alice.multihop.pay(invoice)  # the route and keys asked of the peers (directory.py)
 
 The locks are nanocontracts of the multistate protocol, which asks this protocol about them
 through its hooks (perun.protocols.multihop.locks). An intermediary learns the preimage from the
@@ -26,6 +27,7 @@ watcher's duties act: an outgoing lock neither claimed nor released by its timeo
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -41,7 +43,8 @@ from perun.core.machine import Stage
 from perun.core.msmachine import Kind, MSRecord
 from perun.core.multihop import FailureCode, HopDuty, HopRecord, Leg, Part
 from perun.core.onion import HopPayload
-from perun.core.route import DEFAULT_MARGIN, Invoice, Route, hop_delay
+from perun.core.route import DEFAULT_MARGIN, ROUTE_SLACK, Invoice, Route, find_route, hop_delay
+from perun.protocols.multihop.directory import Directory
 from perun.protocols.multihop.locks import Locks
 from perun.protocols.multistate import Multistate
 from perun.runtime import Duty, Protocol, Runtime
@@ -70,7 +73,7 @@ class Multihop(Protocol):
     has a `policy`; it pays and is paid in any case."""
 
     kind = "multihop"
-    messages = (m.LockOnion, m.LockFailure)
+    messages = (m.LockOnion, m.LockFailure, m.ChannelsQuery, m.ChannelsAnnounce)
     record_type = HopRecord
     # A hop stored a failure to send upstream (its outgoing lock released, refused or given up;
     # the payee's checks failed), before it cancels its incoming lock with it.
@@ -96,6 +99,7 @@ class Multihop(Protocol):
         for rec in ctx.store.hops():
             self.put(rec)
         multistate.add_hooks(Locks(self))
+        self.directory = Directory(self)
 
     def put(self, rec: HopRecord) -> None:
         super().put(rec)
@@ -124,11 +128,47 @@ class Multihop(Protocol):
         tells how it ends). An invoice whose earlier payment failed may be paid again."""
         now = await self.ctx.on_chain(self.ctx.chain.timestamp)
         invoice.check_payable(now)
-        if checksum(route.payer) != self.ctx.address or route.payee != invoice.payee:
-            raise errors.InvalidRoute("the route is not from this node to the invoice's payee")
+        if route.payee != invoice.payee:
+            raise errors.InvalidRoute("the route does not go to the invoice's payee")
         if route.amount < invoice.amount or invoice.token != ETH:
             raise errors.InvalidRoute(f"the route delivers {route.amount}, the invoice asks {invoice.amount}")
-        if mh.retryable(self.records.get(invoice.payment_hash)) is not None:
+        return await self._lock(route, invoice.payment_hash, invoice.payment_secret, public_keys, timeout)
+
+    async def pay(self, invoice: Invoice, timeout: float = 30.0) -> tuple[Route, bytes]:
+        """Pays `invoice` over the cheapest route this node knows of: it asks its peers for their
+        channels (directory.py), finds the route (route.find_route, timeouts from now plus
+        ROUTE_SLACK) and pays over it (`pay_route`), with each hop's key from its announcement
+        and the payee's from the invoice's signature. Returns the route and the preimage."""
+        now = await self.ctx.on_chain(self.ctx.chain.timestamp)
+        invoice.check_payable(now)
+        if invoice.chain_id != self.ms.domain.chain_id:
+            raise errors.InvalidInvoice(f"the invoice is for chain {invoice.chain_id}, this node is on "
+                                        f"{self.ms.domain.chain_id}")
+        graph, keys = await self.directory.survey()
+        route = find_route(graph, self.ctx.address, invoice.payee, invoice.amount, now + ROUTE_SLACK, self.margin,
+                           invoice.min_final, token=invoice.token)
+        return route, await self.pay_route(route, invoice, {**keys, invoice.payee: invoice.public_key()}, timeout)
+
+    async def pay_to(self, payee: str, amount: int, timeout: float = 30.0) -> tuple[Route, bytes]:
+        """Pays `amount` wei to `payee` without an invoice ("keysend"), over the cheapest route
+        as `pay` finds it: this node draws the preimage and sends it in the payee's layer of the
+        onion as the payment secret; the payee takes a lock whose hash is its SHA-256. Its key
+        comes from its announcement. Returns the route and the preimage, which proves nothing:
+        this node knew it all along (docs/protocol.md §13.9)."""
+        now = await self.ctx.on_chain(self.ctx.chain.timestamp)
+        graph, keys = await self.directory.survey()
+        route = find_route(graph, self.ctx.address, payee, amount, now + ROUTE_SLACK, self.margin)
+        preimage = secrets.token_bytes(32)
+        return route, await self._lock(route, hashlib.sha256(preimage).digest(), preimage, keys, timeout)
+
+    async def _lock(self, route: Route, payment_hash: bytes, payment_secret: bytes,
+                    public_keys: Mapping[str, bytes], timeout: float) -> bytes:
+        """Builds the onion of `route` for `payment_hash`, the payee's payload carrying
+        `payment_secret`, locks towards the first hop, and returns the preimage once claimed
+        (as `pay_route` says)."""
+        if checksum(route.payer) != self.ctx.address:
+            raise errors.InvalidRoute("the route is not from this node")
+        if mh.retryable(self.records.get(payment_hash)) is not None:
             raise errors.InvalidInvoice("this node takes part in a payment with this hash already")
         first = route.hops[0]
         rec = self.ms.channel(first.channel)
@@ -137,21 +177,21 @@ class Multihop(Protocol):
         keys = [self._public_key(hop.node, public_keys, i == 0) for i, hop in enumerate(route.hops)]
         payloads = [HopPayload(after.node, after.amount, after.timeout)
                     for after in route.hops[1:]] + [HopPayload(None, route.amount, route.hops[-1].timeout,
-                                                               invoice.payment_secret)]
+                                                               payment_secret)]
         session_key = secrets.token_bytes(32)
-        packet = onion.build(session_key, list(zip(keys, payloads)), invoice.payment_hash)
-        paying = HopRecord(invoice.payment_hash, Part.PAYER, outgoing=Leg(first.channel, b"", first.amount,
-                                                                          first.timeout), onion=packet,
+        packet = onion.build(session_key, list(zip(keys, payloads)), payment_hash)
+        paying = HopRecord(payment_hash, Part.PAYER, outgoing=Leg(first.channel, b"", first.amount,
+                                                                  first.timeout), onion=packet,
                            session_key=session_key, route_keys=tuple(keys),
                            route_nodes=tuple(checksum(hop.node) for hop in route.hops))
         await self.ctx.save([paying])
         try:
-            await self.ms.create(first.channel, APP, htlc.initial(int(rec.role), first.amount, invoice.payment_hash,
+            await self.ms.create(first.channel, APP, htlc.initial(int(rec.role), first.amount, payment_hash,
                                                                    first.timeout))
         except errors.PerunError as exc:
-            self._not_created(invoice.payment_hash, exc)
+            self._not_created(payment_hash, exc)
             raise
-        done = await self.ctx.wait_for(invoice.payment_hash, lambda r: bool(r.preimage) or mh.finished(r), timeout)
+        done = await self.ctx.wait_for(payment_hash, lambda r: bool(r.preimage) or mh.finished(r), timeout)
         failed = mh.payment_failed(done)
         if failed is not None:
             raise failed
@@ -403,6 +443,9 @@ class Multihop(Protocol):
     # ================================================================== messages
 
     async def receive(self, conn: Connection, msg: m.Message) -> None:
+        if isinstance(msg, (m.ChannelsQuery, m.ChannelsAnnounce)):
+            await self.directory.receive(conn, msg)
+            return
         if isinstance(msg, m.LockOnion):
             self.ms.channel_with(conn, msg.channel_id)
             self._onions[msg.channel_id] = (msg.version, msg.packet)
