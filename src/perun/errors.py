@@ -148,6 +148,10 @@ class InvoiceAmountOutOfRange(InvalidInvoice, AmountOutOfRange):
 class InvoiceExpired(InvalidInvoice):
     """An invoice's expiry has passed: the payee no longer accepts a payment for it."""
 
+    def __init__(self, expiry: int) -> None:
+        self.expiry = expiry
+        super().__init__(f"the invoice expired at {expiry}")
+
 
 class InvalidAnnouncement(ValidationError):
     """A channel announcement contradicts itself or another one (endpoints, Δ, token, range)."""
@@ -262,6 +266,15 @@ class ConfirmPending(PeerTimeout):
 class ProposalExpired(PeerTimeout, ValidationError):
     """A multistate proposal was not answered within the reply time T (seed §3.2): the receiver
     refuses it from then on, and the proposer goes on above its versions."""
+
+
+class PaymentPending(PeerTimeout):
+    """A multi-hop payment is locked towards its payee but was not claimed in the time waited
+    for: it completes if the payee claims, else its lock returns after its timeout."""
+
+    def __init__(self, payment_hash: bytes, seconds: float) -> None:
+        self.payment_hash = payment_hash
+        super().__init__(f"payment 0x{payment_hash.hex()} is locked but not claimed within {seconds:g} s")
 
 
 class NodeKilled(PerunError):

@@ -24,6 +24,7 @@ from perun import keystore
 from perun.chain.anvil import free_port
 from perun.cli import parser
 from perun.control.explain import CONTRACT, RULES, Category
+from perun.core.route import Invoice
 from perun.errors import CONTRACT_ERRORS
 from tests.integration.test_cli_node import (  # noqa: F401 (net: the module's network, a fixture)
     PASSWORD,
@@ -118,6 +119,8 @@ def utc(timestamp: int) -> str:
 
 
 ABSENT = "0x" + "ab" * 32
+# An invoice on anvil's chain that expired in 1970.
+EXPIRED = Invoice.create(b"\x05" * 32, None, 10**15, 1, chain_id=31337)[0].encode()
 STRANGER = "0x" + "12" * 20
 AMOUNT_HELP = "(say 1000, 100wei, 20gwei or 1.5eth)"
 
@@ -232,6 +235,24 @@ ROWS = [
         lambda w: f"perun pay: the node is not connected to {w.carol.address} and keeps reconnecting to it (its node "
                   "is down or unreachable): try again once it is back (`perun info` lists the connected peers), or "
                   f"close without it: `perun close --unilateral {w.offline}`"),
+    Row("pay", "a mangled invoice", lambda w: ["pay", EXPIRED[:-1], "--data", w.alice.data], 2, "INVALID_INVOICE",
+        lambda w: re.compile(r"perun pay: not an invoice: .*: give the whole text the payee's `perun invoice` "
+                             r"printed \(perun1…\)")),
+    Row("pay", "an expired invoice", lambda w: ["pay", EXPIRED, "--data", w.alice.data], 2, "INVOICE_EXPIRED",
+        lambda w: re.compile(re.escape(f"perun pay: the invoice expired at {utc(1)}, ") + r"\d+ days ago"
+                             + re.escape(": ask the payee for a new one"))),
+    Row("pay", "an address with no route", lambda w: ["pay", "--to", w.bob.address, "1eth", "--data", w.alice.data],
+        2, "ROUTE_NOT_FOUND",
+        lambda w: f"perun pay: no route: the payer {w.alice.address} has no known channel: a route needs open "
+                  "multistate channels with enough cash, from this node through nodes that forward (`perun node "
+                  "--forward`) to the payee; open one (`perun open --multistate`) towards the payee or such a node, "
+                  "or pay less"),
+    Row("pay", "none of its forms", lambda w: ["pay", "--to", STRANGER, w.open, "1eth", "--data", w.alice.data], 2,
+        "USAGE", lambda w: "perun pay: give CHANNEL AMOUNT, or an INVOICE (perun1...), or --to ADDRESS AMOUNT (see "
+                           "`perun pay --help`)"),
+    Row("invoice", "a description too long",
+        lambda w: ["invoice", "1eth", "--description", "é" * 51, "--data", w.alice.data], 2, "BAD_REQUEST",
+        lambda w: f"perun invoice: description must be text of at most 100 bytes of UTF-8, got {'é' * 51!r}"),
     Row("status", "an unknown channel", lambda w: ["status", ABSENT, "--data", w.alice.data], 2, "UNKNOWN_CHANNEL",
         lambda w: f"perun status: this node has no channel {ABSENT}: `perun status` lists its channels"),
     Row("status", "no node running", lambda w: ["status", "--data", w.tmp / "nowhere"], 1, "NODE_NOT_RUNNING",

@@ -170,6 +170,29 @@ def running(*nodes: NodeProcess) -> Iterator[tuple[NodeProcess, ...]]:
                 node.proc.stdout.close()
 
 
+@contextlib.contextmanager
+def nodes_on_anvil(tmp: Path, flags: dict[str, tuple[str, ...]]) -> Iterator[tuple[NodeProcess, ...]]:
+    """An anvil with every contract deployed, and a `perun node` for each name of `flags` (with
+    its extra flags), funded with 100 ETH and ready; each must stop cleanly, with no traceback."""
+    with Anvil() as anvil:
+        chain = RpcChain(anvil.url)
+        deployment = tmp / "deployment.json"
+        deploy(chain, chain.dev_accounts[0]).write(deployment)
+        nodes = []
+        for name, extra in flags.items():
+            key = tmp / f"{name}.json"
+            keystore.create(key, PASSWORD, kdf="scrypt", iterations=2**10)  # cheap to open
+            chain.fund(keystore.address(key), 100 * ETHER)
+            nodes.append(start_node(tmp / name, key, anvil.url, deployment, *extra))
+        with running(*nodes):
+            for node in nodes:
+                node.wait_ready()
+            yield tuple(nodes)
+            for node in nodes:
+                assert node.stop() == 0, node.log.read_text()
+                assert "Traceback" not in node.log.read_text()
+
+
 # --------------------------------------------------------------------------- the network
 
 

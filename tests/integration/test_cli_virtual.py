@@ -20,12 +20,11 @@ from perun.core.apps import hashtimelock as htlc
 from tests.integration.test_cli_node import (
     PASSWORD,
     NodeProcess,
+    nodes_on_anvil,
     ok,
     one_line_failure,
     perun,
     perun_process,
-    running,
-    start_node,
 )
 
 FEE = ETHER // 100
@@ -33,28 +32,11 @@ FEE = ETHER // 100
 
 @pytest.fixture(scope="module")
 def triangle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeProcess, NodeProcess, NodeProcess]]:
-    tmp = tmp_path_factory.mktemp("virtual")
-    with Anvil() as anvil:
-        chain = RpcChain(anvil.url)
-        deployment = tmp / "deployment.json"
-        deploy(chain, chain.dev_accounts[0]).write(deployment)
-        keys = {}
-        for name in ("alice", "ingrid", "bob"):
-            keys[name] = tmp / f"{name}.json"
-            keystore.create(keys[name], PASSWORD, kdf="scrypt", iterations=2**10)  # cheap to open
-            chain.fund(keystore.address(keys[name]), 100 * ETHER)
-        nodes = (start_node(tmp / "alice", keys["alice"], anvil.url, deployment),
-                 start_node(tmp / "ingrid", keys["ingrid"], anvil.url, deployment, "--hub", "--hub-fee", "0.01eth",
-                            "--hub-capacity", "3eth", "--max-own-deposit", "5eth"),
-                 start_node(tmp / "bob", keys["bob"], anvil.url, deployment, "--accept-virtual",
-                            "--max-own-deposit", "5eth"))
-        with running(*nodes):
-            for node in nodes:
-                node.wait_ready()
-            yield nodes
-            for node in nodes:
-                assert node.stop() == 0, node.log.read_text()
-                assert "Traceback" not in node.log.read_text()
+    with nodes_on_anvil(tmp_path_factory.mktemp("virtual"), {
+            "alice": (),
+            "ingrid": ("--hub", "--hub-fee", "0.01eth", "--hub-capacity", "3eth", "--max-own-deposit", "5eth"),
+            "bob": ("--accept-virtual", "--max-own-deposit", "5eth")}) as nodes:
+        yield nodes
 
 
 def status(node: NodeProcess, channel: str) -> dict[str, Any]:

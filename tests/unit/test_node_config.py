@@ -11,8 +11,9 @@ from eth_utils import to_checksum_address
 
 from perun import errors
 from perun.cli import main, parser
-from perun.cli.node import NODE_OPTIONS, _channel_policy, node_settings
+from perun.cli.node import NODE_OPTIONS, _channel_policy, _forward_policy, node_settings
 from perun.errors import UsageError
+from perun.protocols.multihop import ForwardPolicy
 from perun.protocols.policy import ChannelPolicy
 
 ETHER = 10**18
@@ -51,6 +52,9 @@ EVERY_KEY = {
     "hub_fee": ('"0.01eth"', ETHER // 100),
     "hub_capacity": ('"3eth"', 3 * ETHER),
     "hub_max_channels": ("2", 2),
+    "forward": ("true", True),
+    "forward_base_fee": ('"0.00001eth"', 10**13),
+    "forward-ppm": ("1000", 1000),
     "tower": (f'["{TOWER.lower()}@127.0.0.1:9735"]', [(TOWER, ("127.0.0.1", 9735))]),
     "tower-reward": ('"0.01eth"', ETHER // 100),
 }
@@ -106,6 +110,7 @@ def test_without_a_file_the_defaults_are_the_safe_policy() -> None:
     ('poll = "often"\n', "poll: expected a positive number of seconds, got 'often'"),
     ('listen = "7001"\n', "listen: expected HOST:PORT, got '7001'"),
     ('hub = "yes"\n', "hub: expected true or false, got 'yes'"),
+    ("forward_ppm = 1000001\n", "forward_ppm: expected millionths from 0 to 1000000, got '1000001'"),
     ('allow_peer = {a = 1}\n', "allow_peer: expected a list, as in [\"ADDRESS\", ...], got {'a': 1}"),
     ('allow_peer = ["0x12"]\n', "allow_peer: not an address (0x and 40 hex digits): '0x12'"),
     ("rpc = true\n", "rpc: expected a list, as in [\"URL\", ...], got True"),
@@ -134,6 +139,15 @@ def test_towers_and_their_reward_go_to_the_node(tmp_path: Path) -> None:
         settings(tmp_path, 'data = "d"\nkeystore = "k"\nrpc = "r"\ntower_reward = "1eth"\n')
     with pytest.raises(UsageError, match=r"^a tower is given twice"):
         settings(tmp_path, toml, "--tower", f"{TOWER}@h:1", "--tower", f"{TOWER.lower()}@h:2")
+
+
+def test_forwarding_is_on_with_the_switch_or_either_fee(tmp_path: Path) -> None:
+    base = 'data = "d"\nkeystore = "k"\nrpc = "r"\n'
+    assert _forward_policy(settings(tmp_path, base)) is None
+    assert _forward_policy(settings(tmp_path, base + "forward = true\n")) == ForwardPolicy()
+    assert _forward_policy(settings(tmp_path, base, "--forward-base-fee", "0.01eth")) == ForwardPolicy(
+        base_fee=ETHER // 100)
+    assert _forward_policy(settings(tmp_path, base + "forward_ppm = 250\n")) == ForwardPolicy(fee_ppm=250)
 
 
 def test_a_watchtower_takes_the_flags_of_a_node_it_needs(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 This module holds the parser and the exit codes. Scenarios: demo (the catalog), scenario run;
 chain and contract: deploy, devnet, fund, compile; keys: keystore new/import/address (all in
 local.py). A node: `perun node` runs one until SIGINT or SIGTERM (node.py); connect, open,
-cancel, pay, status, close, finalize, refund, info and virtual open/close drive it through its
+cancel, pay, invoice, status, close, finalize, refund, info and virtual open/close drive it through its
 control socket (perun.control) in its data directory (client.py). `perun watchtower` runs a
 watchtower (tower.py), whose control socket `status` and `info` read.
 
@@ -25,8 +25,8 @@ from typing import Any
 from perun import errors
 from perun.cli.args import address_arg, amount_arg, channel_arg, count_arg, host_port_arg
 from perun.cli.client import (
-    cmd_cancel, cmd_close, cmd_connect, cmd_finalize, cmd_info, cmd_open, cmd_pay, cmd_refund, cmd_status,
-    cmd_virtual_close, cmd_virtual_open, resolving,
+    cmd_cancel, cmd_close, cmd_connect, cmd_finalize, cmd_info, cmd_invoice, cmd_open, cmd_pay, cmd_refund,
+    cmd_status, cmd_virtual_close, cmd_virtual_open, resolving,
 )
 from perun.cli.local import (
     cmd_compile, cmd_deploy, cmd_devnet, cmd_fund, cmd_keystore_address, cmd_keystore_import, cmd_keystore_new,
@@ -163,9 +163,28 @@ def parser() -> argparse.ArgumentParser:
                  "now on. If this node (Alice) created it on chain already, it takes its deposit back at the "
                  "confirm deadline, unless the peer confirms before. An open channel is closed, not cancelled.")
     can.add_argument("channel", type=channel_arg, metavar="CHANNEL")
-    pay = client("pay", cmd_pay, "pay the peer on a channel")
-    pay.add_argument("channel", type=channel_arg, metavar="CHANNEL")
-    pay.add_argument("amount", type=amount_arg, metavar="AMOUNT", help="wei, or with a unit: 1.5eth, 20gwei, 100wei")
+    pay = client(
+        "pay", cmd_pay, "pay on a channel, pay an invoice, or pay an address over a route",
+        usage="perun pay [-h] --data DIR (CHANNEL AMOUNT | INVOICE | --to ADDRESS AMOUNT) [--timeout SECONDS]",
+        description="Three forms. `perun pay CHANNEL AMOUNT` pays the peer on a payment or virtual channel of this "
+        "node. `perun pay INVOICE` pays an invoice (the perun1... text of the payee's `perun invoice`) over the "
+        "cheapest route the node finds by asking its peers: its multistate channels, then nodes that forward "
+        "(`perun node --forward`), each hop's fee on top. `perun pay --to ADDRESS AMOUNT` pays an address the same "
+        "way without an invoice (keysend: no proof of payment). AMOUNT is wei, or with a unit: 1.5eth, 20gwei.")
+    pay.add_argument("what", nargs="+", metavar="CHANNEL AMOUNT | INVOICE | AMOUNT", help=argparse.SUPPRESS)
+    pay.add_argument("--to", type=address_arg, metavar="ADDRESS", help="pay this address over a route, without "
+                     "an invoice (give AMOUNT only)")
+    pay.add_argument("--timeout", type=count_arg, default=30, metavar="SECONDS",
+                     help="over a route: how long to wait for the payee to claim (default 30); after it, the "
+                          "payment may still complete (`perun status PAYMENT_HASH`)")
+    inv = client("invoice", cmd_invoice, "make an invoice: print its text for the payer's `perun pay`",
+                 description="Makes an invoice for AMOUNT to this node, signed by it, and prints its text "
+                 "(perun1...): the payer pays it with `perun pay INVOICE`, over multistate channels. The node "
+                 "keeps its secret (the preimage) and claims the payment when it comes.")
+    inv.add_argument("amount", type=amount_arg, metavar="AMOUNT", help="wei, or with a unit: 1.5eth, 20gwei, 100wei")
+    inv.add_argument("--expiry", type=count_arg, default=3600, metavar="SECONDS",
+                     help="payable for this long from now, in chain time (default 3600)")
+    inv.add_argument("--description", default="", metavar="TEXT", help="what it is for (at most 100 bytes)")
     sts = client("status", cmd_status, "show every channel, or one")
     sts.add_argument("channel", nargs="?", type=channel_arg, metavar="CHANNEL")
     sts.add_argument("--sync", action="store_true", help="have the node read the chain first (it also does "

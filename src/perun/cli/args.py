@@ -88,3 +88,10 @@ def count_arg(text: str) -> int:
     if not text.isdigit() or int(text) == 0:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
     return int(text)
+
+
+def ppm_arg(text: str) -> int:
+    """Millionths of an amount, 0 to 1,000,000 (a proportional fee)."""
+    if not text.isdigit() or int(text) > 1_000_000:
+        raise argparse.ArgumentTypeError(f"expected millionths from 0 to 1000000, got {text!r}")
+    return int(text)

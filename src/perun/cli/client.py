@@ -9,10 +9,11 @@ from collections.abc import Callable
 from typing import Any
 
 from perun import errors
+from perun.cli.args import amount_arg, channel_arg
 from perun.cli.show import (
-    closed_virtual, describe_ledger, describe_ms_watched, describe_payment, describe_virtual, describe_watched, emit,
-    host_port,
-    ledger_table, payment_table, payouts, show_amount, tx, virtual_table, watched_table,
+    closed_virtual, describe_hop, describe_ledger, describe_ms_watched, describe_payment, describe_virtual,
+    describe_watched, emit, hop_table, host_port, ledger_table, paid_over_route, payment_table, payouts, show_amount,
+    tx, virtual_table, watched_table,
 )
 from perun.control.explain import when
 
@@ -29,7 +30,7 @@ def _resolve(args: argparse.Namespace) -> None:
     short = [name for name in CHANNEL_ARGS if len(getattr(args, name, None) or "0x" + "0" * 64) < 66]
     if not short:
         return
-    known = [ch["channel"] for ch in call(args, "status")]
+    known = [ch.get("channel") or ch["payment_hash"] for ch in call(args, "status")]
     for name in short:
         prefix = getattr(args, name)
         matches = [cid for cid in known if cid.startswith(prefix)]
@@ -130,10 +131,43 @@ def cmd_virtual_close(args: argparse.Namespace) -> None:
 
 
 def cmd_pay(args: argparse.Namespace) -> None:
-    ch = call(args, "pay", channel=args.channel, amount=str(args.amount))
-    token = ch["token"]
-    emit(args, ch, f"paid {show_amount(args.amount, token)} on {ch['channel']}: version {ch['paid_version']}, "
-                    f"you {show_amount(ch['my_balance'], token)}, peer {show_amount(ch['peer_balance'], token)}")
+    """The three forms of `perun pay`: CHANNEL AMOUNT, INVOICE, --to ADDRESS AMOUNT."""
+    what = args.what
+    if args.to is not None and len(what) == 1:
+        result = call(args, "pay_to", payee=args.to, amount=str(_typed(amount_arg, what[0], "AMOUNT")),
+                      timeout=args.timeout)
+        emit(args, result, paid_over_route(result))
+    elif args.to is None and len(what) == 1 and what[0].lower().startswith("perun1"):
+        result = call(args, "pay_invoice", invoice=what[0], timeout=args.timeout)
+        emit(args, result, paid_over_route(result))
+    elif args.to is None and len(what) == 2:
+        args.channel = _typed(channel_arg, what[0], "CHANNEL")
+        amount = _typed(amount_arg, what[1], "AMOUNT")
+        _resolve(args)
+        ch = call(args, "pay", channel=args.channel, amount=str(amount))
+        token = ch["token"]
+        emit(args, ch, f"paid {show_amount(amount, token)} on {ch['channel']}: version {ch['paid_version']}, "
+                        f"you {show_amount(ch['my_balance'], token)}, peer {show_amount(ch['peer_balance'], token)}")
+    else:
+        raise errors.UsageError("perun pay", "give CHANNEL AMOUNT, or an INVOICE (perun1...), or --to ADDRESS "
+                                "AMOUNT")
+
+
+def _typed(read: Callable[[str], Any], text: str, name: str) -> Any:
+    """`text` read as an argument of type `read` (one of perun.cli.args), or a UsageError."""
+    try:
+        return read(text)
+    except argparse.ArgumentTypeError as exc:
+        raise errors.UsageError("perun pay", f"argument {name}: {exc}") from None
+
+
+def cmd_invoice(args: argparse.Namespace) -> None:
+    invoice = call(args, "invoice", amount=str(args.amount), expiry=args.expiry, description=args.description)
+    if not args.json:  # the text alone on stdout, for `$(perun invoice ...)`; what it asks on stderr
+        now = call(args, "info")["chain_time"]
+        print(f"invoice for {show_amount(invoice['amount'], invoice['token'])} to {invoice['payee']}, payable until "
+              f"{when(invoice['expiry'], now)}; payment hash {invoice['payment_hash']}", file=sys.stderr)
+    emit(args, invoice, invoice["invoice"])
 
 
 def cmd_status(args: argparse.Namespace) -> None:
@@ -142,13 +176,14 @@ def cmd_status(args: argparse.Namespace) -> None:
     if args.channel:
         ch = call(args, "status", channel=args.channel)
         describe = {"payment": describe_payment, "multistate": describe_ledger, "virtual": describe_virtual,
-                    "tower": describe_watched, "ms-tower": describe_ms_watched}
+                    "tower": describe_watched, "ms-tower": describe_ms_watched, "multihop": describe_hop}
         emit(args, ch, describe[ch["kind"]](ch, call(args, "info")["chain_time"]))
         return
     every = call(args, "status")
     now = call(args, "info")["chain_time"] if every else 0
     tables = [shown(of_kind, now) for kinds, shown in ((("payment",), payment_table), (("multistate",), ledger_table),
                                                        (("virtual",), virtual_table),
+                                                       (("multihop",), hop_table),
                                                        (("tower", "ms-tower"), watched_table))
               if (of_kind := [ch for ch in every if ch["kind"] in kinds])]
     emit(args, every, "\n\n".join(tables) or "no channels")

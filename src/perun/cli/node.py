@@ -14,7 +14,7 @@ from typing import Any
 
 from perun import errors
 from perun.cli.args import (
-    address_arg, amount_arg, count_arg, depth_arg, gwei_arg, host_port_arg, seconds_arg, tower_arg,
+    address_arg, amount_arg, count_arg, depth_arg, gwei_arg, host_port_arg, ppm_arg, seconds_arg, tower_arg,
 )
 from perun.cli.show import host_port
 
@@ -95,6 +95,13 @@ NODE_OPTIONS = (
     NodeOption("--hub-fee", amount_arg, None, "a hub's fee per virtual channel", "AMOUNT"),
     NodeOption("--hub-capacity", amount_arg, None, "the most a hub blocks in virtual channels at once", "AMOUNT"),
     NodeOption("--hub-max-channels", count_arg, None, "the most virtual channels a hub serves at once", "N"),
+    # Multi-hop payments (docs/protocol.md §13): forwarding over this node's multistate channels.
+    NodeOption("--forward", None, False, "forward multi-hop payments over this node's multistate channels, and "
+               "announce them to peers that ask (free unless --forward-base-fee or --forward-ppm say otherwise)"),
+    NodeOption("--forward-base-fee", amount_arg, None, "what a forward costs the payer, on top of --forward-ppm "
+               "(implies --forward)", "AMOUNT"),
+    NodeOption("--forward-ppm", ppm_arg, None, "what a forward costs the payer in millionths of the amount "
+               "forwarded (implies --forward)", "N"),
     # Watchtowers (docs/protocol.md §12) this node hands the latest state of each payment channel to.
     NodeOption("--tower", tower_arg, (), "a watchtower to hand each new state of this node's payment channels to, "
                "as its address @ where it listens (repeat for several)", "ADDRESS@HOST:PORT", repeat=True),
@@ -234,8 +241,11 @@ def cmd_node(args: argparse.Namespace) -> None:
     hub = _hub_policy(args)
     if hub is not None and "VirtualChannel" not in contracts.get("apps", {}):
         raise errors.DeploymentNotFound("a hub needs a deployment file with MSContract and the VirtualChannel app")
+    forward = _forward_policy(args)
+    if forward is not None and "HashTimeLock" not in contracts.get("apps", {}):
+        raise errors.DeploymentNotFound("forwarding needs a deployment file with MSContract and the HashTimeLock app")
     options = dict(poll_interval=args.poll, response_timeout=args.response_timeout, reply_time=args.reply_time,
-                   policy=policy, accept_virtual=lambda v: args.accept_virtual, hub=hub,
+                   policy=policy, accept_virtual=lambda v: args.accept_virtual, hub=hub, forward=forward,
                    confirmations=args.confirmations, fees=fees, limits=limits, towers=dict(args.tower),
                    tower_reward=args.tower_reward, **contracts)
     asyncio.run(_run_node(key, chain, data, host, port, options))
@@ -267,6 +277,14 @@ def _hub_policy(args: argparse.Namespace):
     if not (args.hub or args.hub_fee is not None or args.hub_capacity is not None or args.hub_max_channels is not None):
         return None
     return HubPolicy(fee=args.hub_fee or 0, capacity=args.hub_capacity, max_channels=args.hub_max_channels)
+
+
+def _forward_policy(args: argparse.Namespace):
+    from perun.protocols.multihop import ForwardPolicy
+
+    if not (args.forward or args.forward_base_fee is not None or args.forward_ppm is not None):
+        return None
+    return ForwardPolicy(base_fee=args.forward_base_fee or 0, fee_ppm=args.forward_ppm or 0)
 
 
 async def _run_node(key: bytes, chain, data: Path, host: str, port: int, options: dict[str, Any]) -> None:

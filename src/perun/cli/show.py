@@ -212,6 +212,45 @@ def watched_table(channels: list[dict[str, Any]], now: int) -> str:
     return _grid(rows, right={4, 5, 6, 7})
 
 
+def paid_over_route(paid: dict[str, Any]) -> str:
+    """A multi-hop payment once claimed (control's pay_invoice and pay_to)."""
+    hops = paid["hops"]
+    through = f" through {', '.join(hop['node'] for hop in hops[:-1])}" if len(hops) > 1 else ""
+    fees = sum(int(fee) for fee in paid["fees"])
+    return (f"paid {show_amount(paid['amount'])} to {paid['payee']} over {len(hops)} channel"
+            f"{'s' if len(hops) > 1 else ''}{through}: fees {show_amount(fees)}, total {show_amount(paid['total'])}; "
+            f"payment hash {paid['payment_hash']}")
+
+
+def _leg(leg: dict[str, Any] | None, now: int) -> str:
+    if leg is None:
+        return "-"
+    return f"{show_amount(leg['amount'])} locked in {leg['channel']} until {when(leg['timeout'], now)}"
+
+
+def describe_hop(ch: dict[str, Any], now: int) -> str:
+    """This node's part in a multi-hop payment (`perun status PAYMENT_HASH`)."""
+    lines = [
+        f"payment   {ch['payment_hash']} (multi-hop, you are its {ch['part']})",
+        f"stage     {'settled' if ch['settled'] else 'pending'}, preimage "
+        f"{'known' if ch['preimage_known'] else 'not known yet'}",
+    ]
+    if ch["incoming"] is not None:
+        lines.append(f"incoming  {_leg(ch['incoming'], now)}")
+    if ch["outgoing"] is not None:
+        lines.append(f"outgoing  {_leg(ch['outgoing'], now)}" + (f", to {ch['next_hop']}" if ch["next_hop"] else ""))
+    return "\n".join(lines)
+
+
+def hop_table(payments: list[dict[str, Any]], now: int) -> str:
+    rows = [("PAYMENT", "PART", "IN", "OUT", "STAGE")]
+    for ch in payments:
+        rows.append((ch["payment_hash"], ch["part"],
+                     *(short_amount(leg["amount"]) if leg else "" for leg in (ch["incoming"], ch["outgoing"])),
+                     "settled" if ch["settled"] else "pending"))
+    return _grid(rows, right={2, 3})
+
+
 def _short_address(address: str) -> str:
     return f"{address[:6]}…{address[-4:]}"
 

@@ -59,6 +59,16 @@ and the VirtualChannel app):
     virtuals      {}                                        every virtual channel
 `pay` and `status` take a virtual channel's id as well, and `status` a multistate channel's.
 
+Multi-hop payments (docs/protocol.md §13), when the deployment has the HashTimeLock app too:
+    invoice       {amount, expiry?, description?}           an invoice payable for `expiry` seconds (default
+                                                            3600): its text `invoice` (perun1…) and fields
+    pay_invoice   {invoice, timeout?}                       pay an invoice's text over the cheapest route
+                                                            the node finds by asking its peers
+    pay_to        {payee, amount, timeout?}                 pay an address the same way, without an invoice
+Both payments answer once the payee claimed: the hops, the fees, the total and the preimage; or
+PaymentPending after `timeout` seconds (default 30; the lock stays, and completes or returns).
+`status` takes a payment hash too: this node's part in that payment.
+
 A watchtower (`perun watchtower`) answers info, status, wait and sync: `status` is each channel
 it watches (the client, the version and balances it holds, the reward, what the chain registered,
 its refutation and the reward paid), `info` has its `contract` and the number `watched`, and

@@ -290,6 +290,29 @@ def _open_failed(exc: errors.OpenFailed, ctx: Context) -> tuple[str, dict[str, A
     return f"{exc}. The node sends nothing more for it: open again when that is fixed", _with_channel(ctx)
 
 
+def _no_route(exc: errors.RouteNotFound, ctx: Context) -> tuple[str, dict[str, Any]]:
+    return (f"{exc}: a route needs open multistate channels with enough cash, from this node through nodes "
+            "that forward (`perun node --forward`) to the payee; open one (`perun open --multistate`) towards the "
+            "payee or such a node, or pay less", {"reason": exc.reason})
+
+
+def _invoice_expired(exc: errors.InvoiceExpired, ctx: Context) -> tuple[str, dict[str, Any]]:
+    return (f"the invoice expired at {when(exc.expiry, ctx.now)}: ask the payee for a new one",
+            {"expiry": exc.expiry, **_with_now(ctx)})
+
+
+def _invalid_invoice(exc: errors.InvalidInvoice, ctx: Context) -> tuple[str, dict[str, Any]]:
+    if isinstance(exc, (errors.InvoiceMalformed, errors.InvoiceSignatureInvalid)):
+        return f"{exc}: give the whole text the payee's `perun invoice` printed (perun1…)", {}
+    return str(exc), {}
+
+
+def _payment_pending(exc: errors.PaymentPending, ctx: Context) -> tuple[str, dict[str, Any]]:
+    hash_ = "0x" + exc.payment_hash.hex()
+    return (f"{exc}: it completes if the payee claims it, else the lock returns to you after its timeout; "
+            f"`perun status {hash_}` shows where it stands (do not pay again)", {"payment_hash": hash_})
+
+
 def _always(ctx: Context) -> bool:
     return True
 
@@ -310,6 +333,9 @@ RULES: tuple[tuple[type[errors.PerunError], Callable[[Context], bool], str, Cate
     (errors.AlreadyFinal, _always, "ALREADY_FINAL", Category.USER, _already_final),
     (errors.WrongStage, _always, "WRONG_STAGE", Category.USER, _wrong_stage),
     (errors.BalanceExceeded, _always, "INSUFFICIENT_BALANCE", Category.USER, _balance_exceeded),
+    (errors.RouteNotFound, _always, "ROUTE_NOT_FOUND", Category.USER, _no_route),
+    (errors.InvoiceExpired, _always, "INVOICE_EXPIRED", Category.USER, _invoice_expired),
+    (errors.InvalidInvoice, _always, "INVALID_INVOICE", Category.USER, _invalid_invoice),
     (errors.AmountOutOfRange, _always, "AMOUNT_OUT_OF_RANGE", Category.USER, _as_is),
     (errors.InvalidParams, _always, "INVALID_PARAMS", Category.USER, _as_is),
     (errors.InvalidNanocontract, _always, "INVALID_NANOCONTRACT", Category.USER, _as_is),
@@ -321,6 +347,7 @@ RULES: tuple[tuple[type[errors.PerunError], Callable[[Context], bool], str, Cate
     (errors.ChannelRefused, _always, "CHANNEL_REFUSED", Category.REFUSED, _channel_refused),
     (errors.PeerRejected, _always, "PEER_REJECTED", Category.REFUSED, _peer_rejected),
     (errors.ProposalExpired, _always, "PROPOSAL_EXPIRED", Category.REFUSED, _as_is),
+    (errors.PaymentPending, _always, "PAYMENT_PENDING", Category.REFUSED, _payment_pending),
     (errors.PeerTimeout, _always, "PEER_TIMEOUT", Category.REFUSED, _peer_timeout),
     (errors.PeerUnavailable, _unknown, "UNKNOWN_PEER", Category.USER, _unknown_peer),
     (errors.PeerUnavailable, _always, "PEER_OFFLINE", Category.REFUSED, _peer_offline),

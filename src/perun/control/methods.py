@@ -3,12 +3,14 @@ acts on the node through its façade and its protocols (docs: perun.control)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from perun import errors
 from perun.control import params as check
 from perun.control.protocol import BadRequest, ControlError
+from perun.core.route import Invoice, Route
 
 if TYPE_CHECKING:
     from perun.chain.payment import Receipt
@@ -76,6 +78,35 @@ class Methods:
         cid, amount = check.channel_id(channel), check.amount(amount, "amount")
         state = await self.node().pay(cid, amount)
         return {**self.node().describe(cid), "paid_version": state.version}
+
+    async def invoice(self, params: dict[str, Any]) -> Any:
+        """An invoice for `amount`, payable for `expiry` seconds of chain time from now (default
+        an hour), with an optional `description`: its text (`perun1…`) and fields."""
+        amount, expiry, description = check.take(params, "amount", optional=("expiry", "description"))
+        amount = check.amount(amount, "amount")
+        seconds = check.integer(expiry, "expiry") if expiry is not None else INVOICE_EXPIRY
+        if not seconds:
+            raise BadRequest("expiry must be a positive number of seconds")
+        description = check.description(description) if description is not None else ""
+        node = self.node()
+        now = await node.on_chain(node.chain.timestamp)
+        invoice = await node.invoice(amount, now + seconds, description=description)
+        return {"invoice": invoice.encode(), "payee": invoice.payee, "amount": str(invoice.amount),
+                "token": invoice.token, "payment_hash": "0x" + invoice.payment_hash.hex(), "expiry": invoice.expiry,
+                "description": invoice.description}
+
+    async def pay_invoice(self, params: dict[str, Any]) -> Any:
+        """Pays the invoice whose text is `invoice` over the cheapest route the node finds; answers
+        once the payee claimed (PaymentPending after `timeout` seconds, default 30)."""
+        invoice, timeout = check.take(params, "invoice", optional=("timeout",))
+        text = check.text(invoice, "invoice")
+        return paid(*await self.node().pay_invoice(Invoice.decode(text), check.seconds(timeout)))
+
+    async def pay_to(self, params: dict[str, Any]) -> Any:
+        """Pays `amount` to the address `payee` over the cheapest route, without an invoice."""
+        payee, amount, timeout = check.take(params, "payee", "amount", optional=("timeout",))
+        payee, amount = check.address(payee, "payee"), check.amount(amount, "amount")
+        return paid(*await self.node().pay_to(payee, amount, check.seconds(timeout)))
 
     async def close(self, params: dict[str, Any]) -> Any:
         """The cooperative close of a channel of any kind (a virtual one's is its fast close)."""
@@ -279,6 +310,19 @@ _MISSING = {"multistate": "start it with a deployment file that has MSContract",
 _NEEDS = {"virtual": ("multistate",)}
 
 
+INVOICE_EXPIRY = 3600  # seconds an invoice is payable for unless the request says
+
+
+def paid(route: Route, preimage: bytes) -> dict[str, Any]:
+    """A multi-hop payment once claimed: the route's hops (each lock's receiver, channel, amount
+    and timeout), each intermediary's fee, and the preimage."""
+    return {"payment_hash": "0x" + hashlib.sha256(preimage).hexdigest(), "preimage": "0x" + preimage.hex(),
+            "payee": route.payee, "amount": str(route.amount), "total": str(route.total),
+            "fees": [str(fee) for fee in route.fees],
+            "hops": [{"node": hop.node, "channel": "0x" + hop.channel.hex(), "amount": str(hop.amount),
+                      "timeout": hop.timeout} for hop in route.hops]}
+
+
 def transaction(receipt: Receipt | None) -> dict[str, Any] | None:
     if receipt is None:
         return None
@@ -290,7 +334,8 @@ def transaction(receipt: Receipt | None) -> dict[str, Any] | None:
 METHOD_NAMES = (  # in the order of the docstring of perun.control
     "info", "connect", "open", "cancel", "pay", "close", "register", "finalize", "refund", "wait_peer", "wait",
     "wait_towers", "channels", "status", "sync", "ledger_open", "ledgers", "virtual_open", "virtual_close", "virtuals",
-    "nanocontract_create", "nanocontract_call", "nanocontract_absorb", "nanocontract_register",
+    "nanocontract_create", "nanocontract_call", "nanocontract_absorb", "nanocontract_register", "invoice",
+    "pay_invoice", "pay_to",
 )
 # What a watchtower's control socket answers: the channels it watches (`status`, `wait`), itself (`info`).
 TOWER_METHOD_NAMES = ("info", "wait", "status", "sync")

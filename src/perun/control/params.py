@@ -54,6 +54,20 @@ def amount(value: Any, name: str) -> int:
     return integer(value, name)
 
 
+def seconds(value: Any, default: float = 30.0) -> float:
+    """An optional number of whole seconds to wait (`default` when absent)."""
+    return float(integer(value, "timeout")) if value is not None else default
+
+
+def description(value: Any) -> str:
+    """An invoice's description: at most MAX_DESCRIPTION bytes of UTF-8."""
+    from perun.core.route import MAX_DESCRIPTION
+
+    if not isinstance(value, str) or len(value.encode("utf-8")) > MAX_DESCRIPTION:
+        raise BadRequest(f"description must be text of at most {MAX_DESCRIPTION} bytes of UTF-8, got {shown(value)}")
+    return value
+
+
 def port_number(value: Any) -> int:
     port = integer(value, "port")
     if not 0 < port < 65536:

@@ -29,6 +29,7 @@ from functools import cached_property
 from eth_utils import keccak
 
 from perun import errors
+from perun.core.amounts import ether
 from perun.core.channel import ETH, MAX_AMOUNT, MAX_DELTA, MAX_UINT64, checksum
 from perun.core.eip712 import address_of, recover, recover_public_key, sign
 
@@ -398,7 +399,8 @@ def _why_not(graph: Graph, payer: str, payee: str, amount: int, token: str, max_
         reached |= frontier
     if payer not in reached:
         return f"no path of at most {max_hops} hops from {payer} to {payee} in token {token}"
-    return f"no path of at most {max_hops} hops with the capacity for {amount} and the fees"
+    shown = f"{ether(amount)} ETH" if token == ETH else f"{amount} units of token {token}"
+    return f"no path of at most {max_hops} hops with the capacity for {shown} and the fees"
 
 
 # --------------------------------------------------------------------------- invoices
@@ -518,7 +520,7 @@ class Invoice:
         """The payer's check before it pays: signed by the payee, not expired."""
         self.check_signature()
         if now >= self.expiry:
-            raise errors.InvoiceExpired(f"the invoice expired at {self.expiry}")
+            raise errors.InvoiceExpired(self.expiry)
 
     def to_bytes(self) -> bytes:
         description = self.description.encode("utf-8")

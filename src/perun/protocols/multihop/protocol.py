@@ -124,8 +124,9 @@ class Multihop(Protocol):
         `public_keys` by address), locks the route's total towards the first hop, and returns
         the preimage once the lock is claimed. PaymentFailed once the lock comes back (a hop's
         failure, or its timeout) with the failing hop and why; PeerRejected if the first hop
-        refuses the lock. PeerTimeout after `timeout` seconds (the payment goes on: its record
-        tells how it ends). An invoice whose earlier payment failed may be paid again."""
+        refuses the lock. PaymentPending, a PeerTimeout, after `timeout` seconds (the payment
+        goes on: its record tells how it ends). An invoice whose earlier payment failed may be
+        paid again."""
         now = await self.ctx.on_chain(self.ctx.chain.timestamp)
         invoice.check_payable(now)
         if route.payee != invoice.payee:
@@ -191,7 +192,10 @@ class Multihop(Protocol):
         except errors.PerunError as exc:
             self._not_created(payment_hash, exc)
             raise
-        done = await self.ctx.wait_for(payment_hash, lambda r: bool(r.preimage) or mh.finished(r), timeout)
+        try:
+            done = await self.ctx.wait_for(payment_hash, lambda r: bool(r.preimage) or mh.finished(r), timeout)
+        except errors.PeerTimeout as exc:
+            raise errors.PaymentPending(payment_hash, timeout) from exc
         failed = mh.payment_failed(done)
         if failed is not None:
             raise failed
