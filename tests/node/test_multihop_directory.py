@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import replace
 
 import pytest
 
 from perun import errors
 from perun.chain.backend import ETHER
+from perun.core.announce import Announcement
 from perun.core.apps import hashtimelock as htlc
 from perun.core.machine import Stage
 from perun.core.multihop import Part
 from perun.core.onion import compressed_public_key
-from perun.core.route import Policy
+from perun.core.route import MAX_HOPS, Policy
 from perun.protocols.multihop import ForwardPolicy
+from perun.protocols.multihop.directory import LEVEL_TIME, MAX_AGE, MAX_ANSWERING
+from perun.wire import messages as m
 from tests.node.conftest import DELTA, run
 from tests.node.test_multihop import FORWARD, line, worth
 
@@ -159,9 +163,10 @@ def test_no_route_with_the_capacity_for_the_amount(net):
     run(scenario())
 
 
-def test_a_forged_announcement_is_dropped_and_the_node_goes_on(net, caplog):
-    """Bob's announcement comes with a capacity he did not sign: Alice drops it (logged) and finds
-    no route to Dave; once Bob announces what he signs, she pays."""
+def test_forged_stale_and_foreign_announcements_are_dropped_and_the_node_goes_on(net, caplog):
+    """Bob's announcement comes with a capacity he did not sign, then signed but too old, then
+    for another chain: each time Alice drops it (logged) and finds no route to Dave; once Bob
+    announces what he signs now, she pays."""
     async def scenario():
         async with line(net, ["alice", "bob", "dave"]) as (nodes, _):
             alice, bob, dave = nodes
@@ -172,15 +177,77 @@ def test_a_forged_announcement_is_dropped_and_the_node_goes_on(net, caplog):
                 signed = honest()
                 more = tuple(replace(d, policy=replace(d.policy, capacity=100 * ETHER)) for d in signed.directions)
                 return replace(signed, directions=more)
-            directory.own = forged
+
+            def resigned(**changes):
+                def announce():
+                    a = honest()
+                    fields = {"chain_id": a.chain_id, "timestamp": a.timestamp, **changes}
+                    return Announcement.create(bob.key, fields["chain_id"], fields["timestamp"], a.directions)
+                return announce
+            now = alice.watcher.chain_time
             invoice = await dave.invoice(ETHER, net.chain.timestamp() + 3600)
-            with caplog.at_level(logging.WARNING, logger="perun.node"):
-                with pytest.raises(errors.RouteNotFound, match="payee"):
-                    await alice.pay_invoice(invoice)
-            assert f"alice: dropped an announcement relayed by {bob.address}: the announcement of {bob.address} " \
-                   "is signed by" in caplog.text
-            assert list(alice.multihop.records) == []
+            for bad, says in ((forged, f"the announcement of {bob.address} is signed by"),
+                              (resigned(timestamp=now - MAX_AGE - 10), f"{bob.address}'s announcement is of chain "
+                                                                      f"time {now - MAX_AGE - 10}"),
+                              (resigned(chain_id=1), f"{bob.address} announces for chain 1, not")):
+                directory.own = bad
+                caplog.clear()
+                with caplog.at_level(logging.WARNING, logger="perun.node"):
+                    with pytest.raises(errors.RouteNotFound, match="payee"):
+                        await alice.pay_invoice(invoice)
+                assert f"alice: dropped an announcement relayed by {bob.address}: {says}" in caplog.text
+                assert list(alice.multihop.records) == []
             directory.own = honest
             route, _ = await alice.pay_invoice(invoice)
             assert route.payee == dave.address
+    run(scenario())
+
+
+def test_a_query_round_a_cycle_is_passed_on_once(net):
+    """Alice, Bob, Carol and Dave in a ring, all forwarding: Alice's question goes round both ways
+    and each node passes it on once, not round and round until the depth runs out."""
+    async def scenario():
+        names = ("alice", "bob", "carol", "dave")
+        async with contextlib.AsyncExitStack() as stack:
+            ring = [(await stack.enter_async_context(net.running(name, forward=ForwardPolicy())))[0]
+                    for name in names]
+            for left, right in zip(ring, ring[1:] + ring[:1]):
+                await opened(left, right)
+            asked = []
+            for node in ring:
+                receive = node.multihop.directory.receive
+
+                async def counting(conn, msg, node=node, receive=receive):
+                    if isinstance(msg, m.ChannelsQuery):
+                        asked.append((node.name, msg.depth))
+                    await receive(conn, msg)
+                node.multihop.directory.receive = counting
+            alice, bob, carol, dave = ring
+            graph, keys = await alice.multihop.directory.survey()
+            assert set(keys) == {bob.address, carol.address, dave.address}
+            assert len(graph.directions) == 8  # both directions of each of the 4 channels
+            # Alice asks Bob and Dave; each asks Carol; Carol passes the first that comes on to the
+            # other, who passed it on already and answers for itself. Five questions in all.
+            passed_on = [name for name, depth in asked if depth == 6]
+            assert passed_on in (["bob"], ["dave"]), asked
+            assert sorted(a for a in asked if a[1] != 6) == [("bob", 8), ("carol", 7), ("carol", 7), ("dave", 8)]
+            invoice = await carol.invoice(ETHER, net.chain.timestamp() + 3600)
+            route, _ = await alice.pay_invoice(invoice)
+            assert route.fees == (0,) and route.payee == carol.address
+    run(scenario())
+
+
+def test_a_peer_that_refuses_queries_is_not_waited_for(net):
+    """Bob answers no more queries of Alice's (as when she has too many in flight): his refusal
+    ends her wait at once, and she finds no route rather than waiting out the depth."""
+    async def scenario():
+        async with line(net, ["alice", "bob", "dave"]) as (nodes, _):
+            alice, bob, dave = nodes
+            directory = bob.multihop.directory
+            directory._answering[alice.address] = MAX_ANSWERING  # as if four of hers were being answered
+            invoice = await dave.invoice(ETHER, net.chain.timestamp() + 3600)
+            started = time.monotonic()
+            with pytest.raises(errors.RouteNotFound, match="payee"):
+                await alice.pay_invoice(invoice)
+            assert time.monotonic() - started < LEVEL_TIME * MAX_HOPS / 2
     run(scenario())

@@ -8,7 +8,8 @@ gathers by asking its own peers (those of its open multistate channels, the aske
 most FANOUT) with depth d − 1, waiting for them at most LEVEL_TIME · (d − 1) seconds. A query
 keeps its number as it is passed on, so a node passes each number on once per depth (the
 network has cycles); it answers again from what it gathered for the same asker within
-CACHE_TIME, and passes on at most MAX_PASSING queries at once.
+CACHE_TIME, passes on at most MAX_PASSING queries at once, and refuses a peer's query while it
+answers MAX_ANSWERING of that peer's.
 
 Every announcement heard is checked before it is kept or passed on: its bytes, its signature
 (which gives the announcer's public key, the payer's onion key for that hop), the chain, and its
@@ -46,6 +47,7 @@ MAX_AGE = 600  # seconds of chain time after which an announcement is stale
 MAX_AHEAD = 120  # seconds of chain time an announcement may be ahead (the announcer polled later)
 CACHE_TIME = 2.0  # seconds a node answers the same asker from what it gathered for it before
 MAX_PASSING = 8  # queries a node passes on at once; beyond, it answers with its own announcement
+MAX_ANSWERING = 4  # queries of one peer a node answers at once; beyond, it refuses them
 SEEN = 1024  # query numbers a node remembers having passed on
 
 
@@ -78,6 +80,8 @@ class Directory:
         self._passed: OrderedDict[int, int] = OrderedDict()  # query number -> the greatest depth passed on
         self._answers: dict[tuple[str, int], tuple[float, dict[str, Announcement]]] = {}  # (asker, depth)
         self._passing = 0
+        self._answering: dict[str, int] = {}  # by peer: its queries this node is answering
+        self._own: Announcement | None = None  # the last one signed
 
     # ------------------------------------------------------------------ this node's announcement
 
@@ -100,25 +104,43 @@ class Directory:
         """This node's announcement, signed now: the directions it forwards over, none if it
         does not forward (its key is still worth knowing: it may be a payee)."""
         policy = self.multihop.policy
-        directions = self.directions(policy.base_fee, policy.fee_ppm) if policy is not None else []
-        return Announcement.create(self.ctx.key, self.multihop.ms.domain.chain_id, self.ctx.follower.chain_time,
-                                   directions)
+        directions = tuple(self.directions(policy.base_fee, policy.fee_ppm) if policy is not None else ())
+        now, last = self.ctx.follower.chain_time, self._own
+        if last is None or (last.timestamp, last.directions) != (now, directions):  # else signed already
+            self._own = Announcement.create(self.ctx.key, self.multihop.ms.domain.chain_id, now, directions)
+        return self._own
 
     # ------------------------------------------------------------------ messages
 
     async def receive(self, conn: Connection, msg: m.Message) -> None:
         if isinstance(msg, m.ChannelsQuery):
+            if self._answering.get(conn.peer, 0) >= MAX_ANSWERING:
+                raise errors.ChannelRefused(f"{MAX_ANSWERING} channel queries of yours are being answered: wait")
+            self._answering[conn.peer] = self._answering.get(conn.peer, 0) + 1
             self.ctx.spawn(self._answer(conn, msg))  # not in the connection's loop: it may wait
         elif isinstance(msg, m.ChannelsAnnounce):
             self._heard(conn, msg)
 
+    def refused(self, conn: Connection, msg: m.Error) -> None:
+        """The peer refused a ChannelsQuery (it answers none, or too many of ours at once):
+        whatever it said so far is its answer."""
+        if msg.ref_type == m.ChannelsQuery.TYPE:
+            for (peer, _), asked in self._asked.items():
+                if peer == conn.peer and not asked.done.done():
+                    asked.done.set_result(None)
+
     async def _answer(self, conn: Connection, query: m.ChannelsQuery) -> None:
-        gathered: dict[str, Announcement] = {}
-        if query.depth > 1 and self.multihop.policy is not None:
-            gathered = await self._pass_on(conn.peer, query)
-        own = self.own()
-        answer = [own, *(a for a in gathered.values() if a.node not in (own.node, conn.peer))]
-        self._send(conn, query.query, answer[:MAX_ANNOUNCEMENTS])
+        try:
+            gathered: dict[str, Announcement] = {}
+            if query.depth > 1 and self.multihop.policy is not None:
+                gathered = await self._pass_on(conn.peer, query)
+            own = self.own()
+            answer = [own, *(a for a in gathered.values() if a.node not in (own.node, conn.peer))]
+            self._send(conn, query.query, answer[:MAX_ANNOUNCEMENTS])
+        finally:
+            left = self._answering.pop(conn.peer) - 1
+            if left:
+                self._answering[conn.peer] = left
 
     async def _pass_on(self, asker: str, query: m.ChannelsQuery) -> dict[str, Announcement]:
         """What this node's peers announce, asked with depth − 1 (or what it gathered for the same

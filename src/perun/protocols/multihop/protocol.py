@@ -465,6 +465,9 @@ class Multihop(Protocol):
         """The failure the peer sent for this node's lock `nid` in channel `cid` (b"" if none)."""
         return self._failures.pop((cid, nid), b"")
 
+    def refused(self, conn: Connection, msg: m.Error, failure: errors.PeerRejected) -> None:
+        self.directory.refused(conn, msg)
+
     def onion_for(self, cid: bytes, version: int) -> bytes | None:
         """The onion the peer sent for its creation at `version` in channel `cid`, if any."""
         held = self._onions.pop(cid, None)
