@@ -21,7 +21,7 @@ _HOMES = {
     "sign_state": "perun.core.eip712", "PerunError": "perun.errors", "ChannelInfo": "perun.node",
     "Node": "perun.node", "MSContract": "perun.chain.multistate", "ChannelState": "perun.core.multistate",
     "NanocontractState": "perun.core.multistate", "AppState": "perun.core.apps",
-    "deploy": "perun.chain.deploy", "HubPolicy": "perun.protocols.virtual",
+    "deploy": "perun.chain.deploy", "HubPolicy": "perun.protocols.virtual", "ForwardPolicy": "perun.protocols.multihop",
     "ChannelPolicy": "perun.protocols.policy", "ACCEPT_ALL": "perun.protocols.policy",
 }
 __all__ = sorted(_HOMES)
