@@ -251,3 +251,18 @@ def test_a_peer_that_refuses_queries_is_not_waited_for(net):
                 await alice.pay_invoice(invoice)
             assert time.monotonic() - started < LEVEL_TIME * MAX_HOPS / 2
     run(scenario())
+
+
+def test_an_answer_of_too_many_announcements_is_cut(net, caplog):
+    """Bob sends his answer 300 times over: Alice looks at 256 announcements, says so, and goes on
+    with what they hold."""
+    async def scenario():
+        async with line(net, ["alice", "bob", "dave"]) as (nodes, _):
+            alice, bob, dave = nodes
+            send = bob.multihop.directory._send
+            bob.multihop.directory._send = lambda conn, query, answer: send(conn, query, answer * 300)
+            with caplog.at_level(logging.WARNING, logger="perun.node"):
+                graph, keys = await alice.multihop.directory.survey()
+            assert f"alice: {bob.address} sent more than 256 announcements: the rest is dropped" in caplog.text
+            assert set(keys) == {bob.address, dave.address} and len(graph.directions) == 3
+    run(scenario())

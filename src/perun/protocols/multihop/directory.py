@@ -53,10 +53,12 @@ SEEN = 1024  # query numbers a node remembers having passed on
 
 @dataclass
 class _Asked:
-    """A query this node sent one peer, and the announcements that came back, by node."""
+    """A query this node sent one peer, the announcements that came back (by node), and how
+    many came, good or bad."""
 
     done: asyncio.Future
     heard: dict[str, Announcement] = field(default_factory=dict)
+    count: int = 0
 
 
 def _cash(rec: MSRecord) -> int:
@@ -186,15 +188,17 @@ class Directory:
                      conn.peer)
             return
         for raw in msg.parts():
-            if len(asked.heard) >= MAX_ANNOUNCEMENTS:
-                log.warning("%s: %s announced more than %d nodes: the rest is dropped", self.ctx.name, conn.peer,
-                            MAX_ANNOUNCEMENTS)
+            asked.count += 1
+            if asked.count > MAX_ANNOUNCEMENTS:  # each costs a signature's recovery: no more than an answer holds
+                if asked.count == MAX_ANNOUNCEMENTS + 1:
+                    log.warning("%s: %s sent more than %d announcements: the rest is dropped", self.ctx.name,
+                                conn.peer, MAX_ANNOUNCEMENTS)
                 break
             try:
                 merge(asked.heard, [self.checked(raw)])
             except errors.InvalidAnnouncement as exc:
                 log.warning("%s: dropped an announcement relayed by %s: %s", self.ctx.name, conn.peer, exc)
-        if msg.last and not asked.done.done():
+        if (msg.last or asked.count > MAX_ANNOUNCEMENTS) and not asked.done.done():
             asked.done.set_result(None)
 
     def checked(self, raw: bytes) -> Announcement:
