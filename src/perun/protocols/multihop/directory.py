@@ -1,7 +1,7 @@
 """Channel announcements at a node (docs/protocol.md §13.8): the seed notes that a channel's
 capacity can be known only by asking its players, so a payer asks its peers, and they theirs.
 
-A node answers a ChannelsQuery with its own announcement, signed now (perun.core.announce: its
+A node answers a ChannelsQuery with its own announcement of now (perun.core.announce: its
 open multistate channels whose peer is connected, each with its forwarding fees, Δ and cash; none
 if it does not forward), and, for a depth d > 1 when it forwards, with the announcements it
 gathers by asking its own peers (those of its open multistate channels, the asker excepted, at
@@ -103,8 +103,9 @@ class Directory:
         return found[:MAX_ANNOUNCED]
 
     def own(self) -> Announcement:
-        """This node's announcement, signed now: the directions it forwards over, none if it
-        does not forward (its key is still worth knowing: it may be a payee)."""
+        """This node's announcement at its chain time now (signed again only when that or a
+        direction changed): the directions it forwards over, none if it does not forward (its
+        key is still worth knowing: it may be a payee)."""
         policy = self.multihop.policy
         directions = tuple(self.directions(policy.base_fee, policy.fee_ppm) if policy is not None else ())
         now, last = self.ctx.follower.chain_time, self._own
