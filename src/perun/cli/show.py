@@ -232,9 +232,12 @@ def describe_hop(ch: dict[str, Any], now: int) -> str:
     """This node's part in a multi-hop payment (`perun status PAYMENT_HASH`)."""
     lines = [
         f"payment   {ch['payment_hash']} (multi-hop, you are its {ch['part']})",
-        f"stage     {'settled' if ch['settled'] else 'pending'}, preimage "
-        f"{'known' if ch['preimage_known'] else 'not known yet'}",
+        f"stage     {ch['outcome']}, preimage {'known' if ch['preimage_known'] else 'not known yet'}",
     ]
+    failure = ch.get("failure")
+    if failure is not None:
+        where = f" at hop {failure['index']} ({failure['hop']})" if failure["hop"] is not None else ""
+        lines.append(f"failed{where}: {failure['reason']}; {failure['advice']}")
     if ch["incoming"] is not None:
         lines.append(f"incoming  {_leg(ch['incoming'], now)}")
     if ch["outgoing"] is not None:
@@ -247,7 +250,7 @@ def hop_table(payments: list[dict[str, Any]], now: int) -> str:
     for ch in payments:
         rows.append((ch["payment_hash"], ch["part"],
                      *(short_amount(leg["amount"]) if leg else "" for leg in (ch["incoming"], ch["outgoing"])),
-                     "settled" if ch["settled"] else "pending"))
+                     ch["outcome"]))
     return _grid(rows, right={2, 3})
 
 
