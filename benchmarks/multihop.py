@@ -27,13 +27,13 @@ peeled by a hop; it tells how much of a payment's time above its floor the onion
 
 --payments (500) of each kind are timed, alternating in --rounds (10) blocks (the floor, 2, 3
 and 5 hops, again), so that the machine's load weighs on all alike. After each payment and each
-floor sample (untimed), every claimed lock is absorbed back into its channel's cash (a channel
-holds at most 16 nanocontracts), and the payer's and the payee's cash are checked.
+floor sample (untimed), every claimed lock is absorbed back into its channel's cash (a payment's
+by its receiver's node, the floor's plain lock by the benchmark), and the payer's and the
+payee's cash are checked.
 
 The nodes share one process, as in bench-virtual, the other benchmark of routes through
-intermediaries: forwarding is off in `perun node` (no command enables it yet, docs/protocol.md
-§13.5) and no command makes an invoice or pays a route, so the nodes cannot run as processes of
-their own. The hops' work is sequential (each locks after its incoming lock, claims after its
+intermediaries: the payments go over a route the benchmark builds (`pay_route`), which no
+command takes, so that the route lookup (`perun pay`'s) is not part of the time. The hops' work is sequential (each locks after its incoming lock, claims after its
 outgoing one), so one event loop costs the payment little but the overlap of acknowledgements.
 The chain is anvil, as for bench-updates and bench-virtual: the nodes read it over JSON-RPC as
 they do in use (the payer and each claimer read the chain time), which the embedded chain, in
@@ -94,11 +94,16 @@ def route(nodes: list[Node], channels: list[bytes], now: int) -> Route:
 
 
 async def absorbed(sender: Node, receiver: Node, cid: bytes) -> None:
-    """The receiver absorbs every (claimed) lock of channel `cid`; both ends agree on it after."""
-    rec = await receiver.wait_for(cid, lambda r: not r.pending)
-    for signed in rec.nanocontracts:
-        await receiver.multistate.absorb(cid, signed.state.nid)
+    """The receiver has absorbed every claimed lock of a payment in channel `cid` (a node does
+    it by itself); both ends agree on it."""
+    await receiver.wait_for(cid, lambda r: not r.pending and not r.nanocontracts)
     await sender.wait_for(cid, lambda r: not r.pending and not r.nanocontracts)
+
+
+async def absorb(sender: Node, receiver: Node, cid: bytes, nid: bytes) -> None:
+    """The receiver absorbs plain lock `nid`, claimed (no payment's: nobody else would)."""
+    await receiver.multistate.absorb(cid, nid)
+    await absorbed(sender, receiver, cid)
 
 
 async def pay(chain: RpcChain, nodes: list[Node], channels: list[bytes], hops: int) -> float:
@@ -132,7 +137,7 @@ async def lock_and_claim(chain: RpcChain, sender: Node, receiver: Node, cid: byt
     nid = await sender.multistate.create(cid, APP, lock)
     await receiver.multistate.call(cid, nid, htlc.CLAIM, preimage)
     latency = time.perf_counter() - start
-    await absorbed(sender, receiver, cid)
+    await absorb(sender, receiver, cid, nid)
     return latency
 
 

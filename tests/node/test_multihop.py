@@ -84,11 +84,14 @@ def test_alice_pays_dave_through_bob_and_carol(net):
             assert worth(bob, ab) + worth(bob, bc) == 20 * ETHER + fee_bob
             assert worth(carol, bc) + worth(carol, cd) == 20 * ETHER + fee_carol
             assert worth(dave, cd) == 10 * ETHER + amount
-            # Each channel holds one lock, claimed: all of it released to its receiver.
-            for receiver, cid, locked in ((bob, ab, route.hops[0].amount), (carol, bc, route.hops[1].amount),
-                                          (dave, cd, amount)):
-                (nc,) = receiver.multistate.info(cid).nanocontracts
-                assert (nc.app, nc.blocked, nc.released) == ("HashTimeLock", (0, 0), (locked, 0))
+            # Each lock, claimed, is absorbed by its receiver: the channels hold no lock, the cash
+            # is the payment's, so the next payment has every slot.
+            for sender, receiver, cid, locked in ((alice, bob, ab, route.hops[0].amount),
+                                                  (bob, carol, bc, route.hops[1].amount), (carol, dave, cd, amount)):
+                await receiver.wait_for(cid, lambda r: not r.nanocontracts)
+                await sender.wait_for(cid, lambda r: not r.nanocontracts)
+                assert receiver.multistate.info(cid).my_cash == 10 * ETHER + locked
+                assert sender.multistate.info(cid).my_cash == 10 * ETHER - locked
             parts = [node.multihop.records[invoice.payment_hash].part for node in nodes]
             assert parts == [Part.PAYER, Part.FORWARDER, Part.FORWARDER, Part.PAYEE]
     run(scenario())

@@ -74,9 +74,9 @@ def test_a_forwarder_learns_the_preimage_from_a_claim_on_chain_and_claims_back_o
             assert htlc.hashlock_of(rec.preimage) == h and bob.store.hops()[0].preimage == rec.preimage
             assert await paying == rec.preimage
             assert nanocontract_events(net, ab) == []  # Alice countersigned: no lock of ab on chain
-            (nc,) = alice.multistate.info(ab).nanocontracts
-            assert (nc.blocked, nc.released) == ((0, 0), (0, ETHER + fee))
-            assert worth(alice, ab) == 9 * ETHER - fee
+            await bob.wait_for(ab, lambda r: not r.nanocontracts)  # Bob absorbed what ab's lock released to him
+            await alice.wait_for(ab, lambda r: not r.nanocontracts)
+            assert worth(alice, ab) == alice.multistate.info(ab).my_cash == 9 * ETHER - fee
             # bc's lock was released on chain: Carol's cash and what the chain released to her.
             bc_carol, bc_bob = carol.multistate.info(bc).my_cash, bob.multistate.info(bc).my_cash
             assert bc_bob + bc_carol == 20 * ETHER - ETHER  # the lock's amount, released on chain to Carol
@@ -190,7 +190,9 @@ def test_a_forwarder_killed_before_its_outgoing_lock_forwards_when_it_is_back(ne
                 assert worth(alice, ab) == 9 * ETHER - fee
                 assert worth(bob, ab) + worth(bob, bc) == 20 * ETHER + fee
                 assert worth(carol, bc) == 11 * ETHER
-                assert len(bob.multistate.info(bc).nanocontracts) == 1  # forwarded once
+                # Forwarded once: Carol absorbed the one lock, and has its amount in cash.
+                await carol.wait_for(bc, lambda r: not r.nanocontracts)
+                assert carol.multistate.info(bc).my_cash == 11 * ETHER
     run(scenario())
 
 

@@ -81,3 +81,18 @@ def test_the_client_keeps_what_the_node_explained() -> None:
     old_node = remote_error("UnknownChannel", "no channel 0x12")  # no code: explained here, as it is
     assert (explain(old_node).code, explain(old_node).message) == (
         "UNKNOWN_CHANNEL", "no channel 0x12: `perun status` lists its channels")
+
+
+def test_a_failed_payment_names_the_hop_its_failure_and_what_to_do() -> None:
+    hop = "0x" + "ab" * 20
+    failed = errors.PaymentFailed(f"{hop} refused the lock (CHANNEL_REFUSED: this node forwards no payments)",
+                                  f"pay again over a route without {hop}", hop="0x" + "12" * 20, index=0, code=0x0101)
+    plain = explain(failed)
+    assert (plain.code, plain.category, plain.exit_code) == ("PAYMENT_FAILED", Category.REFUSED, 3)
+    assert plain.message == (f"the payment failed at hop 0 (0x{'12' * 20}): {hop} refused the lock (CHANNEL_REFUSED: "
+                             f"this node forwards no payments); pay again over a route without {hop}. Nothing stays "
+                             "locked: the amount is back in your channel")
+    assert (plain.fields["hop"], plain.fields["index"], plain.fields["failure"]) == ("0x" + "12" * 20, 0,
+                                                                                     "NEXT_HOP_REFUSED")
+    garbled = explain(errors.PaymentFailed("the failure that came back is unreadable", "pay again"))
+    assert (garbled.code, garbled.fields["hop"], garbled.fields["failure"]) == ("PAYMENT_FAILED", None, None)

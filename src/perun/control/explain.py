@@ -30,6 +30,7 @@ from perun import errors
 from perun.control.protocol import BadRequest, ControlError, NodeNotRunning
 from perun.core.amounts import ether
 from perun.core.channel import ETH
+from perun.core.multihop import FailureCode
 
 if TYPE_CHECKING:
     from perun.node import Node, Watchtower
@@ -313,6 +314,14 @@ def _payment_pending(exc: errors.PaymentPending, ctx: Context) -> tuple[str, dic
             f"`perun status {hash_}` shows where it stands (do not pay again)", {"payment_hash": hash_})
 
 
+def _payment_failed(exc: errors.PaymentFailed, ctx: Context) -> tuple[str, dict[str, Any]]:
+    failure = None
+    if exc.code is not None:
+        failure = FailureCode(exc.code).name if exc.code in FailureCode._value2member_map_ else f"0x{exc.code:04x}"
+    return (f"{exc}. Nothing stays locked: the amount is back in your channel",
+            {"hop": exc.hop, "index": exc.index, "failure": failure})
+
+
 def _always(ctx: Context) -> bool:
     return True
 
@@ -348,6 +357,7 @@ RULES: tuple[tuple[type[errors.PerunError], Callable[[Context], bool], str, Cate
     (errors.PeerRejected, _always, "PEER_REJECTED", Category.REFUSED, _peer_rejected),
     (errors.ProposalExpired, _always, "PROPOSAL_EXPIRED", Category.REFUSED, _as_is),
     (errors.PaymentPending, _always, "PAYMENT_PENDING", Category.REFUSED, _payment_pending),
+    (errors.PaymentFailed, _always, "PAYMENT_FAILED", Category.REFUSED, _payment_failed),
     (errors.PeerTimeout, _always, "PEER_TIMEOUT", Category.REFUSED, _peer_timeout),
     (errors.PeerUnavailable, _unknown, "UNKNOWN_PEER", Category.USER, _unknown_peer),
     (errors.PeerUnavailable, _always, "PEER_OFFLINE", Category.REFUSED, _peer_offline),

@@ -26,6 +26,7 @@ from eth_utils import to_checksum_address
 
 from perun import errors
 from perun.core import onion
+from perun.core.amounts import ether
 from perun.core.machine import first_due
 from perun.core.onion import HopPayload
 from perun.core.route import Invoice, Policy, check_final, check_forward, hop_delay
@@ -249,7 +250,8 @@ def text_data(text: str, room: int = onion.FAILURE_DATA_SIZE) -> bytes:
 
 
 def refusal_data(code: int, reason: str) -> bytes:
-    """NEXT_HOP_REFUSED's data: the wire code and as much of the reason as fits."""
+    """NEXT_HOP_REFUSED's data: the wire code and as much of the reason as fits (the code's
+    name first, for the payer to read: this layer has no table of them)."""
     return code.to_bytes(2, "big") + text_data(reason, onion.FAILURE_DATA_SIZE - 2)
 
 
@@ -357,7 +359,7 @@ def _explain(code: int, data: bytes, next_hop: str | None) -> tuple[str, str]:
     times = [int.from_bytes(data[i:i + 8], "big") for i in range(0, len(data) - 7, 8)]
     if code == FailureCode.NEXT_HOP_REFUSED and len(data) >= 2:
         wire, why = int.from_bytes(data[:2], "big"), data[2:].decode(errors="replace")
-        return (f"{nxt} refused the lock (wire error {wire}: {why})", f"pay again over a route without {nxt}")
+        return (f"{nxt} refused the lock ({why or f'wire error {wire}'})", f"pay again over a route without {nxt}")
     if code == FailureCode.NO_CAPACITY:
         return (f"no channel with {nxt} could lock the amount ({data.decode(errors='replace')})",
                 "pay again over another route, or a smaller amount")
@@ -375,7 +377,7 @@ def _explain(code: int, data: bytes, next_hop: str | None) -> tuple[str, str]:
         return ("the payee knows no invoice with this payment hash and secret, or the lock is not the one this node "
                 "sent", "check the invoice with the payee, or pay over another route")
     if code == FailureCode.WRONG_AMOUNT and len(data) == 16:
-        return (f"the payee got {int.from_bytes(data, 'big')}, less than its invoice asks",
+        return (f"the payee got {ether(int.from_bytes(data, 'big'))} ETH, less than its invoice asks",
                 "pay again with the invoice's amount")
     if code == FailureCode.EXPIRY_TOO_SOON and len(times) == 2:
         return (f"the payee's lock times out at {times[0]}, too soon after the chain's time {times[1]} for it to "

@@ -147,7 +147,7 @@ class Locks(AppHooks):
             multihop.ctx.save([replace(rec, outgoing=None, refusal=str(failure))])
             return
         multihop.failing(mh.fail(mh.give_up(rec), FailureCode.NEXT_HOP_REFUSED,
-                                 mh.refusal_data(int(failure.code), failure.reason)))
+                                 mh.refusal_data(int(failure.code), f"{failure.code.name}: {failure.reason}")))
 
     # ------------------------------------------------------------------ calls
 
@@ -155,12 +155,15 @@ class Locks(AppHooks):
         """A call of one of this node's locks is signed by both. Of its outgoing lock: a CLAIM
         teaches the preimage (an intermediary claims its incoming lock with it); a CANCEL (after
         the next hop's LockFailure, or without one) or a RECLAIM gives the lock back, and an
-        intermediary fails the payment upstream. Of its incoming lock: claimed, or released."""
+        intermediary fails the payment upstream. Of its incoming lock: claimed, or released.
+        A lock that released its amount to this node is then absorbed (Multihop.absorb)."""
         multihop = self.multihop
         lock = htlc.decode(nc.storage)
         rec = multihop.records.get(lock.hashlock)
         if rec is None:
             return
+        if multihop.released_to_me(ledger, nc):
+            multihop.ctx.spawn(multihop.absorb(ledger.channel_id, nc.nid))
         where = (ledger.channel_id, nc.nid)
         if lock.sender == int(ledger.role):
             out = rec.outgoing

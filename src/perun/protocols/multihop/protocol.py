@@ -37,11 +37,13 @@ from typing import Any
 from perun import errors
 from perun.core import multihop as mh
 from perun.core import onion
+from perun.core.amounts import ether
 from perun.core.apps import hashtimelock as htlc
 from perun.core.channel import ETH, checksum
 from perun.core.machine import Stage
 from perun.core.msmachine import Kind, MSRecord
 from perun.core.multihop import FailureCode, HopDuty, HopRecord, Leg, Part
+from perun.core.multistate import NanocontractState
 from perun.core.onion import HopPayload
 from perun.core.route import DEFAULT_MARGIN, ROUTE_SLACK, Invoice, Route, find_route, hop_delay
 from perun.protocols.multihop.directory import Directory
@@ -96,6 +98,8 @@ class Multihop(Protocol):
         self._forwarding: set[bytes] = set()
         self._cancelling: set[bytes] = set()
         self._reclaiming: set[bytes] = set()
+        self._absorbing: set[tuple[bytes, bytes]] = set()
+        self._unabsorbed: set[tuple[bytes, bytes]] = set()  # absorptions the peer refused: tried again
         for rec in ctx.store.hops():
             self.put(rec)
         multistate.add_hooks(Locks(self))
@@ -226,7 +230,7 @@ class Multihop(Protocol):
             cash = rec.state.cash_alice if int(rec.role) == htlc.ALICE else rec.state.cash_bob
             if rec.stage is Stage.OPEN and cash >= amount:
                 return rec
-        raise errors.RouteCapacityExceeded(f"no open channel with {peer} can lock {amount}")
+        raise errors.RouteCapacityExceeded(f"no open channel with {peer} can lock {ether(amount)} ETH")
 
     async def forward(self, payment_hash: bytes) -> None:
         """Locks towards the next hop, with the peeled onion (the incoming lock is signed by both).
@@ -254,7 +258,7 @@ class Multihop(Protocol):
             return
         assert rec.next_hop is not None  # an intermediary's
         if isinstance(exc, errors.PeerRejected):
-            code, data = FailureCode.NEXT_HOP_REFUSED, mh.refusal_data(int(exc.code), exc.reason)
+            code, data = FailureCode.NEXT_HOP_REFUSED, mh.refusal_data(int(exc.code), f"{exc.code.name}: {exc.reason}")
         elif isinstance(exc, errors.PeerUnavailable):
             code, data = FailureCode.NEXT_HOP_UNREACHABLE, mh.address_data(rec.next_hop)
         else:
@@ -342,7 +346,7 @@ class Multihop(Protocol):
             return
         ledger = self.ms.records.get(inc.channel)
         if ledger is None or ledger.peer not in self.ctx.peers.connections or ledger.registered(inc.nid) is not None \
-                or ledger.pending_on(inc.nid) is not None:
+                or ledger.pending_on(inc.nid) is not None or not self._blocking(ledger, inc.nid):
             return
         self._cancelling.add(payment_hash)
         try:
@@ -373,6 +377,53 @@ class Multihop(Protocol):
         finally:
             self._reclaiming.discard(payment_hash)
 
+    # ================================================================== absorbing
+
+    def released_to_me(self, ledger: MSRecord, nc: NanocontractState) -> bool:
+        """`nc` is a lock of one of this node's payments that has released its whole amount to
+        this node, off chain (signed by both, not registered): this node absorbs it."""
+        if nc.app != self.app_address or nc.blocked_alice or nc.blocked_bob or ledger.registered(nc.nid) is not None:
+            return False
+        mine, theirs = ((nc.released_alice, nc.released_bob) if int(ledger.role) == htlc.ALICE
+                        else (nc.released_bob, nc.released_alice))
+        return mine > 0 and theirs == 0 and htlc.decode(nc.storage).hashlock in self.records
+
+    @staticmethod
+    def _held(ledger: MSRecord, nid: bytes) -> NanocontractState | None:
+        """Lock `nid` as both signed it last; None once absorbed."""
+        return next((s.state for s in ledger.nanocontracts if s.state.nid == nid), None)  # type: ignore[union-attr]
+
+    def _blocking(self, ledger: MSRecord, nid: bytes) -> bool:
+        """Lock `nid` still blocks its amount (not released, nor absorbed since)."""
+        nc = self._held(ledger, nid)
+        return nc is not None and nc.blocked_alice + nc.blocked_bob > 0
+
+    async def absorb(self, cid: bytes, nid: bytes) -> None:
+        """Absorbs lock `nid` once it released its amount to this node (`released_to_me`), so
+        that its slot serves the next payment (a channel holds at most MAX_NANOCONTRACTS). The
+        node it paid proposes it, so the two ends never race for it; if the peer does not
+        answer, or refuses, the watcher tries again while it is connected (`duties`), and so
+        does the next connection (`connected`)."""
+        key = (cid, nid)
+        ledger = self.ms.records.get(cid)
+        nc = self._held(ledger, nid) if ledger is not None and ledger.stage is Stage.OPEN else None
+        if ledger is None or nc is None or not self.released_to_me(ledger, nc):
+            self._unabsorbed.discard(key)
+            return
+        if key in self._absorbing:
+            return
+        self._absorbing.add(key)
+        try:
+            await self.ms.absorb(cid, nid)
+            self._unabsorbed.discard(key)
+        except errors.PerunError as exc:
+            # After a reconnection, say, the peer may not have the call's countersignature yet.
+            log.info("%s: the lock 0x%s stays in channel 0x%s for now: %s", self.ctx.name, nid.hex()[:12],
+                     cid.hex()[:12], exc)
+            self._unabsorbed.add(key)
+        finally:
+            self._absorbing.discard(key)
+
     # ================================================================== the watcher
 
     def _next_due(self, payment_hash: bytes, now: int) -> int | None:
@@ -386,15 +437,20 @@ class Multihop(Protocol):
 
     def duties(self, now: int) -> Iterable[Duty]:
         """What the payments due at chain time `now` (mh.duties, through the due index) need: a
-        claim, a reclaim, a forward given up, a failure sent back. Each starts its task and
-        returns (nothing waits on the follower's loop). A lock this node intends to execute on
-        chain, or executed there, is the multistate protocol's."""
+        claim, a reclaim, a forward given up, a failure sent back; and an absorption the peer
+        refused, again while it is connected. Each starts its task and returns (nothing waits on
+        the follower's loop). A lock this node intends to execute on chain, or executed there, is
+        the multistate protocol's."""
         for payment_hash in self.due_index.due(now):
             rec = self.records[payment_hash]
             for due in mh.duties(rec, now, self._delta_out(rec), self.margin):
                 duty = self._duty(rec, due, now)
                 if duty is not None:
                     yield duty
+        for cid, nid in list(self._unabsorbed):
+            ledger = self.ms.records.get(cid)
+            if (cid, nid) not in self._absorbing and ledger is not None and ledger.peer in self.ctx.peers.connections:
+                yield Duty("absorb", cid, self._starting(self.absorb, cid, nid))
 
     def _duty(self, rec: HopRecord, due: HopDuty, now: int) -> Duty | None:
         h, inc, out = rec.payment_hash, rec.incoming, rec.outgoing
@@ -476,7 +532,7 @@ class Multihop(Protocol):
     def connected(self, conn: Connection) -> None:
         """A claim or a failure sent back that a restart or a lost connection interrupted goes
         again; so does a forward whose outgoing lock a stop kept from being created, towards the
-        peer now connected."""
+        peer now connected, and the absorption of a lock released to this node."""
         for rec in self.records.values():
             inc, out = rec.incoming, rec.outgoing
             if inc is not None and ((rec.preimage and not rec.claimed and not rec.failure) or mh.may_cancel(rec)):
@@ -487,6 +543,10 @@ class Multihop(Protocol):
                 ledger = self.ms.records.get(out.channel)
                 if ledger is not None and ledger.peer == conn.peer:
                     self.ctx.spawn(self.resume(rec.payment_hash))
+        for ledger in self.ms.with_peer(conn.peer):
+            for signed in ledger.nanocontracts:
+                if self.released_to_me(ledger, signed.state):
+                    self.ctx.spawn(self.absorb(ledger.channel_id, signed.state.nid))
 
     # ================================================================== views
 

@@ -161,8 +161,10 @@ class Multistate(ChannelProtocol):
         new state once the peer has countersigned it. The app's errors are raised as they are."""
         app = self.app_of(self.channel(cid).nanocontract(nid).state.app)  # type: ignore[union-attr]
         now = await self.ctx.on_chain(self.ctx.chain.timestamp)
-        await self.proposer.update(cid, nid, lambda rec, t: ms.call(rec, nid, fun, z, now, app, self.ctx.key, t))
-        return self.nanocontract(cid, nid)
+        proposal = await self.proposer.update(cid, nid, lambda rec, t: ms.call(rec, nid, fun, z, now, app, self.ctx.key,
+                                                                             t))
+        assert proposal.nanocontract is not None
+        return proposal.nanocontract  # not the record's: a call that terminates it may be absorbed at once
 
     async def absorb(self, cid: bytes, nid: bytes) -> ChannelState:
         """Removes terminated nanocontract `nid`: what it released goes back to the cash."""
