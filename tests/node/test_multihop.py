@@ -14,6 +14,7 @@ from perun.core.apps import hashtimelock as htlc
 from perun.core.machine import Stage
 from perun.core import multihop as mh
 from perun.core.multihop import Part
+from perun.core.multistate import MAX_NANOCONTRACTS
 from perun.core.onion import compressed_public_key
 from perun.core.route import DEFAULT_MARGIN, Direction, Policy, build_route
 from perun.protocols.multihop import ForwardPolicy
@@ -147,4 +148,26 @@ def test_a_lock_whose_onion_ends_at_a_payee_without_that_invoice_is_cancelled_wi
             assert (nc.blocked, nc.released) == ((0, 0), (ETHER, 0))  # cancelled: all of it back to Alice
             assert worth(alice, channels[0]) == 10 * ETHER
             await bob.wait_for(invoice.payment_hash, lambda r: r.incoming.released is mh.Release.CANCELLED)
+    run(scenario())
+
+
+def test_a_channel_carries_more_payments_than_it_has_nanocontract_slots(net):
+    """Each claimed lock is absorbed by its receiver, so the slots are free for the next payment:
+    more payments over the same channels than a channel holds nanocontracts (MAX_NANOCONTRACTS)."""
+    async def scenario():
+        async with line(net, ["alice", "bob", "carol"]) as (nodes, channels):
+            alice, bob, carol = nodes
+            ab, bc = channels
+            payments = MAX_NANOCONTRACTS + 4
+            fees = 0
+            for _ in range(payments):
+                invoice = await carol.invoice(ETHER // 100, net.chain.timestamp() + 3600)
+                route = route_over(net, nodes, channels, ETHER // 100)
+                await alice.multihop.pay_route(route, invoice, keys_of(net, [carol]))
+                fees += route.fees[0]
+            for node, cid in ((alice, ab), (bob, ab), (bob, bc), (carol, bc)):
+                await node.wait_for(cid, lambda r: not r.nanocontracts and not r.pending)
+            assert alice.multistate.info(ab).my_cash == 10 * ETHER - payments * ETHER // 100 - fees
+            assert bob.multistate.info(ab).my_cash + bob.multistate.info(bc).my_cash == 20 * ETHER + fees
+            assert carol.multistate.info(bc).my_cash == 10 * ETHER + payments * ETHER // 100
     run(scenario())
