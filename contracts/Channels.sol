@@ -134,6 +134,7 @@ abstract contract Channels is EIP712 {
      * deadline, paying exactly `p.depositBob`.
      * @dev Emits {Initialised}; the channel is then Open.
      */
+    // slither-disable-next-line timestamp -- deadlines are timestamps by design; windows dwarf a proposer's drift
     function confirm(Params calldata p) external payable {
         bytes32 channelId = channelIdOf(p);
         Channel storage ch = _channels[channelId];
@@ -153,6 +154,7 @@ abstract contract Channels is EIP712 {
      * call it (a watchtower, say); the deposit always goes to `p.alice`.
      * @dev Phase Initialising, after the deadline. Emits {Refunded}; the channel is Closed.
      */
+    // slither-disable-next-line timestamp -- deadlines are timestamps by design; windows dwarf a proposer's drift
     function refund(Params calldata p) external {
         bytes32 channelId = channelIdOf(p);
         Channel storage ch = _channels[channelId];
@@ -169,6 +171,7 @@ abstract contract Channels is EIP712 {
      * @notice Sends the caller's deferred payouts in `token` (address(0) for ETH) to `to`.
      * @dev Emits {Withdrawn}. Reverts if `to` is zero, nothing is owed or the transfer fails.
      */
+    // slither-disable-next-line low-level-calls -- ETH to the owner's recipient; credit cleared first, result checked
     function withdraw(address token, address payable to) external {
         if (to == address(0)) revert ChannelsInvalidRecipient();
         uint256 amount = owed[msg.sender][token];
@@ -221,6 +224,7 @@ abstract contract Channels is EIP712 {
      * window Δ; in Closing, until the deadline, only a strictly higher version replaces the
      * registered one. Checked before the signature, so a late or stale state says so.
      */
+    // slither-disable-next-line timestamp -- deadlines are timestamps by design; windows dwarf a proposer's drift
     function _checkReplaceable(Channel storage ch, uint64 version) internal view {
         if (ch.phase != Phase.Closing) return;
         if (block.timestamp > ch.deadline) revert ChannelsDisputeWindowOver(ch.deadline);
@@ -247,6 +251,7 @@ abstract contract Channels is EIP712 {
         if (stateChannelId != channelId) revert ChannelsWrongChannel(channelId, stateChannelId);
     }
 
+    // slither-disable-next-line unused-return -- a failed recovery gives address(0), no party (open rejects it)
     function _checkSignature(bytes32 digest, bytes calldata sig, address expected) internal pure {
         (address recovered, , ) = ECDSA.tryRecover(digest, sig);
         if (recovered != expected) revert ChannelsInvalidSignature(expected, recovered);
@@ -279,6 +284,7 @@ abstract contract Channels is EIP712 {
     }
 
     /// @dev Never reverts: a payout that cannot be pushed is credited to `to` instead.
+    // slither-disable-next-line assembly -- copies no return data: a recipient cannot make us pay for a big one
     function _payout(address token, address to, uint256 amount) internal {
         if (amount == 0) return;
         bool ok;

@@ -317,6 +317,7 @@ contract MSContract is Watchtowers {
      * nanocontract still blocks goes to the party who blocked it (the predefined distribution).
      * Emits {Finalized}; the channel is Closed.
      */
+    // slither-disable-next-line timestamp -- deadlines are timestamps by design; windows dwarf a proposer's drift
     function finalize(Params calldata p, Funding[] calldata fundings) external {
         bytes32 channelId = channelIdOf(p);
         Channel storage ch = _channels[channelId];
@@ -484,6 +485,7 @@ contract MSContract is Watchtowers {
 
     /// @dev `register`'s timing and signature rules and its effects, for a state of this channel
     /// (`s.channelId` checked) signed by `signer`.
+    // slither-disable-next-line timestamp -- deadlines are timestamps by design; windows dwarf a proposer's drift
     function _register(
         Params calldata p,
         Channel storage ch,
@@ -521,6 +523,7 @@ contract MSContract is Watchtowers {
     }
 
     /// @dev `execute`'s rules and effects, with Bob as the app's caller if `byBob`, else Alice.
+    // slither-disable-next-line timestamp -- deadlines are timestamps by design; windows dwarf a proposer's drift
     function _execute(
         Params calldata p,
         bytes32 channelId,
@@ -620,6 +623,7 @@ contract MSContract is Watchtowers {
     /// @dev The app's `settleBy` for state `s`, capped at MAX_SETTLE_DELAY from now. A low-level
     /// call with a gas cap that copies at most one word back: an app that reverts, runs out of
     /// gas, returns anything but one word or has no code counts as 0 and cannot block `register`.
+    // slither-disable-next-line timestamp,assembly -- capped at now + MAX_SETTLE_DELAY; copies at most one word back
     function _settleBy(NanocontractState calldata s) private view returns (uint40) {
         bytes memory call_ = abi.encodeCall(
             INanocontract.settleBy,

@@ -122,6 +122,7 @@ contract PaymentContract is Watchtowers {
      * state gets its reward from its party's payout first. Emits {RewardPaid} if so, and
      * {Finalized}; the channel is Closed.
      */
+    // slither-disable-next-line timestamp -- deadlines are timestamps by design; windows dwarf a proposer's drift
     function finalize(Params calldata p) external {
         bytes32 channelId = channelIdOf(p);
         Channel storage ch = _channels[channelId];

@@ -137,6 +137,7 @@ abstract contract Watchtowers is Channels {
     }
 
     /// @dev As `_checkMonitoring`, for an authorised call of function `fun` with argument `z`.
+    // slither-disable-next-line dead-code -- used by MSContract; unused only in PaymentContract
     function _checkExecution(
         Params calldata p,
         bytes32 channelId,
@@ -168,6 +169,7 @@ abstract contract Watchtowers is Channels {
     }
 
     /// @dev A registration replaced nanocontract `nid`'s state: its tower, if any, did not win.
+    // slither-disable-next-line dead-code -- used by MSContract; unused only in PaymentContract
     function _forgetNanocontractReward(Channel storage ch, bytes32 channelId, bytes32 nid) internal {
         if (ch.rewards & _REWARD_NANOCONTRACTS == 0) return;
         delete _nanocontractRewards[channelId][nid];
@@ -196,6 +198,7 @@ abstract contract Watchtowers is Channels {
     }
 
     /// @dev At finalize: pays the tower recorded for nanocontract `nid`, whose registered state counted.
+    // slither-disable-next-line dead-code -- used by MSContract; unused only in PaymentContract
     function _payNanocontractReward(
         Params calldata p,
         bytes32 channelId,
@@ -212,6 +215,7 @@ abstract contract Watchtowers is Channels {
     // ------------------------------------------------------------------ internals
 
     /// @dev The latest tower to register or call nanocontract `nid` is the one rewarded for it.
+    // slither-disable-next-line dead-code -- used by MSContract; unused only in PaymentContract
     function _recordNanocontractReward(
         Channel storage ch,
         Params calldata p,
@@ -248,6 +252,7 @@ abstract contract Watchtowers is Channels {
         return (payAlice, payBob);
     }
 
+    // slither-disable-next-line unused-return -- a failed recovery gives address(0), no party (open rejects it)
     function _signedByBob(Params calldata p, bytes32 digest, bytes calldata sig) private pure returns (bool) {
         (address signer, , ) = ECDSA.tryRecover(digest, sig);
         if (signer == p.bob) return true;

@@ -27,17 +27,27 @@ if (args.includes('--version')) {
   process.exit(0);
 }
 
-if (!args.includes('--standard-json')) {
-  process.stderr.write('solc-shim: only --version and --standard-json are supported\n');
+const combined = args.indexOf('--combined-json');
+if (!args.includes('--standard-json') && combined < 0) {
+  process.stderr.write('solc-shim: only --version, --standard-json and --combined-json are supported\n');
   process.exit(2);
 }
 
+// Flags with a value; any other argument is a remapping (prefix=target) or a source file.
+const VALUED = ['--base-path', '--include-path', '--allow-paths', '--combined-json', '--evm-version',
+  '--optimize-runs'];
 const roots = [];
+const remappings = [];
+const files = [];
+const options = {};
 for (let i = 0; i < args.length; i++) {
-  if (args[i] === '--base-path' || args[i] === '--include-path') roots.push(args[++i]);
-  else if (args[i].startsWith('--base-path=') || args[i].startsWith('--include-path=')) {
-    roots.push(args[i].split('=', 2)[1]);
-  }
+  let [flag, value] = args[i].split(/=(.*)/s);
+  if (VALUED.includes(flag)) {
+    if (value === undefined) value = args[++i];
+    options[flag] = value;
+    if (flag === '--base-path' || flag === '--include-path') roots.push(value);
+  } else if (args[i] === '--optimize') options[flag] = true;
+  else if (!args[i].startsWith('--')) (args[i].includes('=') ? remappings : files).push(args[i]);
 }
 if (roots.length === 0) roots.push(process.cwd());
 
@@ -52,5 +62,50 @@ function findImports(importPath) {
   return { error: `File not found in ${roots.join(', ')}: ${importPath}` };
 }
 
-const input = fs.readFileSync(0, 'utf8');
-writeAll(solc.compile(input, { import: findImports }));
+if (combined < 0) {
+  const input = fs.readFileSync(0, 'utf8');
+  writeAll(solc.compile(input, { import: findImports }));
+  process.exit(0);
+}
+
+// --combined-json (what crytic-compile, hence slither, asks of a native solc): the same compilation
+// through standard JSON, reshaped into the combined-json document native solc prints.
+const input = {
+  language: 'Solidity',
+  sources: Object.fromEntries(files.map((f) => [f, { content: fs.readFileSync(f, 'utf8') }])),
+  settings: {
+    remappings,
+    optimizer: { enabled: Boolean(options['--optimize']), runs: Number(options['--optimize-runs'] || 200) },
+    ...(options['--evm-version'] ? { evmVersion: options['--evm-version'] } : {}),
+    outputSelection: {
+      '*': {
+        '*': ['abi', 'evm.bytecode.object', 'evm.bytecode.sourceMap', 'evm.deployedBytecode.object',
+          'evm.deployedBytecode.sourceMap', 'evm.methodIdentifiers', 'userdoc', 'devdoc'],
+        '': ['ast'],
+      },
+    },
+  },
+};
+const output = JSON.parse(solc.compile(JSON.stringify(input), { import: findImports }));
+const errors = (output.errors || []).filter((e) => e.severity === 'error');
+for (const e of output.errors || []) process.stderr.write(e.formattedMessage || e.message);
+if (errors.length > 0) process.exit(1);
+
+const contracts = {};
+for (const [source, byName] of Object.entries(output.contracts || {})) {
+  for (const [name, c] of Object.entries(byName)) {
+    contracts[`${source}:${name}`] = {
+      abi: c.abi,
+      bin: c.evm.bytecode.object,
+      'bin-runtime': c.evm.deployedBytecode.object,
+      srcmap: c.evm.bytecode.sourceMap,
+      'srcmap-runtime': c.evm.deployedBytecode.sourceMap,
+      hashes: c.evm.methodIdentifiers,
+      userdoc: c.userdoc,
+      devdoc: c.devdoc,
+    };
+  }
+}
+const sourceList = Object.keys(output.sources).sort((a, b) => output.sources[a].id - output.sources[b].id);
+const sources = Object.fromEntries(sourceList.map((s) => [s, { AST: output.sources[s].ast, id: output.sources[s].id }]));
+writeAll(JSON.stringify({ contracts, sourceList, sources, version: solc.version() }));

@@ -42,7 +42,9 @@ contract VirtualChannel is INanocontract, EIP712 {
         keccak256("VirtualState(bytes32 id,uint64 version,uint256 balanceAlice,uint256 balanceBob,bool final)");
 
     uint256 private constant DATA_LENGTH = 15 * 32;
+    // slither-disable-next-line unused-state -- used in calldata slices, which slither does not see
     uint256 private constant ID_LENGTH = 10 * 32; // the words hashed into γ's id
+    // slither-disable-next-line unused-state -- used in a calldata slice, which slither does not see
     uint256 private constant FIXED_LENGTH = 12 * 32; // the words no function changes
     uint256 private constant Z_LENGTH = 10 * 32;
     uint256 private constant MAX_AMOUNT = type(uint128).max;
@@ -182,6 +184,7 @@ contract VirtualChannel is INanocontract, EIP712 {
 
     /// @dev OpenZeppelin's ECDSA: no high-s, v 27 or 28, a recoverable signature, and its signer
     /// `expected` (checked with the error too, so that a zero `expected` matches no signature).
+    // slither-disable-next-line unused-return -- the third value only details the error, checked here
     function _checkSigner(bytes32 digest, uint8 v, bytes32 r, bytes32 s, address expected) private pure {
         (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, v, r, s);
         if (err != ECDSA.RecoverError.NoError || signer != expected) revert VirtualChannelInvalidSignature(expected);
@@ -241,6 +244,7 @@ contract VirtualChannel is INanocontract, EIP712 {
     }
 
     /// @dev The `i`-th word of `b`; only called with `b` at least 32 (i + 1) bytes long.
+    // slither-disable-next-line assembly -- one calldataload: Solidity has no cheaper read of a calldata word
     function _word(bytes calldata b, uint256 i) private pure returns (uint256 w) {
         assembly ("memory-safe") {
             w := calldataload(add(b.offset, shl(5, i)))
