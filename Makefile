@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export SOLCX_BINARY_PATH := $(CURDIR)/.solc
 SOLC_VERSION := $(shell sed -n 's/.*"solc": "\(.*\)".*/\1/p' package.json)
 
-.PHONY: demo test lint chaos test-hardhat hardhat bench bench-updates bench-scale bench-virtual bench-tower bench-multihop build devnet setup browser capture-tool clean
+.PHONY: demo test lint mypy chaos test-hardhat hardhat bench bench-updates bench-scale bench-virtual bench-tower bench-multihop build devnet setup browser capture-tool clean
 
 demo: setup
 	$(VENV)/bin/perun demo
@@ -20,13 +20,18 @@ demo: setup
 test: setup browser capture-tool
 	$(PY) -m pytest -q -p no:ape_test -n 2 --dist loadfile $(PYTEST_ARGS)
 
-# Static analysis: slither (every detector; slither.config.json points it at the solc shim) on each
+# Static analysis (CI runs it before `make test`): slither (every detector; slither.config.json points it at the solc shim) on each
 # deployable contract, which brings in what it inherits. A finding is fixed, or triaged where it
 # stands with `// slither-disable-next-line DETECTOR -- reason`, so that a new one fails.
 SLITHER_TARGETS := contracts/PaymentContract.sol contracts/MSContract.sol $(wildcard contracts/apps/*.sol)
 lint: setup
 	@for f in $(SLITHER_TARGETS); do echo "slither $$f"; \
 	  out=$$($(VENV)/bin/slither $$f 2>&1) || { echo "$$out" | grep -v "^'"; exit 1; }; done
+	$(VENV)/bin/ruff check src benchmarks tests scripts
+
+# Not in `make lint` yet: it still reports errors (pyproject.toml's [tool.mypy] says where it is strict).
+mypy: setup
+	$(VENV)/bin/mypy
 
 # The contract and node suites again, on Hardhat's node instead of anvil (a second, independent
 # JSON-RPC client; tests/chains.py reads PERUN_TEST_CHAIN). Hardhat installs on first use only.

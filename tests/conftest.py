@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import itertools
 import signal
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import pytest
 from eth_account.signers.local import LocalAccount

@@ -38,19 +38,19 @@ from perun import errors
 from perun.chain.backend import Chain
 from perun.chain.channels import Receipt
 from perun.chain.wallet import FeePolicy
-from perun.core.apps.virtualchannel import VirtualChannelData
 from perun.core.address import parse_address
+from perun.core.apps.virtualchannel import VirtualChannelData
 from perun.core.channel import ETH, PaymentState
 from perun.core.machine import ChannelRecord
 from perun.core.multistate import NanocontractState
 from perun.core.route import Invoice, Route
 from perun.protocols.channels import OPEN_TIME
+from perun.protocols.mstower import MSTower
+from perun.protocols.multihop import APP as MULTIHOP_APP
+from perun.protocols.multihop import ForwardPolicy, Multihop
 from perun.protocols.multistate import REPLY_TIME, Multistate
 from perun.protocols.payment import ChannelInfo, Payment
 from perun.protocols.policy import ChannelPolicy
-from perun.protocols.multihop import APP as MULTIHOP_APP
-from perun.protocols.multihop import ForwardPolicy, Multihop
-from perun.protocols.mstower import MSTower
 from perun.protocols.tower import Tower
 from perun.protocols.virtual import APP as VIRTUAL_APP
 from perun.protocols.virtual import HubPolicy, Virtual

@@ -29,10 +29,10 @@ from perun.core.apps import virtualchannel as vc
 from perun.core.channel import Params, PaymentState
 from perun.core.eip712 import Domain
 from perun.core.machine import ChannelRecord, Proposal, Role, Stage
-from perun.core.multihop import HopRecord, Leg, Part, Release
 from perun.core.msmachine import Intent, Kind, MSProposal, MSRecord, OnChain, Signed
-from perun.core.multistate import ChannelState, FinalChannelState, Funding, NanocontractState
 from perun.core.mstower import ChainNano, HeldCall, HeldNano, MSWatched
+from perun.core.multihop import HopRecord, Leg, Part, Release
+from perun.core.multistate import ChannelState, FinalChannelState, Funding, NanocontractState
 from perun.core.tower import Watched
 from perun.core.virtual import Half, Position, Seen, VirtualRecord
 

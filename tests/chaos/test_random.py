@@ -17,9 +17,15 @@ from contextlib import AsyncExitStack
 
 from perun.chain.backend import ETHER
 from perun.core.machine import Stage
-from tests.chaos.harness import (Dispute, World, close_reorganised_out,
-                                 finalize_reorganised_out, refutation_held_out, refutation_reorganised_out,
-                                 stale_close)
+from tests.chaos.harness import (
+    Dispute,
+    World,
+    close_reorganised_out,
+    finalize_reorganised_out,
+    refutation_held_out,
+    refutation_reorganised_out,
+    stale_close,
+)
 from tests.chaos.virtual import settled_without_ingrid
 from tests.node.conftest import run
 from tests.relay import Relay

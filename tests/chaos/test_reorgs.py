@@ -11,8 +11,14 @@ import pytest
 
 from perun.core.channel import Phase
 from perun.core.machine import Stage
-from tests.chaos.harness import (DELTA, World, close_reorganised_out, finalize_reorganised_out,
-                                 refutation_reorganised_out, stale_close)
+from tests.chaos.harness import (
+    DELTA,
+    World,
+    close_reorganised_out,
+    finalize_reorganised_out,
+    refutation_reorganised_out,
+    stale_close,
+)
 from tests.node.conftest import run
 
 KINDS = ["payment", "multistate"]

@@ -10,8 +10,9 @@ Run with `--hypothesis-show-statistics` to see how often each outcome was hit.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import event, given, settings

@@ -6,7 +6,6 @@ import pytest
 
 from perun import errors
 from perun.chain.backend import ETHER
-
 from tests.conftest import World
 
 

@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 
 from perun.core.channel import PaymentState
 from perun.core.eip712 import recover, sign
-
 from tests.conftest import World
 
 states = st.builds(

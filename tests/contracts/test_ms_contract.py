@@ -14,9 +14,9 @@ ABI-encoded as `z`, so any result an app could return can be tried.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
+from dataclasses import replace
 
 import pytest
 from eth_abi import encode
@@ -39,7 +39,6 @@ from perun.core.multistate import (
     nanocontract_id,
     payouts,
 )
-
 from tests.conftest import DELTA, MSWorld
 
 PREIMAGE = b"\x42" * 32

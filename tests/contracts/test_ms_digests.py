@@ -17,7 +17,6 @@ from perun.core.multistate import (
     NanocontractState,
     digest,
 )
-
 from tests.conftest import MSWorld
 
 amounts = st.integers(0, 2**128 - 1)

@@ -57,7 +57,6 @@ from perun.core.multistate import (
     nanocontract_id,
     payouts,
 )
-
 from tests.conftest import MSWorld
 
 ALICE, BOB, MALLORY = 0, 1, 2

@@ -8,9 +8,8 @@ import pytest
 from perun import errors
 from perun.chain.backend import ETHER
 from perun.chain.payment import PaymentContract
-from perun.core.channel import ETH, Phase, PaymentState
+from perun.core.channel import ETH, PaymentState, Phase
 from perun.core.eip712 import Domain, sign, sign_state
-
 from tests.conftest import DELTA, World
 
 MAX_DELTA = 3650 * 24 * 3600

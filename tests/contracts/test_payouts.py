@@ -8,7 +8,6 @@ import pytest
 from perun import errors
 from perun.chain.backend import ETHER
 from perun.core.channel import ETH, Params
-
 from tests.conftest import DELTA, World
 
 ACCEPT, REJECT, BURN_GAS = 0, 1, 2

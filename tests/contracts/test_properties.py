@@ -20,7 +20,6 @@ from perun.chain.backend import ETHER, EmbeddedChain
 from perun.chain.payment import PaymentContract
 from perun.core.channel import Params, PaymentState, Phase
 from perun.core.eip712 import sign_state
-
 from tests.conftest import World
 
 

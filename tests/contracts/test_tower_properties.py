@@ -22,7 +22,6 @@ from perun.chain.payment import PaymentContract
 from perun.core.channel import Params, PaymentState
 from perun.core.eip712 import sign_state
 from perun.core.monitoring import Monitoring, sign_authorisation
-
 from tests.conftest import World
 
 _shared: dict[str, World] = {}

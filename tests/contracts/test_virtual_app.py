@@ -8,8 +8,9 @@ different implementations, and OpenZeppelin's ECDSA must refuse the same forgeri
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from eth_account import Account
@@ -429,7 +430,7 @@ def test_forged_signatures(any_app: App) -> None:
         "s 0": good_a[:32] + bytes(32) + good_a[64:],
         "s n/2 + 1": good_a[:32] + (SECP256K1_N // 2 + 1).to_bytes(32, "big") + good_a[64:],
     }
-    for what, sig in forged.items():
+    for _what, sig in forged.items():
         rejects(lambda: app.run(ALICE, SETTLE, VALIDITY + 1, vc.settle_arg(state, sig, good_b), half()),
                 errors.VirtualChannelInvalidSignature, expected=V_ALICE)
         rejects(lambda: app.run(ALICE, SETTLE, VALIDITY + 1, vc.settle_arg(state, good_a, sig), half()),

@@ -9,9 +9,9 @@ nothing (the channel, the nanocontracts involved and every balance).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Iterator
 
 import pytest
 from eth_account import Account
@@ -25,7 +25,6 @@ from perun.core.channel import Params, PaymentState, Phase
 from perun.core.eip712 import sign
 from perun.core.monitoring import CHANNEL_ITEM, MAX_REWARD, Execution, Monitoring, sign_authorisation
 from perun.core.multistate import ChannelState, FinalChannelState, NanocontractState, digest, nanocontract_id
-
 from tests.conftest import DELTA, MSWorld, World
 from tests.contracts.test_ms_contract import (
     ALICE,

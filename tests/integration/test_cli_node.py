@@ -31,12 +31,12 @@ from typing import Any
 import pytest
 
 from perun import control, errors, keystore
-from perun.runtime import Registry
 from perun.chain.anvil import Anvil
 from perun.chain.backend import ETHER, RpcChain
 from perun.chain.deploy import deploy
 from perun.chain.payment import PaymentContract
 from perun.cli import main
+from perun.runtime import Registry
 from perun.wire.messages import ErrorCode
 
 PERUN = [sys.executable, "-m", "perun.cli"]

@@ -51,8 +51,8 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
             chain.fund(keystore.address(keys[name]), 100 * ETHER)
         (tmp / "carol.toml").write_text(
             '# every setting here; paths are relative to this file\n'
-            'data = "carol"\nkeystore = "carol.json"\nrpc = "%s"\ndeployment = "deployment.json"\n'
-            'listen = "127.0.0.1:0"\npoll = 0.1\nmax-own-deposit = "2eth"\n' % anvil.url)
+            f'data = "carol"\nkeystore = "carol.json"\nrpc = "{anvil.url}"\ndeployment = "deployment.json"\n'
+            'listen = "127.0.0.1:0"\npoll = 0.1\nmax-own-deposit = "2eth"\n')
         with open(tmp / "carol.log", "wb") as log:
             carol = NodeProcess(tmp / "carol", subprocess.Popen(
                 [*PERUN, "node", "--config", str(tmp / "carol.toml")], stdin=subprocess.DEVNULL,

@@ -22,10 +22,10 @@ import pytest
 
 from perun import errors, keystore
 from perun.chain.anvil import Anvil, free_port
-from perun.cli import client
 from perun.chain.backend import ETHER, RpcChain
 from perun.chain.deploy import deploy
 from perun.chain.payment import PaymentContract
+from perun.cli import client
 from perun.node import Node
 from tests.integration.test_cli_node import PASSWORD, PERUN, NodeProcess, Result, perun, running, spent, start_node
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from perun import errors
-from perun.chain.devnode import free_port
 from perun.chain.backend import ETHER, RpcChain
 from perun.chain.deploy import deploy
+from perun.chain.devnode import free_port
 from perun.chain.payment import PaymentContract
 from perun.core.machine import Stage
 from perun.node import Node

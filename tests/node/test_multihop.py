@@ -10,9 +10,9 @@ import pytest
 
 from perun import errors
 from perun.chain.backend import ETHER
+from perun.core import multihop as mh
 from perun.core.apps import hashtimelock as htlc
 from perun.core.machine import Stage
-from perun.core import multihop as mh
 from perun.core.multihop import Part
 from perun.core.multistate import MAX_NANOCONTRACTS
 from perun.core.onion import compressed_public_key

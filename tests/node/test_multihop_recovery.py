@@ -112,7 +112,7 @@ def test_a_forwarder_offline_during_the_claim_on_chain_learns_the_preimage_when_
     he missed, and claims from Alice once connected to her (off chain: there is time)."""
     async def scenario():
         async with line(net, ["alice", "bob", "carol"]) as (nodes, channels):
-            alice, bob, carol = nodes
+            alice, _, carol = nodes
             ab, bc = channels
             h, route, fee, paying = await carol_claims_on_chain_while_bob_is_away(net, nodes, channels)
             async with net.running("bob", forward=FORWARD["bob"]) as (bob,):
@@ -132,7 +132,7 @@ def test_a_forwarder_back_late_claims_on_chain_at_once_and_the_payer_learns_the_
     for Alice, he claims on chain; Alice, who never countersigned, reads the preimage there."""
     async def scenario():
         async with line(net, ["alice", "bob", "carol"]) as (nodes, channels):
-            alice, bob, carol = nodes
+            alice, _, carol = nodes
             ab, bc = channels
             h, route, fee, paying = await carol_claims_on_chain_while_bob_is_away(net, nodes, channels)
             net.chain.set_next_block_timestamp(route.hops[0].timeout - hop_delay(DELTA, DEFAULT_MARGIN))

@@ -19,7 +19,16 @@ import pytest
 
 from perun.chain.backend import ETHER
 from tests.node.capture import (
-    ETHERNET, LINUX_SLL2, REQUIRE, Capture, CaptureUnavailable, PcapError, Stream, packets, streams, tcpdump_path,
+    ETHERNET,
+    LINUX_SLL2,
+    REQUIRE,
+    Capture,
+    CaptureUnavailable,
+    PcapError,
+    Stream,
+    packets,
+    streams,
+    tcpdump_path,
 )
 from tests.node.processes import NodeProcess
 

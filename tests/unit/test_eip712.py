@@ -6,10 +6,18 @@ import pytest
 from eth_account import Account
 
 from perun import errors
-from perun.core.eip712 import (Domain, address_of, address_of_public_key, check_signature, recover,
-                               recover_public_key, sign, sign_state)
-from perun.core.onion import compressed_public_key
 from perun.core.channel import PaymentState
+from perun.core.eip712 import (
+    Domain,
+    address_of,
+    address_of_public_key,
+    check_signature,
+    recover,
+    recover_public_key,
+    sign,
+    sign_state,
+)
+from perun.core.onion import compressed_public_key
 
 N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 KEY = bytes.fromhex("11" * 32)

@@ -9,8 +9,21 @@ from perun import errors
 from perun.core.channel import Params, PaymentState
 from perun.core.eip712 import Domain, sign_state
 from perun.core.machine import (
-    Duty, Role, Stage, apply_event, duties, final, give_up, new_record, payment, propose, receive_ack,
-    receive_reject, receive_sync, receive_update, reestablish,
+    Duty,
+    Role,
+    Stage,
+    apply_event,
+    duties,
+    final,
+    give_up,
+    new_record,
+    payment,
+    propose,
+    receive_ack,
+    receive_reject,
+    receive_sync,
+    receive_update,
+    reestablish,
 )
 
 ALICE = Account.from_key(b"\x01" * 32)

@@ -9,7 +9,7 @@ import pytest
 from eth_account import Account
 
 from perun import errors
-from perun.core.apps import ALICE, BOB, APPS
+from perun.core.apps import ALICE, APPS, BOB
 from perun.core.apps import hashtimelock as htlc
 from perun.core.apps import tictactoe as ttt
 from perun.core.channel import Params
@@ -127,7 +127,7 @@ def test_the_receiver_refuses_what_the_rules_do_not_give() -> None:
         "cash not lowered": replace(made, channel=replace(made.channel, cash_alice=100)),
         "unknown app": replace(made, nanocontract=replace(made.nanocontract, app="0x" + "33" * 20)),
     }
-    for name, proposal in forged.items():
+    for _name, proposal in forged.items():
         with pytest.raises(errors.ValidationError):
             receive(bob, proposal, app_of, NOW, B.key)
     with pytest.raises(errors.InvalidSignature):  # right content, signed by someone else
@@ -289,7 +289,7 @@ def test_a_new_nanocontract_must_start_where_its_app_starts() -> None:
         "a lock that blocks the receiver's cash": (HTLC, replace(htlc.initial(ALICE, 30, bytes(32), NOW), blocked_bob=5)),
         "a lock of nothing": (HTLC, htlc.initial(ALICE, 0, bytes(32), NOW)),
     }
-    for name, (app, initial) in bad.items():
+    for _name, (app, initial) in bad.items():
         _, proposal = create(alice, app, initial, A.key)
         with pytest.raises(errors.InvalidNanocontract):
             receive(bob, proposal, app_of, NOW, B.key, consents=lambda nc: True)

@@ -80,7 +80,7 @@ def test_every_flag_can_live_in_the_file(tmp_path: Path) -> None:
 
 
 def test_defaults_then_the_file_then_the_command_line(tmp_path: Path) -> None:
-    toml = 'data = "d"\nkeystore = "k"\nrpc = "http://file"\nmax_own_deposit = "2eth"\nallow_peer = ["%s"]\n' % PEER
+    toml = f'data = "d"\nkeystore = "k"\nrpc = "http://file"\nmax_own_deposit = "2eth"\nallow_peer = ["{PEER}"]\n'
     got = settings(tmp_path, toml, "--rpc", "http://flag", "--max-own-deposit", "3eth", "--allow-peer", TOKEN)
     assert (got.rpc, got.max_own_deposit, got.allow_peer) == (["http://flag"], 3 * ETHER, [TOKEN])  # replaced
     assert (got.data, got.poll, got.listen, got.hub) == (str(tmp_path / "d"), 1.0, ("127.0.0.1", 0), False)
@@ -116,7 +116,7 @@ def test_without_a_file_the_defaults_are_the_safe_policy() -> None:
     ("rpc = true\n", "rpc: expected a list, as in [\"URL\", ...], got True"),
     ("rpc = [true]\n", "rpc: expected a string or a number, got True"),
     ('max_own_deposit = "1eth"\nmax-own-deposit = "2eth"\n', "max_own_deposit is given twice (with - and with _)"),
-    ('deployment = "d.json"\ncontract = "%s"\n' % PEER, "deployment and contract exclude each other: give one"),
+    (f'deployment = "d.json"\ncontract = "{PEER}"\n', "deployment and contract exclude each other: give one"),
     ("max_own_deposit = \n", "not a TOML file: "),
     ('tower = ["127.0.0.1:9735"]\n', "tower: expected ADDRESS@HOST:PORT (the tower's address, then where it listens), "
                                     "got '127.0.0.1:9735'"),

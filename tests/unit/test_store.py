@@ -273,7 +273,8 @@ def test_a_towers_watched_channel_round_trips_and_replaces_its_row(tmp_path):
 
 def test_a_towers_multistate_channel_round_trips_and_an_older_store_gains_its_table(tmp_path):
     from perun.core.mstower import ChainNano
-    from tests.unit.test_mstower import APP, DOMAIN as MS_DOMAIN, NID, TOWER, held
+    from tests.unit.test_mstower import APP, NID, TOWER, held
+    from tests.unit.test_mstower import DOMAIN as MS_DOMAIN
     rec = held()
     latest = replace(rec, registered=1, deadline=99, refuted=2, fundings=rec.state.nanocontracts,
                      on_chain=(ChainNano(NID, 3, 50, 60, True, 4, True),), closed=True,

@@ -96,8 +96,8 @@ async def pair(limits: Limits = Limits(), vector: bool = False) -> tuple[Connect
     listener = handshake(listener_r, listener_w, LISTENER_KEY, 31337, CONTRACT, limits=limits,
                          **({"static": fixed("listener static"), "ephemeral": fixed("listener ephemeral")}
                             if vector else keys))
-    d, l = await asyncio.gather(dialer, listener)
-    return d, l, written
+    d, lst = await asyncio.gather(dialer, listener)
+    return d, lst, written
 
 
 def doc_vector() -> dict[str, bytes]:
@@ -120,13 +120,13 @@ def test_the_handshake_reproduces_the_vector_of_section_9():
     vector = doc_vector()
 
     async def scenario():
-        d, l, written = await pair(vector=True)
-        assert d.peer == address_of(LISTENER_KEY) and l.peer == address_of(DIALER_KEY)
+        d, lst, written = await pair(vector=True)
+        assert d.peer == address_of(LISTENER_KEY) and lst.peer == address_of(DIALER_KEY)
         # Each end learns the other's public key from its handshake signature (an onion's hop key).
         assert d.public_key == compressed_public_key(LISTENER_KEY)
-        assert l.public_key == compressed_public_key(DIALER_KEY)
+        assert lst.public_key == compressed_public_key(DIALER_KEY)
         d.send(m.AcceptChannel(CID))
-        assert await l.read() == m.AcceptChannel(CID)
+        assert await lst.read() == m.AcceptChannel(CID)
         return d, written
 
     d, written = asyncio.run(scenario())
@@ -141,14 +141,14 @@ def test_the_handshake_reproduces_the_vector_of_section_9():
 @pytest.mark.parametrize("fault", ["bit flipped", "replayed", "reordered", "cut short", "dropped"])
 def test_a_frame_that_was_tampered_with_is_rejected(fault):
     async def scenario():
-        d, l, _ = await pair()
+        d, lst, _ = await pair()
         frames = []
         for i in range(3):
             d.send(m.Reestablish(CID, i, i))
         await d.drain()
         for _ in range(3):
-            frames.append(await read_frame(l.reader))  # the ciphertexts as they came
-        receive = l._receive
+            frames.append(await read_frame(lst.reader))  # the ciphertexts as they came
+        receive = lst._receive
         first, second, third = frames
         match fault:
             case "bit flipped":
@@ -172,10 +172,10 @@ def test_a_frame_that_was_tampered_with_is_rejected(fault):
 
 def test_an_oversized_or_unfinished_frame_ends_the_connection():
     async def scenario():
-        d, l, _ = await pair()
+        d, lst, _ = await pair()
         d.writer.write(LENGTH.pack(m.MAX_FRAME + noise.TAGLEN + 1))
         with pytest.raises(errors.MessageTooLarge):
-            await l.read()
+            await lst.read()
         d2, l2, _ = await pair()
         d2.writer.write(LENGTH.pack(100) + bytes(10))
         d2.close()
@@ -186,13 +186,13 @@ def test_an_oversized_or_unfinished_frame_ends_the_connection():
 
 def test_a_peer_over_the_frame_rate_is_cut_off():
     async def scenario():
-        d, l, _ = await pair(Limits(frames_per_second=10))
+        d, lst, _ = await pair(Limits(frames_per_second=10))
         for i in range(11):
             d.send(m.Reestablish(CID, i, i))
         for i in range(10):  # the burst of one second
-            assert (await l.read()).current == i
+            assert (await lst.read()).current == i
         with pytest.raises(errors.RateLimited, match="more than 10 frames per second"):
-            await l.read()
+            await lst.read()
     asyncio.run(scenario())
 
 

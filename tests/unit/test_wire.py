@@ -3,7 +3,8 @@
 import struct
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from perun import errors
 from perun.core.announce import MAX_ANNOUNCED, Announcement

@@ -7,12 +7,11 @@ it can also move time. Both offer the same interface, so code and tests run on e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import requests
-
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_typing import URI
@@ -277,7 +276,7 @@ class RpcChain(Chain):
         urls = [url] if isinstance(url, str) else list(url)
         w3 = Web3(Endpoints(urls, timeout))
         try:
-            w3.eth.chain_id
+            w3.eth.chain_id  # noqa: B018 -- the first request, which raises if no node answers
         except errors.ChainUnreachable:
             raise errors.ChainUnreachable(f"no JSON-RPC node answers at {', '.join(urls)}") from None
         self.url = urls[0]

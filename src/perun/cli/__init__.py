@@ -25,11 +25,28 @@ from typing import Any
 from perun import errors
 from perun.cli.args import address_arg, amount_arg, channel_arg, count_arg, host_port_arg
 from perun.cli.client import (
-    cmd_cancel, cmd_close, cmd_connect, cmd_finalize, cmd_info, cmd_invoice, cmd_open, cmd_pay, cmd_refund,
-    cmd_status, cmd_virtual_close, cmd_virtual_open, resolving,
+    cmd_cancel,
+    cmd_close,
+    cmd_connect,
+    cmd_finalize,
+    cmd_info,
+    cmd_invoice,
+    cmd_open,
+    cmd_pay,
+    cmd_refund,
+    cmd_status,
+    cmd_virtual_close,
+    cmd_virtual_open,
+    resolving,
 )
 from perun.cli.local import (
-    cmd_compile, cmd_deploy, cmd_devnet, cmd_fund, cmd_keystore_address, cmd_keystore_import, cmd_keystore_new,
+    cmd_compile,
+    cmd_deploy,
+    cmd_devnet,
+    cmd_fund,
+    cmd_keystore_address,
+    cmd_keystore_import,
+    cmd_keystore_new,
     cmd_scenario_run,
 )
 from perun.cli.node import _EXCLUSIVE, NODE_OPTIONS, NodeOption, cmd_node

@@ -9,8 +9,6 @@ import re
 from perun import errors
 from perun.core.amounts import parse_amount
 
-
-
 # --------------------------------------------------------------------------- amounts
 
 

@@ -11,13 +11,26 @@ from typing import Any
 from perun import errors
 from perun.cli.args import amount_arg, channel_arg
 from perun.cli.show import (
-    closed_virtual, describe_hop, describe_ledger, describe_ms_watched, describe_payment, describe_virtual,
-    describe_watched, emit, hop_table, host_port, ledger_table, paid_over_route, payment_table, payouts, show_amount,
-    tx, virtual_table, watched_table,
+    closed_virtual,
+    describe_hop,
+    describe_ledger,
+    describe_ms_watched,
+    describe_payment,
+    describe_virtual,
+    describe_watched,
+    emit,
+    hop_table,
+    host_port,
+    ledger_table,
+    paid_over_route,
+    payment_table,
+    payouts,
+    show_amount,
+    tx,
+    virtual_table,
+    watched_table,
 )
 from perun.control.explain import when
-
-
 
 # --------------------------------------------------------------------------- commands for a running node
 

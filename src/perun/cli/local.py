@@ -11,7 +11,6 @@ from perun import errors
 from perun.cli.show import emit, show_amount
 
 
-
 def _chain(args: argparse.Namespace):
     from perun.chain.anvil import AnvilChain
     from perun.chain.backend import EmbeddedChain, RpcChain

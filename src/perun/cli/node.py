@@ -14,11 +14,17 @@ from typing import Any
 
 from perun import errors
 from perun.cli.args import (
-    address_arg, amount_arg, count_arg, depth_arg, gwei_arg, host_port_arg, ppm_arg, seconds_arg, tower_arg,
+    address_arg,
+    amount_arg,
+    count_arg,
+    depth_arg,
+    gwei_arg,
+    host_port_arg,
+    ppm_arg,
+    seconds_arg,
+    tower_arg,
 )
 from perun.cli.show import host_port
-
-
 
 # --------------------------------------------------------------------------- the node
 

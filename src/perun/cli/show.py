@@ -11,7 +11,6 @@ from perun.core.amounts import ether
 from perun.core.channel import ETH as ETH_TOKEN
 
 
-
 def show_amount(amount: int | str, token: str = ETH_TOKEN) -> str:
     amount = int(amount)
     if token != ETH_TOKEN:

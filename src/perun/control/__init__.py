@@ -92,7 +92,14 @@ the chain holds of it; without, `registered` is the channel version a close regi
 
 from perun.control.client import call, remote_error
 from perun.control.protocol import (
-    CLIENT_TIMEOUT, MAX_LINE, SOCKET_NAME, BadRequest, ControlError, InternalError, NodeNotRunning, socket_path,
+    CLIENT_TIMEOUT,
+    MAX_LINE,
+    SOCKET_NAME,
+    BadRequest,
+    ControlError,
+    InternalError,
+    NodeNotRunning,
+    socket_path,
 )
 from perun.control.server import ControlServer
 

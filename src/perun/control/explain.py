@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -125,7 +125,7 @@ def amount(value: int | str, token: str = ETH) -> str:
 
 def when(timestamp: int, now: int | None = None) -> str:
     """`2026-12-04 23:15:00 UTC, in 5 min` (relative to `now`, the chain's time, if known)."""
-    utc = datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    utc = datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return utc if now is None else f"{utc}, {relative(timestamp - now)}"
 
 

@@ -24,10 +24,10 @@ changes nothing. The rules are docs/protocol.md §10.2:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from functools import partial
-from typing import Callable
 
 from perun import errors
 from perun.core.apps import App, AppState, Context

@@ -24,7 +24,8 @@ from perun.chain.channels import Receipt
 from perun.chain.payment import PaymentContract
 from perun.core import machine
 from perun.core.channel import Params, PaymentState
-from perun.core.machine import ChannelRecord, Duty as Due, Proposal, Role, Stage
+from perun.core.machine import ChannelRecord, Proposal, Role, Stage
+from perun.core.machine import Duty as Due
 from perun.core.monitoring import Monitoring, sign_authorisation
 from perun.protocols.channels import ChannelProtocol
 from perun.protocols.policy import ChannelPolicy
@@ -209,7 +210,7 @@ class Payment(ChannelProtocol):
         conn, answered = entry
         try:
             await asyncio.wait_for(answered.wait(), self.ctx.response_timeout)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             if self._reestablishing.get(cid) is entry:  # the next payment asks the peer as it is
                 del self._reestablishing[cid]
             raise errors.PeerTimeout(f"{conn.peer} did not reestablish channel 0x{cid.hex()} within "

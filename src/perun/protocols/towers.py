@@ -131,7 +131,7 @@ class Towers:
         self._waiters.append(waiter)
         try:
             await asyncio.wait_for(waiter[1], timeout)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise errors.PeerTimeout(f"the towers did not acknowledge {what} within {timeout} s") from exc
         finally:
             if waiter in self._waiters:

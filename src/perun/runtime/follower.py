@@ -156,7 +156,7 @@ class Follower:
                 log.exception("%s: chain poll failed", self.runtime.name)
             try:
                 await asyncio.wait_for(self._wake.wait(), min(self.poll_interval * 2**self.unreachable_polls, MAX_BACKOFF))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             # Python 3.11's wait_for drops a cancellation that races with the wake-up or the
             # timeout: stop() would wait for this loop forever.

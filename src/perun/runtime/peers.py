@@ -140,7 +140,7 @@ class Peers:
         event = self._connected.setdefault(to_checksum_address(peer), asyncio.Event())
         try:
             await asyncio.wait_for(event.wait(), timeout)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise errors.PeerTimeout(f"not connected to {peer} within {timeout} s") from exc
 
     async def _redial(self, peer: str, host: str, port: int) -> None:

@@ -296,5 +296,5 @@ class Runtime:
         self._waiters.append((cid, predicate, future))
         try:
             return await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise errors.PeerTimeout(f"channel 0x{cid.hex()} did not get there within {timeout} s") from exc

@@ -10,13 +10,13 @@ from collections.abc import Callable
 from typing import Any
 
 from perun.chain.payment import Event
+from perun.core import multihop as mh
 from perun.core.apps import virtualchannel as vc
 from perun.core.channel import PaymentState
 from perun.core.machine import ChannelRecord
 from perun.core.msmachine import MSRecord
-from perun.core import multihop as mh
-from perun.core.multihop import FailureCode, Part
 from perun.core.mstower import MSWatched
+from perun.core.multihop import FailureCode, Part
 from perun.core.multistate import NanocontractState
 from perun.scenario.narrator import Narrator
 from perun.scenario.spec import Step, VirtualSpec
@@ -112,7 +112,7 @@ class Checks:
                 await self.narrator.message_seen.wait()
         try:
             await asyncio.wait_for(arrived(), TOWER_WAIT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass  # the check says what the tower holds
 
     async def wait_payment(self, step: Step) -> None:
@@ -131,7 +131,7 @@ class Checks:
                 await self.narrator.message_seen.wait()
         try:
             await asyncio.wait_for(arrived(), PAYMENT_WAIT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass  # the check says who got where
 
     def _payment(self, want: dict[str, Any]) -> list[tuple[Check, bool]]:

@@ -18,8 +18,8 @@ from perun.chain.backend import Chain
 from perun.chain.deploy import Deployment
 from perun.core.machine import ChannelRecord, Stage
 from perun.core.msmachine import MSRecord
-from perun.core.multihop import HopRecord
 from perun.core.mstower import MSWatched
+from perun.core.multihop import HopRecord
 from perun.core.tower import Watched
 from perun.core.virtual import VirtualRecord
 from perun.node import Node, Watchtower

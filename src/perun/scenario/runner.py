@@ -117,7 +117,7 @@ class Run:
                 outcome, detail = "failed", f"expected {step.fails}, but it succeeded"
         except asyncio.CancelledError:
             detail = "interrupted by the crash"
-        except (errors.PerunError, Killed, asyncio.TimeoutError) as exc:
+        except (TimeoutError, errors.PerunError, Killed) as exc:
             detail = self.world.named(f"{type(exc).__name__}: {exc}")
             if step.fails and _is_a(exc, step.fails):
                 outcome = "expected-error"

@@ -1017,7 +1017,7 @@ class _Loader:
             raise self.fail(node, f"{where}: channel {channel.name} is a payment channel: nanocontracts live in "
                                   "multistate channels (kind: multistate)")
         if action == "expect":
-            for tower, checks in args.get("tower", {}).items():
+            for _tower, checks in args.get("tower", {}).items():
                 if "nanocontracts" in checks and channel.kind == "payment":
                     raise self.fail(fields["tower"], f"{where}: tower: nanocontracts goes with a multistate channel, "
                                                      f"and {channel.name} is a payment channel")
@@ -1137,7 +1137,7 @@ class _Loader:
                                                "on chain)")
         if action != "expect":
             return
-        for tower, checks in args.get("tower", {}).items():
+        for _tower, checks in args.get("tower", {}).items():
             extra = sorted(set(checks) - {"version", "reward_paid"})
             if extra:
                 raise self.fail(fields["tower"], f"{where}: tower: only version (of the SETTLE it holds) and "

@@ -18,9 +18,9 @@ from perun.wire import messages as m
 from perun.wire.transport import Connection
 
 if TYPE_CHECKING:
-    from perun.errors import PeerRejected
     from perun.chain.channels import Event
     from perun.chain.multistate import RegisteredNanocontract
+    from perun.errors import PeerRejected
 
 
 class AppHooks:

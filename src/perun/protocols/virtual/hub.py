@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from perun import errors
 from perun.core import virtual as vr
-from perun.core.apps import virtualchannel as vc
 from perun.core.amounts import ether
+from perun.core.apps import virtualchannel as vc
 from perun.core.apps.virtualchannel import SIDE_A, SIDE_B, VirtualChannelData
 from perun.core.channel import PaymentState
 from perun.core.machine import Stage
