@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 from functools import lru_cache
+from typing import Any
 
 from eth_abi import encode
 from eth_utils import keccak, to_checksum_address
@@ -95,7 +96,7 @@ class Params:
     def total(self) -> int:
         return self.deposit_alice + self.deposit_bob
 
-    def as_abi(self) -> tuple:
+    def as_abi(self) -> tuple[Any, ...]:
         """The Params tuple as the contract's ABI orders it."""
         return (self.alice, self.bob, self.token, self.deposit_alice, self.deposit_bob, self.delta, self.nonce)
 
@@ -130,7 +131,7 @@ class PaymentState:
         _amount("balance_alice", self.balance_alice)
         _amount("balance_bob", self.balance_bob)
 
-    def as_abi(self) -> tuple:
+    def as_abi(self) -> tuple[Any, ...]:
         return (self.channel_id, self.version, self.balance_alice, self.balance_bob)
 
     def final(self) -> PaymentState:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
+from typing import Any
 
 from coincurve import PrivateKey, PublicKey
 from eth_utils import keccak, to_checksum_address
@@ -75,7 +76,7 @@ class Domain:
         )
         return self.digest_of(struct_hash)
 
-    def typed_data(self, state: PaymentState) -> dict:
+    def typed_data(self, state: PaymentState) -> dict[str, Any]:
         """The same message as EIP-712 JSON, for wallets and eth-account."""
         primary = "FinalState" if state.is_final else "PaymentState"
         fields = [("channelId", "bytes32"), ("version", "uint64"), ("balanceAlice", "uint256"), ("balanceBob", "uint256")]
@@ -87,7 +88,9 @@ class Domain:
         }
         return self.typed_message({primary: fields}, primary, message)
 
-    def typed_message(self, types: dict[str, list[tuple[str, str]]], primary: str, message: dict) -> dict:
+    def typed_message(
+        self, types: dict[str, list[tuple[str, str]]], primary: str, message: dict[str, Any]
+    ) -> dict[str, Any]:
         """EIP-712 JSON of `message` of type `primary` in this domain (types: name -> fields)."""
         return {
             "types": {

@@ -423,7 +423,7 @@ _ORDER = list(Stage)
 R = TypeVar("R")
 
 
-def apply_event(rec: ChannelRecord, name: str, args: dict) -> ChannelRecord:
+def apply_event(rec: ChannelRecord, name: str, args: dict[str, Any]) -> ChannelRecord:
     """The record after a PaymentContract event about its channel (see docs/protocol.md §8).
 
     Idempotent and monotonic: the node applies a transaction's events from its receipt and
@@ -442,7 +442,7 @@ def monotonic(old: R, new: R) -> R:
     return new
 
 
-def _after_event(rec: ChannelRecord, name: str, args: dict) -> ChannelRecord:
+def _after_event(rec: ChannelRecord, name: str, args: dict[str, Any]) -> ChannelRecord:
     if name == "Initialising":
         return replace(rec, stage=Stage.INITIALISING, deadline=args["deadline"])
     if name == "Initialised":

@@ -10,6 +10,7 @@ one chain.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from eth_utils import keccak
 
@@ -69,7 +70,7 @@ class Monitoring:
         nid = state.nid if isinstance(state, NanocontractState) else CHANNEL_ITEM
         return cls(state.channel_id, nid, state.version, digest(domain, state), tower, reward)
 
-    def as_abi(self) -> tuple:
+    def as_abi(self) -> tuple[Any, ...]:
         return (self.channel_id, self.nid, self.version, self.state, self.tower, self.reward)
 
     def struct_hash(self) -> bytes:
@@ -107,7 +108,7 @@ class Execution:
         """The authorisation for the call `fun(z)`."""
         return cls(channel_id, nid, fun, keccak(z), tower, reward)
 
-    def as_abi(self) -> tuple:
+    def as_abi(self) -> tuple[Any, ...]:
         return (self.channel_id, self.nid, self.fun, self.argument, self.tower, self.reward)
 
     def struct_hash(self) -> bytes:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from functools import partial
+from typing import Any
 
 from perun import errors
 from perun.core.apps import App, AppState, Context
@@ -569,7 +570,7 @@ def _forget(rec: MSRecord, nid: bytes) -> MSRecord:
 # ---------------------------------------------------------------------- the chain's side
 
 
-def apply_event(rec: MSRecord, name: str, args: dict) -> MSRecord:
+def apply_event(rec: MSRecord, name: str, args: dict[str, Any]) -> MSRecord:
     """The record after an MSContract event about its channel. Idempotent and monotonic, as
     perun.core.machine.apply_event: an event never moves a channel or a nanocontract back."""
     if name == "NanocontractRegistered":
@@ -597,7 +598,7 @@ def _on_chain(rec: MSRecord, entry: OnChain) -> MSRecord:
     return replace(rec, on_chain=tuple(sorted([*rest, entry], key=lambda r: r.nid)))
 
 
-def _after_event(rec: MSRecord, name: str, args: dict) -> MSRecord:
+def _after_event(rec: MSRecord, name: str, args: dict[str, Any]) -> MSRecord:
     if name == "Initialising":
         return replace(rec, stage=Stage.INITIALISING, deadline=args["deadline"])
     if name == "Initialised":

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import Enum
+from typing import Any
 
 from perun import errors
 from perun.core.apps import ALICE, BOB
@@ -289,7 +290,7 @@ def _with_chain(rec: MSWatched, entry: ChainNano) -> MSWatched:
     return replace(rec, on_chain=tuple(sorted([*rest, entry], key=lambda c: c.nid)))
 
 
-def apply_event(rec: MSWatched, tower: str, name: str, args: dict) -> MSWatched:
+def apply_event(rec: MSWatched, tower: str, name: str, args: dict[str, Any]) -> MSWatched:
     """The record after an MSContract event about its channel. Idempotent and monotonic (the
     follower may apply an event twice). NanocontractRegistered may carry the registered storage
     as `data` (the protocol reads it from the chain for a virtual half)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, replace
 from functools import cached_property
+from typing import Any
 
 from eth_utils import keccak, to_checksum_address
 
@@ -75,7 +76,7 @@ class Funding:
     def total(self) -> int:
         return self.alice + self.bob
 
-    def as_abi(self) -> tuple:
+    def as_abi(self) -> tuple[Any, ...]:
         return (self.nid, self.alice, self.bob)
 
     @cached_property
@@ -107,7 +108,7 @@ class ChannelState:
         """Version 0: all deposits are cash. MSContract accepts it unsigned."""
         return cls(channel_id, 0, params.deposit_alice, params.deposit_bob)
 
-    def as_abi(self) -> tuple:
+    def as_abi(self) -> tuple[Any, ...]:
         return (self.channel_id, self.version, self.cash_alice, self.cash_bob,
                 [f.as_abi() for f in self.nanocontracts])
 
@@ -195,7 +196,7 @@ class FinalChannelState:
         _amount("cash_alice", self.cash_alice)
         _amount("cash_bob", self.cash_bob)
 
-    def as_abi(self) -> tuple:
+    def as_abi(self) -> tuple[Any, ...]:
         return (self.channel_id, self.version, self.cash_alice, self.cash_bob)
 
     def struct_hash(self) -> bytes:
@@ -258,7 +259,7 @@ class NanocontractState:
                        blocked_bob=state.blocked_bob, released_alice=state.released_alice,
                        released_bob=state.released_bob, storage=state.data)
 
-    def as_abi(self) -> tuple:
+    def as_abi(self) -> tuple[Any, ...]:
         return (self.channel_id, self.nid, self.app, self.version, self.blocked_alice, self.blocked_bob,
                 self.released_alice, self.released_bob, self.storage)
 

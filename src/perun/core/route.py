@@ -25,6 +25,7 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from typing import Any
 
 from eth_utils import keccak
 
@@ -350,7 +351,7 @@ def find_route(graph: Graph, payer: str, payee: str, amount: int, now: int, marg
     start = _Label(amount, min_final, 0, (), frozenset({payee}))
     kept: dict[str, list[_Label]] = {payee: [start]}
     frontier = [start]
-    best: tuple[tuple, tuple[Direction, ...]] | None = None
+    best: tuple[tuple[Any, ...], tuple[Direction, ...]] | None = None
     for hops in range(1, max_hops + 1):
         grown: list[_Label] = []
         for label in frontier:

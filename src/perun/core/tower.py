@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import Enum
+from typing import Any
 
 from perun import errors
 from perun.core.channel import Params, PaymentState, check_state
@@ -88,7 +89,7 @@ def accept(held: Watched | None, domain: Domain, tower: str, params: Params, ver
                    reward_paid=held.reward_paid)
 
 
-def apply_event(rec: Watched, tower: str, name: str, args: dict) -> Watched:
+def apply_event(rec: Watched, tower: str, name: str, args: dict[str, Any]) -> Watched:
     """The record after a PaymentContract event about its channel. Idempotent and monotonic (the
     follower may apply an event twice): a close registers only a version above the registered one."""
     if rec.closed:

@@ -8,7 +8,7 @@ equal to its contract on random inputs, results and errors alike.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from perun import errors
 
@@ -36,7 +36,7 @@ class AppState:
         """The seed's terminated: nothing blocked any more."""
         return self.blocked == 0
 
-    def as_abi(self) -> tuple:
+    def as_abi(self) -> tuple[Any, ...]:
         return (self.blocked_alice, self.blocked_bob, self.released_alice, self.released_bob, self.data)
 
     def release(self, to: int, amount: int) -> AppState:
@@ -55,7 +55,7 @@ class Context:
     time: int
     since: int = 0
 
-    def as_abi(self) -> tuple:
+    def as_abi(self) -> tuple[Any, ...]:
         return (self.caller, self.time, self.since)
 
 

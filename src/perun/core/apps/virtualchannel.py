@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from eth_utils import keccak, to_checksum_address
 
@@ -76,7 +76,7 @@ class VirtualState:
         return keccak(VIRTUAL_STATE_TYPEHASH + self.id + _w(self.version) + _w(self.balance_alice)
                       + _w(self.balance_bob) + _w(int(self.final)))
 
-    def typed_data(self, domain: Domain) -> dict:
+    def typed_data(self, domain: Domain) -> dict[str, Any]:
         """The same message as EIP-712 JSON, for wallets and eth-account."""
         message = {"id": self.id, "version": self.version, "balanceAlice": self.balance_alice,
                    "balanceBob": self.balance_bob, "final": self.final}
@@ -92,7 +92,7 @@ class VirtualDomain(Domain):
     def _digest(self, state: PaymentState) -> bytes:
         return digest(self, as_virtual(state))
 
-    def typed_data(self, state: PaymentState) -> dict:
+    def typed_data(self, state: PaymentState) -> dict[str, Any]:
         return as_virtual(state).typed_data(self)
 
 
