@@ -23,7 +23,8 @@ def parse_amount(text: str) -> int:
     if len(fraction) > decimals:
         hint = " (a plain number is wei: say 1.5eth for ether)" if not match.group(2) else ""
         raise ValueError(f"{text.strip()} is not a whole number of wei{hint}")
-    return int(whole or "0") * 10**decimals + int(fraction.ljust(decimals, "0") or "0")
+    scale: int = 10**decimals
+    return int(whole or "0") * scale + int(fraction.ljust(decimals, "0") or "0")
 
 
 def ether(wei: int) -> str:

@@ -376,6 +376,8 @@ def reestablish(rec: ChannelRecord, peer_current: int, peer_signed: int) -> tupl
     # Proposals at or below the peer's current were countersigned: its sync brings them.
     live = tuple(p for p in rec.pending if p.state.version > peer_current)
     settled = tuple(p for p in rec.pending if p.state.version <= peer_current)
+    resend: tuple[Proposal, ...]
+    dropped: tuple[Proposal, ...]
     if live and live[0].prev == peer_current and live[0].state.version > peer_signed:
         resend, dropped = live, ()
     else:  # the peer never saw them and signed other states at their versions, or a chain broke

@@ -265,7 +265,7 @@ def accept_call(held: MSWatched | None, domain: Domain, tower: str, app: str | N
 
 
 def _fundings(raw: object) -> tuple[Funding, ...]:
-    return tuple(Funding(*f) if isinstance(f, tuple) else Funding(f["nid"], f["alice"], f["bob"])  # type: ignore
+    return tuple(Funding(*f) if isinstance(f, tuple) else Funding(f["nid"], f["alice"], f["bob"])
                  for f in raw)  # type: ignore[attr-defined]
 
 

@@ -197,7 +197,9 @@ class Handshake:
         mine, theirs = (token[0], token[1]) if self.initiator else (token[1], token[0])
         private = self.e if mine == "e" else self.s
         try:
-            return private.exchange(X25519PublicKey.from_public_bytes(self.re if theirs == "e" else self.rs))
+            # The handshake pattern reads the peer's key before any token that uses it.
+            peer = self.re if theirs == "e" else self.rs
+            return private.exchange(X25519PublicKey.from_public_bytes(peer))  # type: ignore[arg-type]
         except ValueError as exc:  # a low-order point: the shared secret would be zero
             raise errors.HandshakeFailed(f"the peer sent an unusable X25519 key: {exc}") from exc
 

@@ -174,9 +174,9 @@ def encode(alice: str, ingrid: str, bob: str, channel_a: bytes, channel_b: bytes
     """The storage, 15 words; the stored state defaults to the initial (0, cashAlice, cashBob)."""
     balance_alice = cash_alice if balance_alice is None else balance_alice
     balance_bob = cash_bob if balance_bob is None else balance_bob
-    for name, value in (("channel_a", channel_a), ("channel_b", channel_b)):
-        if len(value) != 32:
-            raise ValueError(f"{name} must be 32 bytes, not {len(value)}")
+    for name, channel in (("channel_a", channel_a), ("channel_b", channel_b)):
+        if len(channel) != 32:
+            raise ValueError(f"{name} must be 32 bytes, not {len(channel)}")
     amounts = {"cash_alice": cash_alice, "cash_bob": cash_bob, "cash_alice + cash_bob": cash_alice + cash_bob,
                "balance_alice": balance_alice, "balance_bob": balance_bob}
     for name, value in amounts.items():
@@ -208,7 +208,8 @@ def _try_decode(data: bytes) -> VirtualChannelData | None:
             or version > UINT64_MAX or balance_alice > AMOUNT_MAX or balance_bob > AMOUNT_MAX:
         return None
     return VirtualChannelData(
-        *(checksum(a.to_bytes(20, "big")) for a in (alice, ingrid, bob)), data[96:128], data[128:160],
+        checksum(alice.to_bytes(20, "big")), checksum(ingrid.to_bytes(20, "big")), checksum(bob.to_bytes(20, "big")),
+        data[96:128], data[128:160],
         cash_alice, cash_bob, validity, window, nonce, side, end_role, version, balance_alice, balance_bob)
 
 
