@@ -3,7 +3,8 @@ embedded chain, each at the lock's timeout T − 1, T and T + 1: a hop that know
 is not paid off chain claims its incoming lock on chain until T, and after T its sender takes it
 back; a lock that a silent receiver neither claims nor cancels is reclaimed on chain from T + 1
 only; a payee that never reveals gets its lock reclaimed off chain from T + 1, and every hop ends
-whole, the payer with a failure."""
+whole, the payer with a failure. A hop that learns the preimage while its sender is away waits
+for it, off chain, while its lock leaves more than Δ + margin."""
 
 from __future__ import annotations
 
@@ -193,6 +194,40 @@ def test_a_payee_that_never_reveals_leaves_every_hop_whole_after_the_timeouts(ne
             assert worth(bob, ab) + worth(bob, bc) == 20 * ETHER
             assert worth(carol, bc) == 10 * ETHER
             assert [node.describe(h)["outcome"] for node in nodes] == ["failed"] * 3
+    run(scenario())
+
+
+def test_a_hop_that_learns_the_preimage_while_its_sender_is_away_waits_for_it_while_time_is_left(net):
+    """Alice dies once her lock is signed by both (crash point nano-acked); Bob forwards, Carol
+    claims, and Bob learns the preimage while Alice is away. His lock leaves him more than
+    Δ + margin, so he does not go on chain (§13.5): he waits for her, and once she is back
+    claims off chain."""
+    async def scenario():
+        async with line(net, ["alice", "bob", "carol"]) as (nodes, channels):
+            alice, bob, carol = nodes
+            ab, bc = channels
+            invoice = await carol.invoice(ETHER, net.chain.timestamp() + 3600)
+            h = invoice.payment_hash
+            route = route_over(net, nodes, channels, ETHER)
+            (fee,) = route.fees
+            died = asyncio.Event()
+            alice.on_kill = lambda node: died.set()
+            alice.faults.kill_at("nano-acked")
+            paying = asyncio.create_task(alice.multihop.pay_route(route, invoice, keys_of(net, [carol])))
+            await died.wait()
+            await stopped(paying)  # it died with her: her record tells how the payment ends
+            await carol.wait_for(h, lambda r: r.claimed)
+            await bob.wait_for(h, lambda r: bool(r.preimage))
+            await bob.sync()
+            assert due(net, bob) == []  # the claim waits for Alice
+            assert bob.multistate.channel(ab).intents == () and nanocontract_events(net, ab) == []
+            async with net.running("alice") as (alice,):  # she redials Bob
+                rec = await alice.wait_for(h, lambda r: bool(r.preimage))
+                assert htlc.hashlock_of(rec.preimage) == h and rec.claimed
+                await bob.wait_for(h, lambda r: r.claimed)
+                assert nanocontract_events(net, ab) == []  # claimed off chain
+                assert worth(alice, ab) == 9 * ETHER - fee
+                assert worth(bob, ab) + worth(bob, bc) == 20 * ETHER + fee
     run(scenario())
 
 

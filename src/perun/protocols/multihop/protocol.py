@@ -308,7 +308,8 @@ class Multihop(Protocol):
     async def claim(self, payment_hash: bytes, preimage: bytes = b"") -> None:
         """Claims the incoming lock with the preimage (the record's, or `preimage`), off chain; on
         chain if the peer does not countersign (the watcher executes the CLAIM once the
-        registration window has passed). Never a lock this node fails."""
+        registration window has passed). Never a lock this node fails. While the peer is not
+        connected and time is left, the claim waits for it (`connected`, `duties`)."""
         rec = self.records[payment_hash]
         inc = rec.incoming
         preimage = preimage or rec.preimage
@@ -316,6 +317,9 @@ class Multihop(Protocol):
             return
         self._claiming.add(payment_hash)
         try:
+            if self.ms.channel(inc.channel).peer not in self.ctx.peers.connections \
+                    and self._waits_for_sender(inc, await self.ctx.on_chain(self.ctx.chain.timestamp)):
+                return
             try:
                 await self.ms.call(inc.channel, inc.nid, htlc.CLAIM, preimage)
             except errors.PerunError as exc:
@@ -460,10 +464,8 @@ class Multihop(Protocol):
             # claim waits for the connection (`connected`), so as to go off chain. A preimage
             # from unconfirmed blocks counts: it is valid whatever the chain does next.
             ledger = self.ms.records.get(inc.channel)
-            if h in self._claiming or ledger is None or self._on_chain(ledger, inc.nid):
-                return None
-            if ledger.peer not in self.ctx.peers.connections \
-                    and now < inc.timeout - hop_delay(ledger.params.delta, self.margin):
+            if h in self._claiming or ledger is None or self._on_chain(ledger, inc.nid) \
+                    or self._waits_for_sender(inc, now):
                 return None
             return Duty(due.value, inc.channel, self._starting(self.claim, h, rec.preimage), deadline=inc.timeout)
         if due is HopDuty.RECLAIM:
@@ -484,6 +486,13 @@ class Multihop(Protocol):
         if h in self._cancelling or ledger is None or ledger.peer not in self.ctx.peers.connections:
             return None
         return Duty(due.value, inc.channel, self._starting(self.fail_back, h))
+
+    def _waits_for_sender(self, inc: Leg, now: int) -> bool:
+        """The claim of incoming lock `inc` waits for its sender to connect, so as to go off chain:
+        it is not connected, and the lock leaves more than Δ_in + margin at chain time `now`."""
+        ledger = self.ms.channel(inc.channel)
+        return ledger.peer not in self.ctx.peers.connections \
+            and now < inc.timeout - hop_delay(ledger.params.delta, self.margin)
 
     @staticmethod
     def _on_chain(ledger: MSRecord, nid: bytes) -> bool:
