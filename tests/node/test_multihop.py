@@ -26,13 +26,14 @@ SLACK = 60  # seconds the chain may advance between building the route and the p
 
 
 @contextlib.asynccontextmanager
-async def line(net, names):
+async def line(net, names, forward=FORWARD):
     """The nodes of `names` running, each connected to the next with an open multistate channel
-    (10 ether each side) opened by the first; the intermediaries forward. Yields (nodes, channels)."""
+    (10 ether each side) opened by the first; those `forward` names forward with its policy.
+    Yields (nodes, channels)."""
     async with contextlib.AsyncExitStack() as stack:
         nodes = []
         for name in names:
-            (node,) = await stack.enter_async_context(net.running(name, forward=FORWARD.get(name)))
+            (node,) = await stack.enter_async_context(net.running(name, forward=forward.get(name)))
             nodes.append(node)
         channels = []
         for left, right in zip(nodes, nodes[1:]):
