@@ -364,11 +364,8 @@ async def _check(p: Play, paying: asyncio.Task | None, fees: list[int]) -> None:
     # Which path the trouble took.
     if ex.trouble in ("none", "crash"):
         assert paid and revealed, failed
-        # A node back before its deadlines finishes the payment off chain. Except the payee back
-        # from its crash at nano-countersigned: its CLAIM reaches its sender before the creation
-        # that the sender sends again (it never got the acknowledgement), is refused as of an
-        # unknown nanocontract, and goes on chain.
-        assert not on_chain or (ex.node, ex.how) == (k, "nano-countersigned"), "a lock went on chain"
+        # A node back before its deadlines finishes the payment off chain.
+        assert not on_chain, "a lock went on chain"
         return
     assert not paid
     if ex.trouble == "silent-before":

@@ -222,3 +222,35 @@ def test_a_forwarder_back_too_late_gives_the_payment_up_and_fails_it_back(net):
                 assert (failed.value.hop, failed.value.code) == (bob.address, mh.FailureCode.TOO_LATE)
                 assert worth(alice, ab) == 10 * ETHER
     run(scenario())
+
+
+def test_a_payee_back_from_a_crash_before_acknowledging_its_lock_claims_it_off_chain(net):
+    """Carol, the payee, dies right after countersigning her incoming lock (crash point
+    nano-countersigned): Bob never got her acknowledgement. Back, she claims at once, before Bob's
+    creation is answered again: Bob does not hold the lock yet and refuses that CLAIM
+    (UNKNOWN_NANOCONTRACT). With time left she claims again at the next poll, off chain, instead
+    of going to the chain."""
+    async def scenario():
+        async with line(net, ["alice", "bob", "carol"]) as (nodes, channels):
+            alice, bob, carol = nodes
+            ab, bc = channels
+            invoice = await carol.invoice(ETHER, net.chain.timestamp() + 3600)
+            h = invoice.payment_hash
+            route = route_over(net, nodes, channels, ETHER)
+            (fee,) = route.fees
+            died = asyncio.Event()
+            carol.on_kill = lambda node: died.set()
+            carol.faults.kill_at("nano-countersigned")
+            paying = asyncio.create_task(alice.multihop.pay_route(route, invoice, keys_of(net, [carol]), timeout=50))
+            await died.wait()
+            async with net.running("carol") as (carol,):
+                await bob.connect(carol.address, "127.0.0.1", carol.port)  # she listens on a new port
+                assert htlc.hashlock_of(await paying) == h
+                await carol.wait_for(h, lambda r: r.claimed)
+                await bob.wait_for(h, lambda r: r.claimed)
+                assert nanocontract_events(net, bc) == nanocontract_events(net, ab) == []  # all off chain
+                assert carol.multistate.channel(bc).intents == ()
+                await carol.wait_for(bc, lambda r: not r.nanocontracts)
+                assert carol.multistate.info(bc).my_cash == 11 * ETHER
+                assert worth(bob, ab) + worth(bob, bc) == 20 * ETHER + fee
+    run(scenario())

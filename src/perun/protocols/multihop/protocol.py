@@ -309,7 +309,8 @@ class Multihop(Protocol):
         """Claims the incoming lock with the preimage (the record's, or `preimage`), off chain; on
         chain if the peer does not countersign (the watcher executes the CLAIM once the
         registration window has passed). Never a lock this node fails. While the peer is not
-        connected and time is left, the claim waits for it (`connected`, `duties`)."""
+        connected, or does not hold the lock yet (after a reconnection, its creation is still
+        being completed), and time is left, the claim waits (`connected`, `duties`)."""
         rec = self.records[payment_hash]
         inc = rec.incoming
         preimage = preimage or rec.preimage
@@ -317,12 +318,19 @@ class Multihop(Protocol):
             return
         self._claiming.add(payment_hash)
         try:
-            if self.ms.channel(inc.channel).peer not in self.ctx.peers.connections \
-                    and self._waits_for_sender(inc, await self.ctx.on_chain(self.ctx.chain.timestamp)):
+            now = await self.ctx.on_chain(self.ctx.chain.timestamp)
+            if self._waits_for_sender(inc, now):
                 return
             try:
                 await self.ms.call(inc.channel, inc.nid, htlc.CLAIM, preimage)
             except errors.PerunError as exc:
+                if isinstance(exc, errors.PeerRejected) and exc.code == m.ErrorCode.UNKNOWN_NANOCONTRACT \
+                        and self._time_left(inc, now):
+                    # The sender has yet to hear the acknowledgement of the lock's creation, which
+                    # it sends again after a reconnection: the watcher claims again next poll.
+                    log.info("%s: the claim of payment 0x%s waits for the sender to hold the lock: %s",
+                             self.ctx.name, payment_hash.hex()[:12], exc)
+                    return
                 log.warning("%s: the claim of payment 0x%s goes on chain: %s", self.ctx.name,
                             payment_hash.hex()[:12], exc)
                 await self.ms.enforce(inc.channel, inc.nid, htlc.CLAIM, preimage)
@@ -489,10 +497,13 @@ class Multihop(Protocol):
 
     def _waits_for_sender(self, inc: Leg, now: int) -> bool:
         """The claim of incoming lock `inc` waits for its sender to connect, so as to go off chain:
-        it is not connected, and the lock leaves more than Δ_in + margin at chain time `now`."""
-        ledger = self.ms.channel(inc.channel)
-        return ledger.peer not in self.ctx.peers.connections \
-            and now < inc.timeout - hop_delay(ledger.params.delta, self.margin)
+        it is not connected, and the lock leaves time (`_time_left`)."""
+        return self.ms.channel(inc.channel).peer not in self.ctx.peers.connections and self._time_left(inc, now)
+
+    def _time_left(self, inc: Leg, now: int) -> bool:
+        """Incoming lock `inc` leaves more than Δ_in + margin at chain time `now`: time to wait
+        for its sender, and still claim on chain after."""
+        return now < inc.timeout - hop_delay(self.ms.channel(inc.channel).params.delta, self.margin)
 
     @staticmethod
     def _on_chain(ledger: MSRecord, nid: bytes) -> bool:
