@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export SOLCX_BINARY_PATH := $(CURDIR)/.solc
 SOLC_VERSION := $(shell sed -n 's/.*"solc": "\(.*\)".*/\1/p' package.json)
 
-.PHONY: demo test lint mypy chaos test-hardhat hardhat bench bench-updates bench-scale bench-virtual bench-tower bench-multihop build devnet setup browser capture-tool clean
+.PHONY: demo test lint mypy mutate chaos test-hardhat hardhat bench bench-updates bench-scale bench-virtual bench-tower bench-multihop build devnet setup browser capture-tool clean
 
 demo: setup
 	$(VENV)/bin/perun demo
@@ -45,6 +45,11 @@ hardhat: tools/hardhat/node_modules/.installed
 chaos: setup
 	PERUN_CHAOS_ROUNDS=$${PERUN_CHAOS_ROUNDS:-200} PERUN_CHAOS_LONG=1 $(PY) -m pytest -q -p no:ape_test -n 2 \
 	  --dist loadfile tests/chaos $(PYTEST_ARGS)
+
+# Mutation testing of the contracts (docs/mutation.md), not part of `make test`: each mutant is
+# compiled and meets its contract's own tests. MUTATE_ARGS="--contract TicTacToe --max 20" narrows it.
+mutate: setup
+	$(PY) -m tools.mutate $(MUTATE_ARGS)
 
 bench: setup
 	$(PY) -m benchmarks.gas
