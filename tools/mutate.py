@@ -9,7 +9,10 @@ mutant with the project's solc-js into a temporary artifact directory (PERUN_ART
 with `-x`. A mutant the tests pass is a survivor: kill it with a test or explain it in
 docs/mutation.md.
 
-    python -m tools.mutate [--contract NAME]... [--max N] [--seed S] [--timeout SECONDS]
+    python -m tools.mutate [--contract NAME]... [--max N] [--seed S] [--timeout SECONDS] [--match TEXT] [--list]
+
+The same arguments give the same sample. `--match` re-runs one survivor: `--contract TicTacToe
+--match "TicTacToe.sol:58 [write]"`.
 """
 
 from __future__ import annotations
@@ -208,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max", type=int, default=0, help="at most N mutants per contract, sampled (0: all)")
     parser.add_argument("--seed", type=int, default=21, help="the sample's seed")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per mutant's test run")
+    parser.add_argument("--match", help="only the mutants whose description (as listed) contains this text")
     parser.add_argument("--list", action="store_true", help="list the mutants without running them")
     args = parser.parse_args(argv)
 
@@ -224,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             mutants = sites(path)
             if args.max and len(mutants) > args.max:
                 mutants = sorted(rng.sample(mutants, args.max), key=lambda m: (m.line, m.after))
+            if args.match:
+                mutants = [mutant for mutant in mutants if args.match in mutant.describe()]
             counts = totals.setdefault(Path(path).stem, {"killed": 0, "survived": 0, "invalid": 0})
             for number, mutant in enumerate(mutants, 1):
                 if args.list:
