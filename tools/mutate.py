@@ -45,8 +45,8 @@ TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                                ("test_payment_contract", "test_payouts", "test_ms_contract")),
     "contracts/Watchtowers.sol": (("PaymentContract", "MSContract"),
                                   ("test_watchtowers", "test_tower_properties")),
-    "contracts/apps/HashTimeLock.sol": (("HashTimeLock",), ("test_apps_differential", "test_ms_contract")),
-    "contracts/apps/TicTacToe.sol": (("TicTacToe",), ("test_apps_differential", "test_ms_contract")),
+    "contracts/apps/HashTimeLock.sol": (("HashTimeLock",), ("test_ms_contract", "test_apps_differential")),
+    "contracts/apps/TicTacToe.sol": (("TicTacToe",), ("test_ms_contract", "test_apps_differential")),
     "contracts/apps/VirtualChannel.sol": (("VirtualChannel",),
                                           ("test_virtual_app", "test_apps_differential", "test_virtual_ledgers")),
 }
