@@ -112,10 +112,11 @@ def with_htlc(w: MSWorld, timeout: int, amount: int = ETHER, sender: int = ALICE
     return params, s1, nano
 
 
-def with_game(w: MSWorld, stake: int = ETHER):
-    """An open channel whose state 1 funds a tic-tac-toe game, each player staking `stake`."""
+def with_game(w: MSWorld, stake: int = ETHER, stake_bob: int | None = None):
+    """An open channel whose state 1 funds a tic-tac-toe game, Alice staking `stake` and Bob
+    `stake_bob` (by default the same)."""
     params, s0 = w.open()
-    s1, nano = fund(w, s0, "TicTacToe", stake, stake, ttt_data(ALICE))
+    s1, nano = fund(w, s0, "TicTacToe", stake, stake if stake_bob is None else stake_bob, ttt_data(ALICE))
     return params, s1, nano
 
 
@@ -607,14 +608,26 @@ def test_a_claimed_lock_cannot_be_cancelled(any_ms_world: MSWorld) -> None:
     assert isinstance(reverts.translate(raw.value), errors.HashTimeLockSettled)
 
 
-def test_a_game_of_tic_tac_toe_played_on_chain_to_a_win(any_ms_world: MSWorld) -> None:
+# Alice's moves are the even entries, Bob's the odd ones; Alice opens at 0 in each game. Alice
+# stakes 1 ether, Bob 2 (unequal, so that a draw returning the wrong stake shows); deposits 6 and 4.
+GAMES = {
+    "alice-wins": ((0, 3, 1, 4, 2), (3 * ETHER, 0), (8 * ETHER, 2 * ETHER)),
+    "bob-wins": ((0, 3, 1, 4, 8, 5), (0, 3 * ETHER), (5 * ETHER, 5 * ETHER)),
+    "draw": ((0, 1, 2, 4, 7, 5, 3, 6, 8), (ETHER, 2 * ETHER), (6 * ETHER, 4 * ETHER)),  # each stake back
+}
+
+
+@pytest.mark.parametrize("game", list(GAMES))
+def test_a_game_of_tic_tac_toe_played_on_chain_to_its_end(any_ms_world: MSWorld, game: str) -> None:
     w = any_ms_world
-    params, s1, nano = with_game(w)
+    moves, released, paid_out = GAMES[game]
+    params, s1, nano = with_game(w, ETHER, 2 * ETHER)
     window_end = registered_at(w, params, nano, w.bob, pending_time(w))
     cells = [0] * 9
     t = window_end
-    moves = [(w.alice, ALICE, 0), (w.bob, BOB, 3), (w.alice, ALICE, 1), (w.bob, BOB, 4), (w.alice, ALICE, 2)]
-    for version, (player, mark, index) in enumerate(moves, start=1):
+    for version, index in enumerate(moves, start=1):
+        mark = (version - 1) % 2
+        player = (w.alice, w.bob)[mark]
         t += 7
         if version == 2:  # on the way, the app's errors surface
             at(w, t)
@@ -627,8 +640,7 @@ def test_a_game_of_tic_tac_toe_played_on_chain_to_a_win(any_ms_world: MSWorld) -
         at(w, t)
         cells[index] = mark + 1
         receipt = w.contract.execute(player, params, nano.nid, MOVE, cell(index))
-        won = version == len(moves)
-        pot = (0, 0, 2 * ETHER, 0) if won else (ETHER, ETHER, 0, 0)
+        pot = (0, 0, *released) if version == len(moves) else (ETHER, 2 * ETHER, 0, 0)
         assert receipt.event("NanocontractExecuted").args == {
             "channelId": nano.channel_id, "nid": nano.nid, "by": player.address, "fun": MOVE, "version": version,
             "blockedAlice": pot[0], "blockedBob": pot[1], "releasedAlice": pot[2], "releasedBob": pot[3],
@@ -640,13 +652,13 @@ def test_a_game_of_tic_tac_toe_played_on_chain_to_a_win(any_ms_world: MSWorld) -
     at(w, t + 1)
     with unchanged(w, params, nano.nid), pytest.raises(errors.MSContractTerminated):
         w.contract.execute(w.bob, params, nano.nid, MOVE, cell(5))
-    # The game is paid out with the channel: Alice's stake and Bob's both go to Alice.
+    # The game is paid out with the channel: the winner takes both stakes, a draw returns them.
     deadline = close(w, params, s1, w.bob).event("CloseRegistered").args["deadline"]
     at(w, deadline + 1)
     before = balances(w)
     paid = w.contract.finalize(w.mallory, params, s1.nanocontracts).event("Finalized").args
-    assert (paid["payoutAlice"], paid["payoutBob"]) == (7 * ETHER, 3 * ETHER)
-    assert_paid(w, before, params, 7 * ETHER, 3 * ETHER)
+    assert (paid["payoutAlice"], paid["payoutBob"]) == paid_out
+    assert_paid(w, before, params, *paid_out)
 
 
 @pytest.mark.parametrize("moved", [False, True])

@@ -7,10 +7,15 @@ import pytest
 
 from perun import errors
 from perun.chain.backend import ETHER
+from perun.chain.channels import OnChainChannel
 from perun.chain.payment import PaymentContract
 from perun.core.channel import ETH, PaymentState, Phase
 from perun.core.eip712 import Domain, sign, sign_state
 from tests.conftest import DELTA, World
+
+# What the contract stores once a channel is open, and once it is closed: nothing left over.
+OPENED = OnChainChannel(Phase.OPEN, deadline=0, version=0, balance_alice=0)
+CLOSED = OnChainChannel(Phase.CLOSED, deadline=0, version=0, balance_alice=0)
 
 MAX_DELTA = 3650 * 24 * 3600
 
@@ -45,7 +50,7 @@ def test_create_locks_alices_deposit_and_starts_the_confirm_window(any_world: Wo
     assert tuple(event.args["params"].values()) == params.as_abi()
     assert event.args["deadline"] == w.chain.timestamp() + DELTA
     assert w.chain.balance(w.contract.address) == before + params.deposit_alice
-    assert w.contract.channel(channel_id).phase == Phase.INITIALISING
+    assert w.contract.channel(channel_id) == OnChainChannel(Phase.INITIALISING, event.args["deadline"], 0, 0)
 
 
 def test_channel_id_matches_the_contract(any_world: World) -> None:
@@ -121,7 +126,7 @@ def test_confirm_opens_the_channel(any_world: World) -> None:
     w.contract.create(w.alice, params)
     receipt = w.contract.confirm(w.bob, params)
     assert receipt.event("Initialised").args == {"channelId": w.contract.channel_id(params)}
-    assert w.contract.channel(w.contract.channel_id(params)).phase == Phase.OPEN
+    assert w.contract.channel(w.contract.channel_id(params)) == OPENED
     assert w.chain.balance(w.contract.address) >= params.total
 
 
@@ -167,7 +172,7 @@ def test_confirm_until_the_deadline_inclusive(any_world: World, offset: int) -> 
     w.chain.set_next_block_timestamp(deadline + offset)
     if offset <= 0:
         w.contract.confirm(w.bob, params)
-        assert w.contract.channel(w.contract.channel_id(params)).phase == Phase.OPEN
+        assert w.contract.channel(w.contract.channel_id(params)) == OPENED
     else:
         with pytest.raises(errors.ChannelsConfirmTooLate) as exc:
             w.contract.confirm(w.bob, params)
@@ -191,7 +196,7 @@ def test_refund_only_after_the_deadline(any_world: World, offset: int) -> None:
     receipt = w.contract.refund(w.mallory, params)  # anyone may trigger it; Alice gets paid
     assert receipt.event("Refunded").args["amount"] == params.deposit_alice
     assert w.chain.balance(w.alice.address) == alice_before + params.deposit_alice
-    assert w.contract.channel(w.contract.channel_id(params)).phase == Phase.CLOSED
+    assert w.contract.channel(w.contract.channel_id(params)) == CLOSED
 
 
 def test_refund_after_confirm_is_rejected(any_world: World) -> None:
@@ -228,8 +233,8 @@ def test_close_registers_a_state_signed_by_the_other_party(any_world: World) -> 
         "balanceAlice": s1.balance_alice, "balanceBob": s1.balance_bob,
         "deadline": w.chain.timestamp() + DELTA,
     }
-    stored = w.contract.channel(s1.channel_id)
-    assert (stored.phase, stored.version, stored.balance_alice) == (Phase.CLOSING, 1, s1.balance_alice)
+    assert w.contract.channel(s1.channel_id) == OnChainChannel(Phase.CLOSING, event.args["deadline"], 1,
+                                                                s1.balance_alice)
 
 
 def test_close_with_the_unsigned_initial_state(any_world: World) -> None:
@@ -326,8 +331,10 @@ def test_close_with_balances_not_conserved_is_rejected(any_world: World, balance
     w = any_world
     params, s0 = w.open()
     bad = PaymentState(s0.channel_id, 1, s0.balance_alice, s0.balance_bob + balance_bob_delta)
-    with pytest.raises(errors.ChannelsBalancesNotConserved):
+    with pytest.raises(errors.ChannelsBalancesNotConserved) as exc:
         w.contract.close(w.bob, params, bad, w.sign(bad, w.alice))
+    assert exc.value.fields == {"balanceAlice": bad.balance_alice, "balanceBob": bad.balance_bob,
+                                "total": params.total}
 
 
 def test_close_with_a_balance_above_the_total_is_rejected(any_world: World) -> None:
@@ -409,7 +416,7 @@ def test_finalize_pays_out_only_after_the_deadline(any_world: World, offset: int
     assert w.chain.balance(w.alice.address) == alice + 4 * ETHER
     assert w.chain.balance(w.bob.address) == bob + 6 * ETHER
     assert w.chain.balance(w.contract.address) == held - params.total
-    assert w.contract.channel(s1.channel_id).phase == Phase.CLOSED
+    assert w.contract.channel(s1.channel_id) == CLOSED
 
 
 def test_finalize_of_an_open_channel_and_twice_is_rejected(any_world: World) -> None:
@@ -471,7 +478,7 @@ def test_cooperative_close_pays_out_at_once(any_world: World) -> None:
     }
     assert w.chain.balance(w.alice.address) == alice + 5 * ETHER
     assert w.chain.balance(w.bob.address) == bob + 5 * ETHER
-    assert w.contract.channel(final.channel_id).phase == Phase.CLOSED
+    assert w.contract.channel(final.channel_id) == CLOSED
 
 
 @pytest.mark.parametrize("offset", [-1, 0, 1])
@@ -523,5 +530,6 @@ def test_cooperative_close_with_balances_not_conserved_is_rejected(any_world: Wo
     w = any_world
     params, s0 = w.open()
     final = PaymentState(s0.channel_id, 1, params.total, 1, is_final=True)
-    with pytest.raises(errors.ChannelsBalancesNotConserved):
+    with pytest.raises(errors.ChannelsBalancesNotConserved) as exc:
         w.contract.cooperative_close(w.alice, params, final, w.sign(final, w.alice), w.sign(final, w.bob))
+    assert exc.value.fields == {"balanceAlice": params.total, "balanceBob": 1, "total": params.total}
