@@ -184,7 +184,7 @@ def compile_mutant(mutant: Mutant, out: Path) -> str | None:
 
 
 def run_tests(mutant: Mutant, artifacts: Path, timeout: float) -> str:
-    """'killed', 'survived' or 'timeout' (counted as killed: the tests noticed)."""
+    """'killed', 'survived' or 'timeout' (undecided: on a loaded machine a survivor may time out)."""
     files = [f"tests/contracts/{name}.py" for name in TARGETS[mutant.source][1]]
     env = dict(os.environ, PERUN_ARTIFACT_DIR=str(artifacts))
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:ape_test", "-p", "tools.mutate",
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--contract", action="append", help="a contract's name (repeatable); default all")
     parser.add_argument("--max", type=int, default=0, help="at most N mutants per contract, sampled (0: all)")
     parser.add_argument("--seed", type=int, default=21, help="the sample's seed")
-    parser.add_argument("--timeout", type=float, default=300, help="seconds per mutant's test run")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per mutant's test run")
     parser.add_argument("--match", help="only the mutants whose description (as listed) contains this text")
     parser.add_argument("--list", action="store_true", help="list the mutants without running them")
     args = parser.parse_args(argv)
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                 mutants = sorted(rng.sample(mutants, args.max), key=lambda m: (m.line, m.after))
             if args.match:
                 mutants = [mutant for mutant in mutants if args.match in mutant.describe()]
-            counts = totals.setdefault(Path(path).stem, {"killed": 0, "survived": 0, "invalid": 0})
+            counts = totals.setdefault(Path(path).stem, {"killed": 0, "survived": 0, "timeout": 0, "invalid": 0})
             for number, mutant in enumerate(mutants, 1):
                 if args.list:
                     print(mutant.describe())
@@ -240,10 +240,9 @@ def main(argv: list[str] | None = None) -> int:
                 started = time.monotonic()
                 error = compile_mutant(mutant, artifacts)
                 outcome = "invalid" if error else run_tests(mutant, artifacts, args.timeout)
-                outcome = "killed" if outcome == "timeout" else outcome
                 counts[outcome] += 1
-                if outcome == "survived":
-                    survivors.append(mutant.describe())
+                if outcome in ("survived", "timeout"):
+                    survivors.append(f"{outcome}: {mutant.describe()}")
                 print(f"{Path(path).stem} {number}/{len(mutants)} {outcome:8} {time.monotonic() - started:5.1f}s "
                       f"{mutant.describe()}", flush=True)
     if args.list:
@@ -251,9 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\nscore (killed/valid mutants):")
     for name, counts in totals.items():
         valid = counts["killed"] + counts["survived"]
-        print(f"  {name:16} {counts['killed']}/{valid}" + (f"  ({counts['invalid']} did not compile)"
-                                                            if counts["invalid"] else ""))
-    print("\nsurvivors:" if survivors else "\nno survivors")
+        notes = [f"{counts[key]} {what}" for key, what in (("timeout", "timed out"), ("invalid", "did not compile"))
+                 if counts[key]]
+        print(f"  {name:16} {counts['killed']}/{valid}" + (f"  ({', '.join(notes)})" if notes else ""))
+    print("\nsurvivors and timeouts:" if survivors else "\nno survivors")
     for line in survivors:
         print("  " + line)
     return 1 if survivors else 0
