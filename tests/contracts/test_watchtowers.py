@@ -752,6 +752,37 @@ def test_a_nanocontract_reward_is_capped_at_the_payers_payout(any_ms_world: MSWo
                                           before[3] + cash_alice)
 
 
+@pytest.mark.parametrize("cash_bob", [ETHER, 0])
+def test_bobs_nanocontract_reward_is_capped_at_his_payout_not_alices(any_ms_world: MSWorld, cash_bob: int) -> None:
+    """The same for Bob's tower: a reward of 3 ETH, above Bob's payout after Alice claims his lock
+    and below Alice's, is capped at Bob's payout (and taken from it, never from Alice's)."""
+    w = any_ms_world
+    tower = tower_of(w)
+    params, s0 = w.open()
+    amount = params.deposit_bob - cash_bob
+    s1, htlc = fund(w, s0, "HashTimeLock", 0, amount, htlc_data(BOB, 2**40))
+    cid = s1.channel_id
+    deadline = w.contract.close(w.alice, params, s1, ms_sign(w, s1, w.bob)).event("CloseRegistered").args["deadline"]
+    m, m_sig = monitoring(w, htlc, w.bob, tower, reward=3 * ETHER)
+    t = pending_time(w)
+    at(w, t)
+    w.contract.register_for(tower, params, htlc, ms_sign(w, htlc, w.alice), m, m_sig)
+    at(w, t + DELTA + 1)
+    w.contract.execute(w.alice, params, htlc.nid, CLAIM, PREIMAGE)
+    at(w, max(deadline, t + DELTA + 1) + 1)
+    before = balances(w, tower.address)
+    receipt = w.contract.finalize(w.mallory, params, s1.nanocontracts)
+    if cash_bob:
+        assert receipt.event("RewardPaid").args == {
+            "channelId": cid, "nid": htlc.nid, "tower": tower.address, "payer": w.bob.address, "amount": cash_bob}
+    else:
+        assert names(receipt) == ["Finalized"]  # nothing left to pay the tower from
+    assert receipt.event("Finalized").args == {
+        "channelId": cid, "version": 1, "payoutAlice": params.total - cash_bob, "payoutBob": 0}
+    assert balances(w, tower.address) == (before[0] + params.total - cash_bob, before[1], before[2] - params.total,
+                                          before[3] + cash_bob)
+
+
 def test_a_cooperative_close_of_a_multistate_channel_pays_no_reward(any_ms_world: MSWorld) -> None:
     w = any_ms_world
     tower = tower_of(w)
