@@ -11,11 +11,14 @@ n5 in this process over loopback TCP, and opens the multistate channels n0–n1,
   perun.core.onion.compressed_public_key. Timed from the call until it returns the preimage: the
   k locks created one after the other (each with its onion, peeled and checked by its receiver),
   the payee's claim, and each hop's claim back with the preimage it learnt.
-- **the floor**: a lock and its claim between two neighbours of the same line, no onion (a plain
-  HashTimeLock, created by `Multistate.create` and claimed by the receiver's
-  `Multistate.call(CLAIM)`), timed from the creation until the claim is signed by both. That is
-  the work each hop of a payment must do at least (a lock towards the next hop, a claim of it),
-  each an update stored by both ends: a k-hop payment's floor is k times it. What a payment adds
+- **the floor**: a lock, its claim and its absorption between two neighbours of the same line,
+  no onion (a plain HashTimeLock, created by `Multistate.create`, claimed by the receiver's
+  `Multistate.call(CLAIM)` and absorbed by its `Multistate.absorb`), timed from the creation
+  until both ends hold the absorption. That is the work each hop of a payment must do at least
+  (a lock towards the next hop, a claim of it, and its absorption, which a node does by itself
+  after each claim), each an update stored by both ends: a k-hop payment's floor is k times it.
+  The payment's time ends with the payer's preimage, before the last absorptions; but in one
+  process they compete with the claims still travelling back. What a payment adds
   is the onion (built once, peeled at each hop), its LockOnion message, the hop records and the
   chain-time reads; against that, a hop's next lock may start before the acknowledgement of its
   incoming one arrives back, which the floor waits for. The ratio p50 / (k × the floor's p50) is
@@ -27,9 +30,9 @@ peeled by a hop; it tells how much of a payment's time above its floor the onion
 
 --payments (500) of each kind are timed, alternating in --rounds (10) blocks (the floor, 2, 3
 and 5 hops, again), so that the machine's load weighs on all alike. After each payment and each
-floor sample (untimed), every claimed lock is absorbed back into its channel's cash (a payment's
-by its receiver's node, the floor's plain lock by the benchmark), and the payer's and the
-payee's cash are checked.
+floor sample, every claimed lock is absorbed back into its channel's cash (a payment's by its
+receiver's node, untimed after the preimage; the floor's plain lock by the benchmark, timed), and
+the payer's and the payee's cash are checked.
 
 The nodes share one process, as in bench-virtual, the other benchmark of routes through
 intermediaries: the payments go over a route the benchmark builds (`pay_route`), which no
@@ -129,16 +132,16 @@ async def pay(chain: RpcChain, nodes: list[Node], channels: list[bytes], hops: i
 
 
 async def lock_and_claim(chain: RpcChain, sender: Node, receiver: Node, cid: bytes) -> float:
-    """A plain lock from `sender` to `receiver` in `cid` and its claim; the time of both."""
+    """A plain lock from `sender` to `receiver` in `cid`, its claim and its absorption; the time
+    of the three."""
     preimage = secrets.token_bytes(32)
     now = await sender.runtime.on_chain(chain.timestamp)
     lock = htlc.initial(int(sender.multistate.channel(cid).role), AMOUNT, htlc.hashlock_of(preimage), now + 4 * DELTA)
     start = time.perf_counter()
     nid = await sender.multistate.create(cid, APP, lock)
     await receiver.multistate.call(cid, nid, htlc.CLAIM, preimage)
-    latency = time.perf_counter() - start
     await absorb(sender, receiver, cid, nid)
-    return latency
+    return time.perf_counter() - start
 
 
 def onion_costs(nodes: list[Node], samples: int = 50) -> dict:
@@ -200,7 +203,7 @@ async def measure(chain: RpcChain, deployment, keys: list[bytes], tmp: Path, n: 
         elapsed = time.perf_counter() - started
         transactions = chain.block_number() - block
 
-    floor = summary("floor: a lock and its claim", times["floor"], elapsed)
+    floor = summary("floor: lock, claim, absorb", times["floor"], elapsed)
     results = []
     for k in HOPS:
         r = summary(f"{k}-hop payment", times[f"{k} hops"], elapsed)
