@@ -154,22 +154,31 @@ def test_a_forwarder_back_late_claims_on_chain_at_once_and_the_payer_learns_the_
     run(scenario())
 
 
-async def killed_before_forwarding(net, nodes, channels):
-    """Alice pays Carol 1 ETH through Bob, who dies right after storing his incoming lock, before
-    creating his outgoing one. Returns the payment hash, the route, Bob's fee and Alice's payment
-    (still waiting for the preimage)."""
+async def paying_until_killed(net, nodes, channels, victim, point=None):
+    """Alice pays Carol 1 ETH through Bob (a fresh invoice) until `victim` dies: at crash point
+    `point`, or (None) when Bob is about to create his outgoing lock, right after storing his
+    incoming one. Returns the payment hash, the route, Bob's fee and Alice's payment (a task)."""
     alice, bob, carol = nodes
     invoice = await carol.invoice(ETHER, net.chain.timestamp() + 3600)
     route = route_over(net, nodes, channels, ETHER)
     died = asyncio.Event()
-
-    async def die(payment_hash: bytes) -> None:
-        bob.kill()
-        died.set()
-    bob.multihop.forward = die
+    if point is None:
+        async def die(payment_hash: bytes) -> None:
+            bob.kill()
+            died.set()
+        bob.multihop.forward = die
+    else:
+        victim.on_kill = lambda node: died.set()
+        victim.faults.kill_at(point)
     paying = asyncio.create_task(alice.multihop.pay_route(route, invoice, keys_of(net, [carol]), timeout=50))
     await died.wait()
     return invoice.payment_hash, route, route.fees[0], paying
+
+
+async def killed_before_forwarding(net, nodes, channels):
+    """Alice pays Carol 1 ETH through Bob, who dies right after storing his incoming lock, before
+    creating his outgoing one (`paying_until_killed`)."""
+    return await paying_until_killed(net, nodes, channels, nodes[1])
 
 
 def test_a_forwarder_killed_before_its_outgoing_lock_forwards_when_it_is_back(net):
@@ -234,15 +243,7 @@ def test_a_payee_back_from_a_crash_before_acknowledging_its_lock_claims_it_off_c
         async with line(net, ["alice", "bob", "carol"]) as (nodes, channels):
             alice, bob, carol = nodes
             ab, bc = channels
-            invoice = await carol.invoice(ETHER, net.chain.timestamp() + 3600)
-            h = invoice.payment_hash
-            route = route_over(net, nodes, channels, ETHER)
-            (fee,) = route.fees
-            died = asyncio.Event()
-            carol.on_kill = lambda node: died.set()
-            carol.faults.kill_at("nano-countersigned")
-            paying = asyncio.create_task(alice.multihop.pay_route(route, invoice, keys_of(net, [carol]), timeout=50))
-            await died.wait()
+            h, _, fee, paying = await paying_until_killed(net, nodes, channels, carol, "nano-countersigned")
             async with net.running("carol") as (carol,):
                 await bob.connect(carol.address, "127.0.0.1", carol.port)  # she listens on a new port
                 assert htlc.hashlock_of(await paying) == h

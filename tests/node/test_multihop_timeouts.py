@@ -20,7 +20,7 @@ from perun.core.multihop import FailureCode, Release
 from perun.wire import messages as m
 from tests.node.conftest import DELTA, run
 from tests.node.test_multihop import FORWARD, keys_of, line, route_over, worth
-from tests.node.test_multihop_recovery import dropped, executed, nanocontract_events
+from tests.node.test_multihop_recovery import dropped, executed, nanocontract_events, paying_until_killed
 
 OFFSETS = pytest.mark.parametrize("offset", [-1, 0, 1], ids=["T-1", "T", "T+1"])
 
@@ -206,15 +206,7 @@ def test_a_hop_that_learns_the_preimage_while_its_sender_is_away_waits_for_it_wh
         async with line(net, ["alice", "bob", "carol"]) as (nodes, channels):
             alice, bob, carol = nodes
             ab, bc = channels
-            invoice = await carol.invoice(ETHER, net.chain.timestamp() + 3600)
-            h = invoice.payment_hash
-            route = route_over(net, nodes, channels, ETHER)
-            (fee,) = route.fees
-            died = asyncio.Event()
-            alice.on_kill = lambda node: died.set()
-            alice.faults.kill_at("nano-acked")
-            paying = asyncio.create_task(alice.multihop.pay_route(route, invoice, keys_of(net, [carol])))
-            await died.wait()
+            h, _, fee, paying = await paying_until_killed(net, nodes, channels, alice, "nano-acked")
             await stopped(paying)  # it died with her: her record tells how the payment ends
             await carol.wait_for(h, lambda r: r.claimed)
             await bob.wait_for(h, lambda r: bool(r.preimage))
