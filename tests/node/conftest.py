@@ -62,9 +62,15 @@ class Net:
                 nodes.append(await self.node(name, **kwargs).start())
             yield nodes
         finally:
+            # Every node is stopped; the first that fails at it fails the test (after the others).
+            failures = []
             for node in nodes:
-                with contextlib.suppress(Exception):
+                try:
                     await node.stop()
+                except Exception as exc:  # re-raised below, once all are stopped
+                    failures.append(exc)
+            if failures:
+                raise failures[0]
 
     def pair(self, deposit_alice: int = 10 * ETHER, deposit_bob: int = 5 * ETHER):
         """Context: alice and bob running, connected, with an open channel; yields (alice, bob, cid)."""
