@@ -157,6 +157,12 @@ class MSRecord(Sides):
     def state(self) -> ChannelState:
         return self.channel.state  # type: ignore[return-value]
 
+    @property
+    def my_cash(self) -> int:
+        """This party's cash in the latest channel state: what it can lock or send now."""
+        state = self.state
+        return state.cash_alice if self.role is Role.ALICE else state.cash_bob
+
     def nanocontract(self, nid: bytes) -> Signed:
         for signed in self.nanocontracts:
             if signed.state.nid == nid:  # type: ignore[union-attr]

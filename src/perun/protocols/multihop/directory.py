@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from perun import errors
 from perun.core.announce import MAX_ANNOUNCED, Announcement
-from perun.core.machine import Role, Stage
+from perun.core.machine import Stage
 from perun.core.msmachine import MSRecord
 from perun.core.route import MAX_HOPS, Direction, Graph, Policy
 from perun.wire import messages as m
@@ -59,10 +59,6 @@ class _Asked:
     done: asyncio.Future
     heard: dict[str, Announcement] = field(default_factory=dict)
     count: int = 0
-
-
-def _cash(rec: MSRecord) -> int:
-    return rec.state.cash_alice if rec.role is Role.ALICE else rec.state.cash_bob
 
 
 def merge(into: dict[str, Announcement], announcements: Iterable[Announcement]) -> None:
@@ -97,8 +93,8 @@ class Directory:
         """The direction of each channel of `open_channels` with cash, under these fees; at most
         MAX_ANNOUNCED, those with the most cash."""
         found = [Direction(rec.channel_id, self.ctx.address, rec.peer,
-                           Policy(base_fee, fee_ppm, rec.params.delta, _cash(rec)), rec.params.token)
-                 for rec in self.open_channels() if _cash(rec)]
+                           Policy(base_fee, fee_ppm, rec.params.delta, rec.my_cash), rec.params.token)
+                 for rec in self.open_channels() if rec.my_cash]
         found.sort(key=lambda d: (-d.policy.capacity, d.channel))
         return found[:MAX_ANNOUNCED]
 

@@ -98,8 +98,7 @@ class Locks(AppHooks):
             raise errors.ChannelRefused("this node forwards no payments")
         payload = peeled.payload
         out = self.multihop.outgoing_channel(payload.next_hop, payload.amount)  # type: ignore[arg-type]
-        cash = out.state.cash_alice if int(out.role) == htlc.ALICE else out.state.cash_bob
-        mh.check_forwarding(held, Policy(policy.base_fee, policy.fee_ppm, out.params.delta, cash), delta_in,
+        mh.check_forwarding(held, Policy(policy.base_fee, policy.fee_ppm, out.params.delta, out.my_cash), delta_in,
                             margin, amount_in, lock.timeout, payload)
         return HopRecord(lock.hashlock, Part.FORWARDER, incoming,
                          Leg(out.channel_id, b"", payload.amount, payload.timeout), payload.next_hop,

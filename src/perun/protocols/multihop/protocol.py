@@ -227,8 +227,7 @@ class Multihop(Protocol):
     def outgoing_channel(self, peer: str, amount: int) -> MSRecord:
         """An open multistate channel with `peer` in which this node's cash covers `amount`."""
         for rec in self.ms.with_peer(checksum(peer)):
-            cash = rec.state.cash_alice if int(rec.role) == htlc.ALICE else rec.state.cash_bob
-            if rec.stage is Stage.OPEN and cash >= amount:
+            if rec.stage is Stage.OPEN and rec.my_cash >= amount:
                 return rec
         raise errors.RouteCapacityExceeded(f"no open channel with {peer} can lock {ether(amount)} ETH")
 

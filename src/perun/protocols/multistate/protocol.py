@@ -445,7 +445,7 @@ class Multistate(ChannelProtocol):
         tower, key, cid, role = conn.peer, self.ctx.key, rec.channel_id, int(rec.role)
         state = rec.state
         if self.towers.offer(tower, cid, state.version):
-            reward = min(self.towers.reward, state.cash_alice if rec.role is Role.ALICE else state.cash_bob)
+            reward = min(self.towers.reward, rec.my_cash)
             authorisation = sign_authorisation(self.domain, Monitoring.of(self.domain, state, tower, reward), key)
             conn.send(m.MonitorChannel.of(rec.params, state, wire.by_peer(rec, rec.channel), reward, authorisation))
         listed = {f.nid for f in state.nanocontracts}
