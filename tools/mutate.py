@@ -39,7 +39,7 @@ from perun.chain.compile import SETTINGS, solc_binary  # noqa: E402
 # Each contract source: the artifacts built from it, and the test files that are its own.
 TARGETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "contracts/PaymentContract.sol": (("PaymentContract",),
-                                      ("test_payment_contract", "test_properties", "test_payouts")),
+                                      ("test_payment_contract", "test_properties", "test_payouts", "test_watchtowers")),
     "contracts/MSContract.sol": (("MSContract",), ("test_ms_contract", "test_ms_properties", "test_watchtowers")),
     "contracts/Channels.sol": (("PaymentContract", "MSContract"),
                                ("test_payment_contract", "test_payouts", "test_ms_contract")),

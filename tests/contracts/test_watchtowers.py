@@ -490,7 +490,8 @@ def test_register_for_replaces_a_stale_registration_in_an_open_channel_until_its
 
 
 @pytest.mark.parametrize("case", ["wrong_tower", "wrong_nid", "wrong_version", "wrong_state", "not_a_party",
-                                  "reward_too_large", "state_signed_by_the_payer", "after_the_deadline"])
+                                  "reward_too_large", "alices_reward_too_large", "state_signed_by_the_payer",
+                                  "after_the_deadline"])
 def test_register_for_must_be_exactly_what_was_authorised(any_ms_world: MSWorld, case: str) -> None:
     w = any_ms_world
     tower = tower_of(w)
@@ -520,6 +521,10 @@ def test_register_for_must_be_exactly_what_was_authorised(any_ms_world: MSWorld,
     elif case == "reward_too_large":  # more than Bob holds in the game: 2 ETH released
         m, m_sig = monitoring(w, won, w.bob, tower, reward=2 * ETHER + 1)
         expected = errors.WatchtowersRewardTooLarge, {"reward": 2 * ETHER + 1, "limit": 2 * ETHER}
+    elif case == "alices_reward_too_large":  # Alice holds nothing in the won game: her own amounts bound it
+        m, m_sig = monitoring(w, won, w.alice, tower, reward=1)
+        sig = ms_sign(w, won, w.bob)
+        expected = errors.WatchtowersRewardTooLarge, {"reward": 1, "limit": 0}
     elif case == "state_signed_by_the_payer":
         sig = ms_sign(w, won, w.bob)
         expected = errors.ChannelsInvalidSignature, {"expectedSigner": w.alice.address, "recovered": w.bob.address}
