@@ -266,3 +266,16 @@ steps:
     assert "route alice → bob → carol: locks 1 ETH for 1 ETH to carol; fees bob 0 ETH" in notes
     assert [(m.sender, m.type) for m in rec.messages if m.type in ("LockOnion", "NanocontractCreate", "Error")] == [
         ("alice", "LockOnion"), ("alice", "NanocontractCreate"), ("bob", "Error")]
+
+
+def test_a_final_state_by_hand_closes_an_open_channel_and_owed_reads_the_contract(tmp_path: Path) -> None:
+    # In Open any version closes at once; the running nodes read the payout they never signed.
+    rec, lines = play(tmp_path, "  - pay: {from: alice, amount: 1eth}\n"
+                                "  - cooperative_close: {by: bob, version: 7}\n"
+                                "  - expect:\n      events: [Initialising, Initialised, {CooperativelyClosed: {version: 7}}]\n"
+                                "      payout: [9eth, 6eth]\n      stages: {alice: closed, bob: closed}\n"
+                                "      owed: {alice: 1eth}\n")
+    assert [t.function for t in rec.transactions][-1] == "cooperativeClose"
+    assert [v.passed for v in rec.verdicts] == [True, True, True, True, False]
+    assert (rec.verdicts[-1].expected, rec.verdicts[-1].found) == ("1 ETH", "0 ETH")
+    assert "   3. bob closes ab cooperatively with a final state at version 7, by hand  (line 8)" in lines

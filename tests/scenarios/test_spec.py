@@ -659,3 +659,38 @@ def test_a_wrong_multihop_step_names_its_line_field_and_expectation(tmp_path: Pa
 def test_a_wrong_multihop_file_names_its_line(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path, text)
     refused(path, message)
+
+
+# ------------------------------------------------------------------------------- by hand: final states, confirm, payouts
+
+ERC20_HEAD = HEAD.replace("deposits: [10eth, 5eth]}", "deposits: [600, 100], token: erc20}")
+
+
+def test_final_states_confirmations_deny_lists_and_withdrawals_by_hand(tmp_path: Path) -> None:
+    path = write(tmp_path, ERC20_HEAD + "  - confirm: {by: bob}\n  - cooperative_close: {by: alice, version: 4}\n"
+                                        "  - deny: bob\n  - allow: bob\n  - withdraw: {by: bob}\n"
+                                        "  - withdraw: {by: bob, to: alice}\n  - expect: {owed: {bob: 350, alice: 0}}\n"
+                                        "  - wait: {deadline: ab, offset: 1, next: true}\n")
+    confirm, final, deny, allow, withdraw, elsewhere, expect, wait = load(path).steps
+    assert (confirm.action, confirm.args) == ("confirm", {"channel": "ab", "by": "bob"})
+    assert final.args == {"channel": "ab", "by": "alice", "version": 4}
+    assert (deny.args, allow.args) == ({"party": "bob"}, {"party": "bob"})
+    assert (withdraw.args, elsewhere.args) == ({"by": "bob"}, {"by": "bob", "to": "alice"})
+    assert expect.args == {"owed": {"bob": 350, "alice": 0}} and "channel" not in expect.args
+    assert wait.args == {"deadline": "ab", "offset": 1, "next": True}
+
+
+@pytest.mark.parametrize("head, steps, message", [
+    (HEAD, "  - deny: bob\n", ":6: step 1 (deny): deny is for the test token's deny list: the scenario needs an erc20"),
+    (HEAD, "  - confirm: {by: carol}\n", ":6: step 1 (confirm): by: expected a party: one of alice, bob"),
+    (HEAD, "  - cooperative_close: {by: alice, version: 0}\n",
+     ":6: step 1 (cooperative_close): version: expected an integer >= 1, got 0"),
+    (HEAD, "  - expect: {owed: {bob: -1}}\n", ":6: step 1 (expect): owed: expected an amount >= 0"),
+    (HEAD, "  - withdraw: {by: bob, to: mallory}\n", ":6: step 1 (withdraw): to: expected a party or a tower"),
+    (HEAD, "  - wait: {seconds: 5, next: true}\n", ":6: step 1 (wait): next goes with deadline, window, timeout or"),
+    (MS_HEAD.split("  - nano")[0], "  - cooperative_close: {by: alice, version: 2}\n",
+     ":6: step 1 (cooperative_close): version: a final state by hand is for payment channels, and ab is a multistate"),
+])
+def test_a_wrong_step_by_hand_names_its_line_field_and_expectation(tmp_path: Path, head: str, steps: str,
+                                                                    message: str) -> None:
+    refused(write(tmp_path, head + steps), message)

@@ -106,10 +106,13 @@ class Actions:
         await asyncio.gather(paying, return_exceptions=True)
         self.narrator.note(payer, "the payment stays unanswered")
 
-    async def cooperative_close(self, channel: str, by: str) -> None:
+    async def cooperative_close(self, channel: str, by: str, version: int | None = None) -> None:
         """Both sign a final state, which `by`'s node submits: open or closing, the channel is paid
-        out at once."""
+        out at once. With a version, both sign it by hand and `by` sends it (perun.scenario.bypass)."""
         cid, party = self.world.cid(channel), self.world.parties[by]
+        if version is not None:
+            self.bypass.cooperative_close(channel, by, version)
+            return
         if self.world.is_multistate(channel):
             paid = await party.multistate().cooperative_close(cid)
         else:

@@ -9,7 +9,8 @@ from typing import Any
 
 from perun import errors
 from perun.core.apps import virtualchannel as vc
-from perun.core.channel import PaymentState
+from perun.core.channel import ETH, PaymentState
+from perun.core.eip712 import sign_state
 from perun.core.monitoring import Monitoring, sign_authorisation
 from perun.core.multistate import ChannelState, Funding, NanocontractState
 from perun.scenario.spec import VirtualSpec
@@ -42,6 +43,35 @@ class Bypass:
             if not signature:
                 raise errors.InvalidSignature(f"{by} holds no signature of the other party on version {version}")
         self.world.contract.close(party.account, params, state, signature)
+
+    def cooperative_close(self, channel: str, by: str, version: int) -> None:
+        """A final state at `version`, with the balances of the latest state `by` holds signed by
+        both (the deposits if none), signed with both parties' keys and sent with `by`'s: what the
+        two sign by hand, whatever their nodes have signed or registered."""
+        cid, party = self.world.cid(channel), self.world.parties[by]
+        spec = self.world.scenario.channels[channel]
+        signed = [s.state for s in party.states(cid) if not s.state.is_final and s.sig_alice and s.sig_bob]
+        latest = max(signed, key=lambda state: state.version, default=None)
+        alice, bob = (latest.balance_alice, latest.balance_bob) if latest else spec.deposits
+        final = PaymentState(cid, version, alice, bob, is_final=True)
+        domain = self.world.contract.domain
+        sig_alice, sig_bob = (sign_state(domain, final, self.world.parties[p].account.key) for p in (spec.alice, spec.bob))
+        self.world.contract.cooperative_close(party.account, self.world.params[channel], final, sig_alice, sig_bob)
+
+    def withdraw(self, by: str, to: str) -> None:
+        """`by` withdraws its deferred payouts in the scenario's unit to `to`'s address: from the
+        contract that owes it some (PaymentContract if none does, which refuses)."""
+        token = ETH if self.world.token is None else self.world.token.address
+        member = self.world.member(by)
+        owing = [c for c in (self.world.contract, self.world.ms) if c is not None and c.owed(member.address, token)]
+        (owing or [self.world.contract])[0].withdraw(member.account, token, self.world.member(to).address)
+
+    def deny(self, name: str, denied: bool) -> None:
+        """The test token refuses transfers to `name` from now on (or accepts them again): a
+        recipient that cannot receive, like an address on a token's deny list."""
+        token = self.world.token
+        self.world.chain.transact(self.world.chain.dev_accounts[0],
+                                  token.functions.setBlocked(self.world.member(name).address, denied))
 
     def refute(self, channel: str, by: str, version: int, client: str, tower: str) -> None:
         """A refutation sent with `by`'s key: version `version` from `client`'s store, signed by the
@@ -110,8 +140,11 @@ class Bypass:
                               self.world.nids[f"{gamma.name}@{ledger}"], vc.SETTLE, z)
 
     def on_chain(self, action: str, channel: str, by: str) -> None:
-        """`finalize` or `refund` while the node is down: the key alone is enough on chain."""
+        """`finalize` or `refund` while the node is down, or `confirm`: the key alone is enough on
+        chain."""
         account, params = self.world.parties[by].account, self.world.params[channel]
+        if action == "confirm" and params.token != ETH:  # the deposit is pulled with transferFrom
+            self.world.contract_of(channel).approve(account, params.token, params.deposit_bob)
         if self.world.is_multistate(channel) and action == "finalize":  # with the registered state's nanocontracts
             closes = [e for e in self.world.events(channel) if e.name == "CloseRegistered"]
             fundings = tuple(_funding(f) for f in closes[-1].args["nanocontracts"]) if closes else ()

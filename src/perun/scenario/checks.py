@@ -12,7 +12,7 @@ from typing import Any
 from perun.chain.payment import Event
 from perun.core import multihop as mh
 from perun.core.apps import virtualchannel as vc
-from perun.core.channel import PaymentState
+from perun.core.channel import ETH, PaymentState
 from perun.core.machine import ChannelRecord
 from perun.core.msmachine import MSRecord
 from perun.core.mstower import MSWatched
@@ -71,6 +71,9 @@ class Checks:
             what = "the contracts hold" if self.world.ms else "the contract holds"
             checks.append(("held", f"what {what}, for all channels", self.world.amount(a["held"]),
                            self.world.amount(self.world.held())))
+        for name, amount in a.get("owed", {}).items():
+            checks.append(("owed", f"what the contracts owe {name} (deferred payouts)", self.world.amount(amount),
+                           self.world.amount(self._owed(name))))
         if "error_reply" in a:
             checks.append(self._error_reply(a["error_reply"]))
         for name, want in a.get("tower", {}).items():
@@ -80,6 +83,12 @@ class Checks:
         self._errors_checked = len(self.narrator.errors_seen)
         for key, what, expected, found in checks:
             self.narrator.checked(step.lines.get(key, step.line), what, expected, found)
+
+    def _owed(self, name: str) -> int:
+        """What PaymentContract and MSContract owe a party in the scenario's unit (`owed`)."""
+        token = ETH if self.world.token is None else self.world.token.address
+        address = self.world.member(name).address
+        return sum(c.owed(address, token) for c in (self.world.contract, self.world.ms) if c is not None)
 
     async def wait_towers(self, step: Step) -> None:
         """Before an `expect` with `tower: {T: {version: N}}` (or `nanocontracts: {NC: V}`): waits

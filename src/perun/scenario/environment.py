@@ -48,7 +48,9 @@ class Environment:
     # ------------------------------------------------------------------ time
 
     def wait(self, a: dict[str, Any]) -> None:
-        """Moves the chain's time by seconds or blocks, or to a deadline plus an offset."""
+        """Moves the chain's time by seconds or blocks, or to a deadline plus an offset: a block
+        at that time, or with `next` the next block's time (the next transaction is mined at
+        exactly it, on any chain; the embedded chain mines a block a second before)."""
         chain = self.world.chain
         if "seconds" in a:
             chain.advance_time(a["seconds"])
@@ -67,7 +69,7 @@ class Environment:
             if target <= now:
                 raise errors.WrongStage(f"the chain's time {now} is already past {target}")
             chain.set_next_block_timestamp(target)
-            if chain.timestamp() != target:
+            if chain.timestamp() != target and not a.get("next", False):
                 chain.mine()
         self.narrator.note(None, f"chain time {chain.timestamp()}, block {chain.block_number()}")
 

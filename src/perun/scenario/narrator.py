@@ -370,10 +370,20 @@ def describe(step: Step, world: World) -> str:
         case "submit":
             ledger = gamma.ledgers[gamma.ends.index(a["by"])]
             return f"{a['by']} submits version {a['version']} of {gamma.name} on its half in {ledger}, by hand"
+        case "cooperative_close" if "version" in a:
+            return f"{a['by']} closes {a['channel']} cooperatively with a final state at version {a['version']}, by hand"
         case "cooperative_close":
             return f"{a['by']} closes {a['channel']} cooperatively"
         case "finalize" | "refund":
             return f"{a['by']} {step.action}s {a['channel']}"
+        case "confirm":
+            return f"{a['by']} confirms {a['channel']}, by hand"
+        case "deny":
+            return f"the test token refuses transfers to {a['party']} from now on"
+        case "allow":
+            return f"the test token accepts transfers to {a['party']} again"
+        case "withdraw":
+            return f"{a['by']} withdraws its deferred payouts to {a.get('to', a['by'])}"
         case "crash":
             return f"{a['party']} will crash at {a['at']}" if "at" in a else f"{a['party']} crashes"
         case "offline":
@@ -391,6 +401,9 @@ def describe(step: Step, world: World) -> str:
         case "forge":
             signer = f", signed by {a['signer']}" if "signer" in a else ", with the old signature"
             return f"a forged Update from {a['from']} moves {amount} more on {a['channel']}{signer}"
+        case "wait" if a.get("next"):  # the same target, as the next block's time
+            plain = replace(step, args={k: v for k, v in a.items() if k != "next"})
+            return describe(plain, world).replace("time moves to", "the next block is at", 1)
         case "wait":
             if "validity" in a:
                 return f"time moves to {a['validity']}'s validity {a.get('offset', 0):+d} s"

@@ -152,7 +152,7 @@ class Run:
             case "pay":
                 await act.pay(a["channel"], a["from"], a["amount"], a.get("send", True), a.get("answer", True))
             case "cooperative_close":
-                await act.cooperative_close(a["channel"], a["by"])
+                await act.cooperative_close(a["channel"], a["by"], a.get("version"))
             case "close" if gamma:
                 await act.close_virtual(gamma, a["by"], a.get("timeout"))
             case "close":
@@ -163,6 +163,12 @@ class Run:
                 self.bypass.submit(gamma, a["by"], a["version"])  # type: ignore[arg-type]
             case "finalize" | "refund":
                 await act.on_chain(step.action, a["channel"], a["by"])
+            case "confirm":  # Bob's node confirms by itself: this is by hand
+                self.bypass.on_chain("confirm", a["channel"], a["by"])
+            case "deny" | "allow":
+                self.bypass.deny(a["party"], step.action == "deny")
+            case "withdraw":
+                self.bypass.withdraw(a["by"], a.get("to", a["by"]))
             case "nanocontract":
                 await act.create(self.scenario.nanocontracts[a["name"]])
             case "call":

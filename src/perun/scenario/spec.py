@@ -315,6 +315,13 @@ def _party_amounts(value: Any, scenario: Scenario) -> dict[str, int]:
     return {_member(k, scenario): _change(v, scenario) for k, v in value.items()}
 
 
+def _owed(value: Any, scenario: Scenario) -> dict[str, int]:
+    """{bob: 300, alice: 0}: the deferred payouts the contracts hold for parties (or towers)."""
+    if not isinstance(value, dict) or not value:
+        raise _Bad("a mapping of party (or tower) to amount, e.g. {bob: 300}")
+    return {_member(k, scenario): _amount(v) for k, v in value.items()}
+
+
 def _party_stages(value: Any, scenario: Scenario) -> dict[str, str]:
     if not isinstance(value, dict) or not value:
         raise _Bad("a mapping of party to stage, e.g. {alice: closed, bob: closed}")
@@ -658,7 +665,7 @@ ACTIONS: dict[str, tuple[Fields, str | None]] = {
     "open": ({**ANY_CHANNEL, "confirm": (_bool, False)}, "channel"),
     "pay": ({**ANY_CHANNEL, "from": (_party, True), "amount": (_amount, True), "send": (_bool, False),
              "answer": (_bool, False)}, None),
-    "cooperative_close": ({"channel": (_closable, False), "by": (_party, True)}, None),
+    "cooperative_close": ({"channel": (_closable, False), "by": (_party, True), "version": (_int(1), False)}, None),
     "close": ({**ANY_CHANNEL, "by": (_party, True), "version": (_version, False),
                "timeout": (_positive_seconds, False)}, None),
     "finalize": ({**CHANNEL, "by": (_party, True)}, None),
@@ -675,12 +682,13 @@ ACTIONS: dict[str, tuple[Fields, str | None]] = {
     "forge": ({**CHANNEL, "from": (_party, True), "amount": (_amount, True), "signer": (_party, False)}, None),
     "wait": ({"seconds": (_int(1), False), "blocks": (_int(1), False), "deadline": (_channel, False),
               "window": (_nanocontract, False), "timeout": (_nanocontract, False),
-              "validity": (_virtual, False), "offset": (_int(-10**9), False)}, None),
+              "validity": (_virtual, False), "offset": (_int(-10**9), False), "next": (_bool, False)}, None),
     "expect": ({**ANY_CHANNEL, "payout": (_payout, False), "wallets": (_party_amounts, False),
                 "events": (_events, False), "stages": (_party_stages, False),
                 "state": (_state, False), "error_reply": (_error_reply, False),
                 "held": (_amount, False), "nanocontract": (_nanocontract_checks, False),
-                "halves": (_halves, False), "tower": (_tower_checks, False), "payment": (_payment, False)}, None),
+                "halves": (_halves, False), "tower": (_tower_checks, False), "payment": (_payment, False),
+                "owed": (_owed, False)}, None),
     # Multistate channels: nanocontracts are named by the step that creates them.
     "nanocontract": ({**CHANNEL, "by": (_party, True), "name": (_new_name, True), "app": (_choice(*APP_FIELDS), True),
                       "amount": (_amount, False), "preimage": (_preimage, False), "timeout": (_int(1), False),
@@ -703,11 +711,17 @@ ACTIONS: dict[str, tuple[Fields, str | None]] = {
                 None),
     "pay_invoice": ({"from": (_party, True), "invoice": (_invoice, True), "route": (_route, True),
                      "timeout": (_positive_seconds, False)}, None),
+    # Opening and payouts by hand (docs/protocol.md §6, 7 and 10): Bob's confirmation with his key,
+    # the test token's deny list, a deferred payout withdrawn.
+    "confirm": ({**CHANNEL, "by": (_party, True)}, None),
+    "deny": ({"party": (_member, True)}, "party"),
+    "allow": ({"party": (_member, True)}, "party"),
+    "withdraw": ({"by": (_member, True), "to": (_member, False)}, None),
 }
 WAIT_FORMS = ("seconds", "blocks", "deadline", "window", "timeout", "validity")
 OFFSET_FORMS = ("deadline", "window", "timeout", "validity")
 EXPECT_CHECKS = ("payout", "wallets", "events", "stages", "state", "error_reply", "held", "nanocontract", "halves",
-                 "tower", "payment")
+                 "tower", "payment", "owed")
 CHANNEL_CHECKS = ("payout", "events", "stages", "state", "halves", "tower")  # an expect with one of these names a channel
 
 
@@ -979,8 +993,9 @@ class _Loader:
             return
         if action == "wait" and len(set(WAIT_FORMS) & set(args)) != 1:
             raise self.fail(node, f"{where}: expected exactly one of {', '.join(WAIT_FORMS)}")
-        if action == "wait" and "offset" in args and not set(OFFSET_FORMS) & set(args):
-            raise self.fail(node, f"{where}: offset goes with deadline, window, timeout or validity")
+        if action == "wait" and {"offset", "next"} & set(args) and not set(OFFSET_FORMS) & set(args):
+            key = "offset" if "offset" in args else "next"
+            raise self.fail(node, f"{where}: {key} goes with deadline, window, timeout or validity")
         if action == "pay" and args.get("send") is False and args.get("answer") is False:
             raise self.fail(node, f"{where}: send: false and answer: false exclude each other (an Update "
                                   "never sent is never answered)")
@@ -992,6 +1007,9 @@ class _Loader:
             if args["at"] not in points:
                 raise self.fail(fields["at"], f"{where}: at: {args['party']} is a {'tower' if tower else 'party'}, "
                                               f"whose crash points are {', '.join(points)}; got {args['at']!r}")
+        if action in ("deny", "allow") and not any(c.token == "erc20" for c in scenario.channels.values()):
+            raise self.fail(node, f"{where}: {action} is for the test token's deny list: the scenario needs an erc20 "
+                                  "channel")
         if action == "refute":
             self.check_refute(args, node, where, scenario, fields)
         if "nanocontract" in args and action != "expect":  # a nanocontract's steps are on its channel
@@ -1028,8 +1046,11 @@ class _Loader:
         if action == "expect" and "nanocontracts" in args.get("state", {}) and channel.kind != "multistate":
             raise self.fail(fields["state"], f"{where}: state: nanocontracts goes with a multistate channel, and "
                                              f"{channel.name} is a payment channel")
-        if action in ("pay", "forge", "cooperative_close", "close", "finalize", "refund", "nanocontract", "call",
-                      "absorb", "register", "execute", "enforce"):
+        if action == "cooperative_close" and "version" in args and channel and channel.kind == "multistate":
+            raise self.fail(fields["version"], f"{where}: version: a final state by hand is for payment channels, and "
+                                               f"{channel.name} is a multistate channel")
+        if action in ("pay", "forge", "cooperative_close", "close", "finalize", "refund", "confirm", "nanocontract",
+                      "call", "absorb", "register", "execute", "enforce"):
             party = args.get("from", args.get("by"))
             if party not in (channel.alice, channel.bob):
                 raise self.fail(node, f"{where}: {party} is not a party of channel {channel.name}")
