@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from perun import errors
 from perun.scenario import record as r
 from perun.scenario.party import TowerParty
-from perun.scenario.runner import run
+from perun.scenario.runner import _is_a, run
 
 HEAD = """title: t
 parties: {alice: {}, bob: {}}
@@ -279,3 +280,11 @@ def test_a_final_state_by_hand_closes_an_open_channel_and_owed_reads_the_contrac
     assert [v.passed for v in rec.verdicts] == [True, True, True, True, False]
     assert (rec.verdicts[-1].expected, rec.verdicts[-1].found) == ("1 ETH", "0 ETH")
     assert "   3. bob closes ab cooperatively with a final state at version 7, by hand  (line 8)" in lines
+
+
+def test_fails_names_a_contract_error_by_its_class_or_by_its_solidity_name() -> None:
+    token = errors.ContractRejected({"to": "bob"}, name="TestTokenRecipientBlocked")  # no class of its own
+    assert _is_a(token, "TestTokenRecipientBlocked") and _is_a(token, "ContractRejected")
+    assert not _is_a(token, "ChannelsWrongPhase")
+    stale = errors.CONTRACT_ERRORS["ChannelsStaleVersion"]({"registered": 3, "submitted": 2})
+    assert _is_a(stale, "ChannelsStaleVersion") and _is_a(stale, "StaleVersion") and not _is_a(stale, "WrongPhase")

@@ -236,6 +236,8 @@ class Run:
 def _is_a(exc: BaseException, name: str) -> bool:
     if isinstance(exc, errors.PeerRejected) and getattr(exc.code, "name", None) == name:
         return True
+    if isinstance(exc, errors.ContractRejected) and exc.name == name:  # a token's error, which has no class
+        return True
     return any(cls.__name__ == name for cls in type(exc).__mro__)
 
 
