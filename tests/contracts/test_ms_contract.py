@@ -535,6 +535,21 @@ def test_a_claim_works_until_the_timeout(any_ms_world: MSWorld, offset: int) -> 
     assert (event.args["by"], event.args["releasedAlice"], event.args["releasedBob"]) == (w.alice.address, ETHER, 0)
 
 
+def test_an_execution_adds_to_what_each_party_already_has_released(any_ms_world: MSWorld) -> None:
+    """The app sees the registered amounts as they are: a version that released half of Bob's lock
+    to Alice already, claimed, gives her the whole lock (and nothing of Bob's own)."""
+    w = any_ms_world
+    t = pending_time(w) + 5
+    params, s1, nano = with_htlc(w, timeout=t + 2 * DELTA, sender=BOB)
+    half = replace(nano, version=2, blocked_bob=ETHER // 2, released_alice=ETHER // 2)
+    window_end = registered_at(w, params, half, w.alice, t)
+    at(w, window_end + 1)
+    event = w.contract.execute(w.alice, params, nano.nid, CLAIM, PREIMAGE).event("NanocontractExecuted")
+    assert (event.args["releasedAlice"], event.args["releasedBob"]) == (ETHER, 0)
+    stored = w.contract.nanocontract(nano.channel_id, nano.nid)
+    assert (stored.blocked_alice, stored.blocked_bob, stored.released_alice, stored.released_bob) == (0, 0, ETHER, 0)
+
+
 @pytest.mark.parametrize("offset", [0, 1])
 def test_a_reclaim_works_only_after_the_timeout(any_ms_world: MSWorld, offset: int) -> None:
     w = any_ms_world

@@ -70,8 +70,9 @@ def test_create_by_anyone_but_alice_is_rejected(any_world: World) -> None:
 def test_create_with_invalid_parties_is_rejected(any_world: World, bob: str) -> None:
     w = any_world
     bob_address = w.alice.address if bob == "alice" else ETH
-    with pytest.raises(errors.ChannelsInvalidParties):
+    with pytest.raises(errors.ChannelsInvalidParties) as exc:
         create_raw(w, raw_params(w, bob=bob_address), ETHER)
+    assert exc.value.fields == {"alice": w.alice.address, "bob": bob_address}
 
 
 @pytest.mark.parametrize("delta", [0, MAX_DELTA + 1])
