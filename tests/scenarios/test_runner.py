@@ -288,3 +288,36 @@ def test_fails_names_a_contract_error_by_its_class_or_by_its_solidity_name() -> 
     assert not _is_a(token, "ChannelsWrongPhase")
     stale = errors.CONTRACT_ERRORS["ChannelsStaleVersion"]({"registered": 3, "submitted": 2})
     assert _is_a(stale, "ChannelsStaleVersion") and _is_a(stale, "StaleVersion") and not _is_a(stale, "WrongPhase")
+
+
+def test_a_virtual_channel_opening_cut_by_a_crash_goes_on_under_its_name(tmp_path: Path) -> None:
+    """Ingrid dies with ν_b stored and unsent: the step is cut short, but Alice's stored half names
+    γ, so the file names it once Ingrid's restart completes the opening; its fee paid to her."""
+    path = tmp_path / "v.yaml"
+    path.write_text("""title: t
+parties: {alice: {}, ingrid: {hub: {fee: 0.01eth}}, bob: {}}
+channels:
+  ai: {kind: multistate, alice: alice, bob: ingrid, deposits: [10eth, 10eth]}
+  ib: {kind: multistate, alice: ingrid, bob: bob, deposits: [10eth, 10eth]}
+virtual:
+  g: {alice: alice, ingrid: ingrid, bob: bob, ledgers: [ai, ib], deposits: [3eth, 1eth], validity: 3600, window: 1200,
+      fee: 0.01eth}
+steps:
+  - open: ai
+  - open: ib
+  - crash: {party: ingrid, at: nano-proposed}
+  - open: g
+  - restart: ingrid
+  - pay: {channel: g, from: alice, amount: 1eth}
+  - expect:
+      channel: g
+      state: {party: bob, version: 1, balances: [2eth, 2eth]}
+  - expect: {channel: ai, state: {party: ingrid, balances: [6.99eth, 9.01eth]}}
+""")
+    lines: list[str] = []
+    [rec] = run([path], out=lines.append)
+    assert rec.passed, lines
+    assert "      → interrupted by the crash" in lines
+    assert rec.channels["g"].id.startswith("0x")
+    assert [m.summary for m in rec.messages if m.type == "NanocontractCreate" and m.sender == "ingrid"] == [
+        "ib v1: creates g@ib (VirtualChannel), blocking 3 ETH / 1 ETH"]  # sent once: after the restart

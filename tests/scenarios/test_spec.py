@@ -44,6 +44,10 @@ def refused(path: Path, message: str) -> None:
     ("  - expect: {channel: ab}\n", ":6: step 1 (expect): expected at least one of payout"),
     ("  - expect: {wallets: {alice: lots}}\n", ":6: step 1 (expect): wallets: expected an amount such as 1eth"),
     ("  - expect: {error_reply: {from: bob, code: RUDE}}\n", ":6: step 1 (expect): error_reply: expected an error code"),
+    ("  - expect: {error_reply: [{from: bob, code: CONFLICT}, {from: bob}]}\n",
+     ":6: step 1 (expect): error_reply: expected {from: P, code: CODE}, or a list of these"),
+    ("  - expect: {error_reply: [{from: bob, code: CONFLICT}, {from: carol, code: CONFLICT}]}\n",
+     ":6: step 1 (expect): error_reply: expected a party or a tower"),
     ("  - open: ab\n    fails: 42\n", ":7: step 1 (open): fails: expected an error name such as StaleVersion"),
 ])
 def test_a_wrong_step_names_its_line_field_and_expectation(tmp_path: Path, steps: str, message: str) -> None:
@@ -327,8 +331,6 @@ def virtual_file(gamma: str = GAMMA, parties: str = V_PARTIES) -> str:
 
 
 @pytest.mark.parametrize("text, message", [
-    (virtual_file(GAMMA + ", fee: 1"), ":8: virtual channel g: unknown field 'fee': expected alice, ingrid, bob, "
-                                       "ledgers, deposits, validity, window"),
     (virtual_file(GAMMA.replace(", window: 1200", "")), ":8: virtual channel g: missing field 'window'"),
     (virtual_file(GAMMA.replace("bob: bob", "bob: dave")), ":8: virtual channel g: bob: expected a party: one of "
                                                            "alice, ingrid, bob, carol, got 'dave'"),
@@ -351,8 +353,14 @@ def virtual_file(gamma: str = GAMMA, parties: str = V_PARTIES) -> str:
      ":8: virtual channel g: validity: validity + 3 windows must be within 365 days"),
     (virtual_file().replace("  g: {", "  ai: {"), ":8: virtual channel ai: expected a name that no channel has"),
     (virtual_file().replace("  g: {", "  'g@ai': {"), ":8: virtual channel g@ai: expected a name of letters, digits"),
-    (virtual_file(parties="parties: {alice: {}, ingrid: {hub: {fee: 1}}, bob: {}, carol: {}}\n"),
-     ":2: party ingrid: hub: unknown field 'fee': expected fast_close, capacity, max_channels"),
+    (virtual_file(parties="parties: {alice: {}, ingrid: {hub: {tip: 1}}, bob: {}, carol: {}}\n"),
+     ":2: party ingrid: hub: unknown field 'tip': expected fast_close, capacity, max_channels, fee"),
+    (virtual_file(parties="parties: {alice: {}, ingrid: {hub: {fee: 0.5}}, bob: {}, carol: {}}\n"),
+     ":2: party ingrid: hub: fee: expected an amount such as 1eth"),
+    (virtual_file(GAMMA + ", fee: -1"), ":8: virtual channel g: fee: expected an amount >= 0, got -1"),
+    (virtual_file(GAMMA + ", tip: 1"),
+     ":8: virtual channel g: unknown field 'tip': expected alice, ingrid, bob, ledgers, deposits, validity, window, "
+     "fee"),
     (virtual_file(parties="parties: {alice: {}, ingrid: {hub: {fast_close: no thanks}}, bob: {}, carol: {}}\n"),
      ":2: party ingrid: hub: fast_close: expected true or false, got 'no thanks'"),
     (virtual_file(parties="parties: {alice: {}, ingrid: {hub: true}, bob: {}, carol: {}}\n"),
@@ -694,3 +702,18 @@ def test_final_states_confirmations_deny_lists_and_withdrawals_by_hand(tmp_path:
 def test_a_wrong_step_by_hand_names_its_line_field_and_expectation(tmp_path: Path, head: str, steps: str,
                                                                     message: str) -> None:
     refused(write(tmp_path, head + steps), message)
+
+
+def test_ingrids_fee_a_virtual_channel_pays_it_and_refusals_passed_on(tmp_path: Path) -> None:
+    """hub's fee and a virtual channel's; error_reply as a list, for a refusal passed on through
+    several parties, and a single one as a list of one."""
+    parties = "parties: {alice: {}, ingrid: {hub: {fee: 0.01eth}}, bob: {}, carol: {}}\n"
+    scenario = load(write(tmp_path, f"title: t\n{parties}{V_CHANNELS}virtual:\n  g: {{{GAMMA}, fee: 0.005eth}}\n"
+                          "steps:\n  - open: g\n  - expect: {error_reply: [{from: bob, code: BALANCE_DECREASED}, "
+                          "{from: ingrid, code: CHANNEL_REFUSED}]}\n"
+                          "  - expect: {error_reply: {from: ingrid, code: CONFLICT}}\n"))
+    assert scenario.parties["ingrid"].hub.fee == 10**16 and scenario.virtual["g"].fee == 5 * 10**15
+    both, one = (step.args["error_reply"] for step in scenario.steps[-2:])
+    assert both == ({"from": "bob", "code": "BALANCE_DECREASED"}, {"from": "ingrid", "code": "CHANNEL_REFUSED"})
+    assert one == ({"from": "ingrid", "code": "CONFLICT"},)
+    assert load(write(tmp_path, virtual_file())).virtual["g"].fee == 0

@@ -15,6 +15,7 @@ from perun import errors
 from perun.core.apps import ALICE, BOB, AppState, app_named
 from perun.core.apps import hashtimelock as htlc
 from perun.core.apps import tictactoe as ttt
+from perun.core.apps import virtualchannel as vc
 from perun.core.channel import ETH
 from perun.core.machine import Stage
 from perun.core.msmachine import MSRecord
@@ -217,15 +218,38 @@ class Actions:
             world.nids[name] = _next_nid(world.parties[proposer].record(world.cids[ledger]))  # type: ignore[arg-type]
         validity = world.chain.timestamp() + gamma.validity
         try:
-            gid = await alice.virtual().open(ledger_a, bob.address, ledger_b, *gamma.deposits, validity, gamma.window)
-        finally:  # a refused opening leaves no half to name
+            gid = await alice.virtual().open(ledger_a, bob.address, ledger_b, *gamma.deposits, validity, gamma.window,
+                                             gamma.fee)
+        except asyncio.CancelledError:  # a node died mid-opening: γ may open once it is back
+            if not self._opening_cut(gamma, validity):
+                for name in names:
+                    del world.nids[name]
+            raise
+        except BaseException:  # a refused opening leaves no half to name
             for name in names:
                 del world.nids[name]
+            raise
         world.gids[gamma.name], world.validity[gamma.name] = gid, validity
         for half in world.parties[gamma.ingrid].virtual_record(gid).halves:  # type: ignore[union-attr]
             world.nids[names[half.side]] = half.nid
         self.narrator.opened(gamma.name, gid)
         self.narrator.note(None, f"{gamma.name} is 0x{gid.hex()[:12]}…, valid until chain time {validity}")
+
+    def _opening_cut(self, gamma: VirtualSpec, validity: int) -> bool:
+        """After a crash cut `open` short: True if Alice's node had stored its proposal of her
+        half, which names γ. Her node repeats it on reconnection, and the opening completes once
+        the node that died is back (docs/protocol.md §11.2), so the file may go on naming γ."""
+        ledger = self.world.cid(gamma.ledgers[0])
+        nid = self.world.nids[f"{gamma.name}@{gamma.ledgers[0]}"]
+        rec = self.world.parties[gamma.alice].record(ledger)
+        half = next((p.nanocontract for p in getattr(rec, "pending", ())
+                     if p.nanocontract is not None and p.nanocontract.nid == nid), None)
+        if half is None:
+            return False
+        gid = vc.decode(half.storage).id
+        self.world.gids[gamma.name], self.world.validity[gamma.name] = gid, validity
+        self.narrator.opened(gamma.name, gid)
+        return True
 
     async def close_virtual(self, gamma: VirtualSpec, by: str, timeout: float | None) -> None:
         paid = await self.world.parties[by].virtual().close(self.world.cid(gamma.name), timeout)

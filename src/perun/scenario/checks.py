@@ -74,8 +74,7 @@ class Checks:
         for name, amount in a.get("owed", {}).items():
             checks.append(("owed", f"what the contracts owe {name} (deferred payouts)", self.world.amount(amount),
                            self.world.amount(self._owed(name))))
-        if "error_reply" in a:
-            checks.append(self._error_reply(a["error_reply"]))
+        checks += [self._error_reply(want) for want in a.get("error_reply", ())]
         for name, want in a.get("tower", {}).items():
             checks += self._tower(name, channel, want)
         if "payment" in a:

@@ -92,6 +92,7 @@ class VirtualSpec:
     deposits: tuple[int, int]  # what alice and bob block (Ingrid blocks the same, on the other side)
     validity: int  # seconds after the latest block's time when `open` runs
     window: int  # the ends' submission window after validity, in seconds
+    fee: int = 0  # what Alice pays Ingrid for it, in the channel state that funds her half
 
     @property
     def ends(self) -> tuple[str, str]:
@@ -412,13 +413,17 @@ def _ledgers(value: Any, scenario: Scenario) -> tuple[str, str]:
     return _channel(value[0], scenario), _channel(value[1], scenario)
 
 
-def _error_reply(value: Any, scenario: Scenario) -> dict[str, str]:
-    """{from: bob, code: STALE_VERSION}: the party refused a message with that code."""
-    if not isinstance(value, dict) or set(value) != {"from", "code"}:
-        raise _Bad("{from: P, code: CODE}")
-    if value["code"] not in ErrorCode.__members__:
-        raise _Bad(f"an error code: one of {', '.join(ErrorCode.__members__)}")
-    return {"from": _member(value["from"], scenario), "code": value["code"]}
+def _error_reply(value: Any, scenario: Scenario) -> tuple[dict[str, str], ...]:
+    """{from: bob, code: STALE_VERSION}: the party refused a message with that code; or a list of
+    these, for a refusal that passes through several parties."""
+    result = []
+    for item in value if isinstance(value, list) and value else [value]:
+        if not isinstance(item, dict) or set(item) != {"from", "code"}:
+            raise _Bad("{from: P, code: CODE}, or a list of these")
+        if item["code"] not in ErrorCode.__members__:
+            raise _Bad(f"an error code: one of {', '.join(ErrorCode.__members__)}")
+        result.append({"from": _member(item["from"], scenario), "code": item["code"]})
+    return tuple(result)
 
 
 TOWER_CHECKS = ("version", "stage", "refuted", "reward_paid", "nanocontracts")
@@ -857,11 +862,14 @@ class _Loader:
                                            towers, reward, forward, response_timeout)
 
     def hub(self, node: yaml.Node, scenario: Scenario, where: str) -> HubPolicy:
-        """{fast_close: false, capacity: 10eth, max_channels: 2}, each optional: Ingrid's policy."""
+        """{fast_close: false, capacity: 10eth, max_channels: 2, fee: 0.01eth}, each optional: Ingrid's
+        policy."""
         fields = self.mapping(node, where)
-        for key in set(fields) - {"fast_close", "capacity", "max_channels"}:
-            raise self.fail(fields[key], f"{where}: unknown field {key!r}: expected fast_close, capacity, max_channels")
-        return HubPolicy(capacity=self.field(fields, "capacity", _amount, scenario, where),
+        for key in set(fields) - {"fast_close", "capacity", "max_channels", "fee"}:
+            raise self.fail(fields[key], f"{where}: unknown field {key!r}: expected fast_close, capacity, max_channels, "
+                                         "fee")
+        return HubPolicy(fee=self.field(fields, "fee", _amount, scenario, where, 0),
+                         capacity=self.field(fields, "capacity", _amount, scenario, where),
                          max_channels=self.field(fields, "max_channels", _int(1), scenario, where),
                          fast_close=self.field(fields, "fast_close", _bool, scenario, where, True))
 
@@ -898,8 +906,8 @@ class _Loader:
             if name in scenario.channels:
                 raise self.fail(value, f"{where}: expected a name that no channel has")
             fields = self.mapping(value, where)
-            for key in set(fields) - set(keys):
-                raise self.fail(fields[key], f"{where}: unknown field {key!r}: expected {', '.join(keys)}")
+            for key in set(fields) - {*keys, "fee"}:
+                raise self.fail(fields[key], f"{where}: unknown field {key!r}: expected {', '.join(keys)}, fee")
             for required in keys:
                 if required not in fields:
                     raise self.fail(value, f"{where}: missing field {required!r}")
@@ -928,7 +936,8 @@ class _Loader:
             if validity + 3 * window > MAX_SETTLE_DELAY:
                 raise self.fail(fields["validity"], f"{where}: validity: validity + 3 windows must be within 365 days "
                                                     "(MSContract's settleBy horizon)")
-            scenario.virtual[name] = VirtualSpec(name, alice, ingrid, bob, ledgers, deposits, validity, window)
+            fee = self.field(fields, "fee", _amount, scenario, where, 0)
+            scenario.virtual[name] = VirtualSpec(name, alice, ingrid, bob, ledgers, deposits, validity, window, fee)
 
     def field(self, fields: dict[str, yaml.Node], key: str, check: Callable[[Any, Scenario], Any],
               scenario: Scenario, where: str, default: Any = None) -> Any:
