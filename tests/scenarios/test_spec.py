@@ -287,6 +287,8 @@ V_HEAD = f"title: t\n{V_PARTIES}{V_CHANNELS}virtual:\n  g: {{{GAMMA}}}\nsteps:\n
     ("  - submit: {channel: g, by: alice}\n", ":10: step 1 (submit): missing field 'version'"),
     ("  - submit: {channel: g, by: alice, version: 0}\n",
      ":10: step 1 (submit): version: expected an integer >= 1, got 0"),
+    ("  - submit: {channel: g, by: alice, version: 1, balances: [1eth]}\n",
+     ":10: step 1 (submit): balances: expected [alice's, bob's] amounts"),
     ("  - submit: {channel: g, by: carol, version: 1}\n",
      ":10: step 1 (submit): carol is not an end of virtual channel g (alice or bob)"),
     ("  - wait: {validity: ai}\n", ":10: step 1 (wait): validity: expected a virtual channel: one of g, got 'ai'"),
@@ -704,16 +706,18 @@ def test_a_wrong_step_by_hand_names_its_line_field_and_expectation(tmp_path: Pat
     refused(write(tmp_path, head + steps), message)
 
 
-def test_ingrids_fee_a_virtual_channel_pays_it_and_refusals_passed_on(tmp_path: Path) -> None:
-    """hub's fee and a virtual channel's; error_reply as a list, for a refusal passed on through
-    several parties, and a single one as a list of one."""
+def test_ingrids_fee_a_forked_submission_and_refusals_passed_on(tmp_path: Path) -> None:
+    """hub's fee and a virtual channel's; submit with balances (a fork both ends sign); error_reply
+    as a list, for a refusal passed on through several parties, and a single one as a list of one."""
     parties = "parties: {alice: {}, ingrid: {hub: {fee: 0.01eth}}, bob: {}, carol: {}}\n"
     scenario = load(write(tmp_path, f"title: t\n{parties}{V_CHANNELS}virtual:\n  g: {{{GAMMA}, fee: 0.005eth}}\n"
-                          "steps:\n  - open: g\n  - expect: {error_reply: [{from: bob, code: BALANCE_DECREASED}, "
+                          "steps:\n  - open: g\n  - submit: {channel: g, by: bob, version: 2, balances: [1eth, 3eth]}\n"
+                          "  - expect: {error_reply: [{from: bob, code: BALANCE_DECREASED}, "
                           "{from: ingrid, code: CHANNEL_REFUSED}]}\n"
                           "  - expect: {error_reply: {from: ingrid, code: CONFLICT}}\n"))
     assert scenario.parties["ingrid"].hub.fee == 10**16 and scenario.virtual["g"].fee == 5 * 10**15
     both, one = (step.args["error_reply"] for step in scenario.steps[-2:])
     assert both == ({"from": "bob", "code": "BALANCE_DECREASED"}, {"from": "ingrid", "code": "CHANNEL_REFUSED"})
     assert one == ({"from": "ingrid", "code": "CONFLICT"},)
+    assert scenario.steps[1].args == {"channel": "g", "by": "bob", "version": 2, "balances": (10**18, 3 * 10**18)}
     assert load(write(tmp_path, virtual_file())).virtual["g"].fee == 0

@@ -124,18 +124,27 @@ class Bypass:
         self.world.ms.register(self.world.parties[by].account, self.world.params[channel],  # type: ignore[union-attr]
                                signed.state, self._peer_signature(channel, by, signed))
 
-    def submit(self, gamma: VirtualSpec, by: str, version: int) -> None:
-        """SETTLE on `by`'s half with a state of γ from its store, signed by both ends."""
+    def submit(self, gamma: VirtualSpec, by: str, version: int, balances: tuple[int, int] | None = None) -> None:
+        """SETTLE on `by`'s half with a state of γ from its store, signed by both ends; with
+        `balances`, a state at `version` that both ends sign now, with their keys: a fork of γ,
+        which only two colluding ends can make (docs/protocol.md §11.1)."""
         gid = self.world.cid(gamma.name)
-        stored = {s.state.version: s for s in self.world.parties[by].states(gid)}
-        if version not in stored:
-            raise errors.StaleVersion(f"{by}'s store holds no state of {gamma.name} at version {version} "
-                                      f"(it has {_listed(stored)})")
-        s = stored[version]
-        if not (s.sig_alice and s.sig_bob):
-            raise errors.InvalidSignature(f"{by} holds no signature of the other end on version {version}")
+        if balances is not None:
+            rec = self.world.parties[by].virtual_record(gid)
+            state = vc.VirtualState(gid, version, *balances)
+            sig_alice, sig_bob = (vc.sign_virtual(rec.channel.domain, state,  # type: ignore[union-attr]
+                                                  self.world.parties[end].account.key) for end in gamma.ends)
+            z = vc.settle_arg(state, sig_alice, sig_bob)
+        else:
+            stored = {s.state.version: s for s in self.world.parties[by].states(gid)}
+            if version not in stored:
+                raise errors.StaleVersion(f"{by}'s store holds no state of {gamma.name} at version {version} "
+                                          f"(it has {_listed(stored)})")
+            s = stored[version]
+            if not (s.sig_alice and s.sig_bob):
+                raise errors.InvalidSignature(f"{by} holds no signature of the other end on version {version}")
+            z = vc.settle_arg(vc.as_virtual(s.state), s.sig_alice, s.sig_bob)
         ledger = gamma.ledgers[gamma.ends.index(by)]
-        z = vc.settle_arg(vc.as_virtual(s.state), s.sig_alice, s.sig_bob)
         self.world.ms.execute(self.world.parties[by].account, self.world.params[ledger],  # type: ignore[union-attr]
                               self.world.nids[f"{gamma.name}@{ledger}"], vc.SETTLE, z)
 

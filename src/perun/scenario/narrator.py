@@ -369,6 +369,9 @@ def describe(step: Step, world: World) -> str:
                     f"authorisation{named}, by hand")
         case "submit":
             ledger = gamma.ledgers[gamma.ends.index(a["by"])]
+            if "balances" in a:  # a fork, signed by both ends for this step
+                return (f"{a['by']} submits a version {a['version']} of {gamma.name} paying "
+                        f"{world.amounts(*a['balances'])}, signed by both ends now, on its half in {ledger}, by hand")
             return f"{a['by']} submits version {a['version']} of {gamma.name} on its half in {ledger}, by hand"
         case "cooperative_close" if "version" in a:
             return f"{a['by']} closes {a['channel']} cooperatively with a final state at version {a['version']}, by hand"

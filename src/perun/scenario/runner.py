@@ -160,7 +160,7 @@ class Run:
             case "refute":
                 self.bypass.refute(a["channel"], a["by"], a["version"], a["client"], a["tower"])
             case "submit":
-                self.bypass.submit(gamma, a["by"], a["version"])  # type: ignore[arg-type]
+                self.bypass.submit(gamma, a["by"], a["version"], a.get("balances"))  # type: ignore[arg-type]
             case "finalize" | "refund":
                 await act.on_chain(step.action, a["channel"], a["by"])
             case "confirm":  # Bob's node confirms by itself: this is by hand

@@ -705,7 +705,8 @@ ACTIONS: dict[str, tuple[Fields, str | None]] = {
     "execute": ({**NANO, **CALL}, None),
     "enforce": ({**NANO, **CALL}, None),
     # Virtual channels: an end submits a state of γ from its store on chain, by hand.
-    "submit": ({"channel": (_virtual, True), "by": (_party, True), "version": (_int(1), True)}, None),
+    "submit": ({"channel": (_virtual, True), "by": (_party, True), "version": (_int(1), True),
+                "balances": (_balances, False)}, None),
     # Watchtowers: a refutation sent by hand, with a state from the client's store and the client's
     # authorisation for it, naming `tower` (by default the sender).
     "refute": ({**CHANNEL, "by": (_member, True), "version": (_int(1), True), "client": (_party, False),
