@@ -50,6 +50,7 @@ class Hub:
         self.policy = policy
         self.waiting: dict[bytes, tuple[Connection, m.NanocontractCreate]] = {}  # ν_a held for ν_b, by γ
         self._settling: set[bytes] = set()  # γ being settled off chain
+        self._again: set[bytes] = set()  # γ whose end asked again while it was being settled
 
     # ------------------------------------------------------------------ opening (ν_a and ν_b)
 
@@ -191,6 +192,9 @@ class Hub:
         A half whose end does not answer stays as it is; its end's next connection retries, and
         by validity − Δ − 1 the follower takes it to the chain, where the final state settles it."""
         if gid in self._settling:
+            # An end that connects while the other half is being settled (its VirtualClose on
+            # reconnection) may be the one whose half just failed as not connected: once more after.
+            self._again.add(gid)
             return
         self._settling.add(gid)
         try:
@@ -200,6 +204,9 @@ class Hub:
             await asyncio.gather(*(self._settle_half(h, final.settle_arg()) for h in rec.halves))
         finally:
             self._settling.discard(gid)
+        if gid in self._again:
+            self._again.discard(gid)
+            await self.settle(gid)
 
     async def _settle_half(self, half: Half, z: bytes) -> None:
         """SETTLE, then absorb. A proposal of Ingrid's in flight on the slot is waited for, not
