@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from perun.cli.local import SCENARIO_ANVIL_BALANCE
 from perun.scenario import record as r
 from perun.scenario.report import text_summary, write_report
 from perun.scenario.runner import run
@@ -193,7 +194,7 @@ def test_embedded_chain_is_fresh_per_scenario() -> None:
 def test_the_catalog_on_anvil() -> None:
     from perun.chain.anvil import AnvilChain
 
-    anvil = AnvilChain()
+    anvil = AnvilChain(balance=SCENARIO_ANVIL_BALANCE)  # the catalog funds each party with 100 ETH
     try:
         recordings = run(CATALOG, rpc=anvil.url, out=lambda line: None)
     finally:

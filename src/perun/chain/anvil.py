@@ -69,10 +69,11 @@ class Anvil(DevNode):
 
 
 class AnvilChain(RpcChain):
-    """An RpcChain on an anvil that it started itself and stops on close()."""
+    """An RpcChain on an anvil that it started itself and stops on close(). `balance`: the ether
+    of each dev account (anvil's default, 10,000 ETH, if None)."""
 
-    def __init__(self, port: int | None = None) -> None:
-        self.anvil = Anvil(port)
+    def __init__(self, port: int | None = None, balance: int | None = None) -> None:
+        self.anvil = Anvil(port, options=("--balance", str(balance)) if balance is not None else ())
         try:
             super().__init__(self.anvil.url)
         except BaseException:

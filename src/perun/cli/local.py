@@ -36,6 +36,7 @@ def _sender(args: argparse.Namespace, chain):
 
 
 CATALOG = Path("scenarios")
+SCENARIO_ANVIL_BALANCE = 10**6  # ether of anvil's dev accounts for `scenario run --anvil`: the catalog's funds
 
 
 def cmd_scenario_run(args: argparse.Namespace) -> int:
@@ -48,7 +49,8 @@ def cmd_scenario_run(args: argparse.Namespace) -> int:
         paths = sorted(CATALOG.glob("*.yaml"))
         if not paths:
             raise errors.PerunError(f"no scenario files given and none in {CATALOG}/ (run from the project's folder)")
-    anvil = AnvilChain() if args.anvil else None
+    # The runner funds every party of every file from the first dev account: 100 ETH each by default.
+    anvil = AnvilChain(balance=SCENARIO_ANVIL_BALANCE) if args.anvil else None
     try:
         recordings = run(paths, rpc=anvil.url if anvil else args.rpc, log_dir=Path(args.out))
     finally:
