@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from perun.core.apps import virtualchannel as vc
 from perun.core.channel import Params, PaymentState
 from perun.core.eip712 import Domain
 from perun.core.machine import ChannelRecord, Proposal, Role, Stage
-from perun.core.msmachine import Intent, Kind, MSProposal, MSRecord, OnChain, Signed
+from perun.core.msmachine import Intent, Kind, MSProposal, MSRecord, MSState, OnChain, S, Signed
 from perun.core.mstower import ChainNano, HeldCall, HeldNano, MSWatched
 from perun.core.multihop import HopRecord, Leg, Part, Release
 from perun.core.multistate import ChannelState, FinalChannelState, Funding, NanocontractState
@@ -191,7 +191,7 @@ class Store:
         """The node's multi-hop payments (its invoices among them)."""
         return [_hop_from_json(row[0]) for row in self.db.execute("SELECT record FROM hops")]
 
-    def ms_states(self, channel_id: bytes) -> list[Signed]:
+    def ms_states(self, channel_id: bytes) -> list[Signed[MSState]]:
         """Every state of the multistate channel and its nanocontracts this node signed or holds a
         signature on: the channel states by version, then the nanocontracts' by nid and version."""
         rows = self.db.execute(
@@ -208,7 +208,7 @@ class Store:
     def commit(
         self,
         records: Iterable[ChannelRecord | MSRecord | VirtualRecord | Watched | MSWatched | HopRecord] = (),
-        states: Iterable[SignedState | Signed] = (),
+        states: Iterable[SignedState | Signed[MSState]] = (),
         peers: Iterable[tuple[str, str, int]] = (),
         meta: dict[str, str] | None = None,
     ) -> None:
@@ -231,7 +231,7 @@ class Store:
                 how = machine.Change.WHOLE if before is None else machine.change(before, rec)
                 if how is machine.Change.NONE:
                     continue
-                if how is machine.Change.DELTA:
+                if how is machine.Change.DELTA and before is not None:  # (a delta has a record before it)
                     c = rec.current
                     rows["channel_deltas"].append((cid, str(c.version), str(c.balance_alice), str(c.balance_bob),
                                                    rec.sig_alice, rec.sig_bob, str(rec.signed)))
@@ -391,7 +391,7 @@ def _record_from(d: dict[str, Any], params: Params, domain: Domain, cid: bytes) 
         proposed_final=d["proposed_final"],
         registered_version=d["registered_version"],
         deadline=d["deadline"],
-        outcome=tuple(int(x) for x in d["outcome"]) if d["outcome"] else None,
+        outcome=_outcome_from(d["outcome"]),
         peer_signed_hint=d["peer_signed_hint"],
         # absent before openings expired
         open_until=d.get("open_until", 0),
@@ -407,6 +407,11 @@ def _record_from(d: dict[str, Any], params: Params, domain: Domain, cid: bytes) 
 
 def _funding_json(f: Funding) -> dict[str, Any]:
     return {"nid": f.nid.hex(), "alice": str(f.alice), "bob": str(f.bob)}
+
+
+def _outcome_from(outcome: list[str] | None) -> tuple[int, int] | None:
+    """(alice, bob) paid out, as stored (null until the channel closed)."""
+    return (int(outcome[0]), int(outcome[1])) if outcome else None
 
 
 def _funding_from(d: dict[str, Any]) -> Funding:
@@ -426,23 +431,35 @@ def _ms_state_json(state: ChannelState | NanocontractState | FinalChannelState) 
             "storage": state.storage.hex()}
 
 
-def _ms_state_from(channel_id: bytes, d: dict[str, Any]) -> ChannelState | NanocontractState | FinalChannelState:
+def _ms_state_from(channel_id: bytes, d: dict[str, Any]) -> MSState:
     if d.get("final"):
-        return FinalChannelState(channel_id, d["version"], int(d["alice"]), int(d["bob"]))
+        return _final_from(channel_id, d)
     if "nid" not in d:
-        return ChannelState(channel_id, d["version"], int(d["alice"]), int(d["bob"]),
-                            tuple(_funding_from(f) for f in d["nanocontracts"]))
+        return _channel_state_from(channel_id, d)
+    return _nanocontract_from(channel_id, d)
+
+
+def _final_from(channel_id: bytes, d: dict[str, Any]) -> FinalChannelState:
+    return FinalChannelState(channel_id, d["version"], int(d["alice"]), int(d["bob"]))
+
+
+def _channel_state_from(channel_id: bytes, d: dict[str, Any]) -> ChannelState:
+    return ChannelState(channel_id, d["version"], int(d["alice"]), int(d["bob"]),
+                        tuple(_funding_from(f) for f in d["nanocontracts"]))
+
+
+def _nanocontract_from(channel_id: bytes, d: dict[str, Any]) -> NanocontractState:
     return NanocontractState(channel_id, bytes.fromhex(d["nid"]), d["app"], d["version"], int(d["blocked_alice"]),
                              int(d["blocked_bob"]), int(d["released_alice"]), int(d["released_bob"]),
                              bytes.fromhex(d["storage"]))
 
 
-def _signed_json(s: Signed) -> dict[str, Any]:
+def _signed_json(s: Signed[MSState]) -> dict[str, Any]:
     return {"state": _ms_state_json(s.state), "sig_alice": s.sig_alice.hex(), "sig_bob": s.sig_bob.hex()}
 
 
-def _signed_from(channel_id: bytes, d: dict[str, Any]) -> Signed:
-    return Signed(_ms_state_from(channel_id, d["state"]), bytes.fromhex(d["sig_alice"]), bytes.fromhex(d["sig_bob"]))
+def _signed_from(state_from: Callable[[bytes, dict[str, Any]], S], channel_id: bytes, d: dict[str, Any]) -> Signed[S]:
+    return Signed(state_from(channel_id, d["state"]), bytes.fromhex(d["sig_alice"]), bytes.fromhex(d["sig_bob"]))
 
 
 def _ms_proposal_json(p: MSProposal) -> dict[str, Any]:
@@ -458,15 +475,15 @@ def _ms_proposal_from(channel_id: bytes, d: dict[str, Any]) -> MSProposal:
     return MSProposal(
         Kind(d["kind"]),
         bytes.fromhex(d["nid"]),
-        channel=_ms_state_from(channel_id, d["channel"]) if d["channel"] is not None else None,
-        nanocontract=_ms_state_from(channel_id, d["nanocontract"]) if d["nanocontract"] is not None else None,
+        channel=_channel_state_from(channel_id, d["channel"]) if d["channel"] is not None else None,
+        nanocontract=_nanocontract_from(channel_id, d["nanocontract"]) if d["nanocontract"] is not None else None,
         fun=d["fun"],
         z=bytes.fromhex(d["z"]),
         sig_channel=bytes.fromhex(d["sig_channel"]),
         sig_nanocontract=bytes.fromhex(d["sig_nanocontract"]),
         prev=d["prev"],
         fee=int(d.get("fee", 0)),  # absent in stores written before fees
-        final=_ms_state_from(channel_id, d["final"]) if d.get("final") else None,  # type: ignore[arg-type]
+        final=_final_from(channel_id, d["final"]) if d.get("final") else None,
         expires=d.get("expires", 0),  # absent before the reply time
     )
 
@@ -511,8 +528,8 @@ def _ms_record_from_json(text: str, cid: bytes, domains: dict[tuple, Domain]) ->
         domain=domain,
         role=Role[d["role"]],
         stage=Stage(d["stage"]),
-        channel=_signed_from(cid, d["channel"]),
-        nanocontracts=tuple(_signed_from(cid, s) for s in d["nanocontracts"]),
+        channel=_signed_from(_channel_state_from, cid, d["channel"]),
+        nanocontracts=tuple(_signed_from(_nanocontract_from, cid, s) for s in d["nanocontracts"]),
         channel_signed=d["channel_signed"],
         nano_signed=tuple((bytes.fromhex(nid), version) for nid, version in d["nano_signed"]),
         pending=tuple(_ms_proposal_from(cid, p) for p in d["pending"]),
@@ -521,12 +538,12 @@ def _ms_record_from_json(text: str, cid: bytes, domains: dict[tuple, Domain]) ->
         registered_fundings=tuple(_funding_from(f) for f in d["registered_fundings"]),
         on_chain=tuple(OnChain(bytes.fromhex(r["nid"]), r["version"], r["window_end"], r["terminated"], r["settle_by"])
                        for r in d["on_chain"]),
-        outcome=tuple(int(x) for x in d["outcome"]) if d["outcome"] else None,
+        outcome=_outcome_from(d["outcome"]),
         intents=tuple(Intent(bytes.fromhex(i["nid"]), i["fun"], bytes.fromhex(i["z"])) for i in d["intents"]),
         peer_signed=tuple((bytes.fromhex(slot), v) for slot, v in d.get("peer_signed", [])),  # absent before hints
         # absent before the reply time and the cooperative close
         expired=tuple(_ms_proposal_from(cid, p) for p in d.get("expired", [])),
-        final=_signed_from(cid, d["final"]) if d.get("final") else None,
+        final=_signed_from(_final_from, cid, d["final"]) if d.get("final") else None,
         proposed_final=d.get("proposed_final", False),
         open_until=d.get("open_until", 0),  # absent before openings expired
         given_up=d.get("given_up", ""),
@@ -633,11 +650,11 @@ def _ms_watched_from_json(text: str, cid: bytes) -> MSWatched:
         params=_params_from(d["params"]),
         channel_id=cid,
         client=d["client"],
-        state=_ms_state_from(cid, d["state"]),  # type: ignore[arg-type]
+        state=_channel_state_from(cid, d["state"]),
         signature=bytes.fromhex(d["signature"]),
         reward=int(d["reward"]),
         authorisation=bytes.fromhex(d["authorisation"]),
-        nanos=tuple(HeldNano(_ms_state_from(cid, n["state"]), bytes.fromhex(n["signature"]),  # type: ignore[arg-type]
+        nanos=tuple(HeldNano(_nanocontract_from(cid, n["state"]), bytes.fromhex(n["signature"]),
                              int(n["reward"]), bytes.fromhex(n["authorisation"])) for n in d["nanos"]),
         calls=tuple(HeldCall(bytes.fromhex(c["nid"]), c["fun"], bytes.fromhex(c["z"]), c["version"], int(c["reward"]),
                              bytes.fromhex(c["authorisation"])) for c in d["calls"]),
@@ -694,5 +711,7 @@ def _hop_from_json(text: str) -> HopRecord:
 _TABLES: dict[type, str] = {ChannelRecord: "channels", MSRecord: "ms_channels", VirtualRecord: "virtual_channels",
                             Watched: "watched", MSWatched: "ms_watched", HopRecord: "hops", SignedState: "states",
                             Signed: "ms_states"}
-_ENCODE = {ChannelRecord: _record_to_json, MSRecord: _ms_record_to_json, VirtualRecord: _virtual_to_json,
-           Watched: _watched_to_json, MSWatched: _ms_watched_to_json, HopRecord: _hop_to_json}
+# (Any: each function takes its own kind of record, the one `type(rec)` names.)
+_ENCODE: dict[type, Callable[[Any], str]] = {
+    ChannelRecord: _record_to_json, MSRecord: _ms_record_to_json, VirtualRecord: _virtual_to_json,
+    Watched: _watched_to_json, MSWatched: _ms_watched_to_json, HopRecord: _hop_to_json}

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import requests
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_typing import URI
+from eth_typing import URI, ChecksumAddress
 from eth_utils import to_checksum_address
+from hexbytes import HexBytes
 from web3 import HTTPProvider, Web3
-from web3.contract.contract import ContractFunction
+from web3.contract.contract import Contract, ContractFunction
 from web3.exceptions import BlockNotFound
-from web3.types import RPCEndpoint, TxReceipt
+from web3.types import RPCEndpoint, TxParams, TxReceipt, Wei
 
 from perun import errors
 from perun.chain import reverts
@@ -29,9 +30,9 @@ from perun.chain.artifacts import load
 class Signer:
     """A sender that sends transactions itself (perun.chain.wallet.Wallet: nonce, fees, re-sends)."""
 
-    address: str
+    address: ChecksumAddress
 
-    def send(self, chain: Chain, tx: dict[str, Any]) -> TxReceipt:
+    def send(self, chain: Chain, tx: TxParams) -> TxReceipt:
         """Signs and sends `tx` (built and simulated, without nonce or fees); returns its receipt
         once mined."""
         raise NotImplementedError
@@ -76,7 +77,7 @@ class Chain:
         self.chain_id: int = w3.eth.chain_id
         # Called with each transaction this object mined, reverted ones too (the scenario
         # recorder); may be called from a node's chain thread.
-        self.observers: list[Callable[[dict[str, Any], Transaction], None]] = []
+        self.observers: list[Callable[[TxParams, Transaction], None]] = []
 
     # ------------------------------------------------------------------ accounts
 
@@ -87,7 +88,7 @@ class Chain:
 
     def new_account(self, funds: int = 0) -> LocalAccount:
         """A fresh key, optionally funded from the first dev account."""
-        account = Account.create()
+        account: LocalAccount = Account.create()  # (eth-account's combomethod hides the type)
         if funds:
             self.fund(account.address, funds)
         return account
@@ -96,7 +97,7 @@ class Chain:
         if not self.dev_accounts:
             raise errors.ChainError("this chain has no unlocked dev account to fund from")
         tx_hash = self.w3.eth.send_transaction(
-            {"from": self.dev_accounts[0], "to": to_checksum_address(address), "value": amount}
+            {"from": self.dev_accounts[0], "to": to_checksum_address(address), "value": Wei(amount)}
         )
         self._wait(tx_hash)
 
@@ -112,14 +113,14 @@ class Chain:
         exception (see perun.errors) and no transaction is sent.
         """
         address = sender if isinstance(sender, str) else sender.address
-        params: dict[str, Any] = {"from": address, "value": value}
+        params: TxParams = {"from": address, "value": Wei(value)}
         try:
             tx = call.build_transaction({**params, "gas": self._simulate(call, params)})
         except Exception as exc:
             raise reverts.translate(exc) from exc
         return self._send(sender, tx)
 
-    def _simulate(self, call: ContractFunction, params: dict[str, Any]) -> int:
+    def _simulate(self, call: ContractFunction, params: TxParams) -> int:
         """Runs `call` against the pending block (it carries the timestamp set for the next
         block); returns the gas limit to send it with. Raises what the node raises on revert."""
         gas = call.estimate_gas(params, block_identifier="pending")
@@ -134,14 +135,16 @@ class Chain:
             tx = factory.constructor(*args).build_transaction({"from": address})
         except Exception as exc:
             raise reverts.translate(exc) from exc
-        receipt = self._send(sender, tx).receipt
-        return receipt["contractAddress"]
+        created = self._send(sender, tx).receipt["contractAddress"]
+        if created is None:
+            raise errors.TransactionFailed(f"deploying {name} created no contract")
+        return created
 
-    def contract(self, name: str, address: str):
+    def contract(self, name: str, address: str) -> Contract:
         """A web3 contract object for the artifact `name` at `address`."""
         return self.w3.eth.contract(address=to_checksum_address(address), abi=load(name)["abi"])
 
-    def _send(self, sender: Sender, tx: dict[str, Any]) -> Transaction:
+    def _send(self, sender: Sender, tx: TxParams) -> Transaction:
         if isinstance(sender, Signer):
             return self._mined(tx, sender.send(self, tx))
         try:
@@ -150,12 +153,14 @@ class Chain:
             else:
                 tx["nonce"] = self.w3.eth.get_transaction_count(sender.address, "pending")
                 tx["chainId"] = self.chain_id
-                tx_hash = self.w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction)
+                # (eth-account types a transaction as a plain dict; web3's TxParams is one.)
+                signed = sender.sign_transaction(cast(dict[str, Any], tx))
+                tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
         except Exception as exc:
             raise reverts.translate(exc) from exc
         return self._mined(tx, self._wait(tx_hash))
 
-    def _mined(self, tx: dict[str, Any], receipt: TxReceipt) -> Transaction:
+    def _mined(self, tx: TxParams, receipt: TxReceipt) -> Transaction:
         mined = Transaction(receipt)
         for observe in self.observers:  # a reverted transaction was mined, and its gas paid, too
             observe(tx, mined)
@@ -163,7 +168,7 @@ class Chain:
             raise errors.TransactionFailed(f"transaction 0x{bytes(receipt['transactionHash']).hex()} reverted")
         return mined
 
-    def _wait(self, tx_hash: bytes) -> TxReceipt:
+    def _wait(self, tx_hash: HexBytes) -> TxReceipt:
         return self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60, poll_latency=0.05)
 
     # ------------------------------------------------------------------ time
@@ -211,7 +216,7 @@ class EmbeddedChain(Chain):
 
     GAS_LIMIT = 3_000_000
 
-    def _simulate(self, call: ContractFunction, params: dict[str, Any]) -> int:
+    def _simulate(self, call: ContractFunction, params: TxParams) -> int:
         # One execution instead of estimate_gas's binary search (about 14 of them); the gas
         # used, and so every figure measured here, does not depend on the limit.
         call.call({**params, "gas": self.GAS_LIMIT}, block_identifier="pending")
@@ -238,7 +243,7 @@ class EmbeddedChain(Chain):
         self.set_next_block_timestamp(self.timestamp() + seconds + 1)
 
     def snapshot(self) -> int:
-        return self.tester.take_snapshot()
+        return cast(int, self.tester.take_snapshot())  # (eth-tester is untyped)
 
     def revert_to(self, snapshot: int) -> None:
         from eth_tester.exceptions import SnapshotNotFound
@@ -284,7 +289,7 @@ class RpcChain(Chain):
         super().__init__(w3)
 
     def _dev_rpc(self, method: str, params: list[Any]) -> Any:
-        response = self.w3.provider.make_request(method, params)
+        response = self.w3.provider.make_request(RPCEndpoint(method), params)
         if "error" in response:
             raise errors.ChainError(f"{method} failed: {response['error']}")
         return response.get("result")

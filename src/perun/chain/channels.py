@@ -3,10 +3,13 @@ common base contract `Channels` (opening, withdrawals, views), events and transa
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from eth_utils import to_checksum_address
+from web3.contract.contract import ContractEvent
+from web3.types import BlockIdentifier
 
 from perun.chain.backend import Chain, Sender, Transaction
 from perun.core.channel import ETH, Params, Phase
@@ -68,7 +71,8 @@ class ChannelsContract:
         self.domain = Domain(chain.chain_id, self.address, name=self.domain_name)
         self._events_by_topic = {
             bytes.fromhex(event.topic[2:]): (event.event_name, event)
-            for event in (cls() for cls in self.contract.events)
+            # (web3 annotates ContractEvents.__iter__ as returning an Iterable, not an Iterator)
+            for event in (cls() for cls in cast(Iterable[ContractEvent], self.contract.events))
         }
 
     @classmethod
@@ -116,11 +120,12 @@ class ChannelsContract:
         return bytes(self.contract.functions.hashExecution(authorisation.as_abi()).call())
 
     def owed(self, account: str, token: str = ETH) -> int:
-        return self.contract.functions.owed(to_checksum_address(account), to_checksum_address(token)).call()
+        owed: int = self.contract.functions.owed(to_checksum_address(account), to_checksum_address(token)).call()
+        return owed
 
     # ------------------------------------------------------------------ events
 
-    def events(self, from_block: int = 0, to_block: int | str = "latest") -> list[Event]:
+    def events(self, from_block: int = 0, to_block: BlockIdentifier = "latest") -> list[Event]:
         """Every event of this contract in the block range, in chain order."""
         logs = self.chain.w3.eth.get_logs(
             {"address": self.address, "fromBlock": from_block, "toBlock": to_block}

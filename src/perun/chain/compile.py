@@ -31,7 +31,8 @@ SETTINGS: dict[str, Any] = {
 
 def solc_version() -> str:
     """The solc-js version installed from package.json."""
-    return json.loads((NODE_MODULES / "solc" / "package.json").read_text())["version"]
+    version: str = json.loads((NODE_MODULES / "solc" / "package.json").read_text())["version"]
+    return version
 
 
 def solc_binary() -> Path:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import cast
+
+from eth_typing import ChecksumAddress
 
 from perun import errors
 from perun.chain.backend import Chain, Sender
@@ -49,7 +52,8 @@ class Deployment:
     def _checked(self, chain: Chain, address: str) -> str:
         if chain.chain_id != self.chain_id:
             raise errors.DeploymentNotFound(f"deployment is for chain {self.chain_id}, connected to {chain.chain_id}")
-        if not chain.w3.eth.get_code(address):
+        # (as the file says it; web3 refuses it with InvalidAddress unless it is checksummed)
+        if not chain.w3.eth.get_code(cast(ChecksumAddress, address)):
             raise errors.DeploymentNotFound(f"no contract at {address} on chain {chain.chain_id}")
         return address
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from eth_typing import Hash32
 from eth_utils import to_checksum_address
 
 from perun.chain.backend import Sender
@@ -99,7 +100,7 @@ class MSContract(ChannelsContract):
     def executed_call(self, tx_hash: bytes) -> tuple[bytes, int, bytes] | None:
         """(nid, fun, z) of transaction `tx_hash` if it called this contract's `execute`, or a
         tower's `executeFor`, directly (a contract wallet's call is not visible this way), else None."""
-        tx = self.chain.w3.eth.get_transaction(tx_hash)
+        tx = self.chain.w3.eth.get_transaction(Hash32(tx_hash))
         if tx["to"] is None or to_checksum_address(tx["to"]) != self.address:
             return None
         try:

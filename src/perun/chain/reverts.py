@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 from functools import cache
+from typing import Any
 
 from eth_abi import decode
 from eth_utils import keccak, to_checksum_address
@@ -23,17 +24,18 @@ _ERROR_STRING = bytes.fromhex("08c379a0")  # Error(string), from require/revert 
 _PANIC = bytes.fromhex("4e487b71")  # Panic(uint256): overflow, assert, ...
 
 
-def _abi_type(param: dict) -> str:
-    if param["type"].startswith("tuple"):
+def _abi_type(param: dict[str, Any]) -> str:
+    kind: str = param["type"]
+    if kind.startswith("tuple"):
         inner = ",".join(_abi_type(c) for c in param["components"])
-        return f"({inner}){param['type'][5:]}"
-    return param["type"]
+        return f"({inner}){kind[5:]}"
+    return kind
 
 
 @cache
-def _known_errors() -> dict[bytes, tuple[str, list[dict]]]:
+def _known_errors() -> dict[bytes, tuple[str, list[dict[str, Any]]]]:
     """selector -> (name, ABI inputs), from every artifact's ABI."""
-    table: dict[bytes, tuple[str, list[dict]]] = {}
+    table: dict[bytes, tuple[str, list[dict[str, Any]]]] = {}
     for artifact in ARTIFACT_NAMES:
         for item in load(artifact)["abi"]:
             if item["type"] == "error":
@@ -79,7 +81,7 @@ def decode_revert(data: bytes) -> errors.PerunError:
     return cls(fields) if cls else errors.ContractRejected(fields, name=name)
 
 
-def _readable(param: dict, value: object) -> object:
+def _readable(param: dict[str, Any], value: Any) -> object:  # (eth-abi decodes to what the type says)
     if param["type"] == "address":
         return to_checksum_address(value)
     if param.get("internalType") == "enum Channels.Phase":

@@ -32,8 +32,9 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from eth_account.signers.local import LocalAccount
+from eth_typing import Hash32
 from web3.exceptions import TransactionNotFound
-from web3.types import TxReceipt
+from web3.types import TxParams, TxReceipt
 
 from perun import errors
 from perun.chain import reverts
@@ -122,7 +123,7 @@ class Wallet(Signer):
     def __init__(self, account: LocalAccount, journal: Journal | None = None, fees: FeePolicy = FeePolicy(),
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.account = account
-        self.address: str = account.address
+        self.address = account.address
         self.journal: Journal = journal if journal is not None else MemoryJournal()
         self.fees = fees
         self.clock = clock
@@ -134,7 +135,7 @@ class Wallet(Signer):
         and the next one sent after a restart replaces it."""
         self._stopped.set()
 
-    def send(self, chain: Chain, tx: dict[str, Any]) -> TxReceipt:
+    def send(self, chain: Chain, tx: TxParams) -> TxReceipt:
         duty, deadline = DUTY.get() or ("", 0)
         for _ in range(3):  # a nonce another version took: once more with the next one
             receipt = self._send(chain, dict(tx), duty, deadline)
@@ -159,7 +160,7 @@ class Wallet(Signer):
         while True:
             for tx_hash in flight.hashes:
                 try:
-                    receipt = w3.eth.get_transaction_receipt(tx_hash)
+                    receipt = w3.eth.get_transaction_receipt(Hash32(tx_hash))
                 except TransactionNotFound:
                     continue
                 self.journal.drop(flight.nonce)
@@ -214,11 +215,12 @@ class Wallet(Signer):
         """The gas limit of a call that replaces a transaction left in flight: it was simulated
         on top of that one (the pending block), and may need more without it."""
         call = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
+        simulated: int = tx["gas"]
         try:
             gas = chain.w3.eth.estimate_gas(call, "latest")  # type: ignore[arg-type]
         except Exception:  # it reverts on the latest block (a time-bound call): keep the estimate
-            return tx["gas"]
-        return max(tx["gas"], gas + gas // 5)
+            return simulated
+        return max(simulated, gas + gas // 5)
 
     def _bid(self, chain: Chain, before: dict[str, Any] | None) -> dict[str, int]:
         """Twice the next block's base fee plus the tip, capped at the limit; above `before`'s bid
@@ -258,7 +260,7 @@ class Wallet(Signer):
         """No version is in the node's pool or mined (dropped, or reorganised out)."""
         for tx_hash in flight.hashes:
             try:
-                if chain.w3.eth.get_transaction(tx_hash) is not None:
+                if chain.w3.eth.get_transaction(Hash32(tx_hash)) is not None:
                     return False
             except TransactionNotFound:
                 continue
@@ -266,7 +268,7 @@ class Wallet(Signer):
 
     def _mined(self, chain: Chain, tx_hash: bytes) -> bool:
         try:
-            return chain.w3.eth.get_transaction_receipt(tx_hash) is not None
+            return chain.w3.eth.get_transaction_receipt(Hash32(tx_hash)) is not None
         except TransactionNotFound:
             return False
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum, IntEnum
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from eth_utils import keccak
 
@@ -422,7 +422,19 @@ def differing_buckets(mine: bytes, theirs: bytes) -> set[int]:
 
 
 _ORDER = list(Stage)
-R = TypeVar("R")
+
+
+class _Staged(Protocol):
+    """What `monotonic` compares: a payment or a multistate record (frozen, hence properties)."""
+
+    @property
+    def stage(self) -> Stage: ...
+
+    @property
+    def registered_version(self) -> int | None: ...
+
+
+R = TypeVar("R", bound=_Staged)
 
 
 def apply_event(rec: ChannelRecord, name: str, args: dict[str, Any]) -> ChannelRecord:
@@ -439,8 +451,11 @@ def monotonic(old: R, new: R) -> R:
     registered version no higher than the one it had (a record payment or multistate)."""
     if _ORDER.index(new.stage) < _ORDER.index(old.stage):
         return old
-    if old.stage is Stage.CLOSING and new.stage is Stage.CLOSING and new.registered_version <= old.registered_version:
-        return old
+    if old.stage is Stage.CLOSING and new.stage is Stage.CLOSING:
+        # The event that makes a channel Closing registers its version, so both have one.
+        assert old.registered_version is not None and new.registered_version is not None
+        if new.registered_version <= old.registered_version:
+            return old
     return new
 
 

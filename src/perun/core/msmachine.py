@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from functools import partial
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from perun import errors
 from perun.core.apps import App, AppState, Context
@@ -55,11 +55,16 @@ class Kind(str, Enum):
     CLOSE = "close"  # the cooperative close: a final channel state, cash only
 
 
+MSState = ChannelState | NanocontractState | FinalChannelState
+S = TypeVar("S", bound=MSState)
+S_co = TypeVar("S_co", bound=MSState, covariant=True)
+
+
 @dataclass(frozen=True)
-class Signed:
+class Signed(Generic[S_co]):
     """A channel or nanocontract state with the signatures this party holds on it."""
 
-    state: ChannelState | NanocontractState | FinalChannelState
+    state: S_co
     sig_alice: bytes = b""
     sig_bob: bytes = b""
 
@@ -129,8 +134,8 @@ class MSRecord(Sides):
     domain: Domain
     role: Role
     stage: Stage
-    channel: Signed  # the latest channel state signed by both (version 0 needs no signature)
-    nanocontracts: tuple[Signed, ...] = ()  # the latest signed-by-both version of each, by nid
+    channel: Signed[ChannelState]  # the latest channel state signed by both (version 0 needs no signature)
+    nanocontracts: tuple[Signed[NanocontractState], ...] = ()  # the latest signed-by-both version of each, by nid
     channel_signed: int = 0
     nano_signed: tuple[tuple[bytes, int], ...] = ()  # (nid, highest version this party signed)
     pending: tuple[MSProposal, ...] = ()  # this party's proposals in flight, one per slot
@@ -142,7 +147,7 @@ class MSRecord(Sides):
     intents: tuple[Intent, ...] = ()  # calls to execute on chain, oldest first
     peer_signed: tuple[tuple[bytes, int], ...] = ()  # (slot, highest version the peer said it signed there)
     expired: tuple[MSProposal, ...] = ()  # own proposals past T whose fate the peer has not told yet
-    final: Signed | None = None  # the final channel state, with the signatures this party holds
+    final: Signed[FinalChannelState] | None = None  # the final channel state, with the signatures this party holds
     proposed_final: bool = False  # this party proposed it, so it submits it
     open_until: int = 0  # chain time by which the opening must be on chain (0: no limit)
     given_up: str = ""  # why this party gave the opening up ("" while it goes on)
@@ -155,7 +160,7 @@ class MSRecord(Sides):
 
     @property
     def state(self) -> ChannelState:
-        return self.channel.state  # type: ignore[return-value]
+        return self.channel.state
 
     @property
     def my_cash(self) -> int:
@@ -163,9 +168,9 @@ class MSRecord(Sides):
         state = self.state
         return state.cash_alice if self.role is Role.ALICE else state.cash_bob
 
-    def nanocontract(self, nid: bytes) -> Signed:
+    def nanocontract(self, nid: bytes) -> Signed[NanocontractState]:
         for signed in self.nanocontracts:
-            if signed.state.nid == nid:  # type: ignore[union-attr]
+            if signed.state.nid == nid:
                 return signed
         raise errors.UnknownNanocontract(f"no nanocontract 0x{nid.hex()} in channel 0x{self.channel_id.hex()}")
 
@@ -230,7 +235,7 @@ def call(rec: MSRecord, nid: bytes, fun: int, z: bytes, now: int, app: App, key:
     _check_open(rec)
     _check_slot_free(rec, nid)
     _check_off_chain(rec, nid)
-    current: NanocontractState = rec.nanocontract(nid).state  # type: ignore[assignment]
+    current: NanocontractState = rec.nanocontract(nid).state
     result = app.transition(Context(int(rec.role), now), fun, z, current.app_state())
     nc = replace(current.successor(result), version=max(rec.burned(nid), current.version) + 1)
     check_successor(current, nc)
@@ -247,7 +252,7 @@ def absorb(rec: MSRecord, nid: bytes, key: bytes, expires: int = 0) -> tuple[MSR
     if any(p.slot == nid for p in rec.expired):
         raise errors.UpdateConflict("a call of the nanocontract may still be countersigned: wait for the peer's answer")
     version = max(rec.burned(b""), rec.state.version) + 1
-    channel = replace(rec.state.absorb(rec.nanocontract(nid).state), version=version)  # type: ignore[arg-type]
+    channel = replace(rec.state.absorb(rec.nanocontract(nid).state), version=version)
     proposal = MSProposal(Kind.ABSORB, nid, channel=channel, sig_channel=_sign(rec, channel, key),
                           prev=rec.state.version, expires=expires)
     return _proposed(rec, proposal), proposal
@@ -273,7 +278,7 @@ def final_state(rec: MSRecord, version: int) -> FinalChannelState:
     nothing is absorbed). InvalidNanocontract while one still blocks funds."""
     state = rec.state
     for signed in rec.nanocontracts:
-        nc: NanocontractState = signed.state  # type: ignore[assignment]
+        nc: NanocontractState = signed.state
         if not nc.terminated:
             raise errors.InvalidNanocontract(
                 f"nanocontract 0x{nc.nid.hex()} still blocks {nc.blocked}: settle it (off chain, or on chain) "
@@ -313,7 +318,7 @@ def slot_version(rec: MSRecord, slot: bytes) -> int:
     """The version of the latest state signed by both on `slot` (-1 for a nanocontract it lacks)."""
     if slot == b"":
         return rec.state.version
-    return next((s.state.version for s in rec.nanocontracts if s.state.nid == slot), -1)  # type: ignore[union-attr]
+    return next((s.state.version for s in rec.nanocontracts if s.state.nid == slot), -1)
 
 
 def _proposed(rec: MSRecord, proposal: MSProposal) -> MSRecord:
@@ -347,7 +352,7 @@ def receive_reject(rec: MSRecord, slot: bytes, peer_signed: int = -1,
     proposal = _own(rec, slot, version)
     rec = replace(rec, pending=tuple(p for p in rec.pending if p is not proposal),
                   expired=tuple(p for p in rec.expired if p is not proposal))
-    live = slot == b"" or any(s.state.nid == slot for s in rec.nanocontracts)  # type: ignore[union-attr]
+    live = slot == b"" or any(s.state.nid == slot for s in rec.nanocontracts)
     if live and peer_signed > rec.burned(slot):
         hints = dict(rec.peer_signed)
         hints[slot] = peer_signed
@@ -461,7 +466,7 @@ def called(rec: MSRecord, nid: bytes, fun: int, z: bytes, version: int, app_of: 
     """The state at `version` that the peer's call of `fun(z)` gives, by this party's app mirror
     and clock: what a receiver countersigns, and all a call message need carry besides."""
     _check_off_chain(rec, nid)
-    current: NanocontractState = rec.nanocontract(nid).state  # type: ignore[assignment]
+    current: NanocontractState = rec.nanocontract(nid).state
     if version <= max(rec.signed_version(nid), current.version):
         raise errors.StaleVersion(f"nanocontract version {version} was signed before")
     try:
@@ -478,7 +483,7 @@ def _expected_absorb(rec: MSRecord, p: MSProposal) -> MSProposal:
     if p.channel is None or p.nanocontract is not None:
         raise errors.InvalidNanocontract("an absorption carries a channel state only")
     _check_channel_version(rec, p.channel.version)
-    channel = replace(rec.state.absorb(rec.nanocontract(p.nid).state), version=p.channel.version)  # type: ignore[arg-type]
+    channel = replace(rec.state.absorb(rec.nanocontract(p.nid).state), version=p.channel.version)
     return MSProposal(Kind.ABSORB, p.nid, channel=channel)
 
 
@@ -533,8 +538,7 @@ def _check_peer(rec: MSRecord, state: ChannelState | NanocontractState | FinalCh
     check_digest_signature(digest(rec.domain, state), signature, rec.peer)
 
 
-def _signed(rec: MSRecord, state: ChannelState | NanocontractState | FinalChannelState, own: bytes,
-            peers: bytes) -> Signed:
+def _signed(rec: MSRecord, state: S, own: bytes, peers: bytes) -> Signed[S]:
     return Signed(state, own, peers) if rec.role is Role.ALICE else Signed(state, peers, own)
 
 
@@ -557,10 +561,10 @@ def _adopt(rec: MSRecord, p: MSProposal, own: MSProposal, peers: MSProposal) -> 
         return replace(rec, final=_signed(rec, p.final, own.sig_channel, peers.sig_channel))  # type: ignore[arg-type]
     signed = partial(_signed, rec)
     channel = signed(p.channel, own.sig_channel, peers.sig_channel) if p.channel else rec.channel
-    nanocontracts = [s for s in rec.nanocontracts if s.state.nid != p.nid]  # type: ignore[union-attr]
+    nanocontracts = [s for s in rec.nanocontracts if s.state.nid != p.nid]
     if p.nanocontract is not None:  # created or called; absorbed ones just leave
         nanocontracts.append(signed(p.nanocontract, own.sig_nanocontract, peers.sig_nanocontract))
-    nanocontracts.sort(key=lambda s: s.state.nid)  # type: ignore[union-attr]
+    nanocontracts.sort(key=lambda s: s.state.nid)
     rec = replace(rec, channel=channel, nanocontracts=tuple(nanocontracts))
     return _forget(rec, p.nid) if p.kind is Kind.ABSORB else rec
 
@@ -669,7 +673,7 @@ def duties(rec: MSRecord, now: int) -> tuple[tuple[Duty, bytes], ...]:
         found.append((Duty.DISPUTE, b""))
     listed = {f.nid for f in rec.registered_fundings} if closing else set()
     for signed in rec.nanocontracts:
-        nc: NanocontractState = signed.state  # type: ignore[assignment]
+        nc: NanocontractState = signed.state
         onchain = rec.registered(nc.nid)
         if onchain is not None:
             if onchain.version < nc.version and now < onchain.window_end:

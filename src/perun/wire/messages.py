@@ -112,7 +112,8 @@ def _enc(kind: str, value: Any) -> bytes:
         return bytes.fromhex(to_checksum_address(value)[2:])
     if kind == "text":
         # Cut to MAX_REASON bytes without splitting a character, so the reason stays UTF-8.
-        raw = value.encode()[:MAX_REASON].decode(errors="ignore").encode()
+        text: str = value
+        raw = text.encode()[:MAX_REASON].decode(errors="ignore").encode()
         return len(raw).to_bytes(2, "big") + raw
     if kind in ("bytes", "fundings", "announcements"):
         if len(value) > _PREFIXED[kind]:
@@ -147,6 +148,7 @@ def _dec(kind: str, raw: bytes) -> Any:
 class Message:
     TYPE: ClassVar[int]
     LAYOUT: ClassVar[tuple[str, ...]]  # one kind per dataclass field, in order
+    _NAMED: ClassVar[tuple[tuple[str, str], ...]]  # set by `encode`, per class
 
     def encode(self) -> bytes:
         cls = type(self)

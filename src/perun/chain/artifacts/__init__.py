@@ -19,4 +19,5 @@ def load(name: str) -> dict[str, Any]:
     """{"abi": [...], "bytecode": "0x..."} of contract `name`."""
     if name not in ARTIFACT_NAMES:
         raise KeyError(f"no artifact named {name!r}; known: {', '.join(ARTIFACT_NAMES)}")
-    return json.loads((LOAD_DIR / f"{name}.json").read_text())
+    artifact: dict[str, Any] = json.loads((LOAD_DIR / f"{name}.json").read_text())
+    return artifact

@@ -7,7 +7,6 @@ from typing import Any
 
 from perun.core.apps import App
 from perun.core.msmachine import MSRecord
-from perun.core.multistate import NanocontractState
 from perun.runtime.protocol import json_amounts
 
 
@@ -46,7 +45,7 @@ def info(rec: MSRecord, apps: dict[str, App]) -> MultistateInfo:
     cash = (rec.state.cash_alice, rec.state.cash_bob)
     nanos = []
     for signed in rec.nanocontracts:
-        nc: NanocontractState = signed.state  # type: ignore[assignment]
+        nc = signed.state
         blocked, released = (nc.blocked_alice, nc.blocked_bob), (nc.released_alice, nc.released_bob)
         onchain = rec.registered(nc.nid)
         nanos.append(NanocontractInfo("0x" + nc.nid.hex(), apps[nc.app].name if nc.app in apps else nc.app,

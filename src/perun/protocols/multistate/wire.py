@@ -11,7 +11,7 @@ from perun import errors
 from perun.core import msmachine as ms
 from perun.core.apps import AppState
 from perun.core.machine import Role
-from perun.core.msmachine import AppOf, Kind, MSProposal, MSRecord, Signed
+from perun.core.msmachine import AppOf, Kind, MSProposal, MSRecord, MSState, Signed
 from perun.core.multistate import ChannelState, NanocontractState, nanocontract_id
 from perun.wire import messages as m
 
@@ -54,13 +54,13 @@ def proposal_of(rec: MSRecord, msg: m.Message, app_of: AppOf, now: int) -> tuple
     (countersigned before, the acknowledgement lost), its acknowledgement."""
     if isinstance(msg, m.MultistateClose):
         if rec.final is not None and rec.final.state.version == msg.version:
-            again = MSProposal(Kind.CLOSE, b"", final=rec.final.state, sig_channel=msg.sig_final)  # type: ignore[arg-type]
+            again = MSProposal(Kind.CLOSE, b"", final=rec.final.state, sig_channel=msg.sig_final)
             return again, _adopted(rec, again)
         _check_prev(msg.prev, rec.state.version, "channel")
         final = ms.final_state(rec, msg.version)
         return MSProposal(Kind.CLOSE, b"", final=final, sig_channel=msg.sig_final, expires=msg.expires), None
     if isinstance(msg, m.NanocontractCall):
-        held: NanocontractState = rec.nanocontract(msg.nid).state  # type: ignore[assignment]
+        held = rec.nanocontract(msg.nid).state
         if msg.version == held.version:
             again = MSProposal(Kind.CALL, msg.nid, nanocontract=held, fun=msg.fun, z=msg.z,
                                sig_nanocontract=msg.sig_nanocontract)
@@ -87,7 +87,7 @@ def proposal_of(rec: MSRecord, msg: m.Message, app_of: AppOf, now: int) -> tuple
         again = MSProposal(Kind.ABSORB, msg.nid, channel=rec.state, sig_channel=msg.sig_channel)
         return again, _adopted(rec, again)
     _check_prev(msg.prev, rec.state.version, "channel")
-    channel = replace(rec.state.absorb(rec.nanocontract(msg.nid).state), version=msg.version)  # type: ignore[arg-type]
+    channel = replace(rec.state.absorb(rec.nanocontract(msg.nid).state), version=msg.version)
     return MSProposal(Kind.ABSORB, msg.nid, channel=channel, sig_channel=msg.sig_channel, expires=msg.expires), None
 
 
@@ -103,9 +103,9 @@ def _check_prev(prev: int, held: int, what: str) -> None:
         raise errors.UpdateConflict(f"the proposal builds on {what} version {prev}; this party holds {held}")
 
 
-def signed_states(rec: MSRecord, proposal: MSProposal, signatures: MSProposal) -> list[Signed]:
+def signed_states(rec: MSRecord, proposal: MSProposal, signatures: MSProposal) -> list[Signed[MSState]]:
     """The states of `proposal` with what this party holds of their signatures after `rec`."""
-    out = []
+    out: list[Signed[MSState]] = []
     for state in (proposal.channel, proposal.nanocontract, proposal.final):
         if state is None:
             continue
@@ -120,6 +120,6 @@ def signed_states(rec: MSRecord, proposal: MSProposal, signatures: MSProposal) -
     return out
 
 
-def by_peer(rec: MSRecord, signed: Signed) -> bytes:
+def by_peer(rec: MSRecord, signed: Signed[MSState]) -> bytes:
     """The peer's signature on `signed`: what the contract takes from this party."""
     return signed.by(Role.BOB if rec.role is Role.ALICE else Role.ALICE)
