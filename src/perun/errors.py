@@ -15,6 +15,11 @@ from typing import Any, ClassVar
 class PerunError(Exception):
     """Base of every error raised by this package."""
 
+    # On an error a node sent over the control socket (perun.control.client.remote_error): the
+    # name of its class there, and what the node said of it (a perun.control.explain.Explained).
+    remote_type: str | None = None
+    explained: object = None
+
 
 # --------------------------------------------------------------------------- off-chain checks
 
@@ -527,7 +532,7 @@ VirtualChannelStaleVersion = _app_error(
     VirtualChannelError, "VirtualChannelStaleVersion", "The state's version is not above the stored one.")
 
 
-def _all_subclasses(cls: type) -> list[type]:
+def _all_subclasses(cls: type[ContractRejected]) -> list[type[ContractRejected]]:
     return [sub for direct in cls.__subclasses__() for sub in (direct, *_all_subclasses(direct))]
 
 

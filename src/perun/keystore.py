@@ -19,12 +19,14 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from eth_account import Account
 from eth_utils import is_hex_address, to_checksum_address
 
 from perun import errors
+
+Kdf = Literal["scrypt", "pbkdf2"]  # what eth-account derives the key to a keyfile with
 
 PASSWORD_ENV = "PERUN_PASSWORD"
 FILE_MODE = 0o600
@@ -57,7 +59,7 @@ def _prompt(prompt: str) -> str:
 # --------------------------------------------------------------------------- creating key files
 
 
-def create(path: Path | str, password: str, *, kdf: str | None = None, iterations: int | None = None) -> str:
+def create(path: Path | str, password: str, *, kdf: Kdf | None = None, iterations: int | None = None) -> str:
     """Writes a new random key to `path`, encrypted with `password`; returns its address.
 
     `kdf` ("scrypt" or "pbkdf2") and `iterations` default to eth-account's (scrypt, n = 2**18).
@@ -66,7 +68,7 @@ def create(path: Path | str, password: str, *, kdf: str | None = None, iteration
     return _write(Path(path), account.key, password, kdf, iterations)
 
 
-def import_key(path: Path | str, private_key: str, password: str, *, kdf: str | None = None,
+def import_key(path: Path | str, private_key: str, password: str, *, kdf: Kdf | None = None,
                iterations: int | None = None) -> str:
     """Writes an existing private key (64 hex digits, with or without 0x) to `path`, encrypted
     with `password`; returns its address."""
@@ -88,7 +90,7 @@ def parse_private_key(text: str) -> bytes:
     return key
 
 
-def _write(path: Path, key: bytes, password: str, kdf: str | None, iterations: int | None) -> str:
+def _write(path: Path, key: bytes, password: str, kdf: Kdf | None, iterations: int | None) -> str:
     keyfile = Account.encrypt(key, password, kdf=kdf, iterations=iterations)
     data = (json.dumps(keyfile) + "\n").encode()
     try:

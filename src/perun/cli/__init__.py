@@ -20,7 +20,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from perun import errors
 from perun.cli.args import address_arg, amount_arg, channel_arg, count_arg, host_port_arg
@@ -57,7 +57,7 @@ __all__ = ["main", "parser"]
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line (see main), not the usage text
+    def error(self, message: str) -> NoReturn:  # one line (see main), not the usage text
         raise errors.UsageError(self.prog, message)
 
 
@@ -293,7 +293,11 @@ def _failed(exc: errors.PerunError, args: argparse.Namespace | None, argv: list[
     if wants_json:
         print(json.dumps({"error": explained.as_json()}))
     else:
-        command = exc.command if isinstance(exc, errors.UsageError) else f"perun {getattr(args, 'name', args.command)}"
+        if isinstance(exc, errors.UsageError):
+            command = exc.command
+        else:
+            assert args is not None  # only the parser's refusal, a UsageError, comes without them
+            command = f"perun {getattr(args, 'name', args.command)}"
         print(f"{command}: {' '.join(explained.message.splitlines())}", file=sys.stderr)
     return explained.exit_code
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from perun.control.explain import relative, when
@@ -295,7 +296,7 @@ def virtual_table(virtuals: list[dict[str, Any]], now: int) -> str:
     return _grid(rows, right={4, 5, 6})
 
 
-def _grid(rows: list[tuple[str, ...]], right: set[int]) -> str:
+def _grid(rows: Sequence[tuple[str, ...]], right: set[int]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip()

@@ -184,8 +184,8 @@ class TowerLog:
             old_entry = before.chain(entry.nid) if before is not None else None
             if old_entry == entry:
                 continue
-            nid, nano, call = "0x" + entry.nid.hex(), rec.nano(entry.nid), rec.call(entry.nid)
-            held = nano.state.version if nano is not None else None
+            nid, held_nano, held_call = "0x" + entry.nid.hex(), rec.nano(entry.nid), rec.call(entry.nid)
+            held = held_nano.state.version if held_nano is not None else None
             if old_entry is None or entry.version != old_entry.version:
                 if entry.ours and held == entry.version:
                     log.info("nanocontract %s of %s: our registration of version %d is registered; its window ends "
@@ -196,12 +196,12 @@ class TowerLog:
                 elif not entry.ours:
                     log.info("nanocontract %s of %s: version %d registered (we hold %s)", nid, cid, entry.version,
                              held if held is not None else "none")
-            if call is not None and entry.gamma is not None and (old_entry is None or old_entry.gamma != entry.gamma):
-                if entry.ours and entry.gamma == call.version:
+            if held_call is not None and entry.gamma is not None and (old_entry is None or old_entry.gamma != entry.gamma):
+                if entry.ours and entry.gamma == held_call.version:
                     log.info("nanocontract %s of %s: our SETTLE with γ version %d is executed", nid, cid, entry.gamma)
                 else:
                     log.info("nanocontract %s of %s: the half stores γ version %d (we hold the SETTLE with %d)",
-                             nid, cid, entry.gamma, call.version)
+                             nid, cid, entry.gamma, held_call.version)
         paid_before = set(before.rewards_paid) if before is not None else set()
         for nid_paid, amount in rec.rewards_paid:
             if (nid_paid, amount) not in paid_before:

@@ -194,23 +194,24 @@ _OPENING = {"proposed", "accepted", "initialising"}
 
 
 def _wrong_stage(exc: errors.WrongStage, ctx: Context) -> tuple[str, dict[str, Any]]:
-    stage = (ctx.channel or {}).get("stage")
+    channel = ctx.channel or {}
+    stage = channel.get("stage")
     if stage is None:
         return str(exc), _with_channel(ctx)
     fields = {**_with_channel(ctx), "stage": stage}
     if ctx.method == "cancel" and stage in ("open", "closing", "closed"):
         return (f"{_channel(ctx)} is {stage}, past its opening: there is nothing to cancel"
                 + (f"; `perun close {_cid(ctx)}` closes it" if stage == "open" else ""), fields)
-    if stage == "closing" and ctx.channel.get("deadline"):
-        deadline = ctx.channel["deadline"]
-        return (f"{_channel(ctx)} is closing on chain (version {ctx.channel.get('registered_version')} "
+    if stage == "closing" and channel.get("deadline"):
+        deadline = channel["deadline"]
+        return (f"{_channel(ctx)} is closing on chain (version {channel.get('registered_version')} "
                 f"registered), not open: its dispute window ends at {when(deadline, ctx.now)}; then "
                 f"`perun finalize {_cid(ctx)}` pays out (the node also does it itself)",
                 {**fields, "deadline": deadline, **_with_now(ctx)})
     if stage == "closed":
         return f"{_channel(ctx)} is closed and paid out already: `perun status {_cid(ctx)}` shows the payout", fields
     if stage == "failed":
-        return (f"{_channel(ctx)} was never opened ({ctx.channel.get('given_up')}); nothing is sent for it: "
+        return (f"{_channel(ctx)} was never opened ({channel.get('given_up')}); nothing is sent for it: "
                 "`perun open` opens a new one", fields)
     if stage == "lost":
         return f"{_channel(ctx)} was on a chain that has been reset since: it no longer exists", fields

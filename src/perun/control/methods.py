@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from perun import errors
 from perun.control import params as check
 from perun.control.protocol import BadRequest, ControlError
 from perun.core.route import Invoice, Route
+from perun.protocols.multistate.protocol import Multistate
 
 if TYPE_CHECKING:
     from perun.chain.payment import Receipt
@@ -158,10 +160,10 @@ class Methods:
         holder = self._holder(cid)
         version_of, registered_of = holder.version_of, holder.registered_of
         if slot is not None:
-            if holder is not node.runtime.registry.get("multistate"):
+            if not isinstance(holder, Multistate):
                 raise BadRequest(f"nid names a nanocontract, and channel 0x{cid.hex()} is a {holder.kind} channel")
-            version_of = lambda rec: holder.nanocontract_version(rec, slot)  # noqa: E731
-            registered_of = lambda rec: holder.nanocontract_registered(rec, slot)  # noqa: E731
+            version_of = partial(holder.nanocontract_version, nid=slot)
+            registered_of = partial(holder.nanocontract_registered, nid=slot)
         def reached(rec) -> bool:
             if on_chain is not None and ((known := registered_of(rec)) is None or known < on_chain):
                 return False

@@ -108,6 +108,7 @@ class ControlServer:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
+        assert task is not None  # (a client's handler runs as a task of its own)
         self._clients.add(task)
         try:
             while True:
@@ -136,7 +137,8 @@ class ControlServer:
 
     async def handle(self, line: bytes | str) -> dict[str, Any]:
         """One request line in, one reply object out; never raises (but for cancellation)."""
-        method, params = "?", {}
+        method = "?"
+        params: dict[str, Any] = {}
         try:
             try:
                 request = json.loads(line)

@@ -12,7 +12,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from perun import errors
 from perun.chain.channels import ChannelsContract, Event, Receipt
@@ -28,6 +28,7 @@ from perun.wire.transport import Connection
 
 log = logging.getLogger("perun.node")
 T = TypeVar("T")
+C = TypeVar("C", bound=ChannelsContract)  # the kind's own contract
 
 ACCEPTED = "accepted"  # the pending slot of a proposed channel: Bob's acceptance
 # Chain seconds an opening has to get on chain (Alice's proposal to her create mined); Bob keeps
@@ -35,14 +36,14 @@ ACCEPTED = "accepted"  # the pending slot of a proposed channel: Bob's acceptanc
 OPEN_TIME = 600
 
 
-class ChannelProtocol(Protocol):
+class ChannelProtocol(Protocol, Generic[C]):
     """Channels on `contract`. A subclass names its proposal message and how to make a record
     and apply an event to one; `policy` says which channels this party accepts when offered one."""
 
     proposal_type: ClassVar[type[m.ProposeChannel] | type[m.ProposeMultistate]]
     crash_points: ClassVar[tuple[str, ...]] = ("propose-stored", "accept-stored", "created", "confirmed")
 
-    def __init__(self, ctx: Runtime, contract: ChannelsContract, policy: ChannelPolicy) -> None:
+    def __init__(self, ctx: Runtime, contract: C, policy: ChannelPolicy) -> None:
         self.ctx = ctx
         self.contract = contract
         self.domain: Domain = contract.domain
@@ -353,10 +354,11 @@ class ChannelProtocol(Protocol):
             return
         await self.ctx.save(self.applied(receipt.events))
 
-    async def read_chain(self, start: int, end: int) -> list[Event]:
+    # The contract's events; Multistate reads its apps' too, so the read is Any here as in Protocol.
+    async def read_chain(self, start: int, end: int) -> Any:
         return await self.ctx.on_chain(self.contract.events, start, end)
 
-    def apply_chain(self, read: list[Event]) -> list[Any]:
+    def apply_chain(self, read: Any) -> list[Any]:
         return self.applied(read, log_changes=not self.ctx.follower.speculating)
 
     def applied(self, events: Iterable[Event], log_changes: bool = False) -> list[Any]:
@@ -364,6 +366,8 @@ class ChannelProtocol(Protocol):
         changed: dict[bytes, Any] = {}
         for event in events:
             cid = event.args.get("channelId")
+            if cid is None:
+                continue
             rec = changed.get(cid) or self.records.get(cid)
             if rec is None:
                 continue

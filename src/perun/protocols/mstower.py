@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from eth_utils import to_checksum_address
@@ -40,7 +41,7 @@ from perun.wire.transport import Connection
 log = logging.getLogger("perun.tower")
 
 
-class MSTower(Watching):
+class MSTower(Watching[MSContract]):
     """The multistate channels a tower watches on the MSContract at `contract`; `virtual_app` is the
     VirtualChannel app whose SETTLE calls it takes (None: it takes none)."""
 
@@ -120,7 +121,8 @@ class MSTower(Watching):
         events = await self.ctx.on_chain(self.contract.events, start, end)
         read = []
         for event in events:
-            rec = self.records.get(event.args.get("channelId"))
+            cid = event.args.get("channelId")
+            rec = self.records.get(cid) if cid is not None else None
             if event.name == "NanocontractRegistered" and rec is not None and rec.call(event.args["nid"]) is not None:
                 # The event does not carry the storage: the γ version a virtual half stores decides
                 # whether the SETTLE held is above it. (The latest storage: enough, the version only grows.)
@@ -138,13 +140,13 @@ class MSTower(Watching):
             for due, nid in mstower.duties(rec, now):
                 what = due.value if not nid else f"{due.value} 0x{nid.hex()[:12]}"
                 if due is Due.REFUTE:
-                    yield Duty(what, cid, lambda cid=cid: self.refute(cid), deadline=rec.deadline)
+                    yield Duty(what, cid, partial(self.refute, cid), deadline=rec.deadline)
                 elif due is Due.REGISTER:
-                    yield Duty(what, cid, lambda cid=cid, nid=nid: self.register(cid, nid))
+                    yield Duty(what, cid, partial(self.register, cid, nid))
                 elif due is Due.EXECUTE:
-                    yield Duty(what, cid, lambda cid=cid, nid=nid: self.execute(cid, nid))
+                    yield Duty(what, cid, partial(self.execute, cid, nid))
                 else:
-                    yield Duty(what, cid, lambda cid=cid: self.finalize(cid))
+                    yield Duty(what, cid, partial(self.finalize, cid))
 
     async def refute(self, cid: bytes) -> Receipt:
         """Registers the channel state held over the stale one, on the client's authorisation."""

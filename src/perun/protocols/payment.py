@@ -87,7 +87,7 @@ class UpdateHost(Protocol):
         """A new state of the channel signed by the peer is stored: for its watchtowers, if any."""
 
 
-class Payment(ChannelProtocol):
+class Payment(ChannelProtocol[PaymentContract]):
     """The payment channels of a node, on the PaymentContract at `contract`."""
 
     kind = "payment"
@@ -111,7 +111,7 @@ class Payment(ChannelProtocol):
         self._offsets: dict[str, tuple[int, set[bytes]]] = {}
         # Watchtowers (docs/protocol.md §12): the towers this party hands its latest states to, by
         # channel id; what each acknowledged is kept in memory.
-        self.towers = Towers(ctx, self._hand_over_to)
+        self.towers: Towers[bytes, bytes] = Towers(ctx, self._hand_over_to)
 
     def new_record(self, params: Params, role: Role, stage: Stage) -> ChannelRecord:
         return machine.new_record(params, self.domain, role, stage)
@@ -259,7 +259,9 @@ class Payment(ChannelProtocol):
             await self.countersigned(rec, pending_final)
         elif not rec.is_fully_signed_final:
             await self.reestablished(cid)
-            rec = self._hinted(self.updates(cid))
+            after = self.updates(cid)
+            assert after is not None  # (a channel's record stays)
+            rec = self._hinted(after)
             host = self._host(cid)
             if host is not None:
                 host.check_update(cid)
@@ -488,11 +490,11 @@ class Payment(ChannelProtocol):
         # crash point is no `then`: that would hold back the next payment's send.)
         self.ctx.pending.resolve((msg.channel_id, msg.version), state)
         stored = self._save(new, [countersigned], behind=True)
-        def done(f: asyncio.Future) -> None:
+        def on_stored(f: asyncio.Future) -> None:
             if not (f.cancelled() or f.exception()):
                 self.ctx.faults.point("ack-stored")
                 self._for_towers_later(msg.channel_id)
-        stored.add_done_callback(done)
+        stored.add_done_callback(on_stored)
         self.ctx.faults.point("ack-received")
 
     def _on_reestablish(self, conn: Connection, msg: m.Reestablish) -> None:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar
+from functools import partial
+from typing import Any, ClassVar, Generic, TypeVar
 
 from perun import errors
-from perun.chain.channels import Event, Receipt
+from perun.chain.channels import ChannelsContract, Event, Receipt
 from perun.chain.payment import PaymentContract
 from perun.core import tower
 from perun.core.channel import Phase
@@ -29,11 +30,17 @@ from perun.wire.transport import Connection
 log = logging.getLogger("perun.tower")
 
 
-class Watching(Protocol):
+C = TypeVar("C", bound=ChannelsContract)  # the kind's own contract
+
+
+class Watching(Protocol, Generic[C]):
     """What a watchtower's protocols share (this one and perun.protocols.mstower): sending a duty's
     transaction between its two crash points, applying what it did, and their records' views."""
 
     crash_prefix: ClassVar[str] = ""  # before a crash point's name: the kind's own points
+    ctx: Runtime
+    contract: C
+    due_index: DueIndex
 
     def put(self, rec: Any) -> None:
         self.records[rec.channel_id] = rec
@@ -72,6 +79,8 @@ class Watching(Protocol):
         changed: dict[bytes, Any] = {}
         for event in events:
             cid = event.args.get("channelId")
+            if cid is None:
+                continue
             rec = changed.get(cid) or self.records.get(cid)
             if rec is not None:
                 changed[cid] = self.after_event(rec, event)
@@ -93,7 +102,7 @@ class Watching(Protocol):
         return "watching" if rec.registered is None else "closing"
 
 
-class Tower(Watching):
+class Tower(Watching[PaymentContract]):
     """The channels a tower watches on the PaymentContract at `contract`."""
 
     kind = "tower"
@@ -154,9 +163,9 @@ class Tower(Watching):
             rec = self.records[cid]
             for due in tower.duties(rec, now):
                 if due is Due.REFUTE:
-                    yield Duty(due.value, cid, lambda cid=cid: self.refute(cid), deadline=rec.deadline)
+                    yield Duty(due.value, cid, partial(self.refute, cid), deadline=rec.deadline)
                 else:
-                    yield Duty(due.value, cid, lambda cid=cid: self.finalize(cid))
+                    yield Duty(due.value, cid, partial(self.finalize, cid))
 
     async def refute(self, cid: bytes) -> Receipt:
         """Registers the state held over the stale one, on the client's authorisation."""

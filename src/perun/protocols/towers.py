@@ -13,28 +13,31 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import Generic, TypeVar
 
 from perun import errors
 from perun.runtime import Runtime
 from perun.wire.transport import Connection
 
-HandOver = Callable[[Connection, Iterable[Hashable]], None]
+K = TypeVar("K", bound=Hashable)  # what the kind hands over by: a channel id
+Item = TypeVar("Item", bound=Hashable)  # what a tower acknowledges: a channel's state, a nanocontract's, a call
+HandOver = Callable[[Connection, Iterable[K]], None]
 
 
-class Towers:
+class Towers(Generic[K, Item]):
     """The towers of one protocol's client side. `hand_over(conn, keys)` sends the tower of
     `conn` what it lacks of the protocol's items named by `keys` (channel ids, say), each through
     `offer`; `keys` is every key the protocol holds when a tower (re)connects."""
 
-    def __init__(self, ctx: Runtime, hand_over: HandOver) -> None:
+    def __init__(self, ctx: Runtime, hand_over: HandOver[K]) -> None:
         self.ctx = ctx
         self.addresses: tuple[str, ...] = ()
         self.reward = 0  # offered to each tower, capped by what the item gives this party
         self._hand_over = hand_over
-        self._acked: dict[Hashable, dict[str, int]] = {}  # item -> tower -> version it holds
-        self._sent: dict[str, dict[Hashable, int]] = {}  # tower -> item -> version sent on this connection
-        self._due: set[Hashable] = set()  # keys to hand over in the next turn of the event loop
-        self._waiters: list[tuple[dict[Hashable, int], asyncio.Future]] = []
+        self._acked: dict[Item, dict[str, int]] = {}  # item -> tower -> version it holds
+        self._sent: dict[str, dict[Item, int]] = {}  # tower -> item -> version sent on this connection
+        self._due: set[K] = set()  # keys to hand over in the next turn of the event loop
+        self._waiters: list[tuple[dict[Item, int], asyncio.Future]] = []
 
     def watch(self, towers: Iterable[str], reward: int) -> None:
         self.addresses = tuple(towers)
@@ -48,7 +51,7 @@ class Towers:
 
     # ------------------------------------------------------------------ handing over
 
-    def later(self, key: Hashable) -> None:
+    def later(self, key: K) -> None:
         """After the commit of something new the peer signed under `key`: hand it to the
         towers in a later turn of the event loop, off the update's path."""
         if not self.addresses:
@@ -66,7 +69,7 @@ class Towers:
             if conn is not None:  # else handed over when it connects (`connected`)
                 self._hand_over(conn, keys)
 
-    def connected(self, conn: Connection, keys: Iterable[Hashable]) -> bool:
+    def connected(self, conn: Connection, keys: Iterable[K]) -> bool:
         """A peer connected: if it is a tower, hands it what it has not acknowledged of the items
         under `keys` (what went on a lost connection may not have arrived). True if it is one."""
         if conn.peer not in self.addresses:
@@ -75,7 +78,7 @@ class Towers:
         self._hand_over(conn, keys)
         return True
 
-    def offer(self, tower: str, item: Hashable, version: int) -> bool:
+    def offer(self, tower: str, item: Item, version: int) -> bool:
         """Whether `tower` lacks `item` at `version` (it acknowledged no such version, and none
         went to it on this connection); if so, it counts as sent from now on."""
         sent = self._sent.setdefault(tower, {})
@@ -86,16 +89,16 @@ class Towers:
 
     # ------------------------------------------------------------------ acknowledgements
 
-    def acked(self, tower: str, item: Hashable) -> int:
+    def acked(self, tower: str, item: Item) -> int:
         """The version of `item` that `tower` acknowledged (-1: none, or none since a restart)."""
         return self._acked.get(item, {}).get(tower, -1)
 
-    def shown(self, item: Hashable) -> dict[str, int | None]:
+    def shown(self, item: Item) -> dict[str, int | None]:
         """For `describe`: each tower's acknowledged version of `item` (None: none yet)."""
         acked = self._acked.get(item, {})
         return {tower: acked.get(tower) for tower in self.addresses}
 
-    def holds(self, tower: str, item: Hashable, version: int) -> None:
+    def holds(self, tower: str, item: Item, version: int) -> None:
         """`tower` said it holds `item` at `version` (an acknowledgement, or a STALE_VERSION
         refusal's `signed`)."""
         if tower not in self.addresses:
@@ -108,18 +111,18 @@ class Towers:
                 if not waiter[1].done():
                     waiter[1].set_result(None)
 
-    def forget(self, items: Iterable[Hashable]) -> None:
+    def forget(self, items: Iterable[Item]) -> None:
         """Drops what is kept of `items` (a nanocontract no longer live, say)."""
         for item in items:
             self._acked.pop(item, None)
             for sent in self._sent.values():
                 sent.pop(item, None)
 
-    def _all_hold(self, wanted: Mapping[Hashable, int]) -> bool:
+    def _all_hold(self, wanted: Mapping[Item, int]) -> bool:
         return bool(self.addresses) and all(self.acked(t, item) >= version for item, version in wanted.items()
                                             for t in self.addresses)
 
-    async def hold(self, wanted: Mapping[Hashable, int], timeout: float, what: str) -> None:
+    async def hold(self, wanted: Mapping[Item, int], timeout: float, what: str) -> None:
         """Waits until every tower acknowledged each item of `wanted` at its version or above;
         PeerTimeout after `timeout` seconds (`what` names them in its message)."""
         if not self.addresses:

@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, Protocol
 
 Key = tuple[bytes, Hashable]
+
+
+class Completion(Protocol):
+    """Completes a detached future with `outcome` (raised if it is an exception)."""
+
+    def __call__(self, outcome: Any = None) -> None: ...
 
 
 class Pending:
@@ -30,12 +36,15 @@ class Pending:
         """Completes `key` with `outcome`, raised if it is an exception."""
         _complete(self._futures.pop(key, None), outcome)
 
-    def detach(self, key: Key) -> Callable[[Any], None]:
+    def detach(self, key: Key) -> Completion:
         """Takes the future of `key` out now, and returns what completes it later (after a
         commit): a proposal made meanwhile on the same key (a multistate slot) gets a future of
         its own, which this answer does not complete."""
         future = self._futures.pop(key, None)
-        return lambda outcome=None: _complete(future, outcome)
+
+        def complete(outcome: Any = None) -> None:
+            _complete(future, outcome)
+        return complete
 
     def discard(self, key: Key) -> None:
         self._futures.pop(key, None)

@@ -73,7 +73,7 @@ class Runtime:
         self._waiters: list[tuple[bytes, Callable[[Any], bool], asyncio.Future]] = []
         # the group commit
         self._batch: dict[str, Any] | None = None
-        self._after: list[Callable[[], None]] = []
+        self._after: list[Callable[[], object]] = []
         self._batch_done: asyncio.Future | None = None
 
     # ================================================================== lifecycle
@@ -198,7 +198,7 @@ class Runtime:
     # ================================================================== the group commit
 
     def save(self, records: Iterable[Any] = (), states: Iterable[Any] = (), peers: Iterable[tuple[str, str, int]] = (),
-             meta: dict[str, str] | None = None, then: Callable[[], None] | None = None,
+             meta: dict[str, str] | None = None, then: Callable[[], object] | None = None,
              behind: bool = False) -> asyncio.Future:
         """Stages changes for the next group commit and returns a future of it. Each record goes
         into its protocol's memory at once (Protocol.put); `then` runs right after the commit, in

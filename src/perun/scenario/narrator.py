@@ -12,9 +12,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from eth_utils import to_checksum_address
+from web3.types import TxParams
 
 from perun import errors
 from perun.chain.backend import Transaction
@@ -94,7 +95,7 @@ class Narrator:
         self.out(f"  {step.index:>2}. {text}  (line {step.line})")
         return text
 
-    def step_ended(self, step: Step, text: str, outcome: str, detail: str) -> None:
+    def step_ended(self, step: Step, text: str, outcome: r.Outcome, detail: str) -> None:
         self._add(lambda seq, t: r.Step(seq, t, step.line, step.index, text, outcome, detail))
         mark = {"ok": "ok", "expected-error": f"failed as expected ({detail})", "failed": f"FAILED: {detail}"}[outcome]
         if outcome != "ok" or detail:
@@ -129,7 +130,7 @@ class Narrator:
 
     # ------------------------------------------------------------------ frames and transactions
 
-    def message(self, sender: str, receiver: str, message: m.Message, fate: str) -> None:
+    def message(self, sender: str, receiver: str, message: m.Message, fate: r.Fate) -> None:
         """The relays' observer: a frame and what the network did with it."""
         if isinstance(message, m.NanocontractCreate):  # a multi-hop payment's lock gets its name
             self.world.learn_lock(message.channel_id, message.version, message.app, message.data)
@@ -139,11 +140,11 @@ class Narrator:
             self.errors_seen.append((sender, receiver, _code_name(message.code)))
         self.message_seen.set()
 
-    def transaction(self, tx: dict[str, Any], mined: Transaction) -> None:
+    def transaction(self, tx: TxParams, mined: Transaction) -> None:
         """The chain's observer: a transaction mined, with its gas and events; the sender's gas counts
         for its wallet."""
         receipt, world = mined.receipt, self.world
-        sender = world.name(tx["from"])
+        sender = world.name(cast(str, tx["from"]))  # (Chain.transact sends from an address string)
         world.gas_paid[sender] = world.gas_paid.get(sender, 0) + receipt["gasUsed"] * receipt["effectiveGasPrice"]
         function = self._function(tx) + ("" if receipt["status"] == 1 else " (reverted)")
         found = world.contract.receipt_events(receipt) + (world.ms.receipt_events(receipt) if world.ms else ())
@@ -154,7 +155,7 @@ class Narrator:
                                                "0x" + bytes(receipt["transactionHash"]).hex()))
         self.out(f"      ⛓ {sender} {function}  gas {receipt['gasUsed']:,}  {' '.join(events)}")
 
-    def _function(self, tx: dict[str, Any]) -> str:
+    def _function(self, tx: TxParams) -> str:
         """The function a transaction called; for a nanocontract, which one: `register(pay v0)`,
         `execute(game.timeout)`."""
         to = to_checksum_address(tx["to"]) if tx.get("to") else None
@@ -368,6 +369,7 @@ def describe(step: Step, world: World) -> str:
             return (f"{a['by']} refutes on {a['channel']} with version {a['version']}, on {a['client']}'s "
                     f"authorisation{named}, by hand")
         case "submit":
+            assert gamma is not None  # (the file's check: a submit names a virtual channel)
             ledger = gamma.ledgers[gamma.ends.index(a["by"])]
             if "balances" in a:  # a fork, signed by both ends for this step
                 return (f"{a['by']} submits a version {a['version']} of {gamma.name} paying "
@@ -421,15 +423,15 @@ def describe(step: Step, world: World) -> str:
         case "expect":
             return "check " + ", ".join(k for k in a if k != "channel")
         case "nanocontract":
-            spec = world.scenario.nanocontracts[a["name"]]
-            channel = world.scenario.channels[spec.channel]
-            if spec.app == "HashTimeLock":
-                to = channel.bob if spec.by == channel.alice else channel.alice
-                return (f"{spec.by} locks {world.amount(spec.amount)} for {to} in {spec.name} on {spec.channel} "
-                        f"(HashTimeLock, {spec.timeout} s)")
-            return (f"{spec.by} starts {spec.name} on {spec.channel} (TicTacToe, stakes "
-                    f"{world.amount(spec.stakes[0])} / {world.amount(spec.stakes[1])}, {spec.first} first, "
-                    f"{spec.move_timeout} s a move on chain)")
+            nano = world.scenario.nanocontracts[a["name"]]
+            channel = world.scenario.channels[nano.channel]
+            if nano.app == "HashTimeLock":
+                to = channel.bob if nano.by == channel.alice else channel.alice
+                return (f"{nano.by} locks {world.amount(nano.amount)} for {to} in {nano.name} on {nano.channel} "
+                        f"(HashTimeLock, {nano.timeout} s)")
+            return (f"{nano.by} starts {nano.name} on {nano.channel} (TicTacToe, stakes "
+                    f"{world.amount(nano.stakes[0])} / {world.amount(nano.stakes[1])}, {nano.first} first, "
+                    f"{nano.move_timeout} s a move on chain)")
         case "call":
             return f"{a['by']} calls {_step_call(a)} on {a['nanocontract']} off chain"
         case "execute":

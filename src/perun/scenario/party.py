@@ -7,32 +7,52 @@ runs, where it crashes) goes through `Party` alone, so that a change in the node
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from eth_account.signers.local import LocalAccount
 
 from perun import errors
 from perun.chain.backend import Chain
 from perun.chain.deploy import Deployment
+from perun.core.apps.virtualchannel import VirtualChannelData
 from perun.core.machine import ChannelRecord, Stage
 from perun.core.msmachine import MSRecord
 from perun.core.mstower import MSWatched
 from perun.core.multihop import HopRecord
+from perun.core.multistate import NanocontractState
 from perun.core.tower import Watched
 from perun.core.virtual import VirtualRecord
 from perun.node import Node, Watchtower
 from perun.protocols.multihop import Multihop
 from perun.protocols.multistate import Multistate
 from perun.protocols.policy import ACCEPT_ALL
-from perun.protocols.virtual import Virtual
+from perun.protocols.virtual import HubPolicy, Virtual
 from perun.scenario.spec import Party as PartySpec
 from perun.scenario.spec import TowerSpec
 from perun.store import Store
 
 POLL = 0.05  # the nodes' own chain polling, between the runner's settles
 RESPONSE_TIMEOUT = 5.0
+
+
+class _NodeMultistate(TypedDict, total=False):
+    """A node's arguments for multistate (and virtual) channels, when the file has any."""
+
+    ms_contract: str
+    apps: Mapping[str, str]
+    accept_nanocontract: Callable[[NanocontractState], bool]
+    accept_virtual: Callable[[VirtualChannelData], bool]
+    hub: HubPolicy | None
+
+
+class _TowerMultistate(TypedDict, total=False):
+    """A tower's arguments for multistate channels, when the file has any."""
+
+    ms_contract: str
+    virtual_app: str | None
 
 
 class Party:
@@ -61,7 +81,7 @@ class Party:
         """Starts a node on the party's store; returns the port it listens on. `on_kill(name,
         crash point)` is told when the node is killed."""
         spec = self.spec
-        multistate = {} if self._deployment is None else {
+        multistate: _NodeMultistate = {} if self._deployment is None else {
             "ms_contract": self._deployment.ms_contract, "apps": self._deployment.apps,
             "accept_nanocontract": lambda nc: True,  # every party agrees to the games the file creates
             "accept_virtual": lambda v: spec.accept_virtual, "hub": spec.hub,
@@ -204,12 +224,16 @@ async def _same_latest(pair: tuple[Node, Node], cid: bytes, timeout: float) -> N
     updates are a payment channel's too), none pending."""
     def updates(n: Node) -> ChannelRecord:
         return n.payment.updates(cid)  # type: ignore[return-value]
+    def idle(n: Node, _: object) -> bool:
+        return updates(n).stage is not Stage.OPEN or not updates(n).pending
+
+    def reached(target: int, n: Node, _: object) -> bool:
+        return updates(n).stage is not Stage.OPEN or updates(n).current.version >= target
     for n in pair:
-        await n.wait_for(cid, lambda _, n=n: updates(n).stage is not Stage.OPEN or not updates(n).pending, timeout)
+        await n.wait_for(cid, partial(idle, n), timeout)
     target = max(updates(n).current.version for n in pair)
     for n in pair:
-        await n.wait_for(cid, lambda _, n=n: updates(n).stage is not Stage.OPEN
-                         or updates(n).current.version >= target, timeout)
+        await n.wait_for(cid, partial(reached, target, n), timeout)
 
 
 class TowerParty:
@@ -234,7 +258,7 @@ class TowerParty:
 
     async def start(self, on_kill: Callable[[str, str | None], None]) -> int:
         """Starts the tower on its store; returns the port it listens on."""
-        multistate = {} if self._deployment is None else {
+        multistate: _TowerMultistate = {} if self._deployment is None else {
             "ms_contract": self._deployment.ms_contract, "virtual_app": self._deployment.apps.get("VirtualChannel")}
         tower = Watchtower(self.account.key, self._chain, self._contract, self.store, poll_interval=POLL,
                            response_timeout=RESPONSE_TIMEOUT, name=self.name, **multistate)
@@ -281,6 +305,7 @@ class TowerParty:
             return None
         store = Store(self.store, self.address, self._chain.chain_id, self._contract)
         try:
-            return next((rec for rec in [*store.watched(), *store.ms_watched()] if rec.channel_id == cid), None)
+            held: list[Watched | MSWatched] = [*store.watched(), *store.ms_watched()]
+            return next((rec for rec in held if rec.channel_id == cid), None)
         finally:
             store.close()

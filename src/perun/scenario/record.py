@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 CHAIN = "chain"  # the timeline's lane for on-chain transactions
+Outcome = Literal["ok", "failed", "expected-error"]  # how a step ended
+Fate = Literal["delivered", "dropped", "delayed", "replayed", "forged"]  # what the network did with a frame
 
 
 @dataclass(frozen=True)
@@ -19,7 +21,7 @@ class Step:
     line: int  # in the scenario file
     index: int  # 1-based position in the step list
     text: str  # "alice pays 1 ETH on ab"
-    outcome: Literal["ok", "failed", "expected-error"] | None = None
+    outcome: Outcome | None = None
     detail: str = ""  # the error, for failed and expected-error
 
 
@@ -34,7 +36,7 @@ class Message:
     receiver: str
     type: str  # Update, UpdateAck, Error, ...
     summary: str  # "v3 alice 9 ETH / bob 6 ETH", "STALE_VERSION: ..."
-    fate: Literal["delivered", "dropped", "delayed", "replayed", "forged"] = "delivered"
+    fate: Fate = "delivered"
 
 
 @dataclass(frozen=True)

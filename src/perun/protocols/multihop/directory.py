@@ -106,8 +106,8 @@ class Directory:
         directions = tuple(self.directions(policy.base_fee, policy.fee_ppm) if policy is not None else ())
         now, last = self.ctx.follower.chain_time, self._own
         if last is None or (last.timestamp, last.directions) != (now, directions):  # else signed already
-            self._own = Announcement.create(self.ctx.key, self.multihop.ms.domain.chain_id, now, directions)
-        return self._own
+            last = self._own = Announcement.create(self.ctx.key, self.multihop.ms.domain.chain_id, now, directions)
+        return last
 
     # ------------------------------------------------------------------ messages
 

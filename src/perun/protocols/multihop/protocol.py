@@ -38,6 +38,7 @@ from perun import errors
 from perun.core import multihop as mh
 from perun.core import onion
 from perun.core.amounts import ether
+from perun.core.apps import ALICE
 from perun.core.apps import hashtimelock as htlc
 from perun.core.channel import ETH, checksum
 from perun.core.machine import Stage
@@ -395,14 +396,14 @@ class Multihop(Protocol):
         this node, off chain (signed by both, not registered): this node absorbs it."""
         if nc.app != self.app_address or nc.blocked_alice or nc.blocked_bob or ledger.registered(nc.nid) is not None:
             return False
-        mine, theirs = ((nc.released_alice, nc.released_bob) if int(ledger.role) == htlc.ALICE
+        mine, theirs = ((nc.released_alice, nc.released_bob) if int(ledger.role) == ALICE
                         else (nc.released_bob, nc.released_alice))
         return mine > 0 and theirs == 0 and htlc.decode(nc.storage).hashlock in self.records
 
     @staticmethod
     def _held(ledger: MSRecord, nid: bytes) -> NanocontractState | None:
         """Lock `nid` as both signed it last; None once absorbed."""
-        return next((s.state for s in ledger.nanocontracts if s.state.nid == nid), None)  # type: ignore[union-attr]
+        return next((s.state for s in ledger.nanocontracts if s.state.nid == nid), None)
 
     def _blocking(self, ledger: MSRecord, nid: bytes) -> bool:
         """Lock `nid` still blocks its amount (not released, nor absorbed since)."""

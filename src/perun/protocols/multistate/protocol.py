@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from eth_utils import to_checksum_address
@@ -49,7 +50,7 @@ log = logging.getLogger("perun.node")
 
 
 
-class Multistate(ChannelProtocol):
+class Multistate(ChannelProtocol[MSContract]):
     """The multistate channels of a node, on the MSContract at `contract`; `apps` maps each app
     name the node knows to its deployed address (Deployment.apps). A creation that blocks this
     node's cash needs `accept_nanocontract` (a conditional payment to it does not). A proposal
@@ -80,7 +81,8 @@ class Multistate(ChannelProtocol):
         self.chain_duties = Duties(self)
         # Watchtowers (docs/protocol.md §12), by channel id: its own state (item: the channel id),
         # and each live nanocontract's (nid, False) and call (nid, True), as MonitorNanoAck names them.
-        self.towers = Towers(ctx, self._hand_over_to)
+        # Items: a channel's state by its id, a nanocontract's state by (nid, False), its call by (nid, True).
+        self.towers: Towers[bytes, bytes | tuple[bytes, bool]] = Towers(ctx, self._hand_over_to)
 
     def new_record(self, params: Params, role: Role, stage: Stage) -> MSRecord:
         return ms.new_record(params, self.domain, role, stage)
@@ -137,13 +139,13 @@ class Multistate(ChannelProtocol):
             for nc in shown["nanocontracts"]:
                 nid = bytes.fromhex(nc["nid"][2:])
                 nc["towers"] = self.towers.shown((nid, False))
-                if self._tower_call(rec, rec.nanocontract(nid).state) is not None:  # type: ignore[arg-type]
+                if self._tower_call(rec, rec.nanocontract(nid).state) is not None:
                     nc["tower_calls"] = self.towers.shown((nid, True))
         return shown
 
     def nanocontract(self, cid: bytes, nid: bytes) -> NanocontractState:
         """The latest version of nanocontract `nid` signed by both parties."""
-        return self.channel(cid).nanocontract(nid).state  # type: ignore[return-value]
+        return self.channel(cid).nanocontract(nid).state
 
     async def create(self, cid: bytes, app: str, initial: AppState, fee: int = 0) -> bytes:
         """Creates a nanocontract of `app` (a name, as in Deployment.apps) holding `initial`, with
@@ -159,7 +161,7 @@ class Multistate(ChannelProtocol):
     async def call(self, cid: bytes, nid: bytes, fun: int, z: bytes = b"") -> NanocontractState:
         """Calls function `fun` of nanocontract `nid` with argument `z`, off chain; returns the
         new state once the peer has countersigned it. The app's errors are raised as they are."""
-        app = self.app_of(self.channel(cid).nanocontract(nid).state.app)  # type: ignore[union-attr]
+        app = self.app_of(self.channel(cid).nanocontract(nid).state.app)
         now = await self.ctx.on_chain(self.ctx.chain.timestamp)
         proposal = await self.proposer.update(cid, nid, lambda rec, t: ms.call(rec, nid, fun, z, now, app, self.ctx.key,
                                                                              t))
@@ -249,7 +251,7 @@ class Multistate(ChannelProtocol):
         if rec is not None:  # a refused creation (an opening of a virtual channel, say): no scan
             return rec.channel_signed if rec.peer == peer else 0
         for rec in self.with_peer(peer):
-            if any(s.state.nid == ref for s in rec.nanocontracts):  # type: ignore[union-attr]
+            if any(s.state.nid == ref for s in rec.nanocontracts):
                 return max(rec.signed_version(ref), 0)
         return 0
 
@@ -394,7 +396,8 @@ class Multistate(ChannelProtocol):
             hooks = self.hooks_of(dropped.nanocontract) if dropped.kind is ms.Kind.CREATE and not again else None
             if hooks is not None:
                 hooks.refused(new, dropped, failure)
-            self.ctx.save([new], then=lambda answer=self.ctx.pending.detach((rec.channel_id, slot)): answer(failure))
+            answer = self.ctx.pending.detach((rec.channel_id, slot))
+            self.ctx.save([new], then=partial(answer, failure))
             return
 
     # ================================================================== watchtowers
@@ -450,7 +453,7 @@ class Multistate(ChannelProtocol):
             conn.send(m.MonitorChannel.of(rec.params, state, wire.by_peer(rec, rec.channel), reward, authorisation))
         listed = {f.nid for f in state.nanocontracts}
         for signed in rec.nanocontracts:
-            nc: NanocontractState = signed.state  # type: ignore[assignment]
+            nc = signed.state
             if nc.nid not in listed:
                 continue
             limit = min(self.towers.reward, nc.payout(role))

@@ -233,7 +233,7 @@ class Hub:
 
         def settleable(ledger: MSRecord) -> bool:
             return (ledger.stage is Stage.OPEN and ledger.registered(half.nid) is None
-                    and any(s.state.nid == half.nid for s in ledger.nanocontracts))  # type: ignore[union-attr]
+                    and any(s.state.nid == half.nid for s in ledger.nanocontracts))
 
         ledger = await ctx.wait_for(half.ledger, lambda r: not settleable(r) or r.pending_on(slot) is None,
                                     ctx.response_timeout)

@@ -26,6 +26,7 @@ import logging
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from typing import Any
 
 from perun import errors
@@ -226,7 +227,7 @@ class Virtual(Protocol):
         ledger = self.ms.records.get(half.ledger)
         if ledger is None:
             return None
-        return next((s.state for s in ledger.nanocontracts if s.state.nid == half.nid), None)  # type: ignore[misc]
+        return next((s.state for s in ledger.nanocontracts if s.state.nid == half.nid), None)
 
     def ledger_peer(self, half: Half) -> str | None:
         ledger = self.ms.records.get(half.ledger)
@@ -336,7 +337,7 @@ class Virtual(Protocol):
                 if ledger is None or held is None or held.terminated or ledger.registered(half.nid) is not None:
                     continue
                 if ledger.stage is Stage.OPEN and vr.register_due(rec, ledger.params.delta, now):
-                    yield Duty("register", half.ledger, lambda h=half: self._register(h))
+                    yield Duty("register", half.ledger, partial(self._register, half))
 
     async def _register(self, half: Half) -> None:
         log.warning("%s: virtual channel half 0x%s: registering it by validity - Δ - 1", self.ctx.name,
