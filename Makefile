@@ -20,15 +20,17 @@ demo: setup
 test: setup browser capture-tool
 	$(PY) -m pytest -q -p no:ape_test -n 2 --dist loadfile $(PYTEST_ARGS)
 
-# Static analysis (CI runs it before `make test`): slither (every detector) on the contracts, and
-# ruff on the Python. `slither .` compiles Contracts.sol, which imports every deployable contract
-# (slither.config.json points it at the solc shim); a finding is fixed, or triaged where it stands
-# with `// slither-disable-next-line DETECTOR -- reason`, so that a new one fails.
+# Static analysis (CI runs it before `make test`): slither (every detector) on the contracts, ruff
+# and mypy on the Python. `slither .` compiles Contracts.sol, which imports every deployable
+# contract (slither.config.json points it at the solc shim); a finding is fixed, or triaged where
+# it stands with `// slither-disable-next-line DETECTOR -- reason`, so that a new one fails. mypy
+# checks src/perun, strict on perun.core, perun.wire and perun.chain (pyproject.toml's [tool.mypy]).
 lint: setup
 	@echo "slither ."; out=$$($(VENV)/bin/slither . 2>&1) || { echo "$$out" | grep -v "^'"; exit 1; }
 	$(VENV)/bin/ruff check src benchmarks tests scripts
+	$(VENV)/bin/mypy
 
-# Not in `make lint` yet: it still reports errors (pyproject.toml's [tool.mypy] says where it is strict).
+# mypy alone, as `make lint` runs it.
 mypy: setup
 	$(VENV)/bin/mypy
 

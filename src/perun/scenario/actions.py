@@ -24,7 +24,7 @@ from perun.core.onion import compressed_public_key
 from perun.scenario.bypass import Bypass
 from perun.scenario.narrator import Narrator
 from perun.scenario.network import Network, Rule
-from perun.scenario.spec import DEFAULT_EXPIRY, NanocontractSpec, VirtualSpec
+from perun.scenario.spec import DEFAULT_EXPIRY, ChannelSpec, NanocontractSpec, VirtualSpec
 from perun.scenario.world import World
 
 STEP_TIMEOUT = 30.0  # a step that takes longer fails; a restart waits as long for its peers
@@ -310,8 +310,9 @@ class Actions:
         await self.start(name)
         self.narrator.note(name, note)
         # Whoever dialled before redials (from its store, or when its connection dropped).
-        opened = [*(c for key, c in world.scenario.channels.items() if key in world.cids),
-                  *(g for key, g in world.scenario.virtual.items() if key in world.gids)]
+        opened: list[ChannelSpec | VirtualSpec] = [
+            *(c for key, c in world.scenario.channels.items() if key in world.cids),
+            *(g for key, g in world.scenario.virtual.items() if key in world.gids)]
         peers = {c.bob if c.alice == name else c.alice for c in opened if name in (c.alice, c.bob)}
         for peer in (world.parties[p] for p in sorted(peers)):
             if peer.running:

@@ -80,8 +80,8 @@ class Checks:
         if "payment" in a:
             checks += [check for check, _ in self._payment(a["payment"])]
         self._errors_checked = len(self.narrator.errors_seen)
-        for key, what, expected, found in checks:
-            self.narrator.checked(step.lines.get(key, step.line), what, expected, found)
+        for key, what, expected, got in checks:
+            self.narrator.checked(step.lines.get(key, step.line), what, expected, got)
 
     def _owed(self, name: str) -> int:
         """What PaymentContract and MSContract owe a party in the scenario's unit (`owed`)."""
@@ -163,10 +163,10 @@ class Checks:
                                behind))
         for party, expected in want.get("outcome", {}).items():
             rec = records.get(party)
-            found = mh.outcome(rec) if rec is not None else "none"
+            outcome = mh.outcome(rec) if rec is not None else "none"
             # Pending and failing go on to settled or failed; those two are final.
-            behind = found != expected and found in ("pending", "failing", "none") and party in running
-            result.append((("payment", f"{party}'s part in paying {name}", expected, found), behind))
+            behind = outcome != expected and outcome in ("pending", "failing", "none") and party in running
+            result.append((("payment", f"{party}'s part in paying {name}", expected, outcome), behind))
         if "failure" in want:
             payer = self.world.scenario.invoices[name].payer
             rec = records.get(payer)
@@ -339,7 +339,7 @@ class Checks:
             whose, missing = f"{want['party']}'s {name}", "none (never created, or absorbed)"
             rec = self.world.parties[want["party"]].record(cid) if cid and nid else None
             held = [s for s in rec.nanocontracts if s.state.nid == nid] if isinstance(rec, MSRecord) else []
-            state = held[0].state if held else None  # type: ignore[assignment]
+            state = held[0].state if held else None
         else:
             whose, missing = f"{name} on chain", "not registered"
             if cid and nid:

@@ -20,10 +20,9 @@ from dataclasses import dataclass, field, replace
 from perun import errors
 from perun.core.channel import PaymentState
 from perun.core.eip712 import Domain, address_of, sign_state
+from perun.scenario.record import Fate
 from perun.wire import messages as m
 from perun.wire.transport import Connection, handshake
-
-Fate = str  # delivered, dropped, delayed, replayed, forged
 
 
 @dataclass
@@ -123,7 +122,9 @@ class Network:
             conn = link.parties.get(receiver)
             if conn is not None and sender in link.parties and not conn.closed:
                 conn.send_plaintext(raw)
-                self.observe(sender, receiver, _decode(raw), fate)
+                message = _decode(raw)
+                assert message is not None  # replayed: it decoded when it passed; forged: just encoded
+                self.observe(sender, receiver, message, fate)
                 return
         raise errors.PeerUnavailable(f"no connection between {sender} and {receiver} to inject into")
 
@@ -131,6 +132,7 @@ class Network:
 
     async def _relay(self, party: str, dialer_r: asyncio.StreamReader, dialer_w: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
+        assert task is not None  # (a relay runs as a task of its own)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         try:
@@ -177,7 +179,8 @@ class Network:
             rule.count -= 1
             if rule.count == 0:
                 self.rules.remove(rule)
-            fate = {"drop": "dropped", "delay": "delayed"}.get(rule.action, "delivered")
+            fates: dict[str, Fate] = {"drop": "dropped", "delay": "delayed"}
+            fate = fates.get(rule.action, "delivered")
         if message is not None:
             self.last[(sender, type_name)] = (receiver, raw)
             if isinstance(message, m.Update):

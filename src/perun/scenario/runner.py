@@ -102,7 +102,8 @@ class Run:
     async def _step(self, step: Step) -> bool:
         """Runs one step; False when the run must stop (the step failed unexpectedly)."""
         text = self.narrator.step_began(step)
-        outcome, detail = "ok", ""
+        outcome: r.Outcome = "ok"
+        detail = ""
         self._death.clear()
         entries, block = self.narrator.recorded, self.chain.block_number()
         act = asyncio.ensure_future(asyncio.wait_for(self._act(step), STEP_TIMEOUT))

@@ -334,7 +334,7 @@ def _events(value: Any, _: Scenario) -> tuple[tuple[str, dict[str, Any]], ...]:
     """[Initialising, Initialised, {CloseRegistered: {version: 1, by: bob}}, Finalized]."""
     if not isinstance(value, list):
         raise _Bad("a list of event names, or {Name: {arg: value}}")
-    result = []
+    result: list[tuple[str, dict[str, Any]]] = []
     for item in value:
         if isinstance(item, str):
             result.append((item, {}))
@@ -772,7 +772,7 @@ class _Loader:
             result[key.value] = value
         return result
 
-    def plain(self, node: yaml.Node) -> Any:
+    def plain(self, node: yaml.Node | None) -> Any:
         return yaml.SafeLoader(yaml.serialize(node)).get_single_data() if node is not None else None
 
     def scenario(self, root: yaml.Node | None) -> Scenario:
@@ -1029,6 +1029,8 @@ class _Loader:
             self.check_virtual_step(action, args, node, where, gamma, fields)
             return
         channel = scenario.channels.get(args.get("channel", ""))
+        if channel is None:
+            return  # a step on no channel (wait, crash, ...): what follows checks a channel's steps
         for key, only in (("timeout", "close"), ("halves", "expect")):
             if action == only and key in args:
                 raise self.fail(fields[key], f"{where}: {key} goes with a virtual channel, and {channel.name} is not one")

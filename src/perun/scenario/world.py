@@ -99,7 +99,8 @@ class World:
 
     def running(self) -> list[Party | TowerParty]:
         """The parties and towers whose nodes run."""
-        return [p for p in [*self.parties.values(), *self.towers.values()] if p.running]
+        members: list[Party | TowerParty] = [*self.parties.values(), *self.towers.values()]
+        return [p for p in members if p.running]
 
     def member(self, name: str) -> Party | TowerParty:
         """A party or a tower, by name."""
