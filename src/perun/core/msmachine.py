@@ -102,9 +102,9 @@ class MSProposal:
     @property
     def version(self) -> int:
         """The version its messages name: the nanocontract's for a call, else the channel's."""
-        if self.kind is Kind.CALL:
-            return self.nanocontract.version  # type: ignore[union-attr]
-        return (self.final or self.channel).version  # type: ignore[union-attr]
+        state = self.nanocontract if self.kind is Kind.CALL else self.final or self.channel
+        assert state is not None  # a call carries its nanocontract's state, any other kind a channel's
+        return state.version
 
 
 @dataclass(frozen=True)
@@ -558,7 +558,8 @@ def _adopt(rec: MSRecord, p: MSProposal, own: MSProposal, peers: MSProposal) -> 
     Expired proposals on its slot can no longer be: they built on the state `p` replaces."""
     rec = replace(rec, expired=tuple(e for e in rec.expired if e.slot != p.slot))
     if p.kind is Kind.CLOSE:
-        return replace(rec, final=_signed(rec, p.final, own.sig_channel, peers.sig_channel))  # type: ignore[arg-type]
+        assert p.final is not None  # (a close carries its final state)
+        return replace(rec, final=_signed(rec, p.final, own.sig_channel, peers.sig_channel))
     signed = partial(_signed, rec)
     channel = signed(p.channel, own.sig_channel, peers.sig_channel) if p.channel else rec.channel
     nanocontracts = [s for s in rec.nanocontracts if s.state.nid != p.nid]

@@ -21,6 +21,7 @@ items of a nanocontract that no state of interest lists any more are dropped.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
@@ -264,9 +265,9 @@ def accept_call(held: MSWatched | None, domain: Domain, tower: str, app: str | N
 # ---------------------------------------------------------------------- the chain
 
 
-def _fundings(raw: object) -> tuple[Funding, ...]:
-    return tuple(Funding(*f) if isinstance(f, tuple) else Funding(f["nid"], f["alice"], f["bob"])
-                 for f in raw)  # type: ignore[attr-defined]
+def _fundings(raw: Iterable[Any]) -> tuple[Funding, ...]:
+    """An event's fundings, as tuples or as dicts (the ABI decoder's structs)."""
+    return tuple(Funding(*f) if isinstance(f, tuple) else Funding(f["nid"], f["alice"], f["bob"]) for f in raw)
 
 
 def _gamma(rec: MSWatched, nid: bytes, version: int, data: bytes | None) -> int | None:
@@ -364,7 +365,7 @@ def duties(rec: MSWatched, now: int) -> tuple[tuple[Due, bytes], ...]:
         return ()
     found: list[tuple[Due, bytes]] = []
     closing = rec.registered is not None
-    if closing and rec.registered < rec.version and now < rec.deadline:  # type: ignore[operator]
+    if rec.registered is not None and rec.registered < rec.version and now < rec.deadline:
         found.append((Due.REFUTE, b""))
     listed = {f.nid for f in rec.fundings}
     for nano in rec.nanos:

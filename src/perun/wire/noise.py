@@ -199,7 +199,8 @@ class Handshake:
         try:
             # The handshake pattern reads the peer's key before any token that uses it.
             peer = self.re if theirs == "e" else self.rs
-            return private.exchange(X25519PublicKey.from_public_bytes(peer))  # type: ignore[arg-type]
+            assert peer is not None
+            return private.exchange(X25519PublicKey.from_public_bytes(peer))
         except ValueError as exc:  # a low-order point: the shared secret would be zero
             raise errors.HandshakeFailed(f"the peer sent an unusable X25519 key: {exc}") from exc
 
