@@ -490,3 +490,21 @@ def test_an_erc20_channel_from_approve_to_payout(net):
     balances = [token.functions.balanceOf(p.address).call() for p in (alice, bob)]
     assert balances == [1000 - 600 + 400, 1000 - 100 + 300]
     assert token.functions.balanceOf(net.contract.address).call() == 0
+
+
+def test_a_node_says_what_it_is_busy_with_and_counts_the_frames_of_each_session(net):
+    # What the scenario runner settles on: the work under way, and the frames each end of a
+    # session sent and read (both ends name the session by its handshake hash).
+    async def scenario():
+        async with net.pair() as (alice, bob, cid):
+            committed = alice.runtime.save(meta={"note": "x"})
+            assert alice.runtime.busy() == ["committing"]
+            await committed
+            assert alice.runtime.busy() == []
+            told = asyncio.Event()
+            bob.runtime.on_progress = lambda: bob.runtime.busy() or told.set()
+            await alice.pay(cid, GWEI)  # Bob's answer came: he handled the Update and committed
+            assert told.is_set() and bob.runtime.busy() == []
+            [(session, (sent, received))] = alice.runtime.sessions().items()
+            assert bob.runtime.sessions() == {session: (received, sent)} and sent >= 1
+    run(scenario())

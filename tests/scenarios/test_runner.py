@@ -10,8 +10,10 @@ import pytest
 
 from perun import errors
 from perun.scenario import record as r
+from perun.scenario.narrator import Narrator
 from perun.scenario.party import TowerParty
 from perun.scenario.runner import _is_a, run
+from perun.wire import messages as m
 
 HEAD = """title: t
 parties: {alice: {}, bob: {}}
@@ -321,3 +323,23 @@ steps:
     assert rec.channels["g"].id.startswith("0x")
     assert [m.summary for m in rec.messages if m.type == "NanocontractCreate" and m.sender == "ingrid"] == [
         "ib v1: creates g@ib (VirtualChannel), blocking 3 ETH / 1 ETH"]  # sent once: after the restart
+
+
+def test_a_recording_that_fails_on_a_frame_stops_the_run_and_says_so(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # The relay passes the frame on regardless (the nodes are not to reconnect in a loop); the
+    # run stops at the step whose frame could not be recorded, with what went wrong.
+    message = Narrator.message
+
+    def broken(self: Narrator, sender: str, receiver: str, msg: m.Message, fate: str) -> None:
+        if isinstance(msg, m.UpdateAck):
+            raise RuntimeError("no room for acks")
+        message(self, sender, receiver, msg, fate)
+    monkeypatch.setattr(Narrator, "message", broken)
+    rec, lines = play(tmp_path, "  - pay: {from: alice, amount: 1eth}\n  - pay: {from: alice, amount: 1eth}\n")
+    assert not rec.passed
+    assert rec.error == ("line 7: step 2 (pay) failed: internal error: recording the UpdateAck from bob to alice "
+                         "failed: RuntimeError: no room for acks"), rec.error
+    assert not any("step 3" in line or "3. alice" in line for line in lines)
+    after = rec.samples[-1]  # the payment itself went through
+    assert after.label == "after step 2" and after.channels["ab"] == {"alice": 9 * 10**18, "bob": 6 * 10**18}

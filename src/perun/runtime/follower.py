@@ -138,6 +138,11 @@ class Follower:
             self._task.cancel()
             self._task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
+    @property
+    def polling(self) -> bool:
+        """A poll is under way: reading the chain, or doing what is due."""
+        return self._lock.locked()
+
     def wake(self) -> None:
         """Poll now rather than at the next interval."""
         self._wake.set()
@@ -167,6 +172,12 @@ class Follower:
 
     async def poll(self) -> None:
         """Read new events, apply the final ones, then do what is due. One poll at a time."""
+        try:
+            await self._poll()
+        finally:
+            self.runtime.progressed()
+
+    async def _poll(self) -> None:
         runtime = self.runtime
         async with self._lock:
             head = await runtime.on_chain(runtime.chain.head)

@@ -37,6 +37,7 @@ class Peers:
         # This run's Noise static key: the Ethereum key is the identity, and the handshake binds the two.
         self._static = noise.private_key()
         self.connections: dict[str, Connection] = {}
+        self.handling = 0  # messages being handled now
         self._inbound: dict[str, int] = {}  # remote IP address -> inbound connections open from it
         self._inbound_of: dict[Connection, str] = {}
         self._over: set[str] = set()  # addresses told (in the log) that they are over a limit
@@ -57,7 +58,7 @@ class Peers:
     def redial_all(self) -> None:
         """Dials every peer the store remembers (after a restart)."""
         for peer, (host, port) in self._dial.items():
-            self.runtime.spawn(self._redial(peer, host, port))
+            self.runtime.spawn(self._redial(peer, host, port), lasting=True)
 
     def close(self) -> None:
         if self._server:
@@ -133,7 +134,7 @@ class Peers:
         peer = to_checksum_address(peer)
         self._dial[peer] = (host, port)
         if self.get(peer) is None:
-            self.runtime.spawn(self._redial(peer, host, port))
+            self.runtime.spawn(self._redial(peer, host, port), lasting=True)
 
     async def wait_connected(self, peer: str, timeout: float = 30.0) -> None:
         """Waits until a connection to `peer` is up (after a restart, the dialer redials)."""
@@ -209,9 +210,10 @@ class Peers:
         self.connections[conn.peer] = conn
         self._connected.setdefault(conn.peer, asyncio.Event()).set()
         log.info("%s: connected to %s", self.runtime.name, conn.peer)
-        self.runtime.spawn(self._serve(conn))
+        self.runtime.spawn(self._serve(conn), lasting=True)
         for protocol in self.runtime.registry.protocols:
             protocol.connected(conn)
+        self.runtime.progressed()
 
     # ------------------------------------------------------------------ messages
 
@@ -230,9 +232,15 @@ class Peers:
                     return
                 except errors.MalformedMessage as exc:
                     self._refuse_frame(conn, exc)
+                    self.runtime.progressed()
                     continue
-                await self._handle(conn, message)
-                await conn.drain()
+                self.handling += 1
+                try:
+                    await self._handle(conn, message)
+                    await conn.drain()
+                finally:
+                    self.handling -= 1
+                    self.runtime.progressed()
         except errors.PeerUnavailable:
             pass
         finally:
@@ -302,6 +310,7 @@ class Peers:
             return
         del self.connections[conn.peer]
         self._connected[conn.peer].clear()
+        self.runtime.progressed()
         log.info("%s: %s disconnected", self.runtime.name, conn.peer)
         if conn.peer in self._dial and self.serving:
-            self.runtime.spawn(self._redial(conn.peer, *self._dial[conn.peer]))
+            self.runtime.spawn(self._redial(conn.peer, *self._dial[conn.peer]), lasting=True)

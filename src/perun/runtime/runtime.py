@@ -63,7 +63,12 @@ class Runtime:
         self.killed = False
         self.failed: BaseException | None = None
         self.on_kill: Callable[[], None] | None = None  # told when `kill` ran
+        # Told whenever a piece of work ends (a message handled, a commit, a poll, a chain call)
+        # or a connection comes or goes: who waits for `busy()` to empty looks again then.
+        self.on_progress: Callable[[], None] | None = None
+        self._chain_calls = 0  # chain requests and transactions under way on the node's threads
         self._tasks: set[asyncio.Task] = set()
+        self._lasting: set[asyncio.Task] = set()  # the ones that last as long as a connection or a peer
         # Reads on one thread, transactions on another: a transaction waits until it is mined,
         # and the follower goes on reading meanwhile. The embedded chain runs inline (it mines
         # at once, and is not thread-safe).
@@ -154,15 +159,48 @@ class Runtime:
         if self.on_kill:
             self.on_kill()
 
-    def spawn(self, coro) -> asyncio.Task:
-        """Runs `coro` as one of the node's tasks: cancelled when it stops, its failure logged."""
+    def busy(self) -> list[str]:
+        """What the node is in the middle of now; empty when it is idle: a task of its own (a
+        forwarded payment, a hub's settlement, which may wait for a peer's answer) or a message
+        it handles, a commit, a poll of the chain, a chain request. What it sent and received is
+        `sessions`; a connection's serving task, or a redial's, is no work."""
+        doing = []
+        tasks = sum(1 for task in self._tasks if task not in self._lasting and not task.done())
+        if tasks:
+            doing.append(f"{tasks} task(s) under way")
+        if self.peers.handling:
+            doing.append(f"handling {self.peers.handling} message(s)")
+        if self._batch is not None:
+            doing.append("committing")
+        if self.follower.polling:
+            doing.append("reading the chain and doing its duties")
+        if self._chain_calls:
+            doing.append(f"waiting for {self._chain_calls} chain request(s) or transaction(s)")
+        return doing
+
+    def sessions(self) -> dict[bytes, tuple[int, int]]:
+        """The open connections' frames (sent, received), by session (the handshake hash)."""
+        return {conn.handshake_hash: conn.frames for conn in self.peers.connections.values() if not conn.closed}
+
+    def progressed(self) -> None:
+        """A piece of work ended: tells `on_progress`."""
+        if self.on_progress is not None:
+            self.on_progress()
+
+    def spawn(self, coro, lasting: bool = False) -> asyncio.Task:
+        """Runs `coro` as one of the node's tasks: cancelled when it stops, its failure logged.
+        `lasting`: it lives as long as a connection or a peer (no work that `busy` counts)."""
         task = asyncio.create_task(coro)
         self._tasks.add(task)
+        if lasting:
+            self._lasting.add(task)
         task.add_done_callback(self._reap)
         return task
 
     def _reap(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
+        self._lasting.discard(task)
+        self.progressed()
         if not task.cancelled() and (exc := task.exception()) and not isinstance(exc, Killed):
             log.error("%s: task failed", self.name, exc_info=exc)
 
@@ -188,7 +226,12 @@ class Runtime:
                 result = fn(*args)
             else:
                 context = contextvars.copy_context()
-                result = await asyncio.get_running_loop().run_in_executor(executor, context.run, fn, *args)
+                self._chain_calls += 1
+                try:
+                    result = await asyncio.get_running_loop().run_in_executor(executor, context.run, fn, *args)
+                finally:
+                    self._chain_calls -= 1
+                    self.progressed()
         except errors.ChainUnreachable as exc:
             self.chain_status.failed(exc)
             raise
@@ -230,6 +273,12 @@ class Runtime:
     def _flush(self) -> None:
         if self.killed:
             return
+        try:
+            self._commit()
+        finally:
+            self.progressed()
+
+    def _commit(self) -> None:
         batch, after, done = self._batch, self._after, self._batch_done
         self._batch, self._after, self._batch_done = None, [], None
         assert batch is not None and done is not None

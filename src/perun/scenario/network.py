@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -23,6 +24,8 @@ from perun.core.eip712 import Domain, address_of, sign_state
 from perun.scenario.record import Fate
 from perun.wire import messages as m
 from perun.wire.transport import Connection, handshake
+
+Sessions = dict[bytes, tuple[int, int]]  # a node's open sessions: handshake hash -> frames (sent, received)
 
 
 @dataclass
@@ -46,7 +49,9 @@ class _Link:
 
 
 class Network:
-    """Relays for the parties. `observe(sender, receiver, message, fate)` is told of each frame."""
+    """Relays for the parties. `observe(sender, receiver, message, fate)` is told of each frame;
+    if it raises, the frame goes on and `failure` says what went wrong, for the runner to stop on.
+    `on_progress` is told whenever a relay's work ends (a frame forwarded, a link up or down)."""
 
     def __init__(self, names: dict[str, str], observe: Callable[[str, str, m.Message, Fate], None]) -> None:
         self.names = names  # address -> party name
@@ -61,6 +66,10 @@ class Network:
         self.alice_of: dict[bytes, str] = {}  # channel id -> its Alice's name (the runner fills it in)
         self._tasks: set[asyncio.Task] = set()
         self._links: list[_Link] = []
+        self.on_progress: Callable[[], None] = lambda: None
+        self.failure: str | None = None
+        self._opening = 0  # links whose handshakes are under way
+        self._forwarding = 0  # frames read and not yet passed on (a delayed one among them)
 
     async def add(self, party: str) -> int:
         """Opens the relay for `party`; returns the port its peers dial."""
@@ -83,6 +92,30 @@ class Network:
     def add_rule(self, rule: Rule) -> Rule:
         self.rules.append(rule)
         return rule
+
+    def busy(self, sessions: Callable[[str], Sessions | None]) -> list[str]:
+        """What is in flight, by the relays' count of frames against the nodes' (`sessions(party)`,
+        None for a node that is down): empty when every frame sent has been read at its next hop,
+        no relay is passing one on, and every link is open at both ends (a link whose node
+        closed its end is being torn down)."""
+        doing = []
+        if self._opening:
+            doing.append(f"{self._opening} link(s) opening")
+        if self._forwarding:
+            doing.append(f"{self._forwarding} frame(s) being passed on")
+        for link in self._links:
+            for party, conn in link.parties.items():
+                other = next(name for name in link.parties if name != party)
+                node = (sessions(party) or {}).get(conn.handshake_hash)
+                if node is None:
+                    doing.append(f"the link {party}–{other}: {party}'s end is closed or not yet open")
+                    continue
+                (sent, received), (node_sent, node_received) = conn.frames, node
+                if node_sent > received:
+                    doing.append(f"{node_sent - received} frame(s) from {party} to {other} not yet read by the relay")
+                if sent > node_received:
+                    doing.append(f"{sent - node_received} frame(s) from {other} not yet read by {party}")
+        return doing
 
     # ------------------------------------------------------------------ injection
 
@@ -125,6 +158,7 @@ class Network:
                 message = _decode(raw)
                 assert message is not None  # replayed: it decoded when it passed; forged: just encoded
                 self.observe(sender, receiver, message, fate)
+                self.on_progress()
                 return
         raise errors.PeerUnavailable(f"no connection between {sender} and {receiver} to inject into")
 
@@ -135,21 +169,15 @@ class Network:
         assert task is not None  # (a relay runs as a task of its own)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        self._opening += 1
         try:
-            listener_r, listener_w = await asyncio.open_connection("127.0.0.1", self.ports[party])
-        except (OSError, KeyError):  # the node is down: so is its address
-            dialer_w.close()
+            link = await self._open(party, dialer_r, dialer_w)
+        finally:
+            self._opening -= 1
+            self.on_progress()
+        if link is None:
             return
-        try:
-            to_dialer = await handshake(dialer_r, dialer_w, self.keys[party], *self.identity)
-            dialer = self.names.get(to_dialer.peer, to_dialer.peer)
-            to_listener = await handshake(listener_r, listener_w, self.keys[dialer], *self.identity,
-                                          expected_peer=address_of(self.keys[party]))
-        except (errors.PerunError, KeyError):
-            dialer_w.close()
-            listener_w.close()
-            return
-        link = _Link({dialer: to_dialer, party: to_listener})
+        (dialer, to_dialer), (_, to_listener) = link.parties.items()
         self._links.append(link)
         try:
             await asyncio.gather(self._pump(to_dialer, to_listener, dialer, party),
@@ -158,13 +186,38 @@ class Network:
             self._links.remove(link)
             to_dialer.close()
             to_listener.close()
+            self.on_progress()
+
+    async def _open(self, party: str, dialer_r: asyncio.StreamReader, dialer_w: asyncio.StreamWriter) -> _Link | None:
+        """The dialer's session with the relay as `party`, and the relay's with `party`'s node as
+        the dialer; None if either fails."""
+        try:
+            listener_r, listener_w = await asyncio.open_connection("127.0.0.1", self.ports[party])
+        except (OSError, KeyError):  # the node is down: so is its address
+            dialer_w.close()
+            return None
+        try:
+            to_dialer = await handshake(dialer_r, dialer_w, self.keys[party], *self.identity)
+            dialer = self.names.get(to_dialer.peer, to_dialer.peer)
+            to_listener = await handshake(listener_r, listener_w, self.keys[dialer], *self.identity,
+                                          expected_peer=address_of(self.keys[party]))
+        except (errors.PerunError, KeyError):
+            dialer_w.close()
+            listener_w.close()
+            return None
+        return _Link({dialer: to_dialer, party: to_listener})
 
     async def _pump(self, src: Connection, dst: Connection, sender: str, receiver: str) -> None:
         """Messages from one side to the other."""
         try:
             while True:
                 raw = await src.read_plaintext()
-                await self._forward(sender, receiver, raw, _decode(raw), dst)
+                self._forwarding += 1
+                try:
+                    await self._forward(sender, receiver, raw, _decode(raw), dst)
+                finally:
+                    self._forwarding -= 1
+                    self.on_progress()
         except errors.PerunError:
             pass
         finally:
@@ -185,7 +238,12 @@ class Network:
             self.last[(sender, type_name)] = (receiver, raw)
             if isinstance(message, m.Update):
                 self.last_update[(sender, message.channel_id)] = (receiver, raw)
-            self.observe(sender, receiver, message, fate)
+            try:
+                self.observe(sender, receiver, message, fate)
+            except Exception as exc:  # a bug in the recording: the frame goes on, and the run stops on it
+                logging.getLogger("perun.scenario").exception("recording %s from %s failed", type_name, sender)
+                self.failure = self.failure or (f"recording the {type_name} from {sender} to {receiver} failed: "
+                                                f"{type(exc).__name__}: {exc}")
         if rule is not None:
             rule.seen.set()
             if rule.action == "drop":

@@ -6,8 +6,8 @@ network's faults. One chain serves all: the embedded chain (fresh for each scena
 URL; a file with a multistate channel also gets MSContract and the nanocontract apps, and its
 nanocontracts are known by the names the file gives them (a virtual channel's halves as
 `g@ledger`). After each step the runner lets the system settle (every running node reads the
-chain and does its duties, until no new block appears and the relays fall quiet), samples the
-balances, and goes on. A crash is `Node.kill`: the node stops dead where it is, as under
+chain and does its duties, then every node and relay finishes what is in flight, again until a
+round changes nothing), samples the balances, and goes on. A crash is `Node.kill`: the node stops dead where it is, as under
 SIGKILL, and only what its store committed survives (real SIGKILL of node processes:
 tests/node/test_crashes.py).
 
@@ -39,7 +39,12 @@ from perun.scenario.network import Network
 from perun.scenario.spec import DEFAULT_PAY_TIMEOUT, Scenario, Step
 from perun.scenario.world import World
 
-QUIET = 0.05  # seconds without a frame on any relay: the network has settled
+SETTLE_TIMEOUT = 60.0  # seconds a settle may take: far beyond any scenario's, so reaching it is a hang
+TURNS = 2  # turns of the event loop that a task woken by the last piece of work needs to show it
+
+
+class Unsettled(errors.PerunError):
+    """The system did not come to rest after a step: what is still busy, or the relay's failure."""
 
 
 class Run:
@@ -53,6 +58,8 @@ class Run:
         rec = r.Recording(scenario.name, scenario.title, scenario.description, str(scenario.file), chain_label)
         self.narrator = Narrator(self.world, rec, out)
         self.network = Network({}, self.narrator.message)  # it learns the parties' addresses at setup
+        self._progress = asyncio.Event()  # set when a node's or a relay's piece of work ends
+        self.network.on_progress = self._progress.set
         self.bypass = Bypass(self.world)
         self.actions = Actions(self.world, self.narrator, self.network, self.bypass, self._died)
         self.environment = Environment(self.world, self.narrator, self.network)
@@ -105,7 +112,6 @@ class Run:
         outcome: r.Outcome = "ok"
         detail = ""
         self._death.clear()
-        entries, block = self.narrator.recorded, self.chain.block_number()
         act = asyncio.ensure_future(asyncio.wait_for(self._act(step), STEP_TIMEOUT))
         death = asyncio.ensure_future(self._death.wait())
         await asyncio.wait([act, death], return_when=asyncio.FIRST_COMPLETED)
@@ -132,12 +138,14 @@ class Run:
         if step.fails:
             self.narrator.verdict(step.line, f"step {step.index} fails with {step.fails}", step.fails,
                                   detail or "no error", outcome == "expected-error")
-        # A step that sent nothing, mined nothing and noted nothing (a check, a refusal by the
-        # node's own rules, a network rule) has nothing in flight to wait for.
-        await self._settle(idle=self.narrator.recorded == entries and self.chain.block_number() == block)
+        unsettled = False
+        try:
+            await self._settle()
+        except Unsettled as exc:
+            outcome, detail, unsettled = "failed", str(exc), True
         self.narrator.sample(f"after step {step.index}")
         self.narrator.step_ended(step, text, outcome, detail)
-        if outcome == "failed" and not step.fails:
+        if outcome == "failed" and (unsettled or not step.fails):
             self.narrator.stopped(step, detail)
             return False
         return True
@@ -207,31 +215,49 @@ class Run:
 
     # ------------------------------------------------------------------ settling
 
-    async def _settle(self, idle: bool = False) -> None:
-        """Until nothing moves: each running node reads the chain and does its duties, and
-        the relays carry no frame for QUIET seconds; again while new blocks appear. Once nothing
-        is in flight (after an `idle` step, which recorded nothing, or after a quiet period), a
-        round whose duties record nothing and mine nothing ends it at once: there is nothing
-        left to wait for."""
-        quiet = idle
-        for _ in range(50):
+    async def _settle(self) -> None:
+        """Until nothing moves: each running node reads the chain and does its duties, then
+        every node and relay finishes what is in flight; again until a round sends, mines and
+        notes nothing."""
+        deadline = asyncio.get_running_loop().time() + SETTLE_TIMEOUT
+        while True:
             block, count = self.chain.block_number(), self.narrator.recorded
             for party in self.world.running():
                 await party.sync()
-            if quiet and self.narrator.recorded == count and self.chain.block_number() == block:
-                return
-            await self._quiet()
-            quiet = True
-            if self.chain.block_number() == block:
+            await self._idle(deadline)
+            if self.narrator.recorded == count and self.chain.block_number() == block:
                 return
 
-    async def _quiet(self) -> None:
-        # No event says "nothing more will be sent": the relays' silence is the signal.
+    async def _idle(self, deadline: float) -> None:
+        """Waits, woken by the nodes' and relays' ends of work, until none is busy and every frame
+        sent has been read at its next hop. Unsettled after the deadline, naming what is busy."""
+        loop = asyncio.get_running_loop()
         while True:
-            count = self.narrator.recorded
-            await asyncio.sleep(QUIET)
-            if self.narrator.recorded == count:
-                return
+            self._progress.clear()
+            for member in self.world.running():
+                member.node.runtime.on_progress = self._progress.set  # type: ignore[union-attr]
+            if self.network.failure:
+                raise Unsettled(f"internal error: {self.network.failure}")
+            busy = self._busy()
+            if not busy:
+                # A task the last piece of work woke (an answer's waiter, a task spawned after a
+                # commit) runs within a turn or two, and whatever it starts shows in `_busy`.
+                for _ in range(TURNS):
+                    await asyncio.sleep(0)
+                if not self._progress.is_set() and not self._busy():
+                    return
+                continue
+            try:
+                await asyncio.wait_for(self._progress.wait(), deadline - loop.time())
+            except TimeoutError:
+                raise Unsettled(f"not settled within {SETTLE_TIMEOUT:g} s: " + "; ".join(self._busy())) from None
+
+    def _busy(self) -> list[str]:
+        """What the running nodes and the relays are in the middle of, named."""
+        running = {m.name: m.node.runtime for m in self.world.running()}  # type: ignore[union-attr]
+        busy = [f"{name}: {what}" for name, runtime in running.items() for what in runtime.busy()]
+        sessions = {name: runtime.sessions() for name, runtime in running.items()}
+        return busy + [f"relay: {what}" for what in self.network.busy(sessions.get)]
 
 
 def _is_a(exc: BaseException, name: str) -> bool:

@@ -145,6 +145,13 @@ class Connection:
     def closed(self) -> bool:
         return self.writer.is_closing()
 
+    @property
+    def frames(self) -> tuple[int, int]:
+        """(sent, received): the frames this end encrypted and decrypted since the handshake
+        (the two directions' nonces). Both ends of a session name it by its `handshake_hash`, so
+        comparing their counts tells the frames still in flight between them."""
+        return self._send.n, self._receive.n
+
 
 async def read_frame(reader: asyncio.StreamReader) -> bytes:
     """`length (u16) | ciphertext`: the ciphertext (or a handshake message)."""
