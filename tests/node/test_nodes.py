@@ -28,6 +28,19 @@ def payouts(net, cid):
     return None
 
 
+def first_mined(chain, sender: str) -> asyncio.Future:
+    """Resolved once a transaction from `sender` is mined (the node's chain thread may mine it)."""
+    loop = asyncio.get_running_loop()
+    mined = loop.create_future()
+
+    def observe(tx, _) -> None:
+        if tx.get("from") == sender:
+            chain.observers.remove(observe)
+            loop.call_soon_threadsafe(mined.set_result, None)
+    chain.observers.append(observe)
+    return mined
+
+
 def test_open_pay_both_ways_and_close_cooperatively(net):
     async def scenario():
         async with net.pair() as (alice, bob, cid):
@@ -274,11 +287,11 @@ def test_unconfirmed_channel_is_refunded_by_alices_watcher(net):
         # Bob agrees to the channel but never looks at the chain again, so never confirms.
         async with net.running("alice") as (alice,), net.running("bob", poll_interval=3600) as (bob,):
             await alice.connect(bob.address, "127.0.0.1", bob.port)
+            created = first_mined(net.chain, alice.address)
             opening = asyncio.create_task(alice.open(bob.address, 3 * ETHER, ETHER, DELTA, timeout=20))
-            cid = None
-            while cid is None:  # yield until Alice's create is mined
-                await asyncio.sleep(0)
-                cid = next((c for c, r in alice.records.items() if r.stage is Stage.INITIALISING), None)
+            await created
+            (cid,) = alice.records
+            await alice.wait_for(cid, lambda r: r.stage is Stage.INITIALISING)
             deadline = alice.channel(cid).deadline
             net.chain.set_next_block_timestamp(deadline - 1)
             net.chain.mine()
@@ -299,11 +312,10 @@ def test_a_payment_reaches_a_peer_that_has_not_yet_read_the_open(net):
     async def scenario():
         async with net.running("alice", poll_interval=3600) as (alice,), net.running("bob") as (bob,):
             await alice.connect(bob.address, "127.0.0.1", bob.port)
+            created = first_mined(net.chain, alice.address)
             opening = asyncio.create_task(alice.open(bob.address, 3 * ETHER, ETHER, DELTA, timeout=20))
-            cid = None
-            while cid is None:
-                await asyncio.sleep(0)
-                cid = next(iter(bob.records), None)
+            await created
+            (cid,) = alice.records
             await bob.wait_for(cid, lambda r: r.stage is Stage.OPEN)
             assert alice.channel(cid).stage is Stage.INITIALISING
             state = await bob.pay(cid, GWEI)

@@ -19,9 +19,14 @@ class FakeConn:
         self.closed = False
 
 
-def towers_with(conns: dict[str, FakeConn], handed: list) -> Towers:
+def towers_with(conns: dict[str, FakeConn], handed: list, then=lambda: None) -> Towers:
+    """Towers that note each hand-over in `handed`, then call `then`."""
     ctx = SimpleNamespace(killed=False, peers=SimpleNamespace(get=conns.get))
-    towers = Towers(ctx, lambda conn, keys: handed.append((conn.peer, sorted(keys))))  # type: ignore[arg-type]
+
+    def hand_over(conn, keys) -> None:
+        handed.append((conn.peer, sorted(keys)))
+        then()
+    towers = Towers(ctx, hand_over)  # type: ignore[arg-type]
     towers.watch((T1, T2), 5)
     return towers
 
@@ -44,11 +49,12 @@ def test_an_item_goes_once_per_connection_until_a_newer_version_or_a_reconnectio
 def test_a_burst_is_handed_over_once_in_a_later_turn_to_each_connected_tower():
     async def scenario():
         handed: list = []
-        towers = towers_with({T1: FakeConn(T1)}, handed)
+        flushed = asyncio.get_running_loop().create_future()
+        towers = towers_with({T1: FakeConn(T1)}, handed, lambda: flushed.set_result(None))
         for key in (b"a", b"b", b"a"):
             towers.later(key)
         assert handed == []  # never on the update's path
-        await asyncio.sleep(0)
+        await asyncio.wait_for(flushed, 1)
         assert handed == [(T1, [b"a", b"b"])]  # T2 is not connected: handed over when it connects
     asyncio.run(scenario())
 
@@ -56,14 +62,16 @@ def test_a_burst_is_handed_over_once_in_a_later_turn_to_each_connected_tower():
 def test_waiting_for_every_tower_to_hold_every_item():
     async def scenario():
         towers = towers_with({}, [])
-        waiting = asyncio.ensure_future(towers.hold({b"c": 2, (b"n", False): 1}, 5, "them"))
-        await asyncio.sleep(0)
+        wanted = {b"c": 2, (b"n", False): 1}
         towers.holds(T1, b"c", 2)
         towers.holds(T1, (b"n", False), 1)
         towers.holds(T2, b"c", 7)
-        await asyncio.sleep(0)
-        assert not waiting.done()
-        towers.holds(T2, (b"n", False), 1)
+        with pytest.raises(errors.PeerTimeout):  # T2 lacks the nanocontract: the set is not complete
+            await towers.hold(wanted, 0, "them")
+        # The acknowledgement that completes the set wakes a waiter: the hold starts first (tasks
+        # run in the order they were scheduled), then the acknowledgement comes.
+        waiting = asyncio.ensure_future(towers.hold(wanted, 5, "them"))
+        asyncio.get_running_loop().call_soon(towers.holds, T2, (b"n", False), 1)
         await asyncio.wait_for(waiting, 1)
         assert towers.shown(b"c") == {T1: 2, T2: 7}
         with pytest.raises(errors.PeerTimeout):
