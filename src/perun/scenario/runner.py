@@ -7,9 +7,9 @@ URL; a file with a multistate channel also gets MSContract and the nanocontract 
 nanocontracts are known by the names the file gives them (a virtual channel's halves as
 `g@ledger`). After each step the runner lets the system settle (every running node reads the
 chain and does its duties, then every node and relay finishes what is in flight, again until a
-round changes nothing), samples the balances, and goes on. A crash is `Node.kill`: the node stops dead where it is, as under
-SIGKILL, and only what its store committed survives (real SIGKILL of node processes:
-tests/node/test_crashes.py).
+round changes nothing), samples the balances, and goes on. A crash is `Node.kill`: the node
+stops dead where it is, as under SIGKILL, and only what its store committed survives (real
+SIGKILL of node processes: tests/node/test_crashes.py).
 
 `Run` is the coordinator: the world it stands on (perun.scenario.world, the parties and their
 nodes in perun.scenario.party), the narrator that records and prints (perun.scenario.narrator),
@@ -40,7 +40,7 @@ from perun.scenario.spec import DEFAULT_PAY_TIMEOUT, Scenario, Step
 from perun.scenario.world import World
 
 SETTLE_TIMEOUT = 60.0  # seconds a settle may take: far beyond any scenario's, so reaching it is a hang
-TURNS = 2  # turns of the event loop that a task woken by the last piece of work needs to show it
+TURNS = 2  # turns of the event loop in which a callback the last piece of work scheduled shows
 
 
 class Unsettled(errors.PerunError):
@@ -240,8 +240,8 @@ class Run:
                 raise Unsettled(f"internal error: {self.network.failure}")
             busy = self._busy()
             if not busy:
-                # A task the last piece of work woke (an answer's waiter, a task spawned after a
-                # commit) runs within a turn or two, and whatever it starts shows in `_busy`.
+                # A callback the last piece of work scheduled (a node's hand-over to its towers
+                # runs in the next turn) has run within TURNS, and what it started shows in `_busy`.
                 for _ in range(TURNS):
                     await asyncio.sleep(0)
                 if not self._progress.is_set() and not self._busy():
