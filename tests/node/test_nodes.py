@@ -520,3 +520,15 @@ def test_a_node_says_what_it_is_busy_with_and_counts_the_frames_of_each_session(
             [(session, (sent, received))] = alice.runtime.sessions().items()
             assert bob.runtime.sessions() == {session: (received, sent)} and sent >= 1
     run(scenario())
+
+
+def test_changed_is_done_at_the_next_stored_change_of_any_record(net):
+    # What the runner awaits while a new channel's id is still unknown to it: no busy loop.
+    async def scenario():
+        async with net.pair() as (alice, bob, cid):
+            changed = alice.runtime.changed()
+            assert not changed.done()
+            await alice.pay(cid, GWEI)
+            assert changed.done() and changed.result() is None
+            assert not alice.runtime.changed().done()
+    run(scenario())

@@ -76,6 +76,7 @@ class Runtime:
         self._executor = None if embedded else ThreadPoolExecutor(1, "perun-chain")
         self._sender = None if embedded else ThreadPoolExecutor(1, "perun-sender")
         self._waiters: list[tuple[bytes, Callable[[Any], bool], asyncio.Future]] = []
+        self._changes: list[asyncio.Future] = []  # `changed` callers
         # the group commit
         self._batch: dict[str, Any] | None = None
         self._after: list[Callable[[], object]] = []
@@ -145,7 +146,7 @@ class Runtime:
             task.cancel()
         dead = errors.NodeKilled(f"{self.name} was killed")
         self.pending.fail_all(dead)
-        for future in [*(f for _, _, f in self._waiters), self._batch_done]:
+        for future in [*(f for _, _, f in self._waiters), *self._changes, self._batch_done]:
             if future is not None and not future.done():
                 future.set_exception(dead)
                 future.exception()  # retrieved: nobody may be waiting
@@ -321,7 +322,12 @@ class Runtime:
     # ================================================================== waiting for a channel
 
     def notify(self) -> None:
-        """Wakes the `wait_for` callers whose condition now holds (or whose channel's duty failed)."""
+        """Wakes the `wait_for` callers whose condition now holds (or whose channel's duty failed),
+        and every `changed` caller."""
+        for future in self._changes:
+            if not future.done():
+                future.set_result(None)
+        self._changes.clear()
         for waiter in list(self._waiters):
             cid, predicate, future = waiter
             rec = self.registry.record(cid)
@@ -332,6 +338,13 @@ class Runtime:
                     future.set_exception(self.follower.failures[cid])
             if future.done():
                 self._waiters.remove(waiter)
+
+    def changed(self) -> asyncio.Future:
+        """Done at the next change of any channel record from now on: for a caller that does not
+        know the channel's id yet (a new channel's, chosen by this node)."""
+        future = asyncio.get_running_loop().create_future()
+        self._changes.append(future)
+        return future
 
     async def wait_for(self, cid: bytes, predicate: Callable[[Any], bool], timeout: float = 30.0) -> Any:
         """Waits until the record of channel `cid` (of any kind) satisfies `predicate`: an event,

@@ -74,7 +74,9 @@ class Actions:
             cid = next((c for c, rec in records.items() if rec.params.bob == bob.address
                         and c not in self.world.cids.values()), None)
             if cid is None:
-                await asyncio.sleep(0)
+                changed = alice.runtime.changed()
+                await asyncio.wait((changed, opening), return_when=asyncio.FIRST_COMPLETED)
+                changed.cancel()
         cid = cid or opening.result()
         self.world.cids[channel] = cid
         self.world.params[channel] = records[cid].params
