@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export SOLCX_BINARY_PATH := $(CURDIR)/.solc
 SOLC_VERSION := $(shell sed -n 's/.*"solc": "\(.*\)".*/\1/p' package.json)
 
-.PHONY: demo test lint mypy mutate chaos test-hardhat hardhat bench bench-updates bench-scale bench-virtual bench-tower bench-multihop build devnet setup browser capture-tool clean
+.PHONY: demo test test-long lint mypy mutate chaos test-hardhat hardhat bench bench-updates bench-scale bench-virtual bench-tower bench-multihop build devnet setup browser capture-tool clean
 
 demo: setup
 	$(VENV)/bin/perun demo
@@ -19,6 +19,11 @@ demo: setup
 # waits for processes and blocks.
 test: setup browser capture-tool
 	$(PY) -m pytest -q -p no:ape_test -n 2 --dist loadfile $(PYTEST_ARGS)
+
+# The same suite under the long Hypothesis profile (tests/conftest.py): ten times the examples of
+# every property test, and 1,000 of the multistate state machine and of the virtual-channel nodes.
+test-long: setup browser capture-tool
+	HYPOTHESIS_PROFILE=long $(PY) -m pytest -q -p no:ape_test -n 2 --dist loadfile $(PYTEST_ARGS)
 
 # Static analysis (CI runs it before `make test`): slither (every detector) on the contracts, ruff
 # and mypy on the Python. `slither .` compiles Contracts.sol, which imports every deployable

@@ -10,12 +10,14 @@ and the contract is deployed once per chain.
 from __future__ import annotations
 
 import itertools
+import os
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 from eth_account.signers.local import LocalAccount
+from hypothesis import settings
 
 from perun.chain.backend import ETHER, Chain, EmbeddedChain
 from perun.chain.multistate import MSContract
@@ -27,6 +29,24 @@ from tests.chains import TEST_CHAIN, start_dev_chain
 
 DELTA = 100
 _nonces = itertools.count(1)
+
+# Hypothesis profiles: `ci` (what `make test` runs) and `long` (`make test-long`: ten times the
+# examples of every property test). HYPOTHESIS_PROFILE=long or `--hypothesis-profile=long` picks it.
+CI_EXAMPLES = 100
+settings.register_profile("ci", deadline=None, max_examples=CI_EXAMPLES)
+settings.register_profile("long", deadline=None, max_examples=10 * CI_EXAMPLES)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def long_profile() -> bool:
+    """The long profile is loaded (read when a test module is imported, after the options)."""
+    return settings.default.max_examples > CI_EXAMPLES
+
+
+def examples(ci: int, *, long: int = 0) -> int:
+    """The examples of a property test that sets its own count: `ci` in the ci profile, and in
+    the long one ten times as many, or `long` if that is more."""
+    return max(10 * ci, long) if long_profile() else ci
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -27,6 +27,7 @@ from perun.core.apps import hashtimelock as htlc
 from perun.core.apps import tictactoe as ttt
 from perun.core.apps import virtualchannel as vc
 from perun.core.eip712 import Domain, address_of
+from tests.conftest import examples
 
 U256 = 2**256 - 1
 U64 = 2**64 - 1
@@ -150,7 +151,7 @@ def htlc_cases(draw: st.DrawFn) -> tuple[Context, int, bytes, AppState]:
     return ctx, fun, z, state
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(case=htlc_cases())
 def test_hashtimelock_mirror_equals_the_contract(deployed: dict[str, Any],
                                                  case: tuple[Context, int, bytes, AppState]) -> None:
@@ -227,7 +228,7 @@ def tictactoe_cases(draw: st.DrawFn) -> tuple[Context, int, bytes, AppState]:
     return ctx, fun, z, state
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(case=tictactoe_cases())
 def test_tictactoe_mirror_equals_the_contract(deployed: dict[str, Any],
                                               case: tuple[Context, int, bytes, AppState]) -> None:
@@ -350,7 +351,7 @@ def settle_kind(case: tuple[Context, int, bytes, AppState]) -> str | None:
             f", version {relation} stored")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(data=st.data())
 def test_virtualchannel_mirror_equals_the_contract(deployed: dict[str, Any], embedded_chain: Chain,
                                                    data: st.DataObject) -> None:

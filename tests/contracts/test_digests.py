@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from perun.core.channel import PaymentState
 from perun.core.eip712 import recover, sign
-from tests.conftest import World
+from tests.conftest import World, examples
 
 states = st.builds(
     PaymentState,
@@ -21,13 +21,13 @@ states = st.builds(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(state=states)
 def test_python_digest_equals_the_contracts(world: World, state: PaymentState) -> None:
     assert world.contract.domain.digest(state) == world.contract.contract_digest(state)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(100), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(state=states)
 def test_python_digest_and_signature_equal_eth_accounts(world: World, state: PaymentState) -> None:
     domain = world.contract.domain

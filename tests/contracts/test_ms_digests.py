@@ -17,7 +17,7 @@ from perun.core.multistate import (
     NanocontractState,
     digest,
 )
-from tests.conftest import MSWorld
+from tests.conftest import MSWorld, examples
 
 amounts = st.integers(0, 2**128 - 1)
 b32 = st.binary(min_size=32, max_size=32)
@@ -50,7 +50,7 @@ final_states = st.builds(
     cash_bob=amounts,
 )
 any_state = st.one_of(channel_states, nanocontract_states, final_states)
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @SETTINGS
@@ -88,7 +88,7 @@ def _typed(world: MSWorld, state: ChannelState | NanocontractState | FinalChanne
     return domain.typed_message(types, "NanocontractState", message)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(state=any_state)
 def test_python_digest_and_signature_equal_eth_accounts(ms_world: MSWorld, state) -> None:
     signed = Account.sign_message(encode_typed_data(full_message=_typed(ms_world, state)), ms_world.alice.key)

@@ -57,7 +57,7 @@ from perun.core.multistate import (
     nanocontract_id,
     payouts,
 )
-from tests.conftest import MSWorld
+from tests.conftest import MSWorld, examples
 
 ALICE, BOB, MALLORY = 0, 1, 2
 HTLC, TTT = "HashTimeLock", "TicTacToe"
@@ -1176,7 +1176,7 @@ class MultistateChannelMachine(RuleBasedStateMachine):
 
 
 MultistateChannelMachine.TestCase.settings = settings(
-    max_examples=100, stateful_step_count=15, deadline=None,
+    max_examples=examples(100, long=1000), stateful_step_count=15, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 test_multistate_channel_machine = MultistateChannelMachine.TestCase

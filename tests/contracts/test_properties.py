@@ -20,7 +20,7 @@ from perun.chain.backend import ETHER, EmbeddedChain
 from perun.chain.payment import PaymentContract
 from perun.core.channel import Params, PaymentState, Phase
 from perun.core.eip712 import sign_state
-from tests.conftest import World
+from tests.conftest import World, examples
 
 
 @dataclass
@@ -195,7 +195,7 @@ class PaymentChannelMachine(RuleBasedStateMachine):
 
 
 PaymentChannelMachine.TestCase.settings = settings(
-    max_examples=200, stateful_step_count=12, deadline=None,
+    max_examples=examples(200), stateful_step_count=12, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 test_payment_channel_machine = PaymentChannelMachine.TestCase

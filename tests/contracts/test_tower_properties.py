@@ -22,7 +22,7 @@ from perun.chain.payment import PaymentContract
 from perun.core.channel import Params, PaymentState
 from perun.core.eip712 import sign_state
 from perun.core.monitoring import Monitoring, sign_authorisation
-from tests.conftest import World
+from tests.conftest import World, examples
 
 _shared: dict[str, World] = {}
 _nonces = iter(range(10**9))
@@ -51,7 +51,7 @@ answers = st.builds(Answer, st.booleans(), st.booleans(), st.integers(0, 2**16),
                     st.integers(-3, 1))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(deposits=st.tuples(st.integers(0, 5 * ETHER), st.integers(0, 5 * ETHER)),
        payments=st.lists(st.tuples(st.integers(0, 5 * ETHER), st.booleans()), min_size=1, max_size=6),
        closer_is_bob=st.booleans(), first=st.integers(0, 2**16), later=st.lists(answers, min_size=1, max_size=4))

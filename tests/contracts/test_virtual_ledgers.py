@@ -66,7 +66,7 @@ from perun.core.apps import virtualchannel as vc
 from perun.core.apps.virtualchannel import FINALIZE, SETTLE, SIDE_A, SIDE_B, VirtualChannel, VirtualState
 from perun.core.channel import Params, Phase
 from perun.core.multistate import ChannelState, NanocontractState, nanocontract_id
-from tests.conftest import DELTA, MSWorld
+from tests.conftest import DELTA, MSWorld, examples
 
 W = 3 * DELTA  # γ's window
 LEAD = 10 * DELTA  # from γ's funding to its validity
@@ -1026,7 +1026,7 @@ def _script(**changes: object) -> Script:
     return dataclasses.replace(base, **changes)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(script=scripts())
 # Forks of one version, one on each half at the ends' last seconds: Ingrid makes ν_b equal to ν_a.

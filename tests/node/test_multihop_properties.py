@@ -34,7 +34,8 @@ its deadlines is a stopped one, the silent troubles). The payer and the payee ar
 silent hop: a silent payer pays nobody, and a silent payee is the one that never reveals. One
 trouble per payment: the steps that drive the chain's time know where each lock ends.
 
-PERUN_MULTIHOP_EXAMPLES sets the number of examples of each trouble (3 by default).
+PERUN_MULTIHOP_EXAMPLES sets the number of examples of each trouble (by default 3, and 30 in the long
+Hypothesis profile, `make test-long`).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from perun.core.route import Route, hop_delay
 from perun.node import Node
 from perun.protocols.multihop import ForwardPolicy
 from perun.wire import messages as m
+from tests.conftest import examples
 from tests.node.conftest import DELTA, Net, run
 from tests.node.test_multihop import keys_of, line, route_over
 from tests.node.test_multihop_recovery import dropped
@@ -68,7 +70,7 @@ from tests.node.test_multihop_timeouts import latest_block_at, stopped, withhold
 
 NAMES = ["alice", "bob", "carol", "dave", "erin", "frank"]
 DEPOSIT = 10 * ETHER  # each side of each channel of `line`
-EXAMPLES = int(os.environ.get("PERUN_MULTIHOP_EXAMPLES", "3"))  # of each trouble
+EXAMPLES = int(os.environ.get("PERUN_MULTIHOP_EXAMPLES", examples(3)))  # of each trouble
 CRASH_POINTS = ("nano-received", "nano-countersigned", "nano-proposed", "nano-acked")  # each passed by every node
 TROUBLES = ("none", "silent-before", "silent-after", "payee-withholds", "crash")
 

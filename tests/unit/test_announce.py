@@ -19,6 +19,7 @@ from perun.core.channel import MAX_AMOUNT, MAX_DELTA
 from perun.core.eip712 import address_of
 from perun.core.onion import compressed_public_key
 from perun.core.route import PPM, Direction, Policy
+from tests.conftest import examples
 
 KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
 NODE = address_of(KEY)
@@ -137,7 +138,7 @@ def test_split_finds_each_announcement_by_its_count() -> None:
         announce.split(parts[1][:37] + bytes([33]) + parts[1][38:])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.integers(0, len(announcement().to_bytes()) - 1), st.integers(1, 255))
 def test_any_single_byte_change_is_refused(at: int, xor: int) -> None:
     raw = bytearray(announcement().to_bytes())

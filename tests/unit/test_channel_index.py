@@ -14,6 +14,7 @@ from perun.core.channel import Params
 from perun.core.machine import Role, Stage, new_record
 from perun.protocols.channels import ChannelProtocol
 from perun.protocols.policy import ChannelPolicy
+from tests.conftest import examples
 from tests.unit.test_machine import DOMAIN
 
 ME = Account.from_key(b"\x11" * 32).address
@@ -29,7 +30,7 @@ def channel(n: int, peer: int, role: Role):
 PUTS = st.lists(st.tuples(st.integers(0, 7), st.sampled_from(Stage), st.booleans()), max_size=40)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(shape=st.lists(st.tuples(st.integers(0, 2), st.sampled_from(Role)), min_size=8, max_size=8), puts=PUTS)
 def test_the_indexes_hold_what_a_scan_of_the_records_finds(shape, puts):
     protocol = ChannelProtocol(SimpleNamespace(), SimpleNamespace(domain=DOMAIN), ChannelPolicy())

@@ -13,6 +13,7 @@ from perun.core import msmachine as ms
 from perun.core.machine import Role, Stage
 from perun.core.multistate import FinalChannelState
 from perun.runtime.due import DueIndex
+from tests.conftest import examples
 from tests.unit.test_machine import DOMAIN, PARAMS
 from tests.unit.test_msmachine import with_lock_claimed
 
@@ -26,7 +27,7 @@ def brute_next_due(duties, rec, now: int) -> int | None:
 TIMES = st.integers(0, 2_500)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(role=st.sampled_from(Role), stage=st.sampled_from(Stage), deadline=TIMES,
        open_until=st.one_of(st.just(0), TIMES), registered=st.sampled_from([None, 0, 1, 2]),
        final=st.booleans(), proposed_final=st.booleans(), close_requested=st.booleans(),
@@ -44,7 +45,7 @@ def test_a_payment_channels_next_duty_is_the_first_time_it_has_one(role, stage, 
 ALICE_MS, BOB_MS, NID = with_lock_claimed()
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(bob=st.booleans(), stage=st.sampled_from(Stage), deadline=TIMES, open_until=st.one_of(st.just(0), TIMES),
        registered=st.sampled_from([None, 0, 1, 5]), listed=st.booleans(), close_requested=st.booleans(),
        on_chain=st.one_of(st.none(), st.tuples(st.integers(0, 2), TIMES, st.booleans(), st.one_of(st.just(0), TIMES))),

@@ -27,6 +27,7 @@ from perun.core.onion import (
     peel,
 )
 from perun.wire.messages import MAX_FRAME
+from tests.conftest import examples
 
 N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 KEYS = [bytes([0x11 * (i + 1)]) * 32 for i in range(MAX_HOPS)]  # 0x11.., 0x22.., ..., 0x88..
@@ -221,7 +222,7 @@ _payloads = st.builds(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     keys=st.lists(_keys, min_size=1, max_size=MAX_HOPS),
     data=st.data(),

@@ -33,6 +33,7 @@ from perun.core.route import (
     route_for,
     timeouts,
 )
+from tests.conftest import examples
 
 NOW = 1_700_000_000
 NODES = [f"0x{i:040x}" for i in range(1, 12)]
@@ -251,7 +252,7 @@ def simple_paths(g: Graph, payer: str, payee: str) -> list[list[Direction]]:
     return found
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(graphs(), st.integers(1, 20_000), st.integers(0, 400), st.sampled_from([0, 1, 3]), st.data())
 def test_found_route_is_valid_and_cheapest(gn: tuple[Graph, int], amount: int, min_final: int, weight: int,
                                            data: st.DataObject) -> None:
@@ -366,14 +367,14 @@ def _mutations(text: str) -> st.SearchStrategy[str]:
 TEXT = invoice().encode()
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(_mutations(TEXT))
 def test_any_single_character_change_is_refused(changed: str) -> None:
     with pytest.raises(errors.InvalidInvoice):
         Invoice.decode(changed)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.integers(0, len(invoice().to_bytes()) - 1), st.integers(1, 255))
 def test_any_single_byte_change_is_refused(at: int, xor: int) -> None:
     raw = bytearray(invoice().to_bytes())
@@ -382,7 +383,7 @@ def test_any_single_byte_change_is_refused(at: int, xor: int) -> None:
         Invoice.from_bytes(bytes(raw))
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.integers(1, 2**128 - 1), st.integers(0, 2**64 - 1), st.integers(1, 2**64 - 1),
        st.integers(0, 2**32 - 1), st.text(max_size=25), st.binary(min_size=32, max_size=32))
 def test_invoices_round_trip(amount: int, expiry: int, chain_id: int, min_final: int, description: str,

@@ -17,6 +17,7 @@ from perun.core.channel import Params
 from perun.core.eip712 import Domain
 from perun.core.machine import Change, ChannelRecord, Role, Stage
 from perun.store import SCHEMA_VERSION, SignedState, Store
+from tests.conftest import examples
 
 ALICE = Account.from_key(b"\x01" * 32)
 BOB = Account.from_key(b"\x02" * 32)
@@ -68,7 +69,7 @@ OPS = st.lists(st.tuples(st.sampled_from(["pay", "deliver", "ack"] * 4 + ["refus
                          st.sampled_from([Role.ALICE, Role.BOB]), st.integers(1, 3)), max_size=60)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(ops=OPS)
 def test_a_reopened_store_holds_a_record_as_safe_as_the_committed_one(tmp_path_factory, ops) -> None:
     tmp = tmp_path_factory.mktemp("deltas")

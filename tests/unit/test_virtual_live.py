@@ -13,6 +13,7 @@ from perun.core.apps import virtualchannel as vc
 from perun.core.apps.virtualchannel import SIDE_A, SIDE_B
 from perun.core.virtual import Half, Position, VirtualRecord
 from perun.protocols.virtual.live import LiveSet
+from tests.conftest import examples
 
 ALICE, INGRID, BOB = "0x" + "aa" * 20, "0x" + "11" * 20, "0x" + "bb" * 20
 LEDGERS = [bytes([i]) * 32 for i in range(1, 5)]
@@ -89,5 +90,5 @@ class LiveSetMachine(RuleBasedStateMachine):
         assert sorted(r.id for r in self.index.live()) == sorted(r.id for r in live)
 
 
-LiveSetMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
+LiveSetMachine.TestCase.settings = settings(max_examples=examples(200), stateful_step_count=40, deadline=None)
 test_live_set_equals_a_scan_of_every_record = LiveSetMachine.TestCase
