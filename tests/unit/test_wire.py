@@ -1,9 +1,10 @@
 """The wire codec (perun.wire.messages): round trips, and every way a message can be wrong."""
 
 import struct
+from dataclasses import fields
 
 import pytest
-from hypothesis import given
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from perun import errors
@@ -12,6 +13,7 @@ from perun.core.channel import Params
 from perun.core.monitoring import MAX_REWARD
 from perun.core.onion import FAILURE_SIZE, PACKET_SIZE
 from perun.wire import messages as m
+from tests.conftest import examples
 
 CID = bytes(range(32))
 NID = b"\x22" * 32
@@ -221,6 +223,79 @@ def test_random_monitor_bodies_decode_or_raise_malformed(body):
         return
     assert message.reward <= MAX_REWARD
     assert m.decode_message(message.encode()) == message
+
+
+def spans(message: m.Message) -> list[tuple[str, int, int]]:
+    """(kind, start, end) of each field of `message`'s encoded body, a length prefix included."""
+    out, start = [], 0
+    for kind, f in zip(message.LAYOUT, fields(message)):
+        end = start + len(m._enc(kind, getattr(message, f.name)))
+        out.append((kind, start, end))
+        start = end
+    return out
+
+
+def field_value(kind: str, size: int) -> st.SearchStrategy[bytes]:
+    """New bytes for a field of `kind`: for a fixed-size one its size, often at a bound; for a
+    length-prefixed one a prefix at, around or past the content's length and its limit."""
+    if kind not in m._PREFIXED:
+        return st.one_of(st.just(bytes(size)), st.just(b"\xff" * size), st.binary(min_size=size, max_size=size),
+                         st.integers(0, 2).map(lambda i: i.to_bytes(size, "big")))
+    limit = m._PREFIXED[kind]
+    return st.tuples(st.binary(max_size=min(limit + 1, 300)),
+                     st.sampled_from(["exact", "one less", "one more", "limit", "past the limit"])).map(
+        lambda c: {"exact": len(c[0]), "one less": max(len(c[0]) - 1, 0), "one more": len(c[0]) + 1,
+                   "limit": limit, "past the limit": limit + 1}[c[1]].to_bytes(2, "big") + c[0])
+
+
+@st.composite
+def mutated(draw) -> tuple[str, bytes]:
+    """A valid frame header (this version, a known type) and a body of that type, mutated 1 to 3
+    times (bits flipped, cut short, extended, a field given another value), at most a frame."""
+    sample = draw(st.sampled_from(SAMPLES))
+    body = bytearray(sample.encode()[2:])
+    for _ in range(draw(st.integers(1, 3))):
+        how = draw(st.sampled_from(["flip", "truncate", "extend", "field"]))
+        if how == "flip" and body:
+            for bit in draw(st.lists(st.integers(0, 8 * len(body) - 1), min_size=1, max_size=8)):
+                body[bit // 8] ^= 1 << bit % 8
+        elif how == "truncate" and body:
+            del body[draw(st.integers(0, len(body) - 1)):]
+        elif how == "field" and sample.LAYOUT and bytes(body) == sample.encode()[2:]:
+            kind, start, end = draw(st.sampled_from(spans(sample)))
+            body[start:end] = draw(field_value(kind, end - start))
+        else:
+            body += draw(st.binary(min_size=1, max_size=64))
+    header = bytes((m.PROTOCOL_VERSION, sample.TYPE))
+    return type(sample).__name__, header + bytes(body[:m.MAX_FRAME - len(header)])
+
+
+outcomes: set[tuple[str, str]] = set()
+
+
+@settings(max_examples=examples(1000))
+@given(mutated())
+def _mutated_frames_decode_exactly_or_are_refused_with_a_code(frame):
+    name, raw = frame
+    try:
+        message = m.decode_message(raw)
+    except errors.MalformedMessage as exc:
+        assert m.code_of(exc) is m.ErrorCode.MALFORMED
+        outcome = "refused"
+    else:
+        assert type(message).TYPE == raw[1] and message.encode() == raw
+        outcome = "decoded"
+    event(f"{name}: {outcome}")
+    outcomes.add((name, outcome))
+
+
+def test_mutated_frames_decode_to_a_message_that_encodes_them_exactly_or_are_refused_with_a_code():
+    """Frames with a valid header whose bodies are valid ones mutated: the decoder's checks
+    behind the header are reached, each type's body both decodes and is refused."""
+    outcomes.clear()
+    _mutated_frames_decode_exactly_or_are_refused_with_a_code()
+    assert {name for name, _ in outcomes} == {type(x).__name__ for x in SAMPLES}
+    assert {outcome for _, outcome in outcomes} == {"decoded", "refused"}
 
 
 def test_the_largest_tower_messages_fit_a_frame():
