@@ -5,46 +5,92 @@ while γ is live), the ledger channels pay Ingrid exactly her deposits and Alice
 deposits less their cash plus γ's latest balances.
 
 The paths leave out what no protocol survives: Ingrid offline while an end cheats (nobody copies
-the honest state to the cheated half), and both ends absent for the whole submission window."""
+the honest state to the cheated half), and both ends absent for the whole submission window.
+
+Each example is labelled with its path (`hypothesis.event`: `--hypothesis-show-statistics`), and
+the long profile plays every path once, directed, before the drawn ones. A payment above the payer's balance is refused (BalanceExceeded) and changes nothing; the
+fast close and the stale submission end as the path says (`_fast_close`, `_refusal`)."""
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from perun import errors
 from perun.chain.backend import ETHER
 from perun.core.apps import virtualchannel as vc
+from perun.core.channel import Phase
 from perun.core.machine import Stage
 from perun.protocols.virtual import HubPolicy
+from perun.wire import messages as m
+from tests.conftest import examples, long_profile
 from tests.node.conftest import DELTA, Net, run
 from tests.node.test_virtual_nodes import VALIDITY_IN, WINDOW, at, half, triangle
 
 CASH = (3 * ETHER, ETHER)
 DEPOSIT = 10 * ETHER
+INGRID, TROUBLES, ENDS = ("honest", "refuses", "offline"), ("none", "stale", "silent"), ("alice", "bob")
 
 
 @st.composite
 def paths(draw):
     payments = draw(st.lists(st.tuples(st.sampled_from(["alice", "bob"]), st.integers(1, 10)), min_size=1,
                              max_size=5))
-    ingrid = draw(st.sampled_from(["honest", "refuses", "offline"]))
+    ingrid = draw(st.sampled_from(INGRID))
     fast = draw(st.booleans())
     # Cheating and closing a ledger channel early need Ingrid's watcher.
-    trouble = draw(st.sampled_from(["none", "stale", "silent"])) if ingrid != "offline" else "none"
-    end = draw(st.sampled_from(["alice", "bob"]))
+    trouble = draw(st.sampled_from(TROUBLES)) if ingrid != "offline" else "none"
+    end = draw(st.sampled_from(ENDS))
     ledger_close = ingrid != "offline" and draw(st.booleans())
     return payments, ingrid, fast, trouble, end, ledger_close
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+def label(ingrid: str, fast: bool, trouble: str, end: str, ledger_close: bool) -> str:
+    """An example's path: what `paths` draws but the payments (`end` matters only for a trouble)."""
+    by = f" by {end}" if trouble != "none" else ""
+    return f"ingrid {ingrid}, {'fast close' if fast else 'no fast close'}, trouble {trouble}{by}" + (
+        ", ledger closed by ingrid" if ledger_close else "")
+
+
+# Each path by its label: what `paths` draws after the payments.
+PATHS = {label(*path): path for path in itertools.product(INGRID, (False, True), TROUBLES, ENDS, (False, True))
+         if path[0] != "offline" or (path[2] == "none" and not path[4])}
+# Payments both ways, the last above Bob's balance, three taken: a stale state to submit.
+SWEEP_PAYMENTS = [("alice", 5), ("bob", 3), ("bob", 10), ("bob", 10)]
+
+
+@pytest.fixture(scope="module")
+def seen():
+    """The paths the property test below played; in the long profile, after it, every path."""
+    played: set[str] = set()
+    yield played
+    if long_profile():
+        assert played == set(PATHS), f"paths never played: {sorted(set(PATHS) - played)}"
+
+
+def every_path(test):
+    """In the long profile, an explicit example of each path before the drawn ones."""
+    for path in PATHS.values() if long_profile() else ():
+        test = example(path=(SWEEP_PAYMENTS, *path))(test)
+    return test
+
+
+# Each example starts three nodes and plays a path of minutes of chain time: 5 to 15 s here (2
+# cores), so the long profile draws ten times the examples, after its directed sweep of every path.
+@settings(max_examples=examples(10), deadline=None)
+@every_path
 @given(path=paths())
 def test_ingrid_neither_gains_nor_loses_and_the_ends_get_their_latest_balances(embedded_world, embedded_ms_world,
-                                                                                path):
+                                                                                seen, path):
     payments, ingrid_mode, fast, trouble, end, ledger_close = path
+    seen.add(label(*path[1:]))
+    event(label(*path[1:]))
     chain = embedded_world.chain
     snapshot = chain.snapshot()
     try:
@@ -76,6 +122,12 @@ async def _play(net, payments, ingrid_mode, fast, trouble, end, ledger_close):
             amount = tenths * ETHER // 10
             if amount <= rec.my_balance:
                 await nodes[payer].pay(gid, amount)
+                continue
+            with pytest.raises(errors.BalanceExceeded) as refused:
+                await nodes[payer].pay(gid, amount)
+            assert (refused.value.amount, refused.value.balance) == (amount, rec.my_balance)
+            assert nodes[payer].virtual.record(gid).channel.current == rec.current
+            event("a payment above the payer's balance refused")
         if ledger_close:
             await ingrid.multistate.close(a)
             await at(net, ingrid.multistate.channel(a).deadline - 1, *nodes.values())
@@ -85,11 +137,7 @@ async def _play(net, payments, ingrid_mode, fast, trouble, end, ledger_close):
 
         closed = False
         if fast:
-            try:
-                await alice.virtual.close(gid, timeout=1.0)
-                closed = True
-            except (errors.PeerRejected, errors.PeerUnavailable):
-                pass
+            closed = await _fast_close(alice, gid, ingrid_mode, ledger_close)
         current = alice.virtual.record(gid).channel.current
         latest = (current.balance_alice, current.balance_bob)
 
@@ -99,7 +147,9 @@ async def _play(net, payments, ingrid_mode, fast, trouble, end, ledger_close):
                 old = next(s for s in nodes[end].store.states(gid) if s.state.version == 1 and s.sig_alice and s.sig_bob)
                 side = 0 if end == "alice" else 1
                 h, ledger = half(nodes[end], gid, side), (a, b)[side]
-                stale = (end, h.nid, nodes[end].multistate.channel(ledger).params, old)
+                stale = (end, h.nid, ledger, nodes[end].multistate.channel(ledger).params, old)
+            elif trouble == "stale":
+                event("stale: no state older than the latest to submit")
             if trouble in ("stale", "silent"):
                 await nodes[end].stop()
                 online.discard(end)
@@ -107,13 +157,16 @@ async def _play(net, payments, ingrid_mode, fast, trouble, end, ledger_close):
             for t in (validity - DELTA - 1, validity, validity + 1):
                 await at_least(net, t, *live)
             if stale is not None:
-                who, nid, params, old = stale
+                who, nid, ledger, params, old = stale
                 z = vc.settle_arg(vc.as_virtual(old.state), old.sig_alice, old.sig_bob)
-                try:
+                refusal = _refusal(net, ledger, nid)
+                if refusal is None:
                     net.ms.contract.execute(net.account(who), params, nid, vc.SETTLE, z)
-                except (errors.ChannelsWrongPhase, errors.MSContractTerminated, errors.MSContractNotRegistered,
-                        errors.VirtualChannelSettled):
-                    pass  # Ingrid settled that half with the final state already (on chain or off): nothing to cheat
+                    event("stale state submitted")
+                else:
+                    with pytest.raises(refusal):
+                        net.ms.contract.execute(net.account(who), params, nid, vc.SETTLE, z)
+                    event(f"stale state refused: {refusal.__name__}")
             for t in (validity + WINDOW, validity + WINDOW + 1, validity + 2 * WINDOW, validity + 2 * WINDOW + 1):
                 await at_least(net, t, *live)
         else:
@@ -141,3 +194,35 @@ async def _play(net, payments, ingrid_mode, fast, trouble, end, ledger_close):
             for who, amount in zip((params.alice, params.bob), (finalized[0]["payoutAlice"], finalized[0]["payoutBob"])):
                 paid[who] = paid.get(who, 0) + amount
         return paid, latest
+
+
+async def _fast_close(alice, gid, ingrid_mode, ledger_close) -> bool:
+    """Alice's fast close: True if Ingrid settled it. She refuses it by her policy, cannot answer
+    offline, and with ledger channel a closing on chain cannot settle its half off chain in time."""
+    try:
+        await alice.virtual.close(gid, timeout=1.0)
+    except errors.PeerRejected as exc:
+        assert ingrid_mode == "refuses" and exc.code is m.ErrorCode.CHANNEL_REFUSED, exc
+        outcome = "refused"
+    except errors.PeerUnavailable as exc:
+        assert ingrid_mode == "offline" or (ingrid_mode == "honest" and ledger_close), exc
+        outcome = type(exc).__name__
+    else:
+        assert ingrid_mode == "honest", "Ingrid settled a fast close she refuses or while offline"
+        outcome = "settled"
+    event(f"fast close {outcome}")
+    return outcome == "settled"
+
+
+def _refusal(net, ledger, nid):
+    """The error MSContract answers an end's stale SETTLE on half `nid` with, from what the chain
+    holds (None: it takes it): the ledger channel closed, the half not registered (Ingrid settled
+    it off chain with the final state), or settled on chain already."""
+    if net.ms.contract.channel(ledger).phase not in (Phase.OPEN, Phase.CLOSING):
+        return errors.ChannelsWrongPhase
+    registered = net.ms.contract.nanocontract(ledger, nid)
+    if not registered.registered:
+        return errors.MSContractNotRegistered
+    if registered.blocked_alice == registered.blocked_bob == 0:
+        return errors.MSContractTerminated
+    return None
