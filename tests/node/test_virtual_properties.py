@@ -216,8 +216,8 @@ async def _fast_close(alice, gid, ingrid_mode, ledger_close) -> bool:
 
 def _refusal(net, ledger, nid):
     """The error MSContract answers an end's stale SETTLE on half `nid` with, from what the chain
-    holds (None: it takes it): the ledger channel closed, the half not registered (Ingrid settled
-    it off chain with the final state), or settled on chain already."""
+    holds (None: it takes it): the ledger channel closed, the half not registered (nothing to
+    execute: its ledger channel is not closing, or nobody listed it), or terminated on chain."""
     if net.ms.contract.channel(ledger).phase not in (Phase.OPEN, Phase.CLOSING):
         return errors.ChannelsWrongPhase
     registered = net.ms.contract.nanocontract(ledger, nid)
