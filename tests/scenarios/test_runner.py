@@ -68,6 +68,22 @@ def test_the_relays_record_dropped_and_delayed_frames(tmp_path: Path) -> None:
     assert rec.passed
 
 
+def test_held_frames_wait_for_their_release_and_then_arrive_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(HEAD.replace("alice: {}", "alice: {response_timeout: 0.5}")
+                    + "  - hold: {from: alice, message: Update}\n"
+                      "  - pay: {from: alice, amount: 1eth}\n    fails: PeerTimeout\n"
+                      "  - expect: {state: {party: bob, version: 0}}\n"
+                      "  - release: alice\n"
+                      "  - expect: {state: {party: bob, version: 1, balances: [9eth, 6eth]}}\n")
+    [rec] = run([path], out=lambda line: None)
+    assert rec.passed, [v for v in rec.verdicts if not v.passed]
+    fates = [(m.sender, m.type, m.fate) for m in rec.messages if m.type in ("Update", "UpdateAck")]
+    assert fates[:2] == [("alice", "Update", "delayed"), ("bob", "UpdateAck", "delivered")]
+    notes = [e.text for e in rec.entries if isinstance(e, r.Note)]
+    assert "the network delivers 1 frame held back from alice" in notes
+
+
 MS_HEAD = """title: t
 parties: {alice: {}, bob: {}}
 channels:

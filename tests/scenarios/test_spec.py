@@ -537,6 +537,21 @@ steps:
 PAY = "  - pay_invoice: {from: alice, invoice: coffee, route: [ab, bc, cd]}\n"
 
 
+def test_a_hold_its_release_a_garbled_failure_and_a_payment_by_hand(tmp_path: Path) -> None:
+    head = MH_HEAD.replace("alice: {}", "alice: {reply_time: 0.5}")
+    path = write(tmp_path, head + "  - hold: {from: carol, message: NanocontractCreate}\n  - release: carol\n"
+                 "  - garble: carol\n  - garble: {from: bob, count: 2}\n"
+                 + PAY.replace("]}", "], amount: 0.5eth, secret: guess}") +
+                 "  - expect: {payment: {invoice: coffee, failure: {hop: none, code: none}}}\n")
+    scenario = load(path)
+    assert scenario.parties["alice"].reply_time == 0.5 and scenario.parties["bob"].reply_time is None
+    _, hold, release, garble, garble2, pay, expect = scenario.steps
+    assert (hold.action, hold.args) == ("hold", {"from": "carol", "message": "NanocontractCreate"})
+    assert (release.args, garble.args, garble2.args) == ({"from": "carol"}, {"from": "carol"}, {"from": "bob", "count": 2})
+    assert pay.args["amount"] == 5 * 10**17 and pay.args["secret"] == b"guess".ljust(32, b"\0")
+    assert expect.args["payment"]["failure"] == {"hop": "none", "code": "none"}
+
+
 def test_invoices_payments_and_their_checks(tmp_path: Path) -> None:
     head = MH_HEAD.replace("dave: {}", "dave: {response_timeout: 1.5}")
     path = write(tmp_path, head + PAY.replace("]}", "], timeout: 8}") +
@@ -649,7 +664,16 @@ def test_a_wrong_multihop_step_names_its_line_field_and_expectation(tmp_path: Pa
      ":2: party alice: response_timeout: expected a number of seconds > 0, got 0"),
     (MH_HEAD.replace("alice: {}", "alice: {timeout: 1}"),
      ":2: party alice: unknown field 'timeout': expected funds, key, hub, accept_virtual, towers, reward, forward, "
-     "response_timeout"),
+     "response_timeout, reply_time"),
+    (MH_HEAD.replace("alice: {}", "alice: {reply_time: 0}"),
+     ":2: party alice: reply_time: expected a number of seconds > 0, got 0"),
+    (MH_HEAD + PAY.replace("]}", "], amount: 0}"),
+     ":10: step 2 (pay_invoice): amount: a payment delivers more than 0"),
+    (MH_HEAD + PAY + "  - expect: {payment: {invoice: coffee, failure: {hop: nobody}}}\n",
+     ":11: step 3 (expect): payment: expected"),
+    (MH_HEAD + "  - garble: {from: alice, message: Update}\n",
+     ":10: step 2 (garble): unknown field 'message': expected from, count"),
+    (MH_HEAD + "  - hold: {from: alice}\n", ":10: step 2 (hold): missing field 'message'"),
     (MH_HEAD.replace("dave: {}}", "dave: {}, erin: {forward: {}}}"),
      ":2: party erin: forward: erin has no multistate channel to forward payments over"),
     (MH_HEAD.replace("by: dave", "by: alice").replace("kind: multistate, alice: alice", "alice: alice"),

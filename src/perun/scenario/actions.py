@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from perun import errors
@@ -222,7 +223,9 @@ class Actions:
         try:
             gid = await alice.virtual().open(ledger_a, bob.address, ledger_b, *gamma.deposits, validity, gamma.window,
                                              gamma.fee)
-        except asyncio.CancelledError:  # a node died mid-opening: γ may open once it is back
+        except (asyncio.CancelledError, errors.PeerTimeout):
+            # A node died mid-opening, or no answer came in time: γ may still open, once the
+            # node is back or the late answer comes.
             if not self._opening_cut(gamma, validity):
                 for name in names:
                     del world.nids[name]
@@ -238,14 +241,16 @@ class Actions:
         self.narrator.note(None, f"{gamma.name} is 0x{gid.hex()[:12]}…, valid until chain time {validity}")
 
     def _opening_cut(self, gamma: VirtualSpec, validity: int) -> bool:
-        """After a crash cut `open` short: True if Alice's node had stored its proposal of her
-        half, which names γ. Her node repeats it on reconnection, and the opening completes once
-        the node that died is back (docs/protocol.md §11.2), so the file may go on naming γ."""
+        """After a crash or Alice's reply time cut `open` short: True if Alice's node holds its
+        proposal of her half, which names γ, in flight or expired. Her node repeats it on
+        reconnection, and adopts Ingrid's late answer to it: the opening completes once the node
+        that died is back, or Bob answers (docs/protocol.md §11.2), so the file may go on naming γ."""
         ledger = self.world.cid(gamma.ledgers[0])
         nid = self.world.nids[f"{gamma.name}@{gamma.ledgers[0]}"]
         rec = self.world.parties[gamma.alice].record(ledger)
-        half = next((p.nanocontract for p in getattr(rec, "pending", ())
-                     if p.nanocontract is not None and p.nanocontract.nid == nid), None)
+        proposals = (*getattr(rec, "pending", ()), *getattr(rec, "expired", ()))
+        half = next((p.nanocontract for p in proposals if p.nanocontract is not None and p.nanocontract.nid == nid),
+                    None)
         if half is None:
             return False
         gid = vc.decode(half.storage).id
@@ -269,15 +274,19 @@ class Actions:
         self.narrator.note(by, f"invoice {name}: {self.world.amount(invoice.amount)}, payment hash "
                                f"0x{invoice.payment_hash.hex()[:12]}…, payable until chain time {expiry}")
 
-    async def pay_invoice(self, payer: str, name: str, channels: tuple[str, ...], timeout: float) -> None:
+    async def pay_invoice(self, payer: str, name: str, channels: tuple[str, ...], timeout: float,
+                          amount: int | None = None, secret: bytes | None = None) -> None:
         """The payer's node pays the invoice over the route; the step ends when it holds the
         preimage, or after `timeout` seconds (PeerTimeout: the locks stay, and the payment goes
-        on or unwinds as the nodes and the chain move)."""
+        on or unwinds as the nodes and the chain move). With `amount` (what the route delivers)
+        or `secret` (the payment secret in the payee's layer of the onion), the payer's node
+        locks that without its own checks of the invoice: a payer that breaks the route."""
         world = self.world
         if name not in world.invoices:
             raise errors.WrongStage(f"invoice {name} was never made")
         invoice = world.invoices[name]
-        route = world.route(payer, channels, invoice)
+        by_hand = amount is not None or secret is not None
+        route = world.route(payer, channels, invoice if amount is None else replace(invoice, amount=amount))
         hops = world.scenario.invoices[name]
         forwarders = [world.name(hop.node) for hop in route.hops[:-1]]
         fees = ", ".join(f"{who} {world.amount(fee)}" for who, fee in zip(forwarders, route.fees)) or "none"
@@ -286,8 +295,13 @@ class Actions:
                                   f"{hops.payee}; fees {fees}")
         # Each hop's key for its layer of the onion, as announcements will give them.
         keys = {hop.node: compressed_public_key(world.member(world.name(hop.node)).account.key) for hop in route.hops}
+        multihop = world.parties[payer].multihop()
         try:
-            preimage = await world.parties[payer].multihop().pay_route(route, invoice, keys, timeout)
+            if by_hand:
+                preimage = await multihop.lock_route(route, invoice.payment_hash, secret or invoice.payment_secret,
+                                                     keys, timeout)
+            else:
+                preimage = await multihop.pay_route(route, invoice, keys, timeout)
         except errors.PeerTimeout as exc:
             raise errors.PeerTimeout(f"{payer} holds no preimage of {name} after {timeout:g} s; the payment goes on "
                                      "without it (its locks are claimed, or taken back after their timeouts)") from exc

@@ -171,8 +171,11 @@ class Checks:
             payer = self.world.scenario.invoices[name].payer
             rec = records.get(payer)
             failed = mh.payment_failed(rec) if rec is not None else None
-            shown = {"hop": "none" if failed is None or failed.hop is None else self.world.name(failed.hop),
-                     "code": "none" if failed is None or failed.code is None else FailureCode(failed.code).name}
+            if failed is None:
+                shown = {"hop": "no failure yet", "code": "no failure yet"}
+            else:
+                shown = {"hop": "none" if failed.hop is None else self.world.name(failed.hop),
+                         "code": "none" if failed.code is None else FailureCode(failed.code).name}
             for key, expected in want["failure"].items():
                 what = {"hop": f"the hop whose failure of {name} came back to {payer}",
                         "code": f"the failure of {name} that came back to {payer}"}[key]

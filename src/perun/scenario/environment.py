@@ -1,5 +1,5 @@
 """What the steps do around the nodes, which never see it happen: the network's faults (`drop`,
-`delay`, `replay`, `forge`), played by the relays of perun.scenario.network, and the chain's
+`delay`, `hold` and `release`, `garble`, `replay`, `forge`), played by the relays of perun.scenario.network, and the chain's
 time (`wait`).
 """
 
@@ -28,6 +28,12 @@ class Environment:
     def fault(self, action: str, sender: str, message: str, count: int, seconds: float) -> None:
         """The relay drops or delays the sender's next `count` frames of a type."""
         self.network.add_rule(Rule(sender, message, action, count, seconds))
+
+    async def release(self, sender: str) -> None:
+        """The frames `hold` kept back from the sender go on, in order, as a slow link delivers
+        them at last."""
+        count = await self.network.release(sender)
+        self.narrator.note(None, f"the network delivers {count} frame{'s' * (count != 1)} held back from {sender}")
 
     async def replay(self, sender: str, message: str) -> None:
         await self._await_reply(self.network.replay(sender, message))

@@ -403,6 +403,14 @@ def describe(step: Step, world: World) -> str:
             return f"the network delays {a['from']}'s next {a['message']} by {a['seconds']} s"
         case "replay":
             return f"the network replays {a['from']}'s last {a['message']}"
+        case "hold":
+            return f"the network holds back {a['from']}'s next {a['message']}, and what follows it, until released"
+        case "release":
+            return f"the network releases what it held back from {a['from']}"
+        case "garble":
+            count = a.get("count", 1)
+            frames = "LockFailure" if count == 1 else f"{count} LockFailure frames"
+            return f"the network alters the failure in {a['from']}'s next {frames}"
         case "forge":
             signer = f", signed by {a['signer']}" if "signer" in a else ", with the old signature"
             return f"a forged Update from {a['from']} moves {amount} more on {a['channel']}{signer}"
@@ -446,8 +454,13 @@ def describe(step: Step, world: World) -> str:
             return f"{a['by']} makes invoice {a['name']} for {amount}"
         case "pay_invoice":
             invoice = world.scenario.invoices[a["invoice"]]
+            by_hand = []
+            if "amount" in a:
+                by_hand.append(f"delivering {world.amount(a['amount'])}")
+            if "secret" in a:
+                by_hand.append("with a payment secret not the invoice's")
             return (f"{a['from']} pays invoice {a['invoice']} ({world.amount(invoice.amount)} to {invoice.payee}) over "
-                    f"{', '.join(a['route'])}")
+                    f"{', '.join(a['route'])}" + (f", by hand: {', '.join(by_hand)}" if by_hand else ""))
     return step.action
 
 

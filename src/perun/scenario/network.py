@@ -34,7 +34,7 @@ class Rule:
 
     sender: str
     type: str
-    action: str  # drop, delay, or pass (deliver, then call `then`)
+    action: str  # drop, delay, hold, garble, or pass (deliver, then call `then`)
     count: int = 1
     seconds: float = 0.0
     then: Callable[[], None] | None = None
@@ -70,6 +70,8 @@ class Network:
         self.failure: str | None = None
         self._opening = 0  # links whose handshakes are under way
         self._forwarding = 0  # frames read and not yet passed on (a delayed one among them)
+        # (sender, receiver) -> the frames held back on that link, in order, until `release`
+        self.held: dict[tuple[str, str], list[tuple[bytes, Connection]]] = {}
 
     async def add(self, party: str) -> int:
         """Opens the relay for `party`; returns the port its peers dial."""
@@ -146,6 +148,17 @@ class Network:
                          balance_bob=state.balance_bob, signature=signature)
         self._inject(sender, receiver, forged.encode(), "forged")
         return receiver
+
+    async def release(self, sender: str) -> int:
+        """Sends on every frame held back from `sender`, in order; returns how many."""
+        count = 0
+        for link in [link for link in self.held if link[0] == sender]:
+            for raw, dst in self.held.pop(link):
+                with contextlib.suppress(errors.PeerUnavailable):
+                    dst.send_plaintext(raw)
+                    await dst.drain()
+                    count += 1
+        return count
 
     def _is_alice(self, sender: str, update: m.Update) -> bool:
         return self.alice_of.get(update.channel_id) == sender
@@ -226,14 +239,20 @@ class Network:
     async def _forward(self, sender: str, receiver: str, raw: bytes, message: m.Message | None,
                        dst: Connection) -> None:
         type_name = type(message).__name__ if message else "Malformed"
+        if (sender, receiver) in self.held:  # behind a held frame: it waits too
+            self.held[(sender, receiver)].append((raw, dst))
+            return
         rule = next((r for r in self.rules if r.sender == sender and r.type == type_name and r.count > 0), None)
         fate: Fate = "delivered"
         if rule is not None:
             rule.count -= 1
             if rule.count == 0:
                 self.rules.remove(rule)
-            fates: dict[str, Fate] = {"drop": "dropped", "delay": "delayed"}
+            fates: dict[str, Fate] = {"drop": "dropped", "delay": "delayed", "hold": "delayed", "garble": "forged"}
             fate = fates.get(rule.action, "delivered")
+            if rule.action == "garble" and isinstance(message, m.LockFailure):
+                message = _garbled(message)
+                raw = message.encode()
         if message is not None:
             self.last[(sender, type_name)] = (receiver, raw)
             if isinstance(message, m.Update):
@@ -248,12 +267,23 @@ class Network:
             rule.seen.set()
             if rule.action == "drop":
                 return
+            if rule.action == "hold":
+                self.held[(sender, receiver)] = [(raw, dst)]
+                return
             await asyncio.sleep(rule.seconds)  # the link is slow: later messages wait too
         with contextlib.suppress(errors.PeerUnavailable):
             dst.send_plaintext(raw)
             if rule is not None and rule.then:
                 rule.then()
             await dst.drain()
+
+
+def _garbled(failure: m.LockFailure) -> m.LockFailure:
+    """The failure with one byte of its blob flipped: a hop that alters what it passes on. The
+    blob keeps its size, so every hop still takes it; only the payer can tell."""
+    blob = bytearray(failure.failure)
+    blob[len(blob) // 2] ^= 0xFF
+    return replace(failure, failure=bytes(blob))
 
 
 def _decode(raw: bytes) -> m.Message | None:

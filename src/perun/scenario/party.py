@@ -89,7 +89,8 @@ class Party:
         # The file scripts both parties of every channel: what each deposits is the file's say.
         node = Node(self.account.key, self._chain, self._contract, self.store, poll_interval=POLL,
                     response_timeout=spec.response_timeout or RESPONSE_TIMEOUT, name=self.name, policy=ACCEPT_ALL,
-                    towers=self.towers, tower_reward=spec.reward, forward=spec.forward, **multistate)
+                    towers=self.towers, tower_reward=spec.reward, forward=spec.forward,
+                    **({} if spec.reply_time is None else {"reply_time": spec.reply_time}), **multistate)
         node.on_kill = lambda killed: on_kill(self.name, killed.faults.armed)
         await node.start()
         self.node = node

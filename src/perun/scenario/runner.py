@@ -196,8 +196,12 @@ class Run:
                 await act.restart(a["party"], "back online" if step.action == "online" else "restarted on its store")
             case "crash":
                 act.crash(a["party"], a.get("at"))
-            case "drop" | "delay":
+            case "drop" | "delay" | "hold":
                 env.fault(step.action, a["from"], a["message"], a.get("count", 1), a.get("seconds", 0.0))
+            case "garble":
+                env.fault(step.action, a["from"], "LockFailure", a.get("count", 1), 0.0)
+            case "release":
+                await env.release(a["from"])
             case "replay":
                 await env.replay(a["from"], a["message"])
             case "forge":
@@ -207,7 +211,8 @@ class Run:
             case "invoice":
                 await act.invoice(a)
             case "pay_invoice":
-                await act.pay_invoice(a["from"], a["invoice"], a["route"], a.get("timeout", DEFAULT_PAY_TIMEOUT))
+                await act.pay_invoice(a["from"], a["invoice"], a["route"], a.get("timeout", DEFAULT_PAY_TIMEOUT),
+                                      a.get("amount"), a.get("secret"))
             case "expect":
                 await self.checks.wait_towers(step)
                 await self.checks.wait_payment(step)

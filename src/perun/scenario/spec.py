@@ -56,6 +56,7 @@ class Party:
     reward: int = 0  # what it offers a tower that refutes for it (at most its balance in the state)
     forward: ForwardPolicy | None = None  # forwards multi-hop payments, for these fees
     response_timeout: float | None = None  # seconds its node waits for a peer's answer (None: the runner's default)
+    reply_time: float | None = None  # the seed's T: seconds a peer has to answer its proposals (None: the node's)
 
 
 @dataclass(frozen=True)
@@ -555,8 +556,10 @@ def _payment(value: Any, scenario: Scenario) -> dict[str, Any]:
         codes = [code.name for code in FailureCode]
         if not isinstance(failure, dict) or not failure or set(failure) - {"hop", "code"}:
             raise _Bad("failure: {hop: P, code: CODE} (either optional): the hop whose failure came back to the payer")
-        result["failure"] = {**({"hop": _party(failure["hop"], scenario)} if "hop" in failure else {}),
-                             **({"code": _choice(*codes)(failure["code"], scenario)} if "code" in failure else {})}
+        # `none`: the failure names no hop or code (it was unreadable, or the lock timed out).
+        result["failure"] = {**({"hop": "none" if failure["hop"] == "none" else _party(failure["hop"], scenario)}
+                                if "hop" in failure else {}),
+                             **({"code": _choice(*codes, "none")(failure["code"], scenario)} if "code" in failure else {})}
     return result
 
 
@@ -684,6 +687,9 @@ ACTIONS: dict[str, tuple[Fields, str | None]] = {
     "delay": ({"from": (_member, True), "message": (_choice(*sorted(MESSAGE_TYPES)), True),
                "seconds": (_seconds, True), "count": (_int(1), False)}, None),
     "replay": ({"from": (_member, True), "message": (_choice(*sorted(MESSAGE_TYPES)), True)}, None),
+    "hold": ({"from": (_member, True), "message": (_choice(*sorted(MESSAGE_TYPES)), True)}, None),
+    "release": ({"from": (_member, True)}, "from"),
+    "garble": ({"from": (_member, True), "count": (_int(1), False)}, "from"),
     "forge": ({**CHANNEL, "from": (_party, True), "amount": (_amount, True), "signer": (_party, False)}, None),
     "wait": ({"seconds": (_int(1), False), "blocks": (_int(1), False), "deadline": (_channel, False),
               "window": (_nanocontract, False), "timeout": (_nanocontract, False),
@@ -716,7 +722,8 @@ ACTIONS: dict[str, tuple[Fields, str | None]] = {
                  "expiry": (_int(1), False), "min_final": (_int(0), False), "description": (_description, False)},
                 None),
     "pay_invoice": ({"from": (_party, True), "invoice": (_invoice, True), "route": (_route, True),
-                     "timeout": (_positive_seconds, False)}, None),
+                     "timeout": (_positive_seconds, False), "amount": (_amount, False), "secret": (_preimage, False)},
+                    None),
     # Opening and payouts by hand (docs/protocol.md §6, 7 and 10): Bob's confirmation with his key,
     # the test token's deny list, a deferred payout withdrawn.
     "confirm": ({**CHANNEL, "by": (_party, True)}, None),
@@ -845,9 +852,9 @@ class _Loader:
             if name in scenario.towers:
                 raise self.fail(value, f"party {name}: expected a name that no tower has")
             for key in set(fields) - {"funds", "key", "hub", "accept_virtual", "towers", "reward", "forward",
-                                      "response_timeout"}:
+                                      "response_timeout", "reply_time"}:
                 raise self.fail(fields[key], f"party {name}: unknown field {key!r}: expected funds, key, hub, "
-                                             "accept_virtual, towers, reward, forward, response_timeout")
+                                             "accept_virtual, towers, reward, forward, response_timeout, reply_time")
             funds = self.field(fields, "funds", _amount, scenario, f"party {name}", DEFAULT_FUNDS)
             accept_virtual = self.field(fields, "accept_virtual", _bool, scenario, f"party {name}", True)
             hub = self.hub(fields["hub"], scenario, f"party {name}: hub") if "hub" in fields else None
@@ -859,8 +866,9 @@ class _Loader:
             if forward is not None:
                 self.forwarding[name] = fields["forward"]
             response_timeout = self.field(fields, "response_timeout", _positive_seconds, scenario, f"party {name}")
+            reply_time = self.field(fields, "reply_time", _positive_seconds, scenario, f"party {name}")
             scenario.parties[name] = Party(name, funds, self.key(fields, f"party {name}"), hub, accept_virtual,
-                                           towers, reward, forward, response_timeout)
+                                           towers, reward, forward, response_timeout, reply_time)
 
     def hub(self, node: yaml.Node, scenario: Scenario, where: str) -> HubPolicy:
         """{fast_close: false, capacity: 10eth, max_channels: 2, fee: 0.01eth}, each optional: Ingrid's
@@ -1108,6 +1116,8 @@ class _Loader:
         if payer == invoice.payee:
             raise self.fail(fields["from"], f"{where}: from: {payer} made invoice {invoice.name}, and pays itself "
                                             "nothing")
+        if args.get("amount") == 0:
+            raise self.fail(fields["amount"], f"{where}: amount: a payment delivers more than 0")
         at, visited = payer, [payer]
         for name in route:
             channel = scenario.channels[name]

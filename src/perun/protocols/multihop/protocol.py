@@ -138,7 +138,7 @@ class Multihop(Protocol):
             raise errors.InvalidRoute("the route does not go to the invoice's payee")
         if route.amount < invoice.amount or invoice.token != ETH:
             raise errors.InvalidRoute(f"the route delivers {route.amount}, the invoice asks {invoice.amount}")
-        return await self._lock(route, invoice.payment_hash, invoice.payment_secret, public_keys, timeout)
+        return await self.lock_route(route, invoice.payment_hash, invoice.payment_secret, public_keys, timeout)
 
     async def pay(self, invoice: Invoice, timeout: float = 30.0) -> tuple[Route, bytes]:
         """Pays `invoice` over the cheapest route this node knows of: it asks its peers for their
@@ -165,13 +165,15 @@ class Multihop(Protocol):
         graph, keys = await self.directory.survey()
         route = find_route(graph, self.ctx.address, payee, amount, now + ROUTE_SLACK, self.margin)
         preimage = secrets.token_bytes(32)
-        return route, await self._lock(route, hashlib.sha256(preimage).digest(), preimage, keys, timeout)
+        return route, await self.lock_route(route, hashlib.sha256(preimage).digest(), preimage, keys, timeout)
 
-    async def _lock(self, route: Route, payment_hash: bytes, payment_secret: bytes,
-                    public_keys: Mapping[str, bytes], timeout: float) -> bytes:
+    async def lock_route(self, route: Route, payment_hash: bytes, payment_secret: bytes,
+                         public_keys: Mapping[str, bytes], timeout: float) -> bytes:
         """Builds the onion of `route` for `payment_hash`, the payee's payload carrying
         `payment_secret`, locks towards the first hop, and returns the preimage once claimed
-        (as `pay_route` says)."""
+        (as `pay_route` says). It checks no invoice: `pay_route` and `pay_to` do first; called
+        alone, it pays what the caller chose, as a payer that breaks the route does (less than
+        the invoice, a secret not its own: the payee fails it, docs/protocol.md §13.6)."""
         if checksum(route.payer) != self.ctx.address:
             raise errors.InvalidRoute("the route is not from this node")
         if mh.retryable(self.records.get(payment_hash)) is not None:
