@@ -25,7 +25,7 @@ from perun.core.multihop import HopRecord
 from perun.core.multistate import NanocontractState
 from perun.core.tower import Watched
 from perun.core.virtual import VirtualRecord
-from perun.node import Node, Watchtower
+from perun.node import REPLY_TIME, Node, Watchtower
 from perun.protocols.multihop import Multihop
 from perun.protocols.multistate import Multistate
 from perun.protocols.policy import ACCEPT_ALL
@@ -89,8 +89,8 @@ class Party:
         # The file scripts both parties of every channel: what each deposits is the file's say.
         node = Node(self.account.key, self._chain, self._contract, self.store, poll_interval=POLL,
                     response_timeout=spec.response_timeout or RESPONSE_TIMEOUT, name=self.name, policy=ACCEPT_ALL,
-                    towers=self.towers, tower_reward=spec.reward, forward=spec.forward,
-                    **({} if spec.reply_time is None else {"reply_time": spec.reply_time}), **multistate)
+                    reply_time=spec.reply_time or REPLY_TIME, towers=self.towers, tower_reward=spec.reward,
+                    forward=spec.forward, **multistate)
         node.on_kill = lambda killed: on_kill(self.name, killed.faults.armed)
         await node.start()
         self.node = node
