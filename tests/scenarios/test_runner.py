@@ -287,6 +287,32 @@ steps:
         ("alice", "LockOnion"), ("alice", "NanocontractCreate"), ("bob", "Error")]
 
 
+def test_a_garbled_failure_reaches_the_payer_unreadable_after_a_payment_by_hand(tmp_path: Path) -> None:
+    """Carol fails a lock that delivers less than her invoice; the relay alters her failure, which
+    Bob passes on: Alice's payment fails, naming no hop and no code."""
+    path = tmp_path / "s.yaml"
+    path.write_text("""title: t
+parties: {alice: {}, bob: {forward: {}}, carol: {}}
+channels:
+  ab: {kind: multistate, alice: alice, bob: bob, deposits: [5eth, 5eth]}
+  bc: {kind: multistate, alice: bob, bob: carol, deposits: [5eth, 5eth]}
+steps:
+  - open: ab
+  - open: bc
+  - invoice: {by: carol, name: tea, amount: 1eth}
+  - garble: carol
+  - pay_invoice: {from: alice, invoice: tea, route: [ab, bc], amount: 0.5eth}
+    fails: PaymentFailed
+  - expect:
+      payment: {invoice: tea, failure: {hop: none, code: none}, outcome: {alice: failed}}
+""")
+    [rec] = run([path], out=lambda line: None)
+    assert rec.passed, [v for v in rec.verdicts if not v.passed]
+    assert "unreadable" in rec.verdicts[0].found
+    assert [(m.sender, m.fate) for m in rec.messages if m.type == "LockFailure"] == [("carol", "forged"),
+                                                                                    ("bob", "delivered")]
+
+
 def test_a_final_state_by_hand_closes_an_open_channel_and_owed_reads_the_contract(tmp_path: Path) -> None:
     # In Open any version closes at once; the running nodes read the payout they never signed.
     rec, lines = play(tmp_path, "  - pay: {from: alice, amount: 1eth}\n"

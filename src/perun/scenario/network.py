@@ -6,7 +6,8 @@ network can read, drop, replay or forge a single message; the relay can because 
 party's key (the runner made them): it ends the dialer's session as the party dialled and opens
 another to that party's node as the dialer. It records the sequence diagram, and it plays the
 network the scenario describes, to test the nodes' own checks behind the transport: it drops
-or delays the next message of a type, replays one, or injects a forged one. The nodes are not
+or delays the next message of a type, holds a party's messages back until a later step
+releases them, alters a failure passed back, replays one, or injects a forged one. The nodes are not
 changed for any of this.
 """
 
