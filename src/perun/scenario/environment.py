@@ -1,6 +1,6 @@
 """What the steps do around the nodes, which never see it happen: the network's faults (`drop`,
-`delay`, `hold` and `release`, `garble`, `replay`, `forge`), played by the relays of perun.scenario.network, and the chain's
-time (`wait`).
+`delay`, `hold` and `release`, `garble`, `replay`, `forge`), played by the relays of
+perun.scenario.network, and the chain's time (`wait`).
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ party's key (the runner made them): it ends the dialer's session as the party di
 another to that party's node as the dialer. It records the sequence diagram, and it plays the
 network the scenario describes, to test the nodes' own checks behind the transport: it drops
 or delays the next message of a type, holds a party's messages back until a later step
-releases them, alters a failure passed back, replays one, or injects a forged one. The nodes are not
-changed for any of this.
+releases them, alters a failure passed back, replays one, or injects a forged one. The nodes
+are not changed for any of this.
 """
 
 from __future__ import annotations
@@ -240,11 +240,10 @@ class Network:
     async def _forward(self, sender: str, receiver: str, raw: bytes, message: m.Message | None,
                        dst: Connection) -> None:
         type_name = type(message).__name__ if message else "Malformed"
-        if (sender, receiver) in self.held:  # behind a held frame: it waits too
-            self.held[(sender, receiver)].append((raw, dst))
-            return
-        rule = next((r for r in self.rules if r.sender == sender and r.type == type_name and r.count > 0), None)
-        fate: Fate = "delivered"
+        behind = self.held.get((sender, receiver))  # frames held back on this link: this one waits too
+        rule = None if behind is not None else next(
+            (r for r in self.rules if r.sender == sender and r.type == type_name and r.count > 0), None)
+        fate: Fate = "delivered" if behind is None else "delayed"
         if rule is not None:
             rule.count -= 1
             if rule.count == 0:
@@ -264,6 +263,9 @@ class Network:
                 logging.getLogger("perun.scenario").exception("recording %s from %s failed", type_name, sender)
                 self.failure = self.failure or (f"recording the {type_name} from {sender} to {receiver} failed: "
                                                 f"{type(exc).__name__}: {exc}")
+        if behind is not None:
+            behind.append((raw, dst))
+            return
         if rule is not None:
             rule.seen.set()
             if rule.action == "drop":
