@@ -255,11 +255,7 @@ def test_towers_are_stopped_after_a_run_that_failed(tmp_path: Path, monkeypatch:
         ("bob", "spare", "Monitor"), ("spare", "bob", "MonitorAck")}
 
 
-def test_a_payment_through_a_party_that_does_not_forward_is_refused_and_nothing_stays_locked(tmp_path: Path) -> None:
-    """Bob has no `forward`: he refuses Alice's lock, the payment step fails with the wire code,
-    and nothing is locked."""
-    path = tmp_path / "s.yaml"
-    path.write_text("""title: t
+ROUTE = """title: t
 parties: {alice: {}, bob: {}, carol: {}}
 channels:
   ab: {kind: multistate, alice: alice, bob: bob, deposits: [5eth, 5eth]}
@@ -267,7 +263,14 @@ channels:
 steps:
   - open: ab
   - open: bc
-  - invoice: {by: carol, name: tea, amount: 1eth, expiry: 600}
+"""
+
+
+def test_a_payment_through_a_party_that_does_not_forward_is_refused_and_nothing_stays_locked(tmp_path: Path) -> None:
+    """Bob has no `forward`: he refuses Alice's lock, the payment step fails with the wire code,
+    and nothing is locked."""
+    path = tmp_path / "s.yaml"
+    path.write_text(ROUTE + """  - invoice: {by: carol, name: tea, amount: 1eth, expiry: 600}
   - pay_invoice: {from: alice, invoice: tea, route: [ab, bc]}
     fails: CHANNEL_REFUSED
   - expect:
@@ -291,15 +294,7 @@ def test_a_garbled_failure_reaches_the_payer_unreadable_after_a_payment_by_hand(
     """Carol fails a lock that delivers less than her invoice; the relay alters her failure, which
     Bob passes on: Alice's payment fails, naming no hop and no code."""
     path = tmp_path / "s.yaml"
-    path.write_text("""title: t
-parties: {alice: {}, bob: {forward: {}}, carol: {}}
-channels:
-  ab: {kind: multistate, alice: alice, bob: bob, deposits: [5eth, 5eth]}
-  bc: {kind: multistate, alice: bob, bob: carol, deposits: [5eth, 5eth]}
-steps:
-  - open: ab
-  - open: bc
-  - invoice: {by: carol, name: tea, amount: 1eth}
+    path.write_text(ROUTE.replace("bob: {}", "bob: {forward: {}}") + """  - invoice: {by: carol, name: tea, amount: 1eth}
   - garble: carol
   - pay_invoice: {from: alice, invoice: tea, route: [ab, bc], amount: 0.5eth}
     fails: PaymentFailed
