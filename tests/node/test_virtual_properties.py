@@ -81,9 +81,9 @@ def every_path(test):
     return test
 
 
-# Each example starts three nodes and plays a path of minutes of chain time: 5 to 15 s here (2
-# cores), so the long profile draws ten times the examples, after its directed sweep of every path.
-@settings(max_examples=examples(10), deadline=None)
+# Each example starts three nodes and plays a path of minutes of chain time (about 1.6 s on a
+# quiet core): the long profile draws 1,000, after its directed sweep of every path.
+@settings(max_examples=examples(10, long=1000), deadline=None)
 @every_path
 @given(path=paths())
 def test_ingrid_neither_gains_nor_loses_and_the_ends_get_their_latest_balances(embedded_world, embedded_ms_world,
