@@ -21,7 +21,8 @@ test: setup browser capture-tool
 	$(PY) -m pytest -q -p no:ape_test -n 2 --dist loadfile $(PYTEST_ARGS)
 
 # The same suite under the long Hypothesis profile (tests/conftest.py): ten times the examples of
-# every property test, 1,000 of the multistate state machine, 1,000 of the virtual-channel nodes after each of their paths.
+# every property test, 1,000 of the multistate state machine, and 1,000 of the virtual-channel
+# nodes after each of their paths.
 test-long: setup browser capture-tool
 	HYPOTHESIS_PROFILE=long $(PY) -m pytest -q -p no:ape_test -n 2 --dist loadfile $(PYTEST_ARGS)
 
